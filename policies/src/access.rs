@@ -1,0 +1,288 @@
+//! What each function touches, declared once. From a declaration come both the policy (exact
+//! actions on exact ARNs) and the concrete requests the function makes, which the matrix and
+//! the smoke test check against the policy.
+
+use crate::arn::ArnTemplate;
+use crate::document::{Action, PolicyDocument, Statement};
+
+/// One kind of access a function needs. Resources are ARN templates of the resource itself
+/// (the bucket, the table, the queue, the log group); object and stream ARNs derive from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `s3:PutObject` on keys under `prefix` (which ends with `/`).
+    S3Put { bucket: ArnTemplate, prefix: String },
+    /// `s3:GetObject` on keys under `prefix` (also what `HeadObject` and Rekognition's read of
+    /// an `S3Object` are authorised by).
+    S3Get { bucket: ArnTemplate, prefix: String },
+    /// `rekognition:DetectLabels`, which has no resource-level permissions.
+    DetectLabels,
+    /// `dynamodb:PutItem` on one table.
+    DynamoPut { table: ArnTemplate },
+    /// `dynamodb:GetItem` and `dynamodb:Scan` on one table.
+    DynamoRead { table: ArnTemplate },
+    /// `sqs:SendMessage` to one queue (an async-invoke OnFailure destination is sent with the
+    /// function's own role).
+    SqsSend { queue: ArnTemplate },
+    /// `logs:CreateLogStream` and `logs:PutLogEvents` in the function's own log group.
+    WriteLogs { log_group: ArnTemplate },
+}
+
+/// A request the function makes: one action on one concrete (template) resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Request {
+    pub action: Action,
+    pub resource: ArnTemplate,
+}
+
+/// The object key the matrix uses as "a key the function writes or reads".
+pub const SAMPLE_OBJECT: &str = "00000000-0000-4000-8000-000000000000.jpg";
+/// The log stream the matrix uses as "a stream of the function's log group".
+pub const SAMPLE_STREAM: &str = "2026/01/01/[$LATEST]0123456789abcdef";
+
+fn act(s: &'static str) -> Action {
+    Action::known(s)
+}
+
+fn objects(bucket: &ArnTemplate, prefix: &str) -> ArnTemplate {
+    bucket.join(&format!("/{prefix}*"))
+}
+
+fn streams(log_group: &ArnTemplate) -> ArnTemplate {
+    log_group.join(":*")
+}
+
+impl Access {
+    /// The actions this access grants, in a fixed order.
+    pub fn actions(&self) -> Vec<Action> {
+        match self {
+            Access::S3Put { .. } => vec![act("s3:PutObject")],
+            Access::S3Get { .. } => vec![act("s3:GetObject")],
+            Access::DetectLabels => vec![act("rekognition:DetectLabels")],
+            Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
+            Access::DynamoRead { .. } => vec![act("dynamodb:GetItem"), act("dynamodb:Scan")],
+            Access::SqsSend { .. } => vec![act("sqs:SendMessage")],
+            Access::WriteLogs { .. } => {
+                vec![act("logs:CreateLogStream"), act("logs:PutLogEvents")]
+            }
+        }
+    }
+
+    /// The resources the statement names: the narrowest ARN pattern that still covers every
+    /// request of this access.
+    pub fn resources(&self) -> Vec<ArnTemplate> {
+        match self {
+            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
+                vec![objects(bucket, prefix)]
+            }
+            Access::DetectLabels => vec![ArnTemplate::any()],
+            Access::DynamoPut { table } | Access::DynamoRead { table } => vec![table.clone()],
+            Access::SqsSend { queue } => vec![queue.clone()],
+            Access::WriteLogs { log_group } => vec![streams(log_group)],
+        }
+    }
+
+    /// A statement id: IAM allows only letters and digits.
+    fn sid(&self) -> &'static str {
+        match self {
+            Access::S3Put { .. } => "PutUploadedObjects",
+            Access::S3Get { .. } => "ReadUploadedObjects",
+            Access::DetectLabels => "DetectLabels",
+            Access::DynamoPut { .. } => "WriteImageItems",
+            Access::DynamoRead { .. } => "ReadImageItems",
+            Access::SqsSend { .. } => "SendToFailureQueue",
+            Access::WriteLogs { .. } => "WriteOwnLogs",
+        }
+    }
+
+    /// Concrete requests the function makes under this access.
+    pub fn requests(&self) -> Vec<Request> {
+        let resource = match self {
+            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
+                bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"))
+            }
+            Access::WriteLogs { log_group } => {
+                log_group.join(&format!(":log-stream:{SAMPLE_STREAM}"))
+            }
+            _ => self
+                .resources()
+                .into_iter()
+                .next()
+                .unwrap_or_else(ArnTemplate::any),
+        };
+        self.actions()
+            .into_iter()
+            .map(|action| Request {
+                action,
+                resource: resource.clone(),
+            })
+            .collect()
+    }
+
+    /// Requests this access must *not* enable: other actions on the same resource and the same
+    /// actions on sibling resources (another prefix, another bucket, another table…).
+    pub fn near_misses(&self) -> Vec<(Request, &'static str)> {
+        let mut out = Vec::new();
+        let mut push = |action: &'static str, resource: ArnTemplate, why: &'static str| {
+            out.push((
+                Request {
+                    action: act(action),
+                    resource,
+                },
+                why,
+            ));
+        };
+        match self {
+            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
+                let object = bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"));
+                for a in [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                    "s3:GetObjectVersion",
+                    "s3:PutObjectAcl",
+                    "s3:PutObjectTagging",
+                ] {
+                    push(a, object.clone(), "another action on the same object");
+                }
+                for a in ["s3:ListBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"] {
+                    push(a, bucket.clone(), "a bucket-level action");
+                }
+                let trimmed = prefix.trim_end_matches('/');
+                for (key, why) in [
+                    (
+                        format!("other/{SAMPLE_OBJECT}"),
+                        "the same action under another prefix",
+                    ),
+                    (
+                        SAMPLE_OBJECT.to_string(),
+                        "the same action at the bucket root",
+                    ),
+                    (
+                        format!("{trimmed}-other/{SAMPLE_OBJECT}"),
+                        "the same action under a prefix that only starts alike",
+                    ),
+                ] {
+                    for a in self.actions() {
+                        out.push((
+                            Request {
+                                action: a,
+                                resource: bucket.join(&format!("/{key}")),
+                            },
+                            why,
+                        ));
+                    }
+                }
+                for a in self.actions() {
+                    out.push((
+                        Request {
+                            action: a,
+                            resource: bucket.join(&format!("-other/{prefix}{SAMPLE_OBJECT}")),
+                        },
+                        "the same action on another bucket",
+                    ));
+                }
+            }
+            Access::DetectLabels => {
+                for a in [
+                    "rekognition:DetectFaces",
+                    "rekognition:IndexFaces",
+                    "rekognition:CreateCollection",
+                    "rekognition:DetectText",
+                ] {
+                    push(a, ArnTemplate::any(), "another Rekognition action");
+                }
+            }
+            Access::DynamoPut { table } | Access::DynamoRead { table } => {
+                for a in [
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:Scan",
+                    "dynamodb:Query",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:DeleteTable",
+                    "dynamodb:UpdateTable",
+                ] {
+                    push(a, table.clone(), "another action on the same table");
+                }
+                for a in self.actions() {
+                    out.push((
+                        Request {
+                            action: a.clone(),
+                            resource: table.join("-other"),
+                        },
+                        "the same action on another table",
+                    ));
+                    out.push((
+                        Request {
+                            action: a,
+                            resource: table.join("/index/any"),
+                        },
+                        "the same action on an index of the table",
+                    ));
+                }
+            }
+            Access::SqsSend { queue } => {
+                for a in [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:PurgeQueue",
+                    "sqs:SetQueueAttributes",
+                ] {
+                    push(a, queue.clone(), "another action on the same queue");
+                }
+                push(
+                    "sqs:SendMessage",
+                    queue.join("-other"),
+                    "the same action on another queue",
+                );
+            }
+            Access::WriteLogs { log_group } => {
+                for a in [
+                    "logs:DeleteLogGroup",
+                    "logs:PutRetentionPolicy",
+                    "logs:GetLogEvents",
+                ] {
+                    push(
+                        a,
+                        streams(log_group),
+                        "another action on the same log group",
+                    );
+                }
+                push(
+                    "logs:PutLogEvents",
+                    log_group.join(&format!("-other:log-stream:{SAMPLE_STREAM}")),
+                    "the same action on another log group",
+                );
+            }
+        }
+        out
+    }
+}
+
+/// One function and everything it may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionAccess {
+    /// Short name (`upload`, `process`, `metadata`).
+    pub name: String,
+    pub access: Vec<Access>,
+}
+
+impl FunctionAccess {
+    /// The function's identity policy: one `Allow` statement per declared access.
+    pub fn policy(&self) -> PolicyDocument<ArnTemplate> {
+        PolicyDocument::new(
+            self.access
+                .iter()
+                .map(|a| Statement::allow(a.sid(), a.actions(), a.resources()))
+                .collect(),
+        )
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.access.iter().flat_map(Access::requests).collect()
+    }
+}
