@@ -89,6 +89,15 @@ impl ArnTemplate {
         t
     }
 
+    /// This template followed by another.
+    pub fn append(&self, other: &ArnTemplate) -> Self {
+        let mut t = self.clone();
+        for p in &other.parts {
+            t.push(p.clone());
+        }
+        t
+    }
+
     pub fn parts(&self) -> &[Part] {
         &self.parts
     }

@@ -43,8 +43,8 @@ impl Action {
         }
     }
 
-    /// For actions the crate itself spells; a typo here is a programming error caught by tests.
-    pub(crate) fn known(s: &'static str) -> Self {
+    /// For actions spelled in source code; a typo is a programming error that tests catch.
+    pub fn known(s: &'static str) -> Self {
         debug_assert!(Self::parse(s).is_ok(), "malformed built-in action {s}");
         Self(s.to_string())
     }

@@ -1,1 +1,84 @@
-fn main() {}
+//! `cargo xtask`: the project's command line. Parses arguments, turns them into the plain
+//! config structs the libraries take, and prints for humans; the work happens in the libraries.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod lint;
+mod pytools;
+mod synth;
+mod test;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Synthesize, validate and test the serverless image pipeline",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Write the CloudFormation template and each function's IAM policy, and summarise them
+    Synth(synth::Args),
+    /// Validate synthesized templates and policies with cfn-lint, checkov and parliament
+    Lint(lint::Args),
+    /// Run everything CI runs: the Rust tests, then lint for every architecture
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Synth(a) => synth::run(a),
+        Cmd::Lint(a) => lint::run(a),
+        Cmd::Test(a) => test::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn synth_rejects_a_bad_stage_with_a_clear_message() {
+        let err = Cli::try_parse_from(["cargo xtask", "synth", "--stage", "Prod_1"])
+            .map(|_| ())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("lowercase letters, digits and single hyphens"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn synth_defaults() {
+        let cli = Cli::try_parse_from(["cargo xtask", "synth"]).map_err(|e| e.to_string());
+        match cli {
+            Ok(Cli { cmd: Cmd::Synth(a) }) => {
+                assert_eq!(a.stage.as_str(), "dev");
+                assert_eq!(a.arch, stack::Architecture::Arm64);
+            }
+            other => panic!("unexpected parse: {other:?}"),
+        }
+    }
+}

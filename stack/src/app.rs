@@ -1,0 +1,544 @@
+//! The application model: which functions exist, what each is named, what it may touch, its
+//! environment, its routes and triggers. Synthesis (`synth`) turns this into a template; the
+//! deployer and the smoke test read the same model, so names are defined exactly once here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use policies::{Access, ArnTemplate, FunctionAccess, Part, PolicyDocument};
+use thiserror::Error;
+
+/// Prefix of every stack and of every named resource.
+pub const APP: &str = "image-pipeline";
+/// Objects the pipeline processes live under this key prefix.
+pub const UPLOAD_PREFIX: &str = "uploads/";
+/// The template parameter that carries the stage.
+pub const STAGE_PARAM: &str = "Stage";
+/// The template parameter of the optional Rekognition endpoint (local deploys only).
+pub const REKOGNITION_ENDPOINT_PARAM: &str = "RekognitionEndpoint";
+
+/// Environment variable names the handlers read.
+pub mod env {
+    pub const UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
+    pub const UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+    pub const IMAGES_TABLE: &str = "IMAGES_TABLE";
+    /// Honoured by the AWS SDK itself: a service-specific endpoint override.
+    pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
+}
+
+/// The longest region code in any partition (`us-isof-south-1` is 15; leave headroom).
+pub const MAX_REGION_LEN: usize = 16;
+const ACCOUNT_LEN: usize = 12;
+const MAX_BUCKET_NAME: usize = 63;
+/// The uploads bucket is `image-pipeline-{stage}-{account}-{region}`; S3 caps bucket names at
+/// 63 characters, which makes it the tightest of all derived names.
+pub const MAX_STAGE_LEN: usize =
+    MAX_BUCKET_NAME - (APP.len() + 1) - 1 - ACCOUNT_LEN - 1 - MAX_REGION_LEN;
+
+/// A validated stage name: it becomes part of the stack name and every resource name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stage(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StageError {
+    #[error("stage must not be empty")]
+    Empty,
+    #[error(
+        "stage `{stage}` is {len} characters long; at most {max} fit in every derived name (the uploads bucket name is the tightest)"
+    )]
+    TooLong {
+        stage: String,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "stage `{0}` may contain only lowercase letters, digits and single hyphens, must start with a letter and must not end with a hyphen"
+    )]
+    Invalid(String),
+}
+
+impl Stage {
+    pub fn parse(s: &str) -> Result<Self, StageError> {
+        if s.is_empty() {
+            return Err(StageError::Empty);
+        }
+        let len = s.chars().count();
+        if len > MAX_STAGE_LEN {
+            return Err(StageError::TooLong {
+                stage: s.to_string(),
+                len,
+                max: MAX_STAGE_LEN,
+            });
+        }
+        let charset = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let starts = s.starts_with(|c: char| c.is_ascii_lowercase());
+        if !charset || !starts || s.ends_with('-') || s.contains("--") {
+            return Err(StageError::Invalid(s.to_string()));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `image-pipeline-{stage}`: several stages live side by side in one account.
+    pub fn stack_name(&self) -> String {
+        format!("{APP}-{}", self.0)
+    }
+
+    /// The same pattern the template's `Stage` parameter enforces.
+    pub const PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Self("dev".into())
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Stage {
+    type Err = StageError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Lambda instruction set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Architecture {
+    /// Graviton: cheaper per GB-second and at least as fast for this work.
+    #[default]
+    Arm64,
+    X86_64,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 2] = [Architecture::Arm64, Architecture::X86_64];
+
+    /// The name Lambda uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "arm64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("unknown architecture `{0}`: expected arm64 or x86_64")]
+pub struct ArchitectureError(String);
+
+impl FromStr for Architecture {
+    type Err = ArchitectureError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arm64" | "aarch64" => Ok(Architecture::Arm64),
+            "x86_64" | "amd64" => Ok(Architecture::X86_64),
+            other => Err(ArchitectureError(other.to_string())),
+        }
+    }
+}
+
+/// Physical names and ARNs of the stack's resources, as templates over `Stage`, account and
+/// region. Naming resources deterministically is what breaks the bucket/notification cycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Names;
+
+fn named(suffix: &str) -> ArnTemplate {
+    ArnTemplate::from_parts(vec![
+        Part::Lit(format!("{APP}-")),
+        Part::Ref(STAGE_PARAM.into()),
+        Part::Lit(suffix.into()),
+    ])
+}
+
+impl Names {
+    pub fn bucket(&self) -> ArnTemplate {
+        named("-").append(&ArnTemplate::from_parts(vec![
+            Part::Account,
+            Part::Lit("-".into()),
+            Part::Region,
+        ]))
+    }
+
+    pub fn bucket_arn(&self) -> ArnTemplate {
+        ArnTemplate::arn("s3", false, false, self.bucket().parts().to_vec())
+    }
+
+    pub fn table(&self) -> ArnTemplate {
+        named("-images")
+    }
+
+    pub fn table_arn(&self) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("table/".into())];
+        parts.extend(self.table().parts().iter().cloned());
+        ArnTemplate::arn("dynamodb", true, true, parts)
+    }
+
+    pub fn failure_queue(&self) -> ArnTemplate {
+        named("-process-failures")
+    }
+
+    pub fn failure_queue_arn(&self) -> ArnTemplate {
+        ArnTemplate::arn("sqs", true, true, self.failure_queue().parts().to_vec())
+    }
+
+    pub fn function(&self, short: &str) -> ArnTemplate {
+        named(&format!("-{short}"))
+    }
+
+    pub fn log_group(&self, short: &str) -> ArnTemplate {
+        ArnTemplate::lit("/aws/lambda/").append(&self.function(short))
+    }
+
+    pub fn log_group_arn(&self, log_group: &ArnTemplate) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("log-group:".into())];
+        parts.extend(log_group.parts().iter().cloned());
+        ArnTemplate::arn("logs", true, true, parts)
+    }
+
+    pub fn api(&self) -> ArnTemplate {
+        named("-http-api")
+    }
+
+    pub fn api_access_log_group(&self) -> ArnTemplate {
+        ArnTemplate::lit("/aws/apigateway/").append(&self.api())
+    }
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// A deployment-time name (bucket, table…).
+    Name(ArnTemplate),
+    Literal(String),
+    /// A template parameter; the variable is left out entirely when the parameter is empty.
+    OptionalParameter(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    pub method: &'static str,
+    /// With `{name}` path parameters, as API Gateway route keys write them.
+    pub path: &'static str,
+}
+
+impl HttpRoute {
+    pub fn route_key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// `Post` + `Upload`, `Get` + `Metadata` + `Id`: a stable logical-id stem.
+    pub fn logical_stem(&self) -> String {
+        let mut s = pascal(&self.method.to_ascii_lowercase());
+        for seg in self.path.split('/').filter(|s| !s.is_empty()) {
+            s.push_str(&pascal(seg.trim_matches(|c| c == '{' || c == '}')));
+        }
+        s
+    }
+
+    /// The path as execute-api ARNs see it: each `{param}` segment matches any value.
+    pub fn arn_path(&self) -> String {
+        self.path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "*" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+/// S3 `ObjectCreated` events under a prefix of the uploads bucket invoke the function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Trigger {
+    pub prefix: &'static str,
+}
+
+/// Async invocations: how long and how often Lambda retries, and where failures go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncFailure {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_seconds: u32,
+    /// The SQS queue that receives events that exhausted their retries.
+    pub queue_arn: ArnTemplate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// Short name: crate `functions/{name}`, function `image-pipeline-{stage}-{name}`.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub memory_mb: u32,
+    pub timeout_seconds: u32,
+    pub env: Vec<(&'static str, EnvValue)>,
+    /// What the handler code touches; the function's own log group and failure destination
+    /// are added by `access()`.
+    pub touches: Vec<Access>,
+    pub routes: Vec<HttpRoute>,
+    pub trigger: Option<S3Trigger>,
+    pub on_failure: Option<AsyncFailure>,
+}
+
+impl FunctionSpec {
+    /// `Upload`, used to build logical ids (`UploadFunction`, `UploadRole`…).
+    pub fn logical(&self) -> String {
+        pascal(self.name)
+    }
+
+    pub fn function_id(&self) -> String {
+        format!("{}Function", self.logical())
+    }
+
+    pub fn role_id(&self) -> String {
+        format!("{}Role", self.logical())
+    }
+
+    pub fn log_group_id(&self) -> String {
+        format!("{}LogGroup", self.logical())
+    }
+
+    pub fn code_key_param(&self) -> String {
+        format!("{}CodeKey", self.logical())
+    }
+
+    /// Everything the function's role must allow.
+    pub fn access(&self, names: &Names) -> FunctionAccess {
+        let mut access = self.touches.clone();
+        if let Some(f) = &self.on_failure {
+            access.push(Access::SqsSend {
+                queue: f.queue_arn.clone(),
+            });
+        }
+        access.push(Access::WriteLogs {
+            log_group: names.log_group_arn(&names.log_group(self.name)),
+        });
+        FunctionAccess {
+            name: self.name.to_string(),
+            access,
+        }
+    }
+
+    pub fn policy(&self, names: &Names) -> PolicyDocument<ArnTemplate> {
+        self.access(names).policy()
+    }
+}
+
+/// The whole application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub names: Names,
+    pub functions: Vec<FunctionSpec>,
+}
+
+impl App {
+    /// The image pipeline: upload, process, metadata.
+    pub fn image_pipeline() -> Self {
+        let names = Names;
+        let upload = FunctionSpec {
+            name: "upload",
+            description: "POST /upload: validates an image and stores it under uploads/",
+            memory_mb: 512,
+            timeout_seconds: 15,
+            env: vec![
+                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+            ],
+            touches: vec![Access::S3Put {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            }],
+            routes: vec![HttpRoute {
+                method: "POST",
+                path: "/upload",
+            }],
+            trigger: None,
+            on_failure: None,
+        };
+        let process = FunctionSpec {
+            name: "process",
+            description: "S3 ObjectCreated under uploads/: labels the image with Rekognition and records it in DynamoDB",
+            memory_mb: 256,
+            timeout_seconds: 60,
+            env: vec![
+                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+                (
+                    env::REKOGNITION_ENDPOINT,
+                    EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
+                ),
+            ],
+            touches: vec![
+                // Rekognition reads an S3Object with the caller's permissions.
+                Access::S3Get {
+                    bucket: names.bucket_arn(),
+                    prefix: UPLOAD_PREFIX.into(),
+                },
+                Access::DetectLabels,
+                Access::DynamoPut {
+                    table: names.table_arn(),
+                },
+            ],
+            routes: vec![],
+            trigger: Some(S3Trigger {
+                prefix: UPLOAD_PREFIX,
+            }),
+            on_failure: Some(AsyncFailure {
+                maximum_retry_attempts: 2,
+                maximum_event_age_seconds: 3600,
+                queue_arn: names.failure_queue_arn(),
+            }),
+        };
+        let metadata = FunctionSpec {
+            name: "metadata",
+            description: "GET /metadata and GET /metadata/{id}: reads labels from DynamoDB",
+            memory_mb: 256,
+            timeout_seconds: 10,
+            env: vec![(env::IMAGES_TABLE, EnvValue::Name(names.table()))],
+            touches: vec![Access::DynamoRead {
+                table: names.table_arn(),
+            }],
+            routes: vec![
+                HttpRoute {
+                    method: "GET",
+                    path: "/metadata",
+                },
+                HttpRoute {
+                    method: "GET",
+                    path: "/metadata/{id}",
+                },
+            ],
+            trigger: None,
+            on_failure: None,
+        };
+        Self {
+            names,
+            functions: vec![upload, process, metadata],
+        }
+    }
+
+    pub fn function(&self, name: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    /// Every function's access, in declaration order (the input of the allow/deny matrix).
+    pub fn accesses(&self) -> Vec<FunctionAccess> {
+        self.functions
+            .iter()
+            .map(|f| f.access(&self.names))
+            .collect()
+    }
+}
+
+/// `metadata` -> `Metadata`, `process-failures` -> `ProcessFailures`.
+pub fn pascal(s: &str) -> String {
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut cs = w.chars();
+            match cs.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + cs.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policies::Bindings;
+
+    #[test]
+    fn stage_validation() {
+        for ok in [
+            "dev",
+            "pr-123",
+            "a",
+            "feature-x1",
+            &"a".repeat(MAX_STAGE_LEN),
+        ] {
+            assert!(Stage::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(Stage::parse(""), Err(StageError::Empty));
+        assert!(matches!(
+            Stage::parse(&"a".repeat(MAX_STAGE_LEN + 1)),
+            Err(StageError::TooLong { .. })
+        ));
+        for bad in [
+            "Dev", "1dev", "-dev", "dev-", "de--v", "dev_x", "dev.x", "dév", "dev x",
+        ] {
+            assert_eq!(
+                Stage::parse(bad),
+                Err(StageError::Invalid(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_derived_name_fits_aws_limits_at_the_longest_stage() {
+        let stage = "a".repeat(MAX_STAGE_LEN);
+        let mut b = Bindings::example(&stage);
+        b.region = "x".repeat(MAX_REGION_LEN);
+        let n = Names;
+        let len = |t: ArnTemplate| t.resolve(&b).map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(len(n.bucket()) <= 63, "bucket");
+        assert!(len(n.table()) <= 255, "table");
+        assert!(len(n.failure_queue()) <= 80, "queue");
+        for f in App::image_pipeline().functions {
+            assert!(len(n.function(f.name)) <= 64, "function {}", f.name);
+            assert!(len(n.log_group(f.name)) <= 512, "log group {}", f.name);
+        }
+        assert!(len(n.api()) <= 128, "api");
+        assert!(
+            Stage::parse(&stage)
+                .map(|s| s.stack_name().len() <= 128)
+                .unwrap_or(false)
+        );
+    }
+
+    #[test]
+    fn bucket_name_is_a_valid_s3_name() {
+        let b = Bindings::example("pr-7");
+        let name = Names.bucket().resolve(&b).unwrap_or_default();
+        assert_eq!(name, "image-pipeline-pr-7-123456789012-us-east-1");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+
+    #[test]
+    fn route_helpers() {
+        let r = HttpRoute {
+            method: "GET",
+            path: "/metadata/{id}",
+        };
+        assert_eq!(r.route_key(), "GET /metadata/{id}");
+        assert_eq!(r.logical_stem(), "GetMetadataId");
+        assert_eq!(r.arn_path(), "/metadata/*");
+        assert_eq!(pascal("process-failures"), "ProcessFailures");
+    }
+
+    #[test]
+    fn architecture_names() {
+        assert_eq!("arm64".parse(), Ok(Architecture::Arm64));
+        assert_eq!("x86_64".parse(), Ok(Architecture::X86_64));
+        assert!("sparc".parse::<Architecture>().is_err());
+        assert_eq!(Architecture::default().as_str(), "arm64");
+    }
+}

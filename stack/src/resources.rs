@@ -1,0 +1,407 @@
+//! Typed properties of the CloudFormation resource types the stack uses. Only the properties
+//! the stack sets are modelled; names follow the CloudFormation resource reference exactly.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use policies::PolicyDocument;
+
+use crate::expr::Expr;
+
+/// One resource's `Type` and `Properties`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "Type", content = "Properties")]
+pub enum ResourceProps {
+    #[serde(rename = "AWS::S3::Bucket")]
+    Bucket(Box<Bucket>),
+    #[serde(rename = "AWS::S3::BucketPolicy")]
+    BucketPolicy(BucketPolicy),
+    #[serde(rename = "AWS::DynamoDB::Table")]
+    Table(Table),
+    #[serde(rename = "AWS::SQS::Queue")]
+    Queue(Queue),
+    #[serde(rename = "AWS::IAM::Role")]
+    Role(Role),
+    #[serde(rename = "AWS::Logs::LogGroup")]
+    LogGroup(LogGroup),
+    #[serde(rename = "AWS::Lambda::Function")]
+    Function(Box<Function>),
+    #[serde(rename = "AWS::Lambda::Permission")]
+    Permission(Permission),
+    #[serde(rename = "AWS::Lambda::EventInvokeConfig")]
+    EventInvokeConfig(EventInvokeConfig),
+    #[serde(rename = "AWS::ApiGatewayV2::Api")]
+    HttpApi(HttpApi),
+    #[serde(rename = "AWS::ApiGatewayV2::Integration")]
+    Integration(Integration),
+    #[serde(rename = "AWS::ApiGatewayV2::Route")]
+    Route(Route),
+    #[serde(rename = "AWS::ApiGatewayV2::Stage")]
+    Stage(ApiStage),
+}
+
+impl ResourceProps {
+    /// The CloudFormation type name, for summaries.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ResourceProps::Bucket(_) => "AWS::S3::Bucket",
+            ResourceProps::BucketPolicy(_) => "AWS::S3::BucketPolicy",
+            ResourceProps::Table(_) => "AWS::DynamoDB::Table",
+            ResourceProps::Queue(_) => "AWS::SQS::Queue",
+            ResourceProps::Role(_) => "AWS::IAM::Role",
+            ResourceProps::LogGroup(_) => "AWS::Logs::LogGroup",
+            ResourceProps::Function(_) => "AWS::Lambda::Function",
+            ResourceProps::Permission(_) => "AWS::Lambda::Permission",
+            ResourceProps::EventInvokeConfig(_) => "AWS::Lambda::EventInvokeConfig",
+            ResourceProps::HttpApi(_) => "AWS::ApiGatewayV2::Api",
+            ResourceProps::Integration(_) => "AWS::ApiGatewayV2::Integration",
+            ResourceProps::Route(_) => "AWS::ApiGatewayV2::Route",
+            ResourceProps::Stage(_) => "AWS::ApiGatewayV2::Stage",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------- S3
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Bucket {
+    pub bucket_name: Expr,
+    pub public_access_block_configuration: PublicAccessBlock,
+    pub bucket_encryption: BucketEncryption,
+    pub ownership_controls: OwnershipControls,
+    pub versioning_configuration: Versioning,
+    pub lifecycle_configuration: Lifecycle,
+    pub notification_configuration: Notification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublicAccessBlock {
+    pub block_public_acls: bool,
+    pub block_public_policy: bool,
+    pub ignore_public_acls: bool,
+    pub restrict_public_buckets: bool,
+}
+
+impl PublicAccessBlock {
+    pub fn all() -> Self {
+        Self {
+            block_public_acls: true,
+            block_public_policy: true,
+            ignore_public_acls: true,
+            restrict_public_buckets: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BucketEncryption {
+    pub server_side_encryption_configuration: Vec<EncryptionRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptionRule {
+    pub server_side_encryption_by_default: EncryptionByDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EncryptionByDefault {
+    #[serde(rename = "SSEAlgorithm")]
+    pub sse_algorithm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OwnershipControls {
+    pub rules: Vec<OwnershipRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OwnershipRule {
+    pub object_ownership: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Versioning {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Lifecycle {
+    pub rules: Vec<LifecycleRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LifecycleRule {
+    pub id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_incomplete_multipart_upload: Option<AbortIncompleteMultipartUpload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noncurrent_version_expiration: Option<NoncurrentVersionExpiration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AbortIncompleteMultipartUpload {
+    pub days_after_initiation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NoncurrentVersionExpiration {
+    pub noncurrent_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Notification {
+    pub lambda_configurations: Vec<LambdaNotification>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LambdaNotification {
+    pub event: String,
+    pub filter: NotificationFilter,
+    pub function: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationFilter {
+    #[serde(rename = "S3Key")]
+    pub s3_key: KeyFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyFilter {
+    pub rules: Vec<FilterRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FilterRule {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BucketPolicy {
+    pub bucket: Expr,
+    pub policy_document: PolicyDocument<Expr>,
+}
+
+// ---------------------------------------------------------------------------------- DynamoDB
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Table {
+    pub table_name: Expr,
+    pub billing_mode: String,
+    pub attribute_definitions: Vec<AttributeDefinition>,
+    pub key_schema: Vec<KeySchemaElement>,
+    pub point_in_time_recovery_specification: PointInTimeRecovery,
+    #[serde(rename = "SSESpecification")]
+    pub sse_specification: SseSpecification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDefinition {
+    pub attribute_name: String,
+    pub attribute_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeySchemaElement {
+    pub attribute_name: String,
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PointInTimeRecovery {
+    pub point_in_time_recovery_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SseSpecification {
+    #[serde(rename = "SSEEnabled")]
+    pub sse_enabled: bool,
+    #[serde(rename = "SSEType", skip_serializing_if = "Option::is_none")]
+    pub sse_type: Option<String>,
+}
+
+// --------------------------------------------------------------------------------------- SQS
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Queue {
+    pub queue_name: Expr,
+    pub message_retention_period: u32,
+    pub sqs_managed_sse_enabled: bool,
+}
+
+// --------------------------------------------------------------------------------------- IAM
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Role {
+    pub description: Expr,
+    pub assume_role_policy_document: PolicyDocument<Expr>,
+    pub policies: Vec<InlinePolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InlinePolicy {
+    pub policy_name: String,
+    pub policy_document: PolicyDocument<Expr>,
+}
+
+// -------------------------------------------------------------------------------------- Logs
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogGroup {
+    pub log_group_name: Expr,
+    pub retention_in_days: Expr,
+}
+
+// ------------------------------------------------------------------------------------ Lambda
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Function {
+    pub function_name: Expr,
+    pub description: String,
+    pub runtime: String,
+    pub handler: String,
+    pub architectures: Vec<Expr>,
+    pub code: Code,
+    pub memory_size: u32,
+    pub timeout: u32,
+    pub role: Expr,
+    pub logging_config: LoggingConfig,
+    pub environment: Environment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Code {
+    pub s3_bucket: Expr,
+    pub s3_key: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoggingConfig {
+    pub log_format: String,
+    pub log_group: Expr,
+    pub application_log_level: String,
+    pub system_log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Environment {
+    pub variables: BTreeMap<String, Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Permission {
+    pub action: String,
+    pub function_name: Expr,
+    pub principal: String,
+    pub source_arn: Expr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_account: Option<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventInvokeConfig {
+    pub function_name: Expr,
+    pub qualifier: String,
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_in_seconds: u32,
+    pub destination_config: DestinationConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationConfig {
+    pub on_failure: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Destination {
+    pub destination: Expr,
+}
+
+// ------------------------------------------------------------------------ API Gateway (HTTP)
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HttpApi {
+    pub name: Expr,
+    pub description: String,
+    pub protocol_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Integration {
+    pub api_id: Expr,
+    pub integration_type: String,
+    pub integration_uri: Expr,
+    pub payload_format_version: String,
+    pub timeout_in_millis: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Route {
+    pub api_id: Expr,
+    pub route_key: String,
+    pub authorization_type: String,
+    pub target: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiStage {
+    pub api_id: Expr,
+    pub stage_name: String,
+    pub auto_deploy: bool,
+    pub default_route_settings: RouteSettings,
+    pub access_log_settings: AccessLogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RouteSettings {
+    pub throttling_burst_limit: u32,
+    pub throttling_rate_limit: f64,
+    pub detailed_metrics_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessLogSettings {
+    pub destination_arn: Expr,
+    pub format: String,
+}

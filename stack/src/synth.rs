@@ -1,0 +1,637 @@
+//! Synthesis: the application model in, the complete CloudFormation template out.
+//! This is where every resource, the S3 trigger and the API routes are wired.
+
+use std::collections::BTreeMap;
+
+use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
+
+use crate::app::{
+    APP, App, Architecture, EnvValue, FunctionSpec, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage,
+};
+use crate::expr::Expr;
+use crate::resources::*;
+use crate::template::{Output, Parameter, Resource, Template};
+
+/// What varies between syntheses. Everything else comes from the app model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SynthOptions {
+    /// Default of the `Stage` parameter.
+    pub stage: Stage,
+    /// Default of the `Architecture` parameter.
+    pub architecture: Architecture,
+}
+
+/// Log retention values CloudWatch Logs accepts.
+pub const LOG_RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
+
+pub const PARAM_ARCHITECTURE: &str = "Architecture";
+pub const PARAM_LOG_RETENTION: &str = "LogRetentionInDays";
+pub const PARAM_ARTIFACT_BUCKET: &str = "ArtifactBucket";
+pub const CONDITION_REKOGNITION_ENDPOINT: &str = "HasRekognitionEndpoint";
+
+pub const BUCKET_ID: &str = "UploadsBucket";
+pub const BUCKET_POLICY_ID: &str = "UploadsBucketPolicy";
+pub const TABLE_ID: &str = "ImagesTable";
+pub const QUEUE_ID: &str = "ProcessFailureQueue";
+pub const API_ID: &str = "HttpApi";
+pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
+pub const API_LOG_GROUP_ID: &str = "HttpApiAccessLogGroup";
+
+/// Outputs the deployer and the smoke test read.
+pub mod outputs {
+    pub const API_URL: &str = "ApiUrl";
+    pub const BUCKET: &str = "UploadsBucketName";
+    pub const TABLE: &str = "ImagesTableName";
+    pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
+}
+
+/// API Gateway's hard integration limit is 30 s; API functions must finish before it.
+pub const API_INTEGRATION_TIMEOUT_MS: u32 = 29_000;
+const THROTTLE_BURST: u32 = 50;
+const THROTTLE_RATE: f64 = 25.0;
+
+fn act(a: &'static str) -> Action {
+    Action::known(a)
+}
+
+fn sub(t: &ArnTemplate) -> Expr {
+    Expr::from(t)
+}
+
+fn to_expr(doc: &PolicyDocument<ArnTemplate>) -> PolicyDocument<Expr> {
+    doc.map_resources(sub)
+}
+
+pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
+    let names = &app.names;
+    let mut resources = BTreeMap::new();
+    let mut outputs = BTreeMap::new();
+    let mut parameters = base_parameters(opts);
+
+    // --- storage -------------------------------------------------------------------------
+    let table = Table {
+        table_name: sub(&names.table()),
+        billing_mode: "PAY_PER_REQUEST".into(),
+        attribute_definitions: vec![AttributeDefinition {
+            attribute_name: "image_id".into(),
+            attribute_type: "S".into(),
+        }],
+        key_schema: vec![KeySchemaElement {
+            attribute_name: "image_id".into(),
+            key_type: "HASH".into(),
+        }],
+        point_in_time_recovery_specification: PointInTimeRecovery {
+            point_in_time_recovery_enabled: true,
+        },
+        sse_specification: SseSpecification {
+            sse_enabled: true,
+            sse_type: Some("KMS".into()),
+        },
+    };
+    resources.insert(
+        TABLE_ID.to_string(),
+        Resource::new(ResourceProps::Table(table))
+            .deleted_with_stack()
+            .skip_check(
+                "CKV_AWS_119",
+                "encrypted with the AWS managed KMS key (SSEType KMS); a customer managed key would add a key per stage and key policy administration for no extra protection of label metadata",
+            ),
+    );
+
+    let queue = Queue {
+        queue_name: sub(&names.failure_queue()),
+        message_retention_period: 14 * 24 * 3600,
+        sqs_managed_sse_enabled: true,
+    };
+    resources.insert(
+        QUEUE_ID.to_string(),
+        Resource::new(ResourceProps::Queue(queue))
+            .deleted_with_stack()
+            .skip_check(
+                "CKV_AWS_27",
+                "encrypted at rest with SQS managed keys (SqsManagedSseEnabled), which this check does not recognise; a KMS key would add kms permissions to the role for no gain",
+            ),
+    );
+
+    // --- functions -----------------------------------------------------------------------
+    for f in &app.functions {
+        add_function(&mut resources, &mut parameters, &mut outputs, app, f);
+    }
+
+    // --- uploads bucket and its trigger ----------------------------------------------------
+    // The notification needs the permission, and the permission's SourceArn needs the
+    // bucket. The bucket's name is deterministic, so the SourceArn is built from that name
+    // instead of a reference, and the bucket waits for the permission: no cycle.
+    let mut bucket_depends = Vec::new();
+    let mut notifications = Vec::new();
+    for f in app.functions.iter().filter(|f| f.trigger.is_some()) {
+        let Some(trigger) = &f.trigger else { continue };
+        let permission_id = format!("{}UploadsPermission", f.logical());
+        resources.insert(
+            permission_id.clone(),
+            Resource::new(ResourceProps::Permission(Permission {
+                action: "lambda:InvokeFunction".into(),
+                function_name: Expr::get_att(f.function_id(), "Arn"),
+                principal: "s3.amazonaws.com".into(),
+                source_arn: sub(&names.bucket_arn()),
+                source_account: Some(Expr::r#ref("AWS::AccountId")),
+            })),
+        );
+        bucket_depends.push(permission_id);
+        notifications.push(LambdaNotification {
+            event: "s3:ObjectCreated:*".into(),
+            filter: NotificationFilter {
+                s3_key: KeyFilter {
+                    rules: vec![FilterRule {
+                        name: "prefix".into(),
+                        value: trigger.prefix.into(),
+                    }],
+                },
+            },
+            function: Expr::get_att(f.function_id(), "Arn"),
+        });
+    }
+    let bucket = Bucket {
+        bucket_name: sub(&names.bucket()),
+        public_access_block_configuration: PublicAccessBlock::all(),
+        bucket_encryption: BucketEncryption {
+            server_side_encryption_configuration: vec![EncryptionRule {
+                server_side_encryption_by_default: EncryptionByDefault {
+                    sse_algorithm: "AES256".into(),
+                },
+            }],
+        },
+        ownership_controls: OwnershipControls {
+            rules: vec![OwnershipRule {
+                object_ownership: "BucketOwnerEnforced".into(),
+            }],
+        },
+        versioning_configuration: Versioning {
+            status: "Enabled".into(),
+        },
+        lifecycle_configuration: Lifecycle {
+            rules: vec![LifecycleRule {
+                id: "expire-old-versions".into(),
+                status: "Enabled".into(),
+                abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
+                    days_after_initiation: 1,
+                }),
+                noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                    noncurrent_days: 30,
+                }),
+            }],
+        },
+        notification_configuration: Notification {
+            lambda_configurations: notifications,
+        },
+    };
+    let mut bucket_resource = Resource::new(ResourceProps::Bucket(Box::new(bucket)))
+        .deleted_with_stack()
+        .skip_check(
+            "CKV_AWS_18",
+            "server access logging needs a second, long-lived log bucket per stage; every write arrives through the HTTP API, whose access log records it, and object-level auditing belongs to the account's CloudTrail",
+        );
+    bucket_resource.depends_on = bucket_depends;
+    resources.insert(BUCKET_ID.to_string(), bucket_resource);
+    resources.insert(
+        BUCKET_POLICY_ID.to_string(),
+        Resource::new(ResourceProps::BucketPolicy(BucketPolicy {
+            bucket: Expr::r#ref(BUCKET_ID),
+            policy_document: tls_only(&names.bucket_arn()),
+        })),
+    );
+
+    // --- HTTP API --------------------------------------------------------------------------
+    add_http_api(&mut resources, app);
+
+    outputs.insert(
+        outputs::API_URL.into(),
+        output(
+            "Base URL of the HTTP API",
+            Expr::get_att(API_ID, "ApiEndpoint"),
+        ),
+    );
+    outputs.insert(
+        outputs::BUCKET.into(),
+        output("Bucket that receives uploads", Expr::r#ref(BUCKET_ID)),
+    );
+    outputs.insert(
+        outputs::TABLE.into(),
+        output("Table of image metadata and labels", Expr::r#ref(TABLE_ID)),
+    );
+    outputs.insert(
+        outputs::FAILURE_QUEUE_URL.into(),
+        output(
+            "Queue that receives S3 events the process function failed on",
+            Expr::r#ref(QUEUE_ID),
+        ),
+    );
+
+    Template {
+        format_version: crate::template::FORMAT_VERSION,
+        description: format!(
+            "{APP}: serverless image upload, labelling and metadata API (synthesized by cargo xtask synth)"
+        ),
+        parameters,
+        conditions: BTreeMap::from([(
+            CONDITION_REKOGNITION_ENDPOINT.to_string(),
+            Expr::Not(Box::new(Expr::Equals(
+                Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
+                Box::new(Expr::str("")),
+            ))),
+        )]),
+        resources,
+        outputs,
+    }
+}
+
+fn output(description: &str, value: Expr) -> Output {
+    Output {
+        description: description.to_string(),
+        value,
+    }
+}
+
+fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
+    let mut p = BTreeMap::new();
+    let mut stage = Parameter::string(
+        "Deployment stage; part of every resource name, so stages live side by side",
+    )
+    .default(opts.stage.as_str());
+    stage.allowed_pattern = Some(Stage::PATTERN.into());
+    stage.min_length = Some(1);
+    stage.max_length = Some(crate::app::MAX_STAGE_LEN as u32);
+    stage.constraint_description =
+        Some("lowercase letters, digits and single hyphens, starting with a letter".into());
+    p.insert(STAGE_PARAM.to_string(), stage);
+    p.insert(
+        PARAM_ARCHITECTURE.to_string(),
+        Parameter::string("Instruction set of every function; must match the uploaded artifacts")
+            .default(opts.architecture.as_str())
+            .allowed(Architecture::ALL.iter().map(|a| a.as_str())),
+    );
+    p.insert(
+        PARAM_LOG_RETENTION.to_string(),
+        Parameter::number("Days to keep function and API access logs")
+            .default(DEFAULT_LOG_RETENTION_DAYS.to_string())
+            .allowed(LOG_RETENTION_DAYS.iter().map(u32::to_string)),
+    );
+    p.insert(
+        REKOGNITION_ENDPOINT_PARAM.to_string(),
+        Parameter::string(
+            "Rekognition endpoint override for the local environment; empty on AWS, where the function uses the regional endpoint",
+        )
+        .default(""),
+    );
+    let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
+    bucket.min_length = Some(3);
+    bucket.max_length = Some(63);
+    p.insert(PARAM_ARTIFACT_BUCKET.to_string(), bucket);
+    p
+}
+
+fn add_function(
+    resources: &mut BTreeMap<String, Resource>,
+    parameters: &mut BTreeMap<String, Parameter>,
+    outputs: &mut BTreeMap<String, Output>,
+    app: &App,
+    f: &FunctionSpec,
+) {
+    let names = &app.names;
+    let mut key = Parameter::string(&format!(
+        "S3 key of the {} function's zip in the artifact bucket",
+        f.name
+    ));
+    key.min_length = Some(1);
+    parameters.insert(f.code_key_param(), key);
+
+    let trust = PolicyDocument::new(vec![Statement {
+        sid: None,
+        effect: Effect::Allow,
+        principal: Some(Principal::Service("lambda.amazonaws.com".into())),
+        action: vec![act("sts:AssumeRole")],
+        resource: Vec::new(),
+        condition: None,
+    }]);
+    resources.insert(
+        f.role_id(),
+        Resource::new(ResourceProps::Role(Role {
+            description: Expr::sub(format!(
+                "{APP} ${{{STAGE_PARAM}}}: execution role of the {} function only",
+                f.name
+            )),
+            assume_role_policy_document: trust,
+            policies: vec![InlinePolicy {
+                policy_name: format!("{}-least-privilege", f.name),
+                policy_document: to_expr(&f.policy(names)),
+            }],
+        })),
+    );
+
+    resources.insert(
+        f.log_group_id(),
+        Resource::new(ResourceProps::LogGroup(LogGroup {
+            log_group_name: sub(&names.log_group(f.name)),
+            retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
+        }))
+        .deleted_with_stack()
+        .skip_check("CKV_AWS_158", LOG_KMS_REASON)
+        .skip_check("CKV_AWS_338", LOG_RETENTION_REASON),
+    );
+
+    let variables = f
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                EnvValue::Name(t) => sub(t),
+                EnvValue::Literal(s) => Expr::str(s.as_str()),
+                EnvValue::OptionalParameter(p) => Expr::if_(
+                    CONDITION_REKOGNITION_ENDPOINT,
+                    Expr::r#ref(*p),
+                    Expr::NoValue,
+                ),
+            };
+            (k.to_string(), value)
+        })
+        .collect();
+    let function = Function {
+        function_name: sub(&names.function(f.name)),
+        description: f.description.to_string(),
+        runtime: "provided.al2023".into(),
+        handler: "bootstrap".into(),
+        architectures: vec![Expr::r#ref(PARAM_ARCHITECTURE)],
+        code: Code {
+            s3_bucket: Expr::r#ref(PARAM_ARTIFACT_BUCKET),
+            s3_key: Expr::r#ref(f.code_key_param()),
+        },
+        memory_size: f.memory_mb,
+        timeout: f.timeout_seconds,
+        role: Expr::get_att(f.role_id(), "Arn"),
+        logging_config: LoggingConfig {
+            log_format: "JSON".into(),
+            log_group: Expr::r#ref(f.log_group_id()),
+            application_log_level: "INFO".into(),
+            system_log_level: "WARN".into(),
+        },
+        environment: Environment { variables },
+    };
+    let mut fr = Resource::new(ResourceProps::Function(Box::new(function)))
+        .skip_check(
+            "CKV_AWS_115",
+            "reserved concurrency would subtract from the account pool and fails outright in accounts whose limit is 10; the HTTP API stage throttles the API functions instead",
+        )
+        .skip_check(
+            "CKV_AWS_117",
+            "the functions reach only S3, DynamoDB and Rekognition over their public TLS endpoints; a VPC would add NAT or endpoint costs and cold-start time without protecting any private resource",
+        )
+        .skip_check(
+            "CKV_AWS_173",
+            "environment variables hold only resource names and tuning values, no secrets; they are encrypted at rest with the Lambda service key",
+        );
+    fr = if f.on_failure.is_some() {
+        fr.skip_check(
+            "CKV_AWS_116",
+            "async failures go to an EventInvokeConfig OnFailure destination (an SQS queue), which records the event, the error and the attempts; a DLQ would be a second, poorer copy",
+        )
+    } else {
+        fr.skip_check(
+            "CKV_AWS_116",
+            "invoked only synchronously by the HTTP API, which returns every error to the caller; a dead-letter queue applies to asynchronous invocations only",
+        )
+    };
+    resources.insert(f.function_id(), fr);
+
+    if let Some(failure) = &f.on_failure {
+        resources.insert(
+            format!("{}InvokeConfig", f.logical()),
+            Resource::new(ResourceProps::EventInvokeConfig(EventInvokeConfig {
+                function_name: Expr::r#ref(f.function_id()),
+                qualifier: "$LATEST".into(),
+                maximum_retry_attempts: failure.maximum_retry_attempts,
+                maximum_event_age_in_seconds: failure.maximum_event_age_seconds,
+                destination_config: DestinationConfig {
+                    on_failure: Destination {
+                        destination: sub(&failure.queue_arn),
+                    },
+                },
+            }))
+            .depends_on(QUEUE_ID),
+        );
+    }
+
+    let l = f.logical();
+    outputs.insert(
+        format!("{l}FunctionName"),
+        output(
+            &format!("Name of the {} function", f.name),
+            Expr::r#ref(f.function_id()),
+        ),
+    );
+    outputs.insert(
+        format!("{l}RoleArn"),
+        output(
+            &format!("Execution role of the {} function", f.name),
+            Expr::get_att(f.role_id(), "Arn"),
+        ),
+    );
+}
+
+const LOG_KMS_REASON: &str = "CloudWatch Logs encrypts every log group at rest with a service key; a customer managed key per stage adds key policy administration for logs that carry no secrets";
+const LOG_RETENTION_REASON: &str = "retention is the LogRetentionInDays parameter (default 30 days) because stages are short-lived development and CI environments; production stages set 365 or more";
+
+fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
+    let names = &app.names;
+    resources.insert(
+        API_ID.to_string(),
+        Resource::new(ResourceProps::HttpApi(HttpApi {
+            name: sub(&names.api()),
+            description: format!("{APP}: upload images and read their labels"),
+            protocol_type: "HTTP".into(),
+        })),
+    );
+    resources.insert(
+        API_LOG_GROUP_ID.to_string(),
+        Resource::new(ResourceProps::LogGroup(LogGroup {
+            log_group_name: sub(&names.api_access_log_group()),
+            retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
+        }))
+        .deleted_with_stack()
+        .skip_check("CKV_AWS_158", LOG_KMS_REASON)
+        .skip_check("CKV_AWS_338", LOG_RETENTION_REASON),
+    );
+    let access_log_format: BTreeMap<&str, &str> = BTreeMap::from([
+        ("requestId", "$context.requestId"),
+        ("sourceIp", "$context.identity.sourceIp"),
+        ("requestTime", "$context.requestTime"),
+        ("routeKey", "$context.routeKey"),
+        ("status", "$context.status"),
+        ("responseLength", "$context.responseLength"),
+        ("responseLatency", "$context.responseLatency"),
+        ("integrationLatency", "$context.integrationLatency"),
+        ("integrationError", "$context.integrationErrorMessage"),
+        ("userAgent", "$context.identity.userAgent"),
+    ]);
+    resources.insert(
+        API_STAGE_ID.to_string(),
+        Resource::new(ResourceProps::Stage(ApiStage {
+            api_id: Expr::r#ref(API_ID),
+            stage_name: "$default".into(),
+            auto_deploy: true,
+            default_route_settings: RouteSettings {
+                throttling_burst_limit: THROTTLE_BURST,
+                throttling_rate_limit: THROTTLE_RATE,
+                detailed_metrics_enabled: false,
+            },
+            access_log_settings: AccessLogSettings {
+                destination_arn: Expr::get_att(API_LOG_GROUP_ID, "Arn"),
+                format: serde_json::to_string(&access_log_format).unwrap_or_default(),
+            },
+        })),
+    );
+
+    for f in app.functions.iter().filter(|f| !f.routes.is_empty()) {
+        let integration_id = format!("{}Integration", f.logical());
+        resources.insert(
+            integration_id.clone(),
+            Resource::new(ResourceProps::Integration(Integration {
+                api_id: Expr::r#ref(API_ID),
+                integration_type: "AWS_PROXY".into(),
+                integration_uri: Expr::get_att(f.function_id(), "Arn"),
+                payload_format_version: "2.0".into(),
+                timeout_in_millis: API_INTEGRATION_TIMEOUT_MS,
+            })),
+        );
+        for route in &f.routes {
+            let stem = route.logical_stem();
+            resources.insert(
+                format!("{stem}Route"),
+                Resource::new(ResourceProps::Route(Route {
+                    api_id: Expr::r#ref(API_ID),
+                    route_key: route.route_key(),
+                    authorization_type: "NONE".into(),
+                    target: Expr::sub(format!("integrations/${{{integration_id}}}")),
+                }))
+                .skip_check(
+                    "CKV_AWS_309",
+                    "the API is public by design (anonymous upload, anonymous read of label metadata); abuse is bounded by stage throttling, the upload size limit and type checks, and no response exposes a storage location",
+                ),
+            );
+            // Scoped to this route's method and path, not to the whole API.
+            let source = ArnTemplate::arn(
+                "execute-api",
+                true,
+                true,
+                vec![
+                    Part::Ref(API_ID.into()),
+                    Part::Lit(format!("/*/{}{}", route.method, route.arn_path())),
+                ],
+            );
+            resources.insert(
+                format!("{stem}Permission"),
+                Resource::new(ResourceProps::Permission(Permission {
+                    action: "lambda:InvokeFunction".into(),
+                    function_name: Expr::r#ref(f.function_id()),
+                    principal: "apigateway.amazonaws.com".into(),
+                    source_arn: sub(&source),
+                    source_account: None,
+                })),
+            );
+        }
+    }
+}
+
+/// Deny every request to the bucket that does not use TLS. `s3:*` here is a *deny*: it must
+/// cover every action, present and future.
+fn tls_only(bucket_arn: &ArnTemplate) -> PolicyDocument<Expr> {
+    PolicyDocument::new(vec![Statement {
+        sid: Some("DenyInsecureTransport".into()),
+        effect: Effect::Deny,
+        principal: Some(Principal::Everyone),
+        action: vec![act("s3:*")],
+        resource: vec![sub(bucket_arn), sub(&bucket_arn.join("/*"))],
+        condition: Some(BTreeMap::from([(
+            "Bool".to_string(),
+            BTreeMap::from([("aws:SecureTransport".to_string(), vec!["false".to_string()])]),
+        )])),
+    }])
+}
+
+/// Output format of the template file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Yaml,
+    Json,
+}
+
+/// Everything `synth` writes: the template and one policy document per role, with paths
+/// relative to the output directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synthesis {
+    pub template: Template,
+    pub files: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error(transparent)]
+    Render(#[from] crate::template::RenderError),
+    #[error("cannot render the policy of the {function} function: {source}")]
+    Policy {
+        function: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the synthesized template has dangling references: {}", .0.join("; "))]
+    Dangling(Vec<String>),
+}
+
+/// Synthesizes and renders. Policy files are rendered for partition `aws`, region
+/// `us-east-1`, account `123456789012` and the chosen stage, so that IAM tools can read them;
+/// the template itself carries `Fn::Sub` expressions instead of any of those values.
+pub fn render(app: &App, opts: &SynthOptions, format: Format) -> Result<Synthesis, SynthError> {
+    let template = synthesize(app, opts);
+    let dangling = template.dangling_references();
+    if !dangling.is_empty() {
+        return Err(SynthError::Dangling(dangling));
+    }
+    let body = match format {
+        Format::Yaml => template.to_yaml()?,
+        Format::Json => template.to_json()?,
+    };
+    let ext = match format {
+        Format::Yaml => "yaml",
+        Format::Json => "json",
+    };
+    let mut files = vec![(format!("template.{ext}"), body)];
+    let bindings = policies::Bindings::example(opts.stage.as_str());
+    for f in &app.functions {
+        let wrap = |source: Box<dyn std::error::Error + Send + Sync>| SynthError::Policy {
+            function: f.name.to_string(),
+            source,
+        };
+        let doc = f
+            .policy(&app.names)
+            .resolve(&bindings)
+            .map_err(|e| wrap(Box::new(e)))?;
+        let mut json = serde_json::to_string_pretty(&doc).map_err(|e| wrap(Box::new(e)))?;
+        json.push('\n');
+        files.push((format!("policies/{}.json", f.name), json));
+    }
+    Ok(Synthesis { template, files })
+}
+
+impl Template {
+    /// Number of resources of each type.
+    pub fn resource_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.resources.values() {
+            *counts.entry(r.props.type_name()).or_insert(0) += 1;
+        }
+        counts
+    }
+}

@@ -1,0 +1,651 @@
+//! The synthesized template as a contract: a snapshot of the whole document, and the
+//! invariants that must hold whatever else changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use policies::{Bindings, Expect, PolicyDocument, evaluate, matrix};
+use serde_json::Value;
+use stack::synth::{Format, render};
+use stack::template::sub_variables;
+use stack::{App, Architecture, Stage, SynthOptions, synthesize};
+
+fn opts(arch: Architecture) -> SynthOptions {
+    SynthOptions {
+        stage: Stage::default(),
+        architecture: arch,
+    }
+}
+
+fn template_json(arch: Architecture) -> Value {
+    let t = synthesize(&App::image_pipeline(), &opts(arch));
+    serde_json::to_value(&t).unwrap_or(Value::Null)
+}
+
+fn resources_of_type<'a>(t: &'a Value, ty: &str) -> Vec<(&'a String, &'a Value)> {
+    t["Resources"]
+        .as_object()
+        .map(|m| m.iter().filter(|(_, r)| r["Type"] == ty).collect())
+        .unwrap_or_default()
+}
+
+/// Every string in the document, with the key path that leads to it.
+fn strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((path.to_string(), s.clone())),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| strings(x, &format!("{path}[{i}]"), out)),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| strings(x, &format!("{path}.{k}"), out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn snapshot_arm64_yaml() {
+    let s = render(
+        &App::image_pipeline(),
+        &opts(Architecture::Arm64),
+        Format::Yaml,
+    )
+    .map(|s| s.files[0].1.clone())
+    .unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!("template_arm64", s);
+}
+
+#[test]
+fn synthesis_is_deterministic_and_formats_agree() {
+    let app = App::image_pipeline();
+    for arch in Architecture::ALL {
+        for format in [Format::Yaml, Format::Json] {
+            let a = render(&app, &opts(arch), format).unwrap_or_else(|e| panic!("{e}"));
+            let b = render(&App::image_pipeline(), &opts(arch), format)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(a.files, b.files, "{arch} {format:?}");
+        }
+        let yaml = render(&app, &opts(arch), Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+        let json = render(&app, &opts(arch), Format::Json).unwrap_or_else(|e| panic!("{e}"));
+        let from_yaml: Value = serde_yaml::from_str(&yaml.files[0].1).unwrap_or(Value::Null);
+        let from_json: Value = serde_json::from_str(&json.files[0].1).unwrap_or(Value::Null);
+        assert_ne!(from_json, Value::Null);
+        assert_eq!(from_yaml, from_json, "{arch}");
+    }
+}
+
+#[test]
+fn architecture_is_only_the_parameter_default() {
+    let arm = template_json(Architecture::Arm64);
+    let x86 = template_json(Architecture::X86_64);
+    assert_eq!(arm["Parameters"]["Architecture"]["Default"], "arm64");
+    assert_eq!(x86["Parameters"]["Architecture"]["Default"], "x86_64");
+    for (_, f) in resources_of_type(&arm, "AWS::Lambda::Function") {
+        assert_eq!(
+            f["Properties"]["Architectures"],
+            serde_json::json!([{"Ref": "Architecture"}])
+        );
+    }
+    let mut a = arm.clone();
+    a["Parameters"]["Architecture"]["Default"] = "x86_64".into();
+    assert_eq!(a, x86);
+}
+
+#[test]
+fn every_reference_resolves() {
+    let t = synthesize(&App::image_pipeline(), &opts(Architecture::Arm64));
+    assert_eq!(t.dangling_references(), Vec::<String>::new());
+}
+
+#[test]
+fn dangling_references_are_detected() {
+    use stack::Expr;
+    use stack::resources::{Queue, ResourceProps};
+    use stack::template::Resource;
+    let mut t = synthesize(&App::image_pipeline(), &opts(Architecture::Arm64));
+    let mut bad = Resource::new(ResourceProps::Queue(Queue {
+        queue_name: Expr::sub("${Nope}-${AWS::Bogus}-${Stage}-${!Escaped}"),
+        message_retention_period: 60,
+        sqs_managed_sse_enabled: true,
+    }))
+    .depends_on("Missing");
+    bad.condition = Some("NoSuchCondition".into());
+    t.resources.insert("Bad".into(), bad);
+    let found = t.dangling_references();
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(found.iter().any(|f| f.contains("`Nope`")));
+    assert!(found.iter().any(|f| f.contains("AWS::Bogus")));
+    assert!(found.iter().any(|f| f.contains("Missing")));
+    assert!(found.iter().any(|f| f.contains("NoSuchCondition")));
+}
+
+#[test]
+fn each_function_has_its_own_role() {
+    let t = template_json(Architecture::Arm64);
+    let functions = resources_of_type(&t, "AWS::Lambda::Function");
+    assert_eq!(functions.len(), 3);
+    let roles: BTreeSet<String> = functions
+        .iter()
+        .map(|(_, f)| {
+            f["Properties"]["Role"]["Fn::GetAtt"][0]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(roles.len(), functions.len(), "roles shared: {roles:?}");
+    for r in &roles {
+        assert_eq!(t["Resources"][r]["Type"], "AWS::IAM::Role", "{r}");
+    }
+    assert_eq!(
+        resources_of_type(&t, "AWS::IAM::Role").len(),
+        functions.len()
+    );
+    // No managed policies: every permission is in the role's own inline policy.
+    for (id, r) in resources_of_type(&t, "AWS::IAM::Role") {
+        assert!(r["Properties"].get("ManagedPolicyArns").is_none(), "{id}");
+        assert_eq!(
+            r["Properties"]["Policies"].as_array().map(Vec::len),
+            Some(1),
+            "{id}"
+        );
+    }
+}
+
+/// Every IAM statement in the template: role policies and the bucket policy.
+fn statements(t: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (id, r) in resources_of_type(t, "AWS::IAM::Role") {
+        for p in r["Properties"]["Policies"].as_array().into_iter().flatten() {
+            for s in p["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                out.push((id.clone(), s.clone()));
+            }
+        }
+    }
+    for (id, r) in resources_of_type(t, "AWS::S3::BucketPolicy") {
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.push((id.clone(), s.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn resource_star_only_for_detect_labels() {
+    let t = template_json(Architecture::Arm64);
+    let all = statements(&t);
+    assert!(all.len() >= 8);
+    let mut star_seen = false;
+    for (id, s) in all {
+        let star = s["Resource"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r == "*");
+        if star {
+            star_seen = true;
+            assert_eq!(
+                s["Action"],
+                serde_json::json!(["rekognition:DetectLabels"]),
+                "{id}"
+            );
+            assert_eq!(s["Effect"], "Allow");
+        }
+        // Service-wide wildcards never appear in an Allow.
+        if s["Effect"] == "Allow" {
+            for a in s["Action"].as_array().into_iter().flatten() {
+                let a = a.as_str().unwrap_or("");
+                assert!(!a.contains('*'), "{id}: wildcard action {a}");
+            }
+        }
+    }
+    assert!(
+        star_seen,
+        "DetectLabels must be present (and is the one place for *)"
+    );
+}
+
+#[test]
+fn no_literal_region_account_or_partition() {
+    let t = template_json(Architecture::Arm64);
+    let mut all = Vec::new();
+    strings(&t, "", &mut all);
+    let regions = [
+        "us-", "eu-", "ap-", "sa-", "ca-", "me-", "af-", "il-", "mx-", "cn-",
+    ];
+    for (path, s) in &all {
+        // Substituted variables are fine; literal text around them is what is checked.
+        let mut literal = s.clone();
+        for v in sub_variables(s) {
+            literal = literal.replace(&format!("${{{v}}}"), "");
+        }
+        assert!(
+            !literal.contains("arn:aws"),
+            "{path}: literal partition in {s}"
+        );
+        let digits: Vec<&str> = literal.split(|c: char| !c.is_ascii_digit()).collect();
+        assert!(
+            digits.iter().all(|d| d.len() != 12),
+            "{path}: account id in {s}"
+        );
+        for word in literal.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            let looks_regional = regions.iter().any(|r| word.starts_with(r))
+                && word
+                    .rsplit('-')
+                    .next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok());
+            assert!(!looks_regional, "{path}: region {word} in {s}");
+        }
+        assert!(
+            !literal.contains(".amazonaws.com/"),
+            "{path}: endpoint in {s}"
+        );
+    }
+    // The checker itself notices each kind of literal.
+    let bad = Value::String("arn:aws:s3:::b-123456789012-eu-west-1".into());
+    let mut found = Vec::new();
+    strings(&bad, "", &mut found);
+    assert!(found[0].1.contains("arn:aws") && found[0].1.contains("eu-west-1"));
+}
+
+#[test]
+fn uploads_bucket_is_locked_down_and_triggers_process_without_a_cycle() {
+    let t = template_json(Architecture::Arm64);
+    let b = &t["Resources"]["UploadsBucket"];
+    let p = &b["Properties"];
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(p["PublicAccessBlockConfiguration"][flag], true, "{flag}");
+    }
+    assert_eq!(
+        p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    let n = &p["NotificationConfiguration"]["LambdaConfigurations"][0];
+    assert_eq!(n["Event"], "s3:ObjectCreated:*");
+    assert_eq!(
+        n["Filter"]["S3Key"]["Rules"][0],
+        serde_json::json!({"Name": "prefix", "Value": "uploads/"})
+    );
+    assert_eq!(n["Function"]["Fn::GetAtt"][0], "ProcessFunction");
+    // The cycle is broken: the bucket waits for the permission, whose SourceArn is built
+    // from the bucket's deterministic name rather than a reference to the bucket.
+    assert_eq!(
+        b["DependsOn"],
+        serde_json::json!(["ProcessUploadsPermission"])
+    );
+    let perm = &t["Resources"]["ProcessUploadsPermission"]["Properties"];
+    assert_eq!(perm["Principal"], "s3.amazonaws.com");
+    assert_eq!(
+        perm["SourceArn"]["Fn::Sub"],
+        format!(
+            "arn:${{AWS::Partition}}:s3:::{}",
+            p["BucketName"]["Fn::Sub"].as_str().unwrap_or("?")
+        )
+    );
+    assert!(!perm.to_string().contains("UploadsBucket"));
+    assert_eq!(
+        perm["SourceAccount"],
+        serde_json::json!({"Ref": "AWS::AccountId"})
+    );
+    // TLS only.
+    let pol =
+        &t["Resources"]["UploadsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(pol["Effect"], "Deny");
+    assert_eq!(
+        pol["Condition"]["Bool"]["aws:SecureTransport"],
+        serde_json::json!(["false"])
+    );
+    assert_eq!(pol["Resource"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn table_queue_and_async_failure_path() {
+    let t = template_json(Architecture::Arm64);
+    let table = &t["Resources"]["ImagesTable"]["Properties"];
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        table["KeySchema"],
+        serde_json::json!([{"AttributeName": "image_id", "KeyType": "HASH"}])
+    );
+    assert_eq!(
+        table["AttributeDefinitions"],
+        serde_json::json!([{"AttributeName": "image_id", "AttributeType": "S"}])
+    );
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    let cfg = &t["Resources"]["ProcessInvokeConfig"]["Properties"];
+    assert_eq!(
+        cfg["FunctionName"],
+        serde_json::json!({"Ref": "ProcessFunction"})
+    );
+    assert_eq!(cfg["Qualifier"], "$LATEST");
+    let dest = cfg["DestinationConfig"]["OnFailure"]["Destination"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or("");
+    let queue_name = t["Resources"]["ProcessFailureQueue"]["Properties"]["QueueName"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or("?");
+    assert!(
+        dest.ends_with(queue_name) && dest.contains(":sqs:"),
+        "{dest}"
+    );
+    assert!(cfg["MaximumRetryAttempts"].as_u64().is_some_and(|n| n <= 2));
+}
+
+#[test]
+fn functions_logs_timeouts_and_environment() {
+    let t = template_json(Architecture::Arm64);
+    let app = App::image_pipeline();
+    for f in &app.functions {
+        let p = &t["Resources"][f.function_id()]["Properties"];
+        assert_eq!(p["Runtime"], "provided.al2023");
+        assert_eq!(p["Handler"], "bootstrap");
+        assert_eq!(p["LoggingConfig"]["LogFormat"], "JSON");
+        assert_eq!(
+            p["LoggingConfig"]["LogGroup"],
+            serde_json::json!({"Ref": f.log_group_id()})
+        );
+        let lg = &t["Resources"][f.log_group_id()]["Properties"];
+        assert_eq!(
+            lg["RetentionInDays"],
+            serde_json::json!({"Ref": "LogRetentionInDays"})
+        );
+        assert_eq!(
+            p["Code"]["S3Key"],
+            serde_json::json!({"Ref": f.code_key_param()})
+        );
+        if !f.routes.is_empty() {
+            assert!(
+                p["Timeout"].as_u64().is_some_and(|s| s * 1000 < 29_000),
+                "{} timeout",
+                f.name
+            );
+        }
+    }
+    let env = &t["Resources"]["ProcessFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["AWS_ENDPOINT_URL_REKOGNITION"],
+        serde_json::json!({"Fn::If": ["HasRekognitionEndpoint", {"Ref": "RekognitionEndpoint"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert!(env.get("UPLOAD_BUCKET").is_none());
+    let up = &t["Resources"]["UploadFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        up["UPLOAD_BUCKET"],
+        t["Resources"]["UploadsBucket"]["Properties"]["BucketName"]
+    );
+    assert_eq!(up["UPLOAD_PREFIX"], "uploads/");
+}
+
+#[test]
+fn http_api_routes_stage_and_scoped_permissions() {
+    let t = template_json(Architecture::Arm64);
+    let routes: BTreeMap<String, String> = resources_of_type(&t, "AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|(_, r)| {
+            (
+                r["Properties"]["RouteKey"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                r["Properties"]["Target"]["Fn::Sub"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        BTreeMap::from([
+            (
+                "GET /metadata".to_string(),
+                "integrations/${MetadataIntegration}".to_string()
+            ),
+            (
+                "GET /metadata/{id}".to_string(),
+                "integrations/${MetadataIntegration}".to_string()
+            ),
+            (
+                "POST /upload".to_string(),
+                "integrations/${UploadIntegration}".to_string()
+            ),
+        ])
+    );
+    let stage = &t["Resources"]["HttpApiDefaultStage"]["Properties"];
+    assert_eq!(stage["StageName"], "$default");
+    assert_eq!(stage["AutoDeploy"], true);
+    assert!(
+        stage["DefaultRouteSettings"]["ThrottlingBurstLimit"]
+            .as_u64()
+            .is_some()
+    );
+    assert!(
+        stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
+            .as_f64()
+            .is_some()
+    );
+    assert_eq!(
+        stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0],
+        "HttpApiAccessLogGroup"
+    );
+    let format: Value =
+        serde_json::from_str(stage["AccessLogSettings"]["Format"].as_str().unwrap_or(""))
+            .unwrap_or(Value::Null);
+    assert_eq!(format["requestId"], "$context.requestId");
+    let arns: BTreeSet<String> = resources_of_type(&t, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(_, p)| p["Properties"]["Principal"] == "apigateway.amazonaws.com")
+        .map(|(_, p)| {
+            p["Properties"]["SourceArn"]["Fn::Sub"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let prefix = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}";
+    assert_eq!(
+        arns,
+        BTreeSet::from([
+            format!("{prefix}/*/GET/metadata"),
+            format!("{prefix}/*/GET/metadata/*"),
+            format!("{prefix}/*/POST/upload"),
+        ])
+    );
+}
+
+#[test]
+fn outputs_name_what_the_deployer_needs() {
+    let t = template_json(Architecture::Arm64);
+    let keys: BTreeSet<&str> = t["Outputs"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for k in [
+        "ApiUrl",
+        "UploadsBucketName",
+        "ImagesTableName",
+        "ProcessFailureQueueUrl",
+        "UploadFunctionName",
+        "ProcessFunctionName",
+        "MetadataFunctionName",
+        "UploadRoleArn",
+        "ProcessRoleArn",
+        "MetadataRoleArn",
+    ] {
+        assert!(keys.contains(k), "missing output {k}");
+    }
+    assert_eq!(
+        t["Outputs"]["ApiUrl"]["Value"],
+        serde_json::json!({"Fn::GetAtt": ["HttpApi", "ApiEndpoint"]})
+    );
+}
+
+/// Resolves a `Fn::Sub` body (or a plain string) for one deployment.
+fn resolve_sub(v: &Value, b: &Bindings) -> String {
+    let body = v
+        .get("Fn::Sub")
+        .and_then(Value::as_str)
+        .or(v.as_str())
+        .unwrap_or("");
+    let mut out = body
+        .replace("${AWS::Partition}", &b.partition)
+        .replace("${AWS::Region}", &b.region)
+        .replace("${AWS::AccountId}", &b.account);
+    for (k, val) in &b.refs {
+        out = out.replace(&format!("${{{k}}}"), val);
+    }
+    assert!(!out.contains("${"), "unresolved: {out}");
+    out
+}
+
+/// The allow/deny matrix, evaluated against the policies exactly as the template carries them.
+#[test]
+fn matrix_holds_against_the_policies_in_the_template() {
+    let t = template_json(Architecture::Arm64);
+    let app = App::image_pipeline();
+    let all = app.accesses();
+    let b = Bindings::example("dev");
+    for f in &app.functions {
+        let role = &t["Resources"][f.role_id()]["Properties"]["Policies"][0]["PolicyDocument"];
+        let mut doc: PolicyDocument<String> = PolicyDocument::new(vec![]);
+        for s in role["Statement"].as_array().into_iter().flatten() {
+            doc.statement.push(policies::Statement::allow(
+                "x",
+                s["Action"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        policies::Action::parse(a.as_str().unwrap_or(""))
+                            .unwrap_or_else(|e| panic!("{e}"))
+                    })
+                    .collect(),
+                s["Resource"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| resolve_sub(r, &b))
+                    .collect(),
+            ));
+        }
+        let rows = matrix(&f.access(&app.names), &all);
+        let allows = rows.iter().filter(|r| r.expect == Expect::Allow).count();
+        let denies = rows.iter().filter(|r| r.expect == Expect::Deny).count();
+        assert!(
+            allows >= 3 && denies >= 10,
+            "{}: {allows} allows, {denies} denies",
+            f.name
+        );
+        for row in rows {
+            let resource = row
+                .request
+                .resource
+                .resolve(&b)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let d = evaluate(&doc, row.request.action.as_str(), &resource);
+            assert!(
+                row.expect.holds(d),
+                "{}: {} on {resource} should be {:?} ({}), got {d:?}",
+                f.name,
+                row.request.action,
+                row.expect,
+                row.why
+            );
+        }
+        assert_eq!(
+            policies::violations(&f.access(&app.names), &all, &b),
+            Ok(vec![])
+        );
+    }
+}
+
+#[test]
+fn other_functions_needs_are_denied() {
+    let app = App::image_pipeline();
+    let all = app.accesses();
+    let b = Bindings::example("dev");
+    let upload = app
+        .function("upload")
+        .map(|f| f.access(&app.names))
+        .unwrap_or_else(|| panic!("upload"));
+    let denied: BTreeSet<(String, String)> = matrix(&upload, &all)
+        .into_iter()
+        .filter(|r| r.expect == Expect::Deny)
+        .map(|r| {
+            (
+                r.request.action.to_string(),
+                r.request.resource.resolve(&b).unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (a, r) in [
+        (
+            "s3:GetObject",
+            format!(
+                "arn:aws:s3:::image-pipeline-dev-123456789012-us-east-1/uploads/{}",
+                policies::access::SAMPLE_OBJECT
+            ),
+        ),
+        (
+            "s3:DeleteObject",
+            format!(
+                "arn:aws:s3:::image-pipeline-dev-123456789012-us-east-1/uploads/{}",
+                policies::access::SAMPLE_OBJECT
+            ),
+        ),
+        (
+            "dynamodb:PutItem",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/image-pipeline-dev-images".to_string(),
+        ),
+        (
+            "dynamodb:GetItem",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/image-pipeline-dev-images".to_string(),
+        ),
+        ("rekognition:DetectLabels", "*".to_string()),
+        (
+            "sqs:SendMessage",
+            "arn:aws:sqs:us-east-1:123456789012:image-pipeline-dev-process-failures".to_string(),
+        ),
+    ] {
+        assert!(
+            denied.contains(&(a.to_string(), r.clone())),
+            "upload should be denied {a} on {r}"
+        );
+    }
+}
+
+#[test]
+fn every_checkov_suppression_has_a_reason_and_is_listed_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let t = synthesize(&App::image_pipeline(), &opts(Architecture::Arm64));
+    let mut ids = BTreeSet::new();
+    for (id, r) in &t.resources {
+        for s in r.metadata.iter().flat_map(|m| &m.checkov.skip) {
+            assert!(s.comment.len() > 40, "{id}: {} needs a real reason", s.id);
+            ids.insert(s.id.clone());
+        }
+    }
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert!(
+            readme.contains(&format!("| {id} ")),
+            "README security section lacks {id}"
+        );
+    }
+}

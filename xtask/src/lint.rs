@@ -1,0 +1,157 @@
+//! `cargo xtask lint`: synthesizes the template for every architecture and format and
+//! validates it with the tools the AWS world trusts: cfn-lint, checkov and parliament. Every
+//! finding fails the run. Each tool must also reject a deliberately bad canary, so a tool that
+//! quietly stops checking cannot make the run pass.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use stack::synth::{Format, SynthOptions, render};
+use stack::{App, Architecture, Stage};
+
+use crate::pytools::{Venv, workspace_root};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory for the synthesized files under test
+    #[arg(long, default_value = "target/lint")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    CfnLint,
+    Checkov,
+    Parliament,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::CfnLint => "cfn-lint",
+            Tool::Checkov => "checkov",
+            Tool::Parliament => "parliament",
+        }
+    }
+
+    fn command(self, venv: &Venv, target: &Path) -> Command {
+        let mut c = Command::new(venv.bin(self.name()));
+        match self {
+            // Informational findings count too: the bar is an empty report.
+            Tool::CfnLint => c.args(["--non-zero-exit-code", "informational", "--"]),
+            Tool::Checkov => c.args([
+                "--framework",
+                "cloudformation",
+                "--output",
+                "json",
+                "--skip-download",
+                "-f",
+            ]),
+            Tool::Parliament => c.arg("--directory"),
+        };
+        c.arg(target);
+        c
+    }
+
+    /// Runs the tool on `target`. Returns its report when it found anything (a non-zero exit
+    /// or any output on stdout), `None` when it found nothing.
+    fn findings(self, venv: &Venv, target: &Path) -> Result<Option<String>> {
+        let out = self
+            .command(venv, target)
+            .output()
+            .with_context(|| format!("cannot start {}", self.name()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let clean = out.status.success()
+            && match self {
+                Tool::Checkov => checkov_clean(&stdout),
+                Tool::CfnLint | Tool::Parliament => stdout.trim().is_empty(),
+            };
+        if clean {
+            return Ok(None);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(Some(format!("{stdout}{stderr}").trim().to_string()))
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let venv = Venv::ensure("lint")?;
+    let root = workspace_root();
+    let canaries = root.join("xtask").join("canaries");
+    for (tool, canary) in [
+        (Tool::CfnLint, canaries.join("template.yaml")),
+        (Tool::Checkov, canaries.join("template.yaml")),
+        (Tool::Parliament, canaries.join("policies")),
+    ] {
+        if tool.findings(&venv, &canary)?.is_none() {
+            bail!(
+                "{} found nothing wrong in the deliberately bad {}: the tool is not checking, so its verdict on the stack cannot be trusted",
+                tool.name(),
+                canary.display()
+            );
+        }
+    }
+    eprintln!("lint: each validator rejects its canary");
+
+    let app = App::image_pipeline();
+    let out = root.join(&a.out);
+    let mut failed = Vec::new();
+    for arch in Architecture::ALL {
+        for format in [Format::Yaml, Format::Json] {
+            let opts = SynthOptions {
+                stage: Stage::default(),
+                architecture: arch,
+            };
+            let synthesis = render(&app, &opts, format)?;
+            let dir = out.join(format!("{arch}-{}", ext(format)));
+            crate::synth::write(&synthesis, &dir)?;
+            let template = dir.join(format!("template.{}", ext(format)));
+            let mut checks = vec![(Tool::CfnLint, template.clone())];
+            // Checkov and the policies do not depend on the file format: check them once.
+            if format == Format::Yaml {
+                checks.push((Tool::Checkov, template));
+                checks.push((Tool::Parliament, dir.join("policies")));
+            }
+            for (tool, target) in checks {
+                let started = Instant::now();
+                let report = tool.findings(&venv, &target)?;
+                let rel = target.strip_prefix(&root).unwrap_or(&target);
+                eprintln!(
+                    "{:<10} {} {} ({:.1}s)",
+                    tool.name(),
+                    if report.is_none() { "ok  " } else { "FAIL" },
+                    rel.display(),
+                    started.elapsed().as_secs_f64()
+                );
+                if let Some(report) = report {
+                    eprintln!("{report}\n");
+                    failed.push(format!("{} on {}", tool.name(), rel.display()));
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("validation failed: {}", failed.join(", "));
+    }
+    println!("lint: cfn-lint, checkov and parliament report nothing for arm64 and x86_64");
+    Ok(())
+}
+
+/// Checkov's JSON report is clean when it parsed the file, ran checks, and none failed.
+/// (A file it cannot parse yields zero failures too, which must not count as a pass.)
+fn checkov_clean(report: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(report) else {
+        return false;
+    };
+    let summary = &v["summary"];
+    summary["failed"] == 0 && summary["parsing_errors"] == 0 && summary["passed"].as_u64() > Some(0)
+}
+
+fn ext(f: Format) -> &'static str {
+    match f {
+        Format::Yaml => "yaml",
+        Format::Json => "json",
+    }
+}
