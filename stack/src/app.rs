@@ -350,7 +350,7 @@ impl App {
         let names = Names;
         let upload = FunctionSpec {
             name: "upload",
-            description: "POST /upload: validates an image and stores it under uploads/",
+            description: "POST /upload stores a validated image under uploads/; POST /uploads presigns a direct S3 upload",
             memory_mb: 512,
             timeout_seconds: 15,
             env: vec![
@@ -361,10 +361,17 @@ impl App {
                 bucket: names.bucket_arn(),
                 prefix: UPLOAD_PREFIX.into(),
             }],
-            routes: vec![HttpRoute {
-                method: "POST",
-                path: "/upload",
-            }],
+            routes: vec![
+                HttpRoute {
+                    method: "POST",
+                    path: "/upload",
+                },
+                // Presigned PUT for images larger than API Gateway and Lambda can carry.
+                HttpRoute {
+                    method: "POST",
+                    path: "/uploads",
+                },
+            ],
             trigger: None,
             on_failure: None,
         };

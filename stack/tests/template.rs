@@ -465,6 +465,7 @@ fn http_api_routes_stage_and_scoped_permissions() {
             format!("{prefix}/*/GET/metadata"),
             format!("{prefix}/*/GET/metadata/*"),
             format!("{prefix}/*/POST/upload"),
+            format!("{prefix}/*/POST/uploads"),
         ])
     );
 }

@@ -1,0 +1,291 @@
+//! What all three handlers share, and nothing more: the image id and its object key, JSON
+//! responses and errors in the API's shape, and logging set-up.
+
+use std::fmt;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A server-generated image id: a random (v4) UUID in its canonical lowercase form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageId(Uuid);
+
+impl ImageId {
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// Accepts only the canonical form (36 characters, lowercase, hyphenated, version 4), so
+    /// one image has exactly one spelling in keys, items and URLs.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 36 {
+            return None;
+        }
+        let id = Uuid::try_parse(s).ok()?;
+        let canonical = id.hyphenated().to_string();
+        (canonical == s && id.get_version_num() == 4).then_some(Self(id))
+    }
+
+    /// The object key the image is stored under: `{prefix}{id}`.
+    pub fn object_key(&self, prefix: &str) -> String {
+        format!("{prefix}{self}")
+    }
+
+    /// The id an object key names, if the key is exactly `{prefix}{id}`.
+    pub fn from_object_key(key: &str, prefix: &str) -> Option<Self> {
+        key.strip_prefix(prefix).and_then(Self::parse)
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+/// An API error: the status, a stable machine-readable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    /// For failures of a dependency (S3, DynamoDB): the client did nothing wrong.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "service_unavailable", message)
+    }
+
+    /// `{"error": {"code": …, "message": …}}`
+    pub fn into_response(self) -> ApiGatewayV2httpResponse {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: Inner<'a>,
+        }
+        json_response(
+            self.status,
+            &Envelope {
+                error: Inner {
+                    code: self.code,
+                    message: &self.message,
+                },
+            },
+        )
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A JSON response with the given status.
+pub fn json_response<T: Serialize>(status: u16, body: &T) -> ApiGatewayV2httpResponse {
+    let (status, text) = match serde_json::to_string(body) {
+        Ok(text) => (status, text),
+        // Serializing plain structs and strings does not fail; if it ever did, say so as JSON.
+        Err(_) => (
+            500,
+            r#"{"error":{"code":"internal","message":"response could not be encoded"}}"#.into(),
+        ),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r.headers = headers;
+    r.body = Some(Body::Text(text));
+    r
+}
+
+/// The route a request arrived on. API Gateway sends `routeKey` (`POST /upload`); direct
+/// invocations and `$default` routes fall back to the method and raw path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOf {
+    pub method: String,
+    pub path: String,
+}
+
+impl RouteOf {
+    pub fn of(req: &ApiGatewayV2httpRequest) -> Self {
+        let method = req
+            .request_context
+            .http
+            .method
+            .as_str()
+            .to_ascii_uppercase();
+        let path = req
+            .raw_path
+            .clone()
+            .or_else(|| req.request_context.http.path.clone())
+            .unwrap_or_default();
+        // A stage other than $default prefixes the raw path with its name.
+        let path = match req.request_context.stage.as_deref() {
+            Some(stage) if stage != "$default" && !stage.is_empty() => path
+                .strip_prefix(&format!("/{stage}"))
+                .map(str::to_string)
+                .unwrap_or(path),
+            _ => path,
+        };
+        Self { method, path }
+    }
+
+    /// 404 for a path this function does not serve, 405 (with `Allow`) for a known path
+    /// with the wrong method.
+    pub fn not_routed(&self, allowed_on_path: &[&str]) -> ApiGatewayV2httpResponse {
+        if allowed_on_path.is_empty() {
+            return ApiError::not_found(format!("no route for {} {}", self.method, self.path))
+                .into_response();
+        }
+        let mut r = ApiError::new(
+            405,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed on {}; use {}",
+                self.method,
+                self.path,
+                allowed_on_path.join(" or ")
+            ),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&allowed_on_path.join(", ")) {
+            r.headers.insert(header::ALLOW, v);
+        }
+        r
+    }
+}
+
+/// JSON logs (when Lambda's log format is JSON) through `tracing`, with the invocation's
+/// request id attached by the runtime's span.
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
+/// Reads an environment variable, with a readable error when it is missing.
+pub fn required_env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+}
+
+/// Reads an optional numeric environment variable, refusing values that do not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("environment variable {name} has an invalid value `{v}`")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids_are_canonical_v4() {
+        let id = ImageId::new_random();
+        let s = id.to_string();
+        assert_eq!(ImageId::parse(&s), Some(id));
+        assert_eq!(ImageId::parse(&s.to_uppercase()), None);
+        assert_eq!(ImageId::parse(&s.replace('-', "")), None);
+        assert_eq!(ImageId::parse(&format!("{{{s}}}")), None);
+        assert_eq!(
+            ImageId::parse("00000000-0000-1000-8000-000000000000"),
+            None,
+            "v1"
+        );
+        for bad in [
+            "",
+            "../x",
+            "%2F",
+            "x",
+            &"a".repeat(5000),
+            "not-a-uuid-at-all-but-36-chars-long!",
+        ] {
+            assert_eq!(ImageId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn object_keys_round_trip_only_under_the_prefix() {
+        let id = ImageId::new_random();
+        let key = id.object_key("uploads/");
+        assert_eq!(key, format!("uploads/{id}"));
+        assert_eq!(ImageId::from_object_key(&key, "uploads/"), Some(id));
+        assert_eq!(
+            ImageId::from_object_key(&format!("other/{id}"), "uploads/"),
+            None
+        );
+        assert_eq!(
+            ImageId::from_object_key(&format!("{key}.jpg"), "uploads/"),
+            None
+        );
+        assert_eq!(
+            ImageId::from_object_key(&format!("uploads/x/{id}"), "uploads/"),
+            None
+        );
+    }
+
+    #[test]
+    fn errors_have_the_api_shape() {
+        let r = ApiError::bad_request("invalid_id", "bad id").into_response();
+        assert_eq!(r.status_code, 400);
+        assert_eq!(
+            r.headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        let Some(Body::Text(text)) = r.body else {
+            panic!("text body")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"code": "invalid_id", "message": "bad id"}})
+        );
+    }
+
+    #[test]
+    fn not_routed_distinguishes_404_and_405() {
+        let r = RouteOf {
+            method: "DELETE".into(),
+            path: "/upload".into(),
+        };
+        let resp = r.not_routed(&["POST"]);
+        assert_eq!(resp.status_code, 405);
+        assert_eq!(
+            resp.headers.get("allow").map(|v| v.as_bytes()),
+            Some(&b"POST"[..])
+        );
+        assert_eq!(r.not_routed(&[]).status_code, 404);
+    }
+}

@@ -1,0 +1,305 @@
+//! The upload function. `POST /upload` takes the raw image as the body, checks what it really
+//! is, and stores it under `uploads/{image_id}`; `POST /uploads` hands out a presigned S3 PUT
+//! for images too large to pass through API Gateway and Lambda.
+
+pub mod image;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::http::{HeaderValue, header};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine;
+use handler_shared::{ApiError, ImageId, RouteOf, env_or, json_response, required_env};
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageType, Sniffed, sniff};
+
+/// Lambda's synchronous request payload limit is 6 MB (6,291,456 bytes) for the whole event;
+/// the body arrives base64-encoded (4 bytes per 3) inside JSON with headers and context.
+/// 4.5 MB of image leaves room for all of that.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 4_500_000;
+/// Rekognition reads images from S3 up to 15 MB.
+pub const MAX_PRESIGNED_BYTES: u64 = 15 * 1024 * 1024;
+pub const DEFAULT_PRESIGN_SECONDS: u64 = 300;
+
+pub const ENV_MAX_UPLOAD_BYTES: &str = "MAX_UPLOAD_BYTES";
+pub const ENV_PRESIGN_SECONDS: &str = "PRESIGN_EXPIRES_SECONDS";
+pub const ENV_UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
+pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+
+const ACCEPTED: &str = "image/jpeg or image/png";
+
+/// Clients and configuration, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub prefix: String,
+    pub max_upload_bytes: usize,
+    pub presign_expires: Duration,
+}
+
+impl Ctx {
+    pub fn from_env(s3: aws_sdk_s3::Client) -> Result<Self, String> {
+        Ok(Self {
+            s3,
+            bucket: required_env(ENV_UPLOAD_BUCKET)?,
+            prefix: required_env(ENV_UPLOAD_PREFIX)?,
+            max_upload_bytes: env_or(ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
+            presign_expires: Duration::from_secs(env_or(
+                ENV_PRESIGN_SECONDS,
+                DEFAULT_PRESIGN_SECONDS,
+            )?),
+        })
+    }
+}
+
+/// The body of a successful upload.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Uploaded {
+    pub image_id: String,
+    pub status: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+}
+
+/// `POST /uploads` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresignRequest {
+    pub content_type: String,
+    pub size_bytes: i64,
+}
+
+/// `POST /uploads` response: where and how to PUT the image.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub image_id: String,
+    pub status: String,
+    pub upload: PresignedPut,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresignedPut {
+    pub method: String,
+    pub url: String,
+    /// Headers the PUT must carry exactly as given: the signature covers them.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub expires_in_seconds: u64,
+}
+
+pub async fn handler(
+    ctx: &Ctx,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
+    let req = event.payload;
+    let route = RouteOf::of(&req);
+    let result = match (route.method.as_str(), route.path.as_str()) {
+        ("POST", "/upload") => upload(ctx, &req).await,
+        ("POST", "/uploads") => presign(ctx, &req).await,
+        (_, "/upload" | "/uploads") => Ok(route.not_routed(&["POST"])),
+        _ => Ok(route.not_routed(&[])),
+    };
+    Ok(result.unwrap_or_else(|e| {
+        tracing::info!(status = e.status, code = e.code, message = %e.message, "request rejected");
+        e.into_response()
+    }))
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        format!(
+            "the image is larger than {max} bytes, the most this route can carry; for images up to {MAX_PRESIGNED_BYTES} bytes request a presigned upload with POST /uploads"
+        ),
+    )
+}
+
+/// The request body as bytes, decoding base64 when API Gateway encoded it.
+fn body_bytes(req: &ApiGatewayV2httpRequest, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
+    let body = req.body.as_deref().unwrap_or("");
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request body is empty; send the image bytes as the body",
+        ));
+    }
+    if !req.is_base64_encoded {
+        return Ok(Cow::Borrowed(body.as_bytes()));
+    }
+    // Refuse before decoding: base64 is 4 characters for every 3 bytes.
+    if body.len() > max.div_ceil(3) * 4 + 4 {
+        return Err(too_large(max));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map(Cow::Owned)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_base64",
+                format!("the body is not valid base64: {e}"),
+            )
+        })
+}
+
+async fn upload(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let bytes = body_bytes(req, ctx.max_upload_bytes)?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the decoded body is empty",
+        ));
+    }
+    if bytes.len() > ctx.max_upload_bytes {
+        return Err(too_large(ctx.max_upload_bytes));
+    }
+    let kind = match sniff(&bytes) {
+        Sniffed::Image { kind, .. } => kind,
+        Sniffed::Corrupt(kind, why) => {
+            return Err(ApiError::bad_request(
+                "invalid_image",
+                format!(
+                    "the body starts like {} but is not a valid image: {why}",
+                    kind.mime()
+                ),
+            ));
+        }
+        Sniffed::Unsupported => {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                format!("the body is not an accepted image type; send {ACCEPTED}"),
+            ));
+        }
+    };
+    let claimed = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ImageType::from_mime(claimed) != Some(kind) {
+        tracing::info!(
+            claimed,
+            detected = kind.mime(),
+            "content-type header ignored: the bytes decide"
+        );
+    }
+    let id = ImageId::new_random();
+    let size = bytes.len() as u64;
+    ctx.s3
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key(id.object_key(&ctx.prefix))
+        .content_type(kind.mime())
+        .body(ByteStream::from(bytes.into_owned()))
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "PutObject failed");
+            ApiError::unavailable("the image could not be stored; try again")
+        })?;
+    tracing::info!(image_id = %id, content_type = kind.mime(), size_bytes = size, "image stored");
+    let mut resp = json_response(
+        201,
+        &Uploaded {
+            image_id: id.to_string(),
+            status: "processing".into(),
+            content_type: kind.mime().into(),
+            size_bytes: size,
+        },
+    );
+    set_location(&mut resp, &id);
+    Ok(resp)
+}
+
+fn set_location(resp: &mut ApiGatewayV2httpResponse, id: &ImageId) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/metadata/{id}")) {
+        resp.headers.insert(header::LOCATION, v);
+    }
+}
+
+async fn presign(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    // A JSON body is small; 64 KiB is far more than a valid request needs.
+    let bytes = body_bytes(req, 64 * 1024)?;
+    let ask: PresignRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected {{\"content_type\": \"image/jpeg\", \"size_bytes\": 123}}: {e}"),
+        )
+    })?;
+    let kind = ImageType::from_mime(&ask.content_type).ok_or_else(|| {
+        ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!(
+                "content_type `{}` is not accepted; use {ACCEPTED}",
+                ask.content_type
+            ),
+        )
+    })?;
+    let size = u64::try_from(ask.size_bytes)
+        .ok()
+        .filter(|&s| s > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_size", "size_bytes must be a positive integer")
+        })?;
+    if size > MAX_PRESIGNED_BYTES {
+        return Err(ApiError::new(
+            413,
+            "payload_too_large",
+            format!(
+                "size_bytes is above {MAX_PRESIGNED_BYTES}, the largest image Rekognition reads from S3"
+            ),
+        ));
+    }
+    let id = ImageId::new_random();
+    let config = PresigningConfig::expires_in(ctx.presign_expires).map_err(|e| {
+        tracing::error!(error = %e, "invalid presigning configuration");
+        ApiError::unavailable("presigned uploads are misconfigured")
+    })?;
+    // Content type and length are request headers of the signed PUT: S3 refuses any other.
+    let presigned = ctx
+        .s3
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key(id.object_key(&ctx.prefix))
+        .content_type(kind.mime())
+        .content_length(ask.size_bytes)
+        .presigned(config)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "presigning failed");
+            ApiError::unavailable("a presigned upload could not be created; try again")
+        })?;
+    let headers = presigned
+        .headers()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    tracing::info!(image_id = %id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
+    let mut resp = json_response(
+        201,
+        &PresignedUpload {
+            image_id: id.to_string(),
+            status: "awaiting_upload".into(),
+            upload: PresignedPut {
+                method: "PUT".into(),
+                url: presigned.uri().to_string(),
+                headers,
+                expires_in_seconds: ctx.presign_expires.as_secs(),
+            },
+        },
+    );
+    set_location(&mut resp, &id);
+    Ok(resp)
+}

@@ -1,0 +1,12 @@
+//! Lambda entry point of the upload function.
+
+use lambda_runtime::{Error, run, service_fn};
+use upload_function::{Ctx, handler};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    handler_shared::init_logging();
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ctx = Ctx::from_env(aws_sdk_s3::Client::new(&config))?;
+    run(service_fn(|event| handler(&ctx, event))).await
+}

@@ -1,0 +1,369 @@
+//! The upload function against mocked S3: the happy paths with real photographs, and a table
+//! of bad inputs that must each get the exact status and error code and store nothing.
+
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use base64::Engine;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::Value;
+use upload_function::{Ctx, handler};
+
+const POST_UPLOAD: &str = include_str!("data/post-upload.json");
+const POST_UPLOADS: &str = include_str!("data/post-uploads.json");
+
+fn photo(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../../shared/fixtures/images/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn event(fixture: &str, edit: impl FnOnce(&mut Value)) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    let mut v: Value = serde_json::from_str(fixture).unwrap();
+    edit(&mut v);
+    LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
+}
+
+fn upload_event(
+    body: &str,
+    base64: bool,
+    content_type: Option<&str>,
+) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    event(POST_UPLOAD, |v| {
+        v["body"] = body.into();
+        v["isBase64Encoded"] = base64.into();
+        match content_type {
+            Some(ct) => v["headers"]["content-type"] = ct.into(),
+            None => {
+                v["headers"].as_object_mut().unwrap().remove("content-type");
+            }
+        }
+    })
+}
+
+fn put_ok() -> Rule {
+    mock!(Client::put_object).then_output(|| PutObjectOutput::builder().build())
+}
+
+fn ctx(rules: &[&Rule], max: usize) -> Ctx {
+    Ctx {
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules),
+        bucket: "image-pipeline-dev-123456789012-us-east-1".into(),
+        prefix: "uploads/".into(),
+        max_upload_bytes: max,
+        presign_expires: Duration::from_secs(300),
+    }
+}
+
+fn json(resp: &ApiGatewayV2httpResponse) -> Value {
+    match &resp.body {
+        Some(Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        other => panic!("expected a JSON text body, got {other:?}"),
+    }
+}
+
+fn header<'a>(resp: &'a ApiGatewayV2httpResponse, name: &str) -> Option<&'a str> {
+    resp.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn stores_a_base64_png_under_a_server_generated_key() {
+    let png = photo("chelsea.png");
+    let stored = mock!(Client::put_object)
+        .match_requests({
+            let len = png.len();
+            move |r| {
+                r.bucket() == Some("image-pipeline-dev-123456789012-us-east-1")
+                    && r.key().is_some_and(|k| {
+                        k.strip_prefix("uploads/")
+                            .is_some_and(|id| handler_shared::ImageId::parse(id).is_some())
+                    })
+                    && r.content_type() == Some("image/png")
+                    && r.body().bytes().map(<[u8]>::len) == Some(len)
+            }
+        })
+        .then_output(|| PutObjectOutput::builder().build());
+    let c = ctx(&[&stored], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(&png), true, Some("image/png")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+    let body = json(&resp);
+    let id = body["image_id"].as_str().unwrap();
+    assert!(handler_shared::ImageId::parse(id).is_some());
+    assert_eq!(body["status"], "processing");
+    assert_eq!(body["content_type"], "image/png");
+    assert_eq!(body["size_bytes"], png.len());
+    assert_eq!(
+        header(&resp, "location"),
+        Some(format!("/metadata/{id}").as_str())
+    );
+    assert_eq!(stored.num_calls(), 1);
+    let text = serde_json::to_string(&body).unwrap();
+    assert!(
+        !text.contains("uploads/") && !text.contains("s3") && !text.contains("image-pipeline-dev")
+    );
+}
+
+#[tokio::test]
+async fn the_bytes_decide_the_type_not_the_header() {
+    for (claimed, file, detected) in [
+        (Some("image/jpeg"), "chelsea.png", "image/png"),
+        (None, "rocket.jpg", "image/jpeg"),
+        (Some("application/octet-stream"), "rocket.jpg", "image/jpeg"),
+        (Some("text/plain"), "coffee.png", "image/png"),
+    ] {
+        let bytes = photo(file);
+        let rule = mock!(Client::put_object)
+            .match_requests(move |r| r.content_type() == Some(detected))
+            .then_output(|| PutObjectOutput::builder().build());
+        let c = ctx(&[&rule], 4_500_000);
+        let resp = handler(&c, upload_event(&b64(&bytes), true, claimed))
+            .await
+            .unwrap();
+        assert_eq!(resp.status_code, 201, "{file} claimed {claimed:?}");
+        assert_eq!(json(&resp)["content_type"], detected);
+        assert_eq!(rule.num_calls(), 1, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_was_not_base64_encoded_is_used_as_is() {
+    // API Gateway passes text bodies through; a valid image can only arrive encoded, so a
+    // text body is simply not an image.
+    let rule = put_ok();
+    let c = ctx(&[&rule], 4_500_000);
+    let resp = handler(&c, upload_event("hello, world", false, Some("image/png")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 415);
+    assert_eq!(rule.num_calls(), 0);
+}
+
+/// A JPEG whose signature is followed by noise.
+fn jpeg_header_then_garbage() -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+    v.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+    v.extend((0..4000u32).map(|i| (i * 7919 % 251) as u8));
+    v
+}
+
+fn truncated(file: &str, keep: usize) -> Vec<u8> {
+    photo(file)[..keep].to_vec()
+}
+
+#[tokio::test]
+async fn bad_inputs_get_the_exact_error_and_store_nothing() {
+    let oversize = vec![0u8; 20_000];
+    let cases: Vec<(&str, String, bool, u16, &str)> = vec![
+        ("empty", String::new(), true, 400, "empty_body"),
+        ("empty text", String::new(), false, 400, "empty_body"),
+        ("1 byte", b64(&[0xFF]), true, 415, "unsupported_media_type"),
+        ("text", b64(b"just some text, not an image"), true, 415, "unsupported_media_type"),
+        ("html", b64(b"<!doctype html><html><body>hi</body></html>"), true, 415, "unsupported_media_type"),
+        (
+            "svg",
+            b64(br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#),
+            true,
+            415,
+            "unsupported_media_type",
+        ),
+        ("gif", b64(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"), true, 415, "unsupported_media_type"),
+        ("webp", b64(b"RIFF\x24\x00\x00\x00WEBPVP8 \x18\x00\x00\x00\x30\x01\x00\x9d\x01\x2a\x01\x00\x01\x00\x02\x00\x34\x25\xa4\x00\x03\x70\x00\xfe\xfb\x94\x00\x00"), true, 415, "unsupported_media_type"),
+        ("jpeg header then garbage", b64(&jpeg_header_then_garbage()), true, 400, "invalid_image"),
+        ("truncated jpeg", b64(&truncated("rocket.jpg", 5_000)), true, 400, "invalid_image"),
+        ("truncated png", b64(&truncated("chelsea.png", 5_000)), true, 400, "invalid_image"),
+        ("png signature only", b64(b"\x89PNG\r\n\x1a\n"), true, 400, "invalid_image"),
+        ("invalid base64", "@@@not base64@@@".into(), true, 400, "invalid_base64"),
+        ("base64 with a bad tail", format!("{}=x", b64(&photo("rocket.jpg")[..300])), true, 400, "invalid_base64"),
+        ("oversize (decoded)", b64(&oversize), true, 413, "payload_too_large"),
+        ("oversize (raw text)", "x".repeat(20_000), false, 413, "payload_too_large"),
+    ];
+    for (name, body, base64, status, code) in cases {
+        let rule = put_ok();
+        let c = ctx(&[&rule], 10_000);
+        let resp = handler(&c, upload_event(&body, base64, Some("image/jpeg")))
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status_code,
+            i64::from(status),
+            "{name}: {:?}",
+            resp.body
+        );
+        let v = json(&resp);
+        assert_eq!(v["error"]["code"], code, "{name}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+        assert_eq!(rule.num_calls(), 0, "{name}: nothing may be stored");
+    }
+}
+
+#[tokio::test]
+async fn oversize_points_to_the_presigned_route_and_is_refused_before_decoding() {
+    let rule = put_ok();
+    let c = ctx(&[&rule], 100_000);
+    // Far larger than the limit, and not even valid base64: the size check comes first.
+    let body = "A".repeat(1_000_000) + "!";
+    let resp = handler(&c, upload_event(&body, true, Some("image/png")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 413);
+    assert!(
+        json(&resp)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /uploads")
+    );
+    assert_eq!(rule.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_s3_failure_is_a_503_not_a_client_error() {
+    let rule =
+        mock!(Client::put_object).then_error(|| PutObjectError::unhandled("simulated outage"));
+    let c = ctx(&[&rule], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(&photo("rocket.jpg")), true, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!(json(&resp)["error"]["code"], "service_unavailable");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_404_and_405() {
+    let rule = put_ok();
+    let c = ctx(&[&rule], 4_500_000);
+    let get = event(POST_UPLOAD, |v| {
+        v["routeKey"] = "GET /upload".into();
+        v["requestContext"]["http"]["method"] = "GET".into();
+    });
+    let resp = handler(&c, get).await.unwrap();
+    assert_eq!(resp.status_code, 405);
+    assert_eq!(header(&resp, "allow"), Some("POST"));
+    assert_eq!(json(&resp)["error"]["code"], "method_not_allowed");
+    let elsewhere = event(POST_UPLOAD, |v| {
+        v["rawPath"] = "/nope".into();
+        v["requestContext"]["http"]["path"] = "/nope".into();
+    });
+    let resp = handler(&c, elsewhere).await.unwrap();
+    assert_eq!(resp.status_code, 404);
+    assert_eq!(json(&resp)["error"]["code"], "not_found");
+    assert_eq!(rule.num_calls(), 0);
+}
+
+fn presign_event(body: &str) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    event(POST_UPLOADS, |v| v["body"] = body.into())
+}
+
+#[tokio::test]
+async fn presigned_put_binds_key_type_and_length() {
+    let rule = put_ok();
+    let c = ctx(&[&rule], 4_500_000);
+    let resp = handler(
+        &c,
+        presign_event(r#"{"content_type": "image/jpeg", "size_bytes": 8000000}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+    let v = json(&resp);
+    let id = v["image_id"].as_str().unwrap();
+    assert!(handler_shared::ImageId::parse(id).is_some());
+    assert_eq!(v["upload"]["method"], "PUT");
+    assert_eq!(v["upload"]["expires_in_seconds"], 300);
+    assert_eq!(v["upload"]["headers"]["content-type"], "image/jpeg");
+    assert_eq!(v["upload"]["headers"]["content-length"], "8000000");
+    let url = v["upload"]["url"].as_str().unwrap();
+    assert!(url.contains(&format!("/uploads/{id}")), "{url}");
+    let signed = url
+        .split("X-Amz-SignedHeaders=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    for h in ["content-length", "content-type", "host"] {
+        assert!(
+            signed.split("%3B").any(|s| s == h),
+            "{h} is not signed: {signed}"
+        );
+    }
+    assert!(url.contains("X-Amz-Expires=300"));
+    assert_eq!(
+        header(&resp, "location"),
+        Some(format!("/metadata/{id}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn presign_bad_requests() {
+    let cases = [
+        ("not json", "nope", 400, "invalid_json"),
+        (
+            "missing size",
+            r#"{"content_type": "image/png"}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "extra field",
+            r#"{"content_type": "image/png", "size_bytes": 10, "key": "x"}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "gif",
+            r#"{"content_type": "image/gif", "size_bytes": 10}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "zero",
+            r#"{"content_type": "image/png", "size_bytes": 0}"#,
+            400,
+            "invalid_size",
+        ),
+        (
+            "negative",
+            r#"{"content_type": "image/png", "size_bytes": -1}"#,
+            400,
+            "invalid_size",
+        ),
+        (
+            "fractional",
+            r#"{"content_type": "image/png", "size_bytes": 1.5}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "too big",
+            r#"{"content_type": "image/png", "size_bytes": 15728641}"#,
+            413,
+            "payload_too_large",
+        ),
+        ("empty", "", 400, "empty_body"),
+    ];
+    for (name, body, status, code) in cases {
+        let rule = put_ok();
+        let c = ctx(&[&rule], 4_500_000);
+        let resp = handler(&c, presign_event(body)).await.unwrap();
+        assert_eq!(resp.status_code, status, "{name}: {:?}", resp.body);
+        assert_eq!(json(&resp)["error"]["code"], code, "{name}");
+        assert_eq!(rule.num_calls(), 0, "{name}");
+    }
+}
