@@ -425,6 +425,10 @@ fn http_api_routes_stage_and_scoped_permissions() {
                 "POST /upload".to_string(),
                 "integrations/${UploadIntegration}".to_string()
             ),
+            (
+                "POST /uploads".to_string(),
+                "integrations/${UploadIntegration}".to_string()
+            ),
         ])
     );
     let stage = &t["Resources"]["HttpApiDefaultStage"]["Properties"];
