@@ -1,1 +1,409 @@
-//! wip
+//! The process function: for each S3 `ObjectCreated` record under `uploads/`, ask Rekognition
+//! `DetectLabels` about the object and record the result in DynamoDB, exactly once per image.
+//!
+//! Failure policy: what the image itself causes (not an image, too large, unreadable) becomes a
+//! `failed` item and is not retried; what the services cause (throttling, 5xx) is retried by
+//! the SDK and, if it persists, returned as an error so that Lambda's async retries and the
+//! OnFailure queue take over. Every record of an event is attempted either way.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::s3::{S3Event, S3EventRecord};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
+use aws_sdk_rekognition::types::{Image, S3Object};
+use chrono::{DateTime, SecondsFormat, Utc};
+use handler_shared::{ImageId, env_or, required_env};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+
+pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+pub const ENV_MAX_LABELS: &str = "MAX_LABELS";
+pub const ENV_MIN_CONFIDENCE: &str = "MIN_CONFIDENCE";
+pub const DEFAULT_MAX_LABELS: i32 = 10;
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 70.0;
+
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub s3: aws_sdk_s3::Client,
+    pub rekognition: aws_sdk_rekognition::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub prefix: String,
+    pub max_labels: i32,
+    pub min_confidence: f32,
+}
+
+impl Ctx {
+    pub fn from_env(
+        s3: aws_sdk_s3::Client,
+        rekognition: aws_sdk_rekognition::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Result<Self, String> {
+        let max_labels = env_or(ENV_MAX_LABELS, DEFAULT_MAX_LABELS)?;
+        let min_confidence = env_or(ENV_MIN_CONFIDENCE, DEFAULT_MIN_CONFIDENCE)?;
+        if !(1..=1000).contains(&max_labels) {
+            return Err(format!("{ENV_MAX_LABELS} must be between 1 and 1000"));
+        }
+        if !(0.0..=100.0).contains(&min_confidence) {
+            return Err(format!("{ENV_MIN_CONFIDENCE} must be between 0 and 100"));
+        }
+        Ok(Self {
+            s3,
+            rekognition,
+            dynamodb,
+            table: required_env(ENV_IMAGES_TABLE)?,
+            prefix: required_env(ENV_UPLOAD_PREFIX)?,
+            max_labels,
+            min_confidence,
+        })
+    }
+}
+
+/// What happened to the records of one event (returned as the invocation's result).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub labeled: usize,
+    pub failed: usize,
+    pub duplicates: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Written(Status),
+    Duplicate,
+    Skipped(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Labeled,
+    Failed,
+}
+
+/// A failure worth retrying: the whole event is handed back to Lambda.
+#[derive(Debug)]
+pub struct RetryableError(pub String);
+
+impl std::fmt::Display for RetryableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RetryableError {}
+
+pub async fn handler(
+    ctx: &Ctx,
+    event: LambdaEvent<S3Event>,
+) -> Result<Summary, lambda_runtime::Error> {
+    let mut summary = Summary::default();
+    let mut errors = Vec::new();
+    for record in &event.payload.records {
+        match process_record(ctx, record).await {
+            Ok(Outcome::Written(Status::Labeled)) => summary.labeled += 1,
+            Ok(Outcome::Written(Status::Failed)) => summary.failed += 1,
+            Ok(Outcome::Duplicate) => summary.duplicates += 1,
+            Ok(Outcome::Skipped(why)) => {
+                tracing::info!(key = record.s3.object.key.as_deref().unwrap_or(""), reason = %why, "record skipped");
+                summary.skipped += 1;
+            }
+            Err(e) => {
+                tracing::error!(key = record.s3.object.key.as_deref().unwrap_or(""), error = %e, "record failed; the event will be retried");
+                errors.push(e.0);
+            }
+        }
+    }
+    tracing::info!(?summary, retryable = errors.len(), "event processed");
+    if errors.is_empty() {
+        Ok(summary)
+    } else {
+        Err(Box::new(RetryableError(format!(
+            "{} of {} records failed and will be retried: {}",
+            errors.len(),
+            event.payload.records.len(),
+            errors.join("; ")
+        ))))
+    }
+}
+
+/// Decodes an S3 event key: form-URL-encoded, so `+` is a space and `%XX` a byte.
+pub fn decode_key(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, RetryableError> {
+    let event_name = record.event_name.as_deref().unwrap_or("");
+    if !event_name.starts_with("ObjectCreated:") {
+        return Ok(Outcome::Skipped(format!(
+            "event {event_name} is not ObjectCreated"
+        )));
+    }
+    let Some(bucket) = record.s3.bucket.name.as_deref() else {
+        return Ok(Outcome::Skipped("record names no bucket".into()));
+    };
+    let Some(key) = record.s3.object.key.as_deref().and_then(decode_key) else {
+        return Ok(Outcome::Skipped("record has no decodable key".into()));
+    };
+    let Some(id) = ImageId::from_object_key(&key, &ctx.prefix) else {
+        return Ok(Outcome::Skipped(format!(
+            "key is not {}<image id>",
+            ctx.prefix
+        )));
+    };
+    let uploaded_at = record.event_time;
+
+    let head = ctx.s3.head_object().bucket(bucket).key(&key).send().await;
+    let (content_type, size) = match head {
+        Ok(h) => (
+            h.content_type()
+                .unwrap_or("application/octet-stream")
+                .to_string(),
+            h.content_length().or(record.s3.object.size).unwrap_or(0),
+        ),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+            let item = Item::failed(
+                id,
+                "the uploaded object no longer exists".into(),
+                "unknown".into(),
+                record.s3.object.size.unwrap_or(0),
+                uploaded_at,
+            );
+            return put(ctx, &item).await;
+        }
+        Err(e) => {
+            return Err(RetryableError(format!(
+                "HeadObject failed: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            )));
+        }
+    };
+
+    let mut image = S3Object::builder().bucket(bucket).name(&key);
+    if let Some(v) = record
+        .s3
+        .object
+        .version_id
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "null")
+    {
+        image = image.version(v);
+    }
+    let detected = ctx
+        .rekognition
+        .detect_labels()
+        .image(Image::builder().s3_object(image.build()).build())
+        .max_labels(ctx.max_labels)
+        .min_confidence(ctx.min_confidence)
+        .send()
+        .await;
+    let item = match detected {
+        Ok(out) => Item {
+            image_id: id,
+            status: Status::Labeled,
+            labels: out
+                .labels()
+                .iter()
+                .map(|l| Label {
+                    name: l.name().unwrap_or("").to_string(),
+                    confidence: l.confidence().unwrap_or(0.0),
+                    parents: l
+                        .parents()
+                        .iter()
+                        .filter_map(|p| p.name().map(str::to_string))
+                        .collect(),
+                })
+                .filter(|l| !l.name.is_empty())
+                .collect(),
+            label_model_version: out.label_model_version().map(str::to_string),
+            content_type,
+            size_bytes: size,
+            uploaded_at,
+            failure_reason: None,
+        },
+        Err(e) => match e.as_service_error().and_then(image_side_reason) {
+            Some(reason) => {
+                tracing::warn!(image_id = %id, %reason, "Rekognition refused the image");
+                Item::failed(id, reason, content_type, size, uploaded_at)
+            }
+            None => {
+                return Err(RetryableError(format!(
+                    "DetectLabels failed: {}",
+                    aws_sdk_rekognition::error::DisplayErrorContext(&e)
+                )));
+            }
+        },
+    };
+    put(ctx, &item).await
+}
+
+/// The errors the image itself causes: retrying cannot help.
+fn image_side_reason(e: &DetectLabelsError) -> Option<String> {
+    let what = match e {
+        DetectLabelsError::InvalidImageFormatException(_) => "not a supported image format",
+        DetectLabelsError::ImageTooLargeException(_) => "the image is too large",
+        DetectLabelsError::InvalidS3ObjectException(_) => "the object could not be read",
+        DetectLabelsError::InvalidParameterException(_) => "the image was rejected",
+        _ => return None,
+    };
+    let code = aws_sdk_rekognition::error::ProvideErrorMetadata::code(e).unwrap_or("error");
+    let message = aws_sdk_rekognition::error::ProvideErrorMetadata::message(e).unwrap_or("");
+    Some(format!("{what} ({code}: {message})").replace(": )", ")"))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Label {
+    name: String,
+    confidence: f32,
+    parents: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Item {
+    image_id: ImageId,
+    status: Status,
+    labels: Vec<Label>,
+    label_model_version: Option<String>,
+    content_type: String,
+    size_bytes: i64,
+    uploaded_at: DateTime<Utc>,
+    failure_reason: Option<String>,
+}
+
+impl Item {
+    fn failed(
+        image_id: ImageId,
+        reason: String,
+        content_type: String,
+        size_bytes: i64,
+        uploaded_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            image_id,
+            status: Status::Failed,
+            labels: Vec::new(),
+            label_model_version: None,
+            content_type,
+            size_bytes,
+            uploaded_at,
+            failure_reason: Some(reason),
+        }
+    }
+
+    fn attributes(&self) -> HashMap<String, AttributeValue> {
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let mut m = HashMap::new();
+        m.insert("image_id".into(), s(&self.image_id.to_string()));
+        m.insert(
+            "status".into(),
+            s(match self.status {
+                Status::Labeled => "labeled",
+                Status::Failed => "failed",
+            }),
+        );
+        let labels = self
+            .labels
+            .iter()
+            .map(|l| {
+                AttributeValue::M(HashMap::from([
+                    ("name".to_string(), s(&l.name)),
+                    (
+                        "confidence".to_string(),
+                        AttributeValue::N(format!("{:.3}", l.confidence)),
+                    ),
+                    (
+                        "parents".to_string(),
+                        AttributeValue::L(l.parents.iter().map(|p| s(p)).collect()),
+                    ),
+                ]))
+            })
+            .collect();
+        m.insert("labels".into(), AttributeValue::L(labels));
+        if let Some(v) = &self.label_model_version {
+            m.insert("label_model_version".into(), s(v));
+        }
+        m.insert("content_type".into(), s(&self.content_type));
+        m.insert(
+            "size_bytes".into(),
+            AttributeValue::N(self.size_bytes.to_string()),
+        );
+        m.insert("uploaded_at".into(), s(&timestamp(self.uploaded_at)));
+        m.insert("processed_at".into(), s(&timestamp(Utc::now())));
+        if let Some(r) = &self.failure_reason {
+            m.insert("failure_reason".into(), s(r));
+        }
+        m
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Writes the item once: a second delivery of the same event finds it there and stops.
+async fn put(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
+    let result = ctx
+        .dynamodb
+        .put_item()
+        .table_name(&ctx.table)
+        .set_item(Some(item.attributes()))
+        .condition_expression("attribute_not_exists(image_id)")
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(image_id = %item.image_id, status = ?item.status, labels = item.labels.len(), "item written");
+            Ok(Outcome::Written(item.status))
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            tracing::info!(image_id = %item.image_id, "duplicate delivery: the item already exists");
+            Ok(Outcome::Duplicate)
+        }
+        Err(e) => Err(RetryableError(format!(
+            "PutItem failed: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_form_url_decoded() {
+        assert_eq!(
+            decode_key("uploads/a+b.jpg").as_deref(),
+            Some("uploads/a b.jpg")
+        );
+        assert_eq!(
+            decode_key("uploads/a%2Bb.jpg").as_deref(),
+            Some("uploads/a+b.jpg")
+        );
+        assert_eq!(decode_key("uploads%2Fx").as_deref(), Some("uploads/x"));
+        assert_eq!(decode_key("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(decode_key("bad%zz"), None);
+        assert_eq!(decode_key("cut%4"), None);
+        assert_eq!(decode_key("%FF"), None, "not UTF-8");
+    }
+}

@@ -1,0 +1,373 @@
+//! The process function against mocked S3, Rekognition and DynamoDB: labelling, key decoding,
+//! skipping, idempotency, and the failure policy (image-side errors become failed items,
+//! service-side errors are retried and then returned).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::s3::S3Event;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_rekognition::operation::detect_labels::{DetectLabelsError, DetectLabelsOutput};
+use aws_sdk_rekognition::types::error::InvalidImageFormatException;
+use aws_sdk_rekognition::types::{Label, Parent};
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_sdk_s3::types::error::NotFound;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::RetryConfig;
+use lambda_runtime::{Context, LambdaEvent};
+use process_function::{Ctx, Summary, handler};
+
+const ONE: &str = include_str!("data/s3-put.json");
+const MANY: &str = include_str!("data/s3-put-many.json");
+const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
+const ENCODED_ID: &str = "8a1d2e3f-4b5c-4d6e-8f70-819a2b3c4d5e";
+const BUCKET: &str = "image-pipeline-dev-123456789012-us-east-1";
+
+type Items = Arc<Mutex<Vec<HashMap<String, AttributeValue>>>>;
+
+fn event(fixture: &str) -> LambdaEvent<S3Event> {
+    LambdaEvent::new(serde_json::from_str(fixture).unwrap(), Context::default())
+}
+
+fn head_ok() -> Rule {
+    mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        HeadObjectOutput::builder()
+            .content_type("image/png")
+            .content_length(240_512)
+            .build()
+    })
+}
+
+fn labels_ok() -> Rule {
+    mock!(aws_sdk_rekognition::Client::detect_labels)
+        .match_requests(|r| {
+            let o = r.image().and_then(|i| i.s3_object());
+            o.and_then(|o| o.bucket()) == Some(BUCKET)
+                && o.and_then(|o| o.name())
+                    .is_some_and(|n| n.starts_with("uploads/"))
+                && r.image().and_then(|i| i.bytes()).is_none()
+                && r.max_labels() == Some(10)
+                && r.min_confidence() == Some(70.0)
+        })
+        .then_output(|| {
+            DetectLabelsOutput::builder()
+                .labels(
+                    Label::builder()
+                        .name("Cat")
+                        .confidence(98.51234)
+                        .parents(Parent::builder().name("Animal").build())
+                        .parents(Parent::builder().name("Pet").build())
+                        .build(),
+                )
+                .labels(Label::builder().name("Whiskers").confidence(81.0).build())
+                .label_model_version("3.0")
+                .build()
+        })
+}
+
+/// A PutItem rule that records every item written, and insists on the idempotency condition.
+fn put_recording(items: &Items) -> Rule {
+    let items = items.clone();
+    mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.table_name() == Some("image-pipeline-dev-images")
+                && r.condition_expression() == Some("attribute_not_exists(image_id)")
+        })
+        .then_compute_output(move |r| {
+            items
+                .lock()
+                .unwrap()
+                .push(r.item().cloned().unwrap_or_default());
+            PutItemOutput::builder().build()
+        })
+}
+
+/// Standard retries (3 attempts) without the waiting.
+fn fast_retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
+    Ctx {
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
+            .retry_config(fast_retries())),
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        table: "image-pipeline-dev-images".into(),
+        prefix: "uploads/".into(),
+        max_labels: 10,
+        min_confidence: 70.0,
+    }
+}
+
+fn s(v: &AttributeValue) -> &str {
+    v.as_s().map(String::as_str).unwrap_or("<not S>")
+}
+
+#[tokio::test]
+async fn labels_an_upload_and_writes_one_item() {
+    let items = Items::default();
+    let (head, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            labeled: 1,
+            ..Summary::default()
+        }
+    );
+    assert_eq!(rek.num_calls(), 1);
+    let items = items.lock().unwrap();
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(s(&item["image_id"]), ID);
+    assert_eq!(s(&item["status"]), "labeled");
+    assert_eq!(s(&item["content_type"]), "image/png");
+    assert_eq!(item["size_bytes"].as_n().unwrap(), "240512");
+    assert_eq!(s(&item["label_model_version"]), "3.0");
+    assert_eq!(s(&item["uploaded_at"]), "2026-11-26T21:00:00.123Z");
+    assert!(s(&item["processed_at"]).ends_with('Z'));
+    let labels = item["labels"].as_l().unwrap();
+    assert_eq!(labels.len(), 2);
+    let cat = labels[0].as_m().unwrap();
+    assert_eq!(s(&cat["name"]), "Cat");
+    assert_eq!(cat["confidence"].as_n().unwrap(), "98.512");
+    let parents: Vec<&str> = cat["parents"].as_l().unwrap().iter().map(s).collect();
+    assert_eq!(parents, ["Animal", "Pet"]);
+    assert!(!item.contains_key("failure_reason"));
+    // Never where the image is stored.
+    for (k, v) in item.iter() {
+        assert!(!k.contains("bucket") && !k.contains("key"), "{k}");
+        assert!(!format!("{v:?}").contains(BUCKET), "{k}");
+        assert!(!format!("{v:?}").contains("uploads/"), "{k}");
+    }
+}
+
+#[tokio::test]
+async fn every_record_is_decoded_and_only_image_keys_are_processed() {
+    let items = Items::default();
+    let head_keys = Arc::new(Mutex::new(Vec::new()));
+    let head = {
+        let keys = head_keys.clone();
+        mock!(aws_sdk_s3::Client::head_object).then_compute_output(move |r| {
+            keys.lock().unwrap().push(r.key().unwrap_or("").to_string());
+            HeadObjectOutput::builder()
+                .content_type("image/jpeg")
+                .content_length(10)
+                .build()
+        })
+    };
+    let (rek, put) = (labels_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(MANY)).await.unwrap();
+    // The valid key, the %2F-encoded one; the key with spaces, the foreign prefix and the
+    // removal event are skipped.
+    assert_eq!(
+        summary,
+        Summary {
+            labeled: 2,
+            skipped: 3,
+            ..Summary::default()
+        }
+    );
+    assert_eq!(
+        *head_keys.lock().unwrap(),
+        vec![format!("uploads/{ID}"), format!("uploads/{ENCODED_ID}")]
+    );
+    let ids: Vec<String> = items
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| s(&i["image_id"]).to_string())
+        .collect();
+    assert_eq!(ids, vec![ID.to_string(), ENCODED_ID.to_string()]);
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_success_and_writes_nothing_new() {
+    let head = head_ok();
+    let rek = labels_ok();
+    let items = Items::default();
+    let first = put_recording(&items);
+    let c = ctx(&[&head], &[&rek], &[&first]);
+    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    // Second delivery: DynamoDB's condition finds the item.
+    let dup = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .message("exists")
+                .build(),
+        )
+    });
+    let c = ctx(&[&head], &[&rek], &[&dup]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            duplicates: 1,
+            ..Summary::default()
+        }
+    );
+    assert_eq!(items.lock().unwrap().len(), 1);
+}
+
+fn throttled() -> Response {
+    Response::new(
+        StatusCode::try_from(400).unwrap(),
+        SdkBody::from(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
+    )
+}
+
+#[tokio::test]
+async fn throttling_is_retried_then_succeeds_with_one_item() {
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .sequence()
+        .http_response(throttled)
+        .times(2)
+        .output(|| {
+            DetectLabelsOutput::builder()
+                .label_model_version("3.0")
+                .build()
+        })
+        .build();
+    let items = Items::default();
+    let (head, put) = (head_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(summary.labeled, 1);
+    assert_eq!(rek.num_calls(), 3, "two throttled attempts, then success");
+    assert_eq!(items.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn throttling_beyond_retries_returns_an_error_and_writes_nothing() {
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .sequence()
+        .http_response(throttled)
+        .repeatedly()
+        .build();
+    let items = Items::default();
+    let (head, put) = (head_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let err = handler(&c, event(ONE)).await.unwrap_err();
+    assert!(err.to_string().contains("ThrottlingException"), "{err}");
+    assert_eq!(rek.num_calls(), 3);
+    assert!(
+        items.lock().unwrap().is_empty(),
+        "Lambda retries; nothing is recorded yet"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_returned() {
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .sequence()
+        .http_status(
+            500,
+            Some(r#"{"__type":"InternalServerError","message":"boom"}"#.into()),
+        )
+        .repeatedly()
+        .build();
+    let items = Items::default();
+    let (head, put) = (head_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    assert!(handler(&c, event(ONE)).await.is_err());
+    assert_eq!(rek.num_calls(), 3);
+    assert!(items.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_image_becomes_a_failed_item_without_retry() {
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels).then_error(|| {
+        DetectLabelsError::InvalidImageFormatException(
+            InvalidImageFormatException::builder()
+                .message("Request has unsupported image format")
+                .meta(
+                    aws_sdk_rekognition::error::ErrorMetadata::builder()
+                        .code("InvalidImageFormatException")
+                        .message("Request has unsupported image format")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let items = Items::default();
+    let (head, put) = (head_ok(), put_recording(&items));
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            failed: 1,
+            ..Summary::default()
+        }
+    );
+    assert_eq!(rek.num_calls(), 1);
+    let items = items.lock().unwrap();
+    assert_eq!(s(&items[0]["status"]), "failed");
+    let reason = s(&items[0]["failure_reason"]);
+    assert!(reason.contains("InvalidImageFormatException"), "{reason}");
+    assert!(items[0]["labels"].as_l().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_object_deleted_before_processing_is_recorded_as_failed() {
+    let head = mock!(aws_sdk_s3::Client::head_object)
+        .then_error(|| HeadObjectError::NotFound(NotFound::builder().build()));
+    let rek = labels_ok();
+    let items = Items::default();
+    let put = put_recording(&items);
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(summary.failed, 1);
+    assert_eq!(rek.num_calls(), 0);
+    assert_eq!(
+        s(&items.lock().unwrap()[0]["failure_reason"]),
+        "the uploaded object no longer exists"
+    );
+}
+
+#[tokio::test]
+async fn one_failing_record_does_not_lose_the_others() {
+    // The first record's DetectLabels keeps failing; the second (the %2F-encoded key) works.
+    let failing = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .match_requests(|r| {
+            r.image().and_then(|i| i.s3_object()).and_then(|o| o.name())
+                == Some(&format!("uploads/{ID}"))
+        })
+        .sequence()
+        .http_response(throttled)
+        .repeatedly()
+        .build();
+    let working = labels_ok();
+    let head = head_ok();
+    let items = Items::default();
+    let put = put_recording(&items);
+    let c = ctx(&[&head], &[&failing, &working], &[&put]);
+    let err = handler(&c, event(MANY)).await.unwrap_err();
+    assert!(err.to_string().contains("1 of 5 records failed"), "{err}");
+    let ids: Vec<String> = items
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| s(&i["image_id"]).to_string())
+        .collect();
+    assert_eq!(ids, vec![ENCODED_ID.to_string()]);
+}
+
+#[tokio::test]
+async fn a_dynamodb_outage_is_returned_for_retry() {
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_error(|| PutItemError::unhandled("simulated outage"));
+    let (head, rek) = (head_ok(), labels_ok());
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    assert!(handler(&c, event(ONE)).await.is_err());
+}
