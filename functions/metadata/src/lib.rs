@@ -1,1 +1,311 @@
-//! wip
+//! The metadata function: `GET /metadata/{id}` returns one image's labels, `GET /metadata`
+//! pages through all of them. Responses carry only metadata, never where the image is stored.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use handler_shared::{ApiError, ImageId, RouteOf, env_or, json_response, required_env};
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_DEFAULT_LIMIT: &str = "DEFAULT_PAGE_SIZE";
+/// Items per page when the client does not say.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// The most items one page returns; larger `limit`s are capped to it.
+pub const MAX_LIMIT: u32 = 100;
+
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub default_limit: u32,
+}
+
+impl Ctx {
+    pub fn from_env(dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, String> {
+        let default_limit = env_or(ENV_DEFAULT_LIMIT, DEFAULT_LIMIT)?;
+        if !(1..=MAX_LIMIT).contains(&default_limit) {
+            return Err(format!(
+                "{ENV_DEFAULT_LIMIT} must be between 1 and {MAX_LIMIT}"
+            ));
+        }
+        Ok(Self {
+            dynamodb,
+            table: required_env(ENV_IMAGES_TABLE)?,
+            default_limit,
+        })
+    }
+}
+
+/// One image's metadata, as the API returns it. Built field by field from the item, so
+/// nothing else the table might hold can leak into a response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMetadata {
+    pub image_id: String,
+    pub status: String,
+    pub labels: Vec<LabelOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_model_version: Option<String>,
+    pub content_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub uploaded_at: Option<String>,
+    pub processed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelOut {
+    pub name: String,
+    pub confidence: f64,
+    pub parents: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    pub items: Vec<ImageMetadata>,
+    pub next_token: Option<String>,
+}
+
+pub async fn handler(
+    ctx: &Ctx,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
+    let req = event.payload;
+    let route = RouteOf::of(&req);
+    let path = route.path.as_str();
+    let item_path = path.strip_prefix("/metadata/");
+    let result = match (route.method.as_str(), path, item_path) {
+        ("GET", "/metadata", _) => list(ctx, &req).await,
+        ("GET", _, Some(raw)) => {
+            let raw = req.path_parameters.get("id").map_or(raw, String::as_str);
+            one(ctx, raw).await
+        }
+        (_, "/metadata", _) | (_, _, Some(_)) => Ok(route.not_routed(&["GET"])),
+        _ => Ok(route.not_routed(&[])),
+    };
+    Ok(result.unwrap_or_else(|e| {
+        tracing::info!(status = e.status, code = e.code, message = %e.message, "request rejected");
+        e.into_response()
+    }))
+}
+
+async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let id = ImageId::parse(raw).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            "an image id is the UUID returned by POST /upload (36 characters, lowercase)",
+        )
+    })?;
+    let out = ctx
+        .dynamodb
+        .get_item()
+        .table_name(&ctx.table)
+        .key("image_id", AttributeValue::S(id.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "GetItem failed");
+            ApiError::unavailable("metadata could not be read; try again")
+        })?;
+    match out.item() {
+        Some(item) => Ok(json_response(200, &from_item(item))),
+        None => Err(ApiError::not_found(format!(
+            "no metadata for image {id}: it does not exist or is still being processed"
+        ))),
+    }
+}
+
+/// `limit`: a positive integer; above the maximum it is capped, anything else is refused.
+pub fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
+    let Some(raw) = raw else { return Ok(default) };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_limit",
+            format!(
+                "limit must be a positive integer (at most {MAX_LIMIT} items are returned per page)"
+            ),
+        )
+    };
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match raw.parse::<u64>() {
+        Ok(0) => Err(bad()),
+        Ok(n) => Ok(u32::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+        // All digits but too long for u64: a very large positive number.
+        Err(_) => Ok(MAX_LIMIT),
+    }
+}
+
+const TOKEN_MAC_LEN: usize = 8;
+
+/// The scan position, opaque to clients: the last image id and a checksum that ties the token
+/// to this table, so a tampered or foreign token is refused instead of silently misread.
+/// (Not a secret: positions in a public list need no confidentiality.)
+pub fn encode_token(table: &str, last: &ImageId) -> String {
+    let id = last.to_string();
+    let mut raw = id.clone().into_bytes();
+    raw.extend_from_slice(&token_mac(table, &id));
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+pub fn decode_token(table: &str, token: &str) -> Option<ImageId> {
+    let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if raw.len() != 36 + TOKEN_MAC_LEN {
+        return None;
+    }
+    let (id, mac) = raw.split_at(36);
+    let id = std::str::from_utf8(id).ok()?;
+    (mac == token_mac(table, id))
+        .then(|| ImageId::parse(id))
+        .flatten()
+}
+
+fn token_mac(table: &str, id: &str) -> [u8; TOKEN_MAC_LEN] {
+    let digest = Sha256::new()
+        .chain_update(b"image-pipeline next_token v1\n")
+        .chain_update(table.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut mac = [0u8; TOKEN_MAC_LEN];
+    mac.copy_from_slice(&digest[..TOKEN_MAC_LEN]);
+    mac
+}
+
+async fn list(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let q = &req.query_string_parameters;
+    let limit = parse_limit(q.first("limit"), ctx.default_limit)?;
+    let start = match q.first("next_token") {
+        None => None,
+        Some(t) => Some(decode_token(&ctx.table, t).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_next_token",
+                "next_token is not one this API issued; pass the value from the previous page unchanged",
+            )
+        })?),
+    };
+    let mut scan = ctx
+        .dynamodb
+        .scan()
+        .table_name(&ctx.table)
+        .limit(i32::try_from(limit).unwrap_or(100))
+        .consistent_read(true);
+    if let Some(id) = start {
+        scan = scan.exclusive_start_key("image_id", AttributeValue::S(id.to_string()));
+    }
+    let out = scan.send().await.map_err(|e| {
+        tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Scan failed");
+        ApiError::unavailable("metadata could not be listed; try again")
+    })?;
+    let items = out.items().iter().map(from_item).collect();
+    let next_token = out
+        .last_evaluated_key()
+        .and_then(|k| k.get("image_id"))
+        .and_then(|v| v.as_s().ok())
+        .and_then(|s| ImageId::parse(s))
+        .map(|id| encode_token(&ctx.table, &id));
+    Ok(json_response(200, &Page { items, next_token }))
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> ImageMetadata {
+    let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let n = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let labels = item
+        .get("labels")
+        .and_then(|v| v.as_l().ok())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_m().ok())
+                .filter_map(|m| {
+                    Some(LabelOut {
+                        name: m.get("name")?.as_s().ok()?.clone(),
+                        confidence: m
+                            .get("confidence")
+                            .and_then(|c| c.as_n().ok())
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0.0),
+                        parents: m
+                            .get("parents")
+                            .and_then(|p| p.as_l().ok())
+                            .map(|p| p.iter().filter_map(|x| x.as_s().ok().cloned()).collect())
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ImageMetadata {
+        image_id: s("image_id").unwrap_or_default(),
+        status: s("status").unwrap_or_else(|| "unknown".into()),
+        labels,
+        label_model_version: s("label_model_version"),
+        content_type: s("content_type"),
+        size_bytes: n("size_bytes"),
+        uploaded_at: s("uploaded_at"),
+        processed_at: s("processed_at"),
+        failure_reason: s("failure_reason"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit(None, 20).ok(), Some(20));
+        assert_eq!(parse_limit(Some("5"), 20).ok(), Some(5));
+        assert_eq!(parse_limit(Some("100"), 20).ok(), Some(100));
+        assert_eq!(parse_limit(Some("101"), 20).ok(), Some(100));
+        assert_eq!(
+            parse_limit(Some("99999999999999999999999"), 20).ok(),
+            Some(100)
+        );
+        for bad in ["0", "-1", "1e9", "abc", "", "1.5", " 5", "+5", "0x10"] {
+            assert_eq!(
+                parse_limit(Some(bad), 20).map_err(|e| e.code),
+                Err("invalid_limit"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_tampering() {
+        let id = ImageId::new_random();
+        let t = encode_token("table-a", &id);
+        assert_eq!(decode_token("table-a", &t), Some(id));
+        assert_eq!(decode_token("table-b", &t), None, "foreign table");
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes[3] ^= 1;
+        assert_eq!(
+            decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes)),
+            None,
+            "tampered id"
+        );
+        for bad in [
+            "",
+            "x",
+            "!!!",
+            &"A".repeat(5000),
+            &URL_SAFE_NO_PAD.encode(id.to_string()),
+        ] {
+            assert_eq!(decode_token("table-a", bad), None, "{bad}");
+        }
+    }
+}

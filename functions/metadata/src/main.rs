@@ -1,1 +1,12 @@
-fn main() {}
+//! Lambda entry point of the metadata function.
+
+use lambda_runtime::{Error, run, service_fn};
+use metadata_function::{Ctx, handler};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    handler_shared::init_logging();
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ctx = Ctx::from_env(aws_sdk_dynamodb::Client::new(&config))?;
+    run(service_fn(|event| handler(&ctx, event))).await
+}

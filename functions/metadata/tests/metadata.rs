@@ -1,0 +1,335 @@
+//! The metadata function against mocked DynamoDB: one item, 404, paging with opaque tokens,
+//! and a table of bad inputs that must each get the exact 4xx without touching the table.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use lambda_runtime::{Context, LambdaEvent};
+use metadata_function::{Ctx, encode_token, handler};
+use serde_json::Value;
+
+const GET_ITEM: &str = include_str!("data/get-item.json");
+const GET_LIST: &str = include_str!("data/get-list.json");
+const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
+const TABLE: &str = "image-pipeline-dev-images";
+
+fn event(fixture: &str, edit: impl FnOnce(&mut Value)) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    let mut v: Value = serde_json::from_str(fixture).unwrap();
+    edit(&mut v);
+    LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
+}
+
+fn item_event(id: &str) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    event(GET_ITEM, |v| {
+        v["rawPath"] = format!("/metadata/{id}").into();
+        v["requestContext"]["http"]["path"] = format!("/metadata/{id}").into();
+        v["pathParameters"]["id"] = id.into();
+    })
+}
+
+fn list_event(query: &[(&str, &str)]) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    event(GET_LIST, |v| {
+        let qs: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, val)| (k.to_string(), Value::from(*val)))
+            .collect();
+        v["queryStringParameters"] = Value::Object(qs);
+    })
+}
+
+fn ctx(rules: &[&Rule]) -> Ctx {
+    Ctx {
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules),
+        table: TABLE.into(),
+        default_limit: 20,
+    }
+}
+
+fn json(resp: &ApiGatewayV2httpResponse) -> Value {
+    match &resp.body {
+        Some(Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        other => panic!("expected JSON, got {other:?}"),
+    }
+}
+
+fn stored_item(id: &str) -> HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.into());
+    HashMap::from([
+        ("image_id".into(), s(id)),
+        ("status".into(), s("labeled")),
+        (
+            "labels".into(),
+            AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+                ("name".into(), s("Cat")),
+                ("confidence".into(), AttributeValue::N("98.512".into())),
+                ("parents".into(), AttributeValue::L(vec![s("Animal")])),
+            ]))]),
+        ),
+        ("label_model_version".into(), s("3.0")),
+        ("content_type".into(), s("image/png")),
+        ("size_bytes".into(), AttributeValue::N("240512".into())),
+        ("uploaded_at".into(), s("2026-11-26T21:00:00.123Z")),
+        ("processed_at".into(), s("2026-11-26T21:00:01.456Z")),
+        // Whatever else an item might carry must not reach a response.
+        (
+            "internal_note".into(),
+            s("s3://image-pipeline-dev-123456789012-us-east-1/uploads/x"),
+        ),
+    ])
+}
+
+fn assert_no_storage_location(body: &Value) {
+    let text = body.to_string();
+    for needle in [
+        "s3://",
+        "amazonaws.com",
+        "uploads/",
+        "image-pipeline-dev-",
+        "bucket",
+        "\"key\"",
+    ] {
+        assert!(!text.contains(needle), "response leaks {needle}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn returns_one_item() {
+    let get = mock!(Client::get_item)
+        .match_requests(|r| {
+            r.table_name() == Some(TABLE)
+                && r.consistent_read() == Some(true)
+                && r.key()
+                    .and_then(|k| k.get("image_id"))
+                    .and_then(|v| v.as_s().ok())
+                    == Some(&ID.to_string())
+        })
+        .then_output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(stored_item(ID)))
+                .build()
+        });
+    let c = ctx(&[&get]);
+    let resp = handler(&c, item_event(ID)).await.unwrap();
+    assert_eq!(resp.status_code, 200);
+    let v = json(&resp);
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "image_id": ID,
+            "status": "labeled",
+            "labels": [{"name": "Cat", "confidence": 98.512, "parents": ["Animal"]}],
+            "label_model_version": "3.0",
+            "content_type": "image/png",
+            "size_bytes": 240512,
+            "uploaded_at": "2026-11-26T21:00:00.123Z",
+            "processed_at": "2026-11-26T21:00:01.456Z"
+        })
+    );
+    assert_no_storage_location(&v);
+    assert_eq!(get.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn unknown_id_is_404() {
+    let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let resp = handler(&ctx(&[&get]), item_event(ID)).await.unwrap();
+    assert_eq!(resp.status_code, 404);
+    assert_eq!(json(&resp)["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_table_outage_is_503() {
+    let get = mock!(Client::get_item).then_error(|| GetItemError::unhandled("outage"));
+    let resp = handler(&ctx(&[&get]), item_event(ID)).await.unwrap();
+    assert_eq!(resp.status_code, 503);
+}
+
+#[tokio::test]
+async fn pages_with_an_opaque_token() {
+    let second_id = "8a1d2e3f-4b5c-4d6e-8f70-819a2b3c4d5e";
+    let first_page = mock!(Client::scan)
+        .match_requests(|r| r.limit() == Some(2) && r.exclusive_start_key().is_none())
+        .then_output(move || {
+            ScanOutput::builder()
+                .items(stored_item(ID))
+                .items(stored_item(second_id))
+                .last_evaluated_key("image_id", AttributeValue::S(second_id.into()))
+                .build()
+        });
+    let second_page = mock!(Client::scan)
+        .match_requests(move |r| {
+            r.exclusive_start_key()
+                .and_then(|k| k.get("image_id"))
+                .and_then(|v| v.as_s().ok())
+                == Some(&second_id.to_string())
+        })
+        .then_output(|| ScanOutput::builder().build());
+    let c = ctx(&[&first_page, &second_page]);
+    let resp = handler(&c, list_event(&[("limit", "2")])).await.unwrap();
+    assert_eq!(resp.status_code, 200);
+    let v = json(&resp);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    assert_no_storage_location(&v);
+    let token = v["next_token"].as_str().unwrap().to_string();
+    assert!(!token.contains(second_id), "the token is opaque");
+    let resp = handler(&c, list_event(&[("limit", "2"), ("next_token", &token)]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 200);
+    let v = json(&resp);
+    assert_eq!(v["items"], serde_json::json!([]));
+    assert_eq!(v["next_token"], Value::Null);
+    assert_eq!((first_page.num_calls(), second_page.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn limit_defaults_and_caps() {
+    for (query, expected) in [
+        (vec![], 20),
+        (vec![("limit", "1000")], 100),
+        (vec![("limit", "7")], 7),
+    ] {
+        let scan = mock!(Client::scan)
+            .match_requests(move |r| r.limit() == Some(expected))
+            .then_output(|| ScanOutput::builder().build());
+        let resp = handler(&ctx(&[&scan]), list_event(&query)).await.unwrap();
+        assert_eq!(resp.status_code, 200, "{query:?}");
+        assert_eq!(
+            scan.num_calls(),
+            1,
+            "{query:?} should scan with limit {expected}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_inputs_are_4xx_and_never_reach_the_table() {
+    let tampered = {
+        let t = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap());
+        let mut chars: Vec<char> = t.chars().collect();
+        chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+        chars.into_iter().collect::<String>()
+    };
+    let foreign = encode_token(
+        "image-pipeline-prod-images",
+        &handler_shared::ImageId::parse(ID).unwrap(),
+    );
+    let long = "a".repeat(5000);
+    let cases: Vec<(&str, LambdaEvent<ApiGatewayV2httpRequest>, i64, &str)> = vec![
+        ("../x", item_event("../x"), 400, "invalid_id"),
+        ("%2F", item_event("%2F"), 400, "invalid_id"),
+        ("5000 chars", item_event(&long), 400, "invalid_id"),
+        ("not a uuid", item_event("hello"), 400, "invalid_id"),
+        (
+            "uppercase uuid",
+            item_event(&ID.to_uppercase()),
+            400,
+            "invalid_id",
+        ),
+        (
+            "v1 uuid",
+            item_event("3f2b8c1e-5d4a-1b6f-9c2d-1a2b3c4d5e6f"),
+            400,
+            "invalid_id",
+        ),
+        ("empty id", item_event(""), 400, "invalid_id"),
+        (
+            "limit 0",
+            list_event(&[("limit", "0")]),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "limit -1",
+            list_event(&[("limit", "-1")]),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "limit 1e9",
+            list_event(&[("limit", "1e9")]),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "limit abc",
+            list_event(&[("limit", "abc")]),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "limit empty",
+            list_event(&[("limit", "")]),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "tampered token",
+            list_event(&[("next_token", &tampered)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "foreign token",
+            list_event(&[("next_token", &foreign)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "garbage token",
+            list_event(&[("next_token", "%%%")]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "empty token",
+            list_event(&[("next_token", "")]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "POST /metadata",
+            event(GET_LIST, |v| {
+                v["requestContext"]["http"]["method"] = "POST".into()
+            }),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "DELETE /metadata/{id}",
+            event(GET_ITEM, |v| {
+                v["requestContext"]["http"]["method"] = "DELETE".into()
+            }),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET /elsewhere",
+            event(GET_LIST, |v| {
+                v["rawPath"] = "/elsewhere".into();
+                v["requestContext"]["http"]["path"] = "/elsewhere".into();
+            }),
+            404,
+            "not_found",
+        ),
+    ];
+    for (name, ev, status, code) in cases {
+        let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+        let scan = mock!(Client::scan).then_output(|| ScanOutput::builder().build());
+        let resp = handler(&ctx(&[&get, &scan]), ev).await.unwrap();
+        assert_eq!(resp.status_code, status, "{name}: {:?}", resp.body);
+        let v = json(&resp);
+        assert_eq!(v["error"]["code"], code, "{name}");
+        assert_eq!(
+            get.num_calls() + scan.num_calls(),
+            0,
+            "{name}: the table must not be touched"
+        );
+    }
+}
