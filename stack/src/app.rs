@@ -5,7 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use policies::{Access, ArnTemplate, FunctionAccess, Part, PolicyDocument};
+use policies::arn::ResolveError;
+use policies::{Access, ArnTemplate, Bindings, FunctionAccess, Part, PolicyDocument};
 use thiserror::Error;
 
 /// Prefix of every stack and of every named resource.
@@ -335,6 +336,20 @@ impl FunctionSpec {
     pub fn policy(&self, names: &Names) -> PolicyDocument<ArnTemplate> {
         self.access(names).policy()
     }
+
+    /// The environment the function gets in one deployment; optional parameters are left
+    /// out, as the template's condition leaves them out when empty.
+    pub fn resolved_env(&self, b: &Bindings) -> Result<Vec<(String, String)>, ResolveError> {
+        let mut out = Vec::new();
+        for (k, v) in &self.env {
+            match v {
+                EnvValue::Name(t) => out.push((k.to_string(), t.resolve(b)?)),
+                EnvValue::Literal(s) => out.push((k.to_string(), s.clone())),
+                EnvValue::OptionalParameter(_) => {}
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The whole application.
@@ -467,7 +482,6 @@ pub fn pascal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policies::Bindings;
 
     #[test]
     fn stage_validation() {

@@ -1,6 +1,9 @@
 //! The synthesized template as a contract: a snapshot of the whole document, and the
 //! invariants that must hold whatever else changes.
 
+// Test code: fixtures and mocks are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use policies::{Bindings, Expect, PolicyDocument, evaluate, matrix};

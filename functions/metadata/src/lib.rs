@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use handler_shared::{ApiError, ImageId, RouteOf, env_or, json_response, required_env};
+use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, json_response, required_env};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,8 +27,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn from_env(dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, String> {
-        let default_limit = env_or(ENV_DEFAULT_LIMIT, DEFAULT_LIMIT)?;
+    pub fn from_env(dynamodb: aws_sdk_dynamodb::Client, vars: Vars) -> Result<Self, String> {
+        let default_limit = env_or(vars, ENV_DEFAULT_LIMIT, DEFAULT_LIMIT)?;
         if !(1..=MAX_LIMIT).contains(&default_limit) {
             return Err(format!(
                 "{ENV_DEFAULT_LIMIT} must be between 1 and {MAX_LIMIT}"
@@ -36,7 +36,7 @@ impl Ctx {
         }
         Ok(Self {
             dynamodb,
-            table: required_env(ENV_IMAGES_TABLE)?,
+            table: required_env(vars, ENV_IMAGES_TABLE)?,
             default_limit,
         })
     }

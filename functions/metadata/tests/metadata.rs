@@ -1,6 +1,9 @@
 //! The metadata function against mocked DynamoDB: one item, 404, paging with opaque tokens,
 //! and a table of bad inputs that must each get the exact 4xx without touching the table.
 
+// Test code: fixtures and mocks are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};

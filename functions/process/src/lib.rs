@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::types::{Image, S3Object};
 use chrono::{DateTime, SecondsFormat, Utc};
-use handler_shared::{ImageId, env_or, required_env};
+use handler_shared::{ImageId, Vars, env_or, required_env};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 
@@ -40,9 +40,10 @@ impl Ctx {
         s3: aws_sdk_s3::Client,
         rekognition: aws_sdk_rekognition::Client,
         dynamodb: aws_sdk_dynamodb::Client,
+        vars: Vars,
     ) -> Result<Self, String> {
-        let max_labels = env_or(ENV_MAX_LABELS, DEFAULT_MAX_LABELS)?;
-        let min_confidence = env_or(ENV_MIN_CONFIDENCE, DEFAULT_MIN_CONFIDENCE)?;
+        let max_labels = env_or(vars, ENV_MAX_LABELS, DEFAULT_MAX_LABELS)?;
+        let min_confidence = env_or(vars, ENV_MIN_CONFIDENCE, DEFAULT_MIN_CONFIDENCE)?;
         if !(1..=1000).contains(&max_labels) {
             return Err(format!("{ENV_MAX_LABELS} must be between 1 and 1000"));
         }
@@ -53,8 +54,8 @@ impl Ctx {
             s3,
             rekognition,
             dynamodb,
-            table: required_env(ENV_IMAGES_TABLE)?,
-            prefix: required_env(ENV_UPLOAD_PREFIX)?,
+            table: required_env(vars, ENV_IMAGES_TABLE)?,
+            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
             max_labels,
             min_confidence,
         })

@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
         aws_sdk_s3::Client::new(&config),
         aws_sdk_rekognition::Client::new(&config),
         aws_sdk_dynamodb::Client::new(&config),
+        &handler_shared::process_env,
     )?;
     run(service_fn(|event| handler(&ctx, event))).await
 }

@@ -2,6 +2,9 @@
 //! skipping, idempotency, and the failure policy (image-side errors become failed items,
 //! service-side errors are retried and then returned).
 
+// Test code: fixtures and mocks are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -192,18 +192,26 @@ pub fn init_logging() {
     lambda_runtime::tracing::init_default_subscriber();
 }
 
-/// Reads an environment variable, with a readable error when it is missing.
-pub fn required_env(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+/// Where configuration comes from: the process environment in Lambda, a map in tests.
+pub type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, as `Vars`.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
-/// Reads an optional numeric environment variable, refusing values that do not parse.
-pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-    match std::env::var(name) {
-        Ok(v) => v
+/// A required variable, with a readable error when it is missing.
+pub fn required_env(vars: Vars, name: &str) -> Result<String, String> {
+    vars(name).ok_or_else(|| format!("environment variable {name} is not set"))
+}
+
+/// An optional variable that must parse when present.
+pub fn env_or<T: std::str::FromStr>(vars: Vars, name: &str, default: T) -> Result<T, String> {
+    match vars(name) {
+        Some(v) => v
             .parse()
             .map_err(|_| format!("environment variable {name} has an invalid value `{v}`")),
-        Err(_) => Ok(default),
+        None => Ok(default),
     }
 }
 

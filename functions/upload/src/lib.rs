@@ -12,7 +12,7 @@ use aws_lambda_events::http::{HeaderValue, header};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
-use handler_shared::{ApiError, ImageId, RouteOf, env_or, json_response, required_env};
+use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, json_response, required_env};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 
@@ -44,13 +44,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn from_env(s3: aws_sdk_s3::Client) -> Result<Self, String> {
+    pub fn from_env(s3: aws_sdk_s3::Client, vars: Vars) -> Result<Self, String> {
         Ok(Self {
             s3,
-            bucket: required_env(ENV_UPLOAD_BUCKET)?,
-            prefix: required_env(ENV_UPLOAD_PREFIX)?,
-            max_upload_bytes: env_or(ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
+            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
+            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
+            max_upload_bytes: env_or(vars, ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
             presign_expires: Duration::from_secs(env_or(
+                vars,
                 ENV_PRESIGN_SECONDS,
                 DEFAULT_PRESIGN_SECONDS,
             )?),

@@ -7,6 +7,9 @@ use upload_function::{Ctx, handler};
 async fn main() -> Result<(), Error> {
     handler_shared::init_logging();
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ctx = Ctx::from_env(aws_sdk_s3::Client::new(&config))?;
+    let ctx = Ctx::from_env(
+        aws_sdk_s3::Client::new(&config),
+        &handler_shared::process_env,
+    )?;
     run(service_fn(|event| handler(&ctx, event))).await
 }

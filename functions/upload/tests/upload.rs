@@ -1,6 +1,9 @@
 //! The upload function against mocked S3: the happy paths with real photographs, and a table
 //! of bad inputs that must each get the exact status and error code and store nothing.
 
+// Test code: fixtures and mocks are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};

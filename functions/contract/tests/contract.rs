@@ -1,0 +1,206 @@
+//! The contract between handlers and the stack: each handler, configured from exactly the
+//! environment the app model gives it, performs only requests its own synthesized policy
+//! allows, and at least one request of each kind it declares.
+
+// Test code: fixtures and mocks are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use base64::Engine;
+use handler_contract::{IamRequest, Recorder};
+use lambda_runtime::{Context, LambdaEvent};
+use policies::{Bindings, evaluate};
+use stack::App;
+
+fn bindings() -> Bindings {
+    Bindings::example("dev")
+}
+
+/// The function's environment as one deployment gives it, as a `Vars` lookup.
+fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
+    let app = App::image_pipeline();
+    let f = app
+        .function(function)
+        .unwrap_or_else(|| panic!("no function {function}"));
+    let env = f.resolved_env(&bindings()).unwrap();
+    move |k: &str| {
+        env.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Every recorded request must be allowed by the function's synthesized policy, and every
+/// declared access must have been exercised.
+fn check(function: &str, recorded: &[IamRequest]) {
+    assert!(
+        !recorded.is_empty(),
+        "{function} performed no AWS operation"
+    );
+    let app = App::image_pipeline();
+    let f = app.function(function).unwrap();
+    let doc = f.policy(&app.names).resolve(&bindings()).unwrap();
+    for r in recorded {
+        let d = evaluate(&doc, &r.action, &r.resource);
+        assert!(
+            d.is_allowed(),
+            "{function}: {} needs {} on {}, which its policy does not allow ({d:?})",
+            r.operation,
+            r.action,
+            r.resource
+        );
+    }
+    for access in &f.touches {
+        for action in access.actions() {
+            assert!(
+                recorded.iter().any(|r| r.action == action.as_str()),
+                "{function} declares {action} but never used it: the declaration is broader than the code"
+            );
+        }
+    }
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../../shared/fixtures/images/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test]
+async fn upload_stays_within_its_policy() {
+    let rec = Recorder::new((&bindings()).into());
+    let put = mock!(aws_sdk_s3::Client::put_object)
+        .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put], |c| c
+        .interceptor(rec.clone()));
+    let ctx = upload_function::Ctx::from_env(s3, &env_of("upload")).unwrap();
+
+    let mut direct: serde_json::Value =
+        serde_json::from_str(include_str!("../../upload/tests/data/post-upload.json")).unwrap();
+    direct["body"] = base64::engine::general_purpose::STANDARD
+        .encode(photo("rocket.jpg"))
+        .into();
+    let resp = upload_function::handler(
+        &ctx,
+        LambdaEvent::new(serde_json::from_value(direct).unwrap(), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 201);
+    let presign =
+        serde_json::from_str(include_str!("../../upload/tests/data/post-uploads.json")).unwrap();
+    let resp = upload_function::handler(&ctx, LambdaEvent::new(presign, Context::default()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 201);
+
+    let recorded = rec.requests();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    check("upload", &recorded);
+}
+
+#[tokio::test]
+async fn process_stays_within_its_policy() {
+    let rec = Recorder::new((&bindings()).into());
+    let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .content_type("image/png")
+            .content_length(10)
+            .build()
+    });
+    let labels = mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
+        aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder().build()
+    });
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let vars = env_of("process");
+    let ctx = process_function::Ctx::from_env(
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head], |c| c
+            .interceptor(rec.clone())),
+        mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
+            .interceptor(rec.clone())),
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put], |c| c
+            .interceptor(rec.clone())),
+        &vars,
+    )
+    .unwrap();
+    // The event names the bucket the stack really creates.
+    let bucket = App::image_pipeline()
+        .names
+        .bucket()
+        .resolve(&bindings())
+        .unwrap();
+    let mut ev: serde_json::Value =
+        serde_json::from_str(include_str!("../../process/tests/data/s3-put.json")).unwrap();
+    ev["Records"][0]["s3"]["bucket"]["name"] = bucket.into();
+    let summary = process_function::handler(
+        &ctx,
+        LambdaEvent::new(serde_json::from_value(ev).unwrap(), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.labeled, 1);
+    let recorded = rec.requests();
+    let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "s3:GetObject",
+            "rekognition:DetectLabels",
+            "s3:GetObject",
+            "dynamodb:PutItem"
+        ]
+    );
+    check("process", &recorded);
+}
+
+#[tokio::test]
+async fn metadata_stays_within_its_policy() {
+    let rec = Recorder::new((&bindings()).into());
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .then_output(|| aws_sdk_dynamodb::operation::scan::ScanOutput::builder().build());
+    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan], |c| c
+        .interceptor(rec.clone()));
+    let ctx = metadata_function::Ctx::from_env(ddb, &env_of("metadata")).unwrap();
+    for fixture in [
+        include_str!("../../metadata/tests/data/get-item.json"),
+        include_str!("../../metadata/tests/data/get-list.json"),
+    ] {
+        let ev = serde_json::from_str(fixture).unwrap();
+        let resp = metadata_function::handler(&ctx, LambdaEvent::new(ev, Context::default()))
+            .await
+            .unwrap();
+        assert!(resp.status_code < 500, "{}", resp.status_code);
+    }
+    check("metadata", &rec.requests());
+}
+
+#[test]
+fn the_checker_rejects_a_request_outside_the_policy() {
+    let outside = IamRequest {
+        operation: "S3.DeleteObject".into(),
+        action: "s3:DeleteObject".into(),
+        resource: "arn:aws:s3:::image-pipeline-dev-123456789012-us-east-1/uploads/x".into(),
+    };
+    let result = std::panic::catch_unwind(|| check("upload", &[outside]));
+    assert!(result.is_err());
+}
+
+#[test]
+fn handlers_read_the_variables_the_stack_sets() {
+    use stack::app::env;
+    assert_eq!(upload_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
+    assert_eq!(upload_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(process_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    assert_eq!(process_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(metadata_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    // And a handler refuses to start without them.
+    let none = |_: &str| None;
+    let s3 = mock_client!(aws_sdk_s3, []);
+    let err = upload_function::Ctx::from_env(s3, &none).unwrap_err();
+    assert!(err.contains("UPLOAD_BUCKET"), "{err}");
+}
