@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use stack::synth::{Format, SynthOptions, render};
 use stack::{App, Architecture, Stage};
 
-use crate::pytools::{Venv, workspace_root};
+use deployer::pyenv::{Venv, workspace_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,7 +77,7 @@ impl Tool {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let venv = Venv::ensure("lint")?;
+    let venv = Venv::ensure("lint", |m| eprintln!("{m}"))?;
     let root = workspace_root();
     let canaries = root.join("xtask").join("canaries");
     for (tool, canary) in [

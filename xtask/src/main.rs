@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod bench_labels;
+mod build;
 mod lint;
-mod pytools;
+mod model;
 mod synth;
 mod test;
 
@@ -26,8 +29,14 @@ struct Cli {
 enum Cmd {
     /// Write the CloudFormation template and each function's IAM policy, and summarise them
     Synth(synth::Args),
+    /// Build the handlers as static Lambda binaries and package them as deterministic zips
+    Build(build::Args),
+    /// Fetch and convert the local label model (EfficientNet-Lite0) into target/models/
+    Model,
     /// Validate synthesized templates and policies with cfn-lint, checkov and parliament
     Lint(lint::Args),
+    /// Run benchmarks; print a table and write JSON under target/bench/
+    Bench(bench::Args),
     /// Run everything CI runs: the Rust tests, then lint for every architecture
     Test(test::Args),
 }
@@ -36,8 +45,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Synth(a) => synth::run(a),
+        Cmd::Build(a) => build::run(a),
         Cmd::Lint(a) => lint::run(a),
+        Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,10 @@
+//! A local stand-in for Rekognition `DetectLabels`, so the whole pipeline runs without an AWS
+//! account and still labels images by their content: the AWS JSON 1.1 protocol (`service`,
+//! `server`), a real image model (`model`), pixel statistics (`props`) and the local S3 as
+//! the source of `S3Object` images (`s3`).
+
+pub mod model;
+pub mod props;
+pub mod s3;
+pub mod server;
+pub mod service;

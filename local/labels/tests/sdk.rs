@@ -1,0 +1,336 @@
+//! The local DetectLabels service through the unmodified `aws-sdk-rekognition` client: real
+//! photographs get the right labels, from bytes and from S3 (a stand-in S3 on 127.0.0.1 read
+//! with the real S3 client), errors arrive as the SDK's typed errors, and injected faults are
+//! retried by the SDK.
+
+// Test code: fixtures are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_rekognition::Client;
+use aws_sdk_rekognition::config::retry::RetryConfig;
+use aws_sdk_rekognition::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
+use aws_sdk_rekognition::primitives::Blob;
+use aws_sdk_rekognition::types::{DetectLabelsFeatureName, Image, S3Object};
+use local_labels::model::{Model, default_dir};
+use local_labels::s3::S3Source;
+use local_labels::server::{self, Running};
+use local_labels::service::{FaultKind, Faults, Service};
+
+fn model() -> Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Model::load(&default_dir()).unwrap_or_else(|e| panic!("{e}")))
+        .clone()
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../../shared/fixtures/images/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A minimal path-style S3 on 127.0.0.1: GET /{bucket}/{key} from a map, S3's XML 404 else.
+fn fake_s3(objects: HashMap<String, Vec<u8>>) -> (u16, Arc<tiny_http::Server>) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let port = server.server_addr().to_ip().unwrap().port();
+    let s = server.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv() {
+            let path = req
+                .url()
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string();
+            let resp = match objects.get(&path) {
+                Some(bytes) => tiny_http::Response::from_data(bytes.clone()).with_status_code(200),
+                None => tiny_http::Response::from_string(
+                    "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+                )
+                .with_status_code(404),
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    (port, server)
+}
+
+struct Env {
+    client: Client,
+    running: Option<Running>,
+    s3: Arc<tiny_http::Server>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+        self.s3.unblock();
+    }
+}
+
+fn start(faults: Faults, max_attempts: u32) -> Env {
+    let objects = HashMap::from([
+        ("images/uploads/chelsea".to_string(), photo("chelsea.png")),
+        ("images/uploads/coffee".to_string(), photo("coffee.png")),
+        ("images/uploads/rocket".to_string(), photo("rocket.jpg")),
+        (
+            "images/uploads/notes.txt".to_string(),
+            b"not an image at all".to_vec(),
+        ),
+        (
+            "images/uploads/huge".to_string(),
+            vec![0u8; 16 * 1024 * 1024],
+        ),
+    ]);
+    let (s3_port, s3) = fake_s3(objects);
+    let service = Arc::new(Service {
+        model: model(),
+        faults,
+        objects: Box::new(S3Source::new(&format!("http://127.0.0.1:{s3_port}")).unwrap()),
+    });
+    let running = server::start(service, "127.0.0.1:0", 4).unwrap();
+    let config = aws_sdk_rekognition::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(format!("http://127.0.0.1:{}", running.port))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(max_attempts)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    Env {
+        client: Client::from_conf(config),
+        running: Some(running),
+        s3,
+    }
+}
+
+fn s3_image(key: &str) -> Image {
+    Image::builder()
+        .s3_object(
+            S3Object::builder()
+                .bucket("images")
+                .name(format!("uploads/{key}"))
+                .build(),
+        )
+        .build()
+}
+
+/// The three most confident ImageNet classes (labels that have parents; parent labels such
+/// as "Animal" have none), lowercased.
+async fn top3(client: &Client, image: Image) -> Vec<String> {
+    let out = client
+        .detect_labels()
+        .image(image)
+        .max_labels(1000)
+        .min_confidence(0.0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.label_model_version(),
+        Some("efficientnet-lite0-imagenet1k")
+    );
+    out.labels()
+        .iter()
+        .filter(|l| !l.parents().is_empty())
+        .take(3)
+        .map(|l| l.name().unwrap_or("").to_lowercase())
+        .collect()
+}
+
+/// The confidence of one label, if present.
+async fn confidence_of(client: &Client, image: Image, name: &str) -> Option<f32> {
+    let out = client
+        .detect_labels()
+        .image(image)
+        .min_confidence(0.0)
+        .send()
+        .await
+        .unwrap();
+    out.labels()
+        .iter()
+        .find(|l| l.name() == Some(name))
+        .and_then(|l| l.confidence())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_photographs_get_the_right_labels_from_s3() {
+    let env = start(Faults::none(), 1);
+    let cat = top3(&env.client, s3_image("chelsea")).await;
+    assert!(cat.iter().any(|l| l.contains("cat")), "chelsea: {cat:?}");
+    // The parent label sums its classes: the photo is confidently a cat overall.
+    let overall = confidence_of(&env.client, s3_image("chelsea"), "Cat")
+        .await
+        .unwrap_or(0.0);
+    assert!(overall > 80.0, "Cat {overall}");
+    let coffee = top3(&env.client, s3_image("coffee")).await;
+    assert!(
+        coffee
+            .iter()
+            .any(|l| l.contains("espresso") || l.contains("cup") || l.contains("coffee")),
+        "coffee: {coffee:?}"
+    );
+    let rocket = top3(&env.client, s3_image("rocket")).await;
+    assert!(
+        rocket
+            .iter()
+            .any(|l| l.contains("missile") || l.contains("rocket") || l.contains("space shuttle")),
+        "rocket: {rocket:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_work_too_and_min_confidence_filters() {
+    let env = start(Faults::none(), 1);
+    let out = env
+        .client
+        .detect_labels()
+        .image(
+            Image::builder()
+                .bytes(Blob::new(photo("coffee.png")))
+                .build(),
+        )
+        .max_labels(10)
+        .min_confidence(50.0)
+        .send()
+        .await
+        .unwrap();
+    let labels = out.labels();
+    assert!(!labels.is_empty());
+    assert!(labels.iter().all(|l| l.confidence().unwrap_or(0.0) >= 50.0));
+    assert!(
+        labels
+            .windows(2)
+            .all(|w| w[0].confidence() >= w[1].confidence()),
+        "sorted by confidence"
+    );
+    let espresso = labels
+        .iter()
+        .find(|l| l.name() == Some("Espresso"))
+        .expect("espresso label");
+    let parents: Vec<&str> = espresso.parents().iter().filter_map(|p| p.name()).collect();
+    assert!(parents.contains(&"Drink"), "{parents:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_properties_come_from_the_pixels() {
+    let env = start(Faults::none(), 1);
+    let out = env
+        .client
+        .detect_labels()
+        .image(s3_image("rocket"))
+        .features(DetectLabelsFeatureName::ImageProperties)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        out.labels().is_empty(),
+        "only IMAGE_PROPERTIES was asked for"
+    );
+    let props = out.image_properties().expect("image properties");
+    let q = props.quality().expect("quality");
+    for v in [q.brightness(), q.sharpness(), q.contrast()] {
+        let v = v.expect("value");
+        assert!((0.0..=100.0).contains(&v), "{v}");
+    }
+    let colors = props.dominant_colors();
+    assert!(!colors.is_empty());
+    let total: f32 = colors.iter().filter_map(|c| c.pixel_percent()).sum();
+    assert!(total > 50.0 && total <= 100.5, "{total}");
+    assert!(
+        colors[0]
+            .hex_code()
+            .is_some_and(|h| h.len() == 7 && h.starts_with('#'))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_arrive_as_the_sdks_typed_errors() {
+    let env = start(Faults::none(), 1);
+    let err = |r: Result<_, aws_sdk_rekognition::error::SdkError<DetectLabelsError, _>>| {
+        r.map(|_: aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput| ())
+            .unwrap_err()
+            .into_service_error()
+    };
+    let c = &env.client;
+    let e = err(c
+        .detect_labels()
+        .image(Image::builder().bytes(Blob::new(b"hello".to_vec())).build())
+        .send()
+        .await);
+    assert!(e.is_invalid_image_format_exception(), "{e:?}");
+    let e = err(c.detect_labels().image(s3_image("notes.txt")).send().await);
+    assert!(e.is_invalid_image_format_exception(), "{e:?}");
+    let e = err(c
+        .detect_labels()
+        .image(
+            Image::builder()
+                .bytes(Blob::new(vec![0u8; 5 * 1024 * 1024 + 1]))
+                .build(),
+        )
+        .send()
+        .await);
+    assert!(e.is_image_too_large_exception(), "{e:?}");
+    let e = err(c.detect_labels().image(s3_image("huge")).send().await);
+    assert!(e.is_image_too_large_exception(), "{e:?}");
+    let e = err(c.detect_labels().image(s3_image("missing")).send().await);
+    assert!(e.is_invalid_s3_object_exception(), "{e:?}");
+    let e = err(c
+        .detect_labels()
+        .image(s3_image("chelsea"))
+        .min_confidence(150.0)
+        .send()
+        .await);
+    assert!(e.is_invalid_parameter_exception(), "{e:?}");
+    let e = err(c
+        .detect_labels()
+        .image(Image::builder().build())
+        .send()
+        .await);
+    assert!(e.is_invalid_parameter_exception(), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_are_retried_by_the_sdk() {
+    // Two throttled calls, then success: the SDK's standard retries (3 attempts) absorb them.
+    let env = start(Faults::new(FaultKind::Throttling, 2, 0.0, 1), 3);
+    let labels = top3(&env.client, s3_image("chelsea")).await;
+    assert!(!labels.is_empty());
+    // Without retries each kind surfaces as its own error.
+    for (kind, check) in [
+        (
+            FaultKind::Throttling,
+            (|e: &DetectLabelsError| e.is_throttling_exception()) as fn(&DetectLabelsError) -> bool,
+        ),
+        (FaultKind::ProvisionedThroughputExceeded, |e| {
+            e.is_provisioned_throughput_exceeded_exception()
+        }),
+        (FaultKind::InternalServerError, |e| {
+            e.is_internal_server_error()
+        }),
+    ] {
+        let env = start(Faults::new(kind, 1, 0.0, 1), 1);
+        let e = env
+            .client
+            .detect_labels()
+            .image(s3_image("chelsea"))
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(check(&e), "{kind:?}: {e:?}");
+    }
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask bench [NAME]`: measured figures, printed as a table and written as JSON under
+//! `target/bench/`, with the machine they were taken on. README figures come from here.
+
+use std::fs;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use deployer::build::{BuildArch, BuildConfig, build};
+use deployer::pyenv::workspace_root;
+use serde_json::{Value, json};
+use stack::Architecture;
+
+use crate::build::Reporter;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which benchmark: build (artifact sizes, no-change rebuild time) or labels (local
+    /// DetectLabels: model load, latency, throughput); default: all
+    pub name: Option<String>,
+}
+
+const BENCHES: &[&str] = &["build", "labels"];
+
+pub fn run(a: Args) -> Result<()> {
+    let names: Vec<&str> = match a.name.as_deref() {
+        None => BENCHES.to_vec(),
+        Some(n) if BENCHES.contains(&n) => vec![n],
+        Some(n) => bail!(
+            "unknown benchmark `{n}`; the benchmarks are {}",
+            BENCHES.join(", ")
+        ),
+    };
+    for name in names {
+        let result = match name {
+            "build" => bench_build()?,
+            "labels" => crate::bench_labels::run()?,
+            _ => unreachable!("listed in BENCHES"),
+        };
+        let dir = workspace_root().join("target").join("bench");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{name}.json"));
+        let doc = json!({ "benchmark": name, "machine": machine(), "results": result });
+        fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// What the figures were measured on.
+pub fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or(std::env::consts::ARCH);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_kb: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "cpu": model,
+        "cores": cores,
+        "memory_gib": (mem_kb as f64 / 1_048_576.0 * 10.0).round() / 10.0,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+/// Artifact sizes of the default (arm64) build, and the time of a build that changes nothing
+/// (targets: each zip at most 4 MB, a no-change rebuild at most 3 s), measured after a build
+/// has brought everything up to date.
+fn bench_build() -> Result<Value> {
+    let reporter = Reporter::new();
+    let mut rows = Vec::new();
+    println!(
+        "{:<8} {:<10} {:>12} {:>12} {:>16}",
+        "arch", "function", "binary MB", "zip MB", "no-op rebuild s"
+    );
+    for arch in [Architecture::Arm64] {
+        let cfg = BuildConfig {
+            arch: BuildArch::Lambda(arch),
+            functions: vec![],
+        };
+        build(&cfg, &reporter)?;
+        let started = Instant::now();
+        let report = build(&cfg, &reporter)?;
+        let noop = started.elapsed().as_secs_f64();
+        if report.unchanged.len() != report.manifest.functions.len() {
+            bail!("a second build of unchanged sources re-zipped something: not deterministic");
+        }
+        for a in &report.manifest.functions {
+            println!(
+                "{:<8} {:<10} {:>12.2} {:>12.2} {:>16.2}",
+                arch.as_str(),
+                a.function,
+                a.binary_bytes as f64 / 1e6,
+                a.zip_bytes as f64 / 1e6,
+                noop
+            );
+            rows.push(json!({
+                "arch": arch.as_str(),
+                "function": a.function,
+                "binary_bytes": a.binary_bytes,
+                "zip_bytes": a.zip_bytes,
+                "zip_sha256": a.sha256,
+                "noop_rebuild_seconds": noop,
+                "zip_target_bytes": 4_000_000,
+                "zip_within_target": a.zip_bytes <= 4_000_000,
+            }));
+        }
+    }
+    reporter.finish();
+    Ok(Value::Array(rows))
+}

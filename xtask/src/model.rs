@@ -1,0 +1,9 @@
+//! `cargo xtask model`: fetch and convert the local label model (once; cached under target/).
+
+use anyhow::Result;
+
+pub fn run() -> Result<()> {
+    let dir = deployer::model::ensure(&|m| eprintln!("model  {m}"))?;
+    println!("model ready in {}", dir.display());
+    Ok(())
+}
