@@ -89,10 +89,7 @@ pub async fn handler(
         (_, "/metadata", _) | (_, _, Some(_)) => Ok(route.not_routed(&["GET"])),
         _ => Ok(route.not_routed(&[])),
     };
-    Ok(result.unwrap_or_else(|e| {
-        tracing::info!(status = e.status, code = e.code, message = %e.message, "request rejected");
-        e.into_response()
-    }))
+    Ok(handler_shared::respond(result))
 }
 
 async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError> {

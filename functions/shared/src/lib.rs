@@ -107,6 +107,15 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The response for a handled request: the success as is, or the error in the API's shape,
+/// logged so every rejection is visible with the invocation's request id.
+pub fn respond(result: Result<ApiGatewayV2httpResponse, ApiError>) -> ApiGatewayV2httpResponse {
+    result.unwrap_or_else(|e| {
+        tracing::info!(status = e.status, code = e.code, message = %e.message, "request rejected");
+        e.into_response()
+    })
+}
+
 /// A JSON response with the given status.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> ApiGatewayV2httpResponse {
     let (status, text) = match serde_json::to_string(body) {

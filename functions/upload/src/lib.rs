@@ -105,10 +105,7 @@ pub async fn handler(
         (_, "/upload" | "/uploads") => Ok(route.not_routed(&["POST"])),
         _ => Ok(route.not_routed(&[])),
     };
-    Ok(result.unwrap_or_else(|e| {
-        tracing::info!(status = e.status, code = e.code, message = %e.message, "request rejected");
-        e.into_response()
-    }))
+    Ok(handler_shared::respond(result))
 }
 
 fn too_large(max: usize) -> ApiError {
