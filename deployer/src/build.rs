@@ -65,6 +65,9 @@ pub struct BuildConfig {
     pub arch: BuildArch,
     /// Functions to build; empty means all of them.
     pub functions: Vec<String>,
+    /// Overrides the `lambda` profile's opt-level (for measuring the choice; `None` keeps
+    /// the profile's).
+    pub opt_level: Option<String>,
 }
 
 /// What a build reports as it goes. The deployer never prints; the caller decides how.
@@ -212,7 +215,13 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             functions.join(", ")
         ),
     );
-    cargo_build(&tools, target, &functions, progress)?;
+    cargo_build(
+        &tools,
+        target,
+        &functions,
+        cfg.opt_level.as_deref(),
+        progress,
+    )?;
 
     let dir = artifacts_dir(arch);
     let previous: BTreeMap<String, Artifact> = load_manifest(arch)
@@ -341,6 +350,7 @@ fn cargo_build(
     tools: &toolchain::Toolchain,
     target: &str,
     functions: &[String],
+    opt_level: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
     let root = workspace_root();
@@ -363,6 +373,9 @@ fn cargo_build(
         root.display(),
         cargo_home.display()
     );
+    if let Some(level) = opt_level {
+        cmd.env("CARGO_PROFILE_LAMBDA_OPT_LEVEL", level);
+    }
     cmd.env("CARGO_ZIGBUILD_PYTHON_PATH", &tools.zig_python)
         .env(
             format!(
@@ -432,6 +445,7 @@ mod tests {
         let cfg = BuildConfig {
             arch: BuildArch::Host,
             functions: vec!["upload".into(), "resize".into()],
+            opt_level: None,
         };
         let err = selected(&cfg).unwrap_err().to_string();
         assert_eq!(
@@ -441,6 +455,7 @@ mod tests {
         let all = selected(&BuildConfig {
             arch: BuildArch::Host,
             functions: vec![],
+            opt_level: None,
         })
         .unwrap();
         assert_eq!(all, ["upload", "process", "metadata"]);

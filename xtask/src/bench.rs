@@ -14,12 +14,13 @@ use crate::build::Reporter;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Which benchmark: build (artifact sizes, no-change rebuild time) or labels (local
-    /// DetectLabels: model load, latency, throughput); default: all
+    /// Which benchmark: build (artifact sizes, no-change rebuild time), labels (local
+    /// DetectLabels: model load, latency, throughput) or opt-level (arm64 sizes of each
+    /// function at opt-level s, z and 3; three cold builds); default: all
     pub name: Option<String>,
 }
 
-const BENCHES: &[&str] = &["build", "labels"];
+const BENCHES: &[&str] = &["build", "labels", "opt-level"];
 
 pub fn run(a: Args) -> Result<()> {
     let names: Vec<&str> = match a.name.as_deref() {
@@ -34,6 +35,7 @@ pub fn run(a: Args) -> Result<()> {
         let result = match name {
             "build" => bench_build()?,
             "labels" => crate::bench_labels::run()?,
+            "opt-level" => bench_opt_level()?,
             _ => unreachable!("listed in BENCHES"),
         };
         let dir = workspace_root().join("target").join("bench");
@@ -89,6 +91,7 @@ fn bench_build() -> Result<Value> {
         let cfg = BuildConfig {
             arch: BuildArch::Lambda(arch),
             functions: vec![],
+            opt_level: None,
         };
         build(&cfg, &reporter)?;
         let started = Instant::now();
@@ -119,5 +122,60 @@ fn bench_build() -> Result<Value> {
         }
     }
     reporter.finish();
+    Ok(Value::Array(rows))
+}
+
+/// The `lambda` profile's opt-level, measured: every function built for arm64 at "s", "z"
+/// and 3, sizes compared. Ends with a build at the profile's own setting, so the artifacts
+/// left behind are the normal ones.
+fn bench_opt_level() -> Result<Value> {
+    let reporter = Reporter::new();
+    let mut rows = Vec::new();
+    let mut table = Vec::new();
+    for level in ["s", "z", "3"] {
+        let started = Instant::now();
+        let report = build(
+            &BuildConfig {
+                arch: BuildArch::Lambda(Architecture::Arm64),
+                functions: vec![],
+                opt_level: Some(level.to_string()),
+            },
+            &reporter,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        for a in &report.manifest.functions {
+            table.push(format!(
+                "{:<10} {:<10} {:>12.2} {:>12.2} {:>12.0}",
+                level,
+                a.function,
+                a.binary_bytes as f64 / 1e6,
+                a.zip_bytes as f64 / 1e6,
+                seconds
+            ));
+            rows.push(json!({
+                "opt_level": level,
+                "function": a.function,
+                "binary_bytes": a.binary_bytes,
+                "zip_bytes": a.zip_bytes,
+                "build_seconds": seconds,
+            }));
+        }
+    }
+    build(
+        &BuildConfig {
+            arch: BuildArch::Lambda(Architecture::Arm64),
+            functions: vec![],
+            opt_level: None,
+        },
+        &reporter,
+    )?;
+    reporter.finish();
+    println!(
+        "{:<10} {:<10} {:>12} {:>12} {:>12}",
+        "opt-level", "function", "binary MB", "zip MB", "build s"
+    );
+    for line in table {
+        println!("{line}");
+    }
     Ok(Value::Array(rows))
 }

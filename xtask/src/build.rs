@@ -88,6 +88,7 @@ pub fn run(a: Args) -> Result<()> {
         &BuildConfig {
             arch: a.arch,
             functions: a.functions,
+            opt_level: None,
         },
         &reporter,
     );

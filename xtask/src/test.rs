@@ -50,6 +50,7 @@ fn artifacts() -> Result<()> {
     let cfg = BuildConfig {
         arch: BuildArch::Lambda(Architecture::Arm64),
         functions: vec![],
+        opt_level: None,
     };
     let first = build(&cfg, &reporter);
     let second = first.as_ref().ok().map(|_| build(&cfg, &reporter));
