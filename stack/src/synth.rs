@@ -569,6 +569,15 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+        }
+    }
+}
+
 /// Everything `synth` writes: the template and one policy document per role, with paths
 /// relative to the output directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -603,11 +612,7 @@ pub fn render(app: &App, opts: &SynthOptions, format: Format) -> Result<Synthesi
         Format::Yaml => template.to_yaml()?,
         Format::Json => template.to_json()?,
     };
-    let ext = match format {
-        Format::Yaml => "yaml",
-        Format::Json => "json",
-    };
-    let mut files = vec![(format!("template.{ext}"), body)];
+    let mut files = vec![(format!("template.{}", format.extension()), body)];
     let bindings = policies::Bindings::example(opts.stage.as_str());
     for f in &app.functions {
         let wrap = |source: Box<dyn std::error::Error + Send + Sync>| SynthError::Policy {

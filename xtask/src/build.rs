@@ -98,13 +98,10 @@ pub fn run(a: Args) -> Result<()> {
     let built = report.manifest.functions.len() - report.unchanged.len();
     println!(
         "{} in {:.1}s; manifest {}",
-        if built == 0 || report.unchanged.len() == report.manifest.functions.len() {
+        if built == 0 {
             "nothing changed, nothing re-zipped".to_string()
         } else {
-            format!(
-                "{} zip(s) written",
-                report.manifest.functions.len() - report.unchanged.len()
-            )
+            format!("{built} zip(s) written")
         },
         started.elapsed().as_secs_f64(),
         report.manifest_path.display()

@@ -105,9 +105,9 @@ pub fn run(a: Args) -> Result<()> {
                 architecture: arch,
             };
             let synthesis = render(&app, &opts, format)?;
-            let dir = out.join(format!("{arch}-{}", ext(format)));
+            let dir = out.join(format!("{arch}-{}", format.extension()));
             crate::synth::write(&synthesis, &dir)?;
-            let template = dir.join(format!("template.{}", ext(format)));
+            let template = dir.join(format!("template.{}", format.extension()));
             let mut checks = vec![(Tool::CfnLint, template.clone())];
             // Checkov and the policies do not depend on the file format: check them once.
             if format == Format::Yaml {
@@ -147,11 +147,4 @@ fn checkov_clean(report: &str) -> bool {
     };
     let summary = &v["summary"];
     summary["failed"] == 0 && summary["parsing_errors"] == 0 && summary["passed"].as_u64() > Some(0)
-}
-
-fn ext(f: Format) -> &'static str {
-    match f {
-        Format::Yaml => "yaml",
-        Format::Json => "json",
-    }
 }
