@@ -1,10 +1,19 @@
 //! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
-//! `zip`, `elf`, `toolchain`) and the managed Python tools (`pyenv`). Plain config structs in,
-//! typed errors out; printing is the caller's business.
+//! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
+//! removing a deployment (`smoke`, `teardown`), the local environment (`local`) and the
+//! managed Python tools (`pyenv`). Plain config structs in, typed errors out; printing is the
+//! caller's business.
 
+pub mod assets;
+pub mod aws;
 pub mod build;
+pub mod cfn;
+pub mod deploy;
 pub mod elf;
+pub mod local;
 pub mod model;
 pub mod pyenv;
+pub mod smoke;
+pub mod teardown;
 pub mod toolchain;
 pub mod zip;

@@ -8,16 +8,21 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_labels;
 mod build;
+mod deploy;
+mod local;
 mod lint;
 mod model;
+mod smoke;
 mod synth;
+mod target;
+mod teardown;
 mod test;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Synthesize, validate and test the serverless image pipeline",
+    about = "Synthesize, build, deploy, smoke-test and tear down the serverless image pipeline",
     version
 )]
 struct Cli {
@@ -31,6 +36,14 @@ enum Cmd {
     Synth(synth::Args),
     /// Build the handlers as static Lambda binaries and package them as deterministic zips
     Build(build::Args),
+    /// Deploy the stack (build, upload, change set, execute) to AWS or the local environment
+    Deploy(deploy::Args),
+    /// Prove a deployed pipeline works: upload, labels, listing, bad input, IAM matrix
+    SmokeTest(smoke::Args),
+    /// Remove a deployed stage: empty its bucket, delete its stack
+    Teardown(teardown::Args),
+    /// Manage the local environment (AWS emulator and label service on 127.0.0.1)
+    Local(local::Args),
     /// Fetch and convert the local label model (EfficientNet-Lite0) into target/models/
     Model,
     /// Validate synthesized templates and policies with cfn-lint, checkov and parliament
@@ -46,6 +59,10 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Synth(a) => synth::run(a),
         Cmd::Build(a) => build::run(a),
+        Cmd::Deploy(a) => deploy::run(a),
+        Cmd::SmokeTest(a) => smoke::run(a),
+        Cmd::Teardown(a) => teardown::run(a),
+        Cmd::Local(a) => local::run(a),
         Cmd::Lint(a) => lint::run(a),
         Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),

@@ -1,0 +1,323 @@
+//! Where a command runs (a real AWS region or the local environment), the SDK configuration
+//! for it, and the preflight that says who we are before anything is changed.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_s3::config::Credentials;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::Serialize;
+use thiserror::Error;
+
+/// The region the local environment answers for.
+pub const LOCAL_REGION: &str = "us-east-1";
+
+/// Where the pipeline is deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A real AWS account: region and credentials from `--region` and the standard chain.
+    Aws {
+        region: String,
+        profile: Option<String>,
+    },
+    /// The local environment at `endpoint` (`http://127.0.0.1:PORT`).
+    Local { endpoint: String },
+}
+
+impl Target {
+    pub fn is_local(&self) -> bool {
+        matches!(self, Target::Local { .. })
+    }
+
+    /// Where this target is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Aws { region, .. } => format!("AWS {region}"),
+            Target::Local { endpoint } => format!("the local environment at {endpoint}"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AwsError {
+    #[error("`{0}` is not an AWS region code (expected something like eu-west-1)")]
+    BadRegion(String),
+    #[error("`{region}` is not a region this tool knows; known regions: {known}")]
+    UnknownRegion { region: String, known: String },
+    #[error(
+        "no AWS credentials found: configure them (environment variables, `aws configure`, `aws sso login`, or web identity in CI) or pass --profile"
+    )]
+    NoCredentials,
+    #[error("the AWS credentials have expired: refresh them (for SSO: `aws sso login`) and retry")]
+    ExpiredCredentials,
+    #[error("the AWS credentials were rejected: {0}")]
+    InvalidCredentials(String),
+    #[error("cannot reach STS at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error("cannot find out who is calling (sts:GetCallerIdentity): {0}")]
+    Identity(String),
+}
+
+/// Region codes of the AWS partitions, so a typo is caught before any call is made.
+const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "cn-north-1",
+    "cn-northwest-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
+/// Checks a region code: well-formed and known.
+pub fn validate_region(region: &str) -> Result<(), AwsError> {
+    let well_formed = {
+        let parts: Vec<&str> = region.split('-').collect();
+        parts.len() >= 3
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+            && parts[parts.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_digit())
+            && !parts[parts.len() - 1].is_empty()
+    };
+    if !well_formed {
+        return Err(AwsError::BadRegion(region.to_string()));
+    }
+    if !KNOWN_REGIONS.contains(&region) {
+        return Err(AwsError::UnknownRegion {
+            region: region.to_string(),
+            known: KNOWN_REGIONS.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// The partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// The SDK configuration for a target. Local uses fixed dummy credentials: the local
+/// environment accepts any, and the caller's real ones must never be sent to it.
+pub async fn sdk_config(target: &Target) -> Result<SdkConfig, AwsError> {
+    let retry = RetryConfig::standard().with_max_attempts(5);
+    match target {
+        Target::Aws { region, profile } => {
+            validate_region(region)?;
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(RegionProviderChain::first_try(Region::new(region.clone())))
+                .retry_config(retry);
+            if let Some(p) = profile {
+                loader = loader.profile_name(p);
+            }
+            Ok(loader.load().await)
+        }
+        Target::Local { endpoint } => Ok(aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(LOCAL_REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+            .retry_config(retry)
+            .load()
+            .await),
+    }
+}
+
+/// The SDK clients a deploy, smoke test or teardown uses, built once.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig, target: &Target) -> Self {
+        // A local endpoint has no per-bucket host names.
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(target.is_local())
+            .build();
+        Self {
+            cfn: aws_sdk_cloudformation::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            iam: aws_sdk_iam::Client::new(config),
+            lambda: aws_sdk_lambda::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+        }
+    }
+}
+
+/// Who is deploying where: the preflight's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+    pub region: String,
+    pub partition: String,
+}
+
+/// Asks STS who we are, turning the usual credential problems into errors that say what to do.
+pub async fn whoami(
+    sts: &aws_sdk_sts::Client,
+    target: &Target,
+    region: &str,
+) -> Result<Identity, AwsError> {
+    let out = sts.get_caller_identity().send().await.map_err(|e| {
+        let code = aws_sdk_sts::error::ProvideErrorMetadata::code(&e)
+            .unwrap_or_default()
+            .to_string();
+        let text = DisplayErrorContext(&e).to_string();
+        classify_identity_error(&code, &text, target)
+    })?;
+    let account = out.account().unwrap_or_default().to_string();
+    if account.is_empty() {
+        return Err(AwsError::Identity("STS returned no account".into()));
+    }
+    Ok(Identity {
+        account,
+        arn: out.arn().unwrap_or_default().to_string(),
+        region: region.to_string(),
+        partition: partition_of(region).to_string(),
+    })
+}
+
+fn classify_identity_error(code: &str, text: &str, target: &Target) -> AwsError {
+    match code {
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+            return AwsError::ExpiredCredentials;
+        }
+        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException"
+        | "AccessDenied" => return AwsError::InvalidCredentials(text.to_string()),
+        _ => {}
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("expired") {
+        AwsError::ExpiredCredentials
+    } else if lower.contains("no credentials")
+        || lower.contains("credentials provider")
+        || lower.contains("provided credentials")
+        || lower.contains("no identity resolver")
+        || lower.contains("noidentityresolver")
+    {
+        AwsError::NoCredentials
+    } else if lower.contains("dispatch failure")
+        || lower.contains("connection refused")
+        || lower.contains("dns error")
+        || lower.contains("timed out")
+        || lower.contains("io error")
+    {
+        AwsError::Unreachable {
+            target: target.describe(),
+            reason: text.to_string(),
+        }
+    } else {
+        AwsError::Identity(text.to_string())
+    }
+}
+
+/// Polling interval: brisk locally, gentle on AWS's API limits.
+pub fn poll_interval(target: &Target) -> Duration {
+    if target.is_local() {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions() {
+        assert!(validate_region("eu-west-1").is_ok());
+        assert!(validate_region("us-gov-west-1").is_ok());
+        assert!(matches!(
+            validate_region("eu-west"),
+            Err(AwsError::BadRegion(_))
+        ));
+        assert!(matches!(validate_region(""), Err(AwsError::BadRegion(_))));
+        assert!(matches!(
+            validate_region("EU-WEST-1"),
+            Err(AwsError::BadRegion(_))
+        ));
+        let err = validate_region("us-east-7").map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("not a region this tool knows"), "{err}");
+        assert_eq!(partition_of("cn-north-1"), "aws-cn");
+        assert_eq!(partition_of("us-gov-east-1"), "aws-us-gov");
+        assert_eq!(partition_of("eu-west-1"), "aws");
+    }
+
+    #[test]
+    fn identity_errors_say_what_to_do() {
+        let t = Target::Aws {
+            region: "eu-west-1".into(),
+            profile: None,
+        };
+        assert!(matches!(
+            classify_identity_error("ExpiredToken", "x", &t),
+            AwsError::ExpiredCredentials
+        ));
+        assert!(matches!(
+            classify_identity_error(
+                "",
+                "failed to construct request: no credentials in the property bag",
+                &t
+            ),
+            AwsError::NoCredentials
+        ));
+        assert!(matches!(
+            classify_identity_error("InvalidClientTokenId", "bad", &t),
+            AwsError::InvalidCredentials(_)
+        ));
+        let e = classify_identity_error("", "dispatch failure: connection refused", &t);
+        assert!(e.to_string().contains("cannot reach STS at AWS eu-west-1"), "{e}");
+    }
+}

@@ -1,0 +1,400 @@
+//! The local environment: MiniStack (the AWS emulator, pinned in `tools/local-requirements.txt`)
+//! and the `detect-labels` service, both bound to 127.0.0.1, run in the background with their
+//! pids, logs and state under `target/local/`, health-checked before use.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::model::{self, ModelError};
+use crate::pyenv::{Venv, VenvError, workspace_root};
+
+pub const DEFAULT_PORT: u16 = 4566;
+pub const DEFAULT_LABELS_PORT: u16 = 4599;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// MiniStack's port on 127.0.0.1.
+    pub port: u16,
+    /// The label service's port on 127.0.0.1.
+    pub labels_port: u16,
+    /// Where pids, logs and state live.
+    pub dir: PathBuf,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self::for_ports(DEFAULT_PORT, DEFAULT_LABELS_PORT)
+    }
+}
+
+impl LocalConfig {
+    /// A local environment on these ports, with its files under `target/local/<port>/` so
+    /// environments on different ports never share state.
+    pub fn for_ports(port: u16, labels_port: u16) -> Self {
+        Self {
+            port,
+            labels_port,
+            dir: workspace_root()
+                .join("target")
+                .join("local")
+                .join(port.to_string()),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn labels_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.labels_port)
+    }
+    fn pid_file(&self, service: Service) -> PathBuf {
+        self.dir.join(format!("{}.pid", service.name()))
+    }
+    fn log_file(&self, service: Service) -> PathBuf {
+        self.dir.join(format!("{}.log", service.name()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Ministack,
+    Labels,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Ministack => "ministack",
+            Service::Labels => "detect-labels",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Venv(#[from] VenvError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {service}: {source}")]
+    Spawn {
+        service: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot build the label service (`cargo build -p local-labels --bin detect-labels`): {0}")]
+    BuildLabels(String),
+    #[error(
+        "port {port} on 127.0.0.1 is taken by something that is not a healthy {service}; stop it or choose another port"
+    )]
+    PortTaken { service: &'static str, port: u16 },
+    #[error("{service} did not become healthy within {waited_s} s; last lines of {log}:\n{tail}")]
+    Unhealthy {
+        service: &'static str,
+        waited_s: u64,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{service} (pid {pid}) did not stop")]
+    Stuck { service: &'static str, pid: u32 },
+}
+
+/// One service's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub url: String,
+    pub pid: Option<u32>,
+    pub healthy: bool,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalStatus {
+    pub services: Vec<ServiceStatus>,
+}
+
+impl LocalStatus {
+    pub fn all_healthy(&self) -> bool {
+        self.services.iter().all(|s| s.healthy)
+    }
+    pub fn any_running(&self) -> bool {
+        self.services.iter().any(|s| s.pid.is_some() || s.healthy)
+    }
+}
+
+/// A tiny HTTP GET on 127.0.0.1 with a short timeout, so a status check never hangs.
+fn healthy(cfg: &LocalConfig, s: Service) -> bool {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    let port = match s {
+        Service::Ministack => cfg.port,
+        Service::Labels => cfg.labels_port,
+    };
+    let path = match s {
+        Service::Ministack => "/_ministack/health",
+        Service::Labels => "/health",
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+fn port_open(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+/// The recorded pid, if that process is still alive and is the service.
+fn live_pid(cfg: &LocalConfig, s: Service) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(cfg.pid_file(s)).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&cmdline);
+    text.contains(s.name()).then_some(pid)
+}
+
+pub fn status(cfg: &LocalConfig) -> LocalStatus {
+    let services = [Service::Ministack, Service::Labels]
+        .into_iter()
+        .map(|s| ServiceStatus {
+            name: s.name().to_string(),
+            url: match s {
+                Service::Ministack => cfg.endpoint(),
+                Service::Labels => cfg.labels_endpoint(),
+            },
+            pid: live_pid(cfg, s),
+            healthy: healthy(cfg, s),
+            log: cfg.log_file(s),
+        })
+        .collect();
+    LocalStatus { services }
+}
+
+/// Starts whatever is not running yet and waits until both services are healthy.
+/// `announce` hears about each step.
+pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, LocalError> {
+    fs::create_dir_all(&cfg.dir).map_err(|source| LocalError::Write {
+        path: cfg.dir.clone(),
+        source,
+    })?;
+    if !healthy(cfg, Service::Ministack) {
+        if port_open(cfg.port) && live_pid(cfg, Service::Ministack).is_none() {
+            return Err(LocalError::PortTaken {
+                service: Service::Ministack.name(),
+                port: cfg.port,
+            });
+        }
+        let venv = Venv::ensure("local", announce)?;
+        announce(&format!("starting ministack on {}", cfg.endpoint()));
+        let state = cfg.dir.join("state");
+        let mut cmd = Command::new(venv.bin("ministack"));
+        cmd.env("BIND_HOST", "127.0.0.1")
+            .env("GATEWAY_PORT", cfg.port.to_string())
+            // Functions it runs call back into it, not into AWS.
+            .env("AWS_ENDPOINT_URL", cfg.endpoint())
+            .env("PERSIST_STATE", "1")
+            .env("STATE_DIR", &state)
+            .env("LOG_LEVEL", "WARNING")
+            .env_remove("AWS_PROFILE");
+        spawn(cfg, Service::Ministack, cmd)?;
+        wait_healthy(cfg, Service::Ministack, Duration::from_secs(60))?;
+    }
+    if !healthy(cfg, Service::Labels) {
+        if port_open(cfg.labels_port) && live_pid(cfg, Service::Labels).is_none() {
+            return Err(LocalError::PortTaken {
+                service: Service::Labels.name(),
+                port: cfg.labels_port,
+            });
+        }
+        let model_dir = model::ensure(announce)?;
+        announce("building the label service (detect-labels)");
+        let binary = build_labels()?;
+        announce(&format!(
+            "starting detect-labels on {}",
+            cfg.labels_endpoint()
+        ));
+        let mut cmd = Command::new(binary);
+        cmd.arg("--port")
+            .arg(cfg.labels_port.to_string())
+            .arg("--model-dir")
+            .arg(&model_dir)
+            .arg("--s3-endpoint")
+            .arg(cfg.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+        spawn(cfg, Service::Labels, cmd)?;
+        wait_healthy(cfg, Service::Labels, Duration::from_secs(60))?;
+    }
+    Ok(status(cfg))
+}
+
+fn build_labels() -> Result<PathBuf, LocalError> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "--package", "local-labels", "--bin", "detect-labels"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LocalError::BuildLabels(e.to_string()))?;
+    if !out.status.success() {
+        return Err(LocalError::BuildLabels(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(root.join("target").join("debug").join("detect-labels"))
+}
+
+/// Starts a service in its own process group (so stopping it also stops what it started,
+/// such as MiniStack's Lambda processes), detached from our terminal, logging to a file.
+fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalError> {
+    let log_path = cfg.log_file(s);
+    let log = fs::File::create(&log_path).map_err(|source| LocalError::Write {
+        path: log_path.clone(),
+        source,
+    })?;
+    let err = log.try_clone().map_err(|source| LocalError::Write {
+        path: log_path.clone(),
+        source,
+    })?;
+    let child = cmd
+        .current_dir(&cfg.dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| LocalError::Spawn {
+            service: s.name(),
+            source,
+        })?;
+    let pid_path = cfg.pid_file(s);
+    fs::write(&pid_path, child.id().to_string()).map_err(|source| LocalError::Write {
+        path: pid_path,
+        source,
+    })?;
+    Ok(())
+}
+
+fn wait_healthy(cfg: &LocalConfig, s: Service, timeout: Duration) -> Result<(), LocalError> {
+    let start = Instant::now();
+    loop {
+        if healthy(cfg, s) {
+            return Ok(());
+        }
+        let dead = live_pid(cfg, s).is_none();
+        if dead || start.elapsed() >= timeout {
+            let log = cfg.log_file(s);
+            return Err(LocalError::Unhealthy {
+                service: s.name(),
+                waited_s: start.elapsed().as_secs(),
+                tail: tail(&log, 20),
+                log,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Stops both services (SIGTERM to each process group, then SIGKILL after a grace period).
+/// Returns the names of the services that were running. Stopping nothing is fine.
+pub fn down(cfg: &LocalConfig) -> Result<Vec<String>, LocalError> {
+    let mut stopped = Vec::new();
+    for s in [Service::Labels, Service::Ministack] {
+        if let Some(pid) = live_pid(cfg, s) {
+            signal(pid, "TERM");
+            let start = Instant::now();
+            while live_pid(cfg, s).is_some() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if live_pid(cfg, s).is_some() {
+                signal(pid, "KILL");
+                std::thread::sleep(Duration::from_millis(300));
+                if live_pid(cfg, s).is_some() {
+                    return Err(LocalError::Stuck {
+                        service: s.name(),
+                        pid,
+                    });
+                }
+            }
+            stopped.push(s.name().to_string());
+        }
+        let _ = fs::remove_file(cfg.pid_file(s));
+    }
+    Ok(stopped)
+}
+
+fn signal(pid: u32, sig: &str) {
+    // The whole group first (the service and its children), then the process itself.
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), "--".into(), format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_running_is_reported_as_such() {
+        let dir = std::env::temp_dir().join(format!("local-status-{}", std::process::id()));
+        let cfg = LocalConfig {
+            // Ports nothing listens on in a test run.
+            port: 1,
+            labels_port: 2,
+            dir: dir.clone(),
+        };
+        let st = status(&cfg);
+        assert!(!st.any_running());
+        assert!(!st.all_healthy());
+        assert_eq!(st.services.len(), 2);
+        // Stopping nothing is not an error.
+        assert_eq!(down(&cfg).map_err(|e| e.to_string()), Ok(vec![]));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_stale_pid_file_is_not_a_running_service() {
+        let dir = std::env::temp_dir().join(format!("local-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = LocalConfig {
+            port: 1,
+            labels_port: 2,
+            dir: dir.clone(),
+        };
+        // Our own pid is alive but is not ministack.
+        fs::write(cfg.pid_file(Service::Ministack), std::process::id().to_string()).unwrap();
+        assert_eq!(live_pid(&cfg, Service::Ministack), None);
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,129 @@
+//! `teardown`: empties the uploads bucket (every version and delete marker), deletes the
+//! stack and follows it to the end; optionally removes the assets bucket too. Nothing to
+//! remove is success.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stack::Stage;
+use thiserror::Error;
+
+use crate::assets::{self, AssetsError};
+use crate::aws::{self, AwsError, Clients, Identity, Target};
+use crate::cfn::{self, CfnError, Observer};
+
+#[derive(Debug, Clone)]
+pub struct TeardownConfig {
+    pub target: Target,
+    pub stage: Stage,
+    pub purge_assets: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeardownReport {
+    pub stack: String,
+    pub target: String,
+    pub identity: Identity,
+    /// `deleted`, or `absent` when there was no stack.
+    pub status: String,
+    pub objects_deleted: usize,
+    pub assets_bucket_removed: bool,
+    pub assets_objects_deleted: usize,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum TeardownError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Assets(#[from] AssetsError),
+    #[error(transparent)]
+    Stack(#[from] CfnError),
+}
+
+/// The physical name of a stack resource, if the stack has it.
+async fn physical_id(cfn: &aws_sdk_cloudformation::Client, stack: &str, logical: &str) -> Option<String> {
+    let out = cfn
+        .describe_stack_resource()
+        .stack_name(stack)
+        .logical_resource_id(logical)
+        .send()
+        .await
+        .ok()?;
+    out.stack_resource_detail()?
+        .physical_resource_id()
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+pub async fn teardown(
+    cfg: &TeardownConfig,
+    obs: &dyn Observer,
+) -> Result<TeardownReport, TeardownError> {
+    let start = Instant::now();
+    let region = match &cfg.target {
+        Target::Aws { region, .. } => region.clone(),
+        Target::Local { .. } => aws::LOCAL_REGION.to_string(),
+    };
+    let sdk = aws::sdk_config(&cfg.target).await?;
+    let clients = Clients::new(&sdk, &cfg.target);
+    let identity = aws::whoami(&clients.sts, &cfg.target, &region).await?;
+    teardown_with(cfg, &clients, identity, obs, start).await
+}
+
+/// The teardown itself, on given clients (tests pass mocked ones).
+pub async fn teardown_with(
+    cfg: &TeardownConfig,
+    clients: &Clients,
+    identity: Identity,
+    obs: &dyn Observer,
+    start: Instant,
+) -> Result<TeardownReport, TeardownError> {
+    let stack_name = cfg.stage.stack_name();
+    let poll = aws::poll_interval(&cfg.target);
+    let mut report = TeardownReport {
+        stack: stack_name.clone(),
+        target: cfg.target.describe(),
+        identity: identity.clone(),
+        status: "absent".into(),
+        objects_deleted: 0,
+        assets_bucket_removed: false,
+        assets_objects_deleted: 0,
+        elapsed_ms: 0,
+    };
+    let info = cfn::wait_settled(&clients.cfn, &stack_name, cfg.timeout, poll).await?;
+    match info {
+        None => obs.step(&format!("stack {stack_name} does not exist: nothing to remove")),
+        Some(info) => {
+            if let Some(bucket) =
+                physical_id(&clients.cfn, &info.id, stack::synth::BUCKET_ID).await
+            {
+                obs.step(&format!("emptying s3://{bucket} (every version and delete marker)"));
+                report.objects_deleted = assets::empty_bucket(&clients.s3, &bucket).await?;
+                obs.step(&format!("deleted {} object versions", report.objects_deleted));
+            }
+            obs.step(&format!("deleting stack {stack_name} ({})", info.status));
+            cfn::delete(
+                &clients.cfn,
+                &stack_name,
+                &info.id,
+                None,
+                cfg.timeout,
+                poll,
+                obs,
+            )
+            .await?;
+            report.status = "deleted".into();
+        }
+    }
+    if cfg.purge_assets {
+        let bucket = assets::bucket_name(&identity.account, &identity.region);
+        obs.step(&format!("removing the assets bucket {bucket}"));
+        report.assets_objects_deleted = assets::remove_bucket(&clients.s3, &bucket).await?;
+        report.assets_bucket_removed = true;
+    }
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(report)
+}

@@ -1,0 +1,538 @@
+//! Deployer logic against mocked AWS clients: every stack state a deploy can meet, the two
+//! "no changes" answers, a failed create, throttling, a bucket full of versions, and the
+//! credential and region mistakes users make.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
+use aws_sdk_cloudformation::types::{
+    ChangeSetStatus, ChangeSetSummary, ExecutionStatus, ResourceStatus, Stack, StackEvent,
+    StackStatus,
+};
+use aws_sdk_cloudformation::Client as Cfn;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::error::ErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+use deployer::aws::{AwsError, Target, whoami};
+use deployer::cfn::{
+    self, CfnError, ChangeSetRequest, Observer, Planned, Prepared, Quiet, StackEvent as Event,
+};
+
+const STACK: &str = "image-pipeline-dev";
+const FAST: Duration = Duration::from_millis(1);
+
+fn retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(4)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+fn cfn_client(rules: &[&Rule]) -> Cfn {
+    mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, rules, |c| c
+        .retry_config(retries()))
+}
+
+fn stack(status: StackStatus) -> DescribeStacksOutput {
+    DescribeStacksOutput::builder()
+        .stacks(
+            Stack::builder()
+                .stack_name(STACK)
+                .stack_id("arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-dev/1")
+                .stack_status(status)
+                .creation_time(aws_smithy_types::DateTime::from_secs(0))
+                .build(),
+        )
+        .build()
+}
+
+fn missing() -> DescribeStacksError {
+    DescribeStacksError::generic(
+        ErrorMetadata::builder()
+            .code("ValidationError")
+            .message("Stack with id image-pipeline-dev does not exist")
+            .build(),
+    )
+}
+
+fn no_events() -> Rule {
+    mock!(Cfn::describe_stack_events).then_output(|| {
+        aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput::builder().build()
+    })
+}
+
+fn no_change_sets() -> Rule {
+    mock!(Cfn::list_change_sets).then_output(|| {
+        aws_sdk_cloudformation::operation::list_change_sets::ListChangeSetsOutput::builder().build()
+    })
+}
+
+/// Records what the deployer told the user.
+#[derive(Default)]
+struct Said(Mutex<Vec<String>>);
+
+impl Observer for Said {
+    fn step(&self, m: &str) {
+        self.0.lock().unwrap().push(m.to_string());
+    }
+    fn begin(&self, _: usize) {}
+    fn event(&self, e: &Event, _: usize) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", e.logical_id, e.status));
+    }
+    fn end(&self) {}
+}
+
+impl Said {
+    fn all(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+async fn prepare(client: &Cfn, said: &Said, wait: Duration) -> Result<Prepared, CfnError> {
+    cfn::prepare(client, STACK, wait, FAST, said).await
+}
+
+#[tokio::test]
+async fn a_missing_stack_is_created() {
+    let d = mock!(Cfn::describe_stacks).then_error(missing);
+    let c = cfn_client(&[&d]);
+    assert_eq!(prepare(&c, &Said::default(), FAST).await.unwrap(), Prepared::Create);
+}
+
+#[tokio::test]
+async fn a_complete_stack_is_updated_and_leftover_change_sets_removed() {
+    let d = mock!(Cfn::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
+    let list = mock!(Cfn::list_change_sets).then_output(|| {
+        aws_sdk_cloudformation::operation::list_change_sets::ListChangeSetsOutput::builder()
+            .summaries(
+                ChangeSetSummary::builder()
+                    .change_set_name("image-pipeline-1700000000000")
+                    .execution_status(ExecutionStatus::Available)
+                    .status(ChangeSetStatus::CreateComplete)
+                    .build(),
+            )
+            .summaries(
+                ChangeSetSummary::builder()
+                    .change_set_name("someone-elses")
+                    .execution_status(ExecutionStatus::Available)
+                    .build(),
+            )
+            .build()
+    });
+    let del = mock!(Cfn::delete_change_set)
+        .match_requests(|r| r.change_set_name() == Some("image-pipeline-1700000000000"))
+        .then_output(|| {
+            aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput::builder()
+                .build()
+        });
+    let c = cfn_client(&[&d, &list, &del]);
+    let said = Said::default();
+    assert_eq!(prepare(&c, &said, FAST).await.unwrap(), Prepared::Update);
+    assert_eq!(del.num_calls(), 1, "only our own leftover is deleted");
+    assert!(said.all().contains("left by an earlier run"), "{}", said.all());
+}
+
+#[tokio::test]
+async fn rollback_complete_is_deleted_then_created_saying_so() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::RollbackComplete))
+        .output(|| stack(StackStatus::DeleteInProgress))
+        .output(|| stack(StackStatus::DeleteComplete))
+        .build();
+    let res = mock!(Cfn::describe_stack_resources).then_output(|| {
+        aws_sdk_cloudformation::operation::describe_stack_resources::DescribeStackResourcesOutput::builder().build()
+    });
+    let del = mock!(Cfn::delete_stack).then_output(|| {
+        aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput::builder().build()
+    });
+    let ev = no_events();
+    let c = cfn_client(&[&d, &res, &del, &ev]);
+    let said = Said::default();
+    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Create);
+    assert_eq!(del.num_calls(), 1);
+    assert!(
+        said.all().contains("ROLLBACK_COMPLETE (its creation failed earlier); deleting it"),
+        "{}",
+        said.all()
+    );
+}
+
+#[tokio::test]
+async fn update_rollback_failed_continues_the_rollback() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::UpdateRollbackFailed))
+        .output(|| stack(StackStatus::UpdateRollbackCompleteCleanupInProgress))
+        .output(|| stack(StackStatus::UpdateRollbackComplete))
+        .build();
+    let cont = mock!(Cfn::continue_update_rollback).then_output(|| {
+        aws_sdk_cloudformation::operation::continue_update_rollback::ContinueUpdateRollbackOutput::builder().build()
+    });
+    let list = no_change_sets();
+    let c = cfn_client(&[&d, &cont, &list]);
+    let said = Said::default();
+    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Update);
+    assert_eq!(cont.num_calls(), 1);
+    assert!(said.all().contains("continuing the rollback"), "{}", said.all());
+}
+
+#[tokio::test]
+async fn another_deploy_in_progress_is_waited_for() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::UpdateInProgress))
+        .times(3)
+        .output(|| stack(StackStatus::UpdateComplete))
+        .build();
+    let list = no_change_sets();
+    let c = cfn_client(&[&d, &list]);
+    let said = Said::default();
+    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Update);
+    assert!(said.all().contains("another deployment is running; waiting"), "{}", said.all());
+}
+
+#[tokio::test]
+async fn another_deploy_that_does_not_finish_is_refused_clearly() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::UpdateInProgress))
+        .repeatedly()
+        .build();
+    let c = cfn_client(&[&d]);
+    let err = prepare(&c, &Said::default(), Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CfnError::Busy { .. }), "{msg}");
+    assert!(msg.contains("UPDATE_IN_PROGRESS: another deployment is running"), "{msg}");
+}
+
+#[tokio::test]
+async fn review_in_progress_is_created_again() {
+    let d = mock!(Cfn::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
+    let list = no_change_sets();
+    let c = cfn_client(&[&d, &list]);
+    assert_eq!(prepare(&c, &Said::default(), FAST).await.unwrap(), Prepared::Create);
+}
+
+#[tokio::test]
+async fn delete_failed_is_refused_with_the_fix() {
+    let d = mock!(Cfn::describe_stacks).then_output(|| stack(StackStatus::DeleteFailed));
+    let c = cfn_client(&[&d]);
+    let err = prepare(&c, &Said::default(), FAST).await.unwrap_err();
+    assert!(err.to_string().contains("DELETE_FAILED"), "{err}");
+    assert!(err.to_string().contains("cargo xtask teardown"), "{err}");
+}
+
+fn request(kind: Prepared) -> ChangeSetRequest {
+    ChangeSetRequest {
+        stack: STACK.into(),
+        kind,
+        template_body: "{}".into(),
+        parameters: Default::default(),
+        tags: Default::default(),
+    }
+}
+
+async fn empty_change_set(reason: &'static str) {
+    let create = mock!(Cfn::create_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput::builder()
+            .id("cs")
+            .stack_id("stack")
+            .build()
+    });
+    let describe = mock!(Cfn::describe_change_set).then_output(move || {
+        aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput::builder()
+            .status(ChangeSetStatus::Failed)
+            .status_reason(reason)
+            .build()
+    });
+    let del = mock!(Cfn::delete_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput::builder()
+            .build()
+    });
+    let c = cfn_client(&[&create, &describe, &del]);
+    let planned = cfn::create_change_set(&c, &request(Prepared::Update), Duration::from_secs(5), FAST)
+        .await
+        .unwrap();
+    assert_eq!(planned, Planned::NoChanges, "{reason}");
+    assert_eq!(del.num_calls(), 1, "the empty change set is deleted");
+}
+
+#[tokio::test]
+async fn both_empty_change_set_messages_mean_no_changes() {
+    empty_change_set(
+        "The submitted information didn't contain changes. Submit different information to create a change set.",
+    )
+    .await;
+    empty_change_set("No updates are to be performed.").await;
+}
+
+#[tokio::test]
+async fn any_other_failed_change_set_is_an_error_with_the_reason() {
+    let create = mock!(Cfn::create_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput::builder()
+            .build()
+    });
+    let describe = mock!(Cfn::describe_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput::builder()
+            .status(ChangeSetStatus::Failed)
+            .status_reason("Template format error: Unresolved resource dependencies [Nope]")
+            .build()
+    });
+    let del = mock!(Cfn::delete_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput::builder()
+            .build()
+    });
+    let c = cfn_client(&[&create, &describe, &del]);
+    let err = cfn::create_change_set(&c, &request(Prepared::Create), Duration::from_secs(5), FAST)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Unresolved resource dependencies"), "{err}");
+}
+
+fn event(id: &str, logical: &str, kind: &str, status: ResourceStatus, reason: &str) -> StackEvent {
+    StackEvent::builder()
+        .event_id(id)
+        .stack_id("stack")
+        .stack_name(STACK)
+        .logical_resource_id(logical)
+        .resource_type(kind)
+        .resource_status(status)
+        .resource_status_reason(reason)
+        .timestamp(aws_smithy_types::DateTime::from_secs(1))
+        .build()
+}
+
+#[tokio::test]
+async fn a_failed_create_names_each_failed_resource_and_why() {
+    let exec = mock!(Cfn::execute_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput::builder()
+            .build()
+    });
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::CreateInProgress))
+        .output(|| stack(StackStatus::RollbackComplete))
+        .repeatedly()
+        .build();
+    // Newest first, as CloudFormation lists them.
+    let ev = mock!(Cfn::describe_stack_events).then_output(|| {
+        aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput::builder()
+            .stack_events(event("5", STACK, "AWS::CloudFormation::Stack", ResourceStatus::RollbackComplete, ""))
+            .stack_events(event("4", "ImagesTable", "AWS::DynamoDB::Table", ResourceStatus::CreateFailed, "Resource creation cancelled"))
+            .stack_events(event("3", "UploadsBucket", "AWS::S3::Bucket", ResourceStatus::CreateFailed, "image-pipeline-dev-123-eu-west-1 already exists"))
+            .stack_events(event("2", "UploadsBucket", "AWS::S3::Bucket", ResourceStatus::CreateInProgress, ""))
+            .stack_events(event("1", "ProcessFailureQueue", "AWS::SQS::Queue", ResourceStatus::CreateComplete, ""))
+            .build()
+    });
+    let c = cfn_client(&[&exec, &d, &ev]);
+    let said = Said::default();
+    let err = cfn::execute(&c, STACK, "image-pipeline-1", 20, Duration::from_secs(5), FAST, &said)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        CfnError::Failed { status, failures, .. } => {
+            assert_eq!(status, "ROLLBACK_COMPLETE");
+            assert_eq!(failures.len(), 1, "the cancellation is not a cause: {failures:?}");
+            assert_eq!(failures[0].logical_id, "UploadsBucket");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(msg.contains("ended in ROLLBACK_COMPLETE"), "{msg}");
+    assert!(msg.contains("UploadsBucket (AWS::S3::Bucket) CREATE_FAILED: image-pipeline-dev-123-eu-west-1 already exists"), "{msg}");
+    // Events were shown oldest first, each once.
+    let lines = said.all();
+    let queue = lines.find("ProcessFailureQueue CREATE_COMPLETE").unwrap();
+    let bucket = lines.find("UploadsBucket CREATE_FAILED").unwrap();
+    assert!(queue < bucket, "{lines}");
+    assert_eq!(lines.matches("UploadsBucket CREATE_FAILED").count(), 1, "{lines}");
+}
+
+fn throttled() -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(400).unwrap(),
+        SdkBody::from(
+            r#"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>1</RequestId></ErrorResponse>"#,
+        ),
+    )
+}
+
+#[tokio::test]
+async fn throttled_cloudformation_calls_are_retried() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .http_response(throttled)
+        .times(2)
+        .output(|| stack(StackStatus::CreateComplete))
+        .build();
+    let c = cfn_client(&[&d]);
+    let info = cfn::describe(&c, STACK).await.unwrap().unwrap();
+    assert_eq!(info.status, "CREATE_COMPLETE");
+    assert_eq!(d.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn throttling_that_never_ends_is_an_error_not_a_panic() {
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .http_response(throttled)
+        .repeatedly()
+        .build();
+    let c = cfn_client(&[&d]);
+    let err = cfn::describe(&c, STACK).await.unwrap_err();
+    assert!(err.to_string().contains("Throttling"), "{err}");
+    assert_eq!(d.num_calls(), 4);
+}
+
+/// A bucket with 2,500 versions and 300 delete markers, as S3 would list it (1,000 per page).
+#[tokio::test]
+async fn emptying_a_bucket_deletes_every_version_and_marker_in_batches() {
+    use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+
+    #[derive(Clone)]
+    enum Entry {
+        Version(String, String),
+        Marker(String, String),
+    }
+    let mut all = Vec::new();
+    for i in 0..2500 {
+        all.push(Entry::Version(format!("uploads/{}", i % 900), format!("v{i}")));
+    }
+    for i in 0..300 {
+        all.push(Entry::Marker(format!("uploads/{i}"), format!("m{i}")));
+    }
+    let store = Arc::new(Mutex::new(all));
+    let batches = Arc::new(Mutex::new(Vec::new()));
+
+    let s = store.clone();
+    let list = mock!(aws_sdk_s3::Client::list_object_versions).then_compute_output(move |_| {
+        let page: Vec<Entry> = s.lock().unwrap().iter().take(1000).cloned().collect();
+        let mut out = ListObjectVersionsOutput::builder();
+        for e in page {
+            out = match e {
+                Entry::Version(k, v) => out.versions(ObjectVersion::builder().key(k).version_id(v).build()),
+                Entry::Marker(k, v) => out.delete_markers(DeleteMarkerEntry::builder().key(k).version_id(v).build()),
+            };
+        }
+        out.build()
+    });
+    let (s, b) = (store.clone(), batches.clone());
+    let delete = mock!(aws_sdk_s3::Client::delete_objects).then_compute_output(move |req| {
+        let gone: Vec<(String, Option<String>)> = req
+            .delete()
+            .map(|d| {
+                d.objects()
+                    .iter()
+                    .map(|o| (o.key().to_string(), o.version_id().map(str::to_string)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        b.lock().unwrap().push(gone.len());
+        s.lock().unwrap().retain(|e| {
+            let (k, v) = match e {
+                Entry::Version(k, v) | Entry::Marker(k, v) => (k, v),
+            };
+            !gone.iter().any(|(gk, gv)| gk == k && gv.as_deref() == Some(v.as_str()))
+        });
+        DeleteObjectsOutput::builder().build()
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete]);
+    let n = deployer::assets::empty_bucket(&s3, "image-pipeline-dev-123-eu-west-1")
+        .await
+        .unwrap();
+    assert_eq!(n, 2800);
+    assert!(store.lock().unwrap().is_empty());
+    let sizes = batches.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| n <= 1000), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 2800);
+}
+
+#[tokio::test]
+async fn objects_s3_refuses_to_delete_fail_the_teardown() {
+    use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::types::{Error as S3Error, ObjectVersion};
+    let list = mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
+        ListObjectVersionsOutput::builder()
+            .versions(ObjectVersion::builder().key("uploads/a").version_id("1").build())
+            .build()
+    });
+    let delete = mock!(aws_sdk_s3::Client::delete_objects).then_output(|| {
+        DeleteObjectsOutput::builder()
+            .errors(S3Error::builder().key("uploads/a").code("AccessDenied").message("Access Denied").build())
+            .build()
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete]);
+    let err = deployer::assets::empty_bucket(&s3, "b").await.unwrap_err();
+    assert!(err.to_string().contains("uploads/a (Access Denied)"), "{err}");
+}
+
+fn aws() -> Target {
+    Target::Aws {
+        region: "eu-west-1".into(),
+        profile: None,
+    }
+}
+
+#[tokio::test]
+async fn expired_credentials_are_a_clear_error() {
+    let r = mock!(aws_sdk_sts::Client::get_caller_identity).then_error(|| {
+        aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError::generic(
+            ErrorMetadata::builder()
+                .code("ExpiredToken")
+                .message("The security token included in the request is expired")
+                .build(),
+        )
+    });
+    let sts = mock_client!(aws_sdk_sts, [&r]);
+    let err = whoami(&sts, &aws(), "eu-west-1").await.unwrap_err();
+    assert!(matches!(err, AwsError::ExpiredCredentials), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_credentials_are_a_clear_error() {
+    // A real client whose credential chain finds nothing: no request is ever sent.
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("eu-west-1"))
+        .build();
+    let sts = aws_sdk_sts::Client::from_conf(conf);
+    let err = whoami(&sts, &aws(), "eu-west-1").await.unwrap_err();
+    assert!(matches!(err, AwsError::NoCredentials), "{err:?}");
+    assert!(err.to_string().contains("no AWS credentials found"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_or_unknown_region_is_refused_before_any_call() {
+    for (region, expect) in [
+        ("", "is not an AWS region code"),
+        ("mars-north-1", "not a region this tool knows"),
+        ("eu-west", "is not an AWS region code"),
+    ] {
+        let target = Target::Aws {
+            region: region.into(),
+            profile: None,
+        };
+        let err = deployer::aws::sdk_config(&target).await.map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains(expect), "{region}: {err}");
+    }
+}
+
+#[test]
+fn quiet_observer_is_usable() {
+    let q = Quiet;
+    q.step("x");
+}

@@ -1,0 +1,125 @@
+//! `cargo xtask deploy`: builds, uploads and deploys the stack through a change set, with live
+//! progress on stderr and the result on stdout.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use deployer::cfn::Change;
+use deployer::deploy::{DeployConfig, DeployReport, Outcome, deploy};
+use stack::{Architecture, Stage};
+
+use crate::build::Reporter;
+use crate::target::{Output, Progress, Where, print_json, runtime, secs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub place: Where,
+    /// Stage: names the stack (image-pipeline-STAGE), so stages live side by side
+    #[arg(long, default_value = "dev")]
+    pub stage: Stage,
+    /// Lambda architecture on AWS (the local environment always runs the host's)
+    #[arg(long, default_value = "arm64")]
+    pub arch: Architecture,
+    /// Show what would change, then stop (the change set is deleted)
+    #[arg(long)]
+    pub plan: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Seconds to wait for another deployment of the same stack to finish
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub wait: u64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let resolved = a.place.resolve()?;
+    let cfg = DeployConfig {
+        target: resolved.target,
+        stage: a.stage,
+        arch: a.arch,
+        plan: a.plan,
+        rekognition_endpoint: resolved.labels_endpoint,
+        wait_for_other: Duration::from_secs(a.wait),
+        timeout: Duration::from_secs(3600),
+    };
+    let progress = Progress::new("deploy");
+    let builder = Reporter::new();
+    let result = runtime()?.block_on(deploy(&cfg, &builder, &progress));
+    builder.finish();
+    let report = result?;
+    match a.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => println!("{}", summary(&report)),
+    }
+    Ok(())
+}
+
+fn change_line(c: &Change) -> String {
+    let mark = match c.action.as_str() {
+        "Add" => "+",
+        "Remove" => "-",
+        "Modify" => "~",
+        _ => "?",
+    };
+    let mut s = format!("  {mark} {:<32} {}", c.logical_id, c.resource_type);
+    match c.replacement.as_deref() {
+        Some("True") => s.push_str("  (replaced)"),
+        Some("Conditional") => s.push_str("  (may be replaced)"),
+        _ => {}
+    }
+    if c.action == "Modify" && !c.direct {
+        s.push_str("  (re-evaluated)");
+    }
+    s
+}
+
+pub fn summary(r: &DeployReport) -> String {
+    let mut s = String::new();
+    let count = |action: &str| r.changes.iter().filter(|c| c.action == action).count();
+    match r.status {
+        Outcome::NoChanges => s.push_str(&format!(
+            "no changes: stack {} is up to date ({})\n",
+            r.stack,
+            secs(r.timings.get("total").copied().unwrap_or(0))
+        )),
+        Outcome::Planned => s.push_str(&format!(
+            "plan for stack {}: {} to add, {} to modify, {} to remove (nothing was changed)\n",
+            r.stack,
+            count("Add"),
+            count("Modify"),
+            count("Remove")
+        )),
+        Outcome::Created | Outcome::Updated => s.push_str(&format!(
+            "stack {} {} in {}: {} added, {} modified, {} removed\n",
+            r.stack,
+            r.status.as_str(),
+            secs(r.timings.get("total").copied().unwrap_or(0)),
+            count("Add"),
+            count("Modify"),
+            count("Remove")
+        )),
+    }
+    for c in &r.changes {
+        s.push_str(&change_line(c));
+        s.push('\n');
+    }
+    if r.status == Outcome::Planned {
+        return s.trim_end().to_string();
+    }
+    if !r.outputs.is_empty() {
+        s.push_str("outputs:\n");
+        for (k, v) in &r.outputs {
+            s.push_str(&format!("  {k:<24} {v}\n"));
+        }
+    }
+    if let Some(api) = &r.api_url {
+        s.push_str(&format!("API: {api}\n"));
+        s.push_str("try it:\n");
+        s.push_str(&format!(
+            "  curl -sS -X POST --data-binary @photo.jpg -H 'content-type: image/jpeg' '{api}/upload'\n"
+        ));
+        s.push_str(&format!("  curl -sS '{api}/metadata/IMAGE_ID'\n"));
+    }
+    s.trim_end().to_string()
+}

@@ -1,0 +1,76 @@
+//! `cargo xtask local up|down|status`: the local environment (AWS emulator and label service).
+
+use anyhow::{Result, bail};
+use deployer::local::{self, LocalStatus};
+
+use crate::target::{Output, Ports, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+    #[command(flatten)]
+    pub ports: Ports,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Start the emulator and the label service (no-op when they are running)
+    Up,
+    /// Stop both (no-op when they are not running); state stays under target/local/
+    Down,
+    /// Show whether each service is running and healthy; exits 1 when one is not
+    Status,
+}
+
+fn table(st: &LocalStatus) -> String {
+    st.services
+        .iter()
+        .map(|s| {
+            format!(
+                "{:<14} {:<24} {:<10} {:<9} log {}",
+                s.name,
+                s.url,
+                s.pid.map_or("-".to_string(), |p| format!("pid {p}")),
+                if s.healthy { "healthy" } else { "down" },
+                s.log.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let cfg = a.ports.config();
+    match a.cmd {
+        Cmd::Up => {
+            let st = local::up(&cfg, &|m| eprintln!("local  {m}"))?;
+            match a.output {
+                Output::Json => print_json(&st)?,
+                Output::Text => println!("{}\nendpoint: {}", table(&st), cfg.endpoint()),
+            }
+        }
+        Cmd::Down => {
+            let stopped = local::down(&cfg)?;
+            match a.output {
+                Output::Json => print_json(&serde_json::json!({ "stopped": stopped }))?,
+                Output::Text if stopped.is_empty() => println!("the local environment was not running"),
+                Output::Text => println!("stopped {}", stopped.join(" and ")),
+            }
+        }
+        Cmd::Status => {
+            let st = local::status(&cfg);
+            match a.output {
+                Output::Json => print_json(&st)?,
+                Output::Text => println!("{}", table(&st)),
+            }
+            if !st.all_healthy() {
+                bail!("the local environment is not (fully) running: `cargo xtask local up` starts it");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask smoke-test`: proves a deployed pipeline works; each check with its timing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use deployer::smoke::{CheckResult, SmokeConfig, SmokeObserver, SmokeReport, smoke_test};
+use stack::Stage;
+
+use crate::target::{Output, Where, print_json, runtime, secs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub place: Where,
+    /// Stage of the stack to test
+    #[arg(long, default_value = "dev")]
+    pub stage: Stage,
+    /// Image to upload (JPEG or PNG); default: a photograph shipped with the project
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Seconds to wait for the image's labels
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Keep the uploaded image and its metadata
+    #[arg(long)]
+    pub keep: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+struct Lines;
+
+impl SmokeObserver for Lines {
+    fn check(&self, c: &CheckResult) {
+        eprintln!(
+            "smoke  {} {:<14} {:>8}  {}",
+            if c.passed { "ok  " } else { "FAIL" },
+            c.name,
+            secs(c.elapsed_ms),
+            c.detail
+        );
+    }
+    fn note(&self, message: &str) {
+        eprintln!("smoke  {message}");
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let image = match &a.image {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let resolved = a.place.resolve()?;
+    let cfg = SmokeConfig {
+        target: resolved.target,
+        stage: a.stage,
+        image,
+        timeout: Duration::from_secs(a.timeout),
+        keep: a.keep,
+    };
+    let report = runtime()?.block_on(smoke_test(&cfg, &Lines))?;
+    match a.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => println!("{}", summary(&report)),
+    }
+    if !report.passed {
+        bail!(
+            "smoke test failed: {}",
+            report
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn summary(r: &SmokeReport) -> String {
+    let passed = r.checks.iter().filter(|c| c.passed).count();
+    let mut s = format!(
+        "smoke test of {} at {}: {passed}/{} checks passed in {}\n",
+        r.stack,
+        r.api_url,
+        r.checks.len(),
+        secs(r.elapsed_ms)
+    );
+    for c in &r.checks {
+        s.push_str(&format!(
+            "  {} {:<14} {:>8}  {}\n",
+            if c.passed { "ok  " } else { "FAIL" },
+            c.name,
+            secs(c.elapsed_ms),
+            c.detail
+        ));
+    }
+    s.trim_end().to_string()
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask teardown`: removes a stage's stack (and, on request, the assets bucket).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use deployer::teardown::{TeardownConfig, teardown};
+use stack::Stage;
+
+use crate::target::{Output, Progress, Where, print_json, runtime, secs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub place: Where,
+    /// Stage of the stack to remove
+    #[arg(long, default_value = "dev")]
+    pub stage: Stage,
+    /// Also empty and delete the assets bucket (shared by every stage in the account and region)
+    #[arg(long)]
+    pub purge_assets: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let resolved = a.place.resolve()?;
+    let cfg = TeardownConfig {
+        target: resolved.target,
+        stage: a.stage,
+        purge_assets: a.purge_assets,
+        timeout: Duration::from_secs(3600),
+    };
+    let progress = Progress::new("teardown");
+    let report = runtime()?.block_on(teardown(&cfg, &progress))?;
+    match a.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => {
+            let mut s = match report.status.as_str() {
+                "deleted" => format!(
+                    "stack {} deleted in {} ({} object versions removed from the uploads bucket)",
+                    report.stack,
+                    secs(report.elapsed_ms),
+                    report.objects_deleted
+                ),
+                _ => format!("stack {} does not exist: nothing to remove", report.stack),
+            };
+            if report.assets_bucket_removed {
+                s.push_str(&format!(
+                    "\nassets bucket removed ({} object versions)",
+                    report.assets_objects_deleted
+                ));
+            }
+            println!("{s}");
+        }
+    }
+    Ok(())
+}
