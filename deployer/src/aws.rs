@@ -111,9 +111,7 @@ pub fn validate_region(region: &str) -> Result<(), AwsError> {
             && parts[..parts.len() - 1]
                 .iter()
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-            && parts[parts.len() - 1]
-                .chars()
-                .all(|c| c.is_ascii_digit())
+            && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
             && !parts[parts.len() - 1].is_empty()
     };
     if !well_formed {
@@ -233,7 +231,9 @@ fn classify_identity_error(code: &str, text: &str, target: &Target) -> AwsError 
         "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
             return AwsError::ExpiredCredentials;
         }
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException"
+        "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException"
         | "AccessDenied" => return AwsError::InvalidCredentials(text.to_string()),
         _ => {}
     }
@@ -289,7 +289,10 @@ mod tests {
             Err(AwsError::BadRegion(_))
         ));
         let err = validate_region("us-east-7").map(|_| ()).unwrap_err();
-        assert!(err.to_string().contains("not a region this tool knows"), "{err}");
+        assert!(
+            err.to_string().contains("not a region this tool knows"),
+            "{err}"
+        );
         assert_eq!(partition_of("cn-north-1"), "aws-cn");
         assert_eq!(partition_of("us-gov-east-1"), "aws-us-gov");
         assert_eq!(partition_of("eu-west-1"), "aws");
@@ -318,6 +321,9 @@ mod tests {
             AwsError::InvalidCredentials(_)
         ));
         let e = classify_identity_error("", "dispatch failure: connection refused", &t);
-        assert!(e.to_string().contains("cannot reach STS at AWS eu-west-1"), "{e}");
+        assert!(
+            e.to_string().contains("cannot reach STS at AWS eu-west-1"),
+            "{e}"
+        );
     }
 }

@@ -318,14 +318,11 @@ async fn remove_leftovers(cfn: &Client, stack: &str, obs: &dyn Observer) -> Resu
         .map_err(|e| call_error("ListChangeSets", stack, e))?;
     for s in out.summaries() {
         let name = s.change_set_name().unwrap_or_default();
-        let execution = s
-            .execution_status()
-            .map(|x| x.as_str())
-            .unwrap_or_default();
-        if name.starts_with(CHANGE_SET_PREFIX)
-            && matches!(execution, "AVAILABLE" | "UNAVAILABLE")
-        {
-            obs.step(&format!("removing change set {name} left by an earlier run"));
+        let execution = s.execution_status().map(|x| x.as_str()).unwrap_or_default();
+        if name.starts_with(CHANGE_SET_PREFIX) && matches!(execution, "AVAILABLE" | "UNAVAILABLE") {
+            obs.step(&format!(
+                "removing change set {name} left by an earlier run"
+            ));
             cfn.delete_change_set()
                 .stack_name(stack)
                 .change_set_name(name)
@@ -478,7 +475,10 @@ fn change_of(c: &aws_sdk_cloudformation::types::Change) -> Option<Change> {
             || d.change_source().map(|s| s.as_str()) == Some("ParameterReference")
     }) || rc.details().is_empty();
     Some(Change {
-        action: rc.action().map(|a| a.as_str().to_string()).unwrap_or_default(),
+        action: rc
+            .action()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
         logical_id: rc.logical_resource_id().unwrap_or_default().to_string(),
         resource_type: rc.resource_type().unwrap_or_default().to_string(),
         replacement: rc.replacement().map(|r| r.as_str().to_string()),
@@ -611,10 +611,7 @@ async fn events(
         })
         .map(|e| StackEvent {
             id: e.event_id().unwrap_or_default().to_string(),
-            timestamp: e
-                .timestamp()
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
+            timestamp: e.timestamp().map(|t| t.to_string()).unwrap_or_default(),
             logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
             resource_type: e.resource_type().unwrap_or_default().to_string(),
             status: e
@@ -690,7 +687,9 @@ pub async fn failures_since(
     let all: Vec<Failure> = events(cfn, stack, token)
         .await?
         .into_iter()
-        .filter(|e| e.status.ends_with("_FAILED") && e.resource_type != "AWS::CloudFormation::Stack")
+        .filter(|e| {
+            e.status.ends_with("_FAILED") && e.resource_type != "AWS::CloudFormation::Stack"
+        })
         .map(|e| Failure {
             logical_id: e.logical_id,
             resource_type: e.resource_type,

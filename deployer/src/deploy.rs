@@ -86,9 +86,7 @@ pub enum DeployError {
     Stack(#[from] CfnError),
     #[error("cannot synthesize the template: {0}")]
     Synth(String),
-    #[error(
-        "the template is {0} bytes, over CloudFormation's inline limit of {MAX_TEMPLATE_BODY}"
-    )]
+    #[error("the template is {0} bytes, over CloudFormation's inline limit of {MAX_TEMPLATE_BODY}")]
     TemplateTooLarge(usize),
     #[error(
         "{function}: Lambda runs code with CodeSha256 {deployed}, but the artifact built is {built}"
@@ -109,7 +107,8 @@ pub fn template_body(app: &App, stage: &Stage, arch: Architecture) -> Result<Str
         stage: stage.clone(),
         architecture: arch,
     };
-    let s = synth::render(app, &opts, Format::Json).map_err(|e| DeployError::Synth(e.to_string()))?;
+    let s =
+        synth::render(app, &opts, Format::Json).map_err(|e| DeployError::Synth(e.to_string()))?;
     let value = serde_json::to_value(&s.template).map_err(|e| DeployError::Synth(e.to_string()))?;
     let body = serde_json::to_string(&value).map_err(|e| DeployError::Synth(e.to_string()))?;
     if body.len() > MAX_TEMPLATE_BODY {
@@ -128,9 +127,18 @@ pub fn parameters(
     rekognition_endpoint: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
-    p.insert(stack::app::STAGE_PARAM.to_string(), stage.as_str().to_string());
-    p.insert(synth::PARAM_ARCHITECTURE.to_string(), arch.as_str().to_string());
-    p.insert(synth::PARAM_ARTIFACT_BUCKET.to_string(), assets_bucket.to_string());
+    p.insert(
+        stack::app::STAGE_PARAM.to_string(),
+        stage.as_str().to_string(),
+    );
+    p.insert(
+        synth::PARAM_ARCHITECTURE.to_string(),
+        arch.as_str().to_string(),
+    );
+    p.insert(
+        synth::PARAM_ARTIFACT_BUCKET.to_string(),
+        assets_bucket.to_string(),
+    );
     p.insert(
         stack::app::REKOGNITION_ENDPOINT_PARAM.to_string(),
         rekognition_endpoint.unwrap_or_default().to_string(),
@@ -262,7 +270,11 @@ pub async fn deploy(
     };
     obs.step(&format!(
         "creating a {} change set",
-        if kind == Prepared::Create { "CREATE" } else { "UPDATE" }
+        if kind == Prepared::Create {
+            "CREATE"
+        } else {
+            "UPDATE"
+        }
     ));
     let planned = cfn::create_change_set(&clients.cfn, &req, cfg.timeout, poll).await?;
     timings.insert("change_set".to_string(), ms(t.elapsed()));
@@ -287,8 +299,14 @@ pub async fn deploy(
         Planned::NoChanges => {
             obs.step("no changes: the stack already matches (the empty change set was deleted)");
             let info = cfn::describe(&clients.cfn, &stack_name).await?;
-            finish(&mut result, &cfg.target, info.map(|i| i.outputs).unwrap_or_default());
-            result.timings.insert("total".to_string(), ms(total.elapsed()));
+            finish(
+                &mut result,
+                &cfg.target,
+                info.map(|i| i.outputs).unwrap_or_default(),
+            );
+            result
+                .timings
+                .insert("total".to_string(), ms(total.elapsed()));
             return Ok(result);
         }
         Planned::Changes { name, changes, .. } => (name, changes),
@@ -297,7 +315,9 @@ pub async fn deploy(
     if cfg.plan {
         cfn::discard(&clients.cfn, &stack_name, &name, &kind).await?;
         result.status = Outcome::Planned;
-        result.timings.insert("total".to_string(), ms(total.elapsed()));
+        result
+            .timings
+            .insert("total".to_string(), ms(total.elapsed()));
         return Ok(result);
     }
 
@@ -314,7 +334,9 @@ pub async fn deploy(
         obs,
     )
     .await?;
-    result.timings.insert("execute".to_string(), ms(t.elapsed()));
+    result
+        .timings
+        .insert("execute".to_string(), ms(t.elapsed()));
     result.status = if kind == Prepared::Create {
         Outcome::Created
     } else {
@@ -326,7 +348,9 @@ pub async fn deploy(
     verify_code(&clients.lambda, &app, &info.outputs, &result.artifacts).await?;
     result.timings.insert("verify".to_string(), ms(t.elapsed()));
     finish(&mut result, &cfg.target, info.outputs);
-    result.timings.insert("total".to_string(), ms(total.elapsed()));
+    result
+        .timings
+        .insert("total".to_string(), ms(total.elapsed()));
     Ok(result)
 }
 
@@ -418,7 +442,14 @@ mod tests {
                 bytes: 1,
             })
             .collect();
-        let p = parameters(&app, &stage, Architecture::Arm64, "assets", &artifacts, None);
+        let p = parameters(
+            &app,
+            &stage,
+            Architecture::Arm64,
+            "assets",
+            &artifacts,
+            None,
+        );
         let template: serde_json::Value =
             serde_json::from_str(&body.unwrap_or_default()).unwrap_or_default();
         let declared: Vec<&String> = template["Parameters"]

@@ -92,7 +92,9 @@ pub enum LocalError {
         service: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot build the label service (`cargo build -p local-labels --bin detect-labels`): {0}")]
+    #[error(
+        "cannot build the label service (`cargo build -p local-labels --bin detect-labels`): {0}"
+    )]
     BuildLabels(String),
     #[error(
         "port {port} on 127.0.0.1 is taken by something that is not a healthy {service}; stop it or choose another port"
@@ -166,7 +168,11 @@ fn port_open(port: u16) -> bool {
 
 /// The recorded pid, if that process is still alive and is the service.
 fn live_pid(cfg: &LocalConfig, s: Service) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(cfg.pid_file(s)).ok()?.trim().parse().ok()?;
+    let pid: u32 = fs::read_to_string(cfg.pid_file(s))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let text = String::from_utf8_lossy(&cmdline);
     text.contains(s.name()).then_some(pid)
@@ -252,7 +258,14 @@ fn build_labels() -> Result<PathBuf, LocalError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "--package", "local-labels", "--bin", "detect-labels"])
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "local-labels",
+            "--bin",
+            "detect-labels",
+        ])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| LocalError::BuildLabels(e.to_string()))?;
@@ -295,13 +308,28 @@ fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalErr
     Ok(())
 }
 
+/// Whether a process exists and has not exited (a child that died stays a zombie until we
+/// exit, so the state letter matters).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(after != 'Z' && after != 'X')
+        })
+        .unwrap_or(false)
+}
+
 fn wait_healthy(cfg: &LocalConfig, s: Service, timeout: Duration) -> Result<(), LocalError> {
     let start = Instant::now();
+    let pid: Option<u32> = fs::read_to_string(cfg.pid_file(s))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
     loop {
         if healthy(cfg, s) {
             return Ok(());
         }
-        let dead = live_pid(cfg, s).is_none();
+        let dead = !pid.is_some_and(alive);
         if dead || start.elapsed() >= timeout {
             let log = cfg.log_file(s);
             return Err(LocalError::Unhealthy {
@@ -393,7 +421,11 @@ mod tests {
             dir: dir.clone(),
         };
         // Our own pid is alive but is not ministack.
-        fs::write(cfg.pid_file(Service::Ministack), std::process::id().to_string()).unwrap();
+        fs::write(
+            cfg.pid_file(Service::Ministack),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         assert_eq!(live_pid(&cfg, Service::Ministack), None);
         let _ = fs::remove_dir_all(dir);
     }

@@ -44,7 +44,11 @@ pub enum TeardownError {
 }
 
 /// The physical name of a stack resource, if the stack has it.
-async fn physical_id(cfn: &aws_sdk_cloudformation::Client, stack: &str, logical: &str) -> Option<String> {
+async fn physical_id(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    logical: &str,
+) -> Option<String> {
     let out = cfn
         .describe_stack_resource()
         .stack_name(stack)
@@ -95,14 +99,20 @@ pub async fn teardown_with(
     };
     let info = cfn::wait_settled(&clients.cfn, &stack_name, cfg.timeout, poll).await?;
     match info {
-        None => obs.step(&format!("stack {stack_name} does not exist: nothing to remove")),
+        None => obs.step(&format!(
+            "stack {stack_name} does not exist: nothing to remove"
+        )),
         Some(info) => {
-            if let Some(bucket) =
-                physical_id(&clients.cfn, &info.id, stack::synth::BUCKET_ID).await
+            if let Some(bucket) = physical_id(&clients.cfn, &info.id, stack::synth::BUCKET_ID).await
             {
-                obs.step(&format!("emptying s3://{bucket} (every version and delete marker)"));
+                obs.step(&format!(
+                    "emptying s3://{bucket} (every version and delete marker)"
+                ));
                 report.objects_deleted = assets::empty_bucket(&clients.s3, &bucket).await?;
-                obs.step(&format!("deleted {} object versions", report.objects_deleted));
+                obs.step(&format!(
+                    "deleted {} object versions",
+                    report.objects_deleted
+                ));
             }
             obs.step(&format!("deleting stack {stack_name} ({})", info.status));
             cfn::delete(

@@ -6,12 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
+use aws_sdk_cloudformation::Client as Cfn;
+use aws_sdk_cloudformation::operation::describe_stacks::{
+    DescribeStacksError, DescribeStacksOutput,
+};
 use aws_sdk_cloudformation::types::{
     ChangeSetStatus, ChangeSetSummary, ExecutionStatus, ResourceStatus, Stack, StackEvent,
     StackStatus,
 };
-use aws_sdk_cloudformation::Client as Cfn;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
@@ -42,7 +44,9 @@ fn stack(status: StackStatus) -> DescribeStacksOutput {
         .stacks(
             Stack::builder()
                 .stack_name(STACK)
-                .stack_id("arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-dev/1")
+                .stack_id(
+                    "arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-dev/1",
+                )
                 .stack_status(status)
                 .creation_time(aws_smithy_types::DateTime::from_secs(0))
                 .build(),
@@ -103,7 +107,10 @@ async fn prepare(client: &Cfn, said: &Said, wait: Duration) -> Result<Prepared, 
 async fn a_missing_stack_is_created() {
     let d = mock!(Cfn::describe_stacks).then_error(missing);
     let c = cfn_client(&[&d]);
-    assert_eq!(prepare(&c, &Said::default(), FAST).await.unwrap(), Prepared::Create);
+    assert_eq!(
+        prepare(&c, &Said::default(), FAST).await.unwrap(),
+        Prepared::Create
+    );
 }
 
 #[tokio::test]
@@ -136,7 +143,11 @@ async fn a_complete_stack_is_updated_and_leftover_change_sets_removed() {
     let said = Said::default();
     assert_eq!(prepare(&c, &said, FAST).await.unwrap(), Prepared::Update);
     assert_eq!(del.num_calls(), 1, "only our own leftover is deleted");
-    assert!(said.all().contains("left by an earlier run"), "{}", said.all());
+    assert!(
+        said.all().contains("left by an earlier run"),
+        "{}",
+        said.all()
+    );
 }
 
 #[tokio::test]
@@ -156,10 +167,14 @@ async fn rollback_complete_is_deleted_then_created_saying_so() {
     let ev = no_events();
     let c = cfn_client(&[&d, &res, &del, &ev]);
     let said = Said::default();
-    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Create);
+    assert_eq!(
+        prepare(&c, &said, Duration::from_secs(5)).await.unwrap(),
+        Prepared::Create
+    );
     assert_eq!(del.num_calls(), 1);
     assert!(
-        said.all().contains("ROLLBACK_COMPLETE (its creation failed earlier); deleting it"),
+        said.all()
+            .contains("ROLLBACK_COMPLETE (its creation failed earlier); deleting it"),
         "{}",
         said.all()
     );
@@ -179,9 +194,16 @@ async fn update_rollback_failed_continues_the_rollback() {
     let list = no_change_sets();
     let c = cfn_client(&[&d, &cont, &list]);
     let said = Said::default();
-    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Update);
+    assert_eq!(
+        prepare(&c, &said, Duration::from_secs(5)).await.unwrap(),
+        Prepared::Update
+    );
     assert_eq!(cont.num_calls(), 1);
-    assert!(said.all().contains("continuing the rollback"), "{}", said.all());
+    assert!(
+        said.all().contains("continuing the rollback"),
+        "{}",
+        said.all()
+    );
 }
 
 #[tokio::test]
@@ -195,8 +217,16 @@ async fn another_deploy_in_progress_is_waited_for() {
     let list = no_change_sets();
     let c = cfn_client(&[&d, &list]);
     let said = Said::default();
-    assert_eq!(prepare(&c, &said, Duration::from_secs(5)).await.unwrap(), Prepared::Update);
-    assert!(said.all().contains("another deployment is running; waiting"), "{}", said.all());
+    assert_eq!(
+        prepare(&c, &said, Duration::from_secs(5)).await.unwrap(),
+        Prepared::Update
+    );
+    assert!(
+        said.all()
+            .contains("another deployment is running; waiting"),
+        "{}",
+        said.all()
+    );
 }
 
 #[tokio::test]
@@ -212,7 +242,10 @@ async fn another_deploy_that_does_not_finish_is_refused_clearly() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, CfnError::Busy { .. }), "{msg}");
-    assert!(msg.contains("UPDATE_IN_PROGRESS: another deployment is running"), "{msg}");
+    assert!(
+        msg.contains("UPDATE_IN_PROGRESS: another deployment is running"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -220,7 +253,10 @@ async fn review_in_progress_is_created_again() {
     let d = mock!(Cfn::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
     let list = no_change_sets();
     let c = cfn_client(&[&d, &list]);
-    assert_eq!(prepare(&c, &Said::default(), FAST).await.unwrap(), Prepared::Create);
+    assert_eq!(
+        prepare(&c, &Said::default(), FAST).await.unwrap(),
+        Prepared::Create
+    );
 }
 
 #[tokio::test]
@@ -260,9 +296,10 @@ async fn empty_change_set(reason: &'static str) {
             .build()
     });
     let c = cfn_client(&[&create, &describe, &del]);
-    let planned = cfn::create_change_set(&c, &request(Prepared::Update), Duration::from_secs(5), FAST)
-        .await
-        .unwrap();
+    let planned =
+        cfn::create_change_set(&c, &request(Prepared::Update), Duration::from_secs(5), FAST)
+            .await
+            .unwrap();
     assert_eq!(planned, Planned::NoChanges, "{reason}");
     assert_eq!(del.num_calls(), 1, "the empty change set is deleted");
 }
@@ -296,7 +333,10 @@ async fn any_other_failed_change_set_is_an_error_with_the_reason() {
     let err = cfn::create_change_set(&c, &request(Prepared::Create), Duration::from_secs(5), FAST)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("Unresolved resource dependencies"), "{err}");
+    assert!(
+        err.to_string().contains("Unresolved resource dependencies"),
+        "{err}"
+    );
 }
 
 fn event(id: &str, logical: &str, kind: &str, status: ResourceStatus, reason: &str) -> StackEvent {
@@ -336,14 +376,28 @@ async fn a_failed_create_names_each_failed_resource_and_why() {
     });
     let c = cfn_client(&[&exec, &d, &ev]);
     let said = Said::default();
-    let err = cfn::execute(&c, STACK, "image-pipeline-1", 20, Duration::from_secs(5), FAST, &said)
-        .await
-        .unwrap_err();
+    let err = cfn::execute(
+        &c,
+        STACK,
+        "image-pipeline-1",
+        20,
+        Duration::from_secs(5),
+        FAST,
+        &said,
+    )
+    .await
+    .unwrap_err();
     let msg = err.to_string();
     match &err {
-        CfnError::Failed { status, failures, .. } => {
+        CfnError::Failed {
+            status, failures, ..
+        } => {
             assert_eq!(status, "ROLLBACK_COMPLETE");
-            assert_eq!(failures.len(), 1, "the cancellation is not a cause: {failures:?}");
+            assert_eq!(
+                failures.len(),
+                1,
+                "the cancellation is not a cause: {failures:?}"
+            );
             assert_eq!(failures[0].logical_id, "UploadsBucket");
         }
         other => panic!("unexpected {other:?}"),
@@ -355,7 +409,11 @@ async fn a_failed_create_names_each_failed_resource_and_why() {
     let queue = lines.find("ProcessFailureQueue CREATE_COMPLETE").unwrap();
     let bucket = lines.find("UploadsBucket CREATE_FAILED").unwrap();
     assert!(queue < bucket, "{lines}");
-    assert_eq!(lines.matches("UploadsBucket CREATE_FAILED").count(), 1, "{lines}");
+    assert_eq!(
+        lines.matches("UploadsBucket CREATE_FAILED").count(),
+        1,
+        "{lines}"
+    );
 }
 
 fn throttled() -> HttpResponse {
@@ -408,7 +466,10 @@ async fn emptying_a_bucket_deletes_every_version_and_marker_in_batches() {
     }
     let mut all = Vec::new();
     for i in 0..2500 {
-        all.push(Entry::Version(format!("uploads/{}", i % 900), format!("v{i}")));
+        all.push(Entry::Version(
+            format!("uploads/{}", i % 900),
+            format!("v{i}"),
+        ));
     }
     for i in 0..300 {
         all.push(Entry::Marker(format!("uploads/{i}"), format!("m{i}")));
@@ -422,8 +483,12 @@ async fn emptying_a_bucket_deletes_every_version_and_marker_in_batches() {
         let mut out = ListObjectVersionsOutput::builder();
         for e in page {
             out = match e {
-                Entry::Version(k, v) => out.versions(ObjectVersion::builder().key(k).version_id(v).build()),
-                Entry::Marker(k, v) => out.delete_markers(DeleteMarkerEntry::builder().key(k).version_id(v).build()),
+                Entry::Version(k, v) => {
+                    out.versions(ObjectVersion::builder().key(k).version_id(v).build())
+                }
+                Entry::Marker(k, v) => {
+                    out.delete_markers(DeleteMarkerEntry::builder().key(k).version_id(v).build())
+                }
             };
         }
         out.build()
@@ -444,7 +509,9 @@ async fn emptying_a_bucket_deletes_every_version_and_marker_in_batches() {
             let (k, v) = match e {
                 Entry::Version(k, v) | Entry::Marker(k, v) => (k, v),
             };
-            !gone.iter().any(|(gk, gv)| gk == k && gv.as_deref() == Some(v.as_str()))
+            !gone
+                .iter()
+                .any(|(gk, gv)| gk == k && gv.as_deref() == Some(v.as_str()))
         });
         DeleteObjectsOutput::builder().build()
     });
@@ -466,17 +533,31 @@ async fn objects_s3_refuses_to_delete_fail_the_teardown() {
     use aws_sdk_s3::types::{Error as S3Error, ObjectVersion};
     let list = mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
         ListObjectVersionsOutput::builder()
-            .versions(ObjectVersion::builder().key("uploads/a").version_id("1").build())
+            .versions(
+                ObjectVersion::builder()
+                    .key("uploads/a")
+                    .version_id("1")
+                    .build(),
+            )
             .build()
     });
     let delete = mock!(aws_sdk_s3::Client::delete_objects).then_output(|| {
         DeleteObjectsOutput::builder()
-            .errors(S3Error::builder().key("uploads/a").code("AccessDenied").message("Access Denied").build())
+            .errors(
+                S3Error::builder()
+                    .key("uploads/a")
+                    .code("AccessDenied")
+                    .message("Access Denied")
+                    .build(),
+            )
             .build()
     });
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete]);
     let err = deployer::assets::empty_bucket(&s3, "b").await.unwrap_err();
-    assert!(err.to_string().contains("uploads/a (Access Denied)"), "{err}");
+    assert!(
+        err.to_string().contains("uploads/a (Access Denied)"),
+        "{err}"
+    );
 }
 
 fn aws() -> Target {
@@ -512,7 +593,10 @@ async fn missing_credentials_are_a_clear_error() {
     let sts = aws_sdk_sts::Client::from_conf(conf);
     let err = whoami(&sts, &aws(), "eu-west-1").await.unwrap_err();
     assert!(matches!(err, AwsError::NoCredentials), "{err:?}");
-    assert!(err.to_string().contains("no AWS credentials found"), "{err}");
+    assert!(
+        err.to_string().contains("no AWS credentials found"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -526,7 +610,10 @@ async fn a_missing_or_unknown_region_is_refused_before_any_call() {
             region: region.into(),
             profile: None,
         };
-        let err = deployer::aws::sdk_config(&target).await.map(|_| ()).unwrap_err();
+        let err = deployer::aws::sdk_config(&target)
+            .await
+            .map(|_| ())
+            .unwrap_err();
         assert!(err.to_string().contains(expect), "{region}: {err}");
     }
 }

@@ -57,7 +57,9 @@ pub fn run(a: Args) -> Result<()> {
             let stopped = local::down(&cfg)?;
             match a.output {
                 Output::Json => print_json(&serde_json::json!({ "stopped": stopped }))?,
-                Output::Text if stopped.is_empty() => println!("the local environment was not running"),
+                Output::Text if stopped.is_empty() => {
+                    println!("the local environment was not running")
+                }
                 Output::Text => println!("stopped {}", stopped.join(" and ")),
             }
         }
@@ -68,7 +70,9 @@ pub fn run(a: Args) -> Result<()> {
                 Output::Text => println!("{}", table(&st)),
             }
             if !st.all_healthy() {
-                bail!("the local environment is not (fully) running: `cargo xtask local up` starts it");
+                bail!(
+                    "the local environment is not (fully) running: `cargo xtask local up` starts it"
+                );
             }
         }
     }

@@ -9,8 +9,9 @@ mod bench;
 mod bench_labels;
 mod build;
 mod deploy;
-mod local;
+mod e2e;
 mod lint;
+mod local;
 mod model;
 mod smoke;
 mod synth;
@@ -50,8 +51,10 @@ enum Cmd {
     Lint(lint::Args),
     /// Run benchmarks; print a table and write JSON under target/bench/
     Bench(bench::Args),
-    /// Run everything CI runs: the Rust tests, then lint for every architecture
+    /// Run everything CI runs: Rust tests, lint, arm64 artifacts, the local end-to-end test
     Test(test::Args),
+    /// Run only the end-to-end test on the local environment (part of `test`)
+    E2e,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Lint(a) => lint::run(a),
         Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),
+        Cmd::E2e => e2e::run(),
         Cmd::Bench(a) => bench::run(a),
     };
     match result {

@@ -1,0 +1,218 @@
+//! The end-to-end test on the local environment, run by `cargo xtask test`: deploy,
+//! smoke-test, deploy again (no changes), change one handler and deploy (only that function
+//! is updated), teardown, teardown again (nothing to do). Each step runs the real command as
+//! a user would, and its exit code and JSON output are checked.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use deployer::pyenv::workspace_root;
+use serde_json::Value;
+
+/// Ports of the test's own local environment, away from the default one a user may run.
+const PORT: u16 = 4576;
+const LABELS_PORT: u16 = 4609;
+const STAGE: &str = "e2e";
+
+/// The handler changed by the test and the change (a log message), restored afterwards.
+const CHANGED_FILE: &str = "functions/upload/src/lib.rs";
+const ORIGINAL: &str = "\"image stored\"";
+const CHANGED: &str = "\"image stored (e2e)\"";
+
+fn xtask(args: &[&str]) -> Result<(i32, Value)> {
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let started = Instant::now();
+    eprintln!("e2e    $ cargo xtask {}", args.join(" "));
+    let out = Command::new(exe)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
+        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run xtask")?;
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).with_context(|| {
+            format!(
+                "stdout of `{}` is not one JSON document:\n{stdout}",
+                args.join(" ")
+            )
+        })?
+    };
+    eprintln!(
+        "e2e    exit {code} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((code, json))
+}
+
+fn ok(args: &[&str]) -> Result<Value> {
+    let (code, json) = xtask(args)?;
+    ensure!(
+        code == 0,
+        "`cargo xtask {}` exited with {code}",
+        args.join(" ")
+    );
+    Ok(json)
+}
+
+/// Puts the handler source back however the test ends.
+struct Restore(PathBuf, String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.0, &self.1) {
+            eprintln!("e2e    could not restore {}: {e}", self.0.display());
+        }
+    }
+}
+
+pub fn run() -> Result<()> {
+    let result = steps();
+    let down = ok(&["local", "down", "--output", "json"]);
+    result?;
+    down?;
+    println!(
+        "e2e: deploy, smoke test, no-op deploy, one-function update, teardown twice: all as expected"
+    );
+    Ok(())
+}
+
+fn steps() -> Result<()> {
+    let local = ["--local", "--stage", STAGE, "--output", "json"];
+    let with = |cmd: &[&'static str]| -> Vec<&'static str> {
+        cmd.iter().chain(local.iter()).copied().collect()
+    };
+
+    ok(&["local", "up", "--output", "json"])?;
+    // Start from nothing, whatever an interrupted run left.
+    ok(&with(&["teardown"]))?;
+
+    let created = ok(&with(&["deploy"]))?;
+    ensure!(
+        created["status"] == "created",
+        "first deploy: {}",
+        created["status"]
+    );
+    ensure!(
+        created["api_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+        "no local API URL"
+    );
+
+    let smoke = ok(&with(&["smoke-test"]))?;
+    ensure!(smoke["passed"] == true, "smoke test: {smoke}");
+    let names: Vec<&str> = smoke["checks"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    for need in [
+        "upload",
+        "labels",
+        "listing",
+        "bad-upload",
+        "no-s3-urls",
+        "iam-matrix",
+        "failure-queue",
+    ] {
+        ensure!(
+            names.contains(&need),
+            "smoke test has no {need} check: {names:?}"
+        );
+    }
+    ensure!(
+        smoke["labels"].as_array().is_some_and(|l| !l.is_empty()),
+        "no labels"
+    );
+
+    let again = ok(&with(&["deploy"]))?;
+    ensure!(
+        again["status"] == "no-changes",
+        "second deploy: {}",
+        again["status"]
+    );
+    ensure!(
+        again["changes"].as_array().is_some_and(Vec::is_empty),
+        "second deploy changed things"
+    );
+    ensure!(
+        again["artifacts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["uploaded"] == false)),
+        "second deploy uploaded artifacts again"
+    );
+
+    let path = workspace_root().join(CHANGED_FILE);
+    let source = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        source.matches(ORIGINAL).count() == 1,
+        "{CHANGED_FILE} no longer has {ORIGINAL} once"
+    );
+    let _restore = Restore(path.clone(), source.clone());
+    std::fs::write(&path, source.replace(ORIGINAL, CHANGED))?;
+    let updated = ok(&with(&["deploy"]))?;
+    ensure!(
+        updated["status"] == "updated",
+        "deploy after a change: {}",
+        updated["status"]
+    );
+    let changes = updated["changes"].as_array().cloned().unwrap_or_default();
+    let direct: Vec<&str> = changes
+        .iter()
+        .filter(|c| c["direct"] == true)
+        .filter_map(|c| c["logical_id"].as_str())
+        .collect();
+    ensure!(
+        direct == ["UploadFunction"],
+        "the change should update only UploadFunction, got {direct:?} of {changes:?}"
+    );
+    for c in &changes {
+        ensure!(c["action"] == "Modify", "unexpected change {c}");
+        ensure!(c["replacement"] != "True", "a resource is replaced: {c}");
+        if c["resource_type"] == "AWS::Lambda::Function" {
+            ensure!(
+                c["logical_id"] == "UploadFunction",
+                "another function changed: {c}"
+            );
+        }
+    }
+    let uploaded: Vec<&str> = updated["artifacts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["uploaded"] == true)
+                .filter_map(|a| a["function"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        uploaded == ["upload"],
+        "only the upload artifact is new, got {uploaded:?}"
+    );
+    drop(_restore);
+
+    let gone = ok(&with(&["teardown"]))?;
+    ensure!(gone["status"] == "deleted", "teardown: {}", gone["status"]);
+    let again = ok(&with(&["teardown"]))?;
+    ensure!(
+        again["status"] == "absent",
+        "second teardown: {}",
+        again["status"]
+    );
+
+    // And a command that cannot know where to go fails cleanly.
+    let (code, _) = xtask(&["deploy", "--stage", STAGE])?;
+    if code != 2 {
+        bail!("deploy without --region or --local exited {code}, expected a usage error (2)");
+    }
+    Ok(())
+}
