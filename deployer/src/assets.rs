@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionRule,
 };
 use aws_smithy_types::error::display::DisplayErrorContext;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::build::{Artifact, BuildReport};
@@ -195,7 +195,7 @@ async fn location(s3: &Client, bucket: &str) -> Result<String, AssetsError> {
 }
 
 /// One artifact in the assets bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {
     pub function: String,
     pub key: String,

@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod elf;
 pub mod local;
 pub mod model;
+pub mod permissions;
 pub mod pyenv;
 pub mod smoke;
 pub mod teardown;

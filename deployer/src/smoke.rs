@@ -411,7 +411,7 @@ async fn poll_labels(
                 timeout.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

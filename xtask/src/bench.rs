@@ -16,11 +16,12 @@ use crate::build::Reporter;
 pub struct Args {
     /// Which benchmark: build (artifact sizes, no-change rebuild time), labels (local
     /// DetectLabels: model load, latency, throughput) or opt-level (arm64 sizes of each
-    /// function at opt-level s, z and 3; three cold builds); default: all
+    /// function at opt-level s, z and 3; three cold builds) or deploy (local deploy, no-op
+    /// redeploy and teardown times against the AWS CLI, upload-to-labels latency); default: all
     pub name: Option<String>,
 }
 
-const BENCHES: &[&str] = &["build", "labels", "opt-level"];
+const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy"];
 
 pub fn run(a: Args) -> Result<()> {
     let names: Vec<&str> = match a.name.as_deref() {
@@ -36,6 +37,7 @@ pub fn run(a: Args) -> Result<()> {
             "build" => bench_build()?,
             "labels" => crate::bench_labels::run()?,
             "opt-level" => bench_opt_level()?,
+            "deploy" => crate::bench_deploy::run()?,
             _ => unreachable!("listed in BENCHES"),
         };
         let dir = workspace_root().join("target").join("bench");

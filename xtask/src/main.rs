@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_deploy;
 mod bench_labels;
 mod build;
 mod deploy;
@@ -43,6 +44,8 @@ enum Cmd {
     SmokeTest(smoke::Args),
     /// Remove a deployed stage: empty its bucket, delete its stack
     Teardown(teardown::Args),
+    /// Print the IAM policy the identity running deploy, smoke-test and teardown needs
+    DeployerPolicy(DeployerPolicyArgs),
     /// Manage the local environment (AWS emulator and label service on 127.0.0.1)
     Local(local::Args),
     /// Fetch and convert the local label model (EfficientNet-Lite0) into target/models/
@@ -57,6 +60,31 @@ enum Cmd {
     E2e,
 }
 
+#[derive(Debug, clap::Args)]
+struct DeployerPolicyArgs {
+    /// Region the stacks are deployed in
+    #[arg(long, value_name = "REGION")]
+    region: String,
+    /// The 12-digit account the stacks are deployed in
+    #[arg(long, value_name = "ID", value_parser = parse_account)]
+    account: String,
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err("an AWS account id is 12 digits".into())
+    }
+}
+
+fn deployer_policy(a: DeployerPolicyArgs) -> anyhow::Result<()> {
+    deployer::aws::validate_region(&a.region)?;
+    let doc = deployer::permissions::deployer_policy(&a.account, &a.region);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -66,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::SmokeTest(a) => smoke::run(a),
         Cmd::Teardown(a) => teardown::run(a),
         Cmd::Local(a) => local::run(a),
+        Cmd::DeployerPolicy(a) => deployer_policy(a),
         Cmd::Lint(a) => lint::run(a),
         Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),
