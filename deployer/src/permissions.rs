@@ -34,8 +34,13 @@ pub fn deployer_policy(account: &str, region: &str) -> Value {
     let app = stack::app::APP;
     let assets = crate::assets::bucket_name(account, region);
     let roles = format!("arn:{p}:iam::{account}:role/{app}-*");
-    let mut pass_role = statement("PassOnlyTheStackRolesToLambda", &["iam:PassRole"], vec![roles.clone()]);
-    pass_role["Condition"] = json!({ "StringEquals": { "iam:PassedToService": "lambda.amazonaws.com" } });
+    let mut pass_role = statement(
+        "PassOnlyTheStackRolesToLambda",
+        &["iam:PassRole"],
+        vec![roles.clone()],
+    );
+    pass_role["Condition"] =
+        json!({ "StringEquals": { "iam:PassedToService": "lambda.amazonaws.com" } });
     json!({
         "Version": "2012-10-17",
         "Statement": [

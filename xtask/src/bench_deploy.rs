@@ -35,7 +35,11 @@ fn xtask(args: &[&str]) -> Result<(f64, Value)> {
         .stderr(Stdio::null())
         .output()?;
     let secs = t.elapsed().as_secs_f64();
-    ensure!(out.status.success(), "`cargo xtask {}` failed", args.join(" "));
+    ensure!(
+        out.status.success(),
+        "`cargo xtask {}` failed",
+        args.join(" ")
+    );
     Ok((secs, serde_json::from_slice(&out.stdout)?))
 }
 
@@ -43,7 +47,12 @@ fn aws(venv: &Venv, endpoint: &str, args: &[String]) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(venv.bin("aws"))
         .args(args)
-        .args(["--endpoint-url", endpoint, "--region", deployer::aws::LOCAL_REGION])
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            deployer::aws::LOCAL_REGION,
+        ])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env_remove("AWS_PROFILE")
@@ -93,7 +102,11 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         ensure!(r["status"] == "created", "round {round}: {}", r["status"]);
         cold.push(t);
         let (t, r) = xtask(&["deploy"])?;
-        ensure!(r["status"] == "no-changes", "round {round}: {}", r["status"]);
+        ensure!(
+            r["status"] == "no-changes",
+            "round {round}: {}",
+            r["status"]
+        );
         noop.push(t);
         if round + 1 < ROUNDS {
             let (t, _) = xtask(&["teardown"])?;
@@ -183,10 +196,21 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     }
 
     let rows = [
-        ("cold deploy (artifacts built)", median(cold.clone()), median(cli_cold.clone())),
-        ("no-op redeploy", median(noop.clone()), median(cli_noop.clone())),
+        (
+            "cold deploy (artifacts built)",
+            median(cold.clone()),
+            median(cli_cold.clone()),
+        ),
+        (
+            "no-op redeploy",
+            median(noop.clone()),
+            median(cli_noop.clone()),
+        ),
     ];
-    println!("{:<34} {:>12} {:>22}", "local environment, median of 3", "cargo xtask", "aws cloudformation deploy");
+    println!(
+        "{:<34} {:>12} {:>22}",
+        "local environment, median of 3", "cargo xtask", "aws cloudformation deploy"
+    );
     for (what, ours, cli) in rows {
         println!("{what:<34} {:>10.2} s {:>20.2} s", ours, cli);
     }

@@ -143,4 +143,49 @@ mod tests {
             other => panic!("unexpected parse: {other:?}"),
         }
     }
+
+    #[test]
+    fn deploy_needs_exactly_one_place() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| {
+            Cli::try_parse_from(args.iter().copied())
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        };
+        assert_eq!(
+            kind(&["cargo xtask", "deploy"]),
+            Err(ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            kind(&["cargo xtask", "deploy", "--local", "--region", "eu-west-1"]),
+            Err(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind(&["cargo xtask", "teardown", "--local", "--profile", "p"]),
+            Err(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(kind(&["cargo xtask", "deploy", "--local"]), Ok(()));
+        assert_eq!(
+            kind(&[
+                "cargo xtask",
+                "smoke-test",
+                "--region",
+                "eu-west-1",
+                "--stage",
+                "pr-12"
+            ]),
+            Ok(())
+        );
+        assert_eq!(
+            kind(&[
+                "cargo xtask",
+                "deployer-policy",
+                "--region",
+                "eu-west-1",
+                "--account",
+                "12"
+            ]),
+            Err(ErrorKind::ValueValidation)
+        );
+    }
 }
