@@ -145,14 +145,15 @@ pub async fn ensure_bucket(
         .send()
         .await
         .map_err(|e| call("PutPublicAccessBlock", bucket, e))?;
+    let invalid = |e: aws_sdk_s3::error::BuildError| AssetsError::Call {
+        operation: "PutBucketEncryption",
+        bucket: bucket.to_string(),
+        reason: e.to_string(),
+    };
     let sse = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::Aes256)
         .build()
-        .map_err(|e| AssetsError::Call {
-            operation: "PutBucketEncryption",
-            bucket: bucket.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(invalid)?;
     let encryption = ServerSideEncryptionConfiguration::builder()
         .rules(
             ServerSideEncryptionRule::builder()
@@ -160,11 +161,7 @@ pub async fn ensure_bucket(
                 .build(),
         )
         .build()
-        .map_err(|e| AssetsError::Call {
-            operation: "PutBucketEncryption",
-            bucket: bucket.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(invalid)?;
     s3.put_bucket_encryption()
         .bucket(bucket)
         .server_side_encryption_configuration(encryption)

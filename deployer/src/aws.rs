@@ -28,6 +28,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// The region the target answers for.
+    pub fn region(&self) -> &str {
+        match self {
+            Target::Aws { region, .. } => region,
+            Target::Local { .. } => LOCAL_REGION,
+        }
+    }
+
     pub fn is_local(&self) -> bool {
         matches!(self, Target::Local { .. })
     }
@@ -260,6 +268,15 @@ fn classify_identity_error(code: &str, text: &str, target: &Target) -> AwsError 
     } else {
         AwsError::Identity(text.to_string())
     }
+}
+
+/// Configures the SDK for `target`, builds the clients and asks who we are: the start of
+/// every command that talks to AWS.
+pub async fn connect(target: &Target) -> Result<(Clients, Identity), AwsError> {
+    let sdk = sdk_config(target).await?;
+    let clients = Clients::new(&sdk, target);
+    let identity = whoami(&clients.sts, target, target.region()).await?;
+    Ok((clients, identity))
 }
 
 /// Polling interval: brisk locally, gentle on AWS's API limits.

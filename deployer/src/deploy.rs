@@ -10,7 +10,7 @@ use stack::{App, Architecture, Stage};
 use thiserror::Error;
 
 use crate::assets::{self, AssetsError, Uploaded};
-use crate::aws::{self, AwsError, Clients, Identity, Target};
+use crate::aws::{self, AwsError, Identity, Target};
 use crate::build::{self, BuildArch, BuildConfig, BuildError, Progress};
 use crate::cfn::{self, CfnError, Change, ChangeSetRequest, Observer, Planned, Prepared};
 
@@ -193,13 +193,8 @@ pub async fn deploy(
 
     // 1. Preflight.
     let t = Instant::now();
-    let sdk = aws::sdk_config(&cfg.target).await?;
-    let region = match &cfg.target {
-        Target::Aws { region, .. } => region.clone(),
-        Target::Local { .. } => aws::LOCAL_REGION.to_string(),
-    };
-    let clients = Clients::new(&sdk, &cfg.target);
-    let identity = aws::whoami(&clients.sts, &cfg.target, &region).await?;
+    let (clients, identity) = aws::connect(&cfg.target).await?;
+    let region = cfg.target.region().to_string();
     obs.step(&format!(
         "deploying stack {stack_name} to {} as {} (account {})",
         cfg.target.describe(),

@@ -12,7 +12,7 @@ use stack::synth::outputs;
 use stack::{App, Stage};
 use thiserror::Error;
 
-use crate::aws::{self, AwsError, Clients, Target};
+use crate::aws::{self, AwsError, Target};
 use crate::cfn::{self, CfnError};
 use crate::deploy::client_api_url;
 
@@ -151,13 +151,7 @@ pub async fn smoke_test(
 ) -> Result<SmokeReport, SmokeError> {
     let start = Instant::now();
     let stack_name = cfg.stage.stack_name();
-    let region = match &cfg.target {
-        Target::Aws { region, .. } => region.clone(),
-        Target::Local { .. } => aws::LOCAL_REGION.to_string(),
-    };
-    let sdk = aws::sdk_config(&cfg.target).await?;
-    let clients = Clients::new(&sdk, &cfg.target);
-    let identity = aws::whoami(&clients.sts, &cfg.target, &region).await?;
+    let (clients, identity) = aws::connect(&cfg.target).await?;
     let info = cfn::describe(&clients.cfn, &stack_name)
         .await?
         .ok_or_else(|| SmokeError::NotDeployed(stack_name.clone()))?;

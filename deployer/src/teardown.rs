@@ -67,13 +67,7 @@ pub async fn teardown(
     obs: &dyn Observer,
 ) -> Result<TeardownReport, TeardownError> {
     let start = Instant::now();
-    let region = match &cfg.target {
-        Target::Aws { region, .. } => region.clone(),
-        Target::Local { .. } => aws::LOCAL_REGION.to_string(),
-    };
-    let sdk = aws::sdk_config(&cfg.target).await?;
-    let clients = Clients::new(&sdk, &cfg.target);
-    let identity = aws::whoami(&clients.sts, &cfg.target, &region).await?;
+    let (clients, identity) = aws::connect(&cfg.target).await?;
     teardown_with(cfg, &clients, identity, obs, start).await
 }
 
