@@ -9,7 +9,7 @@ use stack::Stage;
 use thiserror::Error;
 
 use crate::assets::{self, AssetsError};
-use crate::aws::{self, AwsError, Clients, Identity, Target};
+use crate::aws::{self, AwsError, Identity, Target};
 use crate::cfn::{self, CfnError, Observer};
 
 #[derive(Debug, Clone)]
@@ -68,17 +68,6 @@ pub async fn teardown(
 ) -> Result<TeardownReport, TeardownError> {
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
-    teardown_with(cfg, &clients, identity, obs, start).await
-}
-
-/// The teardown itself, on given clients (tests pass mocked ones).
-pub async fn teardown_with(
-    cfg: &TeardownConfig,
-    clients: &Clients,
-    identity: Identity,
-    obs: &dyn Observer,
-    start: Instant,
-) -> Result<TeardownReport, TeardownError> {
     let stack_name = cfg.stage.stack_name();
     let poll = aws::poll_interval(&cfg.target);
     let mut report = TeardownReport {
