@@ -232,7 +232,7 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
             });
         }
         let model_dir = model::ensure(announce)?;
-        announce("building the label service (detect-labels)");
+        announce("building the label service (detect-labels; the first build takes several minutes)");
         let binary = build_labels()?;
         announce(&format!(
             "starting detect-labels on {}",
@@ -256,23 +256,18 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
 fn build_labels() -> Result<PathBuf, LocalError> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    // Cargo's own progress goes to our stderr: the first build takes minutes.
+    let status = Command::new(cargo)
         .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "local-labels",
-            "--bin",
-            "detect-labels",
-        ])
+        .args(["build", "--package", "local-labels", "--bin", "detect-labels"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .status()
         .map_err(|e| LocalError::BuildLabels(e.to_string()))?;
-    if !out.status.success() {
-        return Err(LocalError::BuildLabels(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
+    if !status.success() {
+        return Err(LocalError::BuildLabels(format!(
+            "cargo exited with {status}; its messages are above"
+        )));
     }
     Ok(root.join("target").join("debug").join("detect-labels"))
 }
