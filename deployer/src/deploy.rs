@@ -264,9 +264,9 @@ pub async fn deploy(
         ]),
     };
     obs.step(&format!(
-        "creating a {} change set",
+        "creating the change set ({})",
         if kind == Prepared::Create {
-            "CREATE"
+            "CREATE: the stack is new"
         } else {
             "UPDATE"
         }

@@ -232,7 +232,9 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
             });
         }
         let model_dir = model::ensure(announce)?;
-        announce("building the label service (detect-labels; the first build takes several minutes)");
+        announce(
+            "building the label service (detect-labels; the first build takes several minutes)",
+        );
         let binary = build_labels()?;
         announce(&format!(
             "starting detect-labels on {}",
@@ -259,7 +261,13 @@ fn build_labels() -> Result<PathBuf, LocalError> {
     // Cargo's own progress goes to our stderr: the first build takes minutes.
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--package", "local-labels", "--bin", "detect-labels"])
+        .args([
+            "build",
+            "--package",
+            "local-labels",
+            "--bin",
+            "detect-labels",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()
