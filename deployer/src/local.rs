@@ -25,6 +25,9 @@ pub struct LocalConfig {
     pub labels_port: u16,
     /// Where pids, logs and state live.
     pub dir: PathBuf,
+    /// A `detect-labels` binary to run instead of building one (the test command passes the
+    /// one its test build just made).
+    pub labels_binary: Option<PathBuf>,
 }
 
 impl Default for LocalConfig {
@@ -44,6 +47,7 @@ impl LocalConfig {
                 .join("target")
                 .join("local")
                 .join(port.to_string()),
+            labels_binary: None,
         }
     }
 
@@ -404,6 +408,7 @@ mod tests {
             port: 1,
             labels_port: 2,
             dir: dir.clone(),
+            labels_binary: None,
         };
         let st = status(&cfg);
         assert!(!st.any_running());
@@ -422,6 +427,7 @@ mod tests {
             port: 1,
             labels_port: 2,
             dir: dir.clone(),
+            labels_binary: None,
         };
         // Our own pid is alive but is not ministack.
         fs::write(

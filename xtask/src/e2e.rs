@@ -21,11 +21,18 @@ const CHANGED_FILE: &str = "functions/upload/src/lib.rs";
 const ORIGINAL: &str = "\"image stored\"";
 const CHANGED: &str = "\"image stored (e2e)\"";
 
+/// The label-service binary to run, if the caller already has one.
+static LABELS_BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
 fn xtask(args: &[&str]) -> Result<(i32, Value)> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let started = Instant::now();
     eprintln!("e2e    $ cargo xtask {}", args.join(" "));
-    let out = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(Some(bin)) = LABELS_BIN.get() {
+        cmd.env("IMAGE_PIPELINE_LABELS_BIN", bin);
+    }
+    let out = cmd
         .args(args)
         .current_dir(workspace_root())
         .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
@@ -74,7 +81,9 @@ impl Drop for Restore {
     }
 }
 
-pub fn run() -> Result<()> {
+/// Runs the test. `labels_bin` is a detect-labels binary to use instead of building one.
+pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
+    let _ = LABELS_BIN.set(labels_bin);
     let result = steps();
     let down = ok(&["local", "down", "--output", "json"]);
     result?;

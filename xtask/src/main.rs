@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         Cmd::Lint(a) => lint::run(a),
         Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),
-        Cmd::E2e => e2e::run(),
+        Cmd::E2e => e2e::run(None),
         Cmd::Bench(a) => bench::run(a),
     };
     match result {

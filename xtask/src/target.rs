@@ -37,11 +37,17 @@ pub struct Ports {
     /// Port of the local label service on 127.0.0.1
     #[arg(long, value_name = "PORT", default_value_t = local::DEFAULT_LABELS_PORT, env = "IMAGE_PIPELINE_LABELS_PORT")]
     pub labels_port: u16,
+    /// Run this detect-labels binary instead of building one
+    #[arg(long, value_name = "PATH", env = "IMAGE_PIPELINE_LABELS_BIN")]
+    pub labels_bin: Option<std::path::PathBuf>,
 }
 
 impl Ports {
     pub fn config(&self) -> LocalConfig {
-        LocalConfig::for_ports(self.local_port, self.labels_port)
+        LocalConfig {
+            labels_binary: self.labels_bin.clone(),
+            ..LocalConfig::for_ports(self.local_port, self.labels_port)
+        }
     }
 }
 
