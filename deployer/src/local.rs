@@ -86,15 +86,16 @@ pub enum LocalError {
     Venv(#[from] VenvError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start {service}: {source}")]
+    #[error("cannot start {service} ({program}): {error}")]
     Spawn {
         service: &'static str,
-        source: std::io::Error,
+        program: String,
+        error: std::io::Error,
     },
     #[error(
         "cannot build the label service (`cargo build -p local-labels --bin detect-labels`): {0}"
@@ -202,9 +203,9 @@ pub fn status(cfg: &LocalConfig) -> LocalStatus {
 /// Starts whatever is not running yet and waits until both services are healthy.
 /// `announce` hears about each step.
 pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, LocalError> {
-    fs::create_dir_all(&cfg.dir).map_err(|source| LocalError::Write {
+    fs::create_dir_all(&cfg.dir).map_err(|error| LocalError::Write {
         path: cfg.dir.clone(),
-        source,
+        error,
     })?;
     if !healthy(cfg, Service::Ministack) {
         if port_open(cfg.port) && live_pid(cfg, Service::Ministack).is_none() {
@@ -236,10 +237,15 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
             });
         }
         let model_dir = model::ensure(announce)?;
-        announce(
-            "building the label service (detect-labels; the first build takes several minutes)",
-        );
-        let binary = build_labels()?;
+        let binary = match &cfg.labels_binary {
+            Some(b) => b.clone(),
+            None => {
+                announce(
+                    "building the label service (detect-labels; the first build takes several minutes)",
+                );
+                build_labels()?
+            }
+        };
         announce(&format!(
             "starting detect-labels on {}",
             cfg.labels_endpoint()
@@ -288,13 +294,13 @@ fn build_labels() -> Result<PathBuf, LocalError> {
 /// such as MiniStack's Lambda processes), detached from our terminal, logging to a file.
 fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalError> {
     let log_path = cfg.log_file(s);
-    let log = fs::File::create(&log_path).map_err(|source| LocalError::Write {
+    let log = fs::File::create(&log_path).map_err(|error| LocalError::Write {
         path: log_path.clone(),
-        source,
+        error,
     })?;
-    let err = log.try_clone().map_err(|source| LocalError::Write {
+    let err = log.try_clone().map_err(|error| LocalError::Write {
         path: log_path.clone(),
-        source,
+        error,
     })?;
     let child = cmd
         .current_dir(&cfg.dir)
@@ -303,14 +309,15 @@ fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalErr
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|source| LocalError::Spawn {
+        .map_err(|error| LocalError::Spawn {
             service: s.name(),
-            source,
+            program: cmd.get_program().to_string_lossy().into_owned(),
+            error,
         })?;
     let pid_path = cfg.pid_file(s);
-    fs::write(&pid_path, child.id().to_string()).map_err(|source| LocalError::Write {
+    fs::write(&pid_path, child.id().to_string()).map_err(|error| LocalError::Write {
         path: pid_path,
-        source,
+        error,
     })?;
     Ok(())
 }
