@@ -128,6 +128,11 @@ impl Ctx<'_> {
     }
 }
 
+/// An SDK error with its whole chain of causes, for a check's detail.
+fn sdk(e: &(dyn std::error::Error + 'static)) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+}
+
 fn clip(s: &str) -> String {
     let mut out: String = s.chars().take(300).collect();
     if out.len() < s.len() {
@@ -346,10 +351,7 @@ pub async fn smoke_test(
                 obs.note(&format!("removed image {id} (object and item)"));
             }
             (Err(e), _) => obs.note(&format!("could not remove the object {key}: {e}")),
-            (_, Err(e)) => obs.note(&format!(
-                "could not remove the item {id}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )),
+            (_, Err(e)) => obs.note(&format!("could not remove the item {id}: {}", sdk(&e))),
         }
     }
 
@@ -446,12 +448,7 @@ async fn count_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<usize, S
             .set_continuation_token(token)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "listing {bucket}: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(|e| format!("listing {bucket}: {}", sdk(&e)))?;
         n += out.contents().len();
         token = out.next_continuation_token().map(str::to_string);
         if token.is_none() {
@@ -465,14 +462,13 @@ async fn delete_object_versions(
     bucket: &str,
     key: &str,
 ) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| format!("{e}");
     let out = s3
         .list_object_versions()
         .bucket(bucket)
         .prefix(key)
         .send()
         .await
-        .map_err(|e| err(&aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
+        .map_err(|e| sdk(&e))?;
     let mut versions: Vec<Option<String>> = out
         .versions()
         .iter()
@@ -495,7 +491,7 @@ async fn delete_object_versions(
             .set_version_id(v.filter(|v| v != "null"))
             .send()
             .await
-            .map_err(|e| err(&aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
+            .map_err(|e| sdk(&e))?;
     }
     Ok(())
 }
@@ -509,12 +505,7 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "reading {url}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
-        })?;
+        .map_err(|e| format!("reading {url}: {}", sdk(&e)))?;
     let attrs = out.attributes();
     let n = |k: QueueAttributeName| {
         attrs
@@ -562,12 +553,7 @@ async fn check_matrix(
                 .resource_arns(&resource)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "SimulatePrincipalPolicy for {role}: {}",
-                        aws_smithy_types::error::display::DisplayErrorContext(&e)
-                    )
-                })?;
+                .map_err(|e| format!("SimulatePrincipalPolicy for {role}: {}", sdk(&e)))?;
             for (action, expect) in &actions {
                 rows += 1;
                 let decision = out

@@ -22,7 +22,7 @@ use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 use deployer::aws::{AwsError, Target, whoami};
 use deployer::cfn::{
-    self, CfnError, ChangeSetRequest, Observer, Planned, Prepared, Quiet, StackEvent as Event,
+    self, CfnError, ChangeSetRequest, Observer, Planned, Prepared, StackEvent as Event,
 };
 
 const STACK: &str = "image-pipeline-dev";
@@ -616,10 +616,4 @@ async fn a_missing_or_unknown_region_is_refused_before_any_call() {
             .unwrap_err();
         assert!(err.to_string().contains(expect), "{region}: {err}");
     }
-}
-
-#[test]
-fn quiet_observer_is_usable() {
-    let q = Quiet;
-    q.step("x");
 }
