@@ -11,9 +11,19 @@ use crate::document::{Action, PolicyDocument, Statement};
 pub enum Access {
     /// `s3:PutObject` on keys under `prefix` (which ends with `/`).
     S3Put { bucket: ArnTemplate, prefix: String },
-    /// `s3:GetObject` on keys under `prefix` (also what `HeadObject` and Rekognition's read of
-    /// an `S3Object` are authorised by).
+    /// `s3:GetObject` on keys under `prefix`: what S3 authorises a read (GetObject,
+    /// HeadObject, and Rekognition's read of an `S3Object` as the caller) by when it names no
+    /// version.
     S3Get { bucket: ArnTemplate, prefix: String },
+    /// `s3:GetObjectVersion` on keys under `prefix`: what S3 authorises a read by when it
+    /// names a `versionId` (as every read of an object that an event of a versioned bucket
+    /// names does), instead of `s3:GetObject`.
+    S3GetVersion { bucket: ArnTemplate, prefix: String },
+    /// `s3:ListBucket` on the bucket itself. Without it S3 answers a read of a missing key with
+    /// 403 instead of 404, so a function that must tell "gone" from "denied" needs it. It
+    /// carries no `s3:prefix` condition: a GetObject or HeadObject request has no `s3:prefix`
+    /// key, so a conditioned grant would not count and S3 would still answer 403.
+    S3ListBucket { bucket: ArnTemplate },
     /// `rekognition:DetectLabels`, which has no resource-level permissions.
     DetectLabels,
     /// `dynamodb:PutItem` on one table.
@@ -57,6 +67,8 @@ impl Access {
         match self {
             Access::S3Put { .. } => vec![act("s3:PutObject")],
             Access::S3Get { .. } => vec![act("s3:GetObject")],
+            Access::S3GetVersion { .. } => vec![act("s3:GetObjectVersion")],
+            Access::S3ListBucket { .. } => vec![act("s3:ListBucket")],
             Access::DetectLabels => vec![act("rekognition:DetectLabels")],
             Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
             Access::DynamoRead { .. } => vec![act("dynamodb:GetItem"), act("dynamodb:Scan")],
@@ -71,9 +83,10 @@ impl Access {
     /// request of this access.
     pub fn resources(&self) -> Vec<ArnTemplate> {
         match self {
-            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
-                vec![objects(bucket, prefix)]
-            }
+            Access::S3Put { bucket, prefix }
+            | Access::S3Get { bucket, prefix }
+            | Access::S3GetVersion { bucket, prefix } => vec![objects(bucket, prefix)],
+            Access::S3ListBucket { bucket } => vec![bucket.clone()],
             Access::DetectLabels => vec![ArnTemplate::any()],
             Access::DynamoPut { table } | Access::DynamoRead { table } => vec![table.clone()],
             Access::SqsSend { queue } => vec![queue.clone()],
@@ -86,6 +99,8 @@ impl Access {
         match self {
             Access::S3Put { .. } => "PutUploadedObjects",
             Access::S3Get { .. } => "ReadUploadedObjects",
+            Access::S3GetVersion { .. } => "ReadUploadedObjectVersions",
+            Access::S3ListBucket { .. } => "ListUploadsBucket",
             Access::DetectLabels => "DetectLabels",
             Access::DynamoPut { .. } => "WriteImageItems",
             Access::DynamoRead { .. } => "ReadImageItems",
@@ -97,7 +112,9 @@ impl Access {
     /// Concrete requests the function makes under this access.
     pub fn requests(&self) -> Vec<Request> {
         let resource = match self {
-            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
+            Access::S3Put { bucket, prefix }
+            | Access::S3Get { bucket, prefix }
+            | Access::S3GetVersion { bucket, prefix } => {
                 bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"))
             }
             Access::WriteLogs { log_group } => {
@@ -132,7 +149,9 @@ impl Access {
             ));
         };
         match self {
-            Access::S3Put { bucket, prefix } | Access::S3Get { bucket, prefix } => {
+            Access::S3Put { bucket, prefix }
+            | Access::S3Get { bucket, prefix }
+            | Access::S3GetVersion { bucket, prefix } => {
                 let object = bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"));
                 for a in [
                     "s3:GetObject",
@@ -182,6 +201,21 @@ impl Access {
                         "the same action on another bucket",
                     ));
                 }
+            }
+            Access::S3ListBucket { bucket } => {
+                for a in [
+                    "s3:ListBucketVersions",
+                    "s3:DeleteBucket",
+                    "s3:PutBucketPolicy",
+                    "s3:PutBucketNotification",
+                ] {
+                    push(a, bucket.clone(), "another action on the same bucket");
+                }
+                push(
+                    "s3:ListBucket",
+                    bucket.join("-other"),
+                    "the same action on another bucket",
+                );
             }
             Access::DetectLabels => {
                 for a in [

@@ -300,6 +300,21 @@ impl FunctionSpec {
         pascal(self.name)
     }
 
+    /// The stack output holding the function's physical name.
+    pub fn function_name_output(&self) -> String {
+        format!("{}FunctionName", self.logical())
+    }
+
+    /// The stack output holding the ARN of the function's execution role.
+    pub fn role_arn_output(&self) -> String {
+        format!("{}RoleArn", self.logical())
+    }
+
+    /// The name of the role's one inline policy.
+    pub fn policy_name(&self) -> String {
+        format!("{}-least-privilege", self.name)
+    }
+
     pub fn function_id(&self) -> String {
         format!("{}Function", self.logical())
     }
@@ -404,10 +419,15 @@ impl App {
                 ),
             ],
             touches: vec![
-                // Rekognition reads an S3Object with the caller's permissions.
-                Access::S3Get {
+                // HeadObject and Rekognition (which reads an S3Object with the caller's
+                // permissions) both read the version the event names.
+                Access::S3GetVersion {
                     bucket: names.bucket_arn(),
                     prefix: UPLOAD_PREFIX.into(),
+                },
+                // HeadObject of a deleted upload must answer 404, not 403.
+                Access::S3ListBucket {
+                    bucket: names.bucket_arn(),
                 },
                 Access::DetectLabels,
                 Access::DynamoPut {

@@ -326,7 +326,7 @@ fn add_function(
             )),
             assume_role_policy_document: trust,
             policies: vec![InlinePolicy {
-                policy_name: format!("{}-least-privilege", f.name),
+                policy_name: f.policy_name(),
                 policy_document: to_expr(&f.policy(names)),
             }],
         })),
@@ -424,16 +424,15 @@ fn add_function(
         );
     }
 
-    let l = f.logical();
     outputs.insert(
-        format!("{l}FunctionName"),
+        f.function_name_output(),
         output(
             &format!("Name of the {} function", f.name),
             Expr::r#ref(f.function_id()),
         ),
     );
     outputs.insert(
-        format!("{l}RoleArn"),
+        f.role_arn_output(),
         output(
             &format!("Execution role of the {} function", f.name),
             Expr::get_att(f.role_id(), "Arn"),

@@ -55,65 +55,121 @@ impl Recorder {
         self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    fn object_arn(&self, bucket: Option<&str>, key: Option<&str>) -> String {
-        format!(
-            "arn:{}:s3:::{}/{}",
-            self.arns.partition,
-            bucket.unwrap_or("?"),
-            key.unwrap_or("?")
-        )
-    }
-
-    fn table_arn(&self, table: Option<&str>) -> String {
-        format!(
-            "arn:{}:dynamodb:{}:{}:table/{}",
-            self.arns.partition,
-            self.arns.region,
-            self.arns.account,
-            table.unwrap_or("?")
-        )
-    }
-
-    /// The IAM requests one operation needs. Unknown operations are recorded with an
-    /// action nobody is granted, so the contract fails until this table learns them.
+    /// The IAM requests one operation needs (see [`iam_requests`]).
     fn iam(
         &self,
         service: &str,
         op: &str,
         input: &aws_smithy_runtime_api::client::interceptors::context::Input,
     ) -> Vec<(String, String)> {
-        use aws_sdk_dynamodb::operation as ddb;
-        use aws_sdk_rekognition::operation as rek;
-        use aws_sdk_s3::operation as s3;
-        if let Some(i) = input.downcast_ref::<s3::put_object::PutObjectInput>() {
-            return vec![("s3:PutObject".into(), self.object_arn(i.bucket(), i.key()))];
-        }
-        // HeadObject is authorised by s3:GetObject.
-        if let Some(i) = input.downcast_ref::<s3::head_object::HeadObjectInput>() {
-            return vec![("s3:GetObject".into(), self.object_arn(i.bucket(), i.key()))];
-        }
-        if let Some(i) = input.downcast_ref::<s3::get_object::GetObjectInput>() {
-            return vec![("s3:GetObject".into(), self.object_arn(i.bucket(), i.key()))];
-        }
-        if let Some(i) = input.downcast_ref::<ddb::put_item::PutItemInput>() {
-            return vec![("dynamodb:PutItem".into(), self.table_arn(i.table_name()))];
-        }
-        if let Some(i) = input.downcast_ref::<ddb::get_item::GetItemInput>() {
-            return vec![("dynamodb:GetItem".into(), self.table_arn(i.table_name()))];
-        }
-        if let Some(i) = input.downcast_ref::<ddb::scan::ScanInput>() {
-            return vec![("dynamodb:Scan".into(), self.table_arn(i.table_name()))];
-        }
-        if let Some(i) = input.downcast_ref::<rek::detect_labels::DetectLabelsInput>() {
-            let mut out = vec![("rekognition:DetectLabels".into(), "*".into())];
-            // Rekognition reads an S3Object with the caller's own permissions.
-            if let Some(o) = i.image().and_then(|img| img.s3_object()) {
-                out.push(("s3:GetObject".into(), self.object_arn(o.bucket(), o.name())));
-            }
-            return out;
-        }
-        vec![(format!("unmapped:{service}.{op}"), "*".into())]
+        iam_requests(&self.arns, input)
+            .unwrap_or_else(|| vec![(format!("unmapped:{service}.{op}"), "*".into())])
     }
+}
+
+fn object_arn(arns: &ArnContext, bucket: Option<&str>, key: Option<&str>) -> String {
+    format!(
+        "arn:{}:s3:::{}/{}",
+        arns.partition,
+        bucket.unwrap_or("?"),
+        key.unwrap_or("?")
+    )
+}
+
+fn bucket_arn(arns: &ArnContext, bucket: Option<&str>) -> String {
+    format!("arn:{}:s3:::{}", arns.partition, bucket.unwrap_or("?"))
+}
+
+fn table_arn(arns: &ArnContext, table: Option<&str>) -> String {
+    format!(
+        "arn:{}:dynamodb:{}:{}:table/{}",
+        arns.partition,
+        arns.region,
+        arns.account,
+        table.unwrap_or("?")
+    )
+}
+
+/// The action S3 authorises a read by: a request that names a version is
+/// `s3:GetObjectVersion`, any other `s3:GetObject` (S3 User Guide, "Amazon S3 actions";
+/// Service Authorization Reference for Amazon S3).
+fn read_action(version: Option<&str>) -> String {
+    match version {
+        Some(_) => "s3:GetObjectVersion".into(),
+        None => "s3:GetObject".into(),
+    }
+}
+
+/// The IAM requests (action, resource ARN) an SDK operation needs to succeed the way the
+/// handlers rely on, following AWS's documented authorization rather than the operation's
+/// name; `None` for an operation this map does not know yet.
+///
+/// | operation | IAM requests |
+/// |---|---|
+/// | S3 PutObject (also presigned: the URL is authorised as its signer when used) | `s3:PutObject` on the object |
+/// | S3 GetObject | `s3:GetObject`, or `s3:GetObjectVersion` with a `versionId` |
+/// | S3 HeadObject | the same read action, and `s3:ListBucket` on the bucket: without it S3 answers a missing key with 403, not the 404 the handlers test for |
+/// | DynamoDB PutItem, conditional or not | `dynamodb:PutItem` on the table (a condition expression needs no other action) |
+/// | DynamoDB GetItem / Scan | `dynamodb:GetItem` / `dynamodb:Scan` on the table |
+/// | Rekognition DetectLabels | `rekognition:DetectLabels` on `*`; with an `S3Object`, the caller's own read of it (`s3:GetObject`, or `s3:GetObjectVersion` with `Version`) |
+pub fn iam_requests(
+    arns: &ArnContext,
+    input: &aws_smithy_runtime_api::client::interceptors::context::Input,
+) -> Option<Vec<(String, String)>> {
+    use aws_sdk_dynamodb::operation as ddb;
+    use aws_sdk_rekognition::operation as rek;
+    use aws_sdk_s3::operation as s3;
+    if let Some(i) = input.downcast_ref::<s3::put_object::PutObjectInput>() {
+        return Some(vec![(
+            "s3:PutObject".into(),
+            object_arn(arns, i.bucket(), i.key()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<s3::head_object::HeadObjectInput>() {
+        return Some(vec![
+            (
+                read_action(i.version_id()),
+                object_arn(arns, i.bucket(), i.key()),
+            ),
+            ("s3:ListBucket".into(), bucket_arn(arns, i.bucket())),
+        ]);
+    }
+    if let Some(i) = input.downcast_ref::<s3::get_object::GetObjectInput>() {
+        return Some(vec![(
+            read_action(i.version_id()),
+            object_arn(arns, i.bucket(), i.key()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::put_item::PutItemInput>() {
+        return Some(vec![(
+            "dynamodb:PutItem".into(),
+            table_arn(arns, i.table_name()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::get_item::GetItemInput>() {
+        return Some(vec![(
+            "dynamodb:GetItem".into(),
+            table_arn(arns, i.table_name()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::scan::ScanInput>() {
+        return Some(vec![(
+            "dynamodb:Scan".into(),
+            table_arn(arns, i.table_name()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<rek::detect_labels::DetectLabelsInput>() {
+        let mut out = vec![("rekognition:DetectLabels".into(), "*".into())];
+        // Rekognition reads an S3Object with the caller's own permissions.
+        if let Some(o) = i.image().and_then(|img| img.s3_object()) {
+            out.push((
+                read_action(o.version()),
+                object_arn(arns, o.bucket(), o.name()),
+            ));
+        }
+        return Some(out);
+    }
+    None
 }
 
 impl Intercept for Recorder {
@@ -140,5 +196,195 @@ impl Intercept for Recorder {
             }));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per row of the map in [`iam_requests`].
+    #![allow(clippy::unwrap_used)]
+
+    use aws_sdk_dynamodb::operation as ddb;
+    use aws_sdk_rekognition::operation::detect_labels::DetectLabelsInput;
+    use aws_sdk_rekognition::types::{Image, S3Object};
+    use aws_sdk_s3::operation as s3;
+    use aws_smithy_runtime_api::client::interceptors::context::Input;
+
+    use super::*;
+
+    const BUCKET: &str = "b";
+    const OBJECT: &str = "arn:aws:s3:::b/uploads/k";
+
+    fn arns() -> ArnContext {
+        ArnContext {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn map(input: Input) -> Vec<(String, String)> {
+        iam_requests(&arns(), &input).unwrap()
+    }
+
+    fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(a, r)| (a.to_string(), r.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn put_object_and_its_presigned_form_need_put_object() {
+        // A presigned PUT is built from the same input and authorised as its signer.
+        let i = s3::put_object::PutObjectInput::builder()
+            .bucket(BUCKET)
+            .key("uploads/k")
+            .build()
+            .unwrap();
+        assert_eq!(map(Input::erase(i)), pairs(&[("s3:PutObject", OBJECT)]));
+    }
+
+    #[test]
+    fn get_object_without_a_version_needs_get_object() {
+        let i = s3::get_object::GetObjectInput::builder()
+            .bucket(BUCKET)
+            .key("uploads/k")
+            .build()
+            .unwrap();
+        assert_eq!(map(Input::erase(i)), pairs(&[("s3:GetObject", OBJECT)]));
+    }
+
+    #[test]
+    fn get_object_of_a_version_needs_get_object_version() {
+        let i = s3::get_object::GetObjectInput::builder()
+            .bucket(BUCKET)
+            .key("uploads/k")
+            .version_id("v1")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[("s3:GetObjectVersion", OBJECT)])
+        );
+    }
+
+    #[test]
+    fn head_object_needs_the_read_and_list_bucket_for_a_404_on_a_missing_key() {
+        let i = s3::head_object::HeadObjectInput::builder()
+            .bucket(BUCKET)
+            .key("uploads/k")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[
+                ("s3:GetObject", OBJECT),
+                ("s3:ListBucket", "arn:aws:s3:::b")
+            ])
+        );
+    }
+
+    #[test]
+    fn head_object_of_a_version_needs_get_object_version() {
+        let i = s3::head_object::HeadObjectInput::builder()
+            .bucket(BUCKET)
+            .key("uploads/k")
+            .version_id("v1")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[
+                ("s3:GetObjectVersion", OBJECT),
+                ("s3:ListBucket", "arn:aws:s3:::b")
+            ])
+        );
+    }
+
+    #[test]
+    fn a_conditional_put_item_needs_only_put_item() {
+        let i = ddb::put_item::PutItemInput::builder()
+            .table_name("t")
+            .condition_expression("attribute_not_exists(image_id)")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[(
+                "dynamodb:PutItem",
+                "arn:aws:dynamodb:eu-west-1:123456789012:table/t"
+            )])
+        );
+    }
+
+    #[test]
+    fn get_item_and_scan_need_their_own_actions() {
+        let get = ddb::get_item::GetItemInput::builder()
+            .table_name("t")
+            .build()
+            .unwrap();
+        let scan = ddb::scan::ScanInput::builder()
+            .table_name("t")
+            .build()
+            .unwrap();
+        let table = "arn:aws:dynamodb:eu-west-1:123456789012:table/t";
+        assert_eq!(
+            map(Input::erase(get)),
+            pairs(&[("dynamodb:GetItem", table)])
+        );
+        assert_eq!(map(Input::erase(scan)), pairs(&[("dynamodb:Scan", table)]));
+    }
+
+    #[test]
+    fn detect_labels_on_bytes_needs_only_detect_labels() {
+        let i = DetectLabelsInput::builder()
+            .image(Image::builder().build())
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[("rekognition:DetectLabels", "*")])
+        );
+    }
+
+    #[test]
+    fn detect_labels_on_an_s3_version_reads_it_as_the_caller() {
+        let object = |v: Option<&str>| {
+            DetectLabelsInput::builder()
+                .image(
+                    Image::builder()
+                        .s3_object(
+                            S3Object::builder()
+                                .bucket(BUCKET)
+                                .name("uploads/k")
+                                .set_version(v.map(str::to_string))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap()
+        };
+        assert_eq!(
+            map(Input::erase(object(Some("v1")))),
+            pairs(&[
+                ("rekognition:DetectLabels", "*"),
+                ("s3:GetObjectVersion", OBJECT)
+            ])
+        );
+        assert_eq!(
+            map(Input::erase(object(None))),
+            pairs(&[("rekognition:DetectLabels", "*"), ("s3:GetObject", OBJECT)])
+        );
+    }
+
+    #[test]
+    fn an_unknown_operation_is_not_guessed() {
+        let i = s3::delete_object::DeleteObjectInput::builder()
+            .bucket(BUCKET)
+            .key("k")
+            .build()
+            .unwrap();
+        assert_eq!(iam_requests(&arns(), &Input::erase(i)), None);
     }
 }

@@ -62,7 +62,7 @@ fn check(function: &str, recorded: &[IamRequest]) {
 
 fn photo(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../../shared/fixtures/images/{name}",
+        "{}/../../fixtures/images/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -147,9 +147,10 @@ async fn process_stays_within_its_policy() {
     assert_eq!(
         actions,
         [
-            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:ListBucket",
             "rekognition:DetectLabels",
-            "s3:GetObject",
+            "s3:GetObjectVersion",
             "dynamodb:PutItem"
         ]
     );

@@ -170,8 +170,22 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         )));
     };
     let uploaded_at = record.event_time;
+    // The event names the version it is about; read that one, not whatever is newest.
+    let version = record
+        .s3
+        .object
+        .version_id
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "null");
 
-    let head = ctx.s3.head_object().bucket(bucket).key(&key).send().await;
+    let head = ctx
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(&key)
+        .set_version_id(version.map(str::to_string))
+        .send()
+        .await;
     let (content_type, size) = match head {
         Ok(h) => (
             h.content_type()
@@ -189,6 +203,19 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             );
             return put(ctx, &item).await;
         }
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+            // A HEAD answer has no body, so S3's 403 names nothing: say which permission
+            // this request needed, so whoever reads the failure queue knows what to grant.
+            return Err(RetryableError(format!(
+                "HeadObject of {key} was denied (403): reading {} needs {} on the object and s3:ListBucket on the bucket",
+                if version.is_some() {
+                    "a version"
+                } else {
+                    "an object"
+                },
+                read_action(version),
+            )));
+        }
         Err(e) => {
             return Err(RetryableError(format!(
                 "HeadObject failed: {}",
@@ -198,13 +225,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
     };
 
     let mut image = S3Object::builder().bucket(bucket).name(&key);
-    if let Some(v) = record
-        .s3
-        .object
-        .version_id
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "null")
-    {
+    if let Some(v) = version {
         image = image.version(v);
     }
     let detected = ctx
@@ -253,6 +274,16 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         },
     };
     put(ctx, &item).await
+}
+
+/// The IAM action S3 authorises a read by: `s3:GetObjectVersion` when the request names a
+/// version, `s3:GetObject` otherwise.
+pub fn read_action(version: Option<&str>) -> &'static str {
+    if version.is_some() {
+        "s3:GetObjectVersion"
+    } else {
+        "s3:GetObject"
+    }
 }
 
 /// The errors the image itself causes: retrying cannot help.

@@ -374,3 +374,45 @@ async fn a_dynamodb_outage_is_returned_for_retry() {
     let c = ctx(&[&head], &[&rek], &[&put]);
     assert!(handler(&c, event(ONE)).await.is_err());
 }
+
+#[tokio::test]
+async fn the_event_s_version_is_read_both_by_head_object_and_detect_labels() {
+    const VERSION: &str = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY";
+    let head = mock!(aws_sdk_s3::Client::head_object)
+        .match_requests(|r| r.version_id() == Some(VERSION))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .content_type("image/png")
+                .build()
+        });
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .match_requests(|r| {
+            r.image()
+                .and_then(|i| i.s3_object())
+                .and_then(|o| o.version())
+                == Some(VERSION)
+        })
+        .then_output(|| DetectLabelsOutput::builder().build());
+    let items = Items::default();
+    let put = put_recording(&items);
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(summary.labeled, 1);
+    assert_eq!((head.num_calls(), rek.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_denied_head_object_is_retried_and_names_the_permission_it_needed() {
+    // S3 answers a HEAD with no body, so the function itself says what was missing.
+    let head = mock!(aws_sdk_s3::Client::head_object)
+        .then_http_response(|| Response::new(StatusCode::try_from(403).unwrap(), SdkBody::empty()));
+    let rek = labels_ok();
+    let items = Items::default();
+    let put = put_recording(&items);
+    let c = ctx(&[&head], &[&rek], &[&put]);
+    let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
+    assert!(err.contains("denied (403)"), "{err}");
+    assert!(err.contains("s3:GetObjectVersion"), "{err}");
+    assert_eq!(rek.num_calls(), 0);
+    assert!(items.lock().unwrap().is_empty(), "nothing is recorded");
+}

@@ -21,7 +21,7 @@ const POST_UPLOADS: &str = include_str!("data/post-uploads.json");
 
 fn photo(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../../shared/fixtures/images/{name}",
+        "{}/../../fixtures/images/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
