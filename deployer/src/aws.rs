@@ -23,8 +23,44 @@ pub enum Target {
         region: String,
         profile: Option<String>,
     },
-    /// The local environment at `endpoint` (`http://127.0.0.1:PORT`).
-    Local { endpoint: String },
+    /// The local environment at `endpoint` (`https://127.0.0.1:PORT`).
+    Local {
+        endpoint: String,
+        /// The certificate the endpoint serves (PEM), trusted on top of the usual roots.
+        certificate: Vec<u8>,
+        /// Who calls: the emulator's root by default, or one of its IAM users.
+        credentials: LocalCredentials,
+    },
+}
+
+/// Credentials for the local environment: never the caller's real AWS ones.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LocalCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl LocalCredentials {
+    /// The emulator's root identity, which it does not check.
+    pub fn root() -> Self {
+        Self {
+            access_key_id: crate::local::ROOT_KEY.into(),
+            secret_access_key: crate::local::ROOT_KEY.into(),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.access_key_id == crate::local::ROOT_KEY
+    }
+}
+
+impl std::fmt::Debug for LocalCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Target {
@@ -44,7 +80,19 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Aws { region, .. } => format!("AWS {region}"),
-            Target::Local { endpoint } => format!("the local environment at {endpoint}"),
+            Target::Local {
+                endpoint,
+                credentials,
+                ..
+            } if credentials.is_root() => format!("the local environment at {endpoint}"),
+            Target::Local {
+                endpoint,
+                credentials,
+                ..
+            } => format!(
+                "the local environment at {endpoint} as {}",
+                credentials.access_key_id
+            ),
         }
     }
 }
@@ -145,8 +193,8 @@ pub fn partition_of(region: &str) -> &'static str {
     }
 }
 
-/// The SDK configuration for a target. Local uses fixed dummy credentials: the local
-/// environment accepts any, and the caller's real ones must never be sent to it.
+/// The SDK configuration for a target. Local uses the emulator's own credentials (its root
+/// or one of its IAM users), never the caller's real ones, and trusts its certificate.
 pub async fn sdk_config(target: &Target) -> Result<SdkConfig, AwsError> {
     let retry = RetryConfig::standard().with_max_attempts(5);
     match target {
@@ -160,10 +208,21 @@ pub async fn sdk_config(target: &Target) -> Result<SdkConfig, AwsError> {
             }
             Ok(loader.load().await)
         }
-        Target::Local { endpoint } => Ok(aws_config::defaults(BehaviorVersion::latest())
+        Target::Local {
+            endpoint,
+            certificate,
+            credentials,
+        } => Ok(aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(LOCAL_REGION))
             .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+            .http_client(crate::tls::sdk_http_client(certificate))
+            .credentials_provider(Credentials::new(
+                credentials.access_key_id.clone(),
+                credentials.secret_access_key.clone(),
+                None,
+                None,
+                "local",
+            ))
             .retry_config(retry)
             .load()
             .await),
@@ -277,6 +336,18 @@ pub async fn connect(target: &Target) -> Result<(Clients, Identity), AwsError> {
     let clients = Clients::new(&sdk, target);
     let identity = whoami(&clients.sts, target, target.region()).await?;
     Ok((clients, identity))
+}
+
+/// An HTTP client for the deployed API (and presigned URLs) of `target`: for the local
+/// environment it also trusts the emulator's certificate.
+pub fn http_client(target: &Target, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Target::Local { certificate, .. } = target {
+        let cert = reqwest::Certificate::from_pem(certificate)
+            .map_err(|e| format!("the local environment's certificate: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Polling interval: brisk locally, gentle on AWS's API limits.

@@ -157,7 +157,7 @@ pub fn parameters(
 pub fn client_api_url(target: &Target, api_url: &str) -> String {
     let trimmed = api_url.trim_end_matches('/');
     match target {
-        Target::Local { endpoint } => {
+        Target::Local { endpoint, .. } => {
             let host = trimmed
                 .split("://")
                 .nth(1)
@@ -364,7 +364,7 @@ pub async fn verify_code(
     artifacts: &[Uploaded],
 ) -> Result<(), DeployError> {
     for f in &app.functions {
-        let key = format!("{}FunctionName", stack::app::pascal(f.name));
+        let key = f.function_name_output();
         let (Some(name), Some(artifact)) = (
             outputs.get(&key),
             artifacts.iter().find(|a| a.function == f.name),
@@ -403,11 +403,13 @@ mod tests {
     #[test]
     fn local_api_urls_go_through_the_endpoint() {
         let local = Target::Local {
-            endpoint: "http://127.0.0.1:4566".into(),
+            endpoint: "https://127.0.0.1:4566".into(),
+            certificate: Vec::new(),
+            credentials: crate::aws::LocalCredentials::root(),
         };
         assert_eq!(
-            client_api_url(&local, "http://58dc5b8f.execute-api.localhost:4566"),
-            "http://127.0.0.1:4566/_aws/execute-api/58dc5b8f/$default"
+            client_api_url(&local, "https://58dc5b8f.execute-api.localhost:4566"),
+            "https://127.0.0.1:4566/_aws/execute-api/58dc5b8f/$default"
         );
         let aws = Target::Aws {
             region: "eu-west-1".into(),

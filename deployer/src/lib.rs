@@ -1,6 +1,6 @@
 //! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
 //! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
-//! removing a deployment (`smoke`, `teardown`), the local environment (`local`) and the
+//! removing a deployment (`smoke`, `teardown`), the local environment (`local`, `tls`) and the
 //! managed Python tools (`pyenv`). Plain config structs in, typed errors out; printing is the
 //! caller's business.
 
@@ -11,10 +11,12 @@ pub mod cfn;
 pub mod deploy;
 pub mod elf;
 pub mod local;
+pub mod local_iam;
 pub mod model;
 pub mod permissions;
 pub mod pyenv;
 pub mod smoke;
 pub mod teardown;
+pub mod tls;
 pub mod toolchain;
 pub mod zip;

@@ -1,6 +1,10 @@
 //! The local environment: MiniStack (the AWS emulator, pinned in `tools/local-requirements.txt`)
 //! and the `detect-labels` service, both bound to 127.0.0.1, run in the background with their
 //! pids, logs and state under `target/local/`, health-checked before use.
+//!
+//! MiniStack always runs with IAM enforcement (`AUTH=true`) and on TLS with a certificate this
+//! module generates (`tls`): every call is authorized as its caller, functions run as their
+//! own execution roles, and bucket policies see `aws:SecureTransport` as they do on AWS.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -13,8 +17,11 @@ use thiserror::Error;
 
 use crate::model::{self, ModelError};
 use crate::pyenv::{Venv, VenvError, workspace_root};
+use crate::tls::{self, TlsError, TlsFiles};
 
 pub const DEFAULT_PORT: u16 = 4566;
+/// The emulator's root access key and secret: not checked, allowed everything.
+pub const ROOT_KEY: &str = "test";
 pub const DEFAULT_LABELS_PORT: u16 = 4599;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +58,13 @@ impl LocalConfig {
         }
     }
 
+    /// The emulator's endpoint: TLS, so that `aws:SecureTransport` holds as on AWS.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
+    }
+    /// The certificate the emulator serves, which every local client trusts.
+    pub fn tls(&self) -> TlsFiles {
+        TlsFiles::in_dir(&self.dir.join("tls"))
     }
     pub fn labels_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.labels_port)
@@ -86,6 +98,8 @@ pub enum LocalError {
     Venv(#[from] VenvError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
@@ -129,29 +143,43 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LocalStatus {
     pub services: Vec<ServiceStatus>,
+    /// Whether the emulator said it enforces IAM (its health answer's `auth`), as read, not
+    /// as configured; `false` when it is not running.
+    pub iam_enforced: bool,
+    /// The certificate local clients trust (the emulator serves only TLS).
+    pub certificate: PathBuf,
 }
 
 impl LocalStatus {
     pub fn all_healthy(&self) -> bool {
         self.services.iter().all(|s| s.healthy)
     }
-    pub fn any_running(&self) -> bool {
-        self.services.iter().any(|s| s.pid.is_some() || s.healthy)
+}
+
+/// What the emulator's health endpoint says, over TLS: `None` when it does not answer;
+/// otherwise whether it enforces IAM.
+fn ministack_health(cfg: &LocalConfig) -> Option<bool> {
+    let (status, body) = tls::get(cfg.port, "/_ministack/health", &cfg.tls().cert).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(health["auth"] == "enabled")
+}
+
+fn healthy(cfg: &LocalConfig, s: Service) -> bool {
+    match s {
+        // Only an emulator that enforces IAM counts as the local environment.
+        Service::Ministack => ministack_health(cfg) == Some(true),
+        Service::Labels => labels_healthy(cfg.labels_port),
     }
 }
 
 /// A tiny HTTP GET on 127.0.0.1 with a short timeout, so a status check never hangs.
-fn healthy(cfg: &LocalConfig, s: Service) -> bool {
+fn labels_healthy(port: u16) -> bool {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
-    let port = match s {
-        Service::Ministack => cfg.port,
-        Service::Labels => cfg.labels_port,
-    };
-    let path = match s {
-        Service::Ministack => "/_ministack/health",
-        Service::Labels => "/health",
-    };
+    let path = "/health";
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
         return false;
@@ -197,7 +225,11 @@ pub fn status(cfg: &LocalConfig) -> LocalStatus {
             log: cfg.log_file(s),
         })
         .collect();
-    LocalStatus { services }
+    LocalStatus {
+        services,
+        iam_enforced: ministack_health(cfg) == Some(true),
+        certificate: cfg.tls().cert,
+    }
 }
 
 /// Starts whatever is not running yet and waits until both services are healthy.
@@ -207,24 +239,51 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
         path: cfg.dir.clone(),
         error,
     })?;
+    let tls = cfg.tls();
+    tls.ensure()?;
     if !healthy(cfg, Service::Ministack) {
-        if port_open(cfg.port) && live_pid(cfg, Service::Ministack).is_none() {
+        if let Some(pid) = live_pid(cfg, Service::Ministack) {
+            // Ours, but not answering as it must (started without TLS or enforcement by an
+            // older version, or stuck): replace it.
+            announce(&format!(
+                "restarting ministack (pid {pid}): it does not answer over TLS with IAM enforcement"
+            ));
+            stop(cfg, Service::Ministack)?;
+        } else if port_open(cfg.port) {
             return Err(LocalError::PortTaken {
                 service: Service::Ministack.name(),
                 port: cfg.port,
             });
         }
         let venv = Venv::ensure("local", announce)?;
-        announce(&format!("starting ministack on {}", cfg.endpoint()));
+        announce(&format!(
+            "starting ministack on {} (IAM enforced, TLS)",
+            cfg.endpoint()
+        ));
         let state = cfg.dir.join("state");
         let mut cmd = Command::new(venv.bin("ministack"));
         cmd.env("BIND_HOST", "127.0.0.1")
             .env("GATEWAY_PORT", cfg.port.to_string())
-            // Functions it runs call back into it, not into AWS.
+            // Every request is authorized as its caller; functions get sessions of their
+            // own execution roles.
+            .env("AUTH", "true")
+            // TLS with our certificate.
+            .env("USE_SSL", "1")
+            .env("MINISTACK_SSL_CERT", &tls.cert)
+            .env("MINISTACK_SSL_KEY", &tls.key)
+            // The functions it runs inherit these: they call back into it by IP (a host
+            // name would make the SDK try virtual-hosted S3 buckets), over TLS, trusting
+            // exactly its certificate.
             .env("AWS_ENDPOINT_URL", cfg.endpoint())
+            .env("SSL_CERT_FILE", &tls.cert)
             .env("PERSIST_STATE", "1")
             .env("STATE_DIR", &state)
             .env("LOG_LEVEL", "WARNING")
+            // The emulator's root identity is whatever these say: pin it to the dummy one,
+            // never the caller's real credentials.
+            .env("AWS_ACCESS_KEY_ID", ROOT_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", ROOT_KEY)
+            .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_PROFILE");
         spawn(cfg, Service::Ministack, cmd)?;
         wait_healthy(cfg, Service::Ministack, Duration::from_secs(60))?;
@@ -255,10 +314,16 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
             .arg(cfg.labels_port.to_string())
             .arg("--model-dir")
             .arg(&model_dir)
-            .arg("--s3-endpoint")
+            .arg("--endpoint")
             .arg(cfg.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test");
+            .arg("--ca-file")
+            .arg(&tls.cert)
+            // The service's own identity (as Rekognition has one): it only lists functions
+            // to learn who signed a request; S3 is read with the caller's credentials.
+            .env("AWS_ACCESS_KEY_ID", ROOT_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", ROOT_KEY)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
         spawn(cfg, Service::Labels, cmd)?;
         wait_healthy(cfg, Service::Labels, Duration::from_secs(60))?;
     }
@@ -368,7 +433,18 @@ fn tail(path: &Path, lines: usize) -> String {
 pub fn down(cfg: &LocalConfig) -> Result<Vec<String>, LocalError> {
     let mut stopped = Vec::new();
     for s in [Service::Labels, Service::Ministack] {
-        if let Some(pid) = live_pid(cfg, s) {
+        if stop(cfg, s)? {
+            stopped.push(s.name().to_string());
+        }
+    }
+    Ok(stopped)
+}
+
+/// Stops one service if it runs; whether it did.
+fn stop(cfg: &LocalConfig, s: Service) -> Result<bool, LocalError> {
+    let was_running = match live_pid(cfg, s) {
+        None => false,
+        Some(pid) => {
             signal(pid, "TERM");
             let start = Instant::now();
             while live_pid(cfg, s).is_some() && start.elapsed() < Duration::from_secs(10) {
@@ -384,11 +460,11 @@ pub fn down(cfg: &LocalConfig) -> Result<Vec<String>, LocalError> {
                     });
                 }
             }
-            stopped.push(s.name().to_string());
+            true
         }
-        let _ = fs::remove_file(cfg.pid_file(s));
-    }
-    Ok(stopped)
+    };
+    let _ = fs::remove_file(cfg.pid_file(s));
+    Ok(was_running)
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -418,8 +494,9 @@ mod tests {
             labels_binary: None,
         };
         let st = status(&cfg);
-        assert!(!st.any_running());
+        assert!(st.services.iter().all(|s| s.pid.is_none() && !s.healthy));
         assert!(!st.all_healthy());
+        assert!(!st.iam_enforced);
         assert_eq!(st.services.len(), 2);
         // Stopping nothing is not an error.
         assert_eq!(down(&cfg).map_err(|e| e.to_string()), Ok(vec![]));

@@ -182,10 +182,7 @@ pub async fn smoke_test(
     let bucket = need(outputs::BUCKET)?;
     let table = need(outputs::TABLE)?;
     let queue = need(outputs::FAILURE_QUEUE_URL)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(35))
-        .build()
-        .map_err(|e| SmokeError::Http(e.to_string()))?;
+    let http = aws::http_client(&cfg.target, Duration::from_secs(35)).map_err(SmokeError::Http)?;
     let mut ctx = Ctx {
         http,
         api: api.clone(),
@@ -253,6 +250,23 @@ pub async fn smoke_test(
         let r = find_in_listing(&mut ctx, id).await;
         record("listing", t, r);
     }
+
+    // Presigned upload: POST /uploads, PUT to the URL it hands out, then labels.
+    let t = Instant::now();
+    let presigned = presigned_upload(&mut ctx, &image).await;
+    let presigned_id = presigned.as_ref().ok().cloned();
+    let r = match presigned {
+        Ok(id) => poll_labels(&mut ctx, &id, cfg.timeout, cfg.image.is_none())
+            .await
+            .map(|l| {
+                format!(
+                    "image {id} uploaded with a presigned PUT and labeled ({} labels)",
+                    l.len()
+                )
+            }),
+        Err(e) => Err(e),
+    };
+    record("presigned-upload", t, r);
 
     // Bad upload: rejected with a 4xx JSON error, nothing stored.
     let t = Instant::now();
@@ -330,9 +344,11 @@ pub async fn smoke_test(
 
     // Clean up.
     let mut cleaned_up = false;
-    if let Some(id) = &image_id
-        && !cfg.keep
-    {
+    let uploaded: Vec<&String> = image_id.iter().chain(presigned_id.iter()).collect();
+    if !uploaded.is_empty() && !cfg.keep {
+        cleaned_up = true;
+    }
+    for id in uploaded.into_iter().filter(|_| !cfg.keep) {
         let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
         let objects = delete_object_versions(&clients.s3, &bucket, &key).await;
         let item = clients
@@ -346,12 +362,15 @@ pub async fn smoke_test(
             .send()
             .await;
         match (objects, item) {
-            (Ok(()), Ok(_)) => {
-                cleaned_up = true;
-                obs.note(&format!("removed image {id} (object and item)"));
+            (Ok(()), Ok(_)) => obs.note(&format!("removed image {id} (object and item)")),
+            (Err(e), _) => {
+                cleaned_up = false;
+                obs.note(&format!("could not remove the object {key}: {e}"));
             }
-            (Err(e), _) => obs.note(&format!("could not remove the object {key}: {e}")),
-            (_, Err(e)) => obs.note(&format!("could not remove the item {id}: {}", sdk(&e))),
+            (_, Err(e)) => {
+                cleaned_up = false;
+                obs.note(&format!("could not remove the item {id}: {}", sdk(&e)));
+            }
         }
     }
 
@@ -367,6 +386,48 @@ pub async fn smoke_test(
         cleaned_up,
         elapsed_ms: start.elapsed().as_millis() as u64,
     })
+}
+
+/// Asks `POST /uploads` for a presigned PUT and sends the image with exactly the headers it
+/// names; the new image's id.
+async fn presigned_upload(ctx: &mut Ctx<'_>, image: &[u8]) -> Result<String, String> {
+    let ask = serde_json::json!({
+        "content_type": content_type(image),
+        "size_bytes": image.len(),
+    });
+    let (status, body) = ctx
+        .post("/uploads", "application/json", ask.to_string().into_bytes())
+        .await?;
+    // The one response that hands out an S3 URL by design: not part of the no-S3-URL check.
+    ctx.bodies.pop();
+    let (201, Some(id), Some(url)) = (
+        status,
+        body["image_id"].as_str(),
+        body["upload"]["url"].as_str(),
+    ) else {
+        return Err(format!(
+            "POST /uploads: expected 201 with an image_id and an upload URL, got {status}: {body}"
+        ));
+    };
+    let mut put = ctx.http.put(url).body(image.to_vec());
+    if let Some(headers) = body["upload"]["headers"].as_object() {
+        for (k, v) in headers {
+            put = put.header(k, v.as_str().unwrap_or_default());
+        }
+    }
+    let resp = put
+        .send()
+        .await
+        .map_err(|e| format!("PUT to the presigned URL: {e}"))?;
+    let code = resp.status().as_u16();
+    if code != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!(
+            "the presigned PUT answered {code}: {}",
+            clip(&text)
+        ));
+    }
+    Ok(id.to_string())
 }
 
 async fn poll_labels(
@@ -529,7 +590,7 @@ async fn check_matrix(
     let mut rows = 0;
     let mut wrong = Vec::new();
     for (spec, access) in app.functions.iter().zip(&all) {
-        let key = format!("{}RoleArn", stack::app::pascal(spec.name));
+        let key = spec.role_arn_output();
         let role = outputs
             .get(&key)
             .ok_or_else(|| format!("the stack has no output {key}"))?;

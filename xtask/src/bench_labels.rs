@@ -1,16 +1,22 @@
-//! `cargo xtask bench labels`: the local DetectLabels service, release build, over HTTP as
-//! the SDK would call it: model load time, single-image latency over the test photographs
-//! (p50/p95), and throughput with 4 concurrent requests. Targets: load ≤ 1 s, p50 ≤ 150 ms.
+//! `cargo xtask bench labels`: the local DetectLabels service, release build, called through
+//! `aws-sdk-rekognition` with signed requests: model load time, single-image latency over the
+//! test photographs (p50/p95), and throughput with 4 concurrent requests. Targets: load ≤ 1 s,
+//! p50 ≤ 150 ms.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
+use aws_sdk_rekognition::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_rekognition::primitives::Blob;
+use aws_sdk_rekognition::types::Image;
 use deployer::pyenv::workspace_root;
 use serde_json::{Value, json};
+
+/// The key the benchmark signs with; the service is started accepting it.
+const KEY_ID: &str = "AKIDBENCHMARK";
+const SECRET: &str = "benchmark-secret";
 
 const IMAGES: &[&str] = &["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"];
 const ROUNDS: usize = 10;
@@ -27,22 +33,31 @@ impl Drop for Child {
     }
 }
 
-fn post(port: u16, body: &str) -> Result<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: RekognitionService.DetectLabels\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP response")?;
-    Ok(status)
+fn client(port: u16) -> aws_sdk_rekognition::Client {
+    let config = aws_sdk_rekognition::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(KEY_ID, SECRET, None, None, "bench"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .build();
+    aws_sdk_rekognition::Client::from_conf(config)
+}
+
+async fn detect(client: &aws_sdk_rekognition::Client, image: &[u8]) -> Result<()> {
+    client
+        .detect_labels()
+        .image(Image::builder().bytes(Blob::new(image.to_vec())).build())
+        .max_labels(10)
+        .min_confidence(50.0)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "DetectLabels failed: {}",
+                aws_sdk_rekognition::error::DisplayErrorContext(&e)
+            )
+        })?;
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -65,6 +80,8 @@ pub fn run() -> Result<Value> {
     let mut child = Child(
         Command::new(root.join("target/release/detect-labels"))
             .args(["--port", "0", "--workers", &CONCURRENCY.to_string()])
+            .arg("--allow-key")
+            .arg(format!("{KEY_ID}:{SECRET}"))
             .arg("--model-dir")
             .arg(&model)
             .stdout(Stdio::piped())
@@ -89,58 +106,51 @@ pub fn run() -> Result<Value> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
 
-    let shared = root
-        .join("..")
-        .join("shared")
-        .join("fixtures")
-        .join("images");
-    let bodies: Vec<String> = IMAGES
+    let fixtures = root.join("fixtures").join("images");
+    let images: Vec<Vec<u8>> = IMAGES
         .iter()
-        .map(|name| {
-            let bytes = std::fs::read(shared.join(name)).with_context(|| name.to_string())?;
-            Ok(json!({
-                "Image": {"Bytes": base64::engine::general_purpose::STANDARD.encode(bytes)},
-                "MaxLabels": 10,
-                "MinConfidence": 50
-            })
-            .to_string())
-        })
+        .map(|name| std::fs::read(fixtures.join(name)).with_context(|| name.to_string()))
         .collect::<Result<_>>()?;
-    // Warm up once per image, then measure.
-    for b in &bodies {
-        post(port, b)?;
-    }
-    let mut latencies = Vec::new();
-    for _ in 0..ROUNDS {
-        for b in &bodies {
-            let t = Instant::now();
-            let status = post(port, b)?;
-            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            if status != 200 {
-                bail!("DetectLabels answered {status}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONCURRENCY)
+        .enable_all()
+        .build()?;
+    let c = client(port);
+    let (latencies, elapsed) = rt.block_on(async {
+        // Warm up once per image, then measure.
+        for image in &images {
+            detect(&c, image).await?;
+        }
+        let mut latencies = Vec::new();
+        for _ in 0..ROUNDS {
+            for image in &images {
+                let t = Instant::now();
+                detect(&c, image).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }
-    }
+        let t = Instant::now();
+        let clients: Vec<_> = (0..CONCURRENCY)
+            .map(|i| {
+                let (c, images) = (c.clone(), images.clone());
+                tokio::spawn(async move {
+                    for j in 0..PER_CLIENT {
+                        detect(&c, &images[(i + j) % images.len()]).await?;
+                    }
+                    Ok::<(), anyhow::Error>(())
+                })
+            })
+            .collect();
+        for h in clients {
+            h.await
+                .map_err(|_| anyhow::anyhow!("a client task panicked"))??;
+        }
+        Ok::<_, anyhow::Error>((latencies, t.elapsed()))
+    })?;
+    let mut latencies = latencies;
     latencies.sort_by(f64::total_cmp);
     let (p50, p95) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95));
-
-    let t = Instant::now();
-    let handles: Vec<_> = (0..CONCURRENCY)
-        .map(|i| {
-            let bodies = bodies.clone();
-            std::thread::spawn(move || -> Result<()> {
-                for j in 0..PER_CLIENT {
-                    post(port, &bodies[(i + j) % bodies.len()])?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
-    }
-    let throughput = (CONCURRENCY * PER_CLIENT) as f64 / t.elapsed().as_secs_f64();
+    let throughput = (CONCURRENCY * PER_CLIENT) as f64 / elapsed.as_secs_f64();
 
     println!(
         "{:<34} {:>10} {:>10}",

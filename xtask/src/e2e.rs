@@ -1,13 +1,18 @@
-//! The end-to-end test on the local environment, run by `cargo xtask test`: deploy,
-//! smoke-test, deploy again (no changes), change one handler and deploy (only that function
-//! is updated), teardown, teardown again (nothing to do). Each step runs the real command as
-//! a user would, and its exit code and JSON output are checked.
+//! The end-to-end test on the local environment, run by `cargo xtask test`, with IAM
+//! enforcement and TLS on: as an IAM user whose only policy is `cargo xtask deployer-policy`
+//! (not as root), deploy, smoke-test, deploy again (no changes), change one handler and deploy
+//! (only that function is updated); then take `s3:GetObjectVersion` away from the process
+//! role and show an upload failing into the failure queue with an error that names it;
+//! teardown, teardown again (nothing to do). Each step runs the real command as a user would,
+//! and its exit code and JSON output are checked.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
+use deployer::aws::LocalCredentials;
+use deployer::local::LocalConfig;
 use deployer::pyenv::workspace_root;
 use serde_json::Value;
 
@@ -23,6 +28,10 @@ const CHANGED: &str = "\"image stored (e2e)\"";
 
 /// The label-service binary to run, if the caller already has one.
 static LABELS_BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+/// The deploying identity's keys, once created.
+static DEPLOYER: std::sync::OnceLock<LocalCredentials> = std::sync::OnceLock::new();
+/// The IAM user the test deploys as.
+const DEPLOYER_USER: &str = "image-pipeline-e2e-deployer";
 
 fn xtask(args: &[&str]) -> Result<(i32, Value)> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
@@ -31,6 +40,19 @@ fn xtask(args: &[&str]) -> Result<(i32, Value)> {
     let mut cmd = Command::new(exe);
     if let Some(Some(bin)) = LABELS_BIN.get() {
         cmd.env("IMAGE_PIPELINE_LABELS_BIN", bin);
+    }
+    // The smoke test runs as the emulator's root: it calls IAM SimulatePrincipalPolicy on
+    // the function roles, which the deployer policy grants on those roles only, and MiniStack
+    // 1.5.33 authorizes that call against `*` instead of the role, so it would be refused.
+    if let Some(user) = DEPLOYER
+        .get()
+        .filter(|_| args.first() != Some(&"smoke-test"))
+    {
+        cmd.env("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID", &user.access_key_id)
+            .env(
+                "IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY",
+                &user.secret_access_key,
+            );
     }
     let out = cmd
         .args(args)
@@ -89,9 +111,22 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: deploy, smoke test, no-op deploy, one-function update, teardown twice: all as expected"
+        "e2e: IAM enforced over TLS; deploys and teardowns as a least-privileged IAM user; smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice: all as expected"
     );
     Ok(())
+}
+
+/// Creates the IAM user the test deploys as, with `deployer-policy` for the local account
+/// and region as its only permissions.
+async fn deployer_user(local: &LocalConfig) -> Result<LocalCredentials> {
+    let (iam, identity) = deployer::local_iam::root(local).await?;
+    let policy = deployer::permissions::deployer_policy(&identity.account, &identity.region);
+    let user = deployer::local_iam::user_with_policy(&iam, DEPLOYER_USER, &policy).await?;
+    eprintln!(
+        "e2e    deploying as IAM user {DEPLOYER_USER} ({}) with only the deployer policy",
+        user.access_key_id
+    );
+    Ok(user)
 }
 
 fn steps() -> Result<()> {
@@ -100,7 +135,15 @@ fn steps() -> Result<()> {
         cmd.iter().chain(local.iter()).copied().collect()
     };
 
-    ok(&["local", "up", "--output", "json"])?;
+    let status = ok(&["local", "up", "--output", "json"])?;
+    ensure!(
+        status["iam_enforced"] == true,
+        "the local environment does not enforce IAM: {status}"
+    );
+    let local = LocalConfig::for_ports(PORT, LABELS_PORT);
+    let rt = crate::target::runtime()?;
+    let user = rt.block_on(deployer_user(&local))?;
+    let _ = DEPLOYER.set(user);
     // Start from nothing, whatever an interrupted run left.
     ok(&with(&["teardown"]))?;
 
@@ -113,7 +156,7 @@ fn steps() -> Result<()> {
     ensure!(
         created["api_url"]
             .as_str()
-            .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+            .is_some_and(|u| u.starts_with("https://127.0.0.1:")),
         "no local API URL"
     );
 
@@ -129,6 +172,7 @@ fn steps() -> Result<()> {
         "listing",
         "bad-upload",
         "no-s3-urls",
+        "presigned-upload",
         "iam-matrix",
         "failure-queue",
     ] {
@@ -208,6 +252,13 @@ fn steps() -> Result<()> {
         "only the upload artifact is new, got {uploaded:?}"
     );
     drop(_restore);
+
+    let outputs: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(updated["outputs"].clone()).context("outputs of the deploy")?;
+    let report = rt.block_on(deployer::local_iam::prove_enforcement(
+        &local, STAGE, &outputs,
+    ))?;
+    eprintln!("e2e    {report}");
 
     let gone = ok(&with(&["teardown"]))?;
     ensure!(gone["status"] == "deleted", "teardown: {}", gone["status"]);

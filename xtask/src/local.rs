@@ -43,6 +43,20 @@ fn table(st: &LocalStatus) -> String {
         .join("\n")
 }
 
+/// The table, the endpoint, and what the emulator enforces.
+fn report(st: &LocalStatus, endpoint: &str) -> String {
+    format!(
+        "{}\nendpoint: {endpoint} (TLS; clients trust {})\nIAM enforcement: {}",
+        table(st),
+        st.certificate.display(),
+        if st.iam_enforced {
+            "on (every call is authorized as its caller)"
+        } else {
+            "unknown (the emulator is not answering)"
+        }
+    )
+}
+
 pub fn run(a: Args) -> Result<()> {
     let cfg = a.ports.config();
     match a.cmd {
@@ -50,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
             let st = local::up(&cfg, &|m| eprintln!("local  {m}"))?;
             match a.output {
                 Output::Json => print_json(&st)?,
-                Output::Text => println!("{}\nendpoint: {}", table(&st), cfg.endpoint()),
+                Output::Text => println!("{}", report(&st, &cfg.endpoint())),
             }
         }
         Cmd::Down => {
@@ -67,7 +81,7 @@ pub fn run(a: Args) -> Result<()> {
             let st = local::status(&cfg);
             match a.output {
                 Output::Json => print_json(&st)?,
-                Output::Text => println!("{}", table(&st)),
+                Output::Text => println!("{}", report(&st, &cfg.endpoint())),
             }
             if !st.all_healthy() {
                 bail!(

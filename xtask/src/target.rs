@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deployer::aws::Target;
+use deployer::aws::{LocalCredentials, Target};
 use deployer::cfn::{Observer, StackEvent};
 use deployer::local::{self, LocalConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,6 +40,22 @@ pub struct Ports {
     /// Run this detect-labels binary instead of building one
     #[arg(long, value_name = "PATH", env = "IMAGE_PIPELINE_LABELS_BIN")]
     pub labels_bin: Option<std::path::PathBuf>,
+    /// Call the local environment as this IAM user of the emulator (default: its root);
+    /// the secret comes from IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY
+    #[arg(
+        long,
+        value_name = "KEY_ID",
+        env = "IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID",
+        requires = "local_secret_access_key"
+    )]
+    pub local_access_key_id: Option<String>,
+    #[arg(
+        long,
+        hide = true,
+        env = "IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub local_secret_access_key: Option<String>,
 }
 
 impl Ports {
@@ -68,9 +84,25 @@ impl Where {
                 local::up(&cfg, &|m| eprintln!("local  {m}"))
                     .context("cannot start the local environment")?;
             }
+            let credentials = match (
+                &self.ports.local_access_key_id,
+                &self.ports.local_secret_access_key,
+            ) {
+                (Some(id), Some(secret)) => LocalCredentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                },
+                _ => LocalCredentials::root(),
+            };
+            let certificate = cfg
+                .tls()
+                .cert_pem()
+                .context("the local environment has no certificate")?;
             return Ok(Resolved {
                 target: Target::Local {
                     endpoint: cfg.endpoint(),
+                    certificate,
+                    credentials,
                 },
                 labels_endpoint: Some(cfg.labels_endpoint()),
             });

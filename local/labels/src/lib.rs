@@ -1,8 +1,10 @@
 //! A local stand-in for Rekognition `DetectLabels`, so the whole pipeline runs without an AWS
 //! account and still labels images by their content: the AWS JSON 1.1 protocol (`service`,
-//! `server`), a real image model (`model`), pixel statistics (`props`) and the local S3 as
-//! the source of `S3Object` images (`s3`).
+//! `server`), a real image model (`model`), pixel statistics (`props`), callers proven by their
+//! SigV4 signatures (`auth`) and the local S3, read as the caller, as the source of `S3Object`
+//! images (`s3`).
 
+pub mod auth;
 pub mod model;
 pub mod props;
 pub mod s3;

@@ -5,10 +5,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use local_labels::auth::{AnyOf, Caller, EmulatorSessions, StaticKeys};
 use local_labels::model::{Model, default_dir};
-use local_labels::s3::S3Source;
+use local_labels::s3::Emulator;
 use local_labels::server;
-use local_labels::service::{FaultKind, Faults, Service};
+use local_labels::service::{ApiError, FaultKind, Faults, ObjectSource, Service};
+
+/// The emulator, shared by the object reader and the key resolver.
+struct SharedEmulator(Arc<Emulator>);
+
+impl ObjectSource for SharedEmulator {
+    fn get(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.0.get(caller, bucket, key, version)
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,13 +39,21 @@ struct Args {
     /// Directory holding model.onnx and labels.json (made by `cargo xtask model`)
     #[arg(long, env = "LABELS_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// S3 endpoint to read Image.S3Object from
+    /// The AWS emulator: S3 (Image.S3Object is read from it as the caller) and Lambda (whose
+    /// functions' sessions are the keys that may sign requests)
     #[arg(
         long,
-        env = "LABELS_S3_ENDPOINT",
-        default_value = "http://127.0.0.1:4566"
+        env = "LABELS_ENDPOINT",
+        default_value = "https://127.0.0.1:4566"
     )]
-    s3_endpoint: String,
+    endpoint: String,
+    /// A PEM certificate to trust for the endpoint, besides the usual roots
+    #[arg(long, env = "LABELS_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Also accept requests signed with this key, as ACCESS_KEY_ID:SECRET (for clients
+    /// outside the emulator, such as the benchmark); S3 reads then use this key too
+    #[arg(long, value_name = "ID:SECRET")]
+    allow_key: Vec<String>,
     /// Worker threads (concurrent requests)
     #[arg(long, default_value_t = 4)]
     workers: usize,
@@ -62,13 +86,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let objects = match S3Source::new(&args.s3_endpoint) {
-        Ok(s) => s,
+    let ca = match args.ca_file.as_deref().map(std::fs::read).transpose() {
+        Ok(ca) => ca,
         Err(e) => {
-            eprintln!("detect-labels: cannot start the S3 client: {e}");
+            eprintln!("detect-labels: cannot read --ca-file: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let emulator = match Emulator::new(&args.endpoint, ca) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("detect-labels: cannot start the AWS clients: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut fixed = Vec::new();
+    for k in &args.allow_key {
+        let Some((id, secret)) = k
+            .split_once(':')
+            .filter(|(i, s)| !i.is_empty() && !s.is_empty())
+        else {
+            eprintln!("detect-labels: --allow-key takes ACCESS_KEY_ID:SECRET");
+            return ExitCode::from(2);
+        };
+        fixed.push(Caller {
+            access_key_id: id.to_string(),
+            secret_access_key: secret.to_string(),
+            session_token: None,
+            principal_arn: format!("allowed key {id}"),
+        });
+    }
+    let lister = emulator.clone();
+    let keys = AnyOf(vec![
+        Box::new(StaticKeys(fixed)),
+        Box::new(EmulatorSessions::new(move || lister.functions())),
+    ]);
     let load_ms = model.load_time.as_millis();
     let service = Arc::new(Service {
         model,
@@ -78,7 +130,8 @@ fn main() -> ExitCode {
             args.fail_rate,
             args.fail_seed,
         ),
-        objects: Box::new(objects),
+        objects: Box::new(SharedEmulator(emulator)),
+        keys: Box::new(keys),
     });
     match server::start(service, &format!("127.0.0.1:{}", args.port), args.workers) {
         Ok(running) => {

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use tiny_http::{Header, Method, Response as HttpResponse, Server};
 
+use crate::auth;
 use crate::model::MODEL_VERSION;
 use crate::service::{ApiError, MAX_BYTES, Service, TARGET};
 
@@ -112,6 +113,17 @@ fn handle(service: &Service, mut req: tiny_http::Request, id: u64) {
         };
         return reply(req, e.status, e.body(), id, Some(e.kind));
     }
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let (method, url) = (req.method().as_str().to_string(), req.url().to_string());
     let mut body = Vec::new();
     let read = req
         .as_reader()
@@ -124,7 +136,17 @@ fn handle(service: &Service, mut req: tiny_http::Request, id: u64) {
         Ok(_) if body.len() > MAX_BODY => Err(ApiError::too_large(
             "Image size is too large (5 MB for Bytes)",
         )),
-        Ok(_) => service.detect_labels(&body),
+        // As on AWS, the signature is checked before anything in the request is looked at.
+        Ok(_) => auth::authenticate(
+            &auth::SignedRequest {
+                method: &method,
+                url: &url,
+                headers: &headers,
+                body: &body,
+            },
+            service.keys.as_ref(),
+        )
+        .and_then(|caller| service.detect_labels(&caller, &body)),
     };
     match result {
         Ok(json) => reply(req, 200, json, id, None),

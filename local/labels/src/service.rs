@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Caller, KeyResolver};
 use crate::model::{MODEL_VERSION, Model};
 use crate::props::{ImageProperties, analyse};
 
@@ -26,7 +27,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: &'static str, status: u16, message: impl Into<String>) -> Self {
+    pub fn new(kind: &'static str, status: u16, message: impl Into<String>) -> Self {
         Self {
             kind,
             status,
@@ -197,20 +198,24 @@ pub struct Response {
     pub image_properties: Option<ImageProperties>,
 }
 
-/// Reads the object an `S3Object` names; `None` means it does not exist.
+/// Reads the object an `S3Object` names, as `caller` (Rekognition reads S3 with the caller's
+/// permissions); a missing or forbidden object is `InvalidS3ObjectException`.
 pub trait ObjectSource: Send + Sync {
     fn get(
         &self,
+        caller: &Caller,
         bucket: &str,
         key: &str,
         version: Option<&str>,
-    ) -> Result<Option<Vec<u8>>, ApiError>;
+    ) -> Result<Vec<u8>, ApiError>;
 }
 
 pub struct Service {
     pub model: Model,
     pub faults: Faults,
     pub objects: Box<dyn ObjectSource>,
+    /// Who may sign requests.
+    pub keys: Box<dyn KeyResolver>,
 }
 
 impl std::fmt::Debug for Service {
@@ -223,8 +228,8 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Handles one request body; `Ok` is the JSON response body.
-    pub fn detect_labels(&self, body: &[u8]) -> Result<String, ApiError> {
+    /// Handles one authenticated request body; `Ok` is the JSON response body.
+    pub fn detect_labels(&self, caller: &Caller, body: &[u8]) -> Result<String, ApiError> {
         let req: Request = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid_parameter(format!("request is not valid JSON: {e}")))?;
         let max_labels = match req.max_labels {
@@ -255,7 +260,7 @@ impl Service {
             .ok_or_else(|| ApiError::invalid_parameter("Image is required"))?;
         // Faults apply to well-formed requests, as throttling would.
         self.faults.check()?;
-        let bytes = self.image_bytes(image)?;
+        let bytes = self.image_bytes(caller, image)?;
         let img = image::load_from_memory(&bytes)
             .map_err(|_| ApiError::invalid_format("Request has invalid image format"))?;
         let labels = if features.iter().any(|f| f == "GENERAL_LABELS") {
@@ -275,7 +280,7 @@ impl Service {
         .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    fn image_bytes(&self, image: ImageRef) -> Result<Vec<u8>, ApiError> {
+    fn image_bytes(&self, caller: &Caller, image: ImageRef) -> Result<Vec<u8>, ApiError> {
         match (image.bytes, image.s3_object) {
             (Some(_), Some(_)) => Err(ApiError::invalid_parameter(
                 "give either Image.Bytes or Image.S3Object, not both",
@@ -306,12 +311,7 @@ impl Service {
                 };
                 let bytes = self
                     .objects
-                    .get(bucket, key, o.version.as_deref())?
-                    .ok_or_else(|| {
-                        ApiError::invalid_s3_object(
-                            "Unable to get object metadata from S3. Check object key, region and/or access permissions.",
-                        )
-                    })?;
+                    .get(caller, bucket, key, o.version.as_deref())?;
                 if bytes.len() as i64 > MAX_S3_BYTES {
                     return Err(ApiError::too_large(
                         "Image size is too large (15 MB from S3)",

@@ -1,23 +1,27 @@
 //! The local DetectLabels service through the unmodified `aws-sdk-rekognition` client: real
 //! photographs get the right labels, from bytes and from S3 (a stand-in S3 on 127.0.0.1 read
-//! with the real S3 client), errors arrive as the SDK's typed errors, and injected faults are
-//! retried by the SDK.
+//! with the real S3 client, as the caller), errors arrive as the SDK's typed errors, injected
+//! faults are retried by the SDK, and only callers with a valid signature get anything, with
+//! S3 reads authorized as the caller.
 
 // Test code: fixtures are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_rekognition::Client;
 use aws_sdk_rekognition::config::retry::RetryConfig;
 use aws_sdk_rekognition::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_rekognition::error::ProvideErrorMetadata;
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::primitives::Blob;
 use aws_sdk_rekognition::types::{DetectLabelsFeatureName, Image, S3Object};
+use local_labels::auth::{Caller, StaticKeys};
 use local_labels::model::{Model, default_dir};
-use local_labels::s3::S3Source;
+use local_labels::s3::Emulator;
 use local_labels::server::{self, Running};
 use local_labels::service::{FaultKind, Faults, Service};
 
@@ -30,19 +34,35 @@ fn model() -> Model {
 
 fn photo(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../../shared/fixtures/images/{name}",
+        "{}/../../fixtures/images/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// A minimal path-style S3 on 127.0.0.1: GET /{bucket}/{key} from a map, S3's XML 404 else.
-fn fake_s3(objects: HashMap<String, Vec<u8>>) -> (u16, Arc<tiny_http::Server>) {
+/// A caller S3 lets read, and one it does not.
+const READER: &str = "AKIDREADER";
+const NO_READ: &str = "AKIDNOREAD";
+
+fn caller(id: &str) -> Caller {
+    Caller {
+        access_key_id: id.into(),
+        secret_access_key: format!("{id}-secret"),
+        session_token: None,
+        principal_arn: format!("arn:aws:iam::000000000000:user/{id}"),
+    }
+}
+
+/// A minimal path-style S3 on 127.0.0.1: GET /{bucket}/{key} from a map for the reader's
+/// key, S3's XML 403 for any other key, S3's XML 404 for a missing object. Counts requests.
+fn fake_s3(objects: HashMap<String, Vec<u8>>) -> (u16, Arc<tiny_http::Server>, Arc<AtomicUsize>) {
     let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
     let port = server.server_addr().to_ip().unwrap().port();
-    let s = server.clone();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (s, seen) = (server.clone(), count.clone());
     std::thread::spawn(move || {
         while let Ok(req) = s.recv() {
+            seen.fetch_add(1, Ordering::SeqCst);
             let path = req
                 .url()
                 .split('?')
@@ -50,23 +70,40 @@ fn fake_s3(objects: HashMap<String, Vec<u8>>) -> (u16, Arc<tiny_http::Server>) {
                 .unwrap_or("")
                 .trim_start_matches('/')
                 .to_string();
-            let resp = match objects.get(&path) {
-                Some(bytes) => tiny_http::Response::from_data(bytes.clone()).with_status_code(200),
-                None => tiny_http::Response::from_string(
-                    "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
-                )
-                .with_status_code(404),
+            let signer = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("authorization"))
+                .map(|h| h.value.as_str().to_string())
+                .unwrap_or_default();
+            let error = |code: &str, status: u16| {
+                tiny_http::Response::from_string(format!(
+                    "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{code}</Message></Error>"
+                ))
+                .with_status_code(status)
+            };
+            let resp = if !signer.contains(&format!("Credential={READER}/")) {
+                error("AccessDenied", 403)
+            } else {
+                match objects.get(&path) {
+                    Some(bytes) => {
+                        tiny_http::Response::from_data(bytes.clone()).with_status_code(200)
+                    }
+                    None => error("NoSuchKey", 404),
+                }
             };
             let _ = req.respond(resp);
         }
     });
-    (port, server)
+    (port, server, count)
 }
 
 struct Env {
     client: Client,
     running: Option<Running>,
     s3: Arc<tiny_http::Server>,
+    s3_requests: Arc<AtomicUsize>,
+    port: u16,
 }
 
 impl Drop for Env {
@@ -76,6 +113,28 @@ impl Drop for Env {
         }
         self.s3.unblock();
     }
+}
+
+impl Env {
+    /// A client of the service signing with these credentials.
+    fn client_as(&self, id: &str, secret: &str, max_attempts: u32) -> Client {
+        client(self.port, id, secret, max_attempts)
+    }
+}
+
+fn client(port: u16, id: &str, secret: &str, max_attempts: u32) -> Client {
+    let config = aws_sdk_rekognition::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(id, secret, None, None, "test"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(max_attempts)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    Client::from_conf(config)
 }
 
 fn start(faults: Faults, max_attempts: u32) -> Env {
@@ -92,28 +151,22 @@ fn start(faults: Faults, max_attempts: u32) -> Env {
             vec![0u8; 16 * 1024 * 1024],
         ),
     ]);
-    let (s3_port, s3) = fake_s3(objects);
+    let (s3_port, s3, s3_requests) = fake_s3(objects);
     let service = Arc::new(Service {
         model: model(),
         faults,
-        objects: Box::new(S3Source::new(&format!("http://127.0.0.1:{s3_port}")).unwrap()),
+        objects: Box::new(Emulator::new(&format!("http://127.0.0.1:{s3_port}"), None).unwrap()),
+        keys: Box::new(StaticKeys(vec![caller(READER), caller(NO_READ)])),
     });
     let running = server::start(service, "127.0.0.1:0", 4).unwrap();
-    let config = aws_sdk_rekognition::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(format!("http://127.0.0.1:{}", running.port))
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(max_attempts)
-                .with_initial_backoff(Duration::from_millis(1)),
-        )
-        .build();
+    let port = running.port;
+    let reader = caller(READER);
     Env {
-        client: Client::from_conf(config),
+        client: client(port, READER, &reader.secret_access_key, max_attempts),
         running: Some(running),
         s3,
+        s3_requests,
+        port,
     }
 }
 
@@ -333,4 +386,74 @@ async fn injected_faults_are_retried_by_the_sdk() {
             .into_service_error();
         assert!(check(&e), "{kind:?}: {e:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_valid_signature_gets_an_answer_and_nothing_is_read_without_one() {
+    let env = start(Faults::none(), 1);
+    let code = |c: Client| async move {
+        let e = c
+            .detect_labels()
+            .image(s3_image("chelsea"))
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        e.code().unwrap_or("").to_string()
+    };
+    assert_eq!(
+        code(env.client_as("AKIDSTRANGER", "whatever", 1)).await,
+        "UnrecognizedClientException"
+    );
+    assert_eq!(
+        code(env.client_as(READER, "not-the-secret", 1)).await,
+        "InvalidSignatureException"
+    );
+    assert_eq!(
+        env.s3_requests.load(Ordering::SeqCst),
+        0,
+        "a refused request reads nothing"
+    );
+    // Unsigned: refused before anything is looked at.
+    let http = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    let status = unsigned_post(http, env.port);
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    assert!(
+        status.contains("MissingAuthenticationTokenException"),
+        "{status}"
+    );
+    assert_eq!(env.s3_requests.load(Ordering::SeqCst), 0);
+}
+
+fn unsigned_post(mut s: std::net::TcpStream, port: u16) -> String {
+    use std::io::{Read, Write};
+    let body = r#"{"Image":{"S3Object":{"Bucket":"images","Name":"uploads/chelsea"}}}"#;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: RekognitionService.DetectLabels\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_are_read_as_the_caller() {
+    let env = start(Faults::none(), 1);
+    let denied = caller(NO_READ);
+    let e = env
+        .client_as(NO_READ, &denied.secret_access_key, 1)
+        .detect_labels()
+        .image(s3_image("chelsea"))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    // Rekognition's answer when it cannot read the object with the caller's permissions.
+    assert!(e.is_invalid_s3_object_exception(), "{e:?}");
+    assert_eq!(e.message(), Some(local_labels::s3::UNREADABLE));
+    // The same object for a caller S3 lets read.
+    assert!(!top3(&env.client, s3_image("chelsea")).await.is_empty());
 }

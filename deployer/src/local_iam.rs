@@ -1,0 +1,327 @@
+//! The local environment's IAM, used as its root by the end-to-end test: an IAM user whose
+//! only policy is the deploying identity's (so deploy, smoke-test and teardown run with least
+//! privilege, not as root), and taking one action away from a deployed function's role (so a
+//! test can show enforcement failing the pipeline as AWS would).
+
+use serde_json::Value;
+use stack::App;
+use stack::app::Names;
+use thiserror::Error;
+
+use crate::aws::{self, Identity, LocalCredentials, Target};
+use crate::local::LocalConfig;
+
+#[derive(Debug, Error)]
+pub enum LocalIamError {
+    #[error(transparent)]
+    Aws(#[from] aws::AwsError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("IAM {operation} failed: {reason}")]
+    Call {
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("the app has no function {0}")]
+    NoFunction(String),
+    #[error("cannot render the policy of {function}: {reason}")]
+    Policy { function: String, reason: String },
+}
+
+fn call<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) -> LocalIamError {
+    move |e| LocalIamError::Call {
+        operation,
+        reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// The emulator's root: IAM client and identity.
+pub async fn root(cfg: &LocalConfig) -> Result<(aws_sdk_iam::Client, Identity), LocalIamError> {
+    let target = Target::Local {
+        endpoint: cfg.endpoint(),
+        certificate: cfg.tls().cert_pem()?,
+        credentials: LocalCredentials::root(),
+    };
+    let (clients, identity) = aws::connect(&target).await?;
+    Ok((clients.iam, identity))
+}
+
+/// Creates the IAM user `name` (replacing one of that name) with `policy` as its only
+/// permissions, and returns a new access key of it.
+pub async fn user_with_policy(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    policy: &Value,
+) -> Result<LocalCredentials, LocalIamError> {
+    delete_user(iam, name).await?;
+    iam.create_user()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(call("CreateUser"))?;
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name("deployer")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .map_err(call("PutUserPolicy"))?;
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(call("CreateAccessKey"))?;
+    let key = key.access_key().ok_or_else(|| LocalIamError::Call {
+        operation: "CreateAccessKey",
+        reason: "no key returned".into(),
+    })?;
+    Ok(LocalCredentials {
+        access_key_id: key.access_key_id().to_string(),
+        secret_access_key: key.secret_access_key().to_string(),
+    })
+}
+
+/// Deletes the user `name` with its keys and inline policies; nothing to do is fine.
+pub async fn delete_user(iam: &aws_sdk_iam::Client, name: &str) -> Result<(), LocalIamError> {
+    match iam.get_user().user_name(name).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(call("GetUser")(e)),
+    }
+    let keys = iam
+        .list_access_keys()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(call("ListAccessKeys"))?;
+    for k in keys.access_key_metadata() {
+        if let Some(id) = k.access_key_id() {
+            iam.delete_access_key()
+                .user_name(name)
+                .access_key_id(id)
+                .send()
+                .await
+                .map_err(call("DeleteAccessKey"))?;
+        }
+    }
+    let policies = iam
+        .list_user_policies()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(call("ListUserPolicies"))?;
+    for p in policies.policy_names() {
+        iam.delete_user_policy()
+            .user_name(name)
+            .policy_name(p)
+            .send()
+            .await
+            .map_err(call("DeleteUserPolicy"))?;
+    }
+    iam.delete_user()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(call("DeleteUser"))?;
+    Ok(())
+}
+
+/// Replaces the inline policy of `function`'s deployed role (`role_arn`) with the app
+/// model's policy for `stage` minus `action`: the role then lacks exactly that permission.
+pub async fn revoke_action(
+    iam: &aws_sdk_iam::Client,
+    identity: &Identity,
+    stage: &str,
+    function: &str,
+    role_arn: &str,
+    action: &str,
+) -> Result<(), LocalIamError> {
+    let app = App::image_pipeline();
+    let spec = app
+        .function(function)
+        .ok_or_else(|| LocalIamError::NoFunction(function.to_string()))?;
+    let bindings = policies::Bindings {
+        partition: identity.partition.clone(),
+        region: identity.region.clone(),
+        account: identity.account.clone(),
+        refs: [(stack::app::STAGE_PARAM.to_string(), stage.to_string())].into(),
+    };
+    let bad = |reason: String| LocalIamError::Policy {
+        function: function.to_string(),
+        reason,
+    };
+    let doc = spec
+        .policy(&Names)
+        .resolve(&bindings)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut doc = serde_json::to_value(&doc).map_err(|e| bad(e.to_string()))?;
+    let mut removed = false;
+    if let Some(statements) = doc["Statement"].as_array_mut() {
+        for s in statements.iter_mut() {
+            if let Some(actions) = s["Action"].as_array_mut() {
+                let before = actions.len();
+                actions.retain(|a| a != action);
+                removed |= actions.len() != before;
+            }
+        }
+        statements.retain(|s| s["Action"].as_array().is_none_or(|a| !a.is_empty()));
+    }
+    if !removed {
+        return Err(bad(format!("its policy does not grant {action}")));
+    }
+    let role = role_arn.rsplit('/').next().unwrap_or(role_arn);
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(spec.policy_name())
+        .policy_document(doc.to_string())
+        .send()
+        .await
+        .map_err(call("PutRolePolicy"))?;
+    Ok(())
+}
+
+/// What the enforcement proof saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcementProof {
+    pub action: String,
+    pub image_id: String,
+    pub waited_ms: u64,
+    /// The function's error as the failure queue recorded it.
+    pub error: String,
+}
+
+impl std::fmt::Display for EnforcementProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "without {} the process role failed image {} into the failure queue after {} ms: {}",
+            self.action, self.image_id, self.waited_ms, self.error
+        )
+    }
+}
+
+/// The action the proof takes away from the process role: the read of the uploaded version.
+pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
+
+/// Takes [`REVOKED_ACTION`] away from the deployed process role of `stage`, uploads the
+/// smoke-test image, and expects what AWS would do: no labels, and the event in the failure
+/// queue with an error naming the action. With enforcement off the image would be labeled
+/// and this fails. Leaves the role without the action: tear the stage down afterwards.
+pub async fn prove_enforcement(
+    cfg: &LocalConfig,
+    stage: &str,
+    outputs: &std::collections::BTreeMap<String, String>,
+) -> Result<EnforcementProof, LocalIamError> {
+    use stack::synth::outputs as keys;
+    let fail = |m: String| LocalIamError::Policy {
+        function: "process".into(),
+        reason: m,
+    };
+    let target = Target::Local {
+        endpoint: cfg.endpoint(),
+        certificate: cfg.tls().cert_pem()?,
+        credentials: LocalCredentials::root(),
+    };
+    let (clients, identity) = aws::connect(&target).await?;
+    let app = App::image_pipeline();
+    let process = app
+        .function("process")
+        .ok_or_else(|| LocalIamError::NoFunction("process".into()))?;
+    let need = |k: &str| {
+        outputs
+            .get(k)
+            .cloned()
+            .ok_or_else(|| fail(format!("the stack has no output {k}")))
+    };
+    let role = need(&process.role_arn_output())?;
+    let queue = need(keys::FAILURE_QUEUE_URL)?;
+    let api = crate::deploy::client_api_url(&target, &need(keys::API_URL)?);
+    revoke_action(
+        &clients.iam,
+        &identity,
+        stage,
+        "process",
+        &role,
+        REVOKED_ACTION,
+    )
+    .await?;
+
+    let http = aws::http_client(&target, std::time::Duration::from_secs(35)).map_err(fail)?;
+    let resp = http
+        .post(format!("{api}/upload"))
+        .header("content-type", "image/png")
+        .body(crate::smoke::DEFAULT_IMAGE.to_vec())
+        .send()
+        .await
+        .map_err(|e| fail(format!("POST /upload: {e}")))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| fail(format!("POST /upload: {e}")))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let image_id = match (status, body["image_id"].as_str()) {
+        (201, Some(id)) => id.to_string(),
+        _ => return Err(fail(format!("POST /upload answered {status}: {body}"))),
+    };
+
+    let start = std::time::Instant::now();
+    let error = loop {
+        let got = clients
+            .sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .map_err(call("sqs:ReceiveMessage"))?;
+        if let Some(m) = got
+            .messages()
+            .iter()
+            .find(|m| m.body().is_some_and(|b| b.contains(&image_id)))
+        {
+            let record: Value = serde_json::from_str(m.body().unwrap_or_default())
+                .map_err(|e| fail(format!("the failure record is not JSON: {e}")))?;
+            break record["responsePayload"]["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if start.elapsed() > std::time::Duration::from_secs(90) {
+            return Err(fail(format!(
+                "no failure record for image {image_id} within 90 s: was the upload processed despite the missing {REVOKED_ACTION}?"
+            )));
+        }
+    };
+    if !error.contains(REVOKED_ACTION) {
+        return Err(fail(format!(
+            "the failure record does not name {REVOKED_ACTION}: {error}"
+        )));
+    }
+    // Nothing was labeled while the read was denied.
+    let item = http
+        .get(format!("{api}/metadata/{image_id}"))
+        .send()
+        .await
+        .map_err(|e| fail(format!("GET /metadata: {e}")))?
+        .status()
+        .as_u16();
+    if item != 404 {
+        return Err(fail(format!(
+            "image {image_id} has an item ({item}) although its object could not be read"
+        )));
+    }
+    Ok(EnforcementProof {
+        action: REVOKED_ACTION.into(),
+        image_id,
+        waited_ms: start.elapsed().as_millis() as u64,
+        error,
+    })
+}
