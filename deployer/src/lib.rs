@@ -1,7 +1,7 @@
 //! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
 //! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
-//! removing a deployment (`smoke`, `teardown`), the local environment (`local`, `tls`) and the
-//! managed Python tools (`pyenv`). Plain config structs in, typed errors out; printing is the
+//! removing a deployment (`smoke`, `teardown`), the local environment (`local`, `tls`,
+//! `fidelity`, `local_iam`) and the managed Python tools (`pyenv`). Plain config structs in, typed errors out; printing is the
 //! caller's business.
 
 pub mod assets;
@@ -10,6 +10,7 @@ pub mod build;
 pub mod cfn;
 pub mod deploy;
 pub mod elf;
+pub mod fidelity;
 pub mod local;
 pub mod local_iam;
 pub mod model;

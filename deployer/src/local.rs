@@ -100,6 +100,8 @@ pub enum LocalError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Fidelity(#[from] crate::fidelity::FidelityError),
     #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
@@ -151,13 +153,14 @@ pub struct LocalStatus {
 }
 
 impl LocalStatus {
+    /// Both services answer, and the emulator enforces IAM: the local environment as it must be.
     pub fn all_healthy(&self) -> bool {
-        self.services.iter().all(|s| s.healthy)
+        self.iam_enforced && self.services.iter().all(|s| s.healthy)
     }
 }
 
 /// What the emulator's health endpoint says, over TLS: `None` when it does not answer;
-/// otherwise whether it enforces IAM.
+/// otherwise whether it enforces IAM (its `auth` field).
 fn ministack_health(cfg: &LocalConfig) -> Option<bool> {
     let (status, body) = tls::get(cfg.port, "/_ministack/health", &cfg.tls().cert).ok()?;
     if status != 200 {
@@ -212,6 +215,8 @@ fn live_pid(cfg: &LocalConfig, s: Service) -> Option<u32> {
 }
 
 pub fn status(cfg: &LocalConfig) -> LocalStatus {
+    // One health request to the emulator answers both "is it up" and "does it enforce".
+    let emulator = ministack_health(cfg);
     let services = [Service::Ministack, Service::Labels]
         .into_iter()
         .map(|s| ServiceStatus {
@@ -221,13 +226,16 @@ pub fn status(cfg: &LocalConfig) -> LocalStatus {
                 Service::Labels => cfg.labels_endpoint(),
             },
             pid: live_pid(cfg, s),
-            healthy: healthy(cfg, s),
+            healthy: match s {
+                Service::Ministack => emulator.is_some(),
+                Service::Labels => labels_healthy(cfg.labels_port),
+            },
             log: cfg.log_file(s),
         })
         .collect();
     LocalStatus {
         services,
-        iam_enforced: ministack_health(cfg) == Some(true),
+        iam_enforced: emulator == Some(true),
         certificate: cfg.tls().cert,
     }
 }
@@ -256,6 +264,7 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
             });
         }
         let venv = Venv::ensure("local", announce)?;
+        crate::fidelity::apply(venv.dir())?;
         announce(&format!(
             "starting ministack on {} (IAM enforced, TLS)",
             cfg.endpoint()

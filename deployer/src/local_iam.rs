@@ -26,6 +26,8 @@ pub enum LocalIamError {
     NoFunction(String),
     #[error("cannot render the policy of {function}: {reason}")]
     Policy { function: String, reason: String },
+    #[error("enforcement not shown: {0}")]
+    Enforcement(String),
 }
 
 fn call<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) -> LocalIamError {
@@ -219,10 +221,7 @@ pub async fn prove_enforcement(
     outputs: &std::collections::BTreeMap<String, String>,
 ) -> Result<EnforcementProof, LocalIamError> {
     use stack::synth::outputs as keys;
-    let fail = |m: String| LocalIamError::Policy {
-        function: "process".into(),
-        reason: m,
-    };
+    let fail = LocalIamError::Enforcement;
     let target = Target::Local {
         endpoint: cfg.endpoint(),
         certificate: cfg.tls().cert_pem()?,

@@ -43,7 +43,7 @@ fn xtask(args: &[&str]) -> Result<(f64, Value)> {
     Ok((secs, serde_json::from_slice(&out.stdout)?))
 }
 
-fn aws(venv: &Venv, endpoint: &str, args: &[String]) -> Result<f64> {
+fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(venv.bin("aws"))
         .args(args)
@@ -55,6 +55,8 @@ fn aws(venv: &Venv, endpoint: &str, args: &[String]) -> Result<f64> {
         ])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
+        // The emulator serves TLS with the local environment's own certificate.
+        .env("AWS_CA_BUNDLE", ca)
         .env_remove("AWS_PROFILE")
         .stdin(Stdio::null())
         .output()?;
@@ -172,6 +174,7 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     deploy_args.push("--parameter-overrides".into());
     deploy_args.extend(params.iter().map(|(k, v)| format!("{k}={v}")));
     let endpoint = cfg.endpoint();
+    let ca = cfg.tls().cert;
     let delete: Vec<String> = ["cloudformation", "delete-stack", "--stack-name", &stack]
         .iter()
         .map(|s| s.to_string())
@@ -189,10 +192,10 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     let mut cli_cold = Vec::new();
     let mut cli_noop = Vec::new();
     for _ in 0..ROUNDS {
-        cli_cold.push(aws(&venv, &endpoint, &deploy_args)?);
-        cli_noop.push(aws(&venv, &endpoint, &deploy_args)?);
-        aws(&venv, &endpoint, &delete)?;
-        aws(&venv, &endpoint, &wait)?;
+        cli_cold.push(aws(&venv, &endpoint, &ca, &deploy_args)?);
+        cli_noop.push(aws(&venv, &endpoint, &ca, &deploy_args)?);
+        aws(&venv, &endpoint, &ca, &delete)?;
+        aws(&venv, &endpoint, &ca, &wait)?;
     }
 
     let rows = [

@@ -111,7 +111,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS; deploys and teardowns as a least-privileged IAM user; smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice: all as expected"
+        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice: all as expected"
     );
     Ok(())
 }

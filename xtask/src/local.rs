@@ -49,10 +49,14 @@ fn report(st: &LocalStatus, endpoint: &str) -> String {
         "{}\nendpoint: {endpoint} (TLS; clients trust {})\nIAM enforcement: {}",
         table(st),
         st.certificate.display(),
-        if st.iam_enforced {
-            "on (every call is authorized as its caller)"
-        } else {
-            "unknown (the emulator is not answering)"
+        match (
+            st.iam_enforced,
+            st.services.first().is_some_and(|s| s.healthy)
+        ) {
+            (true, _) => "on (every call is authorized as its caller)",
+            (false, true) =>
+                "OFF: this emulator was not started by `local up`; stop it and run `cargo xtask local up`",
+            (false, false) => "unknown (the emulator is not answering)",
         }
     )
 }

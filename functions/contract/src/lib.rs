@@ -244,39 +244,45 @@ mod tests {
         assert_eq!(map(Input::erase(i)), pairs(&[("s3:PutObject", OBJECT)]));
     }
 
+    fn get(version: Option<&str>) -> Input {
+        Input::erase(
+            s3::get_object::GetObjectInput::builder()
+                .bucket(BUCKET)
+                .key("uploads/k")
+                .set_version_id(version.map(str::to_string))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn head(version: Option<&str>) -> Input {
+        Input::erase(
+            s3::head_object::HeadObjectInput::builder()
+                .bucket(BUCKET)
+                .key("uploads/k")
+                .set_version_id(version.map(str::to_string))
+                .build()
+                .unwrap(),
+        )
+    }
+
     #[test]
     fn get_object_without_a_version_needs_get_object() {
-        let i = s3::get_object::GetObjectInput::builder()
-            .bucket(BUCKET)
-            .key("uploads/k")
-            .build()
-            .unwrap();
-        assert_eq!(map(Input::erase(i)), pairs(&[("s3:GetObject", OBJECT)]));
+        assert_eq!(map(get(None)), pairs(&[("s3:GetObject", OBJECT)]));
     }
 
     #[test]
     fn get_object_of_a_version_needs_get_object_version() {
-        let i = s3::get_object::GetObjectInput::builder()
-            .bucket(BUCKET)
-            .key("uploads/k")
-            .version_id("v1")
-            .build()
-            .unwrap();
         assert_eq!(
-            map(Input::erase(i)),
+            map(get(Some("v1"))),
             pairs(&[("s3:GetObjectVersion", OBJECT)])
         );
     }
 
     #[test]
     fn head_object_needs_the_read_and_list_bucket_for_a_404_on_a_missing_key() {
-        let i = s3::head_object::HeadObjectInput::builder()
-            .bucket(BUCKET)
-            .key("uploads/k")
-            .build()
-            .unwrap();
         assert_eq!(
-            map(Input::erase(i)),
+            map(head(None)),
             pairs(&[
                 ("s3:GetObject", OBJECT),
                 ("s3:ListBucket", "arn:aws:s3:::b")
@@ -286,14 +292,8 @@ mod tests {
 
     #[test]
     fn head_object_of_a_version_needs_get_object_version() {
-        let i = s3::head_object::HeadObjectInput::builder()
-            .bucket(BUCKET)
-            .key("uploads/k")
-            .version_id("v1")
-            .build()
-            .unwrap();
         assert_eq!(
-            map(Input::erase(i)),
+            map(head(Some("v1"))),
             pairs(&[
                 ("s3:GetObjectVersion", OBJECT),
                 ("s3:ListBucket", "arn:aws:s3:::b")

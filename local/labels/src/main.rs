@@ -9,22 +9,7 @@ use local_labels::auth::{AnyOf, Caller, EmulatorSessions, StaticKeys};
 use local_labels::model::{Model, default_dir};
 use local_labels::s3::Emulator;
 use local_labels::server;
-use local_labels::service::{ApiError, FaultKind, Faults, ObjectSource, Service};
-
-/// The emulator, shared by the object reader and the key resolver.
-struct SharedEmulator(Arc<Emulator>);
-
-impl ObjectSource for SharedEmulator {
-    fn get(
-        &self,
-        caller: &Caller,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> Result<Vec<u8>, ApiError> {
-        self.0.get(caller, bucket, key, version)
-    }
-}
+use local_labels::service::{FaultKind, Faults, Service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,7 +115,7 @@ fn main() -> ExitCode {
             args.fail_rate,
             args.fail_seed,
         ),
-        objects: Box::new(SharedEmulator(emulator)),
+        objects: Box::new(emulator),
         keys: Box::new(keys),
     });
     match server::start(service, &format!("127.0.0.1:{}", args.port), args.workers) {

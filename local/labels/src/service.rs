@@ -210,6 +210,19 @@ pub trait ObjectSource: Send + Sync {
     ) -> Result<Vec<u8>, ApiError>;
 }
 
+/// The emulator is shared by the object reader and the key resolver.
+impl<T: ObjectSource> ObjectSource for std::sync::Arc<T> {
+    fn get(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.as_ref().get(caller, bucket, key, version)
+    }
+}
+
 pub struct Service {
     pub model: Model,
     pub faults: Faults,

@@ -204,6 +204,17 @@ async fn top3(client: &Client, image: Image) -> Vec<String> {
         .collect()
 }
 
+/// The error a request for `image` is refused with.
+async fn refused(client: &Client, image: Image) -> DetectLabelsError {
+    client
+        .detect_labels()
+        .image(image)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error()
+}
+
 /// The confidence of one label, if present.
 async fn confidence_of(client: &Client, image: Image, name: &str) -> Option<f32> {
     let out = client
@@ -376,14 +387,7 @@ async fn injected_faults_are_retried_by_the_sdk() {
         }),
     ] {
         let env = start(Faults::new(kind, 1, 0.0, 1), 1);
-        let e = env
-            .client
-            .detect_labels()
-            .image(s3_image("chelsea"))
-            .send()
-            .await
-            .unwrap_err()
-            .into_service_error();
+        let e = refused(&env.client, s3_image("chelsea")).await;
         assert!(check(&e), "{kind:?}: {e:?}");
     }
 }
@@ -392,13 +396,7 @@ async fn injected_faults_are_retried_by_the_sdk() {
 async fn only_a_valid_signature_gets_an_answer_and_nothing_is_read_without_one() {
     let env = start(Faults::none(), 1);
     let code = |c: Client| async move {
-        let e = c
-            .detect_labels()
-            .image(s3_image("chelsea"))
-            .send()
-            .await
-            .unwrap_err()
-            .into_service_error();
+        let e = refused(&c, s3_image("chelsea")).await;
         e.code().unwrap_or("").to_string()
     };
     assert_eq!(
@@ -443,14 +441,11 @@ fn unsigned_post(mut s: std::net::TcpStream, port: u16) -> String {
 async fn s3_objects_are_read_as_the_caller() {
     let env = start(Faults::none(), 1);
     let denied = caller(NO_READ);
-    let e = env
-        .client_as(NO_READ, &denied.secret_access_key, 1)
-        .detect_labels()
-        .image(s3_image("chelsea"))
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let e = refused(
+        &env.client_as(NO_READ, &denied.secret_access_key, 1),
+        s3_image("chelsea"),
+    )
+    .await;
     // Rekognition's answer when it cannot read the object with the caller's permissions.
     assert!(e.is_invalid_s3_object_exception(), "{e:?}");
     assert_eq!(e.message(), Some(local_labels::s3::UNREADABLE));
