@@ -34,6 +34,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let resolved = a.place.resolve()?;
+    // curl must trust the local environment's certificate, as every other client does.
+    let cacert = a.place.local.then(|| a.place.ports.config().tls().cert);
     let cfg = DeployConfig {
         target: resolved.target,
         stage: a.stage,
@@ -50,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
     let report = result?;
     match a.output {
         Output::Json => print_json(&report)?,
-        Output::Text => println!("{}", summary(&report)),
+        Output::Text => println!("{}", summary(&report, cacert.as_deref())),
     }
     Ok(())
 }
@@ -74,7 +76,8 @@ fn change_line(c: &Change) -> String {
     s
 }
 
-pub fn summary(r: &DeployReport) -> String {
+/// The report for a person; `cacert` is the certificate the API's curl examples must trust.
+pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
     let mut s = String::new();
     let count = |action: &str| r.changes.iter().filter(|c| c.action == action).count();
     match r.status {
@@ -114,12 +117,16 @@ pub fn summary(r: &DeployReport) -> String {
         }
     }
     if let Some(api) = &r.api_url {
+        let curl = match cacert {
+            Some(c) => format!("curl -sS --cacert '{}'", c.display()),
+            None => "curl -sS".to_string(),
+        };
         s.push_str(&format!("API: {api}\n"));
         s.push_str("try it:\n");
         s.push_str(&format!(
-            "  curl -sS -X POST --data-binary @photo.jpg -H 'content-type: image/jpeg' '{api}/upload'\n"
+            "  {curl} -X POST --data-binary @photo.jpg -H 'content-type: image/jpeg' '{api}/upload'\n"
         ));
-        s.push_str(&format!("  curl -sS '{api}/metadata/IMAGE_ID'\n"));
+        s.push_str(&format!("  {curl} '{api}/metadata/IMAGE_ID'\n"));
     }
     s.trim_end().to_string()
 }

@@ -8,8 +8,9 @@ use tokio::runtime::Runtime;
 use crate::auth::{Caller, FunctionRole};
 use crate::service::{ApiError, MAX_S3_BYTES, ObjectSource};
 
-/// What Rekognition answers when it cannot read an `S3Object`, whatever the reason (missing,
-/// denied): the same words for both, so the answer does not tell which.
+/// What Rekognition answers (HTTP 400 `InvalidS3ObjectException`) when it cannot read an
+/// `S3Object`, whatever the reason (missing, denied), as the Rekognition Developer Guide's
+/// "Error handling" page shows it: the same words for both, so the answer does not tell which.
 pub const UNREADABLE: &str =
     "Unable to get object metadata from S3. Check object key, region and/or access permissions.";
 
