@@ -44,6 +44,15 @@ fn xtask(args: &[&str]) -> Result<(f64, Value)> {
 }
 
 fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Result<f64> {
+    // `aws cloudformation deploy` names its change set after the current second, so two runs
+    // within one second collide ("ChangeSet … already exists"): start each in a new second,
+    // before the clock starts.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::thread::sleep(std::time::Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()),
+    ));
     let t = Instant::now();
     let out = Command::new(venv.bin("aws"))
         .args(args)
