@@ -53,33 +53,16 @@ fn call<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
-/// `image-pipeline-assets-<account>-<region>`: one bucket serves every stage.
-pub fn bucket_name(account: &str, region: &str) -> String {
-    format!("{}-assets-{account}-{region}", stack::app::APP)
-}
-
 /// The content-addressed key of an artifact.
 pub fn artifact_key(architecture: &str, a: &Artifact) -> String {
     format!("lambda/{architecture}/{}/{}.zip", a.function, a.sha256)
 }
 
-/// TLS-only bucket policy.
+/// The assets bucket's TLS-only policy, from the same builder as every other bucket's.
 pub fn tls_only_policy(partition: &str, bucket: &str) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [
-                format!("arn:{partition}:s3:::{bucket}"),
-                format!("arn:{partition}:s3:::{bucket}/*"),
-            ],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    })
-    .to_string()
+    let arn = format!("arn:{partition}:s3:::{bucket}");
+    let doc = policies::PolicyDocument::tls_only(arn.clone(), format!("{arn}/*"));
+    serde_json::to_string(&doc).unwrap_or_default()
 }
 
 /// Makes sure the assets bucket exists in `region`; returns whether it was created now.

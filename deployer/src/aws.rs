@@ -9,7 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The region the local environment answers for.
@@ -101,8 +101,10 @@ impl Target {
 pub enum AwsError {
     #[error("`{0}` is not an AWS region code (expected something like eu-west-1)")]
     BadRegion(String),
-    #[error("`{region}` is not a region this tool knows; known regions: {known}")]
-    UnknownRegion { region: String, known: String },
+    #[error(
+        "no region given: pass --region (or --local), set AWS_REGION, or set `region` in the AWS profile"
+    )]
+    NoRegion,
     #[error(
         "no AWS credentials found: configure them (environment variables, `aws configure`, `aws sso login`, or web identity in CI) or pass --profile"
     )]
@@ -117,69 +119,81 @@ pub enum AwsError {
     Identity(String),
 }
 
-/// Region codes of the AWS partitions, so a typo is caught before any call is made.
-const KNOWN_REGIONS: &[&str] = &[
-    "af-south-1",
-    "ap-east-1",
-    "ap-east-2",
-    "ap-northeast-1",
-    "ap-northeast-2",
-    "ap-northeast-3",
-    "ap-south-1",
-    "ap-south-2",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "ap-southeast-3",
-    "ap-southeast-4",
-    "ap-southeast-5",
-    "ap-southeast-6",
-    "ap-southeast-7",
-    "ca-central-1",
-    "ca-west-1",
-    "eu-central-1",
-    "eu-central-2",
-    "eu-north-1",
-    "eu-south-1",
-    "eu-south-2",
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "il-central-1",
-    "me-central-1",
-    "me-south-1",
-    "mx-central-1",
-    "sa-east-1",
-    "us-east-1",
-    "us-east-2",
-    "us-west-1",
-    "us-west-2",
-    "cn-north-1",
-    "cn-northwest-1",
-    "us-gov-east-1",
-    "us-gov-west-1",
-];
-
-/// Checks a region code: well-formed and known.
+/// Checks a region code's form (`eu-west-1`, `us-gov-east-1`, `ap-southeast-7`): lower-case
+/// words and a number, joined by hyphens. There is no list of regions to keep up to date: an
+/// unknown but well-formed region fails at the first call with the service's own answer.
 pub fn validate_region(region: &str) -> Result<(), AwsError> {
-    let well_formed = {
-        let parts: Vec<&str> = region.split('-').collect();
-        parts.len() >= 3
-            && parts[..parts.len() - 1]
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-            && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
-            && !parts[parts.len() - 1].is_empty()
-    };
-    if !well_formed {
-        return Err(AwsError::BadRegion(region.to_string()));
-    }
-    if !KNOWN_REGIONS.contains(&region) {
-        return Err(AwsError::UnknownRegion {
-            region: region.to_string(),
-            known: KNOWN_REGIONS.join(", "),
+    let parts: Vec<&str> = region.split('-').collect();
+    let well_formed = parts.len() >= 3
+        && parts.split_last().is_some_and(|(number, words)| {
+            !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
+                && words
+                    .iter()
+                    .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
         });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(AwsError::BadRegion(region.to_string()))
     }
-    Ok(())
+}
+
+/// Where the region came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionSource {
+    Flag,
+    Environment,
+    Profile,
+}
+
+/// The region to work in: `--region`, else `AWS_REGION` or `AWS_DEFAULT_REGION`, else the
+/// profile's `region` (the named profile, `AWS_PROFILE`, or `default`). Never asks the
+/// instance metadata service, so it answers at once anywhere. The result's form is checked.
+pub async fn resolve_region(
+    flag: Option<&str>,
+    profile: Option<&str>,
+) -> Result<(String, RegionSource), AwsError> {
+    resolve_region_from(
+        flag,
+        profile,
+        |k| std::env::var(k).ok(),
+        aws_runtime::env_config::file::EnvConfigFiles::default(),
+    )
+    .await
+}
+
+async fn resolve_region_from(
+    flag: Option<&str>,
+    profile: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    files: aws_runtime::env_config::file::EnvConfigFiles,
+) -> Result<(String, RegionSource), AwsError> {
+    use aws_config::meta::region::ProvideRegion;
+    let from_env = || {
+        ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+    };
+    let (region, source) = if let Some(r) = flag {
+        (r.to_string(), RegionSource::Flag)
+    } else if let Some(r) = from_env() {
+        (r, RegionSource::Environment)
+    } else {
+        let mut provider =
+            aws_config::profile::ProfileFileRegionProvider::builder().profile_files(files);
+        if let Some(p) = profile {
+            provider = provider.profile_name(p);
+        }
+        match provider.build().region().await {
+            Some(r) => (r.as_ref().to_string(), RegionSource::Profile),
+            None => return Err(AwsError::NoRegion),
+        }
+    };
+    validate_region(&region)?;
+    Ok((region, source))
 }
 
 /// The partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
@@ -260,7 +274,7 @@ impl Clients {
 }
 
 /// Who is deploying where: the preflight's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub account: String,
     pub arn: String,
@@ -376,14 +390,72 @@ mod tests {
             validate_region("EU-WEST-1"),
             Err(AwsError::BadRegion(_))
         ));
-        let err = validate_region("us-east-7").map(|_| ()).unwrap_err();
-        assert!(
-            err.to_string().contains("not a region this tool knows"),
-            "{err}"
-        );
+        // Well-formed regions are accepted without a list, including ones newer than this code.
+        assert!(validate_region("ap-southeast-7").is_ok());
+        assert!(validate_region("mx-central-1").is_ok());
+        assert!(matches!(
+            validate_region("eu--west-1"),
+            Err(AwsError::BadRegion(_))
+        ));
+        assert!(matches!(
+            validate_region("eu-west-1a"),
+            Err(AwsError::BadRegion(_))
+        ));
         assert_eq!(partition_of("cn-north-1"), "aws-cn");
         assert_eq!(partition_of("us-gov-east-1"), "aws-us-gov");
         assert_eq!(partition_of("eu-west-1"), "aws");
+    }
+
+    fn profile_files(
+        dir: &std::path::Path,
+        body: &str,
+    ) -> aws_runtime::env_config::file::EnvConfigFiles {
+        use aws_runtime::env_config::file::{
+            EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles,
+        };
+        let path = dir.join("config");
+        assert!(std::fs::write(&path, body).is_ok());
+        ProfileFiles::builder()
+            .include_default_credentials_file(false)
+            .with_file(ProfileFileKind::Config, path)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn region_falls_back_from_flag_to_environment_to_profile() {
+        let dir = std::env::temp_dir().join(format!("region-test-{}", std::process::id()));
+        assert!(std::fs::create_dir_all(&dir).is_ok());
+        let files = || {
+            profile_files(
+                &dir,
+                "[default]\nregion = eu-central-1\n[profile ci]\nregion = ap-south-2\n",
+            )
+        };
+        let env = |k: &str| (k == "AWS_DEFAULT_REGION").then(|| "us-west-2".to_string());
+        let none = |_: &str| None;
+
+        let r = resolve_region_from(Some("eu-west-1"), None, env, files()).await;
+        assert_eq!(r.ok(), Some(("eu-west-1".into(), RegionSource::Flag)));
+        let r = resolve_region_from(None, None, env, files()).await;
+        assert_eq!(
+            r.ok(),
+            Some(("us-west-2".into(), RegionSource::Environment))
+        );
+        let r = resolve_region_from(None, None, none, files()).await;
+        assert_eq!(r.ok(), Some(("eu-central-1".into(), RegionSource::Profile)));
+        let r = resolve_region_from(None, Some("ci"), none, files()).await;
+        assert_eq!(r.ok(), Some(("ap-south-2".into(), RegionSource::Profile)));
+
+        let empty = profile_files(&dir, "[default]\noutput = json\n");
+        let r = resolve_region_from(None, None, none, empty).await;
+        assert!(matches!(r, Err(AwsError::NoRegion)), "{r:?}");
+        let bad = |_: &str| Some("Ireland".to_string());
+        let r = resolve_region_from(None, None, bad, files()).await;
+        assert!(
+            matches!(r, Err(AwsError::BadRegion(ref b)) if b == "Ireland"),
+            "{r:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use stack::{App, Architecture};
 use thiserror::Error;
 
+use crate::progress::Progress;
 use crate::pyenv::{hex, workspace_root};
 use crate::toolchain::{self, ToolchainError};
 use crate::{elf, zip};
@@ -68,14 +69,6 @@ pub struct BuildConfig {
     /// Overrides the `lambda` profile's opt-level (for measuring the choice; `None` keeps
     /// the profile's).
     pub opt_level: Option<String>,
-}
-
-/// What a build reports as it goes. The deployer never prints; the caller decides how.
-pub trait Progress {
-    /// A step of the build, for one function or for all.
-    fn step(&self, function: Option<&str>, message: &str);
-    /// Cargo finished compiling one more unit.
-    fn compiled(&self, unit: &str, count: usize);
 }
 
 /// One function's artifact.
@@ -205,16 +198,12 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     let arch = cfg.arch.resolve()?;
     let functions = selected(cfg)?;
     let target = target_triple(arch);
-    let announce = |m: &str| progress.step(None, m);
-    let tools = toolchain::ensure(target, &announce)?;
+    let tools = toolchain::ensure(target, progress)?;
 
-    progress.step(
-        None,
-        &format!(
-            "compiling {} for {target} (profile {PROFILE})",
-            functions.join(", ")
-        ),
-    );
+    progress.step(&format!(
+        "compiling {} for {target} (profile {PROFILE})",
+        functions.join(", ")
+    ));
     cargo_build(
         &tools,
         target,
@@ -242,7 +231,7 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             path: path.clone(),
             source,
         })?;
-        progress.step(Some(function), "checking the binary");
+        progress.function_step(function, "checking the binary");
         elf::check(&binary, arch).map_err(|source| BuildError::Binary {
             function: function.clone(),
             source,
@@ -258,11 +247,11 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             && prev.binary_sha256 == binary_sha256
             && dir.join(&prev.zip).is_file()
         {
-            progress.step(Some(function), "unchanged: the zip is already up to date");
+            progress.function_step(function, "unchanged: the zip is already up to date");
             unchanged.push(function.clone());
             continue;
         }
-        progress.step(Some(function), "packaging bootstrap.zip");
+        progress.function_step(function, "packaging bootstrap.zip");
         let artifact = package(function, &binary, binary_sha256, &dir)?;
         artifacts.insert(function.clone(), artifact);
     }

@@ -1,82 +1,153 @@
 //! CloudFormation mechanics: the stack's state and what to do about it, change sets (with the
 //! two "no changes" answers treated as success), executing one while following its events,
-//! and deleting a stack.
+//! and deleting a stack. States, actions and replacement flags are the SDK's own enums.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
-use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Parameter};
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeSetStatus, ChangeSetType, ChangeSource, ExecutionStatus, Parameter,
+};
+/// The SDK's enums this module's types carry, for callers without the SDK as a dependency.
+pub use aws_sdk_cloudformation::types::{ChangeAction, Replacement, ResourceStatus, StackStatus};
 use aws_smithy_types::error::display::DisplayErrorContext;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::progress::Progress;
 
 /// Prefix of the change sets this tool creates (so leftovers can be recognised as ours).
 pub const CHANGE_SET_PREFIX: &str = "image-pipeline-";
 
-/// What a long CloudFormation operation reports as it goes. The deployer never prints.
-pub trait Observer {
-    /// A step worth a line ("creating change set", "deleting the failed stack", …).
-    fn step(&self, message: &str);
-    /// Resource work starts: `total` resources are expected to finish.
-    fn begin(&self, total: usize);
-    /// A new stack event; `done` resources have finished so far.
-    fn event(&self, event: &StackEvent, done: usize);
-    /// Resource work is over.
-    fn end(&self);
+/// The type CloudFormation gives the stack itself in its event list.
+const STACK_TYPE: &str = "AWS::CloudFormation::Stack";
+
+/// Serde for the SDK's string enums, as the strings CloudFormation uses.
+pub mod sdk_enum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: AsRef<str>, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_ref())
+    }
+
+    pub fn deserialize<'de, T: for<'a> From<&'a str>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(T::from(s.as_str()))
+    }
+
+    /// The same for an optional value.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<T: AsRef<str>, S: Serializer>(
+            v: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(v.as_ref()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T: for<'a> From<&'a str>, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<T>, D::Error> {
+            Ok(Option::<String>::deserialize(d)?.map(|s| T::from(s.as_str())))
+        }
+    }
 }
 
-/// An observer that ignores everything (tests, JSON-only callers).
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn step(&self, _: &str) {}
-    fn begin(&self, _: usize) {}
-    fn event(&self, _: &StackEvent, _: usize) {}
-    fn end(&self) {}
+/// True while CloudFormation is working on the stack.
+pub fn is_in_progress(status: &StackStatus) -> bool {
+    use StackStatus as S;
+    match status {
+        S::CreateInProgress
+        | S::DeleteInProgress
+        | S::ImportInProgress
+        | S::ImportRollbackInProgress
+        | S::ReviewInProgress
+        | S::RollbackInProgress
+        | S::UpdateCompleteCleanupInProgress
+        | S::UpdateInProgress
+        | S::UpdateRollbackCompleteCleanupInProgress
+        | S::UpdateRollbackInProgress => true,
+        // A state newer than this SDK: its name still says whether work is going on.
+        other => other.as_str().ends_with("_IN_PROGRESS"),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// True when a stack's resources are in a working state (created, updated, or rolled back to
+/// the last good update).
+pub fn is_usable(status: &StackStatus) -> bool {
+    matches!(
+        status,
+        StackStatus::CreateComplete
+            | StackStatus::UpdateComplete
+            | StackStatus::UpdateRollbackComplete
+    )
+}
+
+/// True for a resource event that ends its work (done or skipped).
+pub fn is_finished(status: &ResourceStatus) -> bool {
+    let s = status.as_str();
+    s.ends_with("_COMPLETE") || s.ends_with("_SKIPPED")
+}
+
+/// True for a resource event that reports a failure.
+pub fn is_failed(status: &ResourceStatus) -> bool {
+    status.as_str().ends_with("_FAILED")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackEvent {
     pub id: String,
     pub timestamp: String,
     pub logical_id: String,
     pub resource_type: String,
-    pub status: String,
+    #[serde(with = "sdk_enum")]
+    pub status: ResourceStatus,
     pub reason: String,
 }
 
 /// One resource that failed, with CloudFormation's reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub logical_id: String,
     pub resource_type: String,
-    pub status: String,
+    #[serde(with = "sdk_enum")]
+    pub status: ResourceStatus,
     pub reason: String,
 }
 
 /// A planned change of one resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    /// Add, Modify, Remove, Import, Dynamic.
-    pub action: String,
+    #[serde(with = "sdk_enum")]
+    pub action: ChangeAction,
     pub logical_id: String,
     pub resource_type: String,
-    /// True, False or Conditional (modifications only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<String>,
+    /// Modifications only.
+    #[serde(
+        default,
+        with = "sdk_enum::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub replacement: Option<Replacement>,
     /// Whether the resource's own properties changed, as opposed to a value it takes from
     /// another changed resource being re-evaluated.
     pub direct: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackInfo {
     pub name: String,
     pub id: String,
-    pub status: String,
+    #[serde(with = "sdk_enum")]
+    pub status: StackStatus,
     pub reason: Option<String>,
     pub outputs: BTreeMap<String, String>,
 }
@@ -94,7 +165,7 @@ pub enum CfnError {
     )]
     Busy {
         stack: String,
-        status: String,
+        status: StackStatus,
         waited_s: u64,
     },
     #[error(
@@ -109,7 +180,7 @@ pub enum CfnError {
     #[error("{}", failed_message(.stack, .status, .failures))]
     Failed {
         stack: String,
-        status: String,
+        status: StackStatus,
         failures: Vec<Failure>,
     },
     #[error("stack {stack} is still {status} after {waited_s} s")]
@@ -120,7 +191,7 @@ pub enum CfnError {
     },
 }
 
-fn failed_message(stack: &str, status: &str, failures: &[Failure]) -> String {
+fn failed_message(stack: &str, status: &StackStatus, failures: &[Failure]) -> String {
     let mut s = format!("stack {stack} ended in {status}");
     if failures.is_empty() {
         s.push_str(" (CloudFormation reported no failed resource)");
@@ -155,10 +226,6 @@ pub fn is_no_changes(reason: &str) -> bool {
     reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
 }
 
-pub fn is_in_progress(status: &str) -> bool {
-    status.ends_with("_IN_PROGRESS")
-}
-
 /// The stack by name, or `None` when it does not exist (or was deleted).
 pub async fn describe(cfn: &Client, stack: &str) -> Result<Option<StackInfo>, CfnError> {
     let out = match cfn.describe_stacks().stack_name(stack).send().await {
@@ -177,11 +244,10 @@ pub async fn describe(cfn: &Client, stack: &str) -> Result<Option<StackInfo>, Cf
     let Some(s) = out.stacks().first() else {
         return Ok(None);
     };
-    let status = s
-        .stack_status()
-        .map(|x| x.as_str().to_string())
-        .unwrap_or_default();
-    if status == "DELETE_COMPLETE" {
+    let Some(status) = s.stack_status().cloned() else {
+        return Ok(None);
+    };
+    if status == StackStatus::DeleteComplete {
         return Ok(None);
     }
     let outputs = s
@@ -201,143 +267,16 @@ pub async fn describe(cfn: &Client, stack: &str) -> Result<Option<StackInfo>, Cf
     }))
 }
 
-/// Polls until the stack is in no `*_IN_PROGRESS` state (or gone).
-pub async fn wait_settled(
-    cfn: &Client,
-    stack: &str,
-    timeout: Duration,
-    poll: Duration,
-) -> Result<Option<StackInfo>, CfnError> {
-    let start = Instant::now();
-    loop {
-        let info = describe(cfn, stack).await?;
-        match &info {
-            Some(i) if is_in_progress(&i.status) => {
-                if start.elapsed() >= timeout {
-                    return Err(CfnError::Busy {
-                        stack: stack.to_string(),
-                        status: i.status.clone(),
-                        waited_s: start.elapsed().as_secs(),
-                    });
-                }
-                tokio::time::sleep(poll).await;
-            }
-            _ => return Ok(info),
-        }
-    }
-}
-
 /// How the next change set must be made, after dealing with the stack's current state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
     Create,
     Update,
 }
 
-/// Brings the stack into a state a change set can start from, saying what it does:
-/// waits out another deployment, deletes a stack that never got created, continues a stuck
-/// rollback, and removes change sets an interrupted run left behind.
-pub async fn prepare(
-    cfn: &Client,
-    stack: &str,
-    wait: Duration,
-    poll: Duration,
-    obs: &dyn Observer,
-) -> Result<Prepared, CfnError> {
-    let mut info = describe(cfn, stack).await?;
-    if let Some(i) = &info
-        && is_in_progress(&i.status)
-        && i.status != "REVIEW_IN_PROGRESS"
-    {
-        obs.step(&format!(
-            "stack {stack} is {}: another deployment is running; waiting up to {} s for it",
-            i.status,
-            wait.as_secs()
-        ));
-        info = wait_settled(cfn, stack, wait, poll).await?;
-    }
-    let Some(i) = info else {
-        return Ok(Prepared::Create);
-    };
-    match i.status.as_str() {
-        "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" => {
-            obs.step(&format!(
-                "stack {stack} is {} (its creation failed earlier); deleting it before creating it again",
-                i.status
-            ));
-            delete(cfn, stack, &i.id, None, wait, poll, obs).await?;
-            Ok(Prepared::Create)
-        }
-        "DELETE_FAILED" => Err(CfnError::DeleteFailed {
-            stack: stack.to_string(),
-            reason: i.reason,
-        }),
-        "UPDATE_ROLLBACK_FAILED" => {
-            obs.step(&format!(
-                "stack {stack} is UPDATE_ROLLBACK_FAILED; continuing the rollback first"
-            ));
-            cfn.continue_update_rollback()
-                .stack_name(stack)
-                .send()
-                .await
-                .map_err(|e| call_error("ContinueUpdateRollback", stack, e))?;
-            let after = wait_settled(cfn, stack, wait, poll).await?;
-            match after {
-                Some(a) if a.status == "UPDATE_ROLLBACK_COMPLETE" => {
-                    remove_leftovers(cfn, stack, obs).await?;
-                    Ok(Prepared::Update)
-                }
-                Some(a) => Err(CfnError::Failed {
-                    failures: failures_since(cfn, stack, None).await?,
-                    stack: stack.to_string(),
-                    status: a.status,
-                }),
-                None => Ok(Prepared::Create),
-            }
-        }
-        // A stack that only ever had a change set created: it has no resources, and the
-        // next change set must again be a CREATE.
-        "REVIEW_IN_PROGRESS" => {
-            remove_leftovers(cfn, stack, obs).await?;
-            Ok(Prepared::Create)
-        }
-        _ => {
-            remove_leftovers(cfn, stack, obs).await?;
-            Ok(Prepared::Update)
-        }
-    }
-}
-
-/// Deletes change sets of ours that were created but never executed.
-async fn remove_leftovers(cfn: &Client, stack: &str, obs: &dyn Observer) -> Result<(), CfnError> {
-    let out = cfn
-        .list_change_sets()
-        .stack_name(stack)
-        .send()
-        .await
-        .map_err(|e| call_error("ListChangeSets", stack, e))?;
-    for s in out.summaries() {
-        let name = s.change_set_name().unwrap_or_default();
-        let execution = s.execution_status().map(|x| x.as_str()).unwrap_or_default();
-        if name.starts_with(CHANGE_SET_PREFIX) && matches!(execution, "AVAILABLE" | "UNAVAILABLE") {
-            obs.step(&format!(
-                "removing change set {name} left by an earlier run"
-            ));
-            cfn.delete_change_set()
-                .stack_name(stack)
-                .change_set_name(name)
-                .send()
-                .await
-                .map_err(|e| call_error("DeleteChangeSet", stack, e))?;
-        }
-    }
-    Ok(())
-}
-
 /// What a change set request carries.
 #[derive(Debug, Clone)]
 pub struct ChangeSetRequest {
-    pub stack: String,
     pub kind: Prepared,
     pub template_body: String,
     pub parameters: BTreeMap<String, String>,
@@ -363,344 +302,531 @@ pub fn change_set_name() -> String {
     format!("{CHANGE_SET_PREFIX}{ms}")
 }
 
-/// Creates a change set and waits until CloudFormation has computed it. "No changes" deletes
-/// it and returns `Planned::NoChanges`.
-pub async fn create_change_set(
-    cfn: &Client,
-    req: &ChangeSetRequest,
-    timeout: Duration,
-    poll: Duration,
-) -> Result<Planned, CfnError> {
-    let stack = req.stack.as_str();
-    let name = change_set_name();
-    let kind = match req.kind {
-        Prepared::Create => ChangeSetType::Create,
-        Prepared::Update => ChangeSetType::Update,
-    };
-    let mut call = cfn
-        .create_change_set()
-        .stack_name(stack)
-        .change_set_name(&name)
-        .change_set_type(kind)
-        .template_body(&req.template_body)
-        .capabilities(Capability::CapabilityIam)
-        .capabilities(Capability::CapabilityNamedIam);
-    for (k, v) in &req.parameters {
-        call = call.parameters(
+/// One stack and what every operation on it shares: the client, how often to poll, and who
+/// hears about progress.
+pub struct StackOps<'a> {
+    pub cfn: &'a Client,
+    pub name: &'a str,
+    pub poll: Duration,
+    pub progress: &'a dyn Progress,
+}
+
+impl std::fmt::Debug for StackOps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackOps")
+            .field("name", &self.name)
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An operation being followed: the stack (by id when known), the request token that marks
+/// its events, and how many resources it is expected to finish.
+struct Operation<'a> {
+    target: &'a str,
+    token: &'a str,
+    total: usize,
+}
+
+impl StackOps<'_> {
+    fn error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        operation: &'static str,
+        e: aws_sdk_cloudformation::error::SdkError<E>,
+    ) -> CfnError {
+        call_error(operation, self.name, e)
+    }
+
+    pub async fn describe(&self) -> Result<Option<StackInfo>, CfnError> {
+        describe(self.cfn, self.name).await
+    }
+
+    /// Polls until the stack is in no `*_IN_PROGRESS` state (or gone).
+    pub async fn wait_settled(&self, timeout: Duration) -> Result<Option<StackInfo>, CfnError> {
+        let start = Instant::now();
+        loop {
+            let info = self.describe().await?;
+            match &info {
+                Some(i) if is_in_progress(&i.status) => {
+                    if start.elapsed() >= timeout {
+                        return Err(CfnError::Busy {
+                            stack: self.name.to_string(),
+                            status: i.status.clone(),
+                            waited_s: start.elapsed().as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(self.poll).await;
+                }
+                _ => return Ok(info),
+            }
+        }
+    }
+
+    /// Brings the stack into a state a change set can start from, saying what it does:
+    /// waits out another deployment, deletes a stack that never got created, continues a
+    /// stuck rollback, and removes change sets an interrupted run left behind.
+    pub async fn prepare(&self, wait: Duration) -> Result<Prepared, CfnError> {
+        let stack = self.name;
+        let mut info = self.describe().await?;
+        if let Some(i) = &info
+            && is_in_progress(&i.status)
+            && i.status != StackStatus::ReviewInProgress
+        {
+            self.progress.step(&format!(
+                "stack {stack} is {}: another deployment is running; waiting up to {} s for it",
+                i.status,
+                wait.as_secs()
+            ));
+            info = self.wait_settled(wait).await?;
+        }
+        let Some(i) = info else {
+            return Ok(Prepared::Create);
+        };
+        match i.status {
+            StackStatus::RollbackComplete | StackStatus::RollbackFailed => {
+                self.progress.step(&format!(
+                    "stack {stack} is {} (its creation failed earlier); deleting it before creating it again",
+                    i.status
+                ));
+                self.delete(&i.id, wait).await?;
+                Ok(Prepared::Create)
+            }
+            StackStatus::DeleteFailed => Err(CfnError::DeleteFailed {
+                stack: stack.to_string(),
+                reason: i.reason,
+            }),
+            StackStatus::UpdateRollbackFailed => {
+                self.progress.step(&format!(
+                    "stack {stack} is UPDATE_ROLLBACK_FAILED; continuing the rollback first"
+                ));
+                self.cfn
+                    .continue_update_rollback()
+                    .stack_name(stack)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("ContinueUpdateRollback", e))?;
+                match self.wait_settled(wait).await? {
+                    Some(a) if a.status == StackStatus::UpdateRollbackComplete => {
+                        self.remove_leftovers().await?;
+                        Ok(Prepared::Update)
+                    }
+                    Some(a) => Err(CfnError::Failed {
+                        failures: self.failures(stack, None).await?,
+                        stack: stack.to_string(),
+                        status: a.status,
+                    }),
+                    None => Ok(Prepared::Create),
+                }
+            }
+            // A stack that only ever had a change set created: it has no resources, and the
+            // next change set must again be a CREATE.
+            StackStatus::ReviewInProgress => {
+                self.remove_leftovers().await?;
+                Ok(Prepared::Create)
+            }
+            _ => {
+                self.remove_leftovers().await?;
+                Ok(Prepared::Update)
+            }
+        }
+    }
+
+    /// Deletes change sets of ours that were created but never executed.
+    async fn remove_leftovers(&self) -> Result<(), CfnError> {
+        let out = self
+            .cfn
+            .list_change_sets()
+            .stack_name(self.name)
+            .send()
+            .await
+            .map_err(|e| self.error("ListChangeSets", e))?;
+        for s in out.summaries() {
+            let name = s.change_set_name().unwrap_or_default();
+            let unexecuted = matches!(
+                s.execution_status(),
+                Some(ExecutionStatus::Available | ExecutionStatus::Unavailable)
+            );
+            if name.starts_with(CHANGE_SET_PREFIX) && unexecuted {
+                self.progress.step(&format!(
+                    "removing change set {name} left by an earlier run"
+                ));
+                self.cfn
+                    .delete_change_set()
+                    .stack_name(self.name)
+                    .change_set_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("DeleteChangeSet", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a change set and waits until CloudFormation has computed it. "No changes"
+    /// deletes it and returns `Planned::NoChanges`.
+    pub async fn create_change_set(
+        &self,
+        req: &ChangeSetRequest,
+        timeout: Duration,
+    ) -> Result<Planned, CfnError> {
+        let stack = self.name;
+        let name = change_set_name();
+        let kind = match req.kind {
+            Prepared::Create => ChangeSetType::Create,
+            Prepared::Update => ChangeSetType::Update,
+        };
+        let parameters = req.parameters.iter().map(|(k, v)| {
             Parameter::builder()
                 .parameter_key(k)
                 .parameter_value(v)
-                .build(),
-        );
-    }
-    for (k, v) in &req.tags {
-        call = call.tags(
+                .build()
+        });
+        let tags = req.tags.iter().map(|(k, v)| {
             aws_sdk_cloudformation::types::Tag::builder()
                 .key(k)
                 .value(v)
-                .build(),
-        );
-    }
-    let created = call
-        .send()
-        .await
-        .map_err(|e| call_error("CreateChangeSet", stack, e))?;
-    let stack_id = created.stack_id().unwrap_or_default().to_string();
+                .build()
+        });
+        let created = self
+            .cfn
+            .create_change_set()
+            .stack_name(stack)
+            .change_set_name(&name)
+            .change_set_type(kind)
+            .template_body(&req.template_body)
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+            .set_parameters(Some(parameters.collect()))
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .map_err(|e| self.error("CreateChangeSet", e))?;
+        let stack_id = created.stack_id().unwrap_or_default().to_string();
 
-    let start = Instant::now();
-    loop {
+        let start = Instant::now();
+        loop {
+            let (status, reason, mut changes) = self.read_change_set(&name).await?;
+            match status {
+                ChangeSetStatus::CreateComplete => {
+                    changes.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
+                    return Ok(Planned::Changes {
+                        name,
+                        stack_id,
+                        changes,
+                    });
+                }
+                ChangeSetStatus::Failed => {
+                    // Best effort: a failed change set is harmless, but leaves clutter.
+                    let _ = self
+                        .cfn
+                        .delete_change_set()
+                        .stack_name(stack)
+                        .change_set_name(&name)
+                        .send()
+                        .await;
+                    if is_no_changes(&reason) {
+                        return Ok(Planned::NoChanges);
+                    }
+                    return Err(CfnError::ChangeSetFailed {
+                        stack: stack.to_string(),
+                        reason,
+                    });
+                }
+                _ if start.elapsed() >= timeout => {
+                    return Err(CfnError::Timeout {
+                        stack: stack.to_string(),
+                        status: format!("change set {name} {status}"),
+                        waited_s: start.elapsed().as_secs(),
+                    });
+                }
+                _ => tokio::time::sleep(self.poll).await,
+            }
+        }
+    }
+
+    /// A change set's status, status reason and changes (every page).
+    async fn read_change_set(
+        &self,
+        name: &str,
+    ) -> Result<(ChangeSetStatus, String, Vec<Change>), CfnError> {
         let mut changes = Vec::new();
         let mut token: Option<String> = None;
-        let (status, reason) = loop {
-            let out = cfn
+        loop {
+            let out = self
+                .cfn
                 .describe_change_set()
-                .stack_name(stack)
-                .change_set_name(&name)
+                .stack_name(self.name)
+                .change_set_name(name)
                 .set_next_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| call_error("DescribeChangeSet", stack, e))?;
+                .map_err(|e| self.error("DescribeChangeSet", e))?;
             changes.extend(out.changes().iter().filter_map(change_of));
             token = out.next_token().map(str::to_string);
             if token.is_none() {
-                break (
-                    out.status()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
-                    out.status_reason().unwrap_or_default().to_string(),
-                );
+                let status = out
+                    .status()
+                    .cloned()
+                    .unwrap_or(ChangeSetStatus::CreatePending);
+                let reason = out.status_reason().unwrap_or_default().to_string();
+                return Ok((status, reason, changes));
+            }
+        }
+    }
+
+    /// Removes a change set that will not be executed (`--plan`), and the empty stack a
+    /// CREATE change set leaves in `REVIEW_IN_PROGRESS`, by id, so that a stack of the same
+    /// name another run created meanwhile is not touched.
+    pub async fn discard(
+        &self,
+        change_set: &str,
+        stack_id: &str,
+        kind: Prepared,
+    ) -> Result<(), CfnError> {
+        self.cfn
+            .delete_change_set()
+            .stack_name(self.name)
+            .change_set_name(change_set)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteChangeSet", e))?;
+        if kind == Prepared::Create {
+            let target = if stack_id.is_empty() {
+                self.name
+            } else {
+                stack_id
+            };
+            self.cfn
+                .delete_stack()
+                .stack_name(target)
+                .send()
+                .await
+                .map_err(|e| self.error("DeleteStack", e))?;
+        }
+        Ok(())
+    }
+
+    /// Executes a change set and follows it to the end. `total` is how many resources the
+    /// progress expects to finish.
+    pub async fn execute(
+        &self,
+        change_set: &str,
+        total: usize,
+        timeout: Duration,
+    ) -> Result<StackInfo, CfnError> {
+        let stack = self.name;
+        self.cfn
+            .execute_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .client_request_token(change_set)
+            .send()
+            .await
+            .map_err(|e| self.error("ExecuteChangeSet", e))?;
+        let op = Operation {
+            target: stack,
+            token: change_set,
+            total,
+        };
+        match self.follow(&op, timeout).await? {
+            Some(info)
+                if matches!(
+                    info.status,
+                    StackStatus::CreateComplete | StackStatus::UpdateComplete
+                ) =>
+            {
+                Ok(info)
+            }
+            Some(info) => Err(CfnError::Failed {
+                failures: self.failures(stack, Some(change_set)).await?,
+                stack: stack.to_string(),
+                status: info.status,
+            }),
+            None => Err(CfnError::Failed {
+                failures: Vec::new(),
+                stack: stack.to_string(),
+                status: StackStatus::DeleteComplete,
+            }),
+        }
+    }
+
+    /// Deletes the stack (by id when known, so a stack of the same name created meanwhile is
+    /// not touched) and follows the deletion to the end.
+    pub async fn delete(&self, stack_id: &str, timeout: Duration) -> Result<(), CfnError> {
+        let token = change_set_name().replace(CHANGE_SET_PREFIX, "delete-");
+        let target = if stack_id.is_empty() {
+            self.name
+        } else {
+            stack_id
+        };
+        let total = self.resource_count(target).await.unwrap_or(0);
+        self.cfn
+            .delete_stack()
+            .stack_name(target)
+            .client_request_token(&token)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteStack", e))?;
+        let op = Operation {
+            target,
+            token: &token,
+            total,
+        };
+        match self.follow(&op, timeout).await? {
+            None => Ok(()),
+            Some(info) if info.status == StackStatus::DeleteComplete => Ok(()),
+            Some(info) => Err(CfnError::Failed {
+                failures: self.failures(target, Some(&token)).await?,
+                stack: self.name.to_string(),
+                status: info.status,
+            }),
+        }
+    }
+
+    async fn resource_count(&self, target: &str) -> Result<usize, CfnError> {
+        let out = self
+            .cfn
+            .describe_stack_resources()
+            .stack_name(target)
+            .send()
+            .await
+            .map_err(|e| self.error("DescribeStackResources", e))?;
+        Ok(out.stack_resources().len())
+    }
+
+    /// The stack's events that belong to the operation `token` (all of them without it),
+    /// oldest first. Pages back until it reaches the operation's first event, so a root
+    /// cause early in a long operation is not missed.
+    async fn events(&self, target: &str, token: Option<&str>) -> Result<Vec<StackEvent>, CfnError> {
+        let mut list = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .cfn
+                .describe_stack_events()
+                .stack_name(target)
+                .set_next_token(next.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("DescribeStackEvents", e))?;
+            let mut older_than_operation = false;
+            for e in out.stack_events() {
+                match (token, e.client_request_token()) {
+                    (Some(t), Some(c)) if t != c => {
+                        older_than_operation = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+                list.push(StackEvent {
+                    id: e.event_id().unwrap_or_default().to_string(),
+                    timestamp: e.timestamp().map(|t| t.to_string()).unwrap_or_default(),
+                    logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
+                    resource_type: e.resource_type().unwrap_or_default().to_string(),
+                    status: e
+                        .resource_status()
+                        .cloned()
+                        .unwrap_or_else(|| ResourceStatus::from("UNKNOWN")),
+                    reason: e.resource_status_reason().unwrap_or_default().to_string(),
+                });
+            }
+            next = out.next_token().map(str::to_string);
+            // Events come newest first: once one of an earlier operation shows up, the rest
+            // are older still.
+            if next.is_none() || older_than_operation || token.is_none() {
+                break;
+            }
+        }
+        list.reverse();
+        Ok(list)
+    }
+
+    async fn follow(
+        &self,
+        op: &Operation<'_>,
+        timeout: Duration,
+    ) -> Result<Option<StackInfo>, CfnError> {
+        let start = Instant::now();
+        let mut seen = BTreeSet::new();
+        let mut finished = BTreeSet::new();
+        self.progress.begin(op.total);
+        let result = loop {
+            let info = describe(self.cfn, op.target).await?;
+            let batch = match self.events(op.target, Some(op.token)).await {
+                Ok(b) => b,
+                // A deleted stack has no events to list by name; the outcome is known anyway.
+                Err(_) if info.is_none() => Vec::new(),
+                Err(e) => break Err(e),
+            };
+            for e in batch {
+                if !seen.insert(e.id.clone()) {
+                    continue;
+                }
+                if e.resource_type != STACK_TYPE && is_finished(&e.status) {
+                    finished.insert(e.logical_id.clone());
+                }
+                self.progress.event(&e, finished.len());
+            }
+            match info {
+                Some(i) if is_in_progress(&i.status) => {
+                    if start.elapsed() >= timeout {
+                        break Err(CfnError::Timeout {
+                            stack: self.name.to_string(),
+                            status: i.status.to_string(),
+                            waited_s: start.elapsed().as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(self.poll).await;
+                }
+                other => break Ok(other),
             }
         };
-        match status.as_str() {
-            "CREATE_COMPLETE" => {
-                changes.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
-                return Ok(Planned::Changes {
-                    name,
-                    stack_id,
-                    changes,
-                });
-            }
-            "FAILED" => {
-                // Best effort: a failed change set is harmless, but leaves clutter.
-                let _ = cfn
-                    .delete_change_set()
-                    .stack_name(stack)
-                    .change_set_name(&name)
-                    .send()
-                    .await;
-                if is_no_changes(&reason) {
-                    return Ok(Planned::NoChanges);
-                }
-                return Err(CfnError::ChangeSetFailed {
-                    stack: stack.to_string(),
-                    reason,
-                });
-            }
-            _ if start.elapsed() >= timeout => {
-                return Err(CfnError::Timeout {
-                    stack: stack.to_string(),
-                    status: format!("change set {name} {status}"),
-                    waited_s: start.elapsed().as_secs(),
-                });
-            }
-            _ => tokio::time::sleep(poll).await,
-        }
+        self.progress.end();
+        result
+    }
+
+    /// Resources that failed during the operation `token`, with their reasons. Cancellations
+    /// caused by another resource's failure are left out when a root cause is known.
+    pub async fn failures(
+        &self,
+        target: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<Failure>, CfnError> {
+        let all: Vec<Failure> = self
+            .events(target, token)
+            .await?
+            .into_iter()
+            .filter(|e| is_failed(&e.status) && e.resource_type != STACK_TYPE)
+            .map(|e| Failure {
+                logical_id: e.logical_id,
+                resource_type: e.resource_type,
+                status: e.status,
+                reason: e.reason,
+            })
+            .collect();
+        let causes: Vec<Failure> = all
+            .iter()
+            .filter(|f| !f.reason.contains("Resource creation cancelled"))
+            .cloned()
+            .collect();
+        Ok(if causes.is_empty() { all } else { causes })
     }
 }
 
 fn change_of(c: &aws_sdk_cloudformation::types::Change) -> Option<Change> {
     let rc = c.resource_change()?;
-    let direct = rc.details().iter().any(|d| {
-        d.change_source().map(|s| s.as_str()) == Some("DirectModification")
-            || d.change_source().map(|s| s.as_str()) == Some("ParameterReference")
-    }) || rc.details().is_empty();
+    let direct = rc.details().is_empty()
+        || rc.details().iter().any(|d| {
+            matches!(
+                d.change_source(),
+                Some(ChangeSource::DirectModification | ChangeSource::ParameterReference)
+            )
+        });
     Some(Change {
-        action: rc
-            .action()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
+        action: rc.action()?.clone(),
         logical_id: rc.logical_resource_id().unwrap_or_default().to_string(),
         resource_type: rc.resource_type().unwrap_or_default().to_string(),
-        replacement: rc.replacement().map(|r| r.as_str().to_string()),
+        replacement: rc.replacement().cloned(),
         direct,
     })
-}
-
-/// Removes a change set that will not be executed (`--plan`), and the empty stack a CREATE
-/// change set leaves in `REVIEW_IN_PROGRESS`.
-pub async fn discard(
-    cfn: &Client,
-    stack: &str,
-    change_set: &str,
-    kind: &Prepared,
-) -> Result<(), CfnError> {
-    cfn.delete_change_set()
-        .stack_name(stack)
-        .change_set_name(change_set)
-        .send()
-        .await
-        .map_err(|e| call_error("DeleteChangeSet", stack, e))?;
-    if *kind == Prepared::Create {
-        cfn.delete_stack()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(|e| call_error("DeleteStack", stack, e))?;
-    }
-    Ok(())
-}
-
-/// Executes a change set and follows it to the end. `total` is how many resources the
-/// progress expects to finish.
-pub async fn execute(
-    cfn: &Client,
-    stack: &str,
-    change_set: &str,
-    total: usize,
-    timeout: Duration,
-    poll: Duration,
-    obs: &dyn Observer,
-) -> Result<StackInfo, CfnError> {
-    let token = change_set.to_string();
-    cfn.execute_change_set()
-        .stack_name(stack)
-        .change_set_name(change_set)
-        .client_request_token(&token)
-        .send()
-        .await
-        .map_err(|e| call_error("ExecuteChangeSet", stack, e))?;
-    let end = follow(cfn, stack, stack, Some(&token), total, timeout, poll, obs).await?;
-    match end {
-        Some(info) if matches!(info.status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE") => {
-            Ok(info)
-        }
-        Some(info) => Err(CfnError::Failed {
-            failures: failures_since(cfn, stack, Some(&token)).await?,
-            stack: stack.to_string(),
-            status: info.status,
-        }),
-        None => Err(CfnError::Failed {
-            failures: Vec::new(),
-            stack: stack.to_string(),
-            status: "DELETE_COMPLETE".into(),
-        }),
-    }
-}
-
-/// Deletes the stack (by id when known, so a stack of the same name created meanwhile is not
-/// touched) and follows the deletion to the end.
-pub async fn delete(
-    cfn: &Client,
-    stack: &str,
-    stack_id: &str,
-    retain: Option<Vec<String>>,
-    timeout: Duration,
-    poll: Duration,
-    obs: &dyn Observer,
-) -> Result<(), CfnError> {
-    let token = change_set_name().replace(CHANGE_SET_PREFIX, "delete-");
-    let target = if stack_id.is_empty() { stack } else { stack_id };
-    let total = resource_count(cfn, target).await.unwrap_or(0);
-    cfn.delete_stack()
-        .stack_name(target)
-        .client_request_token(&token)
-        .set_retain_resources(retain)
-        .send()
-        .await
-        .map_err(|e| call_error("DeleteStack", stack, e))?;
-    match follow(cfn, stack, target, Some(&token), total, timeout, poll, obs).await? {
-        None => Ok(()),
-        Some(info) if info.status == "DELETE_COMPLETE" => Ok(()),
-        Some(info) => Err(CfnError::Failed {
-            failures: failures_since(cfn, target, Some(&token)).await?,
-            stack: stack.to_string(),
-            status: info.status,
-        }),
-    }
-}
-
-async fn resource_count(cfn: &Client, stack: &str) -> Result<usize, CfnError> {
-    let out = cfn
-        .describe_stack_resources()
-        .stack_name(stack)
-        .send()
-        .await
-        .map_err(|e| call_error("DescribeStackResources", stack, e))?;
-    Ok(out.stack_resources().len())
-}
-
-/// The stack's events that belong to the operation `token` (all recent ones without it),
-/// oldest first.
-async fn events(
-    cfn: &Client,
-    stack: &str,
-    token: Option<&str>,
-) -> Result<Vec<StackEvent>, CfnError> {
-    let out = cfn
-        .describe_stack_events()
-        .stack_name(stack)
-        .send()
-        .await
-        .map_err(|e| call_error("DescribeStackEvents", stack, e))?;
-    let mut list: Vec<StackEvent> = out
-        .stack_events()
-        .iter()
-        .filter(|e| match (token, e.client_request_token()) {
-            (Some(t), Some(c)) => t == c,
-            _ => true,
-        })
-        .map(|e| StackEvent {
-            id: e.event_id().unwrap_or_default().to_string(),
-            timestamp: e.timestamp().map(|t| t.to_string()).unwrap_or_default(),
-            logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
-            resource_type: e.resource_type().unwrap_or_default().to_string(),
-            status: e
-                .resource_status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            reason: e.resource_status_reason().unwrap_or_default().to_string(),
-        })
-        .collect();
-    list.reverse();
-    Ok(list)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn follow(
-    cfn: &Client,
-    stack: &str,
-    target: &str,
-    token: Option<&str>,
-    total: usize,
-    timeout: Duration,
-    poll: Duration,
-    obs: &dyn Observer,
-) -> Result<Option<StackInfo>, CfnError> {
-    let start = Instant::now();
-    let mut seen = BTreeSet::new();
-    let mut finished = BTreeSet::new();
-    obs.begin(total);
-    let result = loop {
-        let info = describe(cfn, target).await?;
-        let batch = match events(cfn, target, token).await {
-            Ok(b) => b,
-            // A deleted stack has no events to list by name; the outcome is known anyway.
-            Err(_) if info.is_none() => Vec::new(),
-            Err(e) => break Err(e),
-        };
-        for e in batch {
-            if !seen.insert(e.id.clone()) {
-                continue;
-            }
-            if e.resource_type != "AWS::CloudFormation::Stack"
-                && (e.status.ends_with("_COMPLETE") || e.status.ends_with("_SKIPPED"))
-            {
-                finished.insert(e.logical_id.clone());
-            }
-            obs.event(&e, finished.len());
-        }
-        match info {
-            Some(i) if is_in_progress(&i.status) => {
-                if start.elapsed() >= timeout {
-                    break Err(CfnError::Timeout {
-                        stack: stack.to_string(),
-                        status: i.status,
-                        waited_s: start.elapsed().as_secs(),
-                    });
-                }
-                tokio::time::sleep(poll).await;
-            }
-            other => break Ok(other),
-        }
-    };
-    obs.end();
-    result
-}
-
-/// Resources that failed during the operation `token`, with their reasons. Cancellations
-/// caused by another resource's failure are left out when a root cause is known.
-pub async fn failures_since(
-    cfn: &Client,
-    stack: &str,
-    token: Option<&str>,
-) -> Result<Vec<Failure>, CfnError> {
-    let all: Vec<Failure> = events(cfn, stack, token)
-        .await?
-        .into_iter()
-        .filter(|e| {
-            e.status.ends_with("_FAILED") && e.resource_type != "AWS::CloudFormation::Stack"
-        })
-        .map(|e| Failure {
-            logical_id: e.logical_id,
-            resource_type: e.resource_type,
-            status: e.status,
-            reason: e.reason,
-        })
-        .collect();
-    let causes: Vec<Failure> = all
-        .iter()
-        .filter(|f| !f.reason.contains("Resource creation cancelled"))
-        .cloned()
-        .collect();
-    Ok(if causes.is_empty() { all } else { causes })
 }

@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use stack::synth::{self, Format, SynthOptions};
 use stack::{App, Architecture, Stage};
 use thiserror::Error;
 
 use crate::assets::{self, AssetsError, Uploaded};
 use crate::aws::{self, AwsError, Identity, Target};
-use crate::build::{self, BuildArch, BuildConfig, BuildError, Progress};
-use crate::cfn::{self, CfnError, Change, ChangeSetRequest, Observer, Planned, Prepared};
+use crate::build::{self, BuildArch, BuildConfig, BuildError, BuildReport};
+use crate::cfn::{CfnError, Change, ChangeSetRequest, Planned, Prepared, StackOps};
+use crate::progress::Progress;
 
 /// CloudFormation's limit for an inline template body.
 pub const MAX_TEMPLATE_BODY: usize = 51_200;
@@ -33,7 +34,7 @@ pub struct DeployConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Created,
@@ -53,8 +54,23 @@ impl Outcome {
     }
 }
 
+/// Milliseconds spent in each phase of a deploy. The phases after the change set run only
+/// when there is something to execute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    pub preflight: u64,
+    pub build: u64,
+    pub assets: u64,
+    pub change_set: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<u64>,
+    pub total: u64,
+}
+
 /// What a deploy did; serialised as the `--output json` document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployReport {
     pub stack: String,
     pub stage: String,
@@ -68,8 +84,7 @@ pub struct DeployReport {
     pub outputs: BTreeMap<String, String>,
     /// The API's base URL as a client on this machine reaches it.
     pub api_url: Option<String>,
-    /// Milliseconds per phase.
-    pub timings: BTreeMap<String, u64>,
+    pub timings: Timings,
     /// Things the deploy did on the way that a user should know about.
     pub notes: Vec<String>,
 }
@@ -174,81 +189,50 @@ pub fn client_api_url(target: &Target, api_url: &str) -> String {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs a deploy. `progress` hears about the build, `obs` about everything after it.
+/// Runs a deploy: preflight, build, assets, change set, then (unless planning or there is
+/// nothing to change) execute and verify. `progress` hears about every phase.
 pub async fn deploy(
     cfg: &DeployConfig,
     progress: &dyn Progress,
-    obs: &dyn Observer,
 ) -> Result<DeployReport, DeployError> {
-    let total = Instant::now();
-    let mut timings = BTreeMap::new();
-    let mut notes = Vec::new();
+    let started = Instant::now();
+    let mut timings = Timings::default();
     let app = App::image_pipeline();
     let stack_name = cfg.stage.stack_name();
-    let poll = aws::poll_interval(&cfg.target);
 
-    // 1. Preflight.
     let t = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
-    let region = cfg.target.region().to_string();
-    obs.step(&format!(
+    progress.step(&format!(
         "deploying stack {stack_name} to {} as {} (account {})",
         cfg.target.describe(),
         identity.arn,
         identity.account
     ));
-    timings.insert("preflight".to_string(), ms(t.elapsed()));
+    timings.preflight = ms(t);
 
-    // 2. Build.
     let t = Instant::now();
-    let build_arch = if cfg.target.is_local() {
-        BuildArch::Host
-    } else {
-        BuildArch::Lambda(cfg.arch)
-    };
-    let arch = build_arch.resolve()?;
-    let report = build::build(
-        &BuildConfig {
-            arch: build_arch,
-            functions: Vec::new(),
-            opt_level: None,
-        },
+    let (arch, built) = build_handlers(cfg, progress)?;
+    timings.build = ms(t);
+
+    let t = Instant::now();
+    let (assets_bucket, artifacts, notes) =
+        upload_assets(&clients.s3, &identity, &built, progress).await?;
+    timings.assets = ms(t);
+
+    let ops = StackOps {
+        cfn: &clients.cfn,
+        name: &stack_name,
+        poll: aws::poll_interval(&cfg.target),
         progress,
-    )?;
-    timings.insert("build".to_string(), ms(t.elapsed()));
-
-    // 3. Assets.
+    };
     let t = Instant::now();
-    let assets_bucket = assets::bucket_name(&identity.account, &region);
-    if assets::ensure_bucket(&clients.s3, &assets_bucket, &region, &identity.partition).await? {
-        notes.push(format!("created the assets bucket {assets_bucket}"));
-        obs.step(&format!(
-            "created the assets bucket {assets_bucket} (public access blocked, encrypted, TLS only)"
-        ));
-    }
-    let artifacts = assets::upload_artifacts(&clients.s3, &assets_bucket, &report).await?;
-    let sent: Vec<&str> = artifacts
-        .iter()
-        .filter(|a| a.uploaded)
-        .map(|a| a.function.as_str())
-        .collect();
-    obs.step(&if sent.is_empty() {
-        format!("artifacts already in s3://{assets_bucket}")
-    } else {
-        format!("uploaded {} to s3://{assets_bucket}", sent.join(", "))
-    });
-    timings.insert("assets".to_string(), ms(t.elapsed()));
-
-    // 4. Change set.
-    let t = Instant::now();
-    let kind = cfn::prepare(&clients.cfn, &stack_name, cfg.wait_for_other, poll, obs).await?;
+    let kind = ops.prepare(cfg.wait_for_other).await?;
     let req = ChangeSetRequest {
-        stack: stack_name.clone(),
-        kind: kind.clone(),
+        kind,
         template_body: template_body(&app, &cfg.stage, arch)?,
         parameters: parameters(
             &app,
@@ -263,18 +247,14 @@ pub async fn deploy(
             ("stage".to_string(), cfg.stage.as_str().to_string()),
         ]),
     };
-    obs.step(&format!(
-        "creating the change set ({})",
-        if kind == Prepared::Create {
-            "CREATE: the stack is new"
-        } else {
-            "UPDATE"
-        }
-    ));
-    let planned = cfn::create_change_set(&clients.cfn, &req, cfg.timeout, poll).await?;
-    timings.insert("change_set".to_string(), ms(t.elapsed()));
+    progress.step(match kind {
+        Prepared::Create => "creating the change set (CREATE: the stack is new)",
+        Prepared::Update => "creating the change set (UPDATE)",
+    });
+    let planned = ops.create_change_set(&req, cfg.timeout).await?;
+    timings.change_set = ms(t);
 
-    let mut result = DeployReport {
+    let mut report = DeployReport {
         stack: stack_name.clone(),
         stage: cfg.stage.as_str().to_string(),
         target: cfg.target.describe(),
@@ -289,71 +269,111 @@ pub async fn deploy(
         timings,
         notes,
     };
-
-    let (name, changes) = match planned {
+    let outputs = match planned {
         Planned::NoChanges => {
-            obs.step("no changes: the stack already matches (the empty change set was deleted)");
-            let info = cfn::describe(&clients.cfn, &stack_name).await?;
-            finish(
-                &mut result,
-                &cfg.target,
-                info.map(|i| i.outputs).unwrap_or_default(),
-            );
-            result
-                .timings
-                .insert("total".to_string(), ms(total.elapsed()));
-            return Ok(result);
+            progress
+                .step("no changes: the stack already matches (the empty change set was deleted)");
+            ops.describe().await?.map(|i| i.outputs).unwrap_or_default()
         }
-        Planned::Changes { name, changes, .. } => (name, changes),
+        Planned::Changes {
+            name,
+            stack_id,
+            changes,
+        } => {
+            report.changes = changes;
+            if cfg.plan {
+                ops.discard(&name, &stack_id, kind).await?;
+                report.status = Outcome::Planned;
+                report.timings.total = ms(started);
+                return Ok(report);
+            }
+            let outputs = execute(&ops, &clients.lambda, &name, cfg, &app, &mut report).await?;
+            report.status = match kind {
+                Prepared::Create => Outcome::Created,
+                Prepared::Update => Outcome::Updated,
+            };
+            outputs
+        }
     };
-    result.changes = changes.clone();
-    if cfg.plan {
-        cfn::discard(&clients.cfn, &stack_name, &name, &kind).await?;
-        result.status = Outcome::Planned;
-        result
-            .timings
-            .insert("total".to_string(), ms(total.elapsed()));
-        return Ok(result);
-    }
-
-    // 5. Execute and follow.
-    let t = Instant::now();
-    let expected = changes.len();
-    let info = cfn::execute(
-        &clients.cfn,
-        &stack_name,
-        &name,
-        expected,
-        cfg.timeout,
-        poll,
-        obs,
-    )
-    .await?;
-    result
-        .timings
-        .insert("execute".to_string(), ms(t.elapsed()));
-    result.status = if kind == Prepared::Create {
-        Outcome::Created
-    } else {
-        Outcome::Updated
-    };
-
-    // 6. What runs is what was built.
-    let t = Instant::now();
-    verify_code(&clients.lambda, &app, &info.outputs, &result.artifacts).await?;
-    result.timings.insert("verify".to_string(), ms(t.elapsed()));
-    finish(&mut result, &cfg.target, info.outputs);
-    result
-        .timings
-        .insert("total".to_string(), ms(total.elapsed()));
-    Ok(result)
+    report.api_url = outputs
+        .get(stack::app::outputs::API_URL)
+        .map(|u| client_api_url(&cfg.target, u));
+    report.outputs = outputs;
+    report.timings.total = ms(started);
+    Ok(report)
 }
 
-fn finish(result: &mut DeployReport, target: &Target, outputs: BTreeMap<String, String>) {
-    result.api_url = outputs
-        .get(synth::outputs::API_URL)
-        .map(|u| client_api_url(target, u));
-    result.outputs = outputs;
+/// Builds every handler for the target's architecture.
+fn build_handlers(
+    cfg: &DeployConfig,
+    progress: &dyn Progress,
+) -> Result<(Architecture, BuildReport), DeployError> {
+    let build_arch = if cfg.target.is_local() {
+        BuildArch::Host
+    } else {
+        BuildArch::Lambda(cfg.arch)
+    };
+    let arch = build_arch.resolve()?;
+    let report = build::build(
+        &BuildConfig {
+            arch: build_arch,
+            functions: Vec::new(),
+            opt_level: None,
+        },
+        progress,
+    )?;
+    Ok((arch, report))
+}
+
+/// Makes sure the assets bucket exists and holds every artifact; returns the bucket, the
+/// artifacts and notes for the user.
+async fn upload_assets(
+    s3: &aws_sdk_s3::Client,
+    identity: &Identity,
+    built: &BuildReport,
+    progress: &dyn Progress,
+) -> Result<(String, Vec<Uploaded>, Vec<String>), DeployError> {
+    let mut notes = Vec::new();
+    let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
+    if assets::ensure_bucket(s3, &bucket, &identity.region, &identity.partition).await? {
+        notes.push(format!("created the assets bucket {bucket}"));
+        progress.step(&format!(
+            "created the assets bucket {bucket} (public access blocked, encrypted, TLS only)"
+        ));
+    }
+    let artifacts = assets::upload_artifacts(s3, &bucket, built).await?;
+    let sent: Vec<&str> = artifacts
+        .iter()
+        .filter(|a| a.uploaded)
+        .map(|a| a.function.as_str())
+        .collect();
+    progress.step(&if sent.is_empty() {
+        format!("artifacts already in s3://{bucket}")
+    } else {
+        format!("uploaded {} to s3://{bucket}", sent.join(", "))
+    });
+    Ok((bucket, artifacts, notes))
+}
+
+/// Executes the change set, then checks that what Lambda runs is what was built; returns the
+/// stack's outputs.
+async fn execute(
+    ops: &StackOps<'_>,
+    lambda: &aws_sdk_lambda::Client,
+    change_set: &str,
+    cfg: &DeployConfig,
+    app: &App,
+    report: &mut DeployReport,
+) -> Result<BTreeMap<String, String>, DeployError> {
+    let t = Instant::now();
+    let info = ops
+        .execute(change_set, report.changes.len(), cfg.timeout)
+        .await?;
+    report.timings.execute = Some(ms(t));
+    let t = Instant::now();
+    verify_code(lambda, app, &info.outputs, &report.artifacts).await?;
+    report.timings.verify = Some(ms(t));
+    Ok(info.outputs)
 }
 
 /// Compares each function's deployed `CodeSha256` with the artifact that was uploaded.

@@ -1,13 +1,15 @@
 //! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
 //! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
-//! removing a deployment (`smoke`, `teardown`), the local environment (`local`, `tls`,
-//! `fidelity`, `local_iam`) and the managed Python tools (`pyenv`). Plain config structs in, typed errors out; printing is the
-//! caller's business.
+//! removing a deployment (`smoke`, `teardown`), the deploying identity's policy
+//! (`permissions`), the local environment (`local`, `tls`, `fidelity`, `local_iam`, `model`)
+//! and the managed Python tools (`pyenv`). Plain config structs in, typed errors out; long
+//! work reports through one `progress::Progress`, and printing is the caller's business.
 
 pub mod assets;
 pub mod aws;
 pub mod build;
 pub mod cfn;
+pub mod cmd;
 pub mod deploy;
 pub mod elf;
 pub mod fidelity;
@@ -15,6 +17,7 @@ pub mod local;
 pub mod local_iam;
 pub mod model;
 pub mod permissions;
+pub mod progress;
 pub mod pyenv;
 pub mod smoke;
 pub mod teardown;

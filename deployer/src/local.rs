@@ -6,13 +6,14 @@
 //! module generates (`tls`): every call is authorized as its caller, functions run as their
 //! own execution roles, and bucket policies see `aws:SecureTransport` as they do on AWS.
 
+use crate::progress::Progress;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{self, ModelError};
@@ -133,7 +134,7 @@ pub enum LocalError {
 }
 
 /// One service's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub url: String,
@@ -142,7 +143,7 @@ pub struct ServiceStatus {
     pub log: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalStatus {
     pub services: Vec<ServiceStatus>,
     /// Whether the emulator said it enforces IAM (its health answer's `auth`), as read, not
@@ -178,23 +179,9 @@ fn healthy(cfg: &LocalConfig, s: Service) -> bool {
     }
 }
 
-/// A tiny HTTP GET on 127.0.0.1 with a short timeout, so a status check never hangs.
+/// The label service answers its health check (short timeouts: a status never hangs).
 fn labels_healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    let path = "/health";
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    matches!(tls::get_plain(port, "/health"), Ok((200, _)))
 }
 
 fn port_open(port: u16) -> bool {
@@ -241,8 +228,8 @@ pub fn status(cfg: &LocalConfig) -> LocalStatus {
 }
 
 /// Starts whatever is not running yet and waits until both services are healthy.
-/// `announce` hears about each step.
-pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, LocalError> {
+/// `progress` hears about each step.
+pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, LocalError> {
     fs::create_dir_all(&cfg.dir).map_err(|error| LocalError::Write {
         path: cfg.dir.clone(),
         error,
@@ -253,7 +240,7 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
         if let Some(pid) = live_pid(cfg, Service::Ministack) {
             // Ours, but not answering as it must (started without TLS or enforcement by an
             // older version, or stuck): replace it.
-            announce(&format!(
+            progress.step(&format!(
                 "restarting ministack (pid {pid}): it does not answer over TLS with IAM enforcement"
             ));
             stop(cfg, Service::Ministack)?;
@@ -263,9 +250,9 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
                 port: cfg.port,
             });
         }
-        let venv = Venv::ensure("local", announce)?;
+        let venv = Venv::ensure("local", progress)?;
         crate::fidelity::apply(venv.dir())?;
-        announce(&format!(
+        progress.step(&format!(
             "starting ministack on {} (IAM enforced, TLS)",
             cfg.endpoint()
         ));
@@ -304,17 +291,17 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
                 port: cfg.labels_port,
             });
         }
-        let model_dir = model::ensure(announce)?;
+        let model_dir = model::ensure(progress)?;
         let binary = match &cfg.labels_binary {
             Some(b) => b.clone(),
             None => {
-                announce(
+                progress.step(
                     "building the label service (detect-labels; the first build takes several minutes)",
                 );
                 build_labels()?
             }
         };
-        announce(&format!(
+        progress.step(&format!(
             "starting detect-labels on {}",
             cfg.labels_endpoint()
         ));
@@ -341,9 +328,8 @@ pub fn up(cfg: &LocalConfig, announce: &dyn Fn(&str)) -> Result<LocalStatus, Loc
 
 fn build_labels() -> Result<PathBuf, LocalError> {
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Cargo's own progress goes to our stderr: the first build takes minutes.
-    let status = Command::new(cargo)
+    let status = crate::cmd::cargo()
         .current_dir(&root)
         .args([
             "build",
@@ -361,7 +347,15 @@ fn build_labels() -> Result<PathBuf, LocalError> {
             "cargo exited with {status}; its messages are above"
         )));
     }
-    Ok(root.join("target").join("debug").join("detect-labels"))
+    Ok(labels_binary("debug"))
+}
+
+/// Where cargo puts the label service's binary for `profile` (`debug` or `release`).
+pub fn labels_binary(profile: &str) -> PathBuf {
+    workspace_root()
+        .join("target")
+        .join(profile)
+        .join("detect-labels")
 }
 
 /// Starts a service in its own process group (so stopping it also stops what it started,

@@ -53,7 +53,7 @@ pub async fn root(cfg: &LocalConfig) -> Result<(aws_sdk_iam::Client, Identity), 
 pub async fn user_with_policy(
     iam: &aws_sdk_iam::Client,
     name: &str,
-    policy: &Value,
+    policy: &policies::PolicyDocument<String>,
 ) -> Result<LocalCredentials, LocalIamError> {
     delete_user(iam, name).await?;
     iam.create_user()
@@ -64,7 +64,7 @@ pub async fn user_with_policy(
     iam.put_user_policy()
         .user_name(name)
         .policy_name("deployer")
-        .policy_document(policy.to_string())
+        .policy_document(serde_json::to_string(policy).unwrap_or_default())
         .send()
         .await
         .map_err(call("PutUserPolicy"))?;
@@ -220,7 +220,7 @@ pub async fn prove_enforcement(
     stage: &str,
     outputs: &std::collections::BTreeMap<String, String>,
 ) -> Result<EnforcementProof, LocalIamError> {
-    use stack::synth::outputs as keys;
+    use stack::app::outputs as keys;
     let fail = LocalIamError::Enforcement;
     let target = Target::Local {
         endpoint: cfg.endpoint(),

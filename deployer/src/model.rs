@@ -3,6 +3,7 @@
 //! committed, never fetched from a model hub). Re-converted only when the pinned packages or
 //! the converter change.
 
+use crate::progress::Progress;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,15 +28,14 @@ pub enum ModelError {
     Convert(String),
 }
 
+/// `target/models/efficientnet-lite0` in the workspace (set once, in `.cargo/config.toml`,
+/// for every crate built here).
 pub fn model_dir() -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join("models")
-        .join("efficientnet-lite0")
+    PathBuf::from(env!("IMAGE_PIPELINE_MODEL_DIR"))
 }
 
 /// Makes sure the converted model exists and is current; returns its directory.
-pub fn ensure(announce: &dyn Fn(&str)) -> Result<PathBuf, ModelError> {
+pub fn ensure(progress: &dyn Progress) -> Result<PathBuf, ModelError> {
     let root = workspace_root();
     let script = root
         .join("local")
@@ -57,23 +57,13 @@ pub fn ensure(announce: &dyn Fn(&str)) -> Result<PathBuf, ModelError> {
     if complete && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_value.as_str()) {
         return Ok(dir);
     }
-    let venv = Venv::ensure("model", announce)?;
-    announce(&format!(
+    let venv = Venv::ensure("model", progress)?;
+    progress.step(&format!(
         "converting EfficientNet-Lite0 into {}",
         dir.display()
     ));
-    let out = Command::new(venv.bin("python"))
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .map_err(|e| ModelError::Convert(e.to_string()))?;
-    if !out.status.success() {
-        return Err(ModelError::Convert(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    crate::cmd::output(Command::new(venv.bin("python")).arg(&script).arg(&dir))
+        .map_err(ModelError::Convert)?;
     fs::write(&stamp, stamp_value).map_err(|e| ModelError::Convert(e.to_string()))?;
     Ok(dir)
 }

@@ -4,7 +4,13 @@
 //! statement is scoped to the names the app model gives (`image-pipeline-*`) in one account
 //! and region; API Gateway IDs are random, so those statements cover the account's APIs.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use policies::{Action, ArnTemplate, Bindings, PolicyDocument, Statement};
+use stack::App;
+use stack::app::Names;
+
+use crate::cfn::CHANGE_SET_PREFIX;
 
 /// The resource types the policy grants CloudFormation enough to manage; a test checks the
 /// synthesized template uses no other.
@@ -24,203 +30,241 @@ pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::SQS::Queue",
 ];
 
-fn statement(sid: &str, actions: &[&str], resources: Vec<String>) -> Value {
-    json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
+fn actions(names: &[&'static str]) -> Vec<Action> {
+    names.iter().map(|a| Action::known(a)).collect()
 }
 
 /// The deploying identity's policy for `account` in `region` (partition from the region).
-pub fn deployer_policy(account: &str, region: &str) -> Value {
-    let p = crate::aws::partition_of(region);
-    let app = stack::app::APP;
-    let assets = crate::assets::bucket_name(account, region);
-    let roles = format!("arn:{p}:iam::{account}:role/{app}-*");
-    let mut pass_role = statement(
+/// Resource names come from the app model (`stack::app::Names`) with every stage allowed.
+pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
+    let partition = crate::aws::partition_of(region).to_string();
+    let any_stage = Bindings {
+        partition: partition.clone(),
+        region: region.to_string(),
+        account: account.to_string(),
+        refs: BTreeMap::from([(stack::app::STAGE_PARAM.to_string(), "*".to_string())]),
+    };
+    let names = Names;
+    // Every template here binds only the stage, which is bound: resolving cannot fail, and a
+    // name that could not be resolved would be left out rather than widened.
+    let arn = |t: ArnTemplate| t.resolve(&any_stage).ok();
+    let p = partition.as_str();
+    let stacks = names.stack().resolve(&any_stage).unwrap_or_default();
+    let assets = stack::app::assets_bucket_name(account, region);
+    let roles = format!("arn:{p}:iam::{account}:role/{stacks}-*");
+    let bucket = arn(names.bucket_arn());
+    let functions: Vec<String> = App::image_pipeline()
+        .functions
+        .iter()
+        .filter_map(|f| arn(names.function_arn(f.name)))
+        .collect();
+    // A log group's ARN, and the same with `:*` as some Logs actions name it.
+    let log_groups: Vec<String> = [names.log_group("*"), names.api_access_log_group()]
+        .into_iter()
+        .filter_map(|g| arn(names.log_group_arn(&g)))
+        .flat_map(|a| [format!("{a}:*"), a])
+        .collect();
+
+    let mut pass_role = Statement::allow(
         "PassOnlyTheStackRolesToLambda",
-        &["iam:PassRole"],
+        actions(&["iam:PassRole"]),
         vec![roles.clone()],
     );
-    pass_role["Condition"] =
-        json!({ "StringEquals": { "iam:PassedToService": "lambda.amazonaws.com" } });
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            statement(
-                "StacksAndChangeSets",
-                &[
-                    "cloudformation:CreateChangeSet",
-                    "cloudformation:DescribeChangeSet",
-                    "cloudformation:ExecuteChangeSet",
-                    "cloudformation:DeleteChangeSet",
-                    "cloudformation:ListChangeSets",
-                    "cloudformation:DescribeStacks",
-                    "cloudformation:DescribeStackEvents",
-                    "cloudformation:DescribeStackResource",
-                    "cloudformation:DescribeStackResources",
-                    "cloudformation:ContinueUpdateRollback",
-                    "cloudformation:DeleteStack",
-                ],
-                vec![
-                    format!("arn:{p}:cloudformation:{region}:{account}:stack/{app}-*/*"),
-                    format!("arn:{p}:cloudformation:{region}:{account}:changeSet/{app}-*/*"),
-                ],
-            ),
-            statement(
-                "AssetsBucket",
-                &[
-                    "s3:CreateBucket",
-                    "s3:PutBucketPublicAccessBlock",
-                    "s3:PutEncryptionConfiguration",
-                    "s3:PutBucketPolicy",
-                    "s3:GetBucketLocation",
-                    "s3:ListBucket",
-                    "s3:ListBucketVersions",
-                    "s3:DeleteBucket",
-                ],
-                vec![format!("arn:{p}:s3:::{assets}")],
-            ),
-            statement(
-                "AssetsObjects",
-                &["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
-                vec![format!("arn:{p}:s3:::{assets}/*")],
-            ),
-            statement(
-                "UploadsBuckets",
-                &[
-                    "s3:CreateBucket",
-                    "s3:DeleteBucket",
-                    "s3:GetBucketLocation",
-                    "s3:ListBucket",
-                    "s3:ListBucketVersions",
-                    "s3:PutBucketPublicAccessBlock",
-                    "s3:PutEncryptionConfiguration",
-                    "s3:PutBucketOwnershipControls",
-                    "s3:PutBucketVersioning",
-                    "s3:PutLifecycleConfiguration",
-                    "s3:PutBucketNotification",
-                    "s3:GetBucketNotification",
-                    "s3:PutBucketPolicy",
-                    "s3:GetBucketPolicy",
-                    "s3:DeleteBucketPolicy",
-                    "s3:PutBucketTagging",
-                ],
-                vec![format!("arn:{p}:s3:::{app}-*-{account}-{region}")],
-            ),
-            statement(
-                "UploadsObjectsForSmokeTestAndTeardown",
-                &["s3:DeleteObject", "s3:DeleteObjectVersion"],
-                vec![format!("arn:{p}:s3:::{app}-*-{account}-{region}/*")],
-            ),
-            statement(
-                "FunctionRoles",
-                &[
-                    "iam:CreateRole",
-                    "iam:DeleteRole",
-                    "iam:GetRole",
-                    "iam:TagRole",
-                    "iam:UntagRole",
-                    "iam:UpdateAssumeRolePolicy",
-                    "iam:PutRolePolicy",
-                    "iam:GetRolePolicy",
-                    "iam:DeleteRolePolicy",
-                    "iam:SimulatePrincipalPolicy",
-                ],
-                vec![roles],
-            ),
-            pass_role,
-            statement(
-                "Functions",
-                &[
-                    "lambda:CreateFunction",
-                    "lambda:DeleteFunction",
-                    "lambda:GetFunction",
-                    "lambda:GetFunctionConfiguration",
-                    "lambda:UpdateFunctionCode",
-                    "lambda:UpdateFunctionConfiguration",
-                    "lambda:AddPermission",
-                    "lambda:RemovePermission",
-                    "lambda:PutFunctionEventInvokeConfig",
-                    "lambda:UpdateFunctionEventInvokeConfig",
-                    "lambda:GetFunctionEventInvokeConfig",
-                    "lambda:DeleteFunctionEventInvokeConfig",
-                    "lambda:TagResource",
-                    "lambda:UntagResource",
-                    "lambda:ListTags",
-                ],
-                vec![format!("arn:{p}:lambda:{region}:{account}:function:{app}-*")],
-            ),
-            statement(
-                "ImagesTables",
-                &[
-                    "dynamodb:CreateTable",
-                    "dynamodb:DeleteTable",
-                    "dynamodb:DescribeTable",
-                    "dynamodb:UpdateTable",
-                    "dynamodb:DescribeContinuousBackups",
-                    "dynamodb:UpdateContinuousBackups",
-                    "dynamodb:TagResource",
-                    "dynamodb:UntagResource",
-                    "dynamodb:ListTagsOfResource",
-                    "dynamodb:DeleteItem",
-                ],
-                vec![format!("arn:{p}:dynamodb:{region}:{account}:table/{app}-*")],
-            ),
-            statement(
-                "FailureQueues",
-                &[
-                    "sqs:CreateQueue",
-                    "sqs:DeleteQueue",
-                    "sqs:GetQueueAttributes",
-                    "sqs:SetQueueAttributes",
-                    "sqs:GetQueueUrl",
-                    "sqs:TagQueue",
-                    "sqs:UntagQueue",
-                    "sqs:ListQueueTags",
-                ],
-                vec![format!("arn:{p}:sqs:{region}:{account}:{app}-*")],
-            ),
-            statement(
-                "LogGroups",
-                &[
-                    "logs:CreateLogGroup",
-                    "logs:DeleteLogGroup",
-                    "logs:PutRetentionPolicy",
-                    "logs:DeleteRetentionPolicy",
-                    "logs:TagResource",
-                    "logs:UntagResource",
-                    "logs:ListTagsForResource",
-                ],
-                vec![
-                    format!("arn:{p}:logs:{region}:{account}:log-group:/aws/lambda/{app}-*"),
-                    format!("arn:{p}:logs:{region}:{account}:log-group:/aws/apigateway/{app}-*"),
-                ],
-            ),
-            // Listing log groups and HTTP API access logging (configured through log
-            // deliveries) cannot be scoped to a resource.
-            statement(
-                "ApiAccessLogDelivery",
-                &[
-                    "logs:CreateLogDelivery",
-                    "logs:GetLogDelivery",
-                    "logs:UpdateLogDelivery",
-                    "logs:DeleteLogDelivery",
-                    "logs:ListLogDeliveries",
-                    "logs:PutResourcePolicy",
-                    "logs:DescribeResourcePolicies",
-                    "logs:DescribeLogGroups",
-                ],
-                vec!["*".to_string()],
-            ),
-            statement(
-                "HttpApis",
-                &["apigateway:GET", "apigateway:POST", "apigateway:PATCH", "apigateway:PUT", "apigateway:DELETE"],
-                vec![
-                    format!("arn:{p}:apigateway:{region}::/apis"),
-                    format!("arn:{p}:apigateway:{region}::/apis/*"),
-                    format!("arn:{p}:apigateway:{region}::/tags/*"),
-                ],
-            ),
-        ]
-    })
+    pass_role.condition = Some(BTreeMap::from([(
+        "StringEquals".to_string(),
+        BTreeMap::from([(
+            "iam:PassedToService".to_string(),
+            vec!["lambda.amazonaws.com".to_string()],
+        )]),
+    )]));
+
+    PolicyDocument::new(vec![
+        Statement::allow(
+            "StacksAndChangeSets",
+            actions(&[
+                "cloudformation:CreateChangeSet",
+                "cloudformation:DescribeChangeSet",
+                "cloudformation:ExecuteChangeSet",
+                "cloudformation:DeleteChangeSet",
+                "cloudformation:ListChangeSets",
+                "cloudformation:DescribeStacks",
+                "cloudformation:DescribeStackEvents",
+                "cloudformation:DescribeStackResource",
+                "cloudformation:DescribeStackResources",
+                "cloudformation:ContinueUpdateRollback",
+                "cloudformation:DeleteStack",
+            ]),
+            vec![
+                format!("arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"),
+                format!(
+                    "arn:{p}:cloudformation:{region}:{account}:changeSet/{CHANGE_SET_PREFIX}*/*"
+                ),
+            ],
+        ),
+        Statement::allow(
+            "AssetsBucket",
+            actions(&[
+                "s3:CreateBucket",
+                "s3:PutBucketPublicAccessBlock",
+                "s3:PutEncryptionConfiguration",
+                "s3:PutBucketPolicy",
+                "s3:GetBucketLocation",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+                "s3:DeleteBucket",
+            ]),
+            vec![format!("arn:{p}:s3:::{assets}")],
+        ),
+        Statement::allow(
+            "AssetsObjects",
+            actions(&[
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+            ]),
+            vec![format!("arn:{p}:s3:::{assets}/*")],
+        ),
+        Statement::allow(
+            "UploadsBuckets",
+            actions(&[
+                "s3:CreateBucket",
+                "s3:DeleteBucket",
+                "s3:GetBucketLocation",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+                "s3:PutBucketPublicAccessBlock",
+                "s3:PutEncryptionConfiguration",
+                "s3:PutBucketOwnershipControls",
+                "s3:PutBucketVersioning",
+                "s3:PutLifecycleConfiguration",
+                "s3:PutBucketNotification",
+                "s3:GetBucketNotification",
+                "s3:PutBucketPolicy",
+                "s3:GetBucketPolicy",
+                "s3:DeleteBucketPolicy",
+                "s3:PutBucketTagging",
+            ]),
+            bucket.iter().cloned().collect(),
+        ),
+        Statement::allow(
+            "UploadsObjectsForSmokeTestAndTeardown",
+            actions(&["s3:DeleteObject", "s3:DeleteObjectVersion"]),
+            bucket.iter().map(|b| format!("{b}/*")).collect(),
+        ),
+        Statement::allow(
+            "FunctionRoles",
+            actions(&[
+                "iam:CreateRole",
+                "iam:DeleteRole",
+                "iam:GetRole",
+                "iam:TagRole",
+                "iam:UntagRole",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:PutRolePolicy",
+                "iam:GetRolePolicy",
+                "iam:DeleteRolePolicy",
+                "iam:SimulatePrincipalPolicy",
+            ]),
+            vec![roles],
+        ),
+        pass_role,
+        Statement::allow(
+            "Functions",
+            actions(&[
+                "lambda:CreateFunction",
+                "lambda:DeleteFunction",
+                "lambda:GetFunction",
+                "lambda:GetFunctionConfiguration",
+                "lambda:UpdateFunctionCode",
+                "lambda:UpdateFunctionConfiguration",
+                "lambda:AddPermission",
+                "lambda:RemovePermission",
+                "lambda:PutFunctionEventInvokeConfig",
+                "lambda:UpdateFunctionEventInvokeConfig",
+                "lambda:GetFunctionEventInvokeConfig",
+                "lambda:DeleteFunctionEventInvokeConfig",
+                "lambda:TagResource",
+                "lambda:UntagResource",
+                "lambda:ListTags",
+            ]),
+            functions,
+        ),
+        Statement::allow(
+            "ImagesTables",
+            actions(&[
+                "dynamodb:CreateTable",
+                "dynamodb:DeleteTable",
+                "dynamodb:DescribeTable",
+                "dynamodb:UpdateTable",
+                "dynamodb:DescribeContinuousBackups",
+                "dynamodb:UpdateContinuousBackups",
+                "dynamodb:TagResource",
+                "dynamodb:UntagResource",
+                "dynamodb:ListTagsOfResource",
+                "dynamodb:DeleteItem",
+            ]),
+            arn(names.table_arn()).into_iter().collect(),
+        ),
+        Statement::allow(
+            "FailureQueues",
+            actions(&[
+                "sqs:CreateQueue",
+                "sqs:DeleteQueue",
+                "sqs:GetQueueAttributes",
+                "sqs:SetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:TagQueue",
+                "sqs:UntagQueue",
+                "sqs:ListQueueTags",
+            ]),
+            arn(names.failure_queue_arn()).into_iter().collect(),
+        ),
+        Statement::allow(
+            "LogGroups",
+            actions(&[
+                "logs:CreateLogGroup",
+                "logs:DeleteLogGroup",
+                "logs:PutRetentionPolicy",
+                "logs:DeleteRetentionPolicy",
+                "logs:TagResource",
+                "logs:UntagResource",
+                "logs:ListTagsForResource",
+            ]),
+            log_groups,
+        ),
+        // Listing log groups and HTTP API access logging (configured through log
+        // deliveries) cannot be scoped to a resource.
+        Statement::allow(
+            "ApiAccessLogDelivery",
+            actions(&[
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ]),
+            vec!["*".to_string()],
+        ),
+        Statement::allow(
+            "HttpApis",
+            actions(&[
+                "apigateway:GET",
+                "apigateway:POST",
+                "apigateway:PATCH",
+                "apigateway:PUT",
+                "apigateway:DELETE",
+            ]),
+            vec![
+                format!("arn:{p}:apigateway:{region}::/apis"),
+                format!("arn:{p}:apigateway:{region}::/apis/*"),
+                format!("arn:{p}:apigateway:{region}::/tags/*"),
+            ],
+        ),
+    ])
 }
 
 #[cfg(test)]
@@ -243,12 +287,11 @@ mod tests {
     #[test]
     fn scoped_to_one_account_and_region() {
         let doc = deployer_policy("123456789012", "eu-west-1");
-        let statements = doc["Statement"].as_array().cloned().unwrap_or_default();
-        assert!(statements.len() > 10);
-        for s in &statements {
-            for r in s["Resource"].as_array().cloned().unwrap_or_default() {
-                let r = r.as_str().unwrap_or_default();
-                if s["Sid"] == "ApiAccessLogDelivery" {
+        assert!(doc.statement.len() > 10);
+        for s in &doc.statement {
+            assert!(!s.resource.is_empty(), "{:?} has no resource", s.sid);
+            for r in &s.resource {
+                if s.sid.as_deref() == Some("ApiAccessLogDelivery") {
                     assert_eq!(r, "*");
                     continue;
                 }
@@ -261,6 +304,22 @@ mod tests {
             }
         }
         let cn = deployer_policy("123456789012", "cn-north-1");
-        assert!(cn.to_string().contains("arn:aws-cn:s3:::"));
+        let text = serde_json::to_string(&cn).unwrap_or_default();
+        assert!(text.contains("arn:aws-cn:s3:::"), "{text}");
+    }
+
+    #[test]
+    fn names_come_from_the_app_model() {
+        let doc = deployer_policy("123456789012", "eu-west-1");
+        let all: Vec<&String> = doc.statement.iter().flat_map(|s| &s.resource).collect();
+        for want in [
+            "arn:aws:s3:::image-pipeline-*-123456789012-eu-west-1",
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/image-pipeline-*-images",
+            "arn:aws:lambda:eu-west-1:123456789012:function:image-pipeline-*-upload",
+            "arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-*/*",
+            "arn:aws:iam::123456789012:role/image-pipeline-*-*",
+        ] {
+            assert!(all.iter().any(|r| *r == want), "{want} not in {all:?}");
+        }
     }
 }

@@ -56,8 +56,8 @@ pub struct Venv {
 
 impl Venv {
     /// Creates or refreshes the virtualenv when its requirements changed; otherwise reuses it.
-    /// `announce` is told when an install starts (it takes a while).
-    pub fn ensure(name: &str, announce: impl FnOnce(&str)) -> Result<Self, VenvError> {
+    /// `progress` is told when an install starts (it takes a while).
+    pub fn ensure(name: &str, progress: &dyn crate::progress::Progress) -> Result<Self, VenvError> {
         let root = workspace_root();
         let requirements = root.join("tools").join(format!("{name}-requirements.txt"));
         let pinned = fs::read(&requirements).map_err(|source| VenvError::Read {
@@ -70,7 +70,7 @@ impl Venv {
         if fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
             return Ok(Self { dir });
         }
-        announce(&format!(
+        progress.step(&format!(
             "installing the {name} tools into {} (pinned in tools/{name}-requirements.txt)",
             dir.display()
         ));
@@ -81,23 +81,25 @@ impl Venv {
             })?;
         }
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run(Command::new(&python).args(["-m", "venv"]).arg(&dir)).map_err(|reason| {
-            VenvError::Create {
+        crate::cmd::status(Command::new(&python).args(["-m", "venv"]).arg(&dir)).map_err(
+            |reason| VenvError::Create {
                 python: python.clone(),
                 dir: dir.clone(),
                 reason,
-            }
-        })?;
+            },
+        )?;
         let venv = Self { dir };
-        run(Command::new(venv.bin("pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-                "-r",
-            ])
-            .arg(&requirements))
+        crate::cmd::status(
+            Command::new(venv.bin("pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                ])
+                .arg(&requirements),
+        )
         .map_err(|reason| VenvError::Install {
             requirements: requirements.clone(),
             venv: venv.dir.clone(),
@@ -116,17 +118,6 @@ impl Venv {
 
     pub fn bin(&self, tool: &str) -> PathBuf {
         self.dir.join("bin").join(tool)
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{:?} exited with {status}", cmd.get_program()))
     }
 }
 

@@ -4,17 +4,23 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use api_types::{
+    ErrorBody, ImageMetadata, ImageStatus, Page, PresignRequest, PresignedUpload, Uploaded,
+};
+use aws_sdk_cloudformation::types::StackStatus;
+use aws_sdk_iam::types::PolicyEvaluationDecisionType;
 use policies::Bindings;
 use policies::matrix::{Expect, matrix};
-use serde::Serialize;
-use serde_json::Value;
-use stack::synth::outputs;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stack::app::outputs;
 use stack::{App, Stage};
 use thiserror::Error;
 
-use crate::aws::{self, AwsError, Target};
+use crate::aws::{self, AwsError, Clients, Identity, Target};
 use crate::cfn::{self, CfnError};
 use crate::deploy::client_api_url;
+use crate::progress::Progress;
 
 /// The photograph uploaded when no `--image` is given (see `assets/ATTRIBUTION.md`).
 pub const DEFAULT_IMAGE: &[u8] = include_bytes!("../assets/smoke-test.png");
@@ -31,15 +37,69 @@ pub struct SmokeConfig {
     pub keep: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The smoke test's checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckName {
+    /// `POST /upload` stores the image: 201 with an id.
+    Upload,
+    /// The image gets its labels.
+    Labels,
+    /// `GET /metadata` lists it.
+    Listing,
+    /// `POST /uploads`, a PUT to the URL it hands out, then labels.
+    PresignedUpload,
+    /// Something that is not an image: a 4xx JSON error, nothing stored.
+    BadUpload,
+    /// No response (but the presigned one) mentions S3.
+    NoS3Urls,
+    /// Every row of the allow/deny matrix, asked of IAM for the deployed roles.
+    IamMatrix,
+    /// Nothing waits in the failure queue.
+    FailureQueue,
+}
+
+impl CheckName {
+    pub const ALL: [CheckName; 8] = [
+        CheckName::Upload,
+        CheckName::Labels,
+        CheckName::Listing,
+        CheckName::PresignedUpload,
+        CheckName::BadUpload,
+        CheckName::NoS3Urls,
+        CheckName::IamMatrix,
+        CheckName::FailureQueue,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::Upload => "upload",
+            CheckName::Labels => "labels",
+            CheckName::Listing => "listing",
+            CheckName::PresignedUpload => "presigned-upload",
+            CheckName::BadUpload => "bad-upload",
+            CheckName::NoS3Urls => "no-s3-urls",
+            CheckName::IamMatrix => "iam-matrix",
+            CheckName::FailureQueue => "failure-queue",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
-    pub name: String,
+    pub name: CheckName,
     pub passed: bool,
     pub elapsed_ms: u64,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SmokeReport {
     pub stack: String,
     pub target: String,
@@ -52,6 +112,12 @@ pub struct SmokeReport {
     pub elapsed_ms: u64,
 }
 
+impl SmokeReport {
+    pub fn check(&self, name: CheckName) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum SmokeError {
     #[error(transparent)]
@@ -61,32 +127,68 @@ pub enum SmokeError {
     #[error("stack {0} is not deployed: run `cargo xtask deploy` for this stage first")]
     NotDeployed(String),
     #[error("stack {stack} is {status}, not ready for a smoke test")]
-    NotReady { stack: String, status: String },
+    NotReady { stack: String, status: StackStatus },
     #[error("stack {stack} has no output {output}; was it deployed by this version of the tool?")]
     MissingOutput { stack: String, output: String },
     #[error("cannot create an HTTP client: {0}")]
     Http(String),
 }
 
-/// What the smoke test reports as it goes.
-pub trait SmokeObserver {
-    fn check(&self, result: &CheckResult);
-    fn note(&self, message: &str);
+/// An answer of the API: its status and body, kept whole for the no-S3-URL check.
+struct Answer {
+    status: u16,
+    text: String,
 }
 
-struct Ctx<'a> {
+impl Answer {
+    /// The body as `T` when the status is `want`; otherwise a message with what came back.
+    fn expect<T: DeserializeOwned>(&self, what: &str, want: u16) -> Result<T, String> {
+        if self.status != want {
+            return Err(format!(
+                "{what}: expected {want}, got {}: {}",
+                self.status,
+                clip(&self.text)
+            ));
+        }
+        serde_json::from_str(&self.text).map_err(|e| {
+            format!(
+                "{what}: {} with a body that is not the API's shape ({e}): {}",
+                self.status,
+                clip(&self.text)
+            )
+        })
+    }
+
+    /// The API's error body, when the answer is one.
+    fn error(&self) -> Option<ErrorBody> {
+        serde_json::from_str(&self.text).ok()
+    }
+}
+
+/// Everything the checks share: where the stack is, how to call it, and what earlier checks
+/// found out.
+struct Run<'a> {
+    cfg: &'a SmokeConfig,
+    clients: Clients,
+    identity: Identity,
     http: reqwest::Client,
     api: String,
     outputs: &'a BTreeMap<String, String>,
+    bucket: String,
+    queue: String,
+    image: Vec<u8>,
+    /// Every response body seen, for the no-S3-URL check.
     bodies: Vec<String>,
+    image_id: Option<String>,
+    presigned_id: Option<String>,
+    labels: Vec<String>,
 }
 
-impl Ctx<'_> {
-    async fn get(&mut self, path: &str) -> Result<(u16, Value), String> {
-        let url = format!("{}{path}", self.api);
+impl Run<'_> {
+    async fn get(&mut self, path: &str) -> Result<Answer, String> {
         let resp = self
             .http
-            .get(&url)
+            .get(format!("{}{path}", self.api))
             .send()
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;
@@ -98,11 +200,10 @@ impl Ctx<'_> {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<(u16, Value), String> {
-        let url = format!("{}{path}", self.api);
+    ) -> Result<Answer, String> {
         let resp = self
             .http
-            .post(&url)
+            .post(format!("{}{path}", self.api))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -111,20 +212,259 @@ impl Ctx<'_> {
         self.read(resp, &format!("POST {path}")).await
     }
 
-    async fn read(&mut self, resp: reqwest::Response, what: &str) -> Result<(u16, Value), String> {
+    async fn read(&mut self, resp: reqwest::Response, what: &str) -> Result<Answer, String> {
         let status = resp.status().as_u16();
         let text = resp
             .text()
             .await
             .map_err(|e| format!("{what}: reading the body: {e}"))?;
         self.bodies.push(text.clone());
-        let json = serde_json::from_str(&text).map_err(|_| {
-            format!(
-                "{what}: {status} with a body that is not JSON: {}",
+        Ok(Answer { status, text })
+    }
+
+    /// Runs one check.
+    async fn check(&mut self, name: CheckName) -> Result<String, String> {
+        match name {
+            CheckName::Upload => self.upload().await,
+            CheckName::Labels => self.labels().await,
+            CheckName::Listing => self.listing().await,
+            CheckName::PresignedUpload => self.presigned_upload().await,
+            CheckName::BadUpload => self.bad_upload().await,
+            CheckName::NoS3Urls => self.no_s3_urls(),
+            CheckName::IamMatrix => self.iam_matrix().await,
+            CheckName::FailureQueue => self.failure_queue().await,
+        }
+    }
+
+    fn uploaded(&self) -> Result<String, String> {
+        self.image_id
+            .clone()
+            .ok_or_else(|| "not run: the upload check failed".to_string())
+    }
+
+    async fn upload(&mut self) -> Result<String, String> {
+        let image = self.image.clone();
+        let size = image.len();
+        let answer = self.post("/upload", content_type(&image), image).await?;
+        let up: Uploaded = answer.expect("POST /upload", 201)?;
+        self.image_id = Some(up.image_id.clone());
+        Ok(format!("201, image_id {}, {size} bytes", up.image_id))
+    }
+
+    async fn labels(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let l = self.wait_for_labels(&id).await?;
+        self.labels = l.clone();
+        Ok(if l.is_empty() {
+            "labeled (no label reached the confidence threshold)".to_string()
+        } else {
+            format!("labeled: {}", l.join(", "))
+        })
+    }
+
+    async fn listing(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let path = match &token {
+                Some(t) => format!("/metadata?limit=100&next_token={t}"),
+                None => "/metadata?limit=100".to_string(),
+            };
+            let page: Page = self.get(&path).await?.expect("GET /metadata", 200)?;
+            if page.items.iter().any(|i| i.image_id == id) {
+                return Ok(format!("found on page {pages}"));
+            }
+            match page.next_token {
+                Some(t) if pages < 1000 => token = Some(t),
+                _ => return Err(format!("not in {pages} pages of GET /metadata")),
+            }
+        }
+    }
+
+    /// Asks `POST /uploads` for a presigned PUT, sends the image with exactly the headers it
+    /// names, and waits for the labels.
+    async fn presigned_upload(&mut self) -> Result<String, String> {
+        let ask = PresignRequest {
+            content_type: content_type(&self.image).to_string(),
+            size_bytes: i64::try_from(self.image.len()).unwrap_or(i64::MAX),
+        };
+        let body = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
+        let answer = self.post("/uploads", "application/json", body).await?;
+        // The one response that hands out an S3 URL by design: not part of the no-S3-URL check.
+        self.bodies.pop();
+        let presigned: PresignedUpload = answer.expect("POST /uploads", 201)?;
+        let mut put = self
+            .http
+            .put(&presigned.upload.url)
+            .body(self.image.clone());
+        for (k, v) in &presigned.upload.headers {
+            put = put.header(k, v);
+        }
+        let resp = put
+            .send()
+            .await
+            .map_err(|e| format!("PUT to the presigned URL: {e}"))?;
+        let code = resp.status().as_u16();
+        if code != 200 {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!(
+                "the presigned PUT answered {code}: {}",
                 clip(&text)
-            )
-        })?;
-        Ok((status, json))
+            ));
+        }
+        let id = presigned.image_id;
+        self.presigned_id = Some(id.clone());
+        let l = self.wait_for_labels(&id).await?;
+        Ok(format!(
+            "image {id} uploaded with a presigned PUT and labeled ({} labels)",
+            l.len()
+        ))
+    }
+
+    async fn bad_upload(&mut self) -> Result<String, String> {
+        let before = count_uploads(&self.clients.s3, &self.bucket).await?;
+        let answer = self
+            .post("/upload", "image/jpeg", b"this is not an image".to_vec())
+            .await?;
+        let error = answer
+            .error()
+            .filter(|_| (400..500).contains(&answer.status))
+            .ok_or_else(|| {
+                format!(
+                    "expected a 4xx JSON error, got {}: {}",
+                    answer.status,
+                    clip(&answer.text)
+                )
+            })?;
+        let after = count_uploads(&self.clients.s3, &self.bucket).await?;
+        if after != before {
+            return Err(format!(
+                "rejected with {}, but uploads went from {before} to {after} objects",
+                answer.status
+            ));
+        }
+        Ok(format!(
+            "{} {}; nothing stored",
+            answer.status, error.error.code
+        ))
+    }
+
+    fn no_s3_urls(&self) -> Result<String, String> {
+        let leaks: Vec<String> = self
+            .bodies
+            .iter()
+            .filter(|b| {
+                b.contains(&self.bucket)
+                    || b.contains("s3.amazonaws.com")
+                    || b.contains("X-Amz-")
+                    || b.contains(stack::app::UPLOAD_PREFIX)
+                    || b.contains("s3://")
+            })
+            .map(|b| clip(b))
+            .collect();
+        if leaks.is_empty() {
+            Ok(format!("{} responses checked", self.bodies.len()))
+        } else {
+            Err(format!("responses mention S3: {}", leaks.join(" | ")))
+        }
+    }
+
+    async fn iam_matrix(&mut self) -> Result<String, String> {
+        let bindings = Bindings {
+            partition: self.identity.partition.clone(),
+            region: self.identity.region.clone(),
+            account: self.identity.account.clone(),
+            refs: BTreeMap::from([(
+                stack::app::STAGE_PARAM.to_string(),
+                self.cfg.stage.as_str().to_string(),
+            )]),
+        };
+        check_matrix(&self.clients.iam, self.outputs, &bindings).await
+    }
+
+    async fn failure_queue(&mut self) -> Result<String, String> {
+        match queue_depth(&self.clients.sqs, &self.queue).await? {
+            0 => Ok("empty".to_string()),
+            n => Err(format!("{n} failed events are waiting in {}", self.queue)),
+        }
+    }
+
+    /// Polls `GET /metadata/{id}` until the image is labeled (its label names) or failed.
+    async fn wait_for_labels(&mut self, id: &str) -> Result<Vec<String>, String> {
+        // The default photograph has content every label model recognises; a user's image
+        // may legitimately get no label above the confidence threshold.
+        let need_labels = self.cfg.image.is_none();
+        let timeout = self.cfg.timeout;
+        let start = Instant::now();
+        loop {
+            let last = match self.get(&format!("/metadata/{id}")).await {
+                Ok(a) if a.status == 200 => {
+                    let m: ImageMetadata = a.expect("GET /metadata/{id}", 200)?;
+                    match m.status {
+                        ImageStatus::Labeled => {
+                            let names: Vec<String> = m.labels.into_iter().map(|l| l.name).collect();
+                            if names.is_empty() && need_labels {
+                                return Err(format!("labeled with no labels: {}", a.text));
+                            }
+                            return Ok(names);
+                        }
+                        ImageStatus::Failed => {
+                            return Err(format!("the pipeline recorded a failure: {}", a.text));
+                        }
+                        other => format!("200 {}", other.as_str()),
+                    }
+                }
+                Ok(a) if a.status == 404 => "404 (not labeled yet)".to_string(),
+                Ok(a) => return Err(format!("unexpected {}: {}", a.status, clip(&a.text))),
+                Err(e) => e,
+            };
+            if start.elapsed() >= timeout {
+                return Err(format!(
+                    "no labels after {} s; last answer: {last}",
+                    timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Removes what the checks uploaded (object versions and items) unless asked to keep
+    /// them; whether everything went.
+    async fn clean_up(&self, table: &str, progress: &dyn Progress) -> bool {
+        let ids: Vec<&String> = self.image_id.iter().chain(&self.presigned_id).collect();
+        if ids.is_empty() || self.cfg.keep {
+            return false;
+        }
+        let mut all = true;
+        for id in ids {
+            let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+            let objects = delete_object_versions(&self.clients.s3, &self.bucket, &key).await;
+            let item = self
+                .clients
+                .dynamodb
+                .delete_item()
+                .table_name(table)
+                .key(
+                    "image_id",
+                    aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
+                )
+                .send()
+                .await;
+            match (objects, item) {
+                (Ok(()), Ok(_)) => progress.step(&format!("removed image {id} (object and item)")),
+                (Err(e), _) => {
+                    all = false;
+                    progress.step(&format!("could not remove the object {key}: {e}"));
+                }
+                (_, Err(e)) => {
+                    all = false;
+                    progress.step(&format!("could not remove the item {id}: {}", sdk(&e)));
+                }
+            }
+        }
+        all
     }
 }
 
@@ -150,9 +490,15 @@ fn content_type(image: &[u8]) -> &'static str {
     }
 }
 
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs every check in [`CheckName::ALL`] against the deployed stack, then removes what it
+/// uploaded. `progress` hears each check's result as it finishes.
 pub async fn smoke_test(
     cfg: &SmokeConfig,
-    obs: &dyn SmokeObserver,
+    progress: &dyn Progress,
 ) -> Result<SmokeReport, SmokeError> {
     let start = Instant::now();
     let stack_name = cfg.stage.stack_name();
@@ -160,10 +506,7 @@ pub async fn smoke_test(
     let info = cfn::describe(&clients.cfn, &stack_name)
         .await?
         .ok_or_else(|| SmokeError::NotDeployed(stack_name.clone()))?;
-    if !matches!(
-        info.status.as_str(),
-        "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "UPDATE_ROLLBACK_COMPLETE"
-    ) {
+    if !cfn::is_usable(&info.status) {
         return Err(SmokeError::NotReady {
             stack: stack_name,
             status: info.status,
@@ -179,323 +522,47 @@ pub async fn smoke_test(
             })
     };
     let api = client_api_url(&cfg.target, &need(outputs::API_URL)?);
-    let bucket = need(outputs::BUCKET)?;
     let table = need(outputs::TABLE)?;
-    let queue = need(outputs::FAILURE_QUEUE_URL)?;
-    let http = aws::http_client(&cfg.target, Duration::from_secs(35)).map_err(SmokeError::Http)?;
-    let mut ctx = Ctx {
-        http,
+    let mut run = Run {
+        cfg,
+        http: aws::http_client(&cfg.target, Duration::from_secs(35)).map_err(SmokeError::Http)?,
+        clients,
+        identity,
         api: api.clone(),
         outputs: &info.outputs,
+        bucket: need(outputs::BUCKET)?,
+        queue: need(outputs::FAILURE_QUEUE_URL)?,
+        image: cfg.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_vec()),
         bodies: Vec::new(),
+        image_id: None,
+        presigned_id: None,
+        labels: Vec::new(),
     };
     let mut checks = Vec::new();
-    let mut record = |name: &str, t: Instant, r: Result<String, String>| {
+    for name in CheckName::ALL {
+        let t = Instant::now();
+        let r = run.check(name).await;
         let c = CheckResult {
-            name: name.to_string(),
+            name,
             passed: r.is_ok(),
-            elapsed_ms: t.elapsed().as_millis() as u64,
-            detail: match r {
-                Ok(d) | Err(d) => d,
-            },
+            elapsed_ms: ms(t),
+            detail: r.unwrap_or_else(|e| e),
         };
-        obs.check(&c);
+        progress.check(&c);
         checks.push(c);
-    };
-
-    // Upload.
-    let image = cfg.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_vec());
-    let t = Instant::now();
-    let uploaded = ctx
-        .post("/upload", content_type(&image), image.clone())
-        .await
-        .and_then(|(status, body)| match (status, body["image_id"].as_str()) {
-            (201, Some(id)) => Ok(id.to_string()),
-            _ => Err(format!(
-                "expected 201 with an image_id, got {status}: {body}"
-            )),
-        });
-    let image_id = uploaded.as_ref().ok().cloned();
-    record(
-        "upload",
-        t,
-        uploaded.map(|id| format!("201, image_id {id}, {} bytes", image.len())),
-    );
-
-    // Labels.
-    let mut labels = Vec::new();
-    if let Some(id) = &image_id {
-        let t = Instant::now();
-        // The default photograph has content every label model recognises; a user's image
-        // may legitimately get no label above the confidence threshold.
-        let need_labels = cfg.image.is_none();
-        let r = poll_labels(&mut ctx, id, cfg.timeout, need_labels).await;
-        if let Ok(l) = &r {
-            labels = l.clone();
-        }
-        record(
-            "labels",
-            t,
-            r.map(|l| {
-                if l.is_empty() {
-                    "labeled (no label reached the confidence threshold)".to_string()
-                } else {
-                    format!("labeled: {}", l.join(", "))
-                }
-            }),
-        );
-
-        // Listing.
-        let t = Instant::now();
-        let r = find_in_listing(&mut ctx, id).await;
-        record("listing", t, r);
     }
-
-    // Presigned upload: POST /uploads, PUT to the URL it hands out, then labels.
-    let t = Instant::now();
-    let presigned = presigned_upload(&mut ctx, &image).await;
-    let presigned_id = presigned.as_ref().ok().cloned();
-    let r = match presigned {
-        Ok(id) => poll_labels(&mut ctx, &id, cfg.timeout, cfg.image.is_none())
-            .await
-            .map(|l| {
-                format!(
-                    "image {id} uploaded with a presigned PUT and labeled ({} labels)",
-                    l.len()
-                )
-            }),
-        Err(e) => Err(e),
-    };
-    record("presigned-upload", t, r);
-
-    // Bad upload: rejected with a 4xx JSON error, nothing stored.
-    let t = Instant::now();
-    let before = count_uploads(&clients.s3, &bucket).await;
-    let r = match ctx
-        .post("/upload", "image/jpeg", b"this is not an image".to_vec())
-        .await
-    {
-        Ok((status, body)) if (400..500).contains(&status) && body["error"]["code"].is_string() => {
-            let after = count_uploads(&clients.s3, &bucket).await;
-            match (before, after) {
-                (Ok(b), Ok(a)) if a == b => Ok(format!(
-                    "{status} {}; nothing stored",
-                    body["error"]["code"].as_str().unwrap_or_default()
-                )),
-                (Ok(b), Ok(a)) => Err(format!(
-                    "rejected with {status}, but uploads went from {b} to {a} objects"
-                )),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            }
-        }
-        Ok((status, body)) => Err(format!("expected a 4xx JSON error, got {status}: {body}")),
-        Err(e) => Err(e),
-    };
-    record("bad-upload", t, r);
-
-    // No response mentions S3.
-    let t = Instant::now();
-    let leaks: Vec<String> = ctx
-        .bodies
-        .iter()
-        .filter(|b| {
-            b.contains(&bucket)
-                || b.contains("s3.amazonaws.com")
-                || b.contains("X-Amz-")
-                || b.contains(stack::app::UPLOAD_PREFIX)
-                || b.contains("s3://")
-        })
-        .map(|b| clip(b))
-        .collect();
-    record(
-        "no-s3-urls",
-        t,
-        if leaks.is_empty() {
-            Ok(format!("{} responses checked", ctx.bodies.len()))
-        } else {
-            Err(format!("responses mention S3: {}", leaks.join(" | ")))
-        },
-    );
-
-    // IAM matrix.
-    let t = Instant::now();
-    let bindings = Bindings {
-        partition: identity.partition.clone(),
-        region: identity.region.clone(),
-        account: identity.account.clone(),
-        refs: BTreeMap::from([(
-            stack::app::STAGE_PARAM.to_string(),
-            cfg.stage.as_str().to_string(),
-        )]),
-    };
-    let r = check_matrix(&clients.iam, ctx.outputs, &bindings).await;
-    record("iam-matrix", t, r);
-
-    // Failure queue.
-    let t = Instant::now();
-    let r = queue_depth(&clients.sqs, &queue).await.and_then(|n| {
-        if n == 0 {
-            Ok("empty".to_string())
-        } else {
-            Err(format!("{n} failed events are waiting in {queue}"))
-        }
-    });
-    record("failure-queue", t, r);
-
-    // Clean up.
-    let mut cleaned_up = false;
-    let uploaded: Vec<&String> = image_id.iter().chain(presigned_id.iter()).collect();
-    if !uploaded.is_empty() && !cfg.keep {
-        cleaned_up = true;
-    }
-    for id in uploaded.into_iter().filter(|_| !cfg.keep) {
-        let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
-        let objects = delete_object_versions(&clients.s3, &bucket, &key).await;
-        let item = clients
-            .dynamodb
-            .delete_item()
-            .table_name(&table)
-            .key(
-                "image_id",
-                aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
-            )
-            .send()
-            .await;
-        match (objects, item) {
-            (Ok(()), Ok(_)) => obs.note(&format!("removed image {id} (object and item)")),
-            (Err(e), _) => {
-                cleaned_up = false;
-                obs.note(&format!("could not remove the object {key}: {e}"));
-            }
-            (_, Err(e)) => {
-                cleaned_up = false;
-                obs.note(&format!("could not remove the item {id}: {}", sdk(&e)));
-            }
-        }
-    }
-
-    let passed = checks.iter().all(|c| c.passed);
+    let cleaned_up = run.clean_up(&table, progress).await;
     Ok(SmokeReport {
         stack: stack_name,
         target: cfg.target.describe(),
         api_url: api,
-        image_id,
-        labels,
+        passed: checks.iter().all(|c| c.passed),
+        image_id: run.image_id,
+        labels: run.labels,
         checks,
-        passed,
         cleaned_up,
-        elapsed_ms: start.elapsed().as_millis() as u64,
+        elapsed_ms: ms(start),
     })
-}
-
-/// Asks `POST /uploads` for a presigned PUT and sends the image with exactly the headers it
-/// names; the new image's id.
-async fn presigned_upload(ctx: &mut Ctx<'_>, image: &[u8]) -> Result<String, String> {
-    let ask = serde_json::json!({
-        "content_type": content_type(image),
-        "size_bytes": image.len(),
-    });
-    let (status, body) = ctx
-        .post("/uploads", "application/json", ask.to_string().into_bytes())
-        .await?;
-    // The one response that hands out an S3 URL by design: not part of the no-S3-URL check.
-    ctx.bodies.pop();
-    let (201, Some(id), Some(url)) = (
-        status,
-        body["image_id"].as_str(),
-        body["upload"]["url"].as_str(),
-    ) else {
-        return Err(format!(
-            "POST /uploads: expected 201 with an image_id and an upload URL, got {status}: {body}"
-        ));
-    };
-    let mut put = ctx.http.put(url).body(image.to_vec());
-    if let Some(headers) = body["upload"]["headers"].as_object() {
-        for (k, v) in headers {
-            put = put.header(k, v.as_str().unwrap_or_default());
-        }
-    }
-    let resp = put
-        .send()
-        .await
-        .map_err(|e| format!("PUT to the presigned URL: {e}"))?;
-    let code = resp.status().as_u16();
-    if code != 200 {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(format!(
-            "the presigned PUT answered {code}: {}",
-            clip(&text)
-        ));
-    }
-    Ok(id.to_string())
-}
-
-async fn poll_labels(
-    ctx: &mut Ctx<'_>,
-    id: &str,
-    timeout: Duration,
-    need_labels: bool,
-) -> Result<Vec<String>, String> {
-    let start = Instant::now();
-    loop {
-        let last;
-        match ctx.get(&format!("/metadata/{id}")).await {
-            Ok((200, body)) => match body["status"].as_str() {
-                Some("labeled") => {
-                    let names: Vec<String> = body["labels"]
-                        .as_array()
-                        .map(|l| {
-                            l.iter()
-                                .filter_map(|x| x["name"].as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if names.is_empty() && need_labels {
-                        return Err(format!("labeled with no labels: {body}"));
-                    }
-                    return Ok(names);
-                }
-                Some("failed") => return Err(format!("the pipeline recorded a failure: {body}")),
-                _ => last = format!("200 {body}"),
-            },
-            Ok((404, _)) => last = "404 (not labeled yet)".into(),
-            Ok((status, body)) => return Err(format!("unexpected {status}: {body}")),
-            Err(e) => last = e,
-        }
-        if start.elapsed() >= timeout {
-            return Err(format!(
-                "no labels after {} s; last answer: {last}",
-                timeout.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn find_in_listing(ctx: &mut Ctx<'_>, id: &str) -> Result<String, String> {
-    let mut token: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        pages += 1;
-        let path = match &token {
-            Some(t) => format!("/metadata?limit=100&next_token={t}"),
-            None => "/metadata?limit=100".to_string(),
-        };
-        let (status, body) = ctx.get(&path).await?;
-        if status != 200 {
-            return Err(format!("GET /metadata: {status} {body}"));
-        }
-        let found = body["items"]
-            .as_array()
-            .is_some_and(|items| items.iter().any(|i| i["image_id"].as_str() == Some(id)));
-        if found {
-            return Ok(format!("found on page {pages}"));
-        }
-        match body["next_token"].as_str() {
-            Some(t) if pages < 1000 => token = Some(t.to_string()),
-            _ => return Err(format!("not in {pages} pages of GET /metadata")),
-        }
-    }
 }
 
 async fn count_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<usize, String> {
@@ -621,8 +688,8 @@ async fn check_matrix(
                     .evaluation_results()
                     .iter()
                     .find(|r| r.eval_action_name() == action)
-                    .map(|r| r.eval_decision().as_str().to_string());
-                let allowed = decision.as_deref() == Some("allowed");
+                    .map(|r| r.eval_decision().clone());
+                let allowed = decision == Some(PolicyEvaluationDecisionType::Allowed);
                 let ok = match expect {
                     Expect::Allow => allowed,
                     Expect::Deny => decision.is_some() && !allowed,
@@ -631,7 +698,7 @@ async fn check_matrix(
                     wrong.push(format!(
                         "{}: {action} on {resource} expected {expect:?}, IAM says {}",
                         spec.name,
-                        decision.as_deref().unwrap_or("nothing")
+                        decision.as_ref().map_or("nothing", |d| d.as_str())
                     ));
                 }
             }

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use stack::Stage;
 use thiserror::Error;
 
 use crate::assets::{self, AssetsError};
 use crate::aws::{self, AwsError, Identity, Target};
-use crate::cfn::{self, CfnError, Observer};
+use crate::cfn::{CfnError, StackOps};
+use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
 pub struct TeardownConfig {
@@ -20,13 +21,21 @@ pub struct TeardownConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What happened to the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Removal {
+    Deleted,
+    /// There was no stack.
+    Absent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TeardownReport {
     pub stack: String,
     pub target: String,
     pub identity: Identity,
-    /// `deleted`, or `absent` when there was no stack.
-    pub status: String,
+    pub status: Removal,
     pub objects_deleted: usize,
     pub assets_bucket_removed: bool,
     pub assets_objects_deleted: usize,
@@ -64,59 +73,55 @@ async fn physical_id(
 
 pub async fn teardown(
     cfg: &TeardownConfig,
-    obs: &dyn Observer,
+    progress: &dyn Progress,
 ) -> Result<TeardownReport, TeardownError> {
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
     let stack_name = cfg.stage.stack_name();
-    let poll = aws::poll_interval(&cfg.target);
+    let ops = StackOps {
+        cfn: &clients.cfn,
+        name: &stack_name,
+        poll: aws::poll_interval(&cfg.target),
+        progress,
+    };
     let mut report = TeardownReport {
         stack: stack_name.clone(),
         target: cfg.target.describe(),
         identity: identity.clone(),
-        status: "absent".into(),
+        status: Removal::Absent,
         objects_deleted: 0,
         assets_bucket_removed: false,
         assets_objects_deleted: 0,
         elapsed_ms: 0,
     };
-    let info = cfn::wait_settled(&clients.cfn, &stack_name, cfg.timeout, poll).await?;
+    let info = ops.wait_settled(cfg.timeout).await?;
     match info {
-        None => obs.step(&format!(
+        None => progress.step(&format!(
             "stack {stack_name} does not exist: nothing to remove"
         )),
         Some(info) => {
             if let Some(bucket) = physical_id(&clients.cfn, &info.id, stack::synth::BUCKET_ID).await
             {
-                obs.step(&format!(
+                progress.step(&format!(
                     "emptying s3://{bucket} (every version and delete marker)"
                 ));
                 report.objects_deleted = assets::empty_bucket(&clients.s3, &bucket).await?;
-                obs.step(&format!(
+                progress.step(&format!(
                     "deleted {} object versions",
                     report.objects_deleted
                 ));
             }
-            obs.step(&format!("deleting stack {stack_name} ({})", info.status));
-            cfn::delete(
-                &clients.cfn,
-                &stack_name,
-                &info.id,
-                None,
-                cfg.timeout,
-                poll,
-                obs,
-            )
-            .await?;
-            report.status = "deleted".into();
+            progress.step(&format!("deleting stack {stack_name} ({})", info.status));
+            ops.delete(&info.id, cfg.timeout).await?;
+            report.status = Removal::Deleted;
         }
     }
     if cfg.purge_assets {
-        let bucket = assets::bucket_name(&identity.account, &identity.region);
-        obs.step(&format!("removing the assets bucket {bucket}"));
+        let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
+        progress.step(&format!("removing the assets bucket {bucket}"));
         report.assets_objects_deleted = assets::remove_bucket(&clients.s3, &bucket).await?;
         report.assets_bucket_removed = true;
     }
-    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }

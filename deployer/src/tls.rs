@@ -150,23 +150,40 @@ pub fn get(port: u16, path: &str, cert: &Path) -> Result<(u16, String), TlsError
     let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
         .map_err(|e| client_err(e.to_string()))?;
-    let io = |e: std::io::Error| client_err(e.to_string());
+    let mut stream =
+        rustls::StreamOwned::new(conn, connect(port).map_err(|e| client_err(e.to_string()))?);
+    exchange(&mut stream, port, path).map_err(|e| client_err(e.to_string()))
+}
+
+/// A plain-HTTP `GET path` to 127.0.0.1:`port` (the local label service), with the same
+/// short timeouts; the status code and body.
+pub fn get_plain(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(&mut connect(port)?, port, path)
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).map_err(io)?;
-    tcp.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(io)?;
-    tcp.set_write_timeout(Some(Duration::from_secs(2)))
-        .map_err(io)?;
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(2)))?;
+    Ok(tcp)
+}
+
+/// One HTTP/1.1 request with `Connection: close`, read to the end.
+fn exchange<S: Read + Write>(
+    stream: &mut S,
+    port: u16,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(io)?;
+    stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();
     // A server may close without close_notify; what arrived before that still counts.
     if let Err(e) = stream.read_to_end(&mut response)
         && response.is_empty()
     {
-        return Err(io(e));
+        return Err(e);
     }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -174,7 +191,12 @@ pub fn get(port: u16, path: &str, cert: &Path) -> Result<(u16, String), TlsError
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| client_err(format!("not an HTTP response: {}", clip(head))))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP response: {}", clip(head)),
+            )
+        })?;
     Ok((status, body.to_string()))
 }
 

@@ -8,6 +8,9 @@ use std::process::Command;
 
 use thiserror::Error;
 
+use crate::cmd::{self, output};
+use crate::progress::Progress;
+
 use crate::pyenv::{Venv, VenvError, workspace_root};
 
 pub const CARGO_ZIGBUILD_VERSION: &str = "0.24.1";
@@ -35,34 +38,18 @@ pub struct Toolchain {
     pub zig_python: PathBuf,
 }
 
-fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{:?} exited with {}: {}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Installs what is missing (saying so through `announce`) and returns the toolchain.
-pub fn ensure(target: &str, announce: &dyn Fn(&str)) -> Result<Toolchain, ToolchainError> {
-    ensure_target(target, announce)?;
-    let zigbuild = ensure_zigbuild(announce)?;
-    let venv = Venv::ensure("zig", announce)?;
+/// Installs what is missing (saying so through `progress`) and returns the toolchain.
+pub fn ensure(target: &str, progress: &dyn Progress) -> Result<Toolchain, ToolchainError> {
+    ensure_target(target, progress)?;
+    let zigbuild = ensure_zigbuild(progress)?;
+    let venv = Venv::ensure("zig", progress)?;
     Ok(Toolchain {
         zigbuild,
         zig_python: venv.bin("python"),
     })
 }
 
-fn ensure_target(target: &str, announce: &dyn Fn(&str)) -> Result<(), ToolchainError> {
+fn ensure_target(target: &str, progress: &dyn Progress) -> Result<(), ToolchainError> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
         .map_err(|reason| ToolchainError::Target {
             target: target.into(),
@@ -71,7 +58,7 @@ fn ensure_target(target: &str, announce: &dyn Fn(&str)) -> Result<(), ToolchainE
     if installed.lines().any(|l| l.trim() == target) {
         return Ok(());
     }
-    announce(&format!(
+    progress.step(&format!(
         "installing the Rust target {target} (rustup target add {target})"
     ));
     output(Command::new("rustup").args(["target", "add", target]))
@@ -91,38 +78,34 @@ fn zigbuild_version(bin: &Path) -> Option<String> {
     out.split_whitespace().nth(1).map(str::to_string)
 }
 
-fn ensure_zigbuild(announce: &dyn Fn(&str)) -> Result<PathBuf, ToolchainError> {
+fn ensure_zigbuild(progress: &dyn Progress) -> Result<PathBuf, ToolchainError> {
     let root = zigbuild_root();
     let bin = root.join("bin").join("cargo-zigbuild");
     if zigbuild_version(&bin).as_deref() == Some(CARGO_ZIGBUILD_VERSION) {
         return Ok(bin);
     }
-    announce(&format!(
+    progress.step(&format!(
         "installing cargo-zigbuild {CARGO_ZIGBUILD_VERSION} into {} (a few minutes, once)",
         root.display()
     ));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "install",
-            "cargo-zigbuild",
-            "--version",
-            &format!("={CARGO_ZIGBUILD_VERSION}"),
-            "--locked",
-            "--quiet",
-            "--root",
-        ])
-        .arg(&root)
-        .status();
     let err = |reason: String| ToolchainError::Zigbuild {
         root: root.display().to_string(),
         reason,
     };
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => return Err(err(format!("cargo install exited with {s}"))),
-        Err(e) => return Err(err(format!("cannot run cargo install: {e}"))),
-    }
+    cmd::status(
+        cmd::cargo()
+            .args([
+                "install",
+                "cargo-zigbuild",
+                "--version",
+                &format!("={CARGO_ZIGBUILD_VERSION}"),
+                "--locked",
+                "--quiet",
+                "--root",
+            ])
+            .arg(&root),
+    )
+    .map_err(err)?;
     match zigbuild_version(&bin) {
         Some(v) if v == CARGO_ZIGBUILD_VERSION => Ok(bin),
         other => Err(err(format!("installed, but it reports version {other:?}"))),

@@ -22,8 +22,9 @@ use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 use deployer::aws::{AwsError, Target, whoami};
 use deployer::cfn::{
-    self, CfnError, ChangeSetRequest, Observer, Planned, Prepared, StackEvent as Event,
+    self, CfnError, ChangeSetRequest, Planned, Prepared, StackEvent as Event, StackOps,
 };
+use deployer::progress::Progress;
 
 const STACK: &str = "image-pipeline-dev";
 const FAST: Duration = Duration::from_millis(1);
@@ -79,18 +80,25 @@ fn no_change_sets() -> Rule {
 #[derive(Default)]
 struct Said(Mutex<Vec<String>>);
 
-impl Observer for Said {
+impl Progress for Said {
     fn step(&self, m: &str) {
         self.0.lock().unwrap().push(m.to_string());
     }
-    fn begin(&self, _: usize) {}
     fn event(&self, e: &Event, _: usize) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{} {}", e.logical_id, e.status));
     }
-    fn end(&self) {}
+}
+
+fn ops<'a>(cfn: &'a Cfn, said: &'a Said) -> StackOps<'a> {
+    StackOps {
+        cfn,
+        name: STACK,
+        poll: FAST,
+        progress: said,
+    }
 }
 
 impl Said {
@@ -100,7 +108,7 @@ impl Said {
 }
 
 async fn prepare(client: &Cfn, said: &Said, wait: Duration) -> Result<Prepared, CfnError> {
-    cfn::prepare(client, STACK, wait, FAST, said).await
+    ops(client, said).prepare(wait).await
 }
 
 #[tokio::test]
@@ -270,7 +278,6 @@ async fn delete_failed_is_refused_with_the_fix() {
 
 fn request(kind: Prepared) -> ChangeSetRequest {
     ChangeSetRequest {
-        stack: STACK.into(),
         kind,
         template_body: "{}".into(),
         parameters: Default::default(),
@@ -296,10 +303,10 @@ async fn empty_change_set(reason: &'static str) {
             .build()
     });
     let c = cfn_client(&[&create, &describe, &del]);
-    let planned =
-        cfn::create_change_set(&c, &request(Prepared::Update), Duration::from_secs(5), FAST)
-            .await
-            .unwrap();
+    let planned = ops(&c, &Said::default())
+        .create_change_set(&request(Prepared::Update), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(planned, Planned::NoChanges, "{reason}");
     assert_eq!(del.num_calls(), 1, "the empty change set is deleted");
 }
@@ -330,7 +337,8 @@ async fn any_other_failed_change_set_is_an_error_with_the_reason() {
             .build()
     });
     let c = cfn_client(&[&create, &describe, &del]);
-    let err = cfn::create_change_set(&c, &request(Prepared::Create), Duration::from_secs(5), FAST)
+    let err = ops(&c, &Said::default())
+        .create_change_set(&request(Prepared::Create), Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(
@@ -376,23 +384,16 @@ async fn a_failed_create_names_each_failed_resource_and_why() {
     });
     let c = cfn_client(&[&exec, &d, &ev]);
     let said = Said::default();
-    let err = cfn::execute(
-        &c,
-        STACK,
-        "image-pipeline-1",
-        20,
-        Duration::from_secs(5),
-        FAST,
-        &said,
-    )
-    .await
-    .unwrap_err();
+    let err = ops(&c, &said)
+        .execute("image-pipeline-1", 20, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     match &err {
         CfnError::Failed {
             status, failures, ..
         } => {
-            assert_eq!(status, "ROLLBACK_COMPLETE");
+            assert_eq!(*status, StackStatus::RollbackComplete);
             assert_eq!(
                 failures.len(),
                 1,
@@ -435,7 +436,7 @@ async fn throttled_cloudformation_calls_are_retried() {
         .build();
     let c = cfn_client(&[&d]);
     let info = cfn::describe(&c, STACK).await.unwrap().unwrap();
-    assert_eq!(info.status, "CREATE_COMPLETE");
+    assert_eq!(info.status, StackStatus::CreateComplete);
     assert_eq!(d.num_calls(), 3);
 }
 
@@ -600,10 +601,10 @@ async fn missing_credentials_are_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_missing_or_unknown_region_is_refused_before_any_call() {
+async fn a_malformed_region_is_refused_before_any_call() {
     for (region, expect) in [
         ("", "is not an AWS region code"),
-        ("mars-north-1", "not a region this tool knows"),
+        ("Ireland", "is not an AWS region code"),
         ("eu-west", "is not an AWS region code"),
     ] {
         let target = Target::Aws {
@@ -616,4 +617,10 @@ async fn a_missing_or_unknown_region_is_refused_before_any_call() {
             .unwrap_err();
         assert!(err.to_string().contains(expect), "{region}: {err}");
     }
+    // A well-formed region this code has never heard of is the service's to refuse.
+    let newer = Target::Aws {
+        region: "mars-north-1".into(),
+        profile: None,
+    };
+    assert!(deployer::aws::sdk_config(&newer).await.is_ok());
 }

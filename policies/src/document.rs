@@ -145,6 +145,23 @@ impl<R> PolicyDocument<R> {
         }
     }
 
+    /// The bucket policy that denies every request to a bucket (`bucket`) and its objects
+    /// (`objects`, the bucket ARN with `/*`) made without TLS. `s3:*` here is a *deny*: it
+    /// must cover every action, present and future. The one builder for every bucket.
+    pub fn tls_only(bucket: R, objects: R) -> Self {
+        Self::new(vec![Statement {
+            sid: Some("DenyInsecureTransport".into()),
+            effect: Effect::Deny,
+            principal: Some(Principal::Everyone),
+            action: vec![Action::known("s3:*")],
+            resource: vec![bucket, objects],
+            condition: Some(BTreeMap::from([(
+                "Bool".to_string(),
+                BTreeMap::from([("aws:SecureTransport".to_string(), vec!["false".to_string()])]),
+            )])),
+        }])
+    }
+
     pub fn map_resources<T>(&self, mut f: impl FnMut(&R) -> T) -> PolicyDocument<T> {
         PolicyDocument {
             version: self.version,

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use api_types::Route;
 use policies::arn::ResolveError;
 use policies::{Access, ArnTemplate, Bindings, FunctionAccess, Part, PolicyDocument};
 use thiserror::Error;
@@ -17,6 +18,20 @@ pub const UPLOAD_PREFIX: &str = "uploads/";
 pub const STAGE_PARAM: &str = "Stage";
 /// The template parameter of the optional Rekognition endpoint (local deploys only).
 pub const REKOGNITION_ENDPOINT_PARAM: &str = "RekognitionEndpoint";
+
+/// Keys of the stack's outputs (the per-function ones come from `FunctionSpec`).
+pub mod outputs {
+    pub const API_URL: &str = "ApiUrl";
+    pub const BUCKET: &str = "UploadsBucketName";
+    pub const TABLE: &str = "ImagesTableName";
+    pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
+}
+
+/// The assets bucket, `image-pipeline-assets-<account>-<region>`: the deployer creates it
+/// outside any stack, and one bucket serves every stage of an account and region.
+pub fn assets_bucket_name(account: &str, region: &str) -> String {
+    format!("{APP}-assets-{account}-{region}")
+}
 
 /// Environment variable names the handlers read.
 pub mod env {
@@ -199,8 +214,23 @@ impl Names {
         ArnTemplate::arn("sqs", true, true, self.failure_queue().parts().to_vec())
     }
 
+    /// The stack, `image-pipeline-{Stage}`: CloudFormation also starts the names it
+    /// generates (the function roles') with it.
+    pub fn stack(&self) -> ArnTemplate {
+        ArnTemplate::from_parts(vec![
+            Part::Lit(format!("{APP}-")),
+            Part::Ref(STAGE_PARAM.into()),
+        ])
+    }
+
     pub fn function(&self, short: &str) -> ArnTemplate {
         named(&format!("-{short}"))
+    }
+
+    pub fn function_arn(&self, short: &str) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("function:".into())];
+        parts.extend(self.function(short).parts().iter().cloned());
+        ArnTemplate::arn("lambda", true, true, parts)
     }
 
     pub fn log_group(&self, short: &str) -> ArnTemplate {
@@ -232,22 +262,35 @@ pub enum EnvValue {
     OptionalParameter(&'static str),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpRoute {
-    pub method: &'static str,
-    /// With `{name}` path parameters, as API Gateway route keys write them.
-    pub path: &'static str,
+/// An API route a function serves: one of the API's routes (`api_types::Route`, which the
+/// handlers dispatch on), with the names synthesis derives from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRoute(pub Route);
+
+impl From<Route> for HttpRoute {
+    fn from(r: Route) -> Self {
+        Self(r)
+    }
 }
 
 impl HttpRoute {
+    pub fn method(&self) -> &'static str {
+        self.0.method()
+    }
+
+    /// With `{name}` path parameters, as API Gateway route keys write them.
+    pub fn path(&self) -> &'static str {
+        self.0.path()
+    }
+
     pub fn route_key(&self) -> String {
-        format!("{} {}", self.method, self.path)
+        self.0.key()
     }
 
     /// `Post` + `Upload`, `Get` + `Metadata` + `Id`: a stable logical-id stem.
     pub fn logical_stem(&self) -> String {
-        let mut s = pascal(&self.method.to_ascii_lowercase());
-        for seg in self.path.split('/').filter(|s| !s.is_empty()) {
+        let mut s = pascal(&self.method().to_ascii_lowercase());
+        for seg in self.path().split('/').filter(|s| !s.is_empty()) {
             s.push_str(&pascal(seg.trim_matches(|c| c == '{' || c == '}')));
         }
         s
@@ -255,7 +298,7 @@ impl HttpRoute {
 
     /// The path as execute-api ARNs see it: each `{param}` segment matches any value.
     pub fn arn_path(&self) -> String {
-        self.path
+        self.path()
             .split('/')
             .map(|seg| if seg.starts_with('{') { "*" } else { seg })
             .collect::<Vec<_>>()
@@ -392,15 +435,9 @@ impl App {
                 prefix: UPLOAD_PREFIX.into(),
             }],
             routes: vec![
-                HttpRoute {
-                    method: "POST",
-                    path: "/upload",
-                },
+                Route::Upload.into(),
                 // Presigned PUT for images larger than API Gateway and Lambda can carry.
-                HttpRoute {
-                    method: "POST",
-                    path: "/uploads",
-                },
+                Route::PresignUpload.into(),
             ],
             trigger: None,
             on_failure: None,
@@ -453,16 +490,7 @@ impl App {
             touches: vec![Access::DynamoRead {
                 table: names.table_arn(),
             }],
-            routes: vec![
-                HttpRoute {
-                    method: "GET",
-                    path: "/metadata",
-                },
-                HttpRoute {
-                    method: "GET",
-                    path: "/metadata/{id}",
-                },
-            ],
+            routes: vec![Route::ListMetadata.into(), Route::GetMetadata.into()],
             trigger: None,
             on_failure: None,
         };
@@ -565,10 +593,7 @@ mod tests {
 
     #[test]
     fn route_helpers() {
-        let r = HttpRoute {
-            method: "GET",
-            path: "/metadata/{id}",
-        };
+        let r = HttpRoute(Route::GetMetadata);
         assert_eq!(r.route_key(), "GET /metadata/{id}");
         assert_eq!(r.logical_stem(), "GetMetadataId");
         assert_eq!(r.arn_path(), "/metadata/*");

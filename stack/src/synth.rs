@@ -7,6 +7,7 @@ use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Sta
 
 use crate::app::{
     APP, App, Architecture, EnvValue, FunctionSpec, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage,
+    outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -40,14 +41,6 @@ pub const QUEUE_ID: &str = "ProcessFailureQueue";
 pub const API_ID: &str = "HttpApi";
 pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
 pub const API_LOG_GROUP_ID: &str = "HttpApiAccessLogGroup";
-
-/// Outputs the deployer and the smoke test read.
-pub mod outputs {
-    pub const API_URL: &str = "ApiUrl";
-    pub const BUCKET: &str = "UploadsBucketName";
-    pub const TABLE: &str = "ImagesTableName";
-    pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
-}
 
 /// API Gateway's hard integration limit is 30 s; API functions must finish before it.
 pub const API_INTEGRATION_TIMEOUT_MS: u32 = 29_000;
@@ -201,7 +194,10 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
         BUCKET_POLICY_ID.to_string(),
         Resource::new(ResourceProps::BucketPolicy(BucketPolicy {
             bucket: Expr::r#ref(BUCKET_ID),
-            policy_document: tls_only(&names.bucket_arn()),
+            policy_document: PolicyDocument::tls_only(
+                sub(&names.bucket_arn()),
+                sub(&names.bucket_arn().join("/*")),
+            ),
         })),
     );
 
@@ -527,7 +523,7 @@ fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
                 true,
                 vec![
                     Part::Ref(API_ID.into()),
-                    Part::Lit(format!("/*/{}{}", route.method, route.arn_path())),
+                    Part::Lit(format!("/*/{}{}", route.method(), route.arn_path())),
                 ],
             );
             resources.insert(
@@ -542,22 +538,6 @@ fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
             );
         }
     }
-}
-
-/// Deny every request to the bucket that does not use TLS. `s3:*` here is a *deny*: it must
-/// cover every action, present and future.
-fn tls_only(bucket_arn: &ArnTemplate) -> PolicyDocument<Expr> {
-    PolicyDocument::new(vec![Statement {
-        sid: Some("DenyInsecureTransport".into()),
-        effect: Effect::Deny,
-        principal: Some(Principal::Everyone),
-        action: vec![act("s3:*")],
-        resource: vec![sub(bucket_arn), sub(&bucket_arn.join("/*"))],
-        condition: Some(BTreeMap::from([(
-            "Bool".to_string(),
-            BTreeMap::from([("aws:SecureTransport".to_string(), vec!["false".to_string()])]),
-        )])),
-    }])
 }
 
 /// Output format of the template file.

@@ -10,7 +10,7 @@ use deployer::pyenv::workspace_root;
 use serde_json::{Value, json};
 use stack::Architecture;
 
-use crate::build::Reporter;
+use crate::console::Console;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,6 +51,21 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The `p` quantile (0 to 1) of `values`, nearest rank; NaN for no values.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p.clamp(0.0, 1.0)).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
 /// What the figures were measured on.
 pub fn machine() -> Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -83,7 +98,7 @@ pub fn machine() -> Value {
 /// (targets: each zip at most 4 MB, a no-change rebuild at most 3 s), measured after a build
 /// has brought everything up to date.
 fn bench_build() -> Result<Value> {
-    let reporter = Reporter::new();
+    let reporter = Console::new("build");
     let mut rows = Vec::new();
     println!(
         "{:<8} {:<10} {:>12} {:>12} {:>16}",
@@ -131,7 +146,7 @@ fn bench_build() -> Result<Value> {
 /// and 3, sizes compared. Ends with a build at the profile's own setting, so the artifacts
 /// left behind are the normal ones.
 fn bench_opt_level() -> Result<Value> {
-    let reporter = Reporter::new();
+    let reporter = Console::new("build");
     let mut rows = Vec::new();
     let mut table = Vec::new();
     for level in ["s", "z", "3"] {

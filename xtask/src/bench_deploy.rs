@@ -6,12 +6,19 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use deployer::deploy::{parameters, template_body};
+use anyhow::{Result, ensure};
+use deployer::build::BuildArch;
+use deployer::deploy::{DeployReport, Outcome, parameters, template_body};
 use deployer::local::{self, LocalConfig};
 use deployer::pyenv::{Venv, workspace_root};
+use deployer::smoke::{CheckName, SmokeReport};
+use deployer::teardown::TeardownReport;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use stack::{App, Architecture, Stage};
+use stack::{App, Stage};
+
+use crate::bench::{median, percentile};
+use crate::child::{Stderr, Xtask};
 
 /// The benchmark's own local environment, apart from the user's and the test's.
 const PORT: u16 = 4586;
@@ -22,25 +29,16 @@ const CLI_STAGE: &str = "benchcli";
 const ROUNDS: usize = 3;
 const UPLOADS: usize = 10;
 
-fn xtask(args: &[&str]) -> Result<(f64, Value)> {
-    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
-    let t = Instant::now();
-    let out = Command::new(exe)
-        .args(args)
-        .args(["--local", "--stage", STAGE, "--output", "json"])
-        .current_dir(workspace_root())
+/// Runs `cargo xtask ARGS --local --stage bench --output json`: its time and report.
+fn xtask<T: DeserializeOwned>(args: &[&str]) -> Result<(f64, T)> {
+    let mut all = args.to_vec();
+    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
+    let run = Xtask::new(&all)?
         .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
         .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()?;
-    let secs = t.elapsed().as_secs_f64();
-    ensure!(
-        out.status.success(),
-        "`cargo xtask {}` failed",
-        args.join(" ")
-    );
-    Ok((secs, serde_json::from_slice(&out.stdout)?))
+        .stderr(Stderr::Hide)
+        .run()?;
+    Ok((run.seconds, run.report()?))
 }
 
 fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Result<f64> {
@@ -62,8 +60,8 @@ fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Re
             "--region",
             deployer::aws::LOCAL_REGION,
         ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ACCESS_KEY_ID", local::ROOT_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", local::ROOT_KEY)
         // The emulator serves TLS with the local environment's own certificate.
         .env("AWS_CA_BUNDLE", ca)
         .env_remove("AWS_PROFILE")
@@ -79,20 +77,9 @@ fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Re
     Ok(secs)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
 pub fn run() -> Result<Value> {
     let cfg = LocalConfig::for_ports(PORT, LABELS_PORT);
-    local::up(&cfg, &|m| eprintln!("bench  {m}"))?;
+    local::up(&cfg, &crate::console::Console::new("bench"))?;
     let result = measure(&cfg);
     let _ = local::down(&cfg);
     result
@@ -101,26 +88,30 @@ pub fn run() -> Result<Value> {
 fn measure(cfg: &LocalConfig) -> Result<Value> {
     // Warm-up: builds the host artifacts if needed and uploads them, so every timed deploy
     // starts with artifacts built, as the figure is defined.
-    xtask(&["teardown"])?;
-    let (_, warm) = xtask(&["deploy"])?;
-    xtask(&["teardown"])?;
+    xtask::<TeardownReport>(&["teardown"])?;
+    let (_, warm) = xtask::<DeployReport>(&["deploy"])?;
+    xtask::<TeardownReport>(&["teardown"])?;
 
     let mut cold = Vec::new();
     let mut noop = Vec::new();
     let mut down = Vec::new();
     for round in 0..ROUNDS {
-        let (t, r) = xtask(&["deploy"])?;
-        ensure!(r["status"] == "created", "round {round}: {}", r["status"]);
-        cold.push(t);
-        let (t, r) = xtask(&["deploy"])?;
+        let (t, r) = xtask::<DeployReport>(&["deploy"])?;
         ensure!(
-            r["status"] == "no-changes",
-            "round {round}: {}",
-            r["status"]
+            r.status == Outcome::Created,
+            "round {round}: {:?}",
+            r.status
+        );
+        cold.push(t);
+        let (t, r) = xtask::<DeployReport>(&["deploy"])?;
+        ensure!(
+            r.status == Outcome::NoChanges,
+            "round {round}: {:?}",
+            r.status
         );
         noop.push(t);
         if round + 1 < ROUNDS {
-            let (t, _) = xtask(&["teardown"])?;
+            let (t, _) = xtask::<TeardownReport>(&["teardown"])?;
             down.push(t);
         }
     }
@@ -128,40 +119,29 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     // Upload to labels, through the deployed API, one image at a time.
     let mut latency = Vec::new();
     for _ in 0..UPLOADS {
-        let (_, r) = xtask(&["smoke-test"])?;
-        ensure!(r["passed"] == true, "smoke test failed: {r}");
-        let check = |name: &str| {
-            r["checks"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["name"] == name))
-                .and_then(|c| c["elapsed_ms"].as_f64())
-                .unwrap_or(f64::NAN)
-        };
-        latency.push((check("upload") + check("labels")) / 1000.0);
+        let (_, r) = xtask::<SmokeReport>(&["smoke-test"])?;
+        ensure!(r.passed, "smoke test failed: {:?}", r.checks);
+        let ms = |name| r.check(name).map_or(f64::NAN, |c| c.elapsed_ms as f64);
+        latency.push((ms(CheckName::Upload) + ms(CheckName::Labels)) / 1000.0);
     }
-    let (t, _) = xtask(&["teardown"])?;
+    let (t, _) = xtask::<TeardownReport>(&["teardown"])?;
     down.push(t);
 
     // The AWS CLI reference: same template, same artifacts, same endpoint.
-    let venv = Venv::ensure("local", |m| eprintln!("bench  {m}"))?;
+    let venv = Venv::ensure("local", &crate::console::Console::new("bench"))?;
     let dir = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     let template = dir.join("deploy-template.json");
     let app = App::image_pipeline();
-    let arch = match std::env::consts::ARCH {
-        "aarch64" => Architecture::Arm64,
-        _ => Architecture::X86_64,
-    };
+    let arch = BuildArch::Host.resolve()?;
     let stage: Stage = CLI_STAGE.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(&template, template_body(&app, &stage, arch)?)?;
-    let artifacts: Vec<deployer::assets::Uploaded> =
-        serde_json::from_value(warm["artifacts"].clone()).context("artifacts in deploy output")?;
     let params = parameters(
         &app,
         &stage,
         arch,
-        warm["assets_bucket"].as_str().unwrap_or_default(),
-        &artifacts,
+        &warm.assets_bucket,
+        &warm.artifacts,
         Some(&cfg.labels_endpoint()),
     );
     let stack = stage.stack_name();
@@ -210,14 +190,10 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     let rows = [
         (
             "cold deploy (artifacts built)",
-            median(cold.clone()),
-            median(cli_cold.clone()),
+            median(&cold),
+            median(&cli_cold),
         ),
-        (
-            "no-op redeploy",
-            median(noop.clone()),
-            median(cli_noop.clone()),
-        ),
+        ("no-op redeploy", median(&noop), median(&cli_noop)),
     ];
     println!(
         "{:<34} {:>12} {:>22}",
@@ -226,12 +202,12 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     for (what, ours, cli) in rows {
         println!("{what:<34} {:>10.2} s {:>20.2} s", ours, cli);
     }
-    println!("{:<34} {:>10.2} s", "teardown", median(down.clone()));
+    println!("{:<34} {:>10.2} s", "teardown", median(&down));
     println!(
         "{:<34} {:>10.2} s (p95 {:.2} s, {UPLOADS} uploads)",
         "upload to labels, p50",
-        percentile(latency.clone(), 0.5),
-        percentile(latency.clone(), 0.95)
+        percentile(&latency, 0.5),
+        percentile(&latency, 0.95)
     );
     Ok(json!({
         "rounds": ROUNDS,
@@ -239,19 +215,19 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         "noop_redeploy_s": noop,
         "teardown_s": down,
         "upload_to_labels_s": latency,
-        "upload_to_labels_p50_s": percentile(latency.clone(), 0.5),
-        "upload_to_labels_p95_s": percentile(latency, 0.95),
+        "upload_to_labels_p50_s": percentile(&latency, 0.5),
+        "upload_to_labels_p95_s": percentile(&latency, 0.95),
         "aws_cli_reference": {
             "command": "aws cloudformation deploy (awscli from tools/local-requirements.txt)",
             "cold_deploy_s": cli_cold,
             "noop_redeploy_s": cli_noop,
         },
         "medians": {
-            "cold_deploy_s": median(cold),
-            "noop_redeploy_s": median(noop),
-            "teardown_s": median(down),
-            "aws_cli_cold_deploy_s": median(cli_cold),
-            "aws_cli_noop_redeploy_s": median(cli_noop),
+            "cold_deploy_s": median(&cold),
+            "noop_redeploy_s": median(&noop),
+            "teardown_s": median(&down),
+            "aws_cli_cold_deploy_s": median(&cli_cold),
+            "aws_cli_noop_redeploy_s": median(&cli_noop),
         }
     }))
 }

@@ -14,6 +14,8 @@ use aws_sdk_rekognition::types::Image;
 use deployer::pyenv::workspace_root;
 use serde_json::{Value, json};
 
+use crate::bench::percentile;
+
 /// The key the benchmark signs with; the service is started accepting it.
 const KEY_ID: &str = "AKIDBENCHMARK";
 const SECRET: &str = "benchmark-secret";
@@ -60,16 +62,11 @@ async fn detect(client: &aws_sdk_rekognition::Client, image: &[u8]) -> Result<()
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 pub fn run() -> Result<Value> {
-    let model = deployer::model::ensure(&|m| eprintln!("bench  {m}"))?;
+    let model = deployer::model::ensure(&crate::console::Console::new("bench"))?;
     let root = workspace_root();
     eprintln!("bench  building detect-labels (release)");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = deployer::cmd::cargo()
         .current_dir(&root)
         .args(["build", "--release", "--quiet", "-p", "local-labels"])
         .status()?;
@@ -78,8 +75,12 @@ pub fn run() -> Result<Value> {
     }
     let started = Instant::now();
     let mut child = Child(
-        Command::new(root.join("target/release/detect-labels"))
+        Command::new(deployer::local::labels_binary("release"))
             .args(["--port", "0", "--workers", &CONCURRENCY.to_string()])
+            // Images go inline: the emulator's endpoint and key are never used.
+            .args(["--endpoint", "https://127.0.0.1:1"])
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .arg("--allow-key")
             .arg(format!("{KEY_ID}:{SECRET}"))
             .arg("--model-dir")
@@ -147,8 +148,6 @@ pub fn run() -> Result<Value> {
         }
         Ok::<_, anyhow::Error>((latencies, t.elapsed()))
     })?;
-    let mut latencies = latencies;
-    latencies.sort_by(f64::total_cmp);
     let (p50, p95) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95));
     let throughput = (CONCURRENCY * PER_CLIENT) as f64 / elapsed.as_secs_f64();
 

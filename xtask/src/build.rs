@@ -1,12 +1,12 @@
 //! `cargo xtask build`: builds and packages the Lambda artifacts, with progress on stderr and a
 //! size table on stdout.
 
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use deployer::build::{BuildArch, BuildConfig, BuildReport, Progress, build};
-use indicatif::{ProgressBar, ProgressStyle};
+use deployer::build::{BuildArch, BuildConfig, BuildReport, build};
+
+use crate::console::Console;
 use stack::Architecture;
 
 #[derive(Debug, clap::Args)]
@@ -29,61 +29,9 @@ pub fn parse_arch(s: &str) -> Result<BuildArch, String> {
         .map_err(|e| format!("{e} (or host)"))
 }
 
-/// Progress on stderr: a spinner on a terminal, plain lines otherwise.
-pub struct Reporter {
-    bar: Option<ProgressBar>,
-}
-
-impl Reporter {
-    pub fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let pb = ProgressBar::new_spinner();
-            pb.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            pb.enable_steady_tick(Duration::from_millis(120));
-            pb
-        });
-        Self { bar }
-    }
-
-    fn line(&self, text: String) {
-        match &self.bar {
-            Some(pb) => pb.println(text),
-            None => eprintln!("{text}"),
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(pb) = &self.bar {
-            pb.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Reporter {
-    fn step(&self, function: Option<&str>, message: &str) {
-        match function {
-            Some(f) => self.line(format!("build  {f:<9} {message}")),
-            None => self.line(format!("build  {message}")),
-        }
-    }
-
-    fn compiled(&self, unit: &str, count: usize) {
-        match &self.bar {
-            Some(pb) => pb.set_message(format!("compiled {count} units, last {unit}")),
-            None if count.is_multiple_of(50) => {
-                eprintln!("build  compiled {count} units (last {unit})")
-            }
-            None => {}
-        }
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
-    let reporter = Reporter::new();
+    let reporter = Console::new("build");
     let result = build(
         &BuildConfig {
             arch: a.arch,

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::cfn::Change;
+use deployer::cfn::{Change, ChangeAction, Replacement};
 use deployer::deploy::{DeployConfig, DeployReport, Outcome, deploy};
 use stack::{Architecture, Stage};
 
-use crate::build::Reporter;
-use crate::target::{Output, Progress, Where, print_json, runtime, secs};
+use crate::console::Console;
+use crate::target::{Output, Where, print_json, runtime, secs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,10 +45,9 @@ pub fn run(a: Args) -> Result<()> {
         wait_for_other: Duration::from_secs(a.wait),
         timeout: Duration::from_secs(3600),
     };
-    let progress = Progress::new("deploy");
-    let builder = Reporter::new();
-    let result = runtime()?.block_on(deploy(&cfg, &builder, &progress));
-    builder.finish();
+    let console = Console::new("deploy");
+    let result = runtime()?.block_on(deploy(&cfg, &console));
+    console.finish();
     let report = result?;
     match a.output {
         Output::Json => print_json(&report)?,
@@ -58,19 +57,19 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn change_line(c: &Change) -> String {
-    let mark = match c.action.as_str() {
-        "Add" => "+",
-        "Remove" => "-",
-        "Modify" => "~",
+    let mark = match c.action {
+        ChangeAction::Add => "+",
+        ChangeAction::Remove => "-",
+        ChangeAction::Modify => "~",
         _ => "?",
     };
     let mut s = format!("  {mark} {:<32} {}", c.logical_id, c.resource_type);
-    match c.replacement.as_deref() {
-        Some("True") => s.push_str("  (replaced)"),
-        Some("Conditional") => s.push_str("  (may be replaced)"),
+    match c.replacement {
+        Some(Replacement::True) => s.push_str("  (replaced)"),
+        Some(Replacement::Conditional) => s.push_str("  (may be replaced)"),
         _ => {}
     }
-    if c.action == "Modify" && !c.direct {
+    if c.action == ChangeAction::Modify && !c.direct {
         s.push_str("  (re-evaluated)");
     }
     s
@@ -79,28 +78,28 @@ fn change_line(c: &Change) -> String {
 /// The report for a person; `cacert` is the certificate the API's curl examples must trust.
 pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
     let mut s = String::new();
-    let count = |action: &str| r.changes.iter().filter(|c| c.action == action).count();
+    let count = |action: ChangeAction| r.changes.iter().filter(|c| c.action == action).count();
     match r.status {
         Outcome::NoChanges => s.push_str(&format!(
             "no changes: stack {} is up to date ({})\n",
             r.stack,
-            secs(r.timings.get("total").copied().unwrap_or(0))
+            secs(r.timings.total)
         )),
         Outcome::Planned => s.push_str(&format!(
             "plan for stack {}: {} to add, {} to modify, {} to remove (nothing was changed)\n",
             r.stack,
-            count("Add"),
-            count("Modify"),
-            count("Remove")
+            count(ChangeAction::Add),
+            count(ChangeAction::Modify),
+            count(ChangeAction::Remove)
         )),
         Outcome::Created | Outcome::Updated => s.push_str(&format!(
             "stack {} {} in {}: {} added, {} modified, {} removed\n",
             r.stack,
             r.status.as_str(),
-            secs(r.timings.get("total").copied().unwrap_or(0)),
-            count("Add"),
-            count("Modify"),
-            count("Remove")
+            secs(r.timings.total),
+            count(ChangeAction::Add),
+            count(ChangeAction::Modify),
+            count(ChangeAction::Remove)
         )),
     }
     for c in &r.changes {

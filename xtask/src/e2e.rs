@@ -7,24 +7,26 @@
 //! and its exit code and JSON output are checked.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, ensure};
 use deployer::aws::LocalCredentials;
-use deployer::local::LocalConfig;
-use deployer::pyenv::workspace_root;
-use serde_json::Value;
+use deployer::cfn::{ChangeAction, Replacement};
+use deployer::deploy::{DeployReport, Outcome};
+use deployer::local::{LocalConfig, LocalStatus};
+use deployer::smoke::{CheckName, SmokeReport};
+use deployer::teardown::{Removal, TeardownReport};
+use serde::de::DeserializeOwned;
+
+use crate::child::{Run, Stderr, Xtask};
 
 /// Ports of the test's own local environment, away from the default one a user may run.
 const PORT: u16 = 4576;
 const LABELS_PORT: u16 = 4609;
 const STAGE: &str = "e2e";
 
-/// The handler changed by the test and the change (a log message), restored afterwards.
-const CHANGED_FILE: &str = "functions/upload/src/lib.rs";
-const ORIGINAL: &str = "\"image stored\"";
-const CHANGED: &str = "\"image stored (e2e)\"";
+/// Compiled into the upload function (see `functions/upload`): a change of exactly that
+/// function's code, made without editing a file.
+const BUILD_NOTE_VAR: &str = "IMAGE_PIPELINE_UPLOAD_BUILD_NOTE";
 
 /// The label-service binary to run, if the caller already has one.
 static LABELS_BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
@@ -33,85 +35,49 @@ static DEPLOYER: std::sync::OnceLock<LocalCredentials> = std::sync::OnceLock::ne
 /// The IAM user the test deploys as.
 const DEPLOYER_USER: &str = "image-pipeline-e2e-deployer";
 
-fn xtask(args: &[&str]) -> Result<(i32, Value)> {
-    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
-    let started = Instant::now();
+/// `cargo xtask ARGS` against the test's environment, as the deploying user once it exists.
+fn xtask(args: &[&str]) -> Result<Xtask> {
     eprintln!("e2e    $ cargo xtask {}", args.join(" "));
-    let mut cmd = Command::new(exe);
+    let mut x = Xtask::new(args)?
+        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
+        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
+        // A build note left in the caller's environment would change the upload function.
+        .env_remove(BUILD_NOTE_VAR);
     if let Some(Some(bin)) = LABELS_BIN.get() {
-        cmd.env("IMAGE_PIPELINE_LABELS_BIN", bin);
+        x = x.env("IMAGE_PIPELINE_LABELS_BIN", bin);
     }
-    // The smoke test runs as the emulator's root: it calls IAM SimulatePrincipalPolicy on
-    // the function roles, which the deployer policy grants on those roles only, and MiniStack
-    // 1.5.33 authorizes that call against `*` instead of the role, so it would be refused.
-    if let Some(user) = DEPLOYER
-        .get()
-        .filter(|_| args.first() != Some(&"smoke-test"))
-    {
-        cmd.env("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID", &user.access_key_id)
+    if let Some(user) = DEPLOYER.get() {
+        x = x
+            .env("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID", &user.access_key_id)
             .env(
                 "IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY",
                 &user.secret_access_key,
             );
     }
-    let out = cmd
-        .args(args)
-        .current_dir(workspace_root())
-        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
-        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run xtask")?;
-    let code = out.status.code().unwrap_or(-1);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout).with_context(|| {
-            format!(
-                "stdout of `{}` is not one JSON document:\n{stdout}",
-                args.join(" ")
-            )
-        })?
-    };
-    eprintln!(
-        "e2e    exit {code} in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok((code, json))
+    Ok(x)
 }
 
-fn ok(args: &[&str]) -> Result<Value> {
-    let (code, json) = xtask(args)?;
-    ensure!(
-        code == 0,
-        "`cargo xtask {}` exited with {code}",
-        args.join(" ")
-    );
-    Ok(json)
+fn finished(run: Run) -> Run {
+    eprintln!("e2e    exit {} in {:.1} s", run.code, run.seconds);
+    run
 }
 
-/// Puts the handler source back however the test ends.
-struct Restore(PathBuf, String);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(&self.0, &self.1) {
-            eprintln!("e2e    could not restore {}: {e}", self.0.display());
-        }
-    }
+/// Runs `cargo xtask ARGS --local --stage e2e --output json`, which must succeed; its report.
+fn ok<T: DeserializeOwned>(args: &[&str]) -> Result<T> {
+    let mut all = args.to_vec();
+    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
+    finished(xtask(&all)?.run()?).report()
 }
 
 /// Runs the test. `labels_bin` is a detect-labels binary to use instead of building one.
 pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     let _ = LABELS_BIN.set(labels_bin);
     let result = steps();
-    let down = ok(&["local", "down", "--output", "json"]);
+    let down = xtask(&["local", "down", "--output", "json"]).and_then(|x| x.run());
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice: all as expected"
+        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -130,149 +96,142 @@ async fn deployer_user(local: &LocalConfig) -> Result<LocalCredentials> {
 }
 
 fn steps() -> Result<()> {
-    let local = ["--local", "--stage", STAGE, "--output", "json"];
-    let with = |cmd: &[&'static str]| -> Vec<&'static str> {
-        cmd.iter().chain(local.iter()).copied().collect()
-    };
-
-    let status = ok(&["local", "up", "--output", "json"])?;
+    let status: LocalStatus =
+        finished(xtask(&["local", "up", "--output", "json"])?.run()?).report()?;
     ensure!(
-        status["iam_enforced"] == true,
-        "the local environment does not enforce IAM: {status}"
+        status.iam_enforced,
+        "the local environment does not enforce IAM: {status:?}"
     );
     let local = LocalConfig::for_ports(PORT, LABELS_PORT);
     let rt = crate::target::runtime()?;
     let user = rt.block_on(deployer_user(&local))?;
     let _ = DEPLOYER.set(user);
     // Start from nothing, whatever an interrupted run left.
-    ok(&with(&["teardown"]))?;
+    ok::<TeardownReport>(&["teardown"])?;
 
-    let created = ok(&with(&["deploy"]))?;
+    let created: DeployReport = ok(&["deploy"])?;
     ensure!(
-        created["status"] == "created",
-        "first deploy: {}",
-        created["status"]
+        created.status == Outcome::Created,
+        "first deploy: {:?}",
+        created.status
     );
     ensure!(
-        created["api_url"]
-            .as_str()
+        created
+            .api_url
+            .as_deref()
             .is_some_and(|u| u.starts_with("https://127.0.0.1:")),
         "no local API URL"
     );
 
-    let smoke = ok(&with(&["smoke-test"]))?;
-    ensure!(smoke["passed"] == true, "smoke test: {smoke}");
-    let names: Vec<&str> = smoke["checks"]
-        .as_array()
-        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
-    for need in [
-        "upload",
-        "labels",
-        "listing",
-        "bad-upload",
-        "no-s3-urls",
-        "presigned-upload",
-        "iam-matrix",
-        "failure-queue",
-    ] {
+    let smoke: SmokeReport = ok(&["smoke-test"])?;
+    ensure!(smoke.passed, "smoke test: {:?}", smoke.checks);
+    for need in CheckName::ALL {
         ensure!(
-            names.contains(&need),
-            "smoke test has no {need} check: {names:?}"
+            smoke.check(need).is_some(),
+            "smoke test has no {need} check"
         );
     }
-    ensure!(
-        smoke["labels"].as_array().is_some_and(|l| !l.is_empty()),
-        "no labels"
-    );
+    ensure!(!smoke.labels.is_empty(), "no labels");
 
-    let again = ok(&with(&["deploy"]))?;
+    let again: DeployReport = ok(&["deploy"])?;
     ensure!(
-        again["status"] == "no-changes",
-        "second deploy: {}",
-        again["status"]
+        again.status == Outcome::NoChanges,
+        "second deploy: {:?}",
+        again.status
     );
+    ensure!(again.changes.is_empty(), "second deploy changed things");
     ensure!(
-        again["changes"].as_array().is_some_and(Vec::is_empty),
-        "second deploy changed things"
-    );
-    ensure!(
-        again["artifacts"]
-            .as_array()
-            .is_some_and(|a| a.iter().all(|a| a["uploaded"] == false)),
+        again.artifacts.iter().all(|a| !a.uploaded),
         "second deploy uploaded artifacts again"
     );
 
-    let path = workspace_root().join(CHANGED_FILE);
-    let source = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    // Change the upload function's code (a note compiled into it) and nothing else.
+    let mut deploy = vec!["deploy", "--local", "--stage", STAGE, "--output", "json"];
+    eprintln!("e2e    (with {BUILD_NOTE_VAR} set)");
+    let updated: DeployReport = finished(
+        xtask(&deploy)?
+            .env(BUILD_NOTE_VAR, "e2e: a change of the upload function only")
+            .run()?,
+    )
+    .report()?;
     ensure!(
-        source.matches(ORIGINAL).count() == 1,
-        "{CHANGED_FILE} no longer has {ORIGINAL} once"
+        updated.status == Outcome::Updated,
+        "deploy after a change: {:?}",
+        updated.status
     );
-    let _restore = Restore(path.clone(), source.clone());
-    std::fs::write(&path, source.replace(ORIGINAL, CHANGED))?;
-    let updated = ok(&with(&["deploy"]))?;
-    ensure!(
-        updated["status"] == "updated",
-        "deploy after a change: {}",
-        updated["status"]
-    );
-    let changes = updated["changes"].as_array().cloned().unwrap_or_default();
-    let direct: Vec<&str> = changes
+    let direct: Vec<&str> = updated
+        .changes
         .iter()
-        .filter(|c| c["direct"] == true)
-        .filter_map(|c| c["logical_id"].as_str())
+        .filter(|c| c.direct)
+        .map(|c| c.logical_id.as_str())
         .collect();
     ensure!(
         direct == ["UploadFunction"],
-        "the change should update only UploadFunction, got {direct:?} of {changes:?}"
+        "the change should update only UploadFunction, got {direct:?} of {:?}",
+        updated.changes
     );
-    for c in &changes {
-        ensure!(c["action"] == "Modify", "unexpected change {c}");
-        ensure!(c["replacement"] != "True", "a resource is replaced: {c}");
-        if c["resource_type"] == "AWS::Lambda::Function" {
+    for c in &updated.changes {
+        ensure!(c.action == ChangeAction::Modify, "unexpected change {c:?}");
+        ensure!(
+            c.replacement != Some(Replacement::True),
+            "a resource is replaced: {c:?}"
+        );
+        if c.resource_type == "AWS::Lambda::Function" {
             ensure!(
-                c["logical_id"] == "UploadFunction",
-                "another function changed: {c}"
+                c.logical_id == "UploadFunction",
+                "another function changed: {c:?}"
             );
         }
     }
-    let uploaded: Vec<&str> = updated["artifacts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|a| a["uploaded"] == true)
-                .filter_map(|a| a["function"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let uploaded: Vec<&str> = updated
+        .artifacts
+        .iter()
+        .filter(|a| a.uploaded)
+        .map(|a| a.function.as_str())
+        .collect();
     ensure!(
         uploaded == ["upload"],
         "only the upload artifact is new, got {uploaded:?}"
     );
-    drop(_restore);
 
-    let outputs: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(updated["outputs"].clone()).context("outputs of the deploy")?;
     let report = rt.block_on(deployer::local_iam::prove_enforcement(
-        &local, STAGE, &outputs,
+        &local,
+        STAGE,
+        &updated.outputs,
     ))?;
     eprintln!("e2e    {report}");
 
-    let gone = ok(&with(&["teardown"]))?;
-    ensure!(gone["status"] == "deleted", "teardown: {}", gone["status"]);
-    let again = ok(&with(&["teardown"]))?;
+    let gone: TeardownReport = ok(&["teardown"])?;
     ensure!(
-        again["status"] == "absent",
-        "second teardown: {}",
-        again["status"]
+        gone.status == Removal::Deleted,
+        "teardown: {:?}",
+        gone.status
+    );
+    let again: TeardownReport = ok(&["teardown"])?;
+    ensure!(
+        again.status == Removal::Absent,
+        "second teardown: {:?}",
+        again.status
     );
 
-    // And a command that cannot know where to go fails cleanly.
-    let (code, _) = xtask(&["deploy", "--stage", STAGE])?;
-    if code != 2 {
-        bail!("deploy without --region or --local exited {code}, expected a usage error (2)");
-    }
+    // And a command that cannot find a region fails at once, saying where it looked.
+    deploy.retain(|a| *a != "--local");
+    let no_region = xtask(&deploy)?
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
+        .stderr(Stderr::Capture)
+        .run()?;
+    ensure!(
+        no_region.code == 1 && no_region.stderr.contains("no region given"),
+        "deploy with no region anywhere exited {}: {}",
+        no_region.code,
+        no_region.stderr
+    );
     Ok(())
 }

@@ -77,7 +77,7 @@ impl Tool {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let venv = Venv::ensure("lint", |m| eprintln!("{m}"))?;
+    let venv = Venv::ensure("lint", &crate::console::Console::new("lint"))?;
     let root = workspace_root();
     let canaries = root.join("xtask").join("canaries");
     for (tool, canary) in [

@@ -65,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = a.ports.config();
     match a.cmd {
         Cmd::Up => {
-            let st = local::up(&cfg, &|m| eprintln!("local  {m}"))?;
+            let st = local::up(&cfg, &crate::console::Console::new("local"))?;
             match a.output {
                 Output::Json => print_json(&st)?,
                 Output::Text => println!("{}", report(&st, &cfg.endpoint())),

@@ -9,6 +9,8 @@ mod bench;
 mod bench_deploy;
 mod bench_labels;
 mod build;
+mod child;
+mod console;
 mod deploy;
 mod e2e;
 mod lint;

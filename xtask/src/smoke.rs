@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use deployer::smoke::{CheckResult, SmokeConfig, SmokeObserver, SmokeReport, smoke_test};
+use deployer::smoke::{SmokeConfig, SmokeReport, smoke_test};
 use stack::Stage;
 
+use crate::console::{Console, check_line};
 use crate::target::{Output, Where, print_json, runtime, secs};
 
 #[derive(Debug, clap::Args)]
@@ -30,23 +31,6 @@ pub struct Args {
     pub output: Output,
 }
 
-struct Lines;
-
-impl SmokeObserver for Lines {
-    fn check(&self, c: &CheckResult) {
-        eprintln!(
-            "smoke  {} {:<14} {:>8}  {}",
-            if c.passed { "ok  " } else { "FAIL" },
-            c.name,
-            secs(c.elapsed_ms),
-            c.detail
-        );
-    }
-    fn note(&self, message: &str) {
-        eprintln!("smoke  {message}");
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
     let image = match &a.image {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
@@ -60,7 +44,8 @@ pub fn run(a: Args) -> Result<()> {
         timeout: Duration::from_secs(a.timeout),
         keep: a.keep,
     };
-    let report = runtime()?.block_on(smoke_test(&cfg, &Lines))?;
+    let console = Console::new("smoke");
+    let report = runtime()?.block_on(smoke_test(&cfg, &console))?;
     match a.output {
         Output::Json => print_json(&report)?,
         Output::Text => println!("{}", summary(&report)),
@@ -90,13 +75,7 @@ fn summary(r: &SmokeReport) -> String {
         secs(r.elapsed_ms)
     );
     for c in &r.checks {
-        s.push_str(&format!(
-            "  {} {:<14} {:>8}  {}\n",
-            if c.passed { "ok  " } else { "FAIL" },
-            c.name,
-            secs(c.elapsed_ms),
-            c.detail
-        ));
+        s.push_str(&format!("  {}\n", check_line(c)));
     }
     s.trim_end().to_string()
 }

@@ -1,23 +1,18 @@
-//! What deploy, smoke-test and teardown share: where they run (`--region` or `--local`), how
-//! they print (`--output`), and the live CloudFormation progress on stderr.
-
-use std::collections::VecDeque;
-use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::time::Duration;
+//! What deploy, smoke-test and teardown share: where they run (`--region` or `--local`) and
+//! how they print (`--output`).
 
 use anyhow::{Context, Result};
-use deployer::aws::{LocalCredentials, Target};
-use deployer::cfn::{Observer, StackEvent};
+use deployer::aws::{LocalCredentials, RegionSource, Target};
 use deployer::local::{self, LocalConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::console::Console;
 use serde::Serialize;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("where").required(true).args(["region", "local"]))]
 pub struct Where {
-    /// AWS region to work in (credentials come from the standard AWS chain)
-    #[arg(long, value_name = "REGION")]
+    /// AWS region to work in (default: AWS_REGION, AWS_DEFAULT_REGION, then the profile's
+    /// region); credentials come from the standard AWS chain
+    #[arg(long, value_name = "REGION", conflicts_with = "local")]
     pub region: Option<String>,
     /// Work against the local environment on 127.0.0.1 (started when not running)
     #[arg(long)]
@@ -81,7 +76,7 @@ impl Where {
             let st = local::status(&cfg);
             if !st.all_healthy() {
                 eprintln!("local  the local environment is not running; starting it");
-                local::up(&cfg, &|m| eprintln!("local  {m}"))
+                local::up(&cfg, &Console::new("local"))
                     .context("cannot start the local environment")?;
             }
             let credentials = match (
@@ -107,10 +102,17 @@ impl Where {
                 labels_endpoint: Some(cfg.labels_endpoint()),
             });
         }
-        let region = self
-            .region
-            .clone()
-            .context("--region is required unless --local is given")?;
+        let (region, source) = runtime()?.block_on(deployer::aws::resolve_region(
+            self.region.as_deref(),
+            self.profile.as_deref(),
+        ))?;
+        match source {
+            RegionSource::Flag => {}
+            RegionSource::Environment => {
+                eprintln!("region {region} (from AWS_REGION or AWS_DEFAULT_REGION)")
+            }
+            RegionSource::Profile => eprintln!("region {region} (from the AWS profile)"),
+        }
         Ok(Resolved {
             target: Target::Aws {
                 region,
@@ -139,104 +141,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// CloudFormation progress on stderr: a bar (resources done / total) with the latest events
-/// beneath it on a terminal, one line per event otherwise.
-pub struct Progress {
-    bar: Mutex<Option<ProgressBar>>,
-    recent: Mutex<VecDeque<String>>,
-    prefix: &'static str,
-}
-
-const RECENT: usize = 4;
-
-impl Progress {
-    pub fn new(prefix: &'static str) -> Self {
-        Self {
-            bar: Mutex::new(None),
-            recent: Mutex::new(VecDeque::new()),
-            prefix,
-        }
-    }
-
-    fn tty() -> bool {
-        std::io::stderr().is_terminal()
-    }
-}
-
-fn event_line(e: &StackEvent) -> String {
-    let mut s = format!("{:<32} {:<20} {}", e.logical_id, e.status, e.resource_type);
-    if !e.reason.is_empty() && e.status.ends_with("FAILED") {
-        s.push_str(&format!(" - {}", e.reason));
-    }
-    s
-}
-
-impl Observer for Progress {
-    fn step(&self, message: &str) {
-        let text = format!("{}  {message}", self.prefix);
-        match self.bar.lock().ok().as_deref().and_then(Option::as_ref) {
-            Some(b) => b.println(text),
-            None => eprintln!("{text}"),
-        }
-    }
-
-    fn begin(&self, total: usize) {
-        if !Self::tty() {
-            return;
-        }
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} resources\n{msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        if let Ok(mut slot) = self.bar.lock() {
-            *slot = Some(bar);
-        }
-    }
-
-    fn event(&self, e: &StackEvent, done: usize) {
-        let line = event_line(e);
-        let shown = {
-            let slot = self.bar.lock();
-            if let Some(bar) = slot.as_ref().ok().and_then(|s| s.as_ref()) {
-                if done as u64 > bar.length().unwrap_or(0) {
-                    bar.set_length(done as u64);
-                }
-                bar.set_position(done as u64);
-                if let Ok(mut recent) = self.recent.lock() {
-                    recent.push_back(format!("  {line}"));
-                    while recent.len() > RECENT {
-                        recent.pop_front();
-                    }
-                    bar.set_message(recent.iter().cloned().collect::<Vec<_>>().join("\n"));
-                }
-                if e.status.ends_with("FAILED") {
-                    bar.println(format!("{}  {line}", self.prefix));
-                }
-                true
-            } else {
-                false
-            }
-        };
-        if !shown {
-            eprintln!("{}  {line}", self.prefix);
-        }
-    }
-
-    fn end(&self) {
-        if let Some(bar) = self.bar.lock().ok().and_then(|mut s| s.take()) {
-            bar.finish_and_clear();
-        }
-        if let Ok(mut r) = self.recent.lock() {
-            r.clear();
-        }
-    }
 }
 
 pub fn secs(ms: u64) -> String {

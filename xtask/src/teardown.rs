@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::teardown::{TeardownConfig, teardown};
+use deployer::teardown::{Removal, TeardownConfig, teardown};
 use stack::Stage;
 
-use crate::target::{Output, Progress, Where, print_json, runtime, secs};
+use crate::console::Console;
+use crate::target::{Output, Where, print_json, runtime, secs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,19 +32,22 @@ pub fn run(a: Args) -> Result<()> {
         purge_assets: a.purge_assets,
         timeout: Duration::from_secs(3600),
     };
-    let progress = Progress::new("teardown");
-    let report = runtime()?.block_on(teardown(&cfg, &progress))?;
+    let console = Console::new("teardown");
+    let report = runtime()?.block_on(teardown(&cfg, &console))?;
+    console.finish();
     match a.output {
         Output::Json => print_json(&report)?,
         Output::Text => {
-            let mut s = match report.status.as_str() {
-                "deleted" => format!(
+            let mut s = match report.status {
+                Removal::Deleted => format!(
                     "stack {} deleted in {} ({} object versions removed from the uploads bucket)",
                     report.stack,
                     secs(report.elapsed_ms),
                     report.objects_deleted
                 ),
-                _ => format!("stack {} does not exist: nothing to remove", report.stack),
+                Removal::Absent => {
+                    format!("stack {} does not exist: nothing to remove", report.stack)
+                }
             };
             if report.assets_bucket_removed {
                 s.push_str(&format!(

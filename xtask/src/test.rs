@@ -3,8 +3,6 @@
 //! artifacts twice, checking each zip and binary and that the second build changes nothing, and
 //! runs the end-to-end test on the local environment (`e2e`).
 
-use std::process::Command;
-
 use anyhow::{Context, Result, bail, ensure};
 use deployer::build::{BuildArch, BuildConfig, build};
 use deployer::pyenv::workspace_root;
@@ -27,8 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     // The label service's tests need the converted model.
     crate::model::run()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let status = deployer::cmd::cargo()
         .current_dir(workspace_root())
         .args(["test", "--workspace", "--all-targets", "--locked"])
         .status()
@@ -48,10 +45,7 @@ pub fn run(a: Args) -> Result<()> {
         // `cargo test --all-targets` has just built the label service's binary from this
         // source; building it again outside the test's feature set would compile its model
         // runtime a second time.
-        let labels = workspace_root()
-            .join("target")
-            .join("debug")
-            .join("detect-labels");
+        let labels = deployer::local::labels_binary("debug");
         crate::e2e::run(labels.is_file().then_some(labels))?;
     }
     Ok(())
@@ -66,7 +60,7 @@ const ARM64_PROBE: &str = "metadata";
 /// Builds for arm64 twice: the zip holds one executable `bootstrap`, a static aarch64 ELF,
 /// and the second build re-zips nothing and yields the same hashes.
 fn artifacts() -> Result<()> {
-    let reporter = crate::build::Reporter::new();
+    let reporter = crate::console::Console::new("build");
     let cfg = BuildConfig {
         arch: BuildArch::Lambda(Architecture::Arm64),
         functions: vec![ARM64_PROBE.to_string()],

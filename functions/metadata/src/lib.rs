@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
+use api_types::{ImageMetadata, ImageStatus, Label, Page, Route};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, json_response, required_env};
 use lambda_runtime::LambdaEvent;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
@@ -42,35 +42,8 @@ impl Ctx {
     }
 }
 
-/// One image's metadata, as the API returns it. Built field by field from the item, so
-/// nothing else the table might hold can leak into a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageMetadata {
-    pub image_id: String,
-    pub status: String,
-    pub labels: Vec<LabelOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label_model_version: Option<String>,
-    pub content_type: Option<String>,
-    pub size_bytes: Option<u64>,
-    pub uploaded_at: Option<String>,
-    pub processed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelOut {
-    pub name: String,
-    pub confidence: f64,
-    pub parents: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Page {
-    pub items: Vec<ImageMetadata>,
-    pub next_token: Option<String>,
-}
+/// The routes this function serves.
+pub const ROUTES: &[Route] = &[Route::ListMetadata, Route::GetMetadata];
 
 pub async fn handler(
     ctx: &Ctx,
@@ -78,16 +51,18 @@ pub async fn handler(
 ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
     let req = event.payload;
     let route = RouteOf::of(&req);
-    let path = route.path.as_str();
-    let item_path = path.strip_prefix("/metadata/");
-    let result = match (route.method.as_str(), path, item_path) {
-        ("GET", "/metadata", _) => list(ctx, &req).await,
-        ("GET", _, Some(raw)) => {
-            let raw = req.path_parameters.get("id").map_or(raw, String::as_str);
+    let result = match route.route(ROUTES) {
+        Some(Route::ListMetadata) => list(ctx, &req).await,
+        Some(Route::GetMetadata) => {
+            // API Gateway passes `{id}`; a direct invocation has only the path.
+            let from_path = route.path.rsplit('/').next().unwrap_or_default();
+            let raw = req
+                .path_parameters
+                .get("id")
+                .map_or(from_path, String::as_str);
             one(ctx, raw).await
         }
-        (_, "/metadata", _) | (_, _, Some(_)) => Ok(route.not_routed(&["GET"])),
-        _ => Ok(route.not_routed(&[])),
+        _ => Ok(route.not_routed(ROUTES)),
     };
     Ok(handler_shared::respond(result))
 }
@@ -229,7 +204,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> ImageMetadata {
             l.iter()
                 .filter_map(|v| v.as_m().ok())
                 .filter_map(|m| {
-                    Some(LabelOut {
+                    Some(Label {
                         name: m.get("name")?.as_s().ok()?.clone(),
                         confidence: m
                             .get("confidence")
@@ -248,7 +223,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> ImageMetadata {
         .unwrap_or_default();
     ImageMetadata {
         image_id: s("image_id").unwrap_or_default(),
-        status: s("status").unwrap_or_else(|| "unknown".into()),
+        status: s("status").map_or(ImageStatus::Unknown, |v| ImageStatus::parse(&v)),
         labels,
         label_model_version: s("label_model_version"),
         content_type: s("content_type"),

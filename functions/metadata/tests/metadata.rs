@@ -314,7 +314,10 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
         ),
         (
             "GET /elsewhere",
+            // Only a catch-all `$default` route could send it here.
             event(GET_LIST, |v| {
+                v["routeKey"] = "$default".into();
+                v["requestContext"]["routeKey"] = "$default".into();
                 v["rawPath"] = "/elsewhere".into();
                 v["requestContext"]["http"]["path"] = "/elsewhere".into();
             }),

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use api_types::ImageStatus;
 use aws_lambda_events::s3::{S3Event, S3EventRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
@@ -346,8 +347,8 @@ impl Item {
         m.insert(
             "status".into(),
             s(match self.status {
-                Status::Labeled => "labeled",
-                Status::Failed => "failed",
+                Status::Labeled => ImageStatus::Labeled.as_str(),
+                Status::Failed => ImageStatus::Failed.as_str(),
             }),
         );
         let labels = self

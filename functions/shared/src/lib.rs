@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use api_types::{ErrorBody, ErrorDetail, Route};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
@@ -78,21 +79,12 @@ impl ApiError {
 
     /// `{"error": {"code": …, "message": …}}`
     pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
-        }
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            error: Inner<'a>,
-        }
         json_response(
             self.status,
-            &Envelope {
-                error: Inner {
-                    code: self.code,
-                    message: &self.message,
+            &ErrorBody {
+                error: ErrorDetail {
+                    code: self.code.to_string(),
+                    message: self.message,
                 },
             },
         )
@@ -144,6 +136,8 @@ pub fn json_response<T: Serialize>(status: u16, body: &T) -> ApiGatewayV2httpRes
 pub struct RouteOf {
     pub method: String,
     pub path: String,
+    /// API Gateway's `routeKey` (`GET /metadata/{id}`), unless it is `$default`.
+    pub key: Option<String>,
 }
 
 impl RouteOf {
@@ -167,13 +161,38 @@ impl RouteOf {
                 .unwrap_or(path),
             _ => path,
         };
-        Self { method, path }
+        let key = req
+            .route_key
+            .clone()
+            .or_else(|| req.request_context.route_key.clone())
+            .filter(|k| k.starts_with(|c: char| c.is_ascii_uppercase()));
+        Self { method, path, key }
     }
 
-    /// 404 for a path this function does not serve, 405 (with `Allow`) for a known path
-    /// with the wrong method.
-    pub fn not_routed(&self, allowed_on_path: &[&str]) -> ApiGatewayV2httpResponse {
-        if allowed_on_path.is_empty() {
+    /// Which of the routes a function serves this request is for.
+    /// API Gateway has already matched the route when it names one (its `{id}` may hold
+    /// what no path segment could, such as an encoded `/`); otherwise the method and path
+    /// decide.
+    pub fn route(&self, served: &[Route]) -> Option<Route> {
+        let by_key = self.key.as_deref().and_then(|k| {
+            served
+                .iter()
+                .copied()
+                .find(|r| r.key() == k && r.method() == self.method)
+        });
+        by_key.or_else(|| Route::find(served, &self.method, &self.path))
+    }
+
+    /// The answer for a request no served route matches: 405 (with `Allow`) when the path
+    /// is one of them with another method, 404 otherwise.
+    pub fn not_routed(&self, served: &[Route]) -> ApiGatewayV2httpResponse {
+        let mut allowed: Vec<&str> = served
+            .iter()
+            .filter(|r| r.path_matches(&self.path))
+            .map(|r| r.method())
+            .collect();
+        allowed.dedup();
+        if allowed.is_empty() {
             return ApiError::not_found(format!("no route for {} {}", self.method, self.path))
                 .into_response();
         }
@@ -184,11 +203,11 @@ impl RouteOf {
                 "{} is not allowed on {}; use {}",
                 self.method,
                 self.path,
-                allowed_on_path.join(" or ")
+                allowed.join(" or ")
             ),
         )
         .into_response();
-        if let Ok(v) = HeaderValue::from_str(&allowed_on_path.join(", ")) {
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             r.headers.insert(header::ALLOW, v);
         }
         r
@@ -296,13 +315,29 @@ mod tests {
         let r = RouteOf {
             method: "DELETE".into(),
             path: "/upload".into(),
+            key: None,
         };
-        let resp = r.not_routed(&["POST"]);
+        let served = [Route::Upload, Route::PresignUpload];
+        assert_eq!(r.route(&served), None);
+        let resp = r.not_routed(&served);
         assert_eq!(resp.status_code, 405);
         assert_eq!(
             resp.headers.get("allow").map(|v| v.as_bytes()),
             Some(&b"POST"[..])
         );
-        assert_eq!(r.not_routed(&[]).status_code, 404);
+        assert_eq!(r.not_routed(&[Route::ListMetadata]).status_code, 404);
+        let post = RouteOf {
+            method: "POST".into(),
+            path: "/upload".into(),
+            key: None,
+        };
+        assert_eq!(post.route(&served), Some(Route::Upload));
+        // API Gateway's match stands even for a path parameter no segment could carry.
+        let item = RouteOf {
+            method: "GET".into(),
+            path: "/metadata/a/b".into(),
+            key: Some("GET /metadata/{id}".into()),
+        };
+        assert_eq!(item.route(&[Route::GetMetadata]), Some(Route::GetMetadata));
     }
 }

@@ -259,7 +259,10 @@ async fn unknown_routes_and_methods_are_json_404_and_405() {
     assert_eq!(resp.status_code, 405);
     assert_eq!(header(&resp, "allow"), Some("POST"));
     assert_eq!(json(&resp)["error"]["code"], "method_not_allowed");
+    // Only a catch-all `$default` route could send it here.
     let elsewhere = event(POST_UPLOAD, |v| {
+        v["routeKey"] = "$default".into();
+        v["requestContext"]["routeKey"] = "$default".into();
         v["rawPath"] = "/nope".into();
         v["requestContext"]["http"]["path"] = "/nope".into();
     });

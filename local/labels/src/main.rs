@@ -19,18 +19,14 @@ use local_labels::service::{FaultKind, Faults, Service};
 )]
 struct Args {
     /// Port on 127.0.0.1 (0 picks a free one; the chosen port is printed)
-    #[arg(long, env = "LABELS_PORT", default_value_t = 4599)]
+    #[arg(long, env = "LABELS_PORT", default_value_t = 0)]
     port: u16,
     /// Directory holding model.onnx and labels.json (made by `cargo xtask model`)
     #[arg(long, env = "LABELS_MODEL_DIR")]
     model_dir: Option<PathBuf>,
     /// The AWS emulator: S3 (Image.S3Object is read from it as the caller) and Lambda (whose
     /// functions' sessions are the keys that may sign requests)
-    #[arg(
-        long,
-        env = "LABELS_ENDPOINT",
-        default_value = "https://127.0.0.1:4566"
-    )]
+    #[arg(long, env = "LABELS_ENDPOINT")]
     endpoint: String,
     /// A PEM certificate to trust for the endpoint, besides the usual roots
     #[arg(long, env = "LABELS_CA_FILE")]
@@ -78,7 +74,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let emulator = match Emulator::new(&args.endpoint, ca) {
+    // The emulator's own key, for listing its functions (S3 reads use each caller's).
+    let (Ok(key_id), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        eprintln!(
+            "detect-labels: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key of the emulator"
+        );
+        return ExitCode::from(2);
+    };
+    let emulator = match Emulator::new(&args.endpoint, ca, key_id, secret) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("detect-labels: cannot start the AWS clients: {e}");

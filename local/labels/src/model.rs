@@ -73,16 +73,10 @@ pub struct Scored {
     pub probability: f32,
 }
 
-/// The default location, under the workspace's `target/`.
+/// The default location, `target/models/efficientnet-lite0` in the workspace (set once, in
+/// `.cargo/config.toml`, for every crate built here).
 pub fn default_dir() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .map_or(manifest.clone(), Path::to_path_buf)
-        .join("target")
-        .join("models")
-        .join("efficientnet-lite0")
+    PathBuf::from(env!("IMAGE_PIPELINE_MODEL_DIR"))
 }
 
 impl Model {

@@ -23,9 +23,14 @@ pub struct Emulator {
 
 impl Emulator {
     /// Clients for `endpoint`, trusting `ca_pem` (the local environment's certificate) on
-    /// top of the usual roots. Listing functions uses this process's own credentials from the
-    /// environment; S3 reads use each caller's.
-    pub fn new(endpoint: &str, ca_pem: Option<Vec<u8>>) -> std::io::Result<Self> {
+    /// top of the usual roots. Listing functions uses the given key of the emulator; S3
+    /// reads use each caller's.
+    pub fn new(
+        endpoint: &str,
+        ca_pem: Option<Vec<u8>>,
+        access_key_id: String,
+        secret_access_key: String,
+    ) -> std::io::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -35,13 +40,7 @@ impl Emulator {
                 .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|_| "us-east-1".into()),
         );
-        let own = match (
-            std::env::var("AWS_ACCESS_KEY_ID"),
-            std::env::var("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            (Ok(id), Ok(secret)) => Credentials::new(id, secret, None, None, "env"),
-            _ => Credentials::new("test", "test", None, None, "local"),
-        };
+        let own = Credentials::new(access_key_id, secret_access_key, None, None, "emulator");
         let mut s3 = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(region.clone())

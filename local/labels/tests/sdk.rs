@@ -155,7 +155,15 @@ fn start(faults: Faults, max_attempts: u32) -> Env {
     let service = Arc::new(Service {
         model: model(),
         faults,
-        objects: Box::new(Emulator::new(&format!("http://127.0.0.1:{s3_port}"), None).unwrap()),
+        objects: Box::new(
+            Emulator::new(
+                &format!("http://127.0.0.1:{s3_port}"),
+                None,
+                "AKIDLISTER".into(),
+                "lister-secret".into(),
+            )
+            .unwrap(),
+        ),
         keys: Box::new(StaticKeys(vec![caller(READER), caller(NO_READ)])),
     });
     let running = server::start(service, "127.0.0.1:0", 4).unwrap();

@@ -1,0 +1,62 @@
+//! Running the tools the deployer drives (cargo, rustup, pip, python): one way to start them
+//! and one shape of error when they fail.
+
+use std::process::Command;
+
+/// `cargo`, the one running us when there is one (`$CARGO`), else the one on `PATH`.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs `cmd` to the end with its output captured: its stdout on success, otherwise what it
+/// was, how it ended and its stderr.
+pub fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{:?} exited with {}: {}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `cmd` to the end with its output going where ours goes (for long work whose own
+/// progress a person should see); an error says what it was and how it ended.
+pub fn status(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} exited with {status}", cmd.get_program()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_say_what_ran_and_how_it_ended() {
+        let e = output(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
+        assert!(
+            e.contains("\"sh\"") && e.contains("3") && e.contains("oops"),
+            "{e}"
+        );
+        assert_eq!(
+            output(Command::new("sh").args(["-c", "echo hi"]))
+                .ok()
+                .as_deref(),
+            Some("hi\n")
+        );
+        let e = status(&mut Command::new("/nonexistent/tool")).unwrap_err();
+        assert!(e.starts_with("cannot start"), "{e}");
+    }
+}

@@ -1,0 +1,238 @@
+//! The HTTP API's contract, in one place: its routes, and the JSON it accepts and returns.
+//! Serde only, so the handlers (built for Lambda), the stack model and the smoke test can all
+//! depend on it without pulling in anything else.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every route of the API. Handlers dispatch on these and nothing else; the stack model
+/// assigns each to one function, and a test checks that the two agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Route {
+    /// `POST /upload`: the image bytes as the body.
+    Upload,
+    /// `POST /uploads`: a presigned PUT for a larger image.
+    PresignUpload,
+    /// `GET /metadata`: a page of every image's metadata.
+    ListMetadata,
+    /// `GET /metadata/{id}`: one image's metadata.
+    GetMetadata,
+}
+
+impl Route {
+    pub const ALL: [Route; 4] = [
+        Route::Upload,
+        Route::PresignUpload,
+        Route::ListMetadata,
+        Route::GetMetadata,
+    ];
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Route::Upload | Route::PresignUpload => "POST",
+            Route::ListMetadata | Route::GetMetadata => "GET",
+        }
+    }
+
+    /// With `{name}` path parameters, as API Gateway route keys write them.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Upload => "/upload",
+            Route::PresignUpload => "/uploads",
+            Route::ListMetadata => "/metadata",
+            Route::GetMetadata => "/metadata/{id}",
+        }
+    }
+
+    /// `POST /upload`: API Gateway's route key.
+    pub fn key(self) -> String {
+        format!("{} {}", self.method(), self.path())
+    }
+
+    /// Whether a concrete path (`/metadata/3f…`) has this route's shape: literal segments
+    /// equal, each `{param}` one non-empty segment.
+    pub fn path_matches(self, path: &str) -> bool {
+        let want: Vec<&str> = self.path().split('/').collect();
+        let got: Vec<&str> = path.split('/').collect();
+        want.len() == got.len()
+            && want.iter().zip(&got).all(|(w, g)| {
+                if w.starts_with('{') {
+                    !g.is_empty()
+                } else {
+                    w == g
+                }
+            })
+    }
+
+    /// The route among `routes` a request is for.
+    pub fn find(routes: &[Route], method: &str, path: &str) -> Option<Route> {
+        routes
+            .iter()
+            .copied()
+            .find(|r| r.method().eq_ignore_ascii_case(method) && r.path_matches(path))
+    }
+}
+
+/// Where an image is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// A presigned upload was handed out and the image has not arrived yet.
+    AwaitingUpload,
+    /// Stored; labels are being detected.
+    Processing,
+    Labeled,
+    Failed,
+    /// A status this version does not know (an item written by a newer one).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ImageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::AwaitingUpload => "awaiting_upload",
+            ImageStatus::Processing => "processing",
+            ImageStatus::Labeled => "labeled",
+            ImageStatus::Failed => "failed",
+            ImageStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The status an item's attribute names; anything else is `Unknown`.
+    pub fn parse(s: &str) -> Self {
+        [
+            ImageStatus::AwaitingUpload,
+            ImageStatus::Processing,
+            ImageStatus::Labeled,
+            ImageStatus::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .unwrap_or(ImageStatus::Unknown)
+    }
+}
+
+/// `POST /upload`, 201.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub image_id: String,
+    pub status: ImageStatus,
+    pub content_type: String,
+    pub size_bytes: u64,
+}
+
+/// `POST /uploads` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresignRequest {
+    pub content_type: String,
+    pub size_bytes: i64,
+}
+
+/// `POST /uploads`, 201: where and how to PUT the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignedUpload {
+    pub image_id: String,
+    pub status: ImageStatus,
+    pub upload: PresignedPut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignedPut {
+    pub method: String,
+    pub url: String,
+    /// Headers the PUT must carry exactly as given: the signature covers them.
+    pub headers: BTreeMap<String, String>,
+    pub expires_in_seconds: u64,
+}
+
+/// `GET /metadata/{id}`, 200: one image's metadata. Never where the image is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMetadata {
+    pub image_id: String,
+    pub status: ImageStatus,
+    pub labels: Vec<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_model_version: Option<String>,
+    pub content_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub uploaded_at: Option<String>,
+    pub processed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub name: String,
+    pub confidence: f64,
+    pub parents: Vec<String>,
+}
+
+/// `GET /metadata`, 200: one page, and the token for the next when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    pub items: Vec<ImageMetadata>,
+    pub next_token: Option<String>,
+}
+
+/// Every 4xx and 5xx answer: `{"error": {"code": …, "message": …}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable (`invalid_image`, `not_found`, …).
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_their_own_shape_only() {
+        assert_eq!(
+            Route::find(&Route::ALL, "GET", "/metadata/abc"),
+            Some(Route::GetMetadata)
+        );
+        assert_eq!(
+            Route::find(&Route::ALL, "get", "/metadata"),
+            Some(Route::ListMetadata)
+        );
+        assert_eq!(Route::find(&Route::ALL, "GET", "/metadata/"), None);
+        assert_eq!(Route::find(&Route::ALL, "GET", "/metadata/a/b"), None);
+        assert_eq!(Route::find(&Route::ALL, "PUT", "/upload"), None);
+        assert_eq!(
+            Route::find(&[Route::Upload], "POST", "/uploads"),
+            None,
+            "only the routes given are considered"
+        );
+        assert_eq!(Route::GetMetadata.key(), "GET /metadata/{id}");
+    }
+
+    #[test]
+    fn statuses_round_trip_and_unknown_ones_are_kept_apart() {
+        for s in [
+            ImageStatus::AwaitingUpload,
+            ImageStatus::Processing,
+            ImageStatus::Labeled,
+            ImageStatus::Failed,
+        ] {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(ImageStatus::parse(s.as_str()), s);
+            assert_eq!(serde_json::from_str::<ImageStatus>(&json).ok(), Some(s));
+        }
+        assert_eq!(ImageStatus::parse("archived"), ImageStatus::Unknown);
+        assert_eq!(
+            serde_json::from_str::<ImageStatus>("\"archived\"").ok(),
+            Some(ImageStatus::Unknown)
+        );
+    }
+}
