@@ -1,7 +1,7 @@
-//! Lambda artifacts: builds the handlers as static musl binaries with the `lambda` profile,
-//! checks each binary (machine, static, size), and packages it as a deterministic zip named by
-//! its SHA-256. A manifest records what was built; a rebuild that changes nothing re-zips
-//! nothing.
+//! Lambda artifacts: builds the handlers as static musl binaries (the `lambda` profile for AWS,
+//! the cheaper `lambda-host` one for the local environment), checks each binary (machine,
+//! static, size), and packages it as a deterministic zip named by its SHA-256. A manifest
+//! records what was built; a rebuild that changes nothing re-zips nothing.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +22,9 @@ use crate::{elf, zip};
 
 /// The Cargo profile tuned for Lambda (see the workspace `Cargo.toml`).
 pub const PROFILE: &str = "lambda";
+/// The profile of artifacts for the local environment (the host's architecture): the same
+/// code, without the size work nothing local needs (see the workspace `Cargo.toml`).
+pub const HOST_PROFILE: &str = "lambda-host";
 /// Lambda's limit for a zip uploaded directly; through S3 it is larger, but a Rust handler
 /// anywhere near this has a problem worth hearing about.
 pub const MAX_ZIP_BYTES: u64 = 50 * 1024 * 1024;
@@ -37,6 +40,24 @@ pub enum BuildArch {
 }
 
 impl BuildArch {
+    /// The Cargo profile of this kind of build.
+    pub fn profile(self) -> &'static str {
+        match self {
+            BuildArch::Lambda(_) => PROFILE,
+            BuildArch::Host => HOST_PROFILE,
+        }
+    }
+
+    /// Where its artifacts go: `target/lambda/<arch>/`, or `target/lambda/host-<arch>/`.
+    pub fn artifacts_dir(self) -> Result<PathBuf, BuildError> {
+        let arch = self.resolve()?;
+        let name = match self {
+            BuildArch::Lambda(_) => arch.as_str().to_string(),
+            BuildArch::Host => format!("host-{}", arch.as_str()),
+        };
+        Ok(workspace_root().join("target").join("lambda").join(name))
+    }
+
     pub fn resolve(self) -> Result<Architecture, BuildError> {
         match self {
             BuildArch::Lambda(a) => Ok(a),
@@ -158,23 +179,13 @@ pub enum BuildError {
     },
 }
 
-/// Where artifacts of one architecture go: `target/lambda/<arch>/`.
-pub fn artifacts_dir(arch: Architecture) -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join("lambda")
-        .join(arch.as_str())
-}
-
-pub fn manifest_path(arch: Architecture) -> PathBuf {
-    artifacts_dir(arch).join("manifest.json")
-}
-
-/// Reads the manifest of the last build for `arch`, if any.
-pub fn load_manifest(arch: Architecture) -> Option<Manifest> {
-    let text = fs::read_to_string(manifest_path(arch)).ok()?;
+/// Reads the manifest of the last build in `dir`, if any.
+fn load_manifest(dir: &Path) -> Option<Manifest> {
+    let text = fs::read_to_string(dir.join(MANIFEST)).ok()?;
     serde_json::from_str(&text).ok()
 }
+
+const MANIFEST: &str = "manifest.json";
 
 fn selected(cfg: &BuildConfig) -> Result<Vec<String>, BuildError> {
     let app = App::image_pipeline();
@@ -200,20 +211,22 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     let target = target_triple(arch);
     let tools = toolchain::ensure(target, progress)?;
 
+    let profile = cfg.arch.profile();
     progress.step(&format!(
-        "compiling {} for {target} (profile {PROFILE})",
+        "compiling {} for {target} (profile {profile})",
         functions.join(", ")
     ));
     cargo_build(
         &tools,
         target,
+        profile,
         &functions,
         cfg.opt_level.as_deref(),
         progress,
     )?;
 
-    let dir = artifacts_dir(arch);
-    let previous: BTreeMap<String, Artifact> = load_manifest(arch)
+    let dir = cfg.arch.artifacts_dir()?;
+    let previous: BTreeMap<String, Artifact> = load_manifest(&dir)
         .map(|m| {
             m.functions
                 .into_iter()
@@ -223,7 +236,7 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         .unwrap_or_default();
     let mut artifacts = previous.clone();
     let mut unchanged = Vec::new();
-    let bin_dir = workspace_root().join("target").join(target).join(PROFILE);
+    let bin_dir = workspace_root().join("target").join(target).join(profile);
     for function in &functions {
         let path = bin_dir.join(function);
         let binary = fs::read(&path).map_err(|source| BuildError::Read {
@@ -258,10 +271,10 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     let manifest = Manifest {
         architecture: arch.as_str().into(),
         target: target.into(),
-        profile: PROFILE.into(),
+        profile: profile.into(),
         functions: artifacts.into_values().collect(),
     };
-    let manifest_path = manifest_path(arch);
+    let manifest_path = dir.join(MANIFEST);
     let mut json = serde_json::to_string_pretty(&manifest).unwrap_or_default();
     json.push('\n');
     fs::write(&manifest_path, json).map_err(|source| BuildError::Write {
@@ -338,6 +351,7 @@ fn package(
 fn cargo_build(
     tools: &toolchain::Toolchain,
     target: &str,
+    profile: &str,
     functions: &[String],
     opt_level: Option<&str>,
     progress: &dyn Progress,
@@ -346,7 +360,7 @@ fn cargo_build(
     let mut cmd = Command::new(&tools.zigbuild);
     cmd.current_dir(&root)
         .arg("zigbuild")
-        .args(["--profile", PROFILE, "--target", target])
+        .args(["--profile", profile, "--target", target])
         .args(["--message-format", "json-render-diagnostics"]);
     for f in functions {
         cmd.args(["--package", &package_of(f)]);
@@ -363,7 +377,8 @@ fn cargo_build(
         cargo_home.display()
     );
     if let Some(level) = opt_level {
-        cmd.env("CARGO_PROFILE_LAMBDA_OPT_LEVEL", level);
+        let var = profile.to_uppercase().replace('-', "_");
+        cmd.env(format!("CARGO_PROFILE_{var}_OPT_LEVEL"), level);
     }
     cmd.env("CARGO_ZIGBUILD_PYTHON_PATH", &tools.zig_python)
         .env(

@@ -34,73 +34,95 @@ fn actions(names: &[&'static str]) -> Vec<Action> {
     names.iter().map(|a| Action::known(a)).collect()
 }
 
+/// Every name the policy scopes to, for one account and region with every stage allowed.
+struct Scope {
+    partition: String,
+    account: String,
+    region: String,
+    bindings: Bindings,
+}
+
+impl Scope {
+    fn new(account: &str, region: &str) -> Self {
+        let partition = crate::aws::partition_of(region).to_string();
+        Self {
+            bindings: Bindings {
+                partition: partition.clone(),
+                region: region.to_string(),
+                account: account.to_string(),
+                refs: BTreeMap::from([(stack::app::STAGE_PARAM.to_string(), "*".to_string())]),
+            },
+            partition,
+            account: account.to_string(),
+            region: region.to_string(),
+        }
+    }
+
+    /// A name from the app model. Its templates bind only the stage, which is bound here:
+    /// resolving cannot fail, and a name that could not be resolved is left out, not widened.
+    fn arn(&self, t: &ArnTemplate) -> Vec<String> {
+        t.resolve(&self.bindings).ok().into_iter().collect()
+    }
+
+    /// `image-pipeline-*`: every stage's stack.
+    fn stacks(&self) -> String {
+        Names.stack().resolve(&self.bindings).unwrap_or_default()
+    }
+
+    fn roles(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:role/{}-*",
+            self.partition,
+            self.account,
+            self.stacks()
+        )
+    }
+}
+
 /// The deploying identity's policy for `account` in `region` (partition from the region).
 /// Resource names come from the app model (`stack::app::Names`) with every stage allowed.
 pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
-    let partition = crate::aws::partition_of(region).to_string();
-    let any_stage = Bindings {
-        partition: partition.clone(),
-        region: region.to_string(),
-        account: account.to_string(),
-        refs: BTreeMap::from([(stack::app::STAGE_PARAM.to_string(), "*".to_string())]),
-    };
-    let names = Names;
-    // Every template here binds only the stage, which is bound: resolving cannot fail, and a
-    // name that could not be resolved would be left out rather than widened.
-    let arn = |t: ArnTemplate| t.resolve(&any_stage).ok();
-    let p = partition.as_str();
-    let stacks = names.stack().resolve(&any_stage).unwrap_or_default();
-    let assets = stack::app::assets_bucket_name(account, region);
-    let roles = format!("arn:{p}:iam::{account}:role/{stacks}-*");
-    let bucket = arn(names.bucket_arn());
-    let functions: Vec<String> = App::image_pipeline()
-        .functions
-        .iter()
-        .filter_map(|f| arn(names.function_arn(f.name)))
-        .collect();
-    // A log group's ARN, and the same with `:*` as some Logs actions name it.
-    let log_groups: Vec<String> = [names.log_group("*"), names.api_access_log_group()]
-        .into_iter()
-        .filter_map(|g| arn(names.log_group_arn(&g)))
-        .flat_map(|a| [format!("{a}:*"), a])
-        .collect();
+    let scope = Scope::new(account, region);
+    let mut statements = vec![stacks_and_change_sets(&scope)];
+    statements.extend(assets_bucket(&scope));
+    statements.extend(uploads_buckets(&scope));
+    statements.extend(function_roles(&scope));
+    statements.push(functions(&scope));
+    let (table, queue) = table_and_queue(&scope);
+    statements.extend([table, queue]);
+    statements.extend(logs(&scope));
+    statements.push(http_apis(&scope));
+    PolicyDocument::new(statements)
+}
 
-    let mut pass_role = Statement::allow(
-        "PassOnlyTheStackRolesToLambda",
-        actions(&["iam:PassRole"]),
-        vec![roles.clone()],
-    );
-    pass_role.condition = Some(BTreeMap::from([(
-        "StringEquals".to_string(),
-        BTreeMap::from([(
-            "iam:PassedToService".to_string(),
-            vec!["lambda.amazonaws.com".to_string()],
-        )]),
-    )]));
+fn stacks_and_change_sets(s: &Scope) -> Statement<String> {
+    let (p, region, account, stacks) = (&s.partition, &s.region, &s.account, s.stacks());
+    Statement::allow(
+        "StacksAndChangeSets",
+        actions(&[
+            "cloudformation:CreateChangeSet",
+            "cloudformation:DescribeChangeSet",
+            "cloudformation:ExecuteChangeSet",
+            "cloudformation:DeleteChangeSet",
+            "cloudformation:ListChangeSets",
+            "cloudformation:DescribeStacks",
+            "cloudformation:DescribeStackEvents",
+            "cloudformation:DescribeStackResource",
+            "cloudformation:DescribeStackResources",
+            "cloudformation:ContinueUpdateRollback",
+            "cloudformation:DeleteStack",
+        ]),
+        vec![
+            format!("arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"),
+            format!("arn:{p}:cloudformation:{region}:{account}:changeSet/{CHANGE_SET_PREFIX}*/*"),
+        ],
+    )
+}
 
-    PolicyDocument::new(vec![
-        Statement::allow(
-            "StacksAndChangeSets",
-            actions(&[
-                "cloudformation:CreateChangeSet",
-                "cloudformation:DescribeChangeSet",
-                "cloudformation:ExecuteChangeSet",
-                "cloudformation:DeleteChangeSet",
-                "cloudformation:ListChangeSets",
-                "cloudformation:DescribeStacks",
-                "cloudformation:DescribeStackEvents",
-                "cloudformation:DescribeStackResource",
-                "cloudformation:DescribeStackResources",
-                "cloudformation:ContinueUpdateRollback",
-                "cloudformation:DeleteStack",
-            ]),
-            vec![
-                format!("arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"),
-                format!(
-                    "arn:{p}:cloudformation:{region}:{account}:changeSet/{CHANGE_SET_PREFIX}*/*"
-                ),
-            ],
-        ),
+fn assets_bucket(s: &Scope) -> [Statement<String>; 2] {
+    let p = &s.partition;
+    let assets = stack::app::assets_bucket_name(&s.account, &s.region);
+    [
         Statement::allow(
             "AssetsBucket",
             actions(&[
@@ -125,6 +147,12 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
             ]),
             vec![format!("arn:{p}:s3:::{assets}/*")],
         ),
+    ]
+}
+
+fn uploads_buckets(s: &Scope) -> [Statement<String>; 2] {
+    let bucket = s.arn(&Names.bucket_arn());
+    [
         Statement::allow(
             "UploadsBuckets",
             actions(&[
@@ -145,13 +173,31 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
                 "s3:DeleteBucketPolicy",
                 "s3:PutBucketTagging",
             ]),
-            bucket.iter().cloned().collect(),
+            bucket.clone(),
         ),
         Statement::allow(
             "UploadsObjectsForSmokeTestAndTeardown",
             actions(&["s3:DeleteObject", "s3:DeleteObjectVersion"]),
             bucket.iter().map(|b| format!("{b}/*")).collect(),
         ),
+    ]
+}
+
+fn function_roles(s: &Scope) -> [Statement<String>; 2] {
+    let roles = s.roles();
+    let mut pass_role = Statement::allow(
+        "PassOnlyTheStackRolesToLambda",
+        actions(&["iam:PassRole"]),
+        vec![roles.clone()],
+    );
+    pass_role.condition = Some(BTreeMap::from([(
+        "StringEquals".to_string(),
+        BTreeMap::from([(
+            "iam:PassedToService".to_string(),
+            vec!["lambda.amazonaws.com".to_string()],
+        )]),
+    )]));
+    [
         Statement::allow(
             "FunctionRoles",
             actions(&[
@@ -169,27 +215,40 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
             vec![roles],
         ),
         pass_role,
-        Statement::allow(
-            "Functions",
-            actions(&[
-                "lambda:CreateFunction",
-                "lambda:DeleteFunction",
-                "lambda:GetFunction",
-                "lambda:GetFunctionConfiguration",
-                "lambda:UpdateFunctionCode",
-                "lambda:UpdateFunctionConfiguration",
-                "lambda:AddPermission",
-                "lambda:RemovePermission",
-                "lambda:PutFunctionEventInvokeConfig",
-                "lambda:UpdateFunctionEventInvokeConfig",
-                "lambda:GetFunctionEventInvokeConfig",
-                "lambda:DeleteFunctionEventInvokeConfig",
-                "lambda:TagResource",
-                "lambda:UntagResource",
-                "lambda:ListTags",
-            ]),
-            functions,
-        ),
+    ]
+}
+
+fn functions(s: &Scope) -> Statement<String> {
+    let functions: Vec<String> = App::image_pipeline()
+        .functions
+        .iter()
+        .flat_map(|f| s.arn(&Names.function_arn(f.name)))
+        .collect();
+    Statement::allow(
+        "Functions",
+        actions(&[
+            "lambda:CreateFunction",
+            "lambda:DeleteFunction",
+            "lambda:GetFunction",
+            "lambda:GetFunctionConfiguration",
+            "lambda:UpdateFunctionCode",
+            "lambda:UpdateFunctionConfiguration",
+            "lambda:AddPermission",
+            "lambda:RemovePermission",
+            "lambda:PutFunctionEventInvokeConfig",
+            "lambda:UpdateFunctionEventInvokeConfig",
+            "lambda:GetFunctionEventInvokeConfig",
+            "lambda:DeleteFunctionEventInvokeConfig",
+            "lambda:TagResource",
+            "lambda:UntagResource",
+            "lambda:ListTags",
+        ]),
+        functions,
+    )
+}
+
+fn table_and_queue(s: &Scope) -> (Statement<String>, Statement<String>) {
+    (
         Statement::allow(
             "ImagesTables",
             actions(&[
@@ -204,7 +263,7 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
                 "dynamodb:ListTagsOfResource",
                 "dynamodb:DeleteItem",
             ]),
-            arn(names.table_arn()).into_iter().collect(),
+            s.arn(&Names.table_arn()),
         ),
         Statement::allow(
             "FailureQueues",
@@ -218,8 +277,19 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
                 "sqs:UntagQueue",
                 "sqs:ListQueueTags",
             ]),
-            arn(names.failure_queue_arn()).into_iter().collect(),
+            s.arn(&Names.failure_queue_arn()),
         ),
+    )
+}
+
+fn logs(s: &Scope) -> [Statement<String>; 2] {
+    // A log group's ARN, and the same with `:*` as some Logs actions name it.
+    let log_groups: Vec<String> = [Names.log_group("*"), Names.api_access_log_group()]
+        .iter()
+        .flat_map(|g| s.arn(&Names.log_group_arn(g)))
+        .flat_map(|a| [format!("{a}:*"), a])
+        .collect();
+    [
         Statement::allow(
             "LogGroups",
             actions(&[
@@ -249,22 +319,26 @@ pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
             ]),
             vec!["*".to_string()],
         ),
-        Statement::allow(
-            "HttpApis",
-            actions(&[
-                "apigateway:GET",
-                "apigateway:POST",
-                "apigateway:PATCH",
-                "apigateway:PUT",
-                "apigateway:DELETE",
-            ]),
-            vec![
-                format!("arn:{p}:apigateway:{region}::/apis"),
-                format!("arn:{p}:apigateway:{region}::/apis/*"),
-                format!("arn:{p}:apigateway:{region}::/tags/*"),
-            ],
-        ),
-    ])
+    ]
+}
+
+fn http_apis(s: &Scope) -> Statement<String> {
+    let (p, region) = (&s.partition, &s.region);
+    Statement::allow(
+        "HttpApis",
+        actions(&[
+            "apigateway:GET",
+            "apigateway:POST",
+            "apigateway:PATCH",
+            "apigateway:PUT",
+            "apigateway:DELETE",
+        ]),
+        vec![
+            format!("arn:{p}:apigateway:{region}::/apis"),
+            format!("arn:{p}:apigateway:{region}::/apis/*"),
+            format!("arn:{p}:apigateway:{region}::/tags/*"),
+        ],
+    )
 }
 
 #[cfg(test)]

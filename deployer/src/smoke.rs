@@ -87,7 +87,8 @@ impl CheckName {
 
 impl std::fmt::Display for CheckName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that widths in format strings line the names up.
+        f.pad(self.as_str())
     }
 }
 

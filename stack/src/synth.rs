@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, EnvValue, FunctionSpec, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage,
-    outputs,
+    APP, App, Architecture, EnvValue, FunctionSpec, Names, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM,
+    Stage, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -60,12 +60,36 @@ fn to_expr(doc: &PolicyDocument<ArnTemplate>) -> PolicyDocument<Expr> {
 }
 
 pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
-    let names = &app.names;
     let mut resources = BTreeMap::new();
     let mut outputs = BTreeMap::new();
     let mut parameters = base_parameters(opts);
+    add_storage(&mut resources, &app.names);
+    for f in &app.functions {
+        add_function(&mut resources, &mut parameters, &mut outputs, app, f);
+    }
+    add_uploads_bucket(&mut resources, app);
+    add_http_api(&mut resources, app);
+    add_outputs(&mut outputs);
+    Template {
+        format_version: crate::template::FORMAT_VERSION,
+        description: format!(
+            "{APP}: serverless image upload, labelling and metadata API (synthesized by cargo xtask synth)"
+        ),
+        parameters,
+        conditions: BTreeMap::from([(
+            CONDITION_REKOGNITION_ENDPOINT.to_string(),
+            Expr::Not(Box::new(Expr::Equals(
+                Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
+                Box::new(Expr::str("")),
+            ))),
+        )]),
+        resources,
+        outputs,
+    }
+}
 
-    // --- storage -------------------------------------------------------------------------
+/// The images table and the process function's failure queue.
+fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
     let table = Table {
         table_name: sub(&names.table()),
         billing_mode: "PAY_PER_REQUEST".into(),
@@ -109,13 +133,11 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
                 "encrypted at rest with SQS managed keys (SqsManagedSseEnabled), which this check does not recognise; a KMS key would add kms permissions to the role for no gain",
             ),
     );
+}
 
-    // --- functions -----------------------------------------------------------------------
-    for f in &app.functions {
-        add_function(&mut resources, &mut parameters, &mut outputs, app, f);
-    }
-
-    // --- uploads bucket and its trigger ----------------------------------------------------
+/// The uploads bucket, its TLS-only policy, and the S3 trigger of every function that has one.
+fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
+    let names = &app.names;
     // The notification needs the permission, and the permission's SourceArn needs the
     // bucket. The bucket's name is deterministic, so the SourceArn is built from that name
     // instead of a reference, and the bucket waits for the permission: no cycle.
@@ -200,10 +222,11 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
             ),
         })),
     );
+}
 
-    // --- HTTP API --------------------------------------------------------------------------
-    add_http_api(&mut resources, app);
-
+/// The outputs the deployer and the smoke test read (the per-function ones come with each
+/// function).
+fn add_outputs(outputs: &mut BTreeMap<String, Output>) {
     outputs.insert(
         outputs::API_URL.into(),
         output(
@@ -226,23 +249,6 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
             Expr::r#ref(QUEUE_ID),
         ),
     );
-
-    Template {
-        format_version: crate::template::FORMAT_VERSION,
-        description: format!(
-            "{APP}: serverless image upload, labelling and metadata API (synthesized by cargo xtask synth)"
-        ),
-        parameters,
-        conditions: BTreeMap::from([(
-            CONDITION_REKOGNITION_ENDPOINT.to_string(),
-            Expr::Not(Box::new(Expr::Equals(
-                Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
-                Box::new(Expr::str("")),
-            ))),
-        )]),
-        resources,
-        outputs,
-    }
 }
 
 fn output(description: &str, value: Expr) -> Output {

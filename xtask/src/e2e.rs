@@ -1,10 +1,12 @@
 //! The end-to-end test on the local environment, run by `cargo xtask test`, with IAM
 //! enforcement and TLS on: as an IAM user whose only policy is `cargo xtask deployer-policy`
-//! (not as root), deploy, smoke-test, deploy again (no changes), change one handler and deploy
-//! (only that function is updated); then take `s3:GetObjectVersion` away from the process
-//! role and show an upload failing into the failure queue with an error that names it;
-//! teardown, teardown again (nothing to do). Each step runs the real command as a user would,
-//! and its exit code and JSON output are checked.
+//! (not as root), deploy, smoke-test, deploy again (no changes), change the upload function's
+//! code and deploy (only that function is updated); then take `s3:GetObjectVersion` away from
+//! the process role and show an upload failing into the failure queue with an error that names
+//! it; teardown, teardown again (nothing to do); and a deploy with no region anywhere fails
+//! saying so. Each step runs the real command as a user would, and its exit code and typed JSON
+//! report are checked. No tracked file is edited: the code change is a build note compiled into
+//! the upload function from the environment.
 
 use std::path::PathBuf;
 
