@@ -65,19 +65,40 @@ pub fn tls_only_policy(partition: &str, bucket: &str) -> String {
     serde_json::to_string(&doc).unwrap_or_default()
 }
 
-/// Makes sure the assets bucket exists in `region`; returns whether it was created now.
+/// Makes sure the assets bucket exists in `region` and belongs to `owner` (the deploying
+/// account; a bucket of that name in another account is refused), and applies its protections
+/// again whether it was just made or not, so a first run that stopped half-way, or a change
+/// made by hand, is put right. Returns whether the bucket was created now.
 pub async fn ensure_bucket(
     s3: &Client,
     bucket: &str,
     region: &str,
     partition: &str,
+    owner: &str,
 ) -> Result<bool, AssetsError> {
-    match s3.head_bucket().bucket(bucket).send().await {
+    let created = create_if_missing(s3, bucket, region, owner).await?;
+    protect(s3, bucket, partition, owner).await?;
+    Ok(created)
+}
+
+async fn create_if_missing(
+    s3: &Client,
+    bucket: &str,
+    region: &str,
+    owner: &str,
+) -> Result<bool, AssetsError> {
+    match s3
+        .head_bucket()
+        .bucket(bucket)
+        .expected_bucket_owner(owner)
+        .send()
+        .await
+    {
         Ok(out) => {
             // Not every endpoint reports the region on HEAD; ask when it is missing.
             let actual = match out.bucket_region() {
                 Some(r) => r.to_string(),
-                None => location(s3, bucket).await?,
+                None => location(s3, bucket, owner).await?,
             };
             if actual != region {
                 return Err(AssetsError::WrongRegion {
@@ -109,14 +130,27 @@ pub async fn ensure_bucket(
                 .build(),
         );
     }
-    if let Err(e) = create.send().await {
+    match create.send().await {
+        Ok(_) => Ok(true),
         // Another deploy may have created it a moment ago.
-        if e.code() != Some("BucketAlreadyOwnedByYou") {
-            return Err(call("CreateBucket", bucket, e));
-        }
+        Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(false),
+        Err(e) if e.code() == Some("BucketAlreadyExists") => Err(AssetsError::Foreign {
+            bucket: bucket.to_string(),
+        }),
+        Err(e) => Err(call("CreateBucket", bucket, e)),
     }
+}
+
+/// Public access blocked, AES-256 by default, TLS only.
+async fn protect(
+    s3: &Client,
+    bucket: &str,
+    partition: &str,
+    owner: &str,
+) -> Result<(), AssetsError> {
     s3.put_public_access_block()
         .bucket(bucket)
+        .expected_bucket_owner(owner)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
                 .block_public_acls(true)
@@ -147,23 +181,26 @@ pub async fn ensure_bucket(
         .map_err(invalid)?;
     s3.put_bucket_encryption()
         .bucket(bucket)
+        .expected_bucket_owner(owner)
         .server_side_encryption_configuration(encryption)
         .send()
         .await
         .map_err(|e| call("PutBucketEncryption", bucket, e))?;
     s3.put_bucket_policy()
         .bucket(bucket)
+        .expected_bucket_owner(owner)
         .policy(tls_only_policy(partition, bucket))
         .send()
         .await
         .map_err(|e| call("PutBucketPolicy", bucket, e))?;
-    Ok(true)
+    Ok(())
 }
 
-async fn location(s3: &Client, bucket: &str) -> Result<String, AssetsError> {
+async fn location(s3: &Client, bucket: &str, owner: &str) -> Result<String, AssetsError> {
     let out = s3
         .get_bucket_location()
         .bucket(bucket)
+        .expected_bucket_owner(owner)
         .send()
         .await
         .map_err(|e| call("GetBucketLocation", bucket, e))?;
@@ -186,16 +223,25 @@ pub struct Uploaded {
     pub bytes: u64,
 }
 
-/// Uploads each artifact of `report` unless its key already exists.
+/// Uploads each artifact of `report` unless its key already exists, to the bucket of `owner`
+/// only.
 pub async fn upload_artifacts(
     s3: &Client,
     bucket: &str,
+    owner: &str,
     report: &BuildReport,
 ) -> Result<Vec<Uploaded>, AssetsError> {
     let mut out = Vec::new();
     for a in &report.manifest.functions {
         let key = artifact_key(&report.manifest.architecture, a);
-        let exists = match s3.head_object().bucket(bucket).key(&key).send().await {
+        let exists = match s3
+            .head_object()
+            .bucket(bucket)
+            .key(&key)
+            .expected_bucket_owner(owner)
+            .send()
+            .await
+        {
             Ok(_) => true,
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => false,
             Err(e) => return Err(call("HeadObject", bucket, e)),
@@ -209,6 +255,7 @@ pub async fn upload_artifacts(
             s3.put_object()
                 .bucket(bucket)
                 .key(&key)
+                .expected_bucket_owner(owner)
                 .content_type("application/zip")
                 .body(ByteStream::from(body))
                 .send()
@@ -227,13 +274,20 @@ pub async fn upload_artifacts(
     Ok(out)
 }
 
-/// Deletes every object version and delete marker in `bucket`, in batches of up to 1000.
-/// Returns how many were deleted. A bucket that does not exist is empty.
-pub async fn empty_bucket(s3: &Client, bucket: &str) -> Result<usize, AssetsError> {
+/// Deletes every object version and delete marker in `bucket` (which must belong to `owner`),
+/// in batches of up to 1000. Returns how many were deleted. A bucket that does not exist is
+/// empty.
+pub async fn empty_bucket(s3: &Client, bucket: &str, owner: &str) -> Result<usize, AssetsError> {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
     let mut deleted = 0;
     loop {
-        let page = match s3.list_object_versions().bucket(bucket).send().await {
+        let page = match s3
+            .list_object_versions()
+            .bucket(bucket)
+            .expected_bucket_owner(owner)
+            .send()
+            .await
+        {
             Ok(p) => p,
             Err(e) if e.code() == Some("NoSuchBucket") => return Ok(deleted),
             Err(e) => return Err(call("ListObjectVersions", bucket, e)),
@@ -279,6 +333,7 @@ pub async fn empty_bucket(s3: &Client, bucket: &str) -> Result<usize, AssetsErro
             let out = s3
                 .delete_objects()
                 .bucket(bucket)
+                .expected_bucket_owner(owner)
                 .delete(delete)
                 .send()
                 .await
@@ -301,10 +356,16 @@ pub async fn empty_bucket(s3: &Client, bucket: &str) -> Result<usize, AssetsErro
     }
 }
 
-/// Empties and deletes a bucket; a missing bucket is fine.
-pub async fn remove_bucket(s3: &Client, bucket: &str) -> Result<usize, AssetsError> {
-    let n = empty_bucket(s3, bucket).await?;
-    match s3.delete_bucket().bucket(bucket).send().await {
+/// Empties and deletes a bucket of `owner`; a missing bucket is fine.
+pub async fn remove_bucket(s3: &Client, bucket: &str, owner: &str) -> Result<usize, AssetsError> {
+    let n = empty_bucket(s3, bucket, owner).await?;
+    match s3
+        .delete_bucket()
+        .bucket(bucket)
+        .expected_bucket_owner(owner)
+        .send()
+        .await
+    {
         Ok(_) => Ok(n),
         Err(e) if e.code() == Some("NoSuchBucket") => Ok(n),
         Err(e) => Err(call("DeleteBucket", bucket, e)),

@@ -288,6 +288,8 @@ pub struct ChangeSetRequest {
 pub enum Planned {
     Changes {
         name: String,
+        /// The change set's ARN: it names this change set of this stack and no other.
+        id: String,
         stack_id: String,
         changes: Vec<Change>,
     },
@@ -341,13 +343,17 @@ impl StackOps<'_> {
         describe(self.cfn, self.name).await
     }
 
-    /// Polls until the stack is in no `*_IN_PROGRESS` state (or gone).
+    /// Polls until no operation is running on the stack (or it is gone). A stack in
+    /// `REVIEW_IN_PROGRESS` counts as settled: it waits for a change set to be executed, and
+    /// would otherwise be waited on until the timeout.
     pub async fn wait_settled(&self, timeout: Duration) -> Result<Option<StackInfo>, CfnError> {
         let start = Instant::now();
         loop {
             let info = self.describe().await?;
             match &info {
-                Some(i) if is_in_progress(&i.status) => {
+                Some(i)
+                    if is_in_progress(&i.status) && i.status != StackStatus::ReviewInProgress =>
+                {
                     if start.elapsed() >= timeout {
                         return Err(CfnError::Busy {
                             stack: self.name.to_string(),
@@ -364,7 +370,7 @@ impl StackOps<'_> {
 
     /// Brings the stack into a state a change set can start from, saying what it does:
     /// waits out another deployment, deletes a stack that never got created, continues a
-    /// stuck rollback, and removes change sets an interrupted run left behind.
+    /// stuck rollback, and mentions change sets an interrupted run left behind.
     pub async fn prepare(&self, wait: Duration) -> Result<Prepared, CfnError> {
         let stack = self.name;
         let mut info = self.describe().await?;
@@ -407,7 +413,7 @@ impl StackOps<'_> {
                     .map_err(|e| self.error("ContinueUpdateRollback", e))?;
                 match self.wait_settled(wait).await? {
                     Some(a) if a.status == StackStatus::UpdateRollbackComplete => {
-                        self.remove_leftovers().await?;
+                        self.note_leftovers().await?;
                         Ok(Prepared::Update)
                     }
                     Some(a) => Err(CfnError::Failed {
@@ -421,18 +427,20 @@ impl StackOps<'_> {
             // A stack that only ever had a change set created: it has no resources, and the
             // next change set must again be a CREATE.
             StackStatus::ReviewInProgress => {
-                self.remove_leftovers().await?;
+                self.note_leftovers().await?;
                 Ok(Prepared::Create)
             }
             _ => {
-                self.remove_leftovers().await?;
+                self.note_leftovers().await?;
                 Ok(Prepared::Update)
             }
         }
     }
 
-    /// Deletes change sets of ours that were created but never executed.
-    async fn remove_leftovers(&self) -> Result<(), CfnError> {
+    /// Says which change sets of ours were created but never executed. They are left alone:
+    /// another run may be about to execute one, and CloudFormation removes them all when a
+    /// change set of this stack is executed. This run deletes only what it created.
+    async fn note_leftovers(&self) -> Result<(), CfnError> {
         let out = self
             .cfn
             .list_change_sets()
@@ -448,15 +456,8 @@ impl StackOps<'_> {
             );
             if name.starts_with(CHANGE_SET_PREFIX) && unexecuted {
                 self.progress.step(&format!(
-                    "removing change set {name} left by an earlier run"
+                    "change set {name} was left by an earlier run (or another one is about to execute it); it is not touched"
                 ));
-                self.cfn
-                    .delete_change_set()
-                    .stack_name(self.name)
-                    .change_set_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("DeleteChangeSet", e))?;
             }
         }
         Ok(())
@@ -502,6 +503,7 @@ impl StackOps<'_> {
             .await
             .map_err(|e| self.error("CreateChangeSet", e))?;
         let stack_id = created.stack_id().unwrap_or_default().to_string();
+        let id = created.id().unwrap_or_default().to_string();
 
         let start = Instant::now();
         loop {
@@ -511,6 +513,7 @@ impl StackOps<'_> {
                     changes.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
                     return Ok(Planned::Changes {
                         name,
+                        id,
                         stack_id,
                         changes,
                     });
@@ -606,19 +609,30 @@ impl StackOps<'_> {
         Ok(())
     }
 
-    /// Executes a change set and follows it to the end. `total` is how many resources the
-    /// progress expects to finish.
+    /// Executes a change set, named by its ARN when known, and follows it to the end on the
+    /// stack's id when known, so a stack of the same name made meanwhile is never mistaken
+    /// for it. `total` is how many resources the progress expects to finish.
     pub async fn execute(
         &self,
         change_set: &str,
+        (change_set_id, stack_id): (&str, &str),
         total: usize,
         timeout: Duration,
     ) -> Result<StackInfo, CfnError> {
-        let stack = self.name;
+        let stack = if stack_id.is_empty() {
+            self.name
+        } else {
+            stack_id
+        };
+        let which = if change_set_id.is_empty() {
+            change_set
+        } else {
+            change_set_id
+        };
         self.cfn
             .execute_change_set()
-            .stack_name(stack)
-            .change_set_name(change_set)
+            .stack_name(self.name)
+            .change_set_name(which)
             .client_request_token(change_set)
             .send()
             .await
@@ -639,12 +653,12 @@ impl StackOps<'_> {
             }
             Some(info) => Err(CfnError::Failed {
                 failures: self.failures(stack, Some(change_set)).await?,
-                stack: stack.to_string(),
+                stack: self.name.to_string(),
                 status: info.status,
             }),
             None => Err(CfnError::Failed {
                 failures: Vec::new(),
-                stack: stack.to_string(),
+                stack: self.name.to_string(),
                 status: StackStatus::DeleteComplete,
             }),
         }
@@ -786,17 +800,18 @@ impl StackOps<'_> {
     }
 
     /// Resources that failed during the operation `token`, with their reasons. Cancellations
-    /// caused by another resource's failure are left out when a root cause is known.
+    /// caused by another resource's failure are left out when a root cause is known; when no
+    /// resource failed, the stack's own failure and its reason.
     pub async fn failures(
         &self,
         target: &str,
         token: Option<&str>,
     ) -> Result<Vec<Failure>, CfnError> {
-        let all: Vec<Failure> = self
+        let failed: Vec<Failure> = self
             .events(target, token)
             .await?
             .into_iter()
-            .filter(|e| is_failed(&e.status) && e.resource_type != STACK_TYPE)
+            .filter(|e| is_failed(&e.status))
             .map(|e| Failure {
                 logical_id: e.logical_id,
                 resource_type: e.resource_type,
@@ -804,12 +819,21 @@ impl StackOps<'_> {
                 reason: e.reason,
             })
             .collect();
-        let causes: Vec<Failure> = all
+        let (stack, resources): (Vec<Failure>, Vec<Failure>) = failed
+            .into_iter()
+            .partition(|f| f.resource_type == STACK_TYPE);
+        let causes: Vec<Failure> = resources
             .iter()
             .filter(|f| !f.reason.contains("Resource creation cancelled"))
             .cloned()
             .collect();
-        Ok(if causes.is_empty() { all } else { causes })
+        // When no resource failed (a template the service refused before creating any),
+        // the stack's own event carries the reason.
+        Ok(match (causes.is_empty(), resources.is_empty()) {
+            (false, _) => causes,
+            (true, false) => resources,
+            (true, true) => stack,
+        })
     }
 }
 

@@ -277,6 +277,7 @@ pub async fn deploy(
         }
         Planned::Changes {
             name,
+            id,
             stack_id,
             changes,
         } => {
@@ -287,7 +288,15 @@ pub async fn deploy(
                 report.timings.total = ms(started);
                 return Ok(report);
             }
-            let outputs = execute(&ops, &clients.lambda, &name, cfg, &app, &mut report).await?;
+            let outputs = execute(
+                &ops,
+                &clients.lambda,
+                (&name, &id, &stack_id),
+                cfg,
+                &app,
+                &mut report,
+            )
+            .await?;
             report.status = match kind {
                 Prepared::Create => Outcome::Created,
                 Prepared::Update => Outcome::Updated,
@@ -335,13 +344,14 @@ async fn upload_assets(
 ) -> Result<(String, Vec<Uploaded>, Vec<String>), DeployError> {
     let mut notes = Vec::new();
     let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
-    if assets::ensure_bucket(s3, &bucket, &identity.region, &identity.partition).await? {
+    let owner = &identity.account;
+    if assets::ensure_bucket(s3, &bucket, &identity.region, &identity.partition, owner).await? {
         notes.push(format!("created the assets bucket {bucket}"));
         progress.step(&format!(
             "created the assets bucket {bucket} (public access blocked, encrypted, TLS only)"
         ));
     }
-    let artifacts = assets::upload_artifacts(s3, &bucket, built).await?;
+    let artifacts = assets::upload_artifacts(s3, &bucket, owner, built).await?;
     let sent: Vec<&str> = artifacts
         .iter()
         .filter(|a| a.uploaded)
@@ -360,14 +370,19 @@ async fn upload_assets(
 async fn execute(
     ops: &StackOps<'_>,
     lambda: &aws_sdk_lambda::Client,
-    change_set: &str,
+    (change_set, change_set_id, stack_id): (&str, &str, &str),
     cfg: &DeployConfig,
     app: &App,
     report: &mut DeployReport,
 ) -> Result<BTreeMap<String, String>, DeployError> {
     let t = Instant::now();
     let info = ops
-        .execute(change_set, report.changes.len(), cfg.timeout)
+        .execute(
+            change_set,
+            (change_set_id, stack_id),
+            report.changes.len(),
+            cfg.timeout,
+        )
         .await?;
     report.timings.execute = Some(ms(t));
     let t = Instant::now();

@@ -131,6 +131,8 @@ pub enum LocalError {
     },
     #[error("{service} (pid {pid}) did not stop")]
     Stuck { service: &'static str, pid: u32 },
+    #[error("{service} is running: stop the local environment first (`cargo xtask local down`)")]
+    Running { service: &'static str },
 }
 
 /// One service's state.
@@ -272,15 +274,17 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
             // exactly its certificate.
             .env("AWS_ENDPOINT_URL", cfg.endpoint())
             .env("SSL_CERT_FILE", &tls.cert)
+            // What it holds survives `local down`/`local up`: service state (saved when it
+            // stops) and object bodies (written as they arrive), both under this port's own
+            // directory, never shared with another environment.
             .env("PERSIST_STATE", "1")
             .env("STATE_DIR", &state)
-            .env("LOG_LEVEL", "WARNING")
-            // The emulator's root identity is whatever these say: pin it to the dummy one,
-            // never the caller's real credentials.
-            .env("AWS_ACCESS_KEY_ID", ROOT_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", ROOT_KEY)
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE");
+            .env("S3_PERSIST", "1")
+            .env("S3_DATA_DIR", cfg.dir.join("s3"))
+            .env("LOG_LEVEL", "WARNING");
+        // The emulator's root identity is whatever its environment says: the dummy one,
+        // never the caller's real credentials.
+        without_caller_credentials(&mut cmd, std::env::vars_os());
         spawn(cfg, Service::Ministack, cmd)?;
         wait_healthy(cfg, Service::Ministack, Duration::from_secs(60))?;
     }
@@ -313,17 +317,40 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
             .arg("--endpoint")
             .arg(cfg.endpoint())
             .arg("--ca-file")
-            .arg(&tls.cert)
-            // The service's own identity (as Rekognition has one): it only lists functions
-            // to learn who signed a request; S3 is read with the caller's credentials.
-            .env("AWS_ACCESS_KEY_ID", ROOT_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", ROOT_KEY)
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE");
+            .arg(&tls.cert);
+        // The service's own identity (as Rekognition has one) is the emulator's dummy root:
+        // it only lists functions to learn who signed a request; S3 is read with the
+        // caller's credentials.
+        without_caller_credentials(&mut cmd, std::env::vars_os());
         spawn(cfg, Service::Labels, cmd)?;
         wait_healthy(cfg, Service::Labels, Duration::from_secs(60))?;
     }
     Ok(status(cfg))
+}
+
+/// Keeps the caller's AWS identity out of a local service: every `AWS_*` variable of
+/// `parent` is removed (keys, session tokens, profiles, web identity, container and SSO
+/// settings), the shared config and credentials files are pointed at nothing, and the
+/// emulator's dummy root key is set. Variables the command sets itself (`AWS_ENDPOINT_URL`)
+/// stay as set.
+fn without_caller_credentials(
+    cmd: &mut Command,
+    parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) {
+    let own: Vec<std::ffi::OsString> = cmd
+        .get_envs()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.to_os_string())
+        .collect();
+    for (key, _) in parent {
+        if key.to_string_lossy().starts_with("AWS_") && !own.contains(&key) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", ROOT_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", ROOT_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
 }
 
 fn build_labels() -> Result<PathBuf, LocalError> {
@@ -443,6 +470,28 @@ pub fn down(cfg: &LocalConfig) -> Result<Vec<String>, LocalError> {
     Ok(stopped)
 }
 
+/// Deletes what a stopped environment holds (the emulator's saved state and object bodies);
+/// its certificate, logs and tools stay. Refuses while a service runs.
+pub fn wipe(cfg: &LocalConfig) -> Result<(), LocalError> {
+    for s in [Service::Ministack, Service::Labels] {
+        if live_pid(cfg, s).is_some() {
+            return Err(LocalError::Running { service: s.name() });
+        }
+    }
+    for dir in [cfg.dir.join("state"), cfg.dir.join("s3")] {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LocalError::Write { path: dir, error }),
+        }
+    }
+    Ok(())
+}
+
+/// How long a service has to stop (and the emulator to save what it holds) before it is
+/// killed, losing what changed since it started.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Stops one service if it runs; whether it did.
 fn stop(cfg: &LocalConfig, s: Service) -> Result<bool, LocalError> {
     let was_running = match live_pid(cfg, s) {
@@ -450,7 +499,7 @@ fn stop(cfg: &LocalConfig, s: Service) -> Result<bool, LocalError> {
         Some(pid) => {
             signal(pid, "TERM");
             let start = Instant::now();
-            while live_pid(cfg, s).is_some() && start.elapsed() < Duration::from_secs(10) {
+            while live_pid(cfg, s).is_some() && start.elapsed() < STOP_GRACE {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if live_pid(cfg, s).is_some() {
@@ -484,6 +533,65 @@ fn signal(pid: u32, sig: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_services_never_get_the_callers_aws_identity() {
+        let parent = [
+            ("AWS_ACCESS_KEY_ID", "AKIAREALREALREAL"),
+            ("AWS_SECRET_ACCESS_KEY", "real-secret"),
+            ("AWS_SESSION_TOKEN", "real-token"),
+            ("AWS_SECURITY_TOKEN", "real-token"),
+            ("AWS_PROFILE", "prod"),
+            ("AWS_DEFAULT_PROFILE", "prod"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ci"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials",
+            ),
+            ("AWS_CONFIG_FILE", "/home/me/.aws/config"),
+            ("AWS_ENDPOINT_URL", "https://real.example"),
+            ("HOME", "/home/me"),
+        ]
+        .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v)));
+        let mut cmd = std::process::Command::new("ministack");
+        cmd.env("AWS_ENDPOINT_URL", "https://127.0.0.1:4566");
+        super::without_caller_credentials(&mut cmd, parent.clone().into_iter());
+        let env: std::collections::BTreeMap<String, Option<String>> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        for (k, v) in &parent {
+            let k = k.to_string_lossy();
+            let v = v.to_string_lossy().into_owned();
+            if k.starts_with("AWS_") {
+                assert_ne!(env.get(k.as_ref()), None, "{k} is inherited");
+                assert_ne!(
+                    env.get(k.as_ref()),
+                    Some(&Some(v)),
+                    "{k} passes the caller's value"
+                );
+            }
+        }
+        assert_eq!(env["AWS_ACCESS_KEY_ID"].as_deref(), Some(super::ROOT_KEY));
+        assert_eq!(
+            env["AWS_ENDPOINT_URL"].as_deref(),
+            Some("https://127.0.0.1:4566")
+        );
+        assert_eq!(
+            env["AWS_SHARED_CREDENTIALS_FILE"].as_deref(),
+            Some("/dev/null")
+        );
+        assert!(
+            !env.contains_key("HOME"),
+            "unrelated variables are left alone"
+        );
+    }
+
     use super::*;
 
     #[test]

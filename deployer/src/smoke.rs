@@ -303,6 +303,7 @@ impl Run<'_> {
         for (k, v) in &presigned.upload.headers {
             put = put.header(k, v);
         }
+        let again = put.try_clone();
         let resp = put
             .send()
             .await
@@ -317,9 +318,21 @@ impl Run<'_> {
         }
         let id = presigned.image_id;
         self.presigned_id = Some(id.clone());
+        // The same URL again must not overwrite what was uploaded.
+        let again = again
+            .ok_or("the PUT cannot be repeated")?
+            .send()
+            .await
+            .map_err(|e| format!("second PUT to the presigned URL: {e}"))?;
+        if again.status().as_u16() != 412 {
+            return Err(format!(
+                "a second PUT to the presigned URL answered {}, not 412: it can overwrite",
+                again.status().as_u16()
+            ));
+        }
         let l = self.wait_for_labels(&id).await?;
         Ok(format!(
-            "image {id} uploaded with a presigned PUT and labeled ({} labels)",
+            "image {id} uploaded with a presigned PUT (a second PUT is refused with 412) and labeled ({} labels)",
             l.len()
         ))
     }

@@ -105,7 +105,8 @@ pub async fn teardown(
                 progress.step(&format!(
                     "emptying s3://{bucket} (every version and delete marker)"
                 ));
-                report.objects_deleted = assets::empty_bucket(&clients.s3, &bucket).await?;
+                report.objects_deleted =
+                    assets::empty_bucket(&clients.s3, &bucket, &identity.account).await?;
                 progress.step(&format!(
                     "deleted {} object versions",
                     report.objects_deleted
@@ -119,7 +120,8 @@ pub async fn teardown(
     if cfg.purge_assets {
         let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
         progress.step(&format!("removing the assets bucket {bucket}"));
-        report.assets_objects_deleted = assets::remove_bucket(&clients.s3, &bucket).await?;
+        report.assets_objects_deleted =
+            assets::remove_bucket(&clients.s3, &bucket, &identity.account).await?;
         report.assets_bucket_removed = true;
     }
     report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

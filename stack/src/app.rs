@@ -71,7 +71,15 @@ pub enum StageError {
         "stage `{0}` may contain only lowercase letters, digits and single hyphens, must start with a letter and must not end with a hyphen"
     )]
     Invalid(String),
+    #[error(
+        "stage `{0}` is reserved: its uploads bucket would be named like the assets bucket every stage shares"
+    )]
+    Reserved(String),
 }
+
+/// Stage names whose derived names collide with something else of the app's:
+/// `image-pipeline-assets-ACCOUNT-REGION` is the assets bucket.
+const RESERVED_STAGES: &[&str] = &["assets"];
 
 impl Stage {
     pub fn parse(s: &str) -> Result<Self, StageError> {
@@ -92,6 +100,9 @@ impl Stage {
         let starts = s.starts_with(|c: char| c.is_ascii_lowercase());
         if !charset || !starts || s.ends_with('-') || s.contains("--") {
             return Err(StageError::Invalid(s.to_string()));
+        }
+        if RESERVED_STAGES.contains(&s) {
+            return Err(StageError::Reserved(s.to_string()));
         }
         Ok(Self(s.to_string()))
     }
@@ -556,6 +567,16 @@ mod tests {
                 "{bad}"
             );
         }
+        assert_eq!(
+            Stage::parse("assets"),
+            Err(StageError::Reserved("assets".into()))
+        );
+        // The collision the reservation prevents.
+        let b = Bindings::example("assets");
+        assert_eq!(
+            Names.bucket().resolve(&b).ok(),
+            Some(assets_bucket_name(&b.account, &b.region))
+        );
     }
 
     #[test]

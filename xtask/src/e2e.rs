@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use deployer::aws::LocalCredentials;
 use deployer::cfn::{ChangeAction, Replacement};
 use deployer::deploy::{DeployReport, Outcome};
@@ -20,6 +20,7 @@ use deployer::teardown::{Removal, TeardownReport};
 use serde::de::DeserializeOwned;
 
 use crate::child::{Run, Stderr, Xtask};
+use crate::local::Stopped;
 
 /// Ports of the test's own local environment, away from the default one a user may run.
 const PORT: u16 = 4576;
@@ -29,6 +30,9 @@ const STAGE: &str = "e2e";
 /// Compiled into the upload function (see `functions/upload`): a change of exactly that
 /// function's code, made without editing a file.
 const BUILD_NOTE_VAR: &str = "IMAGE_PIPELINE_UPLOAD_BUILD_NOTE";
+
+/// Stands for the caller's real AWS credentials, which no local service may receive.
+const CANARY: &str = "e2e-canary-not-for-local-services";
 
 /// The label-service binary to run, if the caller already has one.
 static LABELS_BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
@@ -98,18 +102,41 @@ async fn deployer_user(local: &LocalConfig) -> Result<LocalCredentials> {
 }
 
 fn steps() -> Result<()> {
-    let status: LocalStatus =
-        finished(xtask(&["local", "up", "--output", "json"])?.run()?).report()?;
+    // Start from nothing, whatever an interrupted run left in the test's own environment.
+    finished(xtask(&["local", "down", "--wipe", "--output", "json"])?.run()?)
+        .report::<Stopped>()?;
+    // Real-looking credentials in the caller's environment must not reach the local services.
+    let up = xtask(&["local", "up", "--output", "json"])?
+        .env("AWS_ACCESS_KEY_ID", CANARY)
+        .env("AWS_SECRET_ACCESS_KEY", CANARY)
+        .env("AWS_SESSION_TOKEN", CANARY)
+        .env("AWS_PROFILE", CANARY);
+    let status: LocalStatus = finished(up.run()?).report()?;
     ensure!(
         status.iam_enforced,
         "the local environment does not enforce IAM: {status:?}"
     );
+    for s in &status.services {
+        let pid = s.pid.with_context(|| format!("{} has no pid", s.name))?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ"))
+            .with_context(|| format!("cannot read the environment of {} ({pid})", s.name))?;
+        ensure!(
+            !String::from_utf8_lossy(&environ).contains(CANARY),
+            "{} received the caller's AWS credentials",
+            s.name
+        );
+    }
     let local = LocalConfig::for_ports(PORT, LABELS_PORT);
     let rt = crate::target::runtime()?;
     let user = rt.block_on(deployer_user(&local))?;
     let _ = DEPLOYER.set(user);
-    // Start from nothing, whatever an interrupted run left.
-    ok::<TeardownReport>(&["teardown"])?;
+    // The environment was wiped: there is nothing to remove, and teardown says so.
+    let nothing: TeardownReport = ok(&["teardown"])?;
+    ensure!(
+        nothing.status == Removal::Absent,
+        "teardown of a wiped environment: {:?}",
+        nothing.status
+    );
 
     let created: DeployReport = ok(&["deploy"])?;
     ensure!(

@@ -21,7 +21,12 @@ pub enum Cmd {
     /// Start the emulator and the label service (no-op when they are running)
     Up,
     /// Stop both (no-op when they are not running); state stays under target/local/
-    Down,
+    Down {
+        /// Also delete everything the environment holds (stacks, objects, items, IAM users),
+        /// to start over from nothing
+        #[arg(long)]
+        wipe: bool,
+    },
     /// Show whether each service is running and healthy; exits 1 when one is not
     Status,
 }
@@ -71,10 +76,17 @@ pub fn run(a: Args) -> Result<()> {
                 Output::Text => println!("{}", report(&st, &cfg.endpoint())),
             }
         }
-        Cmd::Down => {
+        Cmd::Down { wipe } => {
             let stopped = local::down(&cfg)?;
+            if wipe {
+                local::wipe(&cfg)?;
+                eprintln!(
+                    "local  deleted everything the environment held ({})",
+                    cfg.dir.display()
+                );
+            }
             match a.output {
-                Output::Json => print_json(&serde_json::json!({ "stopped": stopped }))?,
+                Output::Json => print_json(&Stopped { stopped })?,
                 Output::Text if stopped.is_empty() => {
                     println!("the local environment was not running")
                 }
@@ -95,4 +107,10 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `local down --output json`: the services it stopped.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Stopped {
+    pub stopped: Vec<String>,
 }

@@ -114,6 +114,52 @@ impl ImageStatus {
     }
 }
 
+/// Why an image ended `failed`, in the API's own words. The service's own error (its code and
+/// message) goes to the process function's log, never to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// Not a JPEG or PNG the label service can read.
+    UnsupportedImage,
+    /// Larger than the label service accepts.
+    ImageTooLarge,
+    /// The stored image could not be read: deleted before it was processed, or unreadable.
+    ImageUnavailable,
+    /// The label service refused the image for another reason.
+    ImageRejected,
+    /// A reason this version does not know (an item written by another one).
+    #[serde(other)]
+    Unknown,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::UnsupportedImage,
+        FailureReason::ImageTooLarge,
+        FailureReason::ImageUnavailable,
+        FailureReason::ImageRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::UnsupportedImage => "unsupported_image",
+            FailureReason::ImageTooLarge => "image_too_large",
+            FailureReason::ImageUnavailable => "image_unavailable",
+            FailureReason::ImageRejected => "image_rejected",
+            FailureReason::Unknown => "unknown",
+        }
+    }
+
+    /// The reason an item's attribute names; anything else (older free text included) is
+    /// `Unknown`, so no stored text reaches a client.
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or(FailureReason::Unknown)
+    }
+}
+
 /// `POST /upload`, 201.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {
@@ -161,7 +207,7 @@ pub struct ImageMetadata {
     pub uploaded_at: Option<String>,
     pub processed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<FailureReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +260,20 @@ mod tests {
             "only the routes given are considered"
         );
         assert_eq!(Route::GetMetadata.key(), "GET /metadata/{id}");
+    }
+
+    #[test]
+    fn failure_reasons_are_words_of_our_own() {
+        for r in FailureReason::ALL {
+            assert_eq!(FailureReason::parse(r.as_str()), r);
+            let json = serde_json::to_string(&r).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        // Free text an older version stored never reaches a client.
+        assert_eq!(
+            FailureReason::parse("not a supported image format (InvalidImageFormatException: x)"),
+            FailureReason::Unknown
+        );
     }
 
     #[test]

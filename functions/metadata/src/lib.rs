@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use api_types::{ImageMetadata, ImageStatus, Label, Page, Route};
+use api_types::{FailureReason, ImageMetadata, ImageStatus, Label, Page, Route};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
@@ -117,35 +117,58 @@ pub fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
 }
 
 const TOKEN_MAC_LEN: usize = 8;
+const TOKEN_ID_LEN: usize = 36;
 
-/// The scan position, opaque to clients: the last image id and a checksum that ties the token
-/// to this table, so a tampered or foreign token is refused instead of silently misread.
-/// (Not a secret: positions in a public list need no confidentiality.)
-pub fn encode_token(table: &str, last: &ImageId) -> String {
+/// The scan position, opaque to clients: the last image id, the page size it was issued for,
+/// and a checksum that ties the token to this table. A tampered, foreign or garbage token is
+/// refused with a clear 400 instead of reaching DynamoDB. The checksum is not keyed, so a
+/// client could mint a token: all it could do with one is start a listing of public metadata
+/// at an image id of its choosing, which paging already allows (README, "The API").
+pub fn encode_token(table: &str, last: &ImageId, limit: u32) -> String {
     let id = last.to_string();
+    let limit = u8::try_from(limit).unwrap_or(u8::MAX);
     let mut raw = id.clone().into_bytes();
-    raw.extend_from_slice(&token_mac(table, &id));
+    raw.push(limit);
+    raw.extend_from_slice(&token_mac(table, &id, limit));
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-pub fn decode_token(table: &str, token: &str) -> Option<ImageId> {
-    let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
-    if raw.len() != 36 + TOKEN_MAC_LEN {
-        return None;
-    }
-    let (id, mac) = raw.split_at(36);
-    let id = std::str::from_utf8(id).ok()?;
-    (mac == token_mac(table, id))
-        .then(|| ImageId::parse(id))
-        .flatten()
+/// Why a `next_token` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token this table's API issued.
+    Invalid,
+    /// Issued for pages of another size.
+    OtherLimit(u32),
 }
 
-fn token_mac(table: &str, id: &str) -> [u8; TOKEN_MAC_LEN] {
+pub fn decode_token(table: &str, token: &str, limit: u32) -> Result<ImageId, TokenError> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| TokenError::Invalid)?;
+    if raw.len() != TOKEN_ID_LEN + 1 + TOKEN_MAC_LEN {
+        return Err(TokenError::Invalid);
+    }
+    let (id, rest) = raw.split_at(TOKEN_ID_LEN);
+    let (issued, mac) = (rest[0], &rest[1..]);
+    let id = std::str::from_utf8(id).map_err(|_| TokenError::Invalid)?;
+    if mac != token_mac(table, id, issued) {
+        return Err(TokenError::Invalid);
+    }
+    let id = ImageId::parse(id).ok_or(TokenError::Invalid)?;
+    if u32::from(issued) != limit {
+        return Err(TokenError::OtherLimit(u32::from(issued)));
+    }
+    Ok(id)
+}
+
+fn token_mac(table: &str, id: &str, limit: u8) -> [u8; TOKEN_MAC_LEN] {
     let digest = Sha256::new()
-        .chain_update(b"image-pipeline next_token v1\n")
+        .chain_update(b"image-pipeline next_token v2\n")
         .chain_update(table.as_bytes())
         .chain_update(b"\n")
         .chain_update(id.as_bytes())
+        .chain_update([limit])
         .finalize();
     let mut mac = [0u8; TOKEN_MAC_LEN];
     mac.copy_from_slice(&digest[..TOKEN_MAC_LEN]);
@@ -160,11 +183,17 @@ async fn list(
     let limit = parse_limit(q.first("limit"), ctx.default_limit)?;
     let start = match q.first("next_token") {
         None => None,
-        Some(t) => Some(decode_token(&ctx.table, t).ok_or_else(|| {
-            ApiError::bad_request(
+        Some(t) => Some(decode_token(&ctx.table, t, limit).map_err(|e| match e {
+            TokenError::Invalid => ApiError::bad_request(
                 "invalid_next_token",
                 "next_token is not one this API issued; pass the value from the previous page unchanged",
-            )
+            ),
+            TokenError::OtherLimit(issued) => ApiError::bad_request(
+                "invalid_next_token",
+                format!(
+                    "this next_token was issued for limit={issued}; ask for the next page with the same limit"
+                ),
+            ),
         })?),
     };
     let mut scan = ctx
@@ -186,7 +215,7 @@ async fn list(
         .and_then(|k| k.get("image_id"))
         .and_then(|v| v.as_s().ok())
         .and_then(|s| ImageId::parse(s))
-        .map(|id| encode_token(&ctx.table, &id));
+        .map(|id| encode_token(&ctx.table, &id, limit));
     Ok(json_response(200, &Page { items, next_token }))
 }
 
@@ -230,7 +259,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> ImageMetadata {
         size_bytes: n("size_bytes"),
         uploaded_at: s("uploaded_at"),
         processed_at: s("processed_at"),
-        failure_reason: s("failure_reason"),
+        failure_reason: s("failure_reason").map(|r| FailureReason::parse(&r)),
     }
 }
 
@@ -260,15 +289,31 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
         let id = ImageId::new_random();
-        let t = encode_token("table-a", &id);
-        assert_eq!(decode_token("table-a", &t), Some(id));
-        assert_eq!(decode_token("table-b", &t), None, "foreign table");
+        let t = encode_token("table-a", &id, 20);
+        assert_eq!(decode_token("table-a", &t, 20), Ok(id));
+        assert_eq!(
+            decode_token("table-b", &t, 20),
+            Err(TokenError::Invalid),
+            "foreign table"
+        );
+        assert_eq!(
+            decode_token("table-a", &t, 50),
+            Err(TokenError::OtherLimit(20)),
+            "bound to its page size"
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
         bytes[3] ^= 1;
         assert_eq!(
-            decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes)),
-            None,
+            decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes), 20),
+            Err(TokenError::Invalid),
             "tampered id"
+        );
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes[36] = 50;
+        assert_eq!(
+            decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes), 50),
+            Err(TokenError::Invalid),
+            "tampered limit"
         );
         for bad in [
             "",
@@ -277,7 +322,11 @@ mod tests {
             &"A".repeat(5000),
             &URL_SAFE_NO_PAD.encode(id.to_string()),
         ] {
-            assert_eq!(decode_token("table-a", bad), None, "{bad}");
+            assert_eq!(
+                decode_token("table-a", bad, 20),
+                Err(TokenError::Invalid),
+                "{bad}"
+            );
         }
     }
 }

@@ -214,7 +214,7 @@ async fn limit_defaults_and_caps() {
 #[tokio::test]
 async fn bad_inputs_are_4xx_and_never_reach_the_table() {
     let tampered = {
-        let t = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap());
+        let t = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap(), 20);
         let mut chars: Vec<char> = t.chars().collect();
         chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
         chars.into_iter().collect::<String>()
@@ -222,7 +222,10 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
     let foreign = encode_token(
         "image-pipeline-prod-images",
         &handler_shared::ImageId::parse(ID).unwrap(),
+        20,
     );
+    // Issued for pages of 20 (the default), replayed with limit=5.
+    let other_limit = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap(), 20);
     let long = "a".repeat(5000);
     let cases: Vec<(&str, LambdaEvent<ApiGatewayV2httpRequest>, i64, &str)> = vec![
         ("../x", item_event("../x"), 400, "invalid_id"),
@@ -281,6 +284,12 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
         (
             "foreign token",
             list_event(&[("next_token", &foreign)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "token of another page size",
+            list_event(&[("next_token", &other_limit), ("limit", "5")]),
             400,
             "invalid_next_token",
         ),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use api_types::ImageStatus;
+use api_types::{FailureReason, ImageStatus};
 use aws_lambda_events::s3::{S3Event, S3EventRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
@@ -197,7 +197,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
             let item = Item::failed(
                 id,
-                "the uploaded object no longer exists".into(),
+                FailureReason::ImageUnavailable,
                 "unknown".into(),
                 record.s3.object.size.unwrap_or(0),
                 uploaded_at,
@@ -263,7 +263,14 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         },
         Err(e) => match e.as_service_error().and_then(image_side_reason) {
             Some(reason) => {
-                tracing::warn!(image_id = %id, %reason, "Rekognition refused the image");
+                let meta = e.as_service_error();
+                tracing::warn!(
+                    image_id = %id,
+                    reason = reason.as_str(),
+                    code = meta.and_then(|m| aws_sdk_rekognition::error::ProvideErrorMetadata::code(m)).unwrap_or(""),
+                    message = meta.and_then(|m| aws_sdk_rekognition::error::ProvideErrorMetadata::message(m)).unwrap_or(""),
+                    "Rekognition refused the image"
+                );
                 Item::failed(id, reason, content_type, size, uploaded_at)
             }
             None => {
@@ -287,18 +294,17 @@ pub fn read_action(version: Option<&str>) -> &'static str {
     }
 }
 
-/// The errors the image itself causes: retrying cannot help.
-fn image_side_reason(e: &DetectLabelsError) -> Option<String> {
-    let what = match e {
-        DetectLabelsError::InvalidImageFormatException(_) => "not a supported image format",
-        DetectLabelsError::ImageTooLargeException(_) => "the image is too large",
-        DetectLabelsError::InvalidS3ObjectException(_) => "the object could not be read",
-        DetectLabelsError::InvalidParameterException(_) => "the image was rejected",
+/// The errors the image itself causes: retrying cannot help. The item gets the API's word
+/// for it; Rekognition's code and message go to the log only.
+fn image_side_reason(e: &DetectLabelsError) -> Option<FailureReason> {
+    let reason = match e {
+        DetectLabelsError::InvalidImageFormatException(_) => FailureReason::UnsupportedImage,
+        DetectLabelsError::ImageTooLargeException(_) => FailureReason::ImageTooLarge,
+        DetectLabelsError::InvalidS3ObjectException(_) => FailureReason::ImageUnavailable,
+        DetectLabelsError::InvalidParameterException(_) => FailureReason::ImageRejected,
         _ => return None,
     };
-    let code = aws_sdk_rekognition::error::ProvideErrorMetadata::code(e).unwrap_or("error");
-    let message = aws_sdk_rekognition::error::ProvideErrorMetadata::message(e).unwrap_or("");
-    Some(format!("{what} ({code}: {message})").replace(": )", ")"))
+    Some(reason)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,13 +323,13 @@ struct Item {
     content_type: String,
     size_bytes: i64,
     uploaded_at: DateTime<Utc>,
-    failure_reason: Option<String>,
+    failure_reason: Option<FailureReason>,
 }
 
 impl Item {
     fn failed(
         image_id: ImageId,
-        reason: String,
+        reason: FailureReason,
         content_type: String,
         size_bytes: i64,
         uploaded_at: DateTime<Utc>,
@@ -379,8 +385,8 @@ impl Item {
         );
         m.insert("uploaded_at".into(), s(&timestamp(self.uploaded_at)));
         m.insert("processed_at".into(), s(&timestamp(Utc::now())));
-        if let Some(r) = &self.failure_reason {
-            m.insert("failure_reason".into(), s(r));
+        if let Some(r) = self.failure_reason {
+            m.insert("failure_reason".into(), s(r.as_str()));
         }
         m
     }

@@ -47,6 +47,19 @@ impl fmt::Display for ImageId {
     }
 }
 
+/// The most characters of a client's own input an answer repeats back.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// Client input as an error message may repeat it: at most [`MAX_ECHO_CHARS`] characters,
+/// with `…` when cut.
+pub fn echo(input: &str) -> String {
+    let mut out: String = input.chars().take(MAX_ECHO_CHARS).collect();
+    if out.len() < input.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// An API error: the status, a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -193,16 +206,20 @@ impl RouteOf {
             .collect();
         allowed.dedup();
         if allowed.is_empty() {
-            return ApiError::not_found(format!("no route for {} {}", self.method, self.path))
-                .into_response();
+            return ApiError::not_found(format!(
+                "no route for {} {}",
+                echo(&self.method),
+                echo(&self.path)
+            ))
+            .into_response();
         }
         let mut r = ApiError::new(
             405,
             "method_not_allowed",
             format!(
                 "{} is not allowed on {}; use {}",
-                self.method,
-                self.path,
+                echo(&self.method),
+                echo(&self.path),
                 allowed.join(" or ")
             ),
         )
@@ -308,6 +325,23 @@ mod tests {
             v,
             serde_json::json!({"error": {"code": "invalid_id", "message": "bad id"}})
         );
+    }
+
+    #[test]
+    fn client_input_is_echoed_in_at_most_200_characters() {
+        let long = "x".repeat(70_000);
+        assert_eq!(echo(&long).chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(echo(&long).ends_with('…'));
+        assert_eq!(echo("short"), "short");
+        let r = RouteOf {
+            method: "GET".into(),
+            path: format!("/{long}"),
+            key: None,
+        };
+        let Some(Body::Text(text)) = r.not_routed(&[Route::Upload]).body else {
+            panic!("text body")
+        };
+        assert!(text.len() < 400, "{} bytes", text.len());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use aws_lambda_events::http::{HeaderValue, header};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
-use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, json_response, required_env};
+use handler_shared::{ApiError, ImageId, RouteOf, Vars, echo, env_or, json_response, required_env};
 use lambda_runtime::LambdaEvent;
 
 use crate::image::{ImageType, Sniffed, sniff};
@@ -213,7 +213,10 @@ async fn presign(
     let ask: PresignRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("expected {{\"content_type\": \"image/jpeg\", \"size_bytes\": 123}}: {e}"),
+            format!(
+                "expected {{\"content_type\": \"image/jpeg\", \"size_bytes\": 123}}: {}",
+                echo(&e.to_string())
+            ),
         )
     })?;
     let kind = ImageType::from_mime(&ask.content_type).ok_or_else(|| {
@@ -222,7 +225,7 @@ async fn presign(
             "unsupported_media_type",
             format!(
                 "content_type `{}` is not accepted; use {ACCEPTED}",
-                ask.content_type
+                echo(&ask.content_type)
             ),
         )
     })?;
@@ -246,7 +249,9 @@ async fn presign(
         tracing::error!(error = %e, "invalid presigning configuration");
         ApiError::unavailable("presigned uploads are misconfigured")
     })?;
-    // Content type and length are request headers of the signed PUT: S3 refuses any other.
+    // Content type, length and `If-None-Match: *` are request headers of the signed PUT: S3
+    // refuses any other type or length, and a second PUT to the same URL (the object exists by
+    // then) answers 412 instead of overwriting.
     let presigned = ctx
         .s3
         .put_object()
@@ -254,6 +259,7 @@ async fn presign(
         .key(id.object_key(&ctx.prefix))
         .content_type(kind.mime())
         .content_length(ask.size_bytes)
+        .if_none_match("*")
         .presigned(config)
         .await
         .map_err(|e| {

@@ -294,6 +294,8 @@ async fn presigned_put_binds_key_type_and_length() {
     assert_eq!(v["upload"]["expires_in_seconds"], 300);
     assert_eq!(v["upload"]["headers"]["content-type"], "image/jpeg");
     assert_eq!(v["upload"]["headers"]["content-length"], "8000000");
+    // The URL cannot overwrite: the object must not exist yet.
+    assert_eq!(v["upload"]["headers"]["if-none-match"], "*");
     let url = v["upload"]["url"].as_str().unwrap();
     assert!(url.contains(&format!("/uploads/{id}")), "{url}");
     let signed = url
@@ -303,7 +305,7 @@ async fn presigned_put_binds_key_type_and_length() {
         .split('&')
         .next()
         .unwrap();
-    for h in ["content-length", "content-type", "host"] {
+    for h in ["content-length", "content-type", "host", "if-none-match"] {
         assert!(
             signed.split("%3B").any(|s| s == h),
             "{h} is not signed: {signed}"
@@ -371,5 +373,35 @@ async fn presign_bad_requests() {
         assert_eq!(resp.status_code, status, "{name}: {:?}", resp.body);
         assert_eq!(json(&resp)["error"]["code"], code, "{name}");
         assert_eq!(rule.num_calls(), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn client_input_is_echoed_in_at_most_200_characters() {
+    let long = "x".repeat(60_000);
+    for (name, body) in [
+        (
+            "content type",
+            format!(r#"{{"content_type": "image/{long}", "size_bytes": 10}}"#),
+        ),
+        (
+            "unknown field",
+            format!(r#"{{"content_type": "image/png", "size_bytes": 10, "{long}": 1}}"#),
+        ),
+    ] {
+        let rule = put_ok();
+        let c = ctx(&[&rule], 4_500_000);
+        let resp = handler(&c, presign_event(&body)).await.unwrap();
+        assert!((400..500).contains(&resp.status_code), "{name}");
+        let message = json(&resp)["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let echoed = message.matches('x').count();
+        assert!(
+            (1..=200).contains(&echoed),
+            "{name}: {echoed} characters of input echoed"
+        );
+        assert!(message.chars().count() < 400, "{name}: {message}");
     }
 }

@@ -139,21 +139,22 @@ impl Model {
         Ok(scored)
     }
 
-    /// Resize the short side to size/0.875, centre-crop to size, normalise, NCHW.
+    /// The centre square the model sees (the short side's central 87.5 %, as resizing the
+    /// short side to size/0.875 and cropping size would give), cropped before it is resized:
+    /// the work is bounded by the crop, whatever the aspect ratio (a 1x100000 image costs a
+    /// 1x1 crop, not a 293x29,300,000 resize). Normalised, NCHW.
     fn preprocess(&self, img: &DynamicImage) -> Tensor {
         let n = self.meta.input.size;
         let (w, h) = (img.width().max(1), img.height().max(1));
-        let short = (n as f32 / 0.875).round();
-        let scale = short / w.min(h) as f32;
-        let (rw, rh) = (
-            ((w as f32 * scale).round() as u32).max(n as u32),
-            ((h as f32 * scale).round() as u32).max(n as u32),
-        );
-        let resized = img.resize_exact(rw, rh, FilterType::Triangle).to_rgb8();
-        let (left, top) = ((rw - n as u32) / 2, (rh - n as u32) / 2);
+        let side = ((w.min(h) as f32 * 0.875).round() as u32).clamp(1, w.min(h));
+        let (left, top) = ((w - side) / 2, (h - side) / 2);
+        let square = img.crop_imm(left, top, side, side);
+        let resized = square
+            .resize_exact(n as u32, n as u32, FilterType::Triangle)
+            .to_rgb8();
         let (mean, std) = (self.meta.input.mean, self.meta.input.std);
         tract_ndarray::Array4::from_shape_fn((1, 3, n, n), |(_, c, y, x)| {
-            let p = resized.get_pixel(left + x as u32, top + y as u32);
+            let p = resized.get_pixel(x as u32, y as u32);
             (f32::from(p[c]) - mean) / std
         })
         .into()

@@ -134,16 +134,26 @@ impl ObjectSource for Emulator {
                 .await;
             match out {
                 Ok(o) => {
+                    let too_large =
+                        || ApiError::too_large("Image size is too large (15 MB from S3)");
+                    // The size is checked before the read, and the read stops at the limit
+                    // whatever the length header said.
                     if o.content_length().unwrap_or(0) > MAX_S3_BYTES {
-                        return Err(ApiError::too_large(
-                            "Image size is too large (15 MB from S3)",
-                        ));
+                        return Err(too_large());
                     }
-                    o.body
-                        .collect()
-                        .await
-                        .map(|b| b.to_vec())
-                        .map_err(|e| ApiError::internal(format!("reading the object failed: {e}")))
+                    let limit = usize::try_from(MAX_S3_BYTES).unwrap_or(usize::MAX);
+                    let mut body = o.body;
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = body.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            ApiError::internal(format!("reading the object failed: {e}"))
+                        })?;
+                        if bytes.len() + chunk.len() > limit {
+                            return Err(too_large());
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    Ok(bytes)
                 }
                 Err(e) => {
                     let code = e

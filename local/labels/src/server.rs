@@ -57,7 +57,10 @@ pub fn start(service: Arc<Service>, addr: &str, workers: usize) -> std::io::Resu
             std::thread::spawn(move || {
                 while let Ok(req) = server.recv() {
                     let id = ids.fetch_add(1, Ordering::SeqCst);
-                    handle(&service, req, id);
+                    // Whatever happens to one request, the worker lives on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handle(&service, req, id)
+                    }));
                 }
             })
         })
@@ -146,7 +149,18 @@ fn handle(service: &Service, mut req: tiny_http::Request, id: u64) {
             },
             service.keys.as_ref(),
         )
-        .and_then(|caller| service.detect_labels(&caller, &body)),
+        .and_then(|caller| {
+            // A panic while handling one image answers that request with an error and
+            // leaves the worker serving the next.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                service.detect_labels(&caller, &body)
+            }))
+            .unwrap_or_else(|_| {
+                Err(ApiError::internal(
+                    "the service failed on this request; it keeps serving others",
+                ))
+            })
+        }),
     };
     match result {
         Ok(json) => reply(req, 200, json, id, None),

@@ -240,6 +240,32 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// The largest side an image may have; a header claiming more is refused before anything is
+/// allocated for its pixels.
+pub const MAX_DIMENSION: u32 = 10_000;
+/// The most memory decoding one image may allocate.
+pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Decodes an image within [`MAX_DIMENSION`] and [`MAX_DECODE_BYTES`]: a decompression bomb
+/// (a tiny file whose header claims 65535x65535) is refused from its header.
+pub fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ApiError> {
+    let invalid = || ApiError::invalid_format("Request has invalid image format");
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|_| invalid())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => ApiError::too_large(format!(
+            "Image size is too large (at most {MAX_DIMENSION} pixels a side)"
+        )),
+        _ => invalid(),
+    })
+}
+
 impl Service {
     /// Handles one authenticated request body; `Ok` is the JSON response body.
     pub fn detect_labels(&self, caller: &Caller, body: &[u8]) -> Result<String, ApiError> {
@@ -274,8 +300,7 @@ impl Service {
         // Faults apply to well-formed requests, as throttling would.
         self.faults.check()?;
         let bytes = self.image_bytes(caller, image)?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|_| ApiError::invalid_format("Request has invalid image format"))?;
+        let img = decode(&bytes)?;
         let labels = if features.iter().any(|f| f == "GENERAL_LABELS") {
             self.labels(&img, max_labels, min_confidence as f32)?
         } else {

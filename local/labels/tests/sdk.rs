@@ -460,3 +460,69 @@ async fn s3_objects_are_read_as_the_caller() {
     // The same object for a caller S3 lets read.
     assert!(!top3(&env.client, s3_image("chelsea")).await.is_empty());
 }
+
+/// A PNG with a valid header claiming `width` x `height` and no pixel data worth the name: a
+/// decoder that trusted the header would allocate width*height*4 bytes.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        c.extend_from_slice(&crc.finalize().to_be_bytes());
+        c
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_images_are_refused_or_labeled_without_harming_the_service() {
+    let env = start(Faults::none(), 1);
+    let c = &env.client;
+    let send = |bytes: Vec<u8>| {
+        c.detect_labels()
+            .image(Image::builder().bytes(Blob::new(bytes)).build())
+            .send()
+    };
+    // A decompression bomb: refused from its header, nothing allocated for its pixels.
+    let e = send(png_claiming(65_535, 65_535))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_image_too_large_exception(), "{e:?}");
+    let png = |w: u32, h: u32| {
+        let mut out = Vec::new();
+        image::DynamicImage::new_rgb8(w, h)
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    // A 1x100000 image, about 300 bytes, was once a 293x29,300,000 resize: now it is over
+    // the side limit and refused from its header.
+    let e = send(png(1, 100_000))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .into_service_error();
+    assert!(e.is_image_too_large_exception(), "{e:?}");
+    // A 1x10000 one is within the limits, and was still a 293x2,930,000 resize (2.5 GB).
+    // Cropped first, it is as cheap as any other image.
+    if let Err(e) = send(png(1, 10_000)).await {
+        panic!("a tall image is labeled: {:?}", e.into_service_error());
+    }
+    // And the service still answers a real photograph afterwards.
+    assert!(send(photo("coffee.png")).await.is_ok());
+}
