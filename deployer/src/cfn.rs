@@ -339,6 +339,16 @@ impl StackOps<'_> {
         call_error(operation, self.name, e)
     }
 
+    /// The stack's id when known, else its name: once a stack's id is known, work on the id,
+    /// so a stack of the same name made meanwhile is never touched.
+    fn by_id<'s>(&'s self, stack_id: &'s str) -> &'s str {
+        if stack_id.is_empty() {
+            self.name
+        } else {
+            stack_id
+        }
+    }
+
     pub async fn describe(&self) -> Result<Option<StackInfo>, CfnError> {
         describe(self.cfn, self.name).await
     }
@@ -594,11 +604,7 @@ impl StackOps<'_> {
             .await
             .map_err(|e| self.error("DeleteChangeSet", e))?;
         if kind == Prepared::Create {
-            let target = if stack_id.is_empty() {
-                self.name
-            } else {
-                stack_id
-            };
+            let target = self.by_id(stack_id);
             self.cfn
                 .delete_stack()
                 .stack_name(target)
@@ -619,11 +625,7 @@ impl StackOps<'_> {
         total: usize,
         timeout: Duration,
     ) -> Result<StackInfo, CfnError> {
-        let stack = if stack_id.is_empty() {
-            self.name
-        } else {
-            stack_id
-        };
+        let stack = self.by_id(stack_id);
         let which = if change_set_id.is_empty() {
             change_set
         } else {
@@ -668,11 +670,7 @@ impl StackOps<'_> {
     /// not touched) and follows the deletion to the end.
     pub async fn delete(&self, stack_id: &str, timeout: Duration) -> Result<(), CfnError> {
         let token = change_set_name().replace(CHANGE_SET_PREFIX, "delete-");
-        let target = if stack_id.is_empty() {
-            self.name
-        } else {
-            stack_id
-        };
+        let target = self.by_id(stack_id);
         let total = self.resource_count(target).await.unwrap_or(0);
         self.cfn
             .delete_stack()
