@@ -1,6 +1,9 @@
-//! `teardown`: empties the uploads bucket (every version and delete marker), deletes the
-//! stack and follows it to the end; optionally removes the assets bucket too. Nothing to
-//! remove is success.
+//! `teardown`: closes the uploads bucket to new objects, empties it (every version and delete
+//! marker), deletes the stack and follows it to the end; optionally removes the assets bucket
+//! too. Nothing to remove is success.
+//!
+//! The bucket is closed first because the API keeps accepting uploads until the stack is gone:
+//! an object written while the bucket is being emptied would make the bucket's deletion fail.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +53,55 @@ pub enum TeardownError {
     Assets(#[from] AssetsError),
     #[error(transparent)]
     Stack(#[from] CfnError),
+    #[error("closing the uploads bucket {bucket} to new objects failed: {reason}")]
+    Close { bucket: String, reason: String },
+}
+
+/// The uploads bucket's policy during teardown: still TLS-only, and now refusing every new
+/// object, whoever writes it (the upload function, a presigned URL).
+pub fn closed_bucket_policy(partition: &str, bucket: &str) -> policies::PolicyDocument<String> {
+    let bucket_arn = format!("arn:{partition}:s3:::{bucket}");
+    let objects = format!("{bucket_arn}/*");
+    let mut doc = policies::PolicyDocument::tls_only(bucket_arn, objects.clone());
+    doc.statement.push(policies::Statement {
+        sid: Some("DenyNewObjectsDuringTeardown".into()),
+        effect: policies::Effect::Deny,
+        principal: Some(policies::Principal::Everyone),
+        action: vec![policies::Action::known("s3:PutObject")],
+        resource: vec![objects],
+        condition: None,
+    });
+    doc
+}
+
+async fn close_to_new_objects(
+    s3: &aws_sdk_s3::Client,
+    identity: &Identity,
+    bucket: &str,
+) -> Result<(), TeardownError> {
+    let close = |reason: String| TeardownError::Close {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let policy = serde_json::to_string(&closed_bucket_policy(&identity.partition, bucket))
+        .map_err(|e| close(e.to_string()))?;
+    match s3
+        .put_bucket_policy()
+        .bucket(bucket)
+        .expected_bucket_owner(&identity.account)
+        .policy(policy)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing can be written to it either.
+        Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchBucket") => {
+            Ok(())
+        }
+        Err(e) => Err(close(
+            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        )),
+    }
 }
 
 /// The physical name of a stack resource, if the stack has it.
@@ -103,6 +155,10 @@ pub async fn teardown(
             if let Some(bucket) = physical_id(&clients.cfn, &info.id, stack::synth::BUCKET_ID).await
             {
                 progress.step(&format!(
+                    "closing s3://{bucket} to new uploads (its policy now denies s3:PutObject)"
+                ));
+                close_to_new_objects(&clients.s3, &identity, &bucket).await?;
+                progress.step(&format!(
                     "emptying s3://{bucket} (every version and delete marker)"
                 ));
                 report.objects_deleted =
@@ -126,4 +182,54 @@ pub async fn teardown(
     }
     report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closed_policy_denies_every_new_object_and_stays_tls_only() {
+        let bucket = "image-pipeline-dev-123456789012-eu-west-1";
+        let doc = closed_bucket_policy("aws", bucket);
+        assert_eq!(
+            doc.statement[0],
+            policies::PolicyDocument::tls_only(
+                format!("arn:aws:s3:::{bucket}"),
+                format!("arn:aws:s3:::{bucket}/*")
+            )
+            .statement[0]
+        );
+        // The added statement alone (the evaluator treats the TLS condition as always met).
+        let added = policies::PolicyDocument::new(doc.statement[1..].to_vec());
+        let objects = format!("arn:aws:s3:::{bucket}/uploads/x");
+        for (action, resource, want) in [
+            (
+                "s3:PutObject",
+                objects.as_str(),
+                policies::Decision::ExplicitDeny,
+            ),
+            (
+                "s3:DeleteObjectVersion",
+                objects.as_str(),
+                policies::Decision::ImplicitDeny,
+            ),
+            (
+                "s3:GetObjectVersion",
+                objects.as_str(),
+                policies::Decision::ImplicitDeny,
+            ),
+        ] {
+            assert_eq!(
+                policies::evaluate(&added, action, resource),
+                want,
+                "{action}"
+            );
+        }
+        assert_eq!(
+            added.statement[0].principal,
+            Some(policies::Principal::Everyone)
+        );
+        assert_eq!(added.statement[0].condition, None);
+    }
 }

@@ -19,6 +19,9 @@ pub enum Access {
     /// names a `versionId` (as every read of an object that an event of a versioned bucket
     /// names does), instead of `s3:GetObject`.
     S3GetVersion { bucket: ArnTemplate, prefix: String },
+    /// `s3:PutObjectVersionTagging` on keys under `prefix`: tagging the version an event names
+    /// (a lifecycle rule then expires what carries the tag).
+    S3TagVersion { bucket: ArnTemplate, prefix: String },
     /// `s3:ListBucket` on the bucket itself. Without it S3 answers a read of a missing key with
     /// 403 instead of 404, so a function that must tell "gone" from "denied" needs it. It
     /// carries no `s3:prefix` condition: a GetObject or HeadObject request has no `s3:prefix`
@@ -68,6 +71,7 @@ impl Access {
             Access::S3Put { .. } => vec![act("s3:PutObject")],
             Access::S3Get { .. } => vec![act("s3:GetObject")],
             Access::S3GetVersion { .. } => vec![act("s3:GetObjectVersion")],
+            Access::S3TagVersion { .. } => vec![act("s3:PutObjectVersionTagging")],
             Access::S3ListBucket { .. } => vec![act("s3:ListBucket")],
             Access::DetectLabels => vec![act("rekognition:DetectLabels")],
             Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
@@ -85,7 +89,8 @@ impl Access {
         match self {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
-            | Access::S3GetVersion { bucket, prefix } => vec![objects(bucket, prefix)],
+            | Access::S3GetVersion { bucket, prefix }
+            | Access::S3TagVersion { bucket, prefix } => vec![objects(bucket, prefix)],
             Access::S3ListBucket { bucket } => vec![bucket.clone()],
             Access::DetectLabels => vec![ArnTemplate::any()],
             Access::DynamoPut { table } | Access::DynamoRead { table } => vec![table.clone()],
@@ -100,6 +105,7 @@ impl Access {
             Access::S3Put { .. } => "PutUploadedObjects",
             Access::S3Get { .. } => "ReadUploadedObjects",
             Access::S3GetVersion { .. } => "ReadUploadedObjectVersions",
+            Access::S3TagVersion { .. } => "TagUploadedObjectVersions",
             Access::S3ListBucket { .. } => "ListUploadsBucket",
             Access::DetectLabels => "DetectLabels",
             Access::DynamoPut { .. } => "WriteImageItems",
@@ -114,7 +120,8 @@ impl Access {
         let resource = match self {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
-            | Access::S3GetVersion { bucket, prefix } => {
+            | Access::S3GetVersion { bucket, prefix }
+            | Access::S3TagVersion { bucket, prefix } => {
                 bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"))
             }
             Access::WriteLogs { log_group } => {
@@ -151,7 +158,8 @@ impl Access {
         match self {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
-            | Access::S3GetVersion { bucket, prefix } => {
+            | Access::S3GetVersion { bucket, prefix }
+            | Access::S3TagVersion { bucket, prefix } => {
                 let object = bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"));
                 for a in [
                     "s3:GetObject",
@@ -161,6 +169,8 @@ impl Access {
                     "s3:GetObjectVersion",
                     "s3:PutObjectAcl",
                     "s3:PutObjectTagging",
+                    "s3:PutObjectVersionTagging",
+                    "s3:DeleteObjectVersionTagging",
                 ] {
                     push(a, object.clone(), "another action on the same object");
                 }

@@ -14,6 +14,12 @@ use thiserror::Error;
 pub const APP: &str = "image-pipeline";
 /// Objects the pipeline processes live under this key prefix.
 pub const UPLOAD_PREFIX: &str = "uploads/";
+/// The tag (key, value) the process function puts on an uploaded version that is not an image
+/// Rekognition takes; the uploads bucket's lifecycle expires what carries it.
+pub const REJECTED_TAG: (&str, &str) = ("image-pipeline-rejected", "true");
+/// Days after which a rejected upload stops being current, and again until that noncurrent
+/// version is deleted: gone within two days (plus S3's lifecycle lag, usually under a day).
+pub const REJECTED_EXPIRY_DAYS: u32 = 1;
 /// The template parameter that carries the stage.
 pub const STAGE_PARAM: &str = "Stage";
 /// The template parameter of the optional Rekognition endpoint (local deploys only).
@@ -37,6 +43,7 @@ pub fn assets_bucket_name(account: &str, region: &str) -> String {
 pub mod env {
     pub const UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
     pub const UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+    pub const REJECTED_TAG: &str = "REJECTED_TAG";
     pub const IMAGES_TABLE: &str = "IMAGES_TABLE";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
@@ -460,20 +467,30 @@ impl App {
             timeout_seconds: 60,
             env: vec![
                 (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
                 (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+                (
+                    env::REJECTED_TAG,
+                    EnvValue::Literal(format!("{}={}", REJECTED_TAG.0, REJECTED_TAG.1)),
+                ),
                 (
                     env::REKOGNITION_ENDPOINT,
                     EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
                 ),
             ],
             touches: vec![
-                // HeadObject and Rekognition (which reads an S3Object with the caller's
-                // permissions) both read the version the event names.
+                // The ranged GET of the first bytes and Rekognition (which reads an S3Object
+                // with the caller's permissions) both read the version the event names.
                 Access::S3GetVersion {
                     bucket: names.bucket_arn(),
                     prefix: UPLOAD_PREFIX.into(),
                 },
-                // HeadObject of a deleted upload must answer 404, not 403.
+                // A version that is not an image is tagged for the lifecycle to expire.
+                Access::S3TagVersion {
+                    bucket: names.bucket_arn(),
+                    prefix: UPLOAD_PREFIX.into(),
+                },
+                // A read of a deleted upload must answer 404, not 403.
                 Access::S3ListBucket {
                     bucket: names.bucket_arn(),
                 },

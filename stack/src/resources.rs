@@ -144,9 +144,22 @@ pub struct LifecycleRule {
     pub id: String,
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tag_filters: Vec<TagFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_in_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub abort_incomplete_multipart_upload: Option<AbortIncompleteMultipartUpload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noncurrent_version_expiration: Option<NoncurrentVersionExpiration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagFilter {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, EnvValue, FunctionSpec, Names, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM,
-    Stage, outputs,
+    APP, App, Architecture, EnvValue, FunctionSpec, Names, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
+    REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -189,16 +189,37 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
             status: "Enabled".into(),
         },
         lifecycle_configuration: Lifecycle {
-            rules: vec![LifecycleRule {
-                id: "expire-old-versions".into(),
-                status: "Enabled".into(),
-                abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
-                    days_after_initiation: 1,
-                }),
-                noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
-                    noncurrent_days: 30,
-                }),
-            }],
+            rules: vec![
+                LifecycleRule {
+                    id: "expire-old-versions".into(),
+                    status: "Enabled".into(),
+                    prefix: None,
+                    tag_filters: Vec::new(),
+                    expiration_in_days: None,
+                    abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
+                        days_after_initiation: 1,
+                    }),
+                    noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                        noncurrent_days: 30,
+                    }),
+                },
+                // What the process function found not to be an image: current for a day,
+                // then noncurrent for a day, then gone.
+                LifecycleRule {
+                    id: "expire-rejected-uploads".into(),
+                    status: "Enabled".into(),
+                    prefix: Some(UPLOAD_PREFIX.into()),
+                    tag_filters: vec![TagFilter {
+                        key: REJECTED_TAG.0.into(),
+                        value: REJECTED_TAG.1.into(),
+                    }],
+                    expiration_in_days: Some(REJECTED_EXPIRY_DAYS),
+                    abort_incomplete_multipart_upload: None,
+                    noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                        noncurrent_days: REJECTED_EXPIRY_DAYS,
+                    }),
+                },
+            ],
         },
         notification_configuration: Notification {
             lambda_configurations: notifications,

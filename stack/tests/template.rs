@@ -386,7 +386,13 @@ fn functions_logs_timeouts_and_environment() {
         env["AWS_ENDPOINT_URL_REKOGNITION"],
         serde_json::json!({"Fn::If": ["HasRekognitionEndpoint", {"Ref": "RekognitionEndpoint"}, {"Ref": "AWS::NoValue"}]})
     );
-    assert!(env.get("UPLOAD_BUCKET").is_none());
+    // The process function checks each record's bucket against this one; the name is built
+    // with Fn::Sub, not a Ref, so the bucket's notification on the function makes no cycle.
+    assert_eq!(
+        env["UPLOAD_BUCKET"],
+        t["Resources"]["UploadsBucket"]["Properties"]["BucketName"]
+    );
+    assert_eq!(env["REJECTED_TAG"], "image-pipeline-rejected=true");
     let up = &t["Resources"]["UploadFunction"]["Properties"]["Environment"]["Variables"];
     assert_eq!(
         up["UPLOAD_BUCKET"],

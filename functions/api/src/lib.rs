@@ -121,8 +121,12 @@ impl ImageStatus {
 pub enum FailureReason {
     /// Not a JPEG or PNG the label service can read.
     UnsupportedImage,
-    /// Larger than the label service accepts.
+    /// Larger than the label service accepts, in bytes or in pixels.
     ImageTooLarge,
+    /// A side below the label service's minimum.
+    ImageTooSmall,
+    /// Starts like a JPEG or PNG but does not decode, or has data after the image's end.
+    InvalidImage,
     /// The stored image could not be read: deleted before it was processed, or unreadable.
     ImageUnavailable,
     /// The label service refused the image for another reason.
@@ -133,9 +137,11 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 4] = [
+    pub const ALL: [FailureReason; 6] = [
         FailureReason::UnsupportedImage,
         FailureReason::ImageTooLarge,
+        FailureReason::ImageTooSmall,
+        FailureReason::InvalidImage,
         FailureReason::ImageUnavailable,
         FailureReason::ImageRejected,
     ];
@@ -144,6 +150,8 @@ impl FailureReason {
         match self {
             FailureReason::UnsupportedImage => "unsupported_image",
             FailureReason::ImageTooLarge => "image_too_large",
+            FailureReason::ImageTooSmall => "image_too_small",
+            FailureReason::InvalidImage => "invalid_image",
             FailureReason::ImageUnavailable => "image_unavailable",
             FailureReason::ImageRejected => "image_rejected",
             FailureReason::Unknown => "unknown",

@@ -107,8 +107,8 @@ fn read_action(version: Option<&str>) -> String {
 /// | operation | IAM requests |
 /// |---|---|
 /// | S3 PutObject (also presigned: the URL is authorised as its signer when used) | `s3:PutObject` on the object |
-/// | S3 GetObject | `s3:GetObject`, or `s3:GetObjectVersion` with a `versionId` |
-/// | S3 HeadObject | the same read action, and `s3:ListBucket` on the bucket: without it S3 answers a missing key with 403, not the 404 the handlers test for |
+/// | S3 GetObject (ranged or not) and HeadObject | `s3:GetObject`, or `s3:GetObjectVersion` with a `versionId`; and `s3:ListBucket` on the bucket: without it S3 answers a missing key with 403, not the 404 the handlers test for |
+/// | S3 PutObjectTagging | `s3:PutObjectTagging`, or `s3:PutObjectVersionTagging` with a `versionId` |
 /// | DynamoDB PutItem, conditional or not | `dynamodb:PutItem` on the table (a condition expression needs no other action) |
 /// | DynamoDB GetItem / Scan | `dynamodb:GetItem` / `dynamodb:Scan` on the table |
 /// | Rekognition DetectLabels | `rekognition:DetectLabels` on `*`; with an `S3Object`, the caller's own read of it (`s3:GetObject`, or `s3:GetObjectVersion` with `Version`) |
@@ -135,10 +135,21 @@ pub fn iam_requests(
         ]);
     }
     if let Some(i) = input.downcast_ref::<s3::get_object::GetObjectInput>() {
-        return Some(vec![(
-            read_action(i.version_id()),
-            object_arn(arns, i.bucket(), i.key()),
-        )]);
+        return Some(vec![
+            (
+                read_action(i.version_id()),
+                object_arn(arns, i.bucket(), i.key()),
+            ),
+            ("s3:ListBucket".into(), bucket_arn(arns, i.bucket())),
+        ]);
+    }
+    if let Some(i) = input.downcast_ref::<s3::put_object_tagging::PutObjectTaggingInput>() {
+        let action = if i.version_id().is_some() {
+            "s3:PutObjectVersionTagging"
+        } else {
+            "s3:PutObjectTagging"
+        };
+        return Some(vec![(action.into(), object_arn(arns, i.bucket(), i.key()))]);
     }
     if let Some(i) = input.downcast_ref::<ddb::put_item::PutItemInput>() {
         return Some(vec![(
@@ -268,14 +279,45 @@ mod tests {
 
     #[test]
     fn get_object_without_a_version_needs_get_object() {
-        assert_eq!(map(get(None)), pairs(&[("s3:GetObject", OBJECT)]));
+        assert_eq!(
+            map(get(None)),
+            pairs(&[
+                ("s3:GetObject", OBJECT),
+                ("s3:ListBucket", "arn:aws:s3:::b")
+            ])
+        );
     }
 
     #[test]
     fn get_object_of_a_version_needs_get_object_version() {
         assert_eq!(
             map(get(Some("v1"))),
-            pairs(&[("s3:GetObjectVersion", OBJECT)])
+            pairs(&[
+                ("s3:GetObjectVersion", OBJECT),
+                ("s3:ListBucket", "arn:aws:s3:::b")
+            ])
+        );
+    }
+
+    #[test]
+    fn tagging_a_version_needs_put_object_version_tagging() {
+        let tagging = |version: Option<&str>| {
+            Input::erase(
+                s3::put_object_tagging::PutObjectTaggingInput::builder()
+                    .bucket(BUCKET)
+                    .key("uploads/k")
+                    .set_version_id(version.map(str::to_string))
+                    .build()
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            map(tagging(Some("v1"))),
+            pairs(&[("s3:PutObjectVersionTagging", OBJECT)])
+        );
+        assert_eq!(
+            map(tagging(None)),
+            pairs(&[("s3:PutObjectTagging", OBJECT)])
         );
     }
 

@@ -101,14 +101,21 @@ async fn upload_stays_within_its_policy() {
     check("upload", &recorded);
 }
 
-#[tokio::test]
-async fn process_stays_within_its_policy() {
+/// Runs the process function on one event about `object`, recording every IAM request its
+/// SDK calls imply; returns the summary and the requests.
+async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<IamRequest>) {
     let rec = Recorder::new((&bindings()).into());
-    let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
-        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
-            .content_type("image/png")
-            .content_length(10)
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+        let end = object.len().min(65_536);
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .content_range(format!("bytes 0-{}/{}", end - 1, object.len()))
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                &object[..end],
+            ))
             .build()
+    });
+    let tag = mock!(aws_sdk_s3::Client::put_object_tagging).then_output(|| {
+        aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
     });
     let labels = mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
         aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder().build()
@@ -117,7 +124,7 @@ async fn process_stays_within_its_policy() {
         .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
     let vars = env_of("process");
     let ctx = process_function::Ctx::from_env(
-        mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head], |c| c
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &tag], |c| c
             .interceptor(rec.clone())),
         mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
             .interceptor(rec.clone())),
@@ -141,8 +148,16 @@ async fn process_stays_within_its_policy() {
     )
     .await
     .unwrap();
+    (summary, rec.requests())
+}
+
+/// An image is labeled; a non-image (what a presigned URL can store) is tagged and failed.
+/// Together they use every action the process function declares, and nothing else.
+#[tokio::test]
+async fn process_stays_within_its_policy() {
+    let (summary, mut recorded) =
+        run_process(include_bytes!("../../../fixtures/images/chelsea.png")).await;
     assert_eq!(summary.labeled, 1);
-    let recorded = rec.requests();
     let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -154,6 +169,19 @@ async fn process_stays_within_its_policy() {
             "dynamodb:PutItem"
         ]
     );
+    let (summary, rejected) = run_process(b"%PDF-1.7 not an image").await;
+    assert_eq!(summary.failed, 1);
+    let actions: Vec<&str> = rejected.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "s3:GetObjectVersion",
+            "s3:ListBucket",
+            "s3:PutObjectVersionTagging",
+            "dynamodb:PutItem"
+        ]
+    );
+    recorded.extend(rejected);
     check("process", &recorded);
 }
 
@@ -198,6 +226,8 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(upload_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
     assert_eq!(process_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
     assert_eq!(process_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(process_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
+    assert_eq!(process_function::ENV_REJECTED_TAG, env::REJECTED_TAG);
     assert_eq!(metadata_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
     // And a handler refuses to start without them.
     let none = |_: &str| None;

@@ -1,5 +1,10 @@
-//! The process function: for each S3 `ObjectCreated` record under `uploads/`, ask Rekognition
-//! `DetectLabels` about the object and record the result in DynamoDB, exactly once per image.
+//! The process function: for each S3 `ObjectCreated` record under `uploads/`, read the
+//! object's first bytes (a ranged GET) to learn what it really is, ask Rekognition
+//! `DetectLabels` about it and record the result in DynamoDB, exactly once per image.
+//!
+//! Objects arrive here unchecked when a client PUTs to a presigned URL. One that is not an
+//! image Rekognition takes becomes a `failed` item with the reason, and its version is tagged
+//! so that the bucket's lifecycle expires it.
 //!
 //! Failure policy: what the image itself causes (not an image, too large, unreadable) becomes a
 //! `failed` item and is not retried; what the services cause (throttling, 5xx) is retried by
@@ -13,17 +18,25 @@ use aws_lambda_events::s3::{S3Event, S3EventRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::types::{Image, S3Object};
+use aws_sdk_s3::types::{Tag, Tagging};
 use chrono::{DateTime, SecondsFormat, Utc};
 use handler_shared::{ImageId, Vars, env_or, required_env};
+use image_check::{MAX_S3_BYTES, REKOGNITION, Rejection};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
 pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+/// `key=value`: the tag put on a rejected upload's version.
+pub const ENV_REJECTED_TAG: &str = "REJECTED_TAG";
 pub const ENV_MAX_LABELS: &str = "MAX_LABELS";
 pub const ENV_MIN_CONFIDENCE: &str = "MIN_CONFIDENCE";
 pub const DEFAULT_MAX_LABELS: i32 = 10;
 pub const DEFAULT_MIN_CONFIDENCE: f32 = 70.0;
+/// How much of an object the function reads itself: enough for the signature and, in nearly
+/// every file, the header with the dimensions.
+pub const SNIFF_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -31,7 +44,11 @@ pub struct Ctx {
     pub rekognition: aws_sdk_rekognition::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// The uploads bucket: records naming any other bucket are skipped.
+    pub bucket: String,
     pub prefix: String,
+    /// (key, value) of the tag a rejected upload's version gets.
+    pub rejected_tag: (String, String),
     pub max_labels: i32,
     pub min_confidence: f32,
 }
@@ -51,12 +68,20 @@ impl Ctx {
         if !(0.0..=100.0).contains(&min_confidence) {
             return Err(format!("{ENV_MIN_CONFIDENCE} must be between 0 and 100"));
         }
+        let tag = required_env(vars, ENV_REJECTED_TAG)?;
+        let rejected_tag = tag
+            .split_once('=')
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .ok_or_else(|| format!("{ENV_REJECTED_TAG} must be key=value, not `{tag}`"))?;
         Ok(Self {
             s3,
             rekognition,
             dynamodb,
             table: required_env(vars, ENV_IMAGES_TABLE)?,
+            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
             prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
+            rejected_tag,
             max_labels,
             min_confidence,
         })
@@ -140,8 +165,12 @@ pub fn decode_key(raw: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = raw.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Exactly two hex digits: `from_str_radix` alone would take `+1`.
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 2;
             }
             b => out.push(b),
@@ -161,6 +190,12 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
     let Some(bucket) = record.s3.bucket.name.as_deref() else {
         return Ok(Outcome::Skipped("record names no bucket".into()));
     };
+    if bucket != ctx.bucket {
+        return Ok(Outcome::Skipped(format!(
+            "record is about bucket {}, not the uploads bucket",
+            handler_shared::echo(bucket)
+        )));
+    }
     let Some(key) = record.s3.object.key.as_deref().and_then(decode_key) else {
         return Ok(Outcome::Skipped("record has no decodable key".into()));
     };
@@ -179,22 +214,9 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         .as_deref()
         .filter(|v| !v.is_empty() && *v != "null");
 
-    let head = ctx
-        .s3
-        .head_object()
-        .bucket(bucket)
-        .key(&key)
-        .set_version_id(version.map(str::to_string))
-        .send()
-        .await;
-    let (content_type, size) = match head {
-        Ok(h) => (
-            h.content_type()
-                .unwrap_or("application/octet-stream")
-                .to_string(),
-            h.content_length().or(record.s3.object.size).unwrap_or(0),
-        ),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+    let (first, size) = match read_first_bytes(ctx, &key, version).await? {
+        Read::Found { first, size } => (first, size),
+        Read::Gone => {
             let item = Item::failed(
                 id,
                 FailureReason::ImageUnavailable,
@@ -204,24 +226,24 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             );
             return put(ctx, &item).await;
         }
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
-            // A HEAD answer has no body, so S3's 403 names nothing: say which permission
-            // this request needed, so whoever reads the failure queue knows what to grant.
-            return Err(RetryableError(format!(
-                "HeadObject of {key} was denied (403): reading {} needs {} on the object and s3:ListBucket on the bucket",
-                if version.is_some() {
-                    "a version"
-                } else {
-                    "an object"
-                },
-                read_action(version),
-            )));
-        }
-        Err(e) => {
-            return Err(RetryableError(format!(
-                "HeadObject failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            )));
+    };
+    let checked = if size > MAX_S3_BYTES {
+        Err((FailureReason::ImageTooLarge, None))
+    } else {
+        image_check::inspect(&first, size, &REKOGNITION).map_err(|r| {
+            let format = image_check::Format::from_signature(&first);
+            (rejection_reason(&r), format)
+        })
+    };
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    let content_type = match checked {
+        Ok(inspected) => inspected.format.mime().to_string(),
+        Err((reason, format)) => {
+            tracing::info!(image_id = %id, reason = reason.as_str(), size_bytes = size, "not an image Rekognition takes");
+            tag_rejected(ctx, &key, version).await?;
+            let content_type = format.map_or("application/octet-stream", |f| f.mime());
+            let item = Item::failed(id, reason, content_type.into(), size, uploaded_at);
+            return put(ctx, &item).await;
         }
     };
 
@@ -282,6 +304,109 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         },
     };
     put(ctx, &item).await
+}
+
+/// The first bytes of the object, or that it is gone.
+enum Read {
+    Found { first: Vec<u8>, size: u64 },
+    Gone,
+}
+
+/// A ranged GET of the first [`SNIFF_BYTES`] of the version the event names.
+async fn read_first_bytes(
+    ctx: &Ctx,
+    key: &str,
+    version: Option<&str>,
+) -> Result<Read, RetryableError> {
+    let got = ctx
+        .s3
+        .get_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .set_version_id(version.map(str::to_string))
+        .range(format!("bytes=0-{}", SNIFF_BYTES - 1))
+        .send()
+        .await;
+    let out = match got {
+        Ok(out) => out,
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            return match status {
+                // No such key or version: deleted before it was processed.
+                Some(404) => Ok(Read::Gone),
+                // A range that starts past the end: the object is empty.
+                Some(416) => Ok(Read::Found {
+                    first: Vec::new(),
+                    size: 0,
+                }),
+                Some(403) => Err(RetryableError(format!(
+                    "GetObject of {key} was denied (403): reading {} needs {} on the object and s3:ListBucket on the bucket",
+                    if version.is_some() {
+                        "a version"
+                    } else {
+                        "an object"
+                    },
+                    read_action(version),
+                ))),
+                _ => Err(RetryableError(format!(
+                    "GetObject failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))),
+            };
+        }
+    };
+    // `bytes 0-65535/240512`: the total is after the slash. Without a range in the answer the
+    // whole object came back.
+    let total = out
+        .content_range()
+        .and_then(|r| r.rsplit_once('/'))
+        .and_then(|(_, total)| total.parse::<u64>().ok());
+    let length = out.content_length().and_then(|l| u64::try_from(l).ok());
+    let body = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| RetryableError(format!("reading the first bytes of {key} failed: {e}")))?;
+    let mut first = body.to_vec();
+    let size = total.or(length).unwrap_or(first.len() as u64);
+    first.truncate(usize::try_from(SNIFF_BYTES).unwrap_or(usize::MAX));
+    Ok(Read::Found { first, size })
+}
+
+/// Tags the version so that the bucket's lifecycle expires it.
+async fn tag_rejected(ctx: &Ctx, key: &str, version: Option<&str>) -> Result<(), RetryableError> {
+    let (k, v) = &ctx.rejected_tag;
+    let tagging = Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .and_then(|tag| Tagging::builder().tag_set(tag).build())
+        .map_err(|e| RetryableError(format!("building the rejection tag failed: {e}")))?;
+    ctx.s3
+        .put_object_tagging()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .set_version_id(version.map(str::to_string))
+        .tagging(tagging)
+        .send()
+        .await
+        .map_err(|e| {
+            RetryableError(format!(
+                "tagging the rejected upload {key} failed: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// The API's word for why the bytes are not an image Rekognition takes.
+fn rejection_reason(r: &Rejection) -> FailureReason {
+    match r {
+        Rejection::NotAnImage => FailureReason::UnsupportedImage,
+        Rejection::Corrupt { .. } | Rejection::TrailingData { .. } => FailureReason::InvalidImage,
+        Rejection::TooSmall { .. } => FailureReason::ImageTooSmall,
+        Rejection::TooWide { .. } | Rejection::TooManyPixels { .. } => FailureReason::ImageTooLarge,
+    }
 }
 
 /// The IAM action S3 authorises a read by: `s3:GetObjectVersion` when the request names a
@@ -444,5 +569,10 @@ mod tests {
         assert_eq!(decode_key("bad%zz"), None);
         assert_eq!(decode_key("cut%4"), None);
         assert_eq!(decode_key("%FF"), None, "not UTF-8");
+        assert_eq!(decode_key("a%+1"), None, "a sign is not a hex digit");
+        assert_eq!(decode_key("a%-1"), None);
+        assert_eq!(decode_key("a% 1"), None);
+        assert_eq!(decode_key("%e9"), None, "a lone Latin-1 byte is not UTF-8");
+        assert_eq!(decode_key("%41%6a").as_deref(), Some("Aj"), "either case");
     }
 }

@@ -16,8 +16,9 @@ use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_rekognition::operation::detect_labels::{DetectLabelsError, DetectLabelsOutput};
 use aws_sdk_rekognition::types::error::InvalidImageFormatException;
 use aws_sdk_rekognition::types::{Label, Parent};
-use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
-use aws_sdk_s3::types::error::NotFound;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput;
+use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
@@ -37,12 +38,58 @@ fn event(fixture: &str) -> LambdaEvent<S3Event> {
     LambdaEvent::new(serde_json::from_str(fixture).unwrap(), Context::default())
 }
 
+const CAT: &[u8] = include_bytes!("../../../fixtures/images/chelsea.png");
+
+/// What S3 answers a ranged GET of the first 64 KiB of `object` with.
+fn first_bytes_of(object: &'static [u8]) -> GetObjectOutput {
+    let end = object.len().min(65_536);
+    GetObjectOutput::builder()
+        .content_type("binary/octet-stream")
+        .content_length(end as i64)
+        .content_range(format!(
+            "bytes 0-{}/{}",
+            end.saturating_sub(1),
+            object.len()
+        ))
+        .body(ByteStream::from_static(&object[..end]))
+        .build()
+}
+
+/// A ranged GET of the cat photograph's first bytes (the range is checked).
 fn head_ok() -> Rule {
-    mock!(aws_sdk_s3::Client::head_object).then_output(|| {
-        HeadObjectOutput::builder()
-            .content_type("image/png")
-            .content_length(240_512)
-            .build()
+    mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.range() == Some("bytes=0-65535") && r.bucket() == Some(BUCKET))
+        .then_output(|| first_bytes_of(CAT))
+}
+
+fn get_status(status: u16) -> Rule {
+    mock!(aws_sdk_s3::Client::get_object).then_http_response(move || {
+        Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty())
+    })
+}
+
+type Tagged = Arc<Mutex<Vec<(String, Option<String>, String)>>>;
+
+/// A PutObjectTagging rule that records (key, version, "k=v").
+fn tag_recording(tagged: &Tagged) -> Rule {
+    let tagged = tagged.clone();
+    mock!(aws_sdk_s3::Client::put_object_tagging).then_compute_output(move |r| {
+        let tags = r
+            .tagging()
+            .map(|t| {
+                t.tag_set()
+                    .iter()
+                    .map(|t| format!("{}={}", t.key(), t.value()))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .unwrap_or_default();
+        tagged.lock().unwrap().push((
+            r.key().unwrap_or("").to_string(),
+            r.version_id().map(str::to_string),
+            tags,
+        ));
+        PutObjectTaggingOutput::builder().build()
     })
 }
 
@@ -104,7 +151,9 @@ fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
             .retry_config(fast_retries())),
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
         table: "image-pipeline-dev-images".into(),
+        bucket: BUCKET.into(),
         prefix: "uploads/".into(),
+        rejected_tag: ("image-pipeline-rejected".into(), "true".into()),
         max_labels: 10,
         min_confidence: 70.0,
     }
@@ -160,12 +209,9 @@ async fn every_record_is_decoded_and_only_image_keys_are_processed() {
     let head_keys = Arc::new(Mutex::new(Vec::new()));
     let head = {
         let keys = head_keys.clone();
-        mock!(aws_sdk_s3::Client::head_object).then_compute_output(move |r| {
+        mock!(aws_sdk_s3::Client::get_object).then_compute_output(move |r| {
             keys.lock().unwrap().push(r.key().unwrap_or("").to_string());
-            HeadObjectOutput::builder()
-                .content_type("image/jpeg")
-                .content_length(10)
-                .build()
+            first_bytes_of(CAT)
         })
     };
     let (rek, put) = (labels_ok(), put_recording(&items));
@@ -323,8 +369,7 @@ async fn an_invalid_image_becomes_a_failed_item_without_retry() {
 
 #[tokio::test]
 async fn an_object_deleted_before_processing_is_recorded_as_failed() {
-    let head = mock!(aws_sdk_s3::Client::head_object)
-        .then_error(|| HeadObjectError::NotFound(NotFound::builder().build()));
+    let head = get_status(404);
     let rek = labels_ok();
     let items = Items::default();
     let put = put_recording(&items);
@@ -376,15 +421,11 @@ async fn a_dynamodb_outage_is_returned_for_retry() {
 }
 
 #[tokio::test]
-async fn the_event_s_version_is_read_both_by_head_object_and_detect_labels() {
+async fn the_event_s_version_is_read_both_by_the_ranged_get_and_detect_labels() {
     const VERSION: &str = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY";
-    let head = mock!(aws_sdk_s3::Client::head_object)
+    let head = mock!(aws_sdk_s3::Client::get_object)
         .match_requests(|r| r.version_id() == Some(VERSION))
-        .then_output(|| {
-            HeadObjectOutput::builder()
-                .content_type("image/png")
-                .build()
-        });
+        .then_output(|| first_bytes_of(CAT));
     let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
         .match_requests(|r| {
             r.image()
@@ -402,10 +443,9 @@ async fn the_event_s_version_is_read_both_by_head_object_and_detect_labels() {
 }
 
 #[tokio::test]
-async fn a_denied_head_object_is_retried_and_names_the_permission_it_needed() {
-    // S3 answers a HEAD with no body, so the function itself says what was missing.
-    let head = mock!(aws_sdk_s3::Client::head_object)
-        .then_http_response(|| Response::new(StatusCode::try_from(403).unwrap(), SdkBody::empty()));
+async fn a_denied_read_is_retried_and_names_the_permission_it_needed() {
+    // S3's 403 does not say which permission was missing, so the function itself does.
+    let head = get_status(403);
     let rek = labels_ok();
     let items = Items::default();
     let put = put_recording(&items);
@@ -415,4 +455,133 @@ async fn a_denied_head_object_is_retried_and_names_the_permission_it_needed() {
     assert!(err.contains("s3:GetObjectVersion"), "{err}");
     assert_eq!(rek.num_calls(), 0);
     assert!(items.lock().unwrap().is_empty(), "nothing is recorded");
+}
+
+const PDF: &[u8] =
+    b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+
+/// A presigned PUT can store anything: what is not an image Rekognition takes becomes a
+/// failed item with the API's reason and the sniffed type, its version is tagged for the
+/// lifecycle, and DetectLabels is never asked.
+#[tokio::test]
+async fn what_is_not_an_image_is_failed_tagged_and_never_sent_to_rekognition() {
+    const VERSION: &str = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY";
+    static TALL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let tall: &'static [u8] = TALL.get_or_init(|| {
+        // The cat with a header claiming 1 x 100000 (checksum fixed).
+        let mut b = CAT.to_vec();
+        b[16..20].copy_from_slice(&1u32.to_be_bytes());
+        b[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32fast::hash(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.to_be_bytes());
+        b
+    });
+    static POLYGLOT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let small_polyglot: &'static [u8] = POLYGLOT.get_or_init(|| {
+        let mut b = include_bytes!("data/small.png").to_vec();
+        b.extend_from_slice(b"PK\x03\x04");
+        b
+    });
+    let cases: [(&str, &'static [u8], &str, &str); 5] = [
+        (
+            "a PDF",
+            PDF,
+            "unsupported_image",
+            "application/octet-stream",
+        ),
+        (
+            "an empty object",
+            b"",
+            "unsupported_image",
+            "application/octet-stream",
+        ),
+        (
+            "a PNG claiming 1x100000",
+            tall,
+            "image_too_small",
+            "image/png",
+        ),
+        (
+            "a small PNG with a ZIP appended",
+            small_polyglot,
+            "invalid_image",
+            "image/png",
+        ),
+        (
+            "a GIF",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+            "unsupported_image",
+            "application/octet-stream",
+        ),
+    ];
+    for (name, object, reason, content_type) in cases {
+        let get = if object.is_empty() {
+            get_status(416)
+        } else {
+            mock!(aws_sdk_s3::Client::get_object)
+                .match_requests(|r| r.version_id() == Some(VERSION))
+                .then_output(move || first_bytes_of(object))
+        };
+        let tagged = Tagged::default();
+        let tag = tag_recording(&tagged);
+        let rek = labels_ok();
+        let items = Items::default();
+        let put = put_recording(&items);
+        let c = ctx(&[&get, &tag], &[&rek], &[&put]);
+        let summary = handler(&c, event(ONE)).await.unwrap();
+        assert_eq!(summary.failed, 1, "{name}");
+        assert_eq!(rek.num_calls(), 0, "{name}: never sent to Rekognition");
+        let items = items.lock().unwrap();
+        assert_eq!(s(&items[0]["status"]), "failed", "{name}");
+        assert_eq!(s(&items[0]["failure_reason"]), reason, "{name}");
+        assert_eq!(s(&items[0]["content_type"]), content_type, "{name}");
+        assert_eq!(
+            *tagged.lock().unwrap(),
+            vec![(
+                format!("uploads/{ID}"),
+                Some(VERSION.to_string()),
+                "image-pipeline-rejected=true".to_string()
+            )],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stored_content_type_is_the_sniffed_one() {
+    // S3 says binary/octet-stream (what the client sent); the bytes say PNG.
+    let items = Items::default();
+    let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
+    let c = ctx(&[&get], &[&rek], &[&put]);
+    handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(s(&items.lock().unwrap()[0]["content_type"]), "image/png");
+    assert_eq!(
+        items.lock().unwrap()[0]["size_bytes"].as_n().unwrap(),
+        "240512"
+    );
+}
+
+#[tokio::test]
+async fn a_record_about_another_bucket_is_skipped() {
+    let fixture = ONE.replace(BUCKET, "someone-elses-bucket");
+    let items = Items::default();
+    let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
+    let c = ctx(&[&get], &[&rek], &[&put]);
+    let summary = handler(&c, event(&fixture)).await.unwrap();
+    assert_eq!(summary.skipped, 1);
+    assert_eq!((get.num_calls(), rek.num_calls()), (0, 0));
+    assert!(items.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_tagging_is_retried_and_records_nothing() {
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(|| first_bytes_of(PDF));
+    let tag = mock!(aws_sdk_s3::Client::put_object_tagging)
+        .then_http_response(|| Response::new(StatusCode::try_from(403).unwrap(), SdkBody::empty()));
+    let items = Items::default();
+    let (rek, put) = (labels_ok(), put_recording(&items));
+    let c = ctx(&[&get, &tag], &[&rek], &[&put]);
+    let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
+    assert!(err.contains("tagging the rejected upload"), "{err}");
+    assert!(items.lock().unwrap().is_empty());
 }

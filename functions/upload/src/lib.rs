@@ -2,8 +2,6 @@
 //! is, and stores it under `uploads/{image_id}`; `POST /uploads` hands out a presigned S3 PUT
 //! for images too large to pass through API Gateway and Lambda.
 
-pub mod image;
-
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -16,14 +14,14 @@ use base64::Engine;
 use handler_shared::{ApiError, ImageId, RouteOf, Vars, echo, env_or, json_response, required_env};
 use lambda_runtime::LambdaEvent;
 
-use crate::image::{ImageType, Sniffed, sniff};
+use image_check::{Format, REKOGNITION};
 
 /// Lambda's synchronous request payload limit is 6 MB (6,291,456 bytes) for the whole event;
 /// the body arrives base64-encoded (4 bytes per 3) inside JSON with headers and context.
 /// 4.5 MB of image leaves room for all of that.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 4_500_000;
 /// Rekognition reads images from S3 up to 15 MB.
-pub const MAX_PRESIGNED_BYTES: u64 = 15 * 1024 * 1024;
+pub const MAX_PRESIGNED_BYTES: u64 = image_check::MAX_S3_BYTES;
 pub const DEFAULT_PRESIGN_SECONDS: u64 = 300;
 
 pub const ENV_MAX_UPLOAD_BYTES: &str = "MAX_UPLOAD_BYTES";
@@ -132,23 +130,19 @@ async fn upload(
     if bytes.len() > ctx.max_upload_bytes {
         return Err(too_large(ctx.max_upload_bytes));
     }
-    let kind = match sniff(&bytes) {
-        Sniffed::Image { kind, .. } => kind,
-        Sniffed::Corrupt(kind, why) => {
-            return Err(ApiError::bad_request(
-                "invalid_image",
-                format!(
-                    "the body starts like {} but is not a valid image: {why}",
-                    kind.mime()
-                ),
-            ));
-        }
-        Sniffed::Unsupported => {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                format!("the body is not an accepted image type; send {ACCEPTED}"),
-            ));
+    // The whole image is decoded: only what Rekognition would take is stored.
+    let kind = match image_check::check(&bytes, &REKOGNITION) {
+        Ok(image) => image.format,
+        Err(rejection) => {
+            let (status, code) = (rejection.status(), rejection.code());
+            tracing::info!(code, reason = %rejection, "upload refused");
+            let message = match rejection {
+                image_check::Rejection::NotAnImage => {
+                    format!("the body is not an accepted image type; send {ACCEPTED}")
+                }
+                other => other.to_string(),
+            };
+            return Err(ApiError::new(status, code, message));
         }
     };
     let claimed = req
@@ -156,7 +150,7 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if ImageType::from_mime(claimed) != Some(kind) {
+    if Format::from_mime(claimed) != Some(kind) {
         tracing::info!(
             claimed,
             detected = kind.mime(),
@@ -219,7 +213,7 @@ async fn presign(
             ),
         )
     })?;
-    let kind = ImageType::from_mime(&ask.content_type).ok_or_else(|| {
+    let kind = Format::from_mime(&ask.content_type).ok_or_else(|| {
         ApiError::new(
             415,
             "unsupported_media_type",

@@ -165,9 +165,25 @@ fn truncated(file: &str, keep: usize) -> Vec<u8> {
     photo(file)[..keep].to_vec()
 }
 
+/// The cat photograph with its header's size replaced (and the header's checksum fixed).
+fn cat_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut b = photo("chelsea.png");
+    b[16..20].copy_from_slice(&width.to_be_bytes());
+    b[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32fast::hash(&b[12..29]);
+    b[29..33].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn with_tail(file: &str, tail: &[u8]) -> Vec<u8> {
+    let mut b = photo(file);
+    b.extend_from_slice(tail);
+    b
+}
+
 #[tokio::test]
 async fn bad_inputs_get_the_exact_error_and_store_nothing() {
-    let oversize = vec![0u8; 20_000];
+    let oversize = vec![0u8; 2_000_000];
     let cases: Vec<(&str, String, bool, u16, &str)> = vec![
         ("empty", String::new(), true, 400, "empty_body"),
         ("empty text", String::new(), false, 400, "empty_body"),
@@ -190,11 +206,17 @@ async fn bad_inputs_get_the_exact_error_and_store_nothing() {
         ("invalid base64", "@@@not base64@@@".into(), true, 400, "invalid_base64"),
         ("base64 with a bad tail", format!("{}=x", b64(&photo("rocket.jpg")[..300])), true, 400, "invalid_base64"),
         ("oversize (decoded)", b64(&oversize), true, 413, "payload_too_large"),
-        ("oversize (raw text)", "x".repeat(20_000), false, 413, "payload_too_large"),
+        ("oversize (raw text)", "x".repeat(2_000_000), false, 413, "payload_too_large"),
+        ("png claiming 1x100000", b64(&cat_claiming(1, 100_000)), true, 400, "image_too_small"),
+        ("png claiming 65535x65535", b64(&cat_claiming(65_535, 65_535)), true, 400, "image_dimensions_too_large"),
+        ("png claiming 10001x300", b64(&cat_claiming(10_001, 300)), true, 400, "image_dimensions_too_large"),
+        ("png claiming more rows than it has", b64(&cat_claiming(451, 301)), true, 400, "invalid_image"),
+        ("png with a zip appended", b64(&with_tail("chelsea.png", b"PK\x03\x04")), true, 400, "trailing_data"),
+        ("jpeg with html appended", b64(&with_tail("rocket.jpg", b"<script>alert(1)</script>")), true, 400, "trailing_data"),
     ];
     for (name, body, base64, status, code) in cases {
         let rule = put_ok();
-        let c = ctx(&[&rule], 10_000);
+        let c = ctx(&[&rule], 1_000_000);
         let resp = handler(&c, upload_event(&body, base64, Some("image/jpeg")))
             .await
             .unwrap();

@@ -138,6 +138,10 @@ fn client(port: u16, id: &str, secret: &str, max_attempts: u32) -> Client {
 }
 
 fn start(faults: Faults, max_attempts: u32) -> Env {
+    start_with(faults, max_attempts, server::Config::with_workers(4))
+}
+
+fn start_with(faults: Faults, max_attempts: u32, config: server::Config) -> Env {
     let objects = HashMap::from([
         ("images/uploads/chelsea".to_string(), photo("chelsea.png")),
         ("images/uploads/coffee".to_string(), photo("coffee.png")),
@@ -166,7 +170,7 @@ fn start(faults: Faults, max_attempts: u32) -> Env {
         ),
         keys: Box::new(StaticKeys(vec![caller(READER), caller(NO_READ)])),
     });
-    let running = server::start(service, "127.0.0.1:0", 4).unwrap();
+    let running = server::start_with(service, "127.0.0.1:0", config).unwrap();
     let port = running.port;
     let reader = caller(READER);
     Env {
@@ -525,4 +529,84 @@ async fn hostile_images_are_refused_or_labeled_without_harming_the_service() {
     }
     // And the service still answers a real photograph afterwards.
     assert!(send(photo("coffee.png")).await.is_ok());
+}
+
+/// Opens a connection that announces a DetectLabels body of `announced` bytes, sends `sent` of
+/// them, and then stalls.
+fn stalled_client(port: u16, announced: usize, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: RekognitionService.DetectLabels\r\nContent-Length: {announced}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&vec![b'{'; sent]).unwrap();
+    s
+}
+
+fn raw_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Whether the server has answered on this connection yet (without waiting for it).
+fn answered(s: &std::net::TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1];
+    let got = s.peek(&mut buf);
+    s.set_nonblocking(false).unwrap();
+    !matches!(got, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_hold_nothing_and_are_answered_when_they_time_out() {
+    use std::io::Read;
+    // Two workers; eight clients that announce a body and stop sending.
+    let config = server::Config {
+        io_timeout: Duration::from_secs(3),
+        ..server::Config::with_workers(2)
+    };
+    let env = start_with(Faults::none(), 1, config);
+    let slow: Vec<_> = (0..8)
+        .map(|_| stalled_client(env.port, 10_000, 10))
+        .collect();
+    // `/health` and a real request are answered while all eight are held.
+    let health = raw_get(env.port, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let names = top3(&env.client, s3_image("chelsea")).await;
+    assert_eq!(names[0], "tiger cat", "{names:?}");
+    let held = slow.iter().filter(|s| !answered(s)).count();
+    assert_eq!(held, 8, "the slow clients were still being waited on");
+    // Each slow client gets Rekognition's error shape once its read times out.
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("RequestTimeoutException"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_announced_too_large_is_refused_before_it_is_read() {
+    use std::io::Read;
+    let env = start(Faults::none(), 1);
+    // 100 MB announced, 10 bytes sent: the answer comes without waiting for the rest.
+    let mut s = stalled_client(env.port, 100_000_000, 10);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = s.read(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out[..n]);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("ImageTooLargeException"), "{out}");
 }
