@@ -8,6 +8,12 @@
 //!   IAM). MiniStack 1.5.33 takes the resource of IAM actions only from `RoleName`,
 //!   `UserName`, `PolicyArn` or `GroupName`, so it checks this action against `*`, and a
 //!   policy that grants it on the function roles only (the deployer's) is refused.
+//! - State survives a killed emulator. AWS keeps what it holds whatever happens to a process;
+//!   MiniStack 1.5.33 writes its state (`PERSIST_STATE`) only when it shuts down cleanly, so a
+//!   killed or crashed emulator came back with buckets, tables and stacks from its previous
+//!   clean stop, pointing at objects and items that had changed since. With the fix, a save of
+//!   every service's state follows each request by a second at most (one save per second
+//!   however many requests arrive).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,11 +27,50 @@ struct Fix {
     insert: &'static str,
 }
 
-const FIXES: &[Fix] = &[Fix {
-    file: "core/iam_actions.py",
-    anchor: "        role_name = _query_param(query_params, \"RoleName\")\n",
-    insert: "        # image-pipeline fidelity fix: SimulatePrincipalPolicy acts on its PolicySourceArn.\n        policy_source = _query_param(query_params, \"PolicySourceArn\")\n        if policy_source:\n            return policy_source\n",
-}];
+const FIXES: &[Fix] = &[
+    Fix {
+        file: "core/iam_actions.py",
+        anchor: "        role_name = _query_param(query_params, \"RoleName\")\n",
+        insert: "        # image-pipeline fidelity fix: SimulatePrincipalPolicy acts on its PolicySourceArn.\n        policy_source = _query_param(query_params, \"PolicySourceArn\")\n        if policy_source:\n            return policy_source\n",
+    },
+    Fix {
+        file: "app.py",
+        anchor: "async def app(scope, receive, send):\n",
+        insert: SAVE_SOON,
+    },
+    Fix {
+        file: "app.py",
+        anchor: "    method = scope[\"method\"]\n    path = scope[\"path\"]\n",
+        insert: "    # image-pipeline fidelity fix: state is saved a moment after each request.\n    if PERSIST_STATE:\n        _image_pipeline_save_soon()\n",
+    },
+];
+
+/// A save of every service's state, at most a second after the request that asks for it; one
+/// pending save at a time. Requests are served after startup has loaded the saved state, so a
+/// save never overwrites it with an empty one.
+const SAVE_SOON: &str = r#"# image-pipeline fidelity fix: state survives a killed emulator.
+_image_pipeline_save_pending = False
+
+
+def _image_pipeline_save_soon():
+    global _image_pipeline_save_pending
+    if _image_pipeline_save_pending:
+        return
+    _image_pipeline_save_pending = True
+
+    async def _save():
+        global _image_pipeline_save_pending
+        await asyncio.sleep(1.0)
+        _image_pipeline_save_pending = False
+        try:
+            save_all(_build_persistence_save_dict())
+        except Exception as e:
+            logger.error("image-pipeline: saving state failed: %s", e)
+
+    asyncio.get_running_loop().create_task(_save())
+
+
+"#;
 
 #[derive(Debug, Error)]
 pub enum FidelityError {

@@ -177,7 +177,11 @@ fn uploads_buckets(s: &Scope) -> [Statement<String>; 2] {
         ),
         Statement::allow(
             "UploadsObjectsForSmokeTestAndTeardown",
-            actions(&["s3:DeleteObject", "s3:DeleteObjectVersion"]),
+            actions(&[
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:GetObjectTagging",
+            ]),
             bucket.iter().map(|b| format!("{b}/*")).collect(),
         ),
     ]

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use api_types::{
-    ErrorBody, ImageMetadata, ImageStatus, Page, PresignRequest, PresignedUpload, Uploaded,
+    ErrorBody, FailureReason, ImageMetadata, ImageStatus, Page, PresignRequest, PresignedUpload,
+    Uploaded,
 };
 use aws_sdk_cloudformation::types::StackStatus;
 use aws_sdk_iam::types::PolicyEvaluationDecisionType;
@@ -51,6 +52,9 @@ pub enum CheckName {
     PresignedUpload,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
     BadUpload,
+    /// Something that is not an image, PUT through a presigned URL: the item ends `failed`
+    /// with `unsupported_image`, and the object is tagged for the lifecycle to expire.
+    PresignedNonImage,
     /// No response (but the presigned one) mentions S3.
     NoS3Urls,
     /// Every row of the allow/deny matrix, asked of IAM for the deployed roles.
@@ -60,12 +64,13 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 8] = [
+    pub const ALL: [CheckName; 9] = [
         CheckName::Upload,
         CheckName::Labels,
         CheckName::Listing,
         CheckName::PresignedUpload,
         CheckName::BadUpload,
+        CheckName::PresignedNonImage,
         CheckName::NoS3Urls,
         CheckName::IamMatrix,
         CheckName::FailureQueue,
@@ -78,6 +83,7 @@ impl CheckName {
             CheckName::Listing => "listing",
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::BadUpload => "bad-upload",
+            CheckName::PresignedNonImage => "presigned-non-image",
             CheckName::NoS3Urls => "no-s3-urls",
             CheckName::IamMatrix => "iam-matrix",
             CheckName::FailureQueue => "failure-queue",
@@ -182,6 +188,7 @@ struct Run<'a> {
     bodies: Vec<String>,
     image_id: Option<String>,
     presigned_id: Option<String>,
+    rejected_id: Option<String>,
     labels: Vec<String>,
 }
 
@@ -231,6 +238,7 @@ impl Run<'_> {
             CheckName::Listing => self.listing().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::BadUpload => self.bad_upload().await,
+            CheckName::PresignedNonImage => self.presigned_non_image().await,
             CheckName::NoS3Urls => self.no_s3_urls(),
             CheckName::IamMatrix => self.iam_matrix().await,
             CheckName::FailureQueue => self.failure_queue().await,
@@ -286,20 +294,23 @@ impl Run<'_> {
 
     /// Asks `POST /uploads` for a presigned PUT, sends the image with exactly the headers it
     /// names, and waits for the labels.
-    async fn presigned_upload(&mut self) -> Result<String, String> {
+    /// `POST /uploads` for `body` claimed as `content_type`, then the PUT to the URL it hands
+    /// out; the id and a repeatable copy of the PUT.
+    async fn presigned_put(
+        &mut self,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(String, Option<reqwest::RequestBuilder>), String> {
         let ask = PresignRequest {
-            content_type: content_type(&self.image).to_string(),
-            size_bytes: i64::try_from(self.image.len()).unwrap_or(i64::MAX),
+            content_type: content_type.to_string(),
+            size_bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
         };
-        let body = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
-        let answer = self.post("/uploads", "application/json", body).await?;
+        let ask = serde_json::to_vec(&ask).map_err(|e| e.to_string())?;
+        let answer = self.post("/uploads", "application/json", ask).await?;
         // The one response that hands out an S3 URL by design: not part of the no-S3-URL check.
         self.bodies.pop();
         let presigned: PresignedUpload = answer.expect("POST /uploads", 201)?;
-        let mut put = self
-            .http
-            .put(&presigned.upload.url)
-            .body(self.image.clone());
+        let mut put = self.http.put(&presigned.upload.url).body(body);
         for (k, v) in &presigned.upload.headers {
             put = put.header(k, v);
         }
@@ -316,7 +327,13 @@ impl Run<'_> {
                 clip(&text)
             ));
         }
-        let id = presigned.image_id;
+        Ok((presigned.image_id, again))
+    }
+
+    async fn presigned_upload(&mut self) -> Result<String, String> {
+        let (id, again) = self
+            .presigned_put(content_type(&self.image), self.image.clone())
+            .await?;
         self.presigned_id = Some(id.clone());
         // The same URL again must not overwrite what was uploaded.
         let again = again
@@ -365,6 +382,48 @@ impl Run<'_> {
         ))
     }
 
+    async fn presigned_non_image(&mut self) -> Result<String, String> {
+        const NOT_AN_IMAGE: &[u8] = b"%PDF-1.7\n% a document, not an image\n%%EOF\n";
+        let (id, _) = self
+            .presigned_put("image/png", NOT_AN_IMAGE.to_vec())
+            .await?;
+        self.rejected_id = Some(id.clone());
+        let (m, text) = self.wait_for_final(&id).await?;
+        if m.status != ImageStatus::Failed
+            || m.failure_reason != Some(FailureReason::UnsupportedImage)
+            || m.content_type.as_deref() != Some("application/octet-stream")
+        {
+            return Err(format!(
+                "expected failed, unsupported_image, application/octet-stream: {}",
+                clip(&text)
+            ));
+        }
+        let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+        let tags = self
+            .clients
+            .s3
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(&key)
+            .expected_bucket_owner(&self.identity.account)
+            .send()
+            .await
+            .map_err(|e| format!("GetObjectTagging of {key}: {}", sdk(&e)))?;
+        let (k, v) = stack::app::REJECTED_TAG;
+        if !tags
+            .tag_set()
+            .iter()
+            .any(|t| t.key() == k && t.value() == v)
+        {
+            return Err(format!(
+                "the rejected object is not tagged {k}={v} for the lifecycle to expire it"
+            ));
+        }
+        Ok(format!(
+            "image {id} failed with unsupported_image; its object is tagged {k}={v}"
+        ))
+    }
+
     fn no_s3_urls(&self) -> Result<String, String> {
         let leaks: Vec<String> = self
             .bodies
@@ -410,6 +469,22 @@ impl Run<'_> {
         // The default photograph has content every label model recognises; a user's image
         // may legitimately get no label above the confidence threshold.
         let need_labels = self.cfg.image.is_none();
+        let (m, text) = self.wait_for_final(id).await?;
+        match m.status {
+            ImageStatus::Labeled => {
+                let names: Vec<String> = m.labels.into_iter().map(|l| l.name).collect();
+                if names.is_empty() && need_labels {
+                    return Err(format!("labeled with no labels: {text}"));
+                }
+                Ok(names)
+            }
+            _ => Err(format!("the pipeline recorded a failure: {text}")),
+        }
+    }
+
+    /// Polls `GET /metadata/{id}` until the image is labeled or failed: the metadata and the
+    /// answer's text.
+    async fn wait_for_final(&mut self, id: &str) -> Result<(ImageMetadata, String), String> {
         let timeout = self.cfg.timeout;
         let start = Instant::now();
         loop {
@@ -417,26 +492,17 @@ impl Run<'_> {
                 Ok(a) if a.status == 200 => {
                     let m: ImageMetadata = a.expect("GET /metadata/{id}", 200)?;
                     match m.status {
-                        ImageStatus::Labeled => {
-                            let names: Vec<String> = m.labels.into_iter().map(|l| l.name).collect();
-                            if names.is_empty() && need_labels {
-                                return Err(format!("labeled with no labels: {}", a.text));
-                            }
-                            return Ok(names);
-                        }
-                        ImageStatus::Failed => {
-                            return Err(format!("the pipeline recorded a failure: {}", a.text));
-                        }
+                        ImageStatus::Labeled | ImageStatus::Failed => return Ok((m, a.text)),
                         other => format!("200 {}", other.as_str()),
                     }
                 }
-                Ok(a) if a.status == 404 => "404 (not labeled yet)".to_string(),
+                Ok(a) if a.status == 404 => "404 (not processed yet)".to_string(),
                 Ok(a) => return Err(format!("unexpected {}: {}", a.status, clip(&a.text))),
                 Err(e) => e,
             };
             if start.elapsed() >= timeout {
                 return Err(format!(
-                    "no labels after {} s; last answer: {last}",
+                    "not processed after {} s; last answer: {last}",
                     timeout.as_secs()
                 ));
             }
@@ -447,7 +513,12 @@ impl Run<'_> {
     /// Removes what the checks uploaded (object versions and items) unless asked to keep
     /// them; whether everything went.
     async fn clean_up(&self, table: &str, progress: &dyn Progress) -> bool {
-        let ids: Vec<&String> = self.image_id.iter().chain(&self.presigned_id).collect();
+        let ids: Vec<&String> = self
+            .image_id
+            .iter()
+            .chain(&self.presigned_id)
+            .chain(&self.rejected_id)
+            .collect();
         if ids.is_empty() || self.cfg.keep {
             return false;
         }
@@ -550,6 +621,7 @@ pub async fn smoke_test(
         bodies: Vec::new(),
         image_id: None,
         presigned_id: None,
+        rejected_id: None,
         labels: Vec::new(),
     };
     let mut checks = Vec::new();
@@ -638,7 +710,8 @@ async fn delete_object_versions(
     Ok(())
 }
 
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
+/// Messages in the failure queue, visible or in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
     use aws_sdk_sqs::types::QueueAttributeName;
     let out = sqs
         .get_queue_attributes()

@@ -17,11 +17,12 @@ pub struct Args {
     /// Which benchmark: build (artifact sizes, no-change rebuild time), labels (local
     /// DetectLabels: model load, latency, throughput) or opt-level (arm64 sizes of each
     /// function at opt-level s, z and 3; three cold builds) or deploy (local deploy, no-op
-    /// redeploy and teardown times against the AWS CLI, upload-to-labels latency); default: all
+    /// redeploy and teardown times against the AWS CLI, upload-to-labels latency) or load (200
+    /// concurrent uploads, good and bad, against a local stack with IAM enforced); default: all
     pub name: Option<String>,
 }
 
-const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy"];
+const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy", "load"];
 
 pub fn run(a: Args) -> Result<()> {
     let names: Vec<&str> = match a.name.as_deref() {
@@ -38,6 +39,7 @@ pub fn run(a: Args) -> Result<()> {
             "labels" => crate::bench_labels::run()?,
             "opt-level" => bench_opt_level()?,
             "deploy" => crate::bench_deploy::run()?,
+            "load" => crate::bench_load::run()?,
             _ => unreachable!("listed in BENCHES"),
         };
         let dir = workspace_root().join("target").join("bench");

@@ -75,10 +75,15 @@ fn event_line(e: &StackEvent) -> String {
 }
 
 pub fn check_line(c: &CheckResult) -> String {
+    let width = deployer::smoke::CheckName::ALL
+        .iter()
+        .map(|n| n.as_str().len())
+        .max()
+        .unwrap_or(0);
     format!(
-        "{} {:<16} {:>8}  {}",
+        "{} {:<width$} {:>8}  {}",
         if c.passed { "ok  " } else { "FAIL" },
-        c.name,
+        c.name.as_str(),
         secs(c.elapsed_ms),
         c.detail
     )

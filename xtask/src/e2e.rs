@@ -1,6 +1,8 @@
 //! The end-to-end test on the local environment, run by `cargo xtask test`, with IAM
 //! enforcement and TLS on: as an IAM user whose only policy is `cargo xtask deployer-policy`
-//! (not as root), deploy, smoke-test, deploy again (no changes), change the upload function's
+//! (not as root), deploy, smoke-test, deploy again (no changes), kill the emulator with
+//! SIGKILL and start it again (the image, its item and the stack are all still there), change
+//! the upload function's
 //! code and deploy (only that function is updated); then take `s3:GetObjectVersion` away from
 //! the process role and show an upload failing into the failure queue with an error that names
 //! it; teardown, teardown again (nothing to do); and a deploy with no region anywhere fails
@@ -83,7 +85,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -99,6 +101,50 @@ async fn deployer_user(local: &LocalConfig) -> Result<LocalCredentials> {
         user.access_key_id
     );
     Ok(user)
+}
+
+/// The labels `GET /metadata/{id}` gives and the bytes of the image's object, read as root.
+async fn read_back(
+    local: &LocalConfig,
+    api: &str,
+    bucket: &str,
+    id: &str,
+) -> Result<(Vec<String>, Vec<u8>)> {
+    let target = deployer::aws::Target::Local {
+        endpoint: local.endpoint(),
+        certificate: local
+            .tls()
+            .cert_pem()
+            .context("the local environment has no certificate")?,
+        credentials: LocalCredentials::root(),
+    };
+    let http = deployer::aws::http_client(&target, std::time::Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let resp = http
+        .get(format!("{api}/metadata/{id}"))
+        .send()
+        .await
+        .context("GET /metadata/{id}")?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    ensure!(status == 200, "GET /metadata/{id}: {status} {text}");
+    let m: api_types::ImageMetadata = serde_json::from_str(&text)?;
+    ensure!(
+        m.status == api_types::ImageStatus::Labeled,
+        "image {id} is {:?}",
+        m.status
+    );
+    let (clients, _) = deployer::aws::connect(&target).await?;
+    let object = clients
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(format!("{}{id}", stack::app::UPLOAD_PREFIX))
+        .send()
+        .await
+        .with_context(|| format!("GetObject of image {id}"))?;
+    let bytes = object.body.collect().await?.to_vec();
+    Ok((m.labels.into_iter().map(|l| l.name).collect(), bytes))
 }
 
 fn steps() -> Result<()> {
@@ -172,6 +218,57 @@ fn steps() -> Result<()> {
     ensure!(
         again.artifacts.iter().all(|a| !a.uploaded),
         "second deploy uploaded artifacts again"
+    );
+
+    // Nothing is lost when the emulator is killed: an image uploaded and labeled before is
+    // still readable afterwards, object and item, and the stack still matches.
+    let kept: SmokeReport = ok(&["smoke-test", "--keep"])?;
+    ensure!(kept.passed, "smoke test before the kill: {:?}", kept.checks);
+    let id = kept
+        .image_id
+        .clone()
+        .context("the smoke test kept no image")?;
+    let ministack = status
+        .services
+        .iter()
+        .find(|s| s.name == "ministack")
+        .and_then(|s| s.pid)
+        .context("no ministack pid")?;
+    // Let the last request's state save happen, as it would between any two user actions.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    eprintln!("e2e    kill -9 {ministack} (ministack)");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &ministack.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    ensure!(killed.success(), "kill -9 {ministack} failed");
+    let back: LocalStatus =
+        finished(xtask(&["local", "up", "--output", "json"])?.run()?).report()?;
+    ensure!(back.iam_enforced, "after the restart: {back:?}");
+    let api = created.api_url.clone().context("no local API URL")?;
+    let bucket = created
+        .outputs
+        .get(stack::app::outputs::BUCKET)
+        .context("no bucket output")?;
+    let (labels, bytes) = rt.block_on(read_back(&local, &api, bucket, &id))?;
+    ensure!(
+        labels == kept.labels,
+        "after the restart image {id} has labels {labels:?}, before {:?}",
+        kept.labels
+    );
+    ensure!(
+        bytes == deployer::smoke::DEFAULT_IMAGE,
+        "after the restart the object of image {id} differs ({} bytes)",
+        bytes.len()
+    );
+    eprintln!(
+        "e2e    after kill -9 and local up: image {id}, its labels and its object are all there"
+    );
+    let after: DeployReport = ok(&["deploy"])?;
+    ensure!(
+        after.status == Outcome::NoChanges,
+        "deploy after the restart: {:?}",
+        after.status
     );
 
     // Change the upload function's code (a note compiled into it) and nothing else.

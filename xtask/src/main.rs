@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_deploy;
 mod bench_labels;
+mod bench_load;
 mod build;
 mod child;
 mod console;
@@ -190,5 +191,152 @@ mod tests {
             ]),
             Err(ErrorKind::ValueValidation)
         );
+    }
+
+    /// Hostile and mistaken command lines, each with the exact kind of error clap reports and,
+    /// where the message is ours, what it says. None may panic or reach a command.
+    #[test]
+    fn hostile_command_lines_get_their_exact_error() {
+        use clap::error::ErrorKind::*;
+        let long = "a".repeat(40);
+        let cases: Vec<(Vec<&str>, clap::error::ErrorKind, &str)> = vec![
+            (vec!["deploi"], InvalidSubcommand, ""),
+            (vec!["deploy", "--stagee", "dev"], UnknownArgument, ""),
+            (vec!["deploy", "--stage"], InvalidValue, ""),
+            (
+                vec!["deploy", "--stage", ""],
+                ValueValidation,
+                "must not be empty",
+            ),
+            (
+                vec!["deploy", "--stage", "Prod"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "pr_1"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "a--b"],
+                ValueValidation,
+                "single hyphens",
+            ),
+            (
+                vec!["deploy", "--stage=-a"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "a-"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "../etc"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "pr 1"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deploy", "--stage", "prüf"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (vec!["deploy", "--stage", &long], ValueValidation, "at most"),
+            (
+                vec!["deploy", "--stage", "assets"],
+                ValueValidation,
+                "reserved",
+            ),
+            (vec!["deploy", "--arch", "sparc"], ValueValidation, "sparc"),
+            (vec!["deploy", "--output", "yaml"], InvalidValue, ""),
+            (
+                vec!["deploy", "--local", "--region", "eu-west-1"],
+                ArgumentConflict,
+                "",
+            ),
+            (
+                vec!["deploy", "--local", "--profile", "p"],
+                ArgumentConflict,
+                "",
+            ),
+            (vec!["deploy", "--local-port", "70000"], ValueValidation, ""),
+            (vec!["deploy", "--local-port", "-1"], UnknownArgument, ""),
+            (vec!["deploy", "--local-port", "http"], ValueValidation, ""),
+            (vec!["deploy", "--wait", "soon"], ValueValidation, ""),
+            (vec!["deploy", "--plan=yes"], TooManyValues, ""),
+            (vec!["smoke-test", "--timeout", "1e9"], ValueValidation, ""),
+            (vec!["smoke-test", "--keep", "--keep"], ArgumentConflict, ""),
+            (
+                vec!["teardown", "--stage", "Prod"],
+                ValueValidation,
+                "lowercase letters",
+            ),
+            (
+                vec!["deployer-policy", "--account", "12"],
+                ValueValidation,
+                "",
+            ),
+            (
+                vec!["deployer-policy", "--account", "abcdefghijkl"],
+                ValueValidation,
+                "",
+            ),
+            (
+                vec!["deployer-policy", "--account", "1234567890123"],
+                ValueValidation,
+                "",
+            ),
+            (vec!["local", "sideways"], InvalidSubcommand, ""),
+        ];
+        let mut wrong = Vec::new();
+        for (args, want, says) in &cases {
+            let argv = std::iter::once("cargo xtask").chain(args.iter().copied());
+            match Cli::try_parse_from(argv) {
+                Ok(_) => wrong.push(format!("{args:?}: accepted")),
+                Err(e) if e.kind() != *want => {
+                    wrong.push(format!("{args:?}: {:?}, want {want:?}: {e}", e.kind()))
+                }
+                Err(e) if !e.to_string().contains(says) => {
+                    wrong.push(format!("{args:?}: does not say `{says}`: {e}"))
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Regions are checked for their form before any call, with one message.
+    #[test]
+    fn hostile_regions_are_refused_by_form() {
+        for bad in [
+            "",
+            "eu west 1",
+            "Ireland",
+            "eu-west-1/../",
+            "us-east-1\n",
+            "x".repeat(64).as_str(),
+        ] {
+            let e = deployer::aws::validate_region(bad).map_err(|e| e.to_string());
+            assert!(
+                e.as_ref()
+                    .is_err_and(|m| m.contains("is not an AWS region code")),
+                "{bad:?}: {e:?}"
+            );
+        }
+        for good in [
+            "eu-west-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "us-isof-south-1",
+        ] {
+            assert!(deployer::aws::validate_region(good).is_ok(), "{good}");
+        }
     }
 }

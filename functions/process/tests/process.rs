@@ -585,3 +585,190 @@ async fn a_failed_tagging_is_retried_and_records_nothing() {
     assert!(err.contains("tagging the rejected upload"), "{err}");
     assert!(items.lock().unwrap().is_empty());
 }
+
+/// Hostile and odd S3 records, each with what must happen to it: processed (labeled) or
+/// skipped without a read, a label request or an item.
+#[tokio::test]
+async fn hostile_s3_records_are_processed_or_skipped_exactly() {
+    let long = format!("uploads/{}", "a".repeat(10_000));
+    let set = |path: &'static [&'static str], v: serde_json::Value| {
+        move |ev: &mut serde_json::Value| {
+            let mut at = &mut ev["Records"][0];
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[path[path.len() - 1]] = v.clone();
+        }
+    };
+    let key = |k: String| set(&["s3", "object", "key"], serde_json::Value::String(k));
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "the recorded event",
+            Box::new(|_: &mut serde_json::Value| {}),
+            "labeled",
+        ),
+        (
+            "ObjectCreated:Copy",
+            Box::new(set(&["eventName"], "ObjectCreated:Copy".into())),
+            "labeled",
+        ),
+        (
+            "ObjectCreated:CompleteMultipartUpload",
+            Box::new(set(
+                &["eventName"],
+                "ObjectCreated:CompleteMultipartUpload".into(),
+            )),
+            "labeled",
+        ),
+        (
+            "a versionId of \"null\"",
+            Box::new(set(&["s3", "object", "versionId"], "null".into())),
+            "labeled",
+        ),
+        (
+            "the id percent-encoded",
+            Box::new(key(format!("uploads/%33{}", &ID[1..]))),
+            "labeled",
+        ),
+        (
+            "ObjectRemoved:Delete",
+            Box::new(set(&["eventName"], "ObjectRemoved:Delete".into())),
+            "skipped",
+        ),
+        (
+            "ObjectRestore:Completed",
+            Box::new(set(&["eventName"], "ObjectRestore:Completed".into())),
+            "skipped",
+        ),
+        (
+            "no eventName",
+            Box::new(set(&["eventName"], serde_json::Value::Null)),
+            "skipped",
+        ),
+        (
+            "another bucket",
+            Box::new(set(
+                &["s3", "bucket", "name"],
+                "someone-elses-bucket".into(),
+            )),
+            "skipped",
+        ),
+        (
+            "no bucket name",
+            Box::new(set(&["s3", "bucket", "name"], serde_json::Value::Null)),
+            "skipped",
+        ),
+        (
+            "no key",
+            Box::new(set(&["s3", "object", "key"], serde_json::Value::Null)),
+            "skipped",
+        ),
+        (
+            "the prefix alone",
+            Box::new(key("uploads/".into())),
+            "skipped",
+        ),
+        (
+            "not a UUID",
+            Box::new(key("uploads/cat.jpg".into())),
+            "skipped",
+        ),
+        (
+            "an upper-case UUID",
+            Box::new(key(format!("uploads/{}", ID.to_uppercase()))),
+            "skipped",
+        ),
+        (
+            "a UUID with a suffix",
+            Box::new(key(format!("uploads/{ID}/x"))),
+            "skipped",
+        ),
+        (
+            "a UUID with an extension",
+            Box::new(key(format!("uploads/{ID}.png"))),
+            "skipped",
+        ),
+        (
+            "a trailing +",
+            Box::new(key(format!("uploads/{ID}+"))),
+            "skipped",
+        ),
+        (
+            "a NUL byte",
+            Box::new(key(format!("uploads/{ID}%00"))),
+            "skipped",
+        ),
+        (
+            "a dot-dot path",
+            Box::new(key(format!("uploads/../uploads/{ID}"))),
+            "skipped",
+        ),
+        (
+            "another prefix",
+            Box::new(key(format!("other/{ID}"))),
+            "skipped",
+        ),
+        (
+            "the prefix in capitals",
+            Box::new(key(format!("Uploads/{ID}"))),
+            "skipped",
+        ),
+        (
+            "a bad escape %zz",
+            Box::new(key("uploads/%zz".into())),
+            "skipped",
+        ),
+        (
+            "an escape with a sign, %+1",
+            Box::new(key("uploads/%+1".into())),
+            "skipped",
+        ),
+        (
+            "a cut escape",
+            Box::new(key("uploads/%4".into())),
+            "skipped",
+        ),
+        (
+            "bytes that are not UTF-8",
+            Box::new(key("uploads/%FF%FE".into())),
+            "skipped",
+        ),
+        (
+            "a 10,000-character key",
+            Box::new(key(long.clone())),
+            "skipped",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, edit, want) in &cases {
+        let mut ev: serde_json::Value = serde_json::from_str(ONE).unwrap();
+        edit(&mut ev);
+        let items = Items::default();
+        let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
+        let c = ctx(&[&get], &[&rek], &[&put]);
+        let event = LambdaEvent::new(serde_json::from_value(ev).unwrap(), Context::default());
+        let summary = handler(&c, event).await.unwrap();
+        let got = match (summary.labeled, summary.skipped) {
+            (1, 0) => "labeled",
+            (0, 1) => "skipped",
+            _ => "other",
+        };
+        let calls = (
+            get.num_calls(),
+            rek.num_calls(),
+            items.lock().unwrap().len(),
+        );
+        let expected_calls = if *want == "labeled" {
+            (1, 1, 1)
+        } else {
+            (0, 0, 0)
+        };
+        if got != *want || calls != expected_calls {
+            wrong.push(format!(
+                "{name}: {got} with (reads, label requests, items) {calls:?}, want {want}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -35,7 +35,9 @@ pub struct Config {
     pub io_timeout: Duration,
     /// The longest a request body may take to arrive in full.
     pub body_deadline: Duration,
-    /// Connections served at once; more are answered with a throttling error and closed.
+    /// Connections served at once. Up to as many again are read and answered with
+    /// `ThrottlingException` (which the SDK retries with backoff); past that, a connection is
+    /// closed at once.
     pub max_connections: usize,
 }
 
@@ -45,7 +47,7 @@ impl Config {
             workers: workers.max(1),
             io_timeout: Duration::from_secs(10),
             body_deadline: Duration::from_secs(30),
-            max_connections: 64,
+            max_connections: 256,
         }
     }
 }
@@ -158,6 +160,7 @@ pub fn start_with(service: Arc<Service>, addr: &str, config: Config) -> std::io:
         ids: AtomicU64::new(1),
     });
     let connections = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
     let stop = stopping.clone();
     let acceptor = std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -177,27 +180,24 @@ pub fn start_with(service: Arc<Service>, addr: &str, config: Config) -> std::io:
             }
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
-            match Slot::take(&connections, config.max_connections) {
-                Some(slot) => {
-                    std::thread::spawn(move || {
-                        let _slot = slot;
-                        // Whatever happens on one connection, the service lives on.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            serve(&shared, stream)
-                        }));
-                    });
-                }
-                None => {
-                    let e = ApiError::new(
-                        "ThrottlingException",
-                        400,
-                        "too many connections; slow down",
-                    );
-                    let id = shared.ids.fetch_add(1, Ordering::SeqCst);
-                    let mut stream = stream;
-                    let _ = write_response(&mut stream, &Reply::error(&e), id, true);
-                }
+            if let Some(slot) = Slot::take(&connections, config.max_connections) {
+                std::thread::spawn(move || {
+                    let _slot = slot;
+                    // Whatever happens on one connection, the service lives on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        serve(&shared, stream)
+                    }));
+                });
+            } else if let Some(slot) = Slot::take(&refusing, config.max_connections) {
+                // Over the limit: a proper answer to the request, which the SDK retries.
+                std::thread::spawn(move || {
+                    let _slot = slot;
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        throttle(&shared, stream)
+                    }));
+                });
             }
+            // Past both limits the connection is dropped: the client sees it closed.
         }
     });
     Ok(Running {
@@ -420,6 +420,20 @@ fn serve(shared: &Shared, stream: TcpStream) {
         if write_response(&mut writer, &reply, id, close).is_err() || close {
             return;
         }
+    }
+}
+
+/// Reads one request head and answers it with `ThrottlingException`, then closes.
+fn throttle(shared: &Shared, stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
+    if read_head(&mut reader).is_ok() {
+        let id = shared.ids.fetch_add(1, Ordering::SeqCst);
+        let e = ApiError::new("ThrottlingException", 400, "Rate exceeded");
+        let _ = write_response(&mut writer, &Reply::error(&e), id, true);
     }
 }
 

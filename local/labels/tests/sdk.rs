@@ -100,6 +100,9 @@ fn fake_s3(objects: HashMap<String, Vec<u8>>) -> (u16, Arc<tiny_http::Server>, A
 
 struct Env {
     client: Client,
+    /// Dropped on a thread of its own: its S3 client owns a runtime, which may not be dropped
+    /// inside a test's async context.
+    service: Option<Arc<Service>>,
     running: Option<Running>,
     s3: Arc<tiny_http::Server>,
     s3_requests: Arc<AtomicUsize>,
@@ -111,11 +114,18 @@ impl Drop for Env {
         if let Some(r) = self.running.take() {
             r.stop();
         }
+        if let Some(service) = self.service.take() {
+            let _ = std::thread::spawn(move || drop(service)).join();
+        }
         self.s3.unblock();
     }
 }
 
 impl Env {
+    fn service(&self) -> &Service {
+        self.service.as_deref().unwrap()
+    }
+
     /// A client of the service signing with these credentials.
     fn client_as(&self, id: &str, secret: &str, max_attempts: u32) -> Client {
         client(self.port, id, secret, max_attempts)
@@ -170,11 +180,12 @@ fn start_with(faults: Faults, max_attempts: u32, config: server::Config) -> Env 
         ),
         keys: Box::new(StaticKeys(vec![caller(READER), caller(NO_READ)])),
     });
-    let running = server::start_with(service, "127.0.0.1:0", config).unwrap();
+    let running = server::start_with(service.clone(), "127.0.0.1:0", config).unwrap();
     let port = running.port;
     let reader = caller(READER);
     Env {
         client: client(port, READER, &reader.secret_access_key, max_attempts),
+        service: Some(service),
         running: Some(running),
         s3,
         s3_requests,
@@ -609,4 +620,179 @@ async fn a_body_announced_too_large_is_refused_before_it_is_read() {
     let out = String::from_utf8_lossy(&out[..n]);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("ImageTooLargeException"), "{out}");
+}
+
+/// Hostile DetectLabels request bodies (after a valid signature), each with the exact error
+/// Rekognition's shape gives it; the service keeps answering afterwards.
+#[test]
+fn hostile_requests_get_their_exact_error() {
+    use base64::Engine;
+    let env = start(Faults::none(), 1);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let bytes_req = |b: &[u8]| format!(r#"{{"Image":{{"Bytes":"{}"}}}}"#, b64(b));
+    let s3_req =
+        |key: &str| format!(r#"{{"Image":{{"S3Object":{{"Bucket":"images","Name":"{key}"}}}}}}"#);
+    let cat = bytes_req(&photo("chelsea.png"));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let too_big = format!(r#"{{"Image":{{"Bytes":"{}"}}}}"#, "A".repeat(7_000_000));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty body", String::new(), "InvalidParameterException"),
+        ("null", "null".into(), "InvalidParameterException"),
+        ("an array", "[]".into(), "InvalidParameterException"),
+        ("a string", r#""Image""#.into(), "InvalidParameterException"),
+        ("not JSON", "Image=cat".into(), "InvalidParameterException"),
+        ("10,000 nested arrays", deep, "InvalidParameterException"),
+        ("no Image", "{}".into(), "InvalidParameterException"),
+        (
+            "Image is null",
+            r#"{"Image":null}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Image has neither",
+            r#"{"Image":{}}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Image has both",
+            r#"{"Image":{"Bytes":"AAAA","S3Object":{"Bucket":"images","Name":"uploads/chelsea"}}}"#
+                .into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Image is a string",
+            r#"{"Image":"cat.png"}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Bytes not base64",
+            r#"{"Image":{"Bytes":"@@@@"}}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Bytes a number",
+            r#"{"Image":{"Bytes":42}}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "Bytes empty",
+            r#"{"Image":{"Bytes":""}}"#.into(),
+            "InvalidImageFormatException",
+        ),
+        (
+            "Bytes of text",
+            bytes_req(b"just some text"),
+            "InvalidImageFormatException",
+        ),
+        (
+            "Bytes of a GIF",
+            bytes_req(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
+            "InvalidImageFormatException",
+        ),
+        (
+            "Bytes of half a PNG",
+            bytes_req(&photo("chelsea.png")[..1000]),
+            "InvalidImageFormatException",
+        ),
+        ("Bytes over 5 MB", too_big, "ImageTooLargeException"),
+        (
+            "Bytes of a 65535x65535 header",
+            bytes_req(&png_claiming(65_535, 65_535)),
+            "ImageTooLargeException",
+        ),
+        (
+            "MaxLabels negative",
+            cat.replacen('{', r#"{"MaxLabels":-1,"#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "MaxLabels a string",
+            cat.replacen('{', r#"{"MaxLabels":"ten","#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "MinConfidence 101",
+            cat.replacen('{', r#"{"MinConfidence":101,"#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "MinConfidence negative",
+            cat.replacen('{', r#"{"MinConfidence":-0.5,"#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "an unknown feature",
+            cat.replacen('{', r#"{"Features":["FACES"],"#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "Features not a list",
+            cat.replacen('{', r#"{"Features":"GENERAL_LABELS","#, 1),
+            "InvalidParameterException",
+        ),
+        (
+            "S3Object without Name",
+            r#"{"Image":{"S3Object":{"Bucket":"images"}}}"#.into(),
+            "InvalidParameterException",
+        ),
+        (
+            "S3Object that does not exist",
+            s3_req("uploads/nothing-here"),
+            "InvalidS3ObjectException",
+        ),
+        (
+            "S3Object that is text",
+            s3_req("uploads/notes.txt"),
+            "InvalidImageFormatException",
+        ),
+        (
+            "S3Object over 15 MB",
+            s3_req("uploads/huge"),
+            "ImageTooLargeException",
+        ),
+        (
+            "S3Object in a bucket that does not exist",
+            r#"{"Image":{"S3Object":{"Bucket":"nobody","Name":"uploads/chelsea"}}}"#.into(),
+            "InvalidS3ObjectException",
+        ),
+    ];
+    let reader = caller(READER);
+    let mut wrong = Vec::new();
+    for (name, body, want) in &cases {
+        match env.service().detect_labels(&reader, body.as_bytes()) {
+            Ok(_) => wrong.push(format!("{name}: answered 200, want {want}")),
+            Err(e) if e.kind != *want => {
+                wrong.push(format!("{name}: {} ({}), want {want}", e.kind, e.message))
+            }
+            Err(e) => assert_eq!(e.status, 400, "{name}"),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // A well-formed request still works, both ways.
+    assert!(env.service().detect_labels(&reader, cat.as_bytes()).is_ok());
+    assert!(
+        env.service()
+            .detect_labels(&reader, s3_req("uploads/chelsea").as_bytes())
+            .is_ok()
+    );
+}
+
+#[test]
+fn connections_over_the_limit_get_a_throttling_answer() {
+    let config = server::Config {
+        max_connections: 1,
+        ..server::Config::with_workers(1)
+    };
+    let env = start_with(Faults::none(), 1, config);
+    // One idle connection holds the only slot.
+    let holder = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = raw_get(env.port, "/health");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("ThrottlingException"), "{answer}");
+    // Released, the slot serves again.
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = raw_get(env.port, "/health");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

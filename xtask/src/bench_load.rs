@@ -1,0 +1,402 @@
+//! `cargo xtask bench load`: 200 concurrent uploads, good and bad mixed, against a local stack
+//! with IAM enforced. Every request must be answered (good ones 201, bad ones a 4xx JSON
+//! error, none a 5xx or a dropped connection); every good image must end labeled with exactly
+//! one item; no bad one may be stored; the failure queue must stay empty. The figures are the
+//! latency percentiles of each kind and the time until the last image was labeled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use api_types::{ErrorBody, ImageMetadata, ImageStatus, Uploaded};
+use deployer::aws::{LocalCredentials, Target};
+use deployer::deploy::{DeployReport, client_api_url};
+use deployer::local::{self, LocalConfig};
+use deployer::teardown::TeardownReport;
+use serde_json::{Value, json};
+use stack::app::outputs;
+
+use crate::bench::percentile;
+use crate::child::{Stderr, Xtask};
+
+/// The benchmark's own local environment, apart from the user's, the test's and `deploy`'s.
+const PORT: u16 = 4587;
+const LABELS_PORT: u16 = 4620;
+const STAGE: &str = "load";
+const REQUESTS: usize = 200;
+/// One request in this many is a bad one.
+const BAD_EVERY: usize = 3;
+const LABEL_TIMEOUT: Duration = Duration::from_secs(900);
+
+const PHOTOS: [&[u8]; 4] = [
+    include_bytes!("../../fixtures/images/chelsea.png"),
+    include_bytes!("../../fixtures/images/coffee.png"),
+    include_bytes!("../../fixtures/images/astronaut.png"),
+    include_bytes!("../../fixtures/images/rocket.jpg"),
+];
+
+/// The bad bodies, each with the error code it must get.
+fn bad_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let cat = PHOTOS[0];
+    let mut tall = cat.to_vec();
+    tall[16..20].copy_from_slice(&1u32.to_be_bytes());
+    tall[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&tall[12..29]);
+    tall[29..33].copy_from_slice(&crc.to_be_bytes());
+    let mut polyglot = cat.to_vec();
+    polyglot.extend_from_slice(b"PK\x03\x04 appended archive");
+    let rocket = PHOTOS[3];
+    vec![
+        (
+            "text",
+            b"this is not an image".to_vec(),
+            "unsupported_media_type",
+        ),
+        ("empty", Vec::new(), "empty_body"),
+        (
+            "truncated PNG",
+            cat[..cat.len() / 2].to_vec(),
+            "invalid_image",
+        ),
+        ("PNG with an archive appended", polyglot, "trailing_data"),
+        ("PNG claiming 1x100000", tall, "image_too_small"),
+        (
+            "GIF",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            "unsupported_media_type",
+        ),
+        (
+            "JPEG without its end",
+            rocket[..rocket.len() - 2].to_vec(),
+            "invalid_image",
+        ),
+    ]
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    c ^ 0xFFFF_FFFF
+}
+
+fn xtask<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T> {
+    let mut all = args.to_vec();
+    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
+    Xtask::new(&all)?
+        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
+        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
+        .stderr(Stderr::Hide)
+        .run()?
+        .report()
+}
+
+pub fn run() -> Result<Value> {
+    let cfg = LocalConfig::for_ports(PORT, LABELS_PORT);
+    local::up(&cfg, &crate::console::Console::new("bench"))?;
+    let result = measure(&cfg);
+    let _ = local::down(&cfg);
+    result
+}
+
+/// One request's outcome.
+#[derive(Debug)]
+struct Sent {
+    good: bool,
+    kind: &'static str,
+    want_code: &'static str,
+    status: Option<u16>,
+    body: String,
+    seconds: f64,
+}
+
+fn measure(cfg: &LocalConfig) -> Result<Value> {
+    xtask::<TeardownReport>(&["teardown"])?;
+    let deployed: DeployReport = xtask(&["deploy"])?;
+    let target = Target::Local {
+        endpoint: cfg.endpoint(),
+        certificate: cfg
+            .tls()
+            .cert_pem()
+            .context("the local environment has no certificate")?,
+        credentials: LocalCredentials::root(),
+    };
+    let output = |k: &str| {
+        deployed
+            .outputs
+            .get(k)
+            .cloned()
+            .with_context(|| format!("the stack has no output {k}"))
+    };
+    let api = client_api_url(&target, &output(outputs::API_URL)?);
+    let (bucket, table, queue) = (
+        output(outputs::BUCKET)?,
+        output(outputs::TABLE)?,
+        output(outputs::FAILURE_QUEUE_URL)?,
+    );
+    let rt = crate::target::runtime()?;
+    let result = rt.block_on(load(&target, &api, &bucket, &table, &queue));
+    xtask::<TeardownReport>(&["teardown"])?;
+    result
+}
+
+async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str) -> Result<Value> {
+    let (clients, _) = deployer::aws::connect(target).await?;
+    let http = deployer::aws::http_client(target, Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let bad = bad_bodies();
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for i in 0..REQUESTS {
+        let (good, kind, body, want_code) = if i % BAD_EVERY == BAD_EVERY - 1 {
+            let (kind, body, code) = &bad[(i / BAD_EVERY) % bad.len()];
+            (false, *kind, body.clone(), *code)
+        } else {
+            (true, "photograph", PHOTOS[i % PHOTOS.len()].to_vec(), "")
+        };
+        let (http, url) = (http.clone(), format!("{api}/upload"));
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await;
+            let (status, body) = match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (Some(status), r.text().await.unwrap_or_default())
+                }
+                Err(e) => (None, e.to_string()),
+            };
+            Sent {
+                good,
+                kind,
+                want_code,
+                status,
+                body,
+                seconds: t.elapsed().as_secs_f64(),
+            }
+        });
+    }
+    let mut sent = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        sent.push(r.context("an upload task failed")?);
+    }
+    let answered_in = start.elapsed().as_secs_f64();
+
+    // Every request answered as it should be.
+    let mut wrong = Vec::new();
+    let mut good_ids = BTreeSet::new();
+    for s in &sent {
+        match (s.good, s.status) {
+            (_, None) => wrong.push(format!("{}: no answer: {}", s.kind, s.body)),
+            (true, Some(201)) => match serde_json::from_str::<Uploaded>(&s.body) {
+                Ok(u) => {
+                    good_ids.insert(u.image_id);
+                }
+                Err(e) => wrong.push(format!("{}: 201 with {e}", s.kind)),
+            },
+            (false, Some(st)) if (400..500).contains(&st) => {
+                let code = serde_json::from_str::<ErrorBody>(&s.body)
+                    .map(|e| e.error.code)
+                    .unwrap_or_default();
+                if code != s.want_code {
+                    wrong.push(format!("{}: {st} {code}, want {}", s.kind, s.want_code));
+                }
+            }
+            (_, Some(st)) => wrong.push(format!("{}: {st} {}", s.kind, s.body)),
+        }
+    }
+    let good_sent = sent.iter().filter(|s| s.good).count();
+
+    // Every good image labeled.
+    let mut pending: BTreeSet<String> = good_ids.clone();
+    let mut failed = Vec::new();
+    while !pending.is_empty() && start.elapsed() < LABEL_TIMEOUT {
+        for id in pending.clone() {
+            let resp = http.get(format!("{api}/metadata/{id}")).send().await;
+            let Ok(resp) = resp else { continue };
+            if resp.status().as_u16() != 200 {
+                continue;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            let Ok(m) = serde_json::from_str::<ImageMetadata>(&text) else {
+                continue;
+            };
+            match m.status {
+                ImageStatus::Labeled => {
+                    pending.remove(&id);
+                }
+                ImageStatus::Failed => {
+                    failed.push(format!("{id}: {:?}", m.failure_reason));
+                    pending.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        // An image in the failure queue will never be labeled: stop waiting for it.
+        let queued = deployer::smoke::queue_depth(&clients.sqs, queue)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if queued > 0 {
+            break;
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let all_labeled_in = start.elapsed().as_secs_f64();
+
+    // Exactly one labeled item per good image, nothing else.
+    let mut items: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut key = None;
+    loop {
+        let page = clients
+            .dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(key)
+            .send()
+            .await
+            .context("scanning the images table")?;
+        for item in page.items() {
+            let s = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let e = items.entry(s("image_id")).or_insert((0, s("status")));
+            e.0 += 1;
+        }
+        key = page.last_evaluated_key().cloned();
+        if key.is_none() {
+            break;
+        }
+    }
+    let stray_items: Vec<&String> = items.keys().filter(|k| !good_ids.contains(*k)).collect();
+    let not_once: Vec<&String> = items
+        .iter()
+        .filter(|(_, (n, status))| *n != 1 || status != "labeled")
+        .map(|(k, _)| k)
+        .collect();
+
+    // Only good images stored.
+    let mut stored = BTreeSet::new();
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = clients
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .context("listing the uploads bucket")?;
+        for v in page.versions() {
+            if let Some(k) = v.key() {
+                stored.insert(k.trim_start_matches(stack::app::UPLOAD_PREFIX).to_string());
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
+    }
+    let stray_objects: Vec<&String> = stored.difference(&good_ids).collect();
+    let depth = deployer::smoke::queue_depth(&clients.sqs, queue)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+
+    let seconds = |good: bool| -> Vec<f64> {
+        sent.iter()
+            .filter(|s| s.good == good)
+            .map(|s| s.seconds)
+            .collect()
+    };
+    let (good_s, bad_s) = (seconds(true), seconds(false));
+    let row = |name: &str, v: &[f64]| {
+        println!(
+            "{name:<22} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.95),
+            percentile(v, 0.99),
+            percentile(v, 1.0)
+        );
+    };
+    println!(
+        "{:<22} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        format!("{REQUESTS} concurrent"),
+        "n",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "max s"
+    );
+    row("good uploads (201)", &good_s);
+    row("bad uploads (4xx)", &bad_s);
+    println!("all answered in {answered_in:.1} s; all labeled in {all_labeled_in:.1} s");
+    println!(
+        "wrong answers {}, failed images {}, unlabeled {}, items not exactly once {}, stray items {}, stray objects {}, failure queue {depth}",
+        wrong.len(),
+        failed.len(),
+        pending.len(),
+        not_once.len(),
+        stray_items.len(),
+        stray_objects.len()
+    );
+    let result = json!({
+        "requests": REQUESTS,
+        "good": good_sent,
+        "bad": REQUESTS - good_sent,
+        "good_latency_s": { "p50": percentile(&good_s, 0.5), "p95": percentile(&good_s, 0.95), "p99": percentile(&good_s, 0.99), "max": percentile(&good_s, 1.0) },
+        "bad_latency_s": { "p50": percentile(&bad_s, 0.5), "p95": percentile(&bad_s, 0.95), "p99": percentile(&bad_s, 0.99), "max": percentile(&bad_s, 1.0) },
+        "all_answered_s": answered_in,
+        "all_labeled_s": all_labeled_in,
+        "wrong_answers": wrong,
+        "failed_images": failed,
+        "unlabeled": pending.len(),
+        "items_not_exactly_once": not_once.len(),
+        "stray_items": stray_items.len(),
+        "stray_objects": stray_objects.len(),
+        "failure_queue_depth": depth,
+    });
+    ensure!(wrong.is_empty(), "answers were not as expected: {wrong:?}");
+    ensure!(
+        good_ids.len() == good_sent,
+        "{} good uploads, {} ids",
+        good_sent,
+        good_ids.len()
+    );
+    ensure!(failed.is_empty(), "good images failed: {failed:?}");
+    ensure!(depth == 0, "{depth} messages in the failure queue");
+    if !pending.is_empty() {
+        bail!(
+            "{} images not labeled after {} s",
+            pending.len(),
+            LABEL_TIMEOUT.as_secs()
+        );
+    }
+    ensure!(
+        not_once.is_empty() && stray_items.is_empty(),
+        "items: {not_once:?} not exactly once, {stray_items:?} not from a good upload"
+    );
+    ensure!(
+        stray_objects.is_empty(),
+        "objects stored that no good upload made: {stray_objects:?}"
+    );
+    Ok(result)
+}
