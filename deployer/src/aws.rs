@@ -108,13 +108,24 @@ pub enum AwsError {
     #[error(
         "no AWS credentials found: configure them (environment variables, `aws configure`, `aws sso login`, or web identity in CI) or pass --profile"
     )]
-    NoCredentials,
+    NoCredentials {
+        /// The SDK's whole chain of causes, for `--verbose`.
+        detail: String,
+    },
     #[error("the AWS credentials have expired: refresh them (for SSO: `aws sso login`) and retry")]
-    ExpiredCredentials,
-    #[error("the AWS credentials were rejected: {0}")]
-    InvalidCredentials(String),
-    #[error("cannot reach STS at {target}: {reason}")]
-    Unreachable { target: String, reason: String },
+    ExpiredCredentials { detail: String },
+    #[error(
+        "the AWS credentials were rejected ({reason}): check the access key, the secret and the profile"
+    )]
+    InvalidCredentials { reason: String, detail: String },
+    #[error(
+        "cannot reach STS at {target}: {reason}; check the network (and any proxy), and that the region exists"
+    )]
+    Unreachable {
+        target: String,
+        reason: String,
+        detail: String,
+    },
     #[error("cannot find out who is calling (sts:GetCallerIdentity): {0}")]
     Identity(String),
 }
@@ -288,13 +299,11 @@ pub async fn whoami(
     target: &Target,
     region: &str,
 ) -> Result<Identity, AwsError> {
-    let out = sts.get_caller_identity().send().await.map_err(|e| {
-        let code = aws_sdk_sts::error::ProvideErrorMetadata::code(&e)
-            .unwrap_or_default()
-            .to_string();
-        let text = DisplayErrorContext(&e).to_string();
-        classify_identity_error(&code, &text, target)
-    })?;
+    let out = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| classify_identity_error(&e, target))?;
     let account = out.account().unwrap_or_default().to_string();
     if account.is_empty() {
         return Err(AwsError::Identity("STS returned no account".into()));
@@ -307,40 +316,102 @@ pub async fn whoami(
     })
 }
 
-fn classify_identity_error(code: &str, text: &str, target: &Target) -> AwsError {
+/// The messages of an error and its causes, outermost first.
+fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = Some(e);
+    while let Some(err) = at {
+        out.push(err.to_string());
+        at = err.source();
+    }
+    out
+}
+
+/// Whether the failure came from loading credentials (the SDK reports a credential chain that
+/// found nothing, or whose instance-metadata step cannot be reached, as a dispatch failure).
+fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if err
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// At most one line of at most 200 characters.
+fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    let mut out: String = line.chars().take(200).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Turns a failed `GetCallerIdentity` into one line saying what is wrong and what to do; the
+/// SDK's whole chain stays in the error's `detail` for `--verbose`.
+fn classify_identity_error<E, R>(
+    e: &aws_sdk_sts::error::SdkError<E, R>,
+    target: &Target,
+) -> AwsError
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let detail = DisplayErrorContext(e).to_string();
+    let code = aws_sdk_sts::error::ProvideErrorMetadata::code(e).unwrap_or_default();
+    let message = aws_sdk_sts::error::ProvideErrorMetadata::message(e).unwrap_or_default();
     match code {
         "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
-            return AwsError::ExpiredCredentials;
+            return AwsError::ExpiredCredentials { detail };
         }
         "InvalidClientTokenId"
         | "SignatureDoesNotMatch"
         | "UnrecognizedClientException"
-        | "AccessDenied" => return AwsError::InvalidCredentials(text.to_string()),
+        | "AccessDenied" => {
+            let reason = if message.is_empty() { code } else { message };
+            return AwsError::InvalidCredentials {
+                reason: one_line(reason),
+                detail,
+            };
+        }
         _ => {}
     }
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("expired") {
-        AwsError::ExpiredCredentials
-    } else if lower.contains("no credentials")
-        || lower.contains("credentials provider")
-        || lower.contains("provided credentials")
+    let chain = causes(e);
+    let lower = detail.to_ascii_lowercase();
+    if is_credentials_error(e)
+        || lower.contains("no credentials")
         || lower.contains("no identity resolver")
         || lower.contains("noidentityresolver")
     {
-        AwsError::NoCredentials
-    } else if lower.contains("dispatch failure")
-        || lower.contains("connection refused")
-        || lower.contains("dns error")
-        || lower.contains("timed out")
-        || lower.contains("io error")
-    {
-        AwsError::Unreachable {
-            target: target.describe(),
-            reason: text.to_string(),
+        if lower.contains("expired") {
+            return AwsError::ExpiredCredentials { detail };
         }
-    } else {
-        AwsError::Identity(text.to_string())
+        return AwsError::NoCredentials { detail };
     }
+    if matches!(
+        e,
+        aws_sdk_sts::error::SdkError::DispatchFailure(_)
+            | aws_sdk_sts::error::SdkError::TimeoutError(_)
+    ) {
+        // The innermost cause says what happened on the wire (refused, DNS, timeout).
+        let reason = chain
+            .iter()
+            .rev()
+            .find(|c| !c.trim().is_empty())
+            .map_or_else(|| "no answer".to_string(), |c| one_line(c));
+        return AwsError::Unreachable {
+            target: target.describe(),
+            reason,
+            detail,
+        };
+    }
+    AwsError::Identity(one_line(&chain.join(": ")))
 }
 
 /// Configures the SDK for `target`, builds the clients and asks who we are: the start of
@@ -456,34 +527,5 @@ mod tests {
             "{r:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn identity_errors_say_what_to_do() {
-        let t = Target::Aws {
-            region: "eu-west-1".into(),
-            profile: None,
-        };
-        assert!(matches!(
-            classify_identity_error("ExpiredToken", "x", &t),
-            AwsError::ExpiredCredentials
-        ));
-        assert!(matches!(
-            classify_identity_error(
-                "",
-                "failed to construct request: no credentials in the property bag",
-                &t
-            ),
-            AwsError::NoCredentials
-        ));
-        assert!(matches!(
-            classify_identity_error("InvalidClientTokenId", "bad", &t),
-            AwsError::InvalidCredentials(_)
-        ));
-        let e = classify_identity_error("", "dispatch failure: connection refused", &t);
-        assert!(
-            e.to_string().contains("cannot reach STS at AWS eu-west-1"),
-            "{e}"
-        );
     }
 }

@@ -179,7 +179,8 @@ fn get32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
+/// CRC-32 (ISO-HDLC, as ZIP and PNG use it).
+pub fn crc32(bytes: &[u8]) -> u32 {
     let mut c = 0xFFFF_FFFFu32;
     for &b in bytes {
         c ^= u32::from(b);

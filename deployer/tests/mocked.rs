@@ -586,7 +586,7 @@ async fn expired_credentials_are_a_clear_error() {
     });
     let sts = mock_client!(aws_sdk_sts, [&r]);
     let err = whoami(&sts, &aws(), "eu-west-1").await.unwrap_err();
-    assert!(matches!(err, AwsError::ExpiredCredentials), "{err}");
+    assert!(matches!(err, AwsError::ExpiredCredentials { .. }), "{err}");
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
@@ -599,11 +599,136 @@ async fn missing_credentials_are_a_clear_error() {
         .build();
     let sts = aws_sdk_sts::Client::from_conf(conf);
     let err = whoami(&sts, &aws(), "eu-west-1").await.unwrap_err();
-    assert!(matches!(err, AwsError::NoCredentials), "{err:?}");
+    assert!(matches!(err, AwsError::NoCredentials { .. }), "{err:?}");
     assert!(
         err.to_string().contains("no AWS credentials found"),
         "{err}"
     );
+}
+
+/// A credential chain that finds nothing, as the SDK's default chain does on a machine with no
+/// credentials (it ends in the instance-metadata step, which fails).
+#[derive(Debug)]
+struct NoCredentialsAnywhere;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentialsAnywhere {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::provider_error(
+                "failed to load IMDS session token: request forbidden",
+            ),
+        ))
+    }
+}
+
+fn sts_at(
+    endpoint: &str,
+    credentials: Option<aws_sdk_sts::config::SharedCredentialsProvider>,
+) -> aws_sdk_sts::Client {
+    let mut conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build(),
+        );
+    conf = match credentials {
+        Some(c) => conf.credentials_provider(c),
+        None => conf.credentials_provider(aws_sdk_sts::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "test",
+        )),
+    };
+    aws_sdk_sts::Client::from_conf(conf.build())
+}
+
+/// Each way of failing to learn who is calling is one line saying what is wrong and what to
+/// do; the SDK's chain (a thousand characters of nested debug output) is kept for `--verbose`.
+#[tokio::test]
+async fn identity_failures_are_one_line_each() {
+    // A chain that finds no credentials anywhere.
+    let none = sts_at(
+        "https://127.0.0.1:9",
+        Some(aws_sdk_sts::config::SharedCredentialsProvider::new(
+            NoCredentialsAnywhere,
+        )),
+    );
+    let no_creds = whoami(&none, &aws(), "eu-west-1").await.unwrap_err();
+    // Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = whoami(
+        &sts_at(&format!("http://127.0.0.1:{port}"), None),
+        &aws(),
+        "eu-west-1",
+    )
+    .await
+    .unwrap_err();
+    // A host name that cannot resolve, as for a region that does not exist.
+    let nowhere = whoami(
+        &sts_at("https://sts.xx-nowhere-1.amazonaws.invalid", None),
+        &aws(),
+        "xx-nowhere-1",
+    )
+    .await
+    .unwrap_err();
+    // Credentials the service rejects.
+    let r = mock!(aws_sdk_sts::Client::get_caller_identity).then_error(|| {
+        aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError::generic(
+            ErrorMetadata::builder()
+                .code("InvalidClientTokenId")
+                .message("The security token included in the request is invalid.")
+                .build(),
+        )
+    });
+    let rejected = whoami(&mock_client!(aws_sdk_sts, [&r]), &aws(), "eu-west-1")
+        .await
+        .unwrap_err();
+    let cases = [
+        (&no_creds, "no AWS credentials found"),
+        (&refused, "cannot reach STS at AWS eu-west-1"),
+        (&nowhere, "cannot reach STS at AWS eu-west-1"),
+        (
+            &rejected,
+            "the AWS credentials were rejected (The security token included in the request is invalid.)",
+        ),
+    ];
+    for (err, says) in cases {
+        let line = err.to_string();
+        assert!(line.starts_with(says), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert!(!line.contains("DispatchFailure"), "no debug dump: {line}");
+        assert!(line.len() < 400, "{} characters: {line}", line.len());
+    }
+    assert!(
+        matches!(no_creds, AwsError::NoCredentials { .. }),
+        "{no_creds:?}"
+    );
+    assert!(
+        refused.to_string().contains("check the network"),
+        "{refused}"
+    );
+    assert!(
+        matches!(nowhere, AwsError::Unreachable { .. }),
+        "{nowhere:?}"
+    );
+    // The whole chain is still there for --verbose.
+    match &no_creds {
+        AwsError::NoCredentials { detail } => assert!(detail.contains("IMDS"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

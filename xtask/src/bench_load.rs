@@ -41,7 +41,7 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let mut tall = cat.to_vec();
     tall[16..20].copy_from_slice(&1u32.to_be_bytes());
     tall[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    let crc = crc32(&tall[12..29]);
+    let crc = deployer::zip::crc32(&tall[12..29]);
     tall[29..33].copy_from_slice(&crc.to_be_bytes());
     let mut polyglot = cat.to_vec();
     polyglot.extend_from_slice(b"PK\x03\x04 appended archive");
@@ -71,21 +71,6 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "invalid_image",
         ),
     ]
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    c ^ 0xFFFF_FFFF
 }
 
 fn xtask<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T> {

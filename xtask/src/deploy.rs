@@ -93,9 +93,12 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
             count(ChangeAction::Remove)
         )),
         Outcome::Created | Outcome::Updated => s.push_str(&format!(
-            "stack {} {} in {}: {} added, {} modified, {} removed\n",
+            "stack {} {} in {} (the stack operation; build {}, upload {}, {} in all): {} added, {} modified, {} removed\n",
             r.stack,
             r.status.as_str(),
+            secs(r.timings.change_set + r.timings.execute.unwrap_or(0)),
+            secs(r.timings.build),
+            secs(r.timings.assets),
             secs(r.timings.total),
             count(ChangeAction::Add),
             count(ChangeAction::Modify),
@@ -122,10 +125,82 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
         };
         s.push_str(&format!("API: {api}\n"));
         s.push_str("try it:\n");
+        // The photograph the smoke test uploads, by its real path: it is in every checkout.
+        let photo = deployer::pyenv::workspace_root()
+            .join("deployer")
+            .join("assets")
+            .join("smoke-test.png");
         s.push_str(&format!(
-            "  {curl} -X POST --data-binary @photo.jpg -H 'content-type: image/jpeg' '{api}/upload'\n"
+            "  {curl} -X POST --data-binary '@{}' -H 'content-type: image/png' '{api}/upload'\n",
+            photo.display()
         ));
         s.push_str(&format!("  {curl} '{api}/metadata/IMAGE_ID'\n"));
     }
     s.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deployer::aws::Identity;
+    use deployer::deploy::Timings;
+
+    fn report() -> DeployReport {
+        DeployReport {
+            stack: "image-pipeline-dev".into(),
+            stage: "dev".into(),
+            target: "the local environment".into(),
+            identity: Identity {
+                account: "000000000000".into(),
+                arn: "arn:aws:iam::000000000000:root".into(),
+                region: "us-east-1".into(),
+                partition: "aws".into(),
+            },
+            architecture: "x86_64".into(),
+            status: Outcome::Created,
+            changes: Vec::new(),
+            artifacts: Vec::new(),
+            assets_bucket: stack::app::assets_bucket_name("000000000000", "us-east-1"),
+            outputs: Default::default(),
+            api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
+            timings: Timings {
+                preflight: 100,
+                build: 316_000,
+                assets: 300,
+                change_set: 400,
+                execute: Some(600),
+                verify: None,
+                total: 317_400,
+            },
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_stack_operation_s_time_comes_first_and_the_build_s_beside_it() {
+        let s = summary(&report(), None);
+        let first = s.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(
+                "stack image-pipeline-dev created in 1.0 s (the stack operation; build 316.0 s, upload 0.3 s, 317.4 s in all)"
+            ),
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn the_curl_example_uploads_a_file_that_exists() {
+        let s = summary(&report(), None);
+        let line = s
+            .lines()
+            .find(|l| l.contains("--data-binary"))
+            .unwrap_or_default();
+        let path = line
+            .split("--data-binary '@")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_default();
+        assert!(std::path::Path::new(path).is_file(), "{line}");
+        assert!(line.contains("content-type: image/png"), "{line}");
+    }
 }

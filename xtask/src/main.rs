@@ -35,6 +35,9 @@ mod tidy;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// On an error, also print the full chain of causes (the AWS SDK's included)
+    #[arg(long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +95,7 @@ fn deployer_policy(a: DeployerPolicyArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
     let result = match cli.cmd {
         Cmd::Synth(a) => synth::run(a),
         Cmd::Build(a) => build::run(a),
@@ -110,6 +114,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if verbose {
+                // The innermost error with every field, the SDK's own chain included.
+                eprintln!("\ndetail: {:#?}", e.root_cause());
+            }
             ExitCode::FAILURE
         }
     }
@@ -141,7 +149,9 @@ mod tests {
     fn synth_defaults() {
         let cli = Cli::try_parse_from(["cargo xtask", "synth"]).map_err(|e| e.to_string());
         match cli {
-            Ok(Cli { cmd: Cmd::Synth(a) }) => {
+            Ok(Cli {
+                cmd: Cmd::Synth(a), ..
+            }) => {
                 assert_eq!(a.stage.as_str(), "dev");
                 assert_eq!(a.arch, stack::Architecture::Arm64);
             }
