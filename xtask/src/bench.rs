@@ -53,6 +53,44 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// A benchmark's own local environment (ports and stage apart from the user's and the tests'),
+/// started for `measure` and stopped afterwards whatever it returned.
+pub struct LocalBench {
+    pub port: u16,
+    pub labels_port: u16,
+    pub stage: &'static str,
+}
+
+impl LocalBench {
+    pub fn config(&self) -> deployer::local::LocalConfig {
+        deployer::local::LocalConfig::for_ports(self.port, self.labels_port)
+    }
+
+    pub fn run<T>(
+        &self,
+        measure: impl FnOnce(&deployer::local::LocalConfig) -> Result<T>,
+    ) -> Result<T> {
+        let cfg = self.config();
+        deployer::local::up(&cfg, &Console::new("bench"))?;
+        let result = measure(&cfg);
+        let _ = deployer::local::down(&cfg);
+        result
+    }
+
+    /// Runs `cargo xtask ARGS --local --stage STAGE --output json` against this environment:
+    /// its time and its report.
+    pub fn xtask<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<(f64, T)> {
+        let mut all = args.to_vec();
+        all.extend(["--local", "--stage", self.stage, "--output", "json"]);
+        let run = crate::child::Xtask::new(&all)?
+            .env("IMAGE_PIPELINE_LOCAL_PORT", self.port.to_string())
+            .env("IMAGE_PIPELINE_LABELS_PORT", self.labels_port.to_string())
+            .stderr(crate::child::Stderr::Hide)
+            .run()?;
+        Ok((run.seconds, run.report()?))
+    }
+}
+
 /// The `p` quantile (0 to 1) of `values`, nearest rank; NaN for no values.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     let mut v = values.to_vec();

@@ -17,28 +17,22 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stack::{App, Stage};
 
-use crate::bench::{median, percentile};
-use crate::child::{Stderr, Xtask};
+use crate::bench::{LocalBench, median, percentile};
 
 /// The benchmark's own local environment, apart from the user's and the test's.
-const PORT: u16 = 4586;
-const LABELS_PORT: u16 = 4619;
-const STAGE: &str = "bench";
+const ENV: LocalBench = LocalBench {
+    port: 4586,
+    labels_port: 4619,
+    stage: "bench",
+};
 /// The AWS CLI reference deploys the same template under another stage, so names differ.
 const CLI_STAGE: &str = "benchcli";
 const ROUNDS: usize = 3;
 const UPLOADS: usize = 10;
 
-/// Runs `cargo xtask ARGS --local --stage bench --output json`: its time and report.
+/// Runs `cargo xtask ARGS` against the benchmark's environment: its time and report.
 fn xtask<T: DeserializeOwned>(args: &[&str]) -> Result<(f64, T)> {
-    let mut all = args.to_vec();
-    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
-    let run = Xtask::new(&all)?
-        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
-        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
-        .stderr(Stderr::Hide)
-        .run()?;
-    Ok((run.seconds, run.report()?))
+    ENV.xtask(args)
 }
 
 fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Result<f64> {
@@ -78,11 +72,7 @@ fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Re
 }
 
 pub fn run() -> Result<Value> {
-    let cfg = LocalConfig::for_ports(PORT, LABELS_PORT);
-    local::up(&cfg, &crate::console::Console::new("bench"))?;
-    let result = measure(&cfg);
-    let _ = local::down(&cfg);
-    result
+    ENV.run(measure)
 }
 
 fn measure(cfg: &LocalConfig) -> Result<Value> {

@@ -11,18 +11,19 @@ use anyhow::{Context, Result, bail, ensure};
 use api_types::{ErrorBody, ImageMetadata, ImageStatus, Uploaded};
 use deployer::aws::{LocalCredentials, Target};
 use deployer::deploy::{DeployReport, client_api_url};
-use deployer::local::{self, LocalConfig};
+use deployer::local::LocalConfig;
 use deployer::teardown::TeardownReport;
 use serde_json::{Value, json};
 use stack::app::outputs;
 
-use crate::bench::percentile;
-use crate::child::{Stderr, Xtask};
+use crate::bench::{LocalBench, percentile};
 
 /// The benchmark's own local environment, apart from the user's, the test's and `deploy`'s.
-const PORT: u16 = 4587;
-const LABELS_PORT: u16 = 4620;
-const STAGE: &str = "load";
+const ENV: LocalBench = LocalBench {
+    port: 4587,
+    labels_port: 4620,
+    stage: "load",
+};
 const REQUESTS: usize = 200;
 /// One request in this many is a bad one.
 const BAD_EVERY: usize = 3;
@@ -74,22 +75,11 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 }
 
 fn xtask<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T> {
-    let mut all = args.to_vec();
-    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
-    Xtask::new(&all)?
-        .env("IMAGE_PIPELINE_LOCAL_PORT", PORT.to_string())
-        .env("IMAGE_PIPELINE_LABELS_PORT", LABELS_PORT.to_string())
-        .stderr(Stderr::Hide)
-        .run()?
-        .report()
+    Ok(ENV.xtask(args)?.1)
 }
 
 pub fn run() -> Result<Value> {
-    let cfg = LocalConfig::for_ports(PORT, LABELS_PORT);
-    local::up(&cfg, &crate::console::Console::new("bench"))?;
-    let result = measure(&cfg);
-    let _ = local::down(&cfg);
-    result
+    ENV.run(measure)
 }
 
 /// One request's outcome.

@@ -295,24 +295,21 @@ fn png_check(bytes: &[u8], limits: &Limits) -> Result<Image, Rejection> {
     Ok(image)
 }
 
-fn jpeg_options(limits: &Limits) -> DecoderOptions {
-    let side = usize::try_from(limits.max_side).unwrap_or(usize::MAX);
-    DecoderOptions::default()
+/// A JPEG decoder that reads headers of any size (a JPEG side is at most 65,535, so an
+/// oversized image is named by [`Limits`] rather than failing as a decoder error) and decodes
+/// to one byte per pixel, which is enough to prove the data decodes.
+fn jpeg_decoder(bytes: &[u8]) -> JpegDecoder<Cursor<&[u8]>> {
+    let side = usize::from(u16::MAX);
+    let options = DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(side)
         .set_max_height(side)
-        // One byte per pixel is enough to prove the data decodes.
-        .jpeg_set_out_colorspace(ColorSpace::Luma)
+        .jpeg_set_out_colorspace(ColorSpace::Luma);
+    JpegDecoder::new_with_options(Cursor::new(bytes), options)
 }
 
-fn jpeg_header(bytes: &[u8]) -> Result<(u32, u32), Rejection> {
-    let mut decoder = JpegDecoder::new_with_options(
-        Cursor::new(bytes),
-        jpeg_options(&Limits {
-            max_side: u32::from(u16::MAX),
-            ..REKOGNITION
-        }),
-    );
+/// Reads the headers: the frame's size.
+fn jpeg_headers(decoder: &mut JpegDecoder<Cursor<&[u8]>>) -> Result<(u32, u32), Rejection> {
     decoder
         .decode_headers()
         .map_err(|e| corrupt(Format::Jpeg, e))?;
@@ -324,15 +321,15 @@ fn jpeg_header(bytes: &[u8]) -> Result<(u32, u32), Rejection> {
     Ok((side(w)?, side(h)?))
 }
 
+fn jpeg_header(bytes: &[u8]) -> Result<(u32, u32), Rejection> {
+    jpeg_headers(&mut jpeg_decoder(bytes))
+}
+
 fn jpeg_check(bytes: &[u8], limits: &Limits) -> Result<Image, Rejection> {
-    // Dimensions first, with no side limit, so that an oversized image is named as such
-    // rather than as a decoder error.
-    let (width, height) = jpeg_header(bytes)?;
+    let mut decoder = jpeg_decoder(bytes);
+    let (width, height) = jpeg_headers(&mut decoder)?;
+    // Within the limits before any pixel memory is allocated.
     let image = limits.check(Format::Jpeg, width, height)?;
-    let mut decoder = JpegDecoder::new_with_options(Cursor::new(bytes), jpeg_options(limits));
-    decoder
-        .decode_headers()
-        .map_err(|e| corrupt(Format::Jpeg, e))?;
     let size = decoder
         .output_buffer_size()
         .ok_or_else(|| corrupt(Format::Jpeg, "no frame header"))?;

@@ -227,18 +227,16 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             return put(ctx, &item).await;
         }
     };
+    let format = image_check::Format::from_signature(&first);
     let checked = if size > MAX_S3_BYTES {
-        Err((FailureReason::ImageTooLarge, None))
+        Err(FailureReason::ImageTooLarge)
     } else {
-        image_check::inspect(&first, size, &REKOGNITION).map_err(|r| {
-            let format = image_check::Format::from_signature(&first);
-            (rejection_reason(&r), format)
-        })
+        image_check::inspect(&first, size, &REKOGNITION).map_err(|r| rejection_reason(&r))
     };
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     let content_type = match checked {
         Ok(inspected) => inspected.format.mime().to_string(),
-        Err((reason, format)) => {
+        Err(reason) => {
             tracing::info!(image_id = %id, reason = reason.as_str(), size_bytes = size, "not an image Rekognition takes");
             tag_rejected(ctx, &key, version).await?;
             let content_type = format.map_or("application/octet-stream", |f| f.mime());
