@@ -88,6 +88,7 @@ pub fn is_usable(status: &StackStatus) -> bool {
         StackStatus::CreateComplete
             | StackStatus::UpdateComplete
             | StackStatus::UpdateRollbackComplete
+            | StackStatus::ImportComplete
     )
 }
 
@@ -281,6 +282,18 @@ pub struct ChangeSetRequest {
     pub template_body: String,
     pub parameters: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
+    /// Existing resources to bring under the stack: an IMPORT change set (the template then
+    /// holds only these resources, on top of the stack's current ones).
+    pub imports: Vec<Import>,
+}
+
+/// A resource that exists outside any stack, to import: its logical id in the template, its
+/// type, and the property that identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub logical_id: String,
+    pub resource_type: String,
+    pub identifier: (String, String),
 }
 
 /// A change set ready to execute, or the news that there is nothing to do.
@@ -311,6 +324,9 @@ pub struct StackOps<'a> {
     pub name: &'a str,
     pub poll: Duration,
     pub progress: &'a dyn Progress,
+    /// The execution role CloudFormation acts as for this stack (`RoleARN`); without one it
+    /// acts with the caller's own credentials.
+    pub role_arn: Option<&'a str>,
 }
 
 impl std::fmt::Debug for StackOps<'_> {
@@ -418,6 +434,7 @@ impl StackOps<'_> {
                 self.cfn
                     .continue_update_rollback()
                     .stack_name(stack)
+                    .set_role_arn(self.role_arn.map(str::to_string))
                     .send()
                     .await
                     .map_err(|e| self.error("ContinueUpdateRollback", e))?;
@@ -483,9 +500,18 @@ impl StackOps<'_> {
         let stack = self.name;
         let name = change_set_name();
         let kind = match req.kind {
+            _ if !req.imports.is_empty() => ChangeSetType::Import,
             Prepared::Create => ChangeSetType::Create,
             Prepared::Update => ChangeSetType::Update,
         };
+        let imports = req.imports.iter().map(|i| {
+            aws_sdk_cloudformation::types::ResourceToImport::builder()
+                .logical_resource_id(&i.logical_id)
+                .resource_type(&i.resource_type)
+                .resource_identifier(&i.identifier.0, &i.identifier.1)
+                .build()
+        });
+        let imports: Vec<_> = imports.collect();
         let parameters = req.parameters.iter().map(|(k, v)| {
             Parameter::builder()
                 .parameter_key(k)
@@ -507,6 +533,8 @@ impl StackOps<'_> {
             .template_body(&req.template_body)
             .capabilities(Capability::CapabilityIam)
             .capabilities(Capability::CapabilityNamedIam)
+            .set_role_arn(self.role_arn.map(str::to_string))
+            .set_resources_to_import((!imports.is_empty()).then_some(imports))
             .set_parameters(Some(parameters.collect()))
             .set_tags(Some(tags.collect()))
             .send()
@@ -608,6 +636,7 @@ impl StackOps<'_> {
             self.cfn
                 .delete_stack()
                 .stack_name(target)
+                .set_role_arn(self.role_arn.map(str::to_string))
                 .send()
                 .await
                 .map_err(|e| self.error("DeleteStack", e))?;
@@ -648,7 +677,9 @@ impl StackOps<'_> {
             Some(info)
                 if matches!(
                     info.status,
-                    StackStatus::CreateComplete | StackStatus::UpdateComplete
+                    StackStatus::CreateComplete
+                        | StackStatus::UpdateComplete
+                        | StackStatus::ImportComplete
                 ) =>
             {
                 Ok(info)
@@ -675,6 +706,7 @@ impl StackOps<'_> {
         self.cfn
             .delete_stack()
             .stack_name(target)
+            .set_role_arn(self.role_arn.map(str::to_string))
             .client_request_token(&token)
             .send()
             .await

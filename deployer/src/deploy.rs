@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::assets::{self, AssetsError, Uploaded};
 use crate::aws::{self, AwsError, Identity, Target};
+use crate::bootstrap::{self, BootstrapError};
 use crate::build::{self, BuildArch, BuildConfig, BuildError, BuildReport};
 use crate::cfn::{CfnError, Change, ChangeSetRequest, Planned, Prepared, StackOps};
 use crate::progress::Progress;
@@ -32,6 +33,9 @@ pub struct DeployConfig {
     pub wait_for_other: Duration,
     /// How long the change set may take to execute.
     pub timeout: Duration,
+    /// Bootstrap the account first when it is not, or is of another version (the local
+    /// environment as its root: there is no administrator to ask).
+    pub auto_bootstrap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +85,11 @@ pub struct DeployReport {
     pub changes: Vec<Change>,
     pub artifacts: Vec<Uploaded>,
     pub assets_bucket: String,
+    /// The bootstrap scope (`release` or `preview`) whose execution role CloudFormation used.
+    pub scope: stack::app::bootstrap::Scope,
+    pub execution_role: String,
+    /// The permissions boundary every function role of the stack carries.
+    pub permissions_boundary: String,
     pub outputs: BTreeMap<String, String>,
     /// The API's base URL as a client on this machine reaches it.
     pub api_url: Option<String>,
@@ -99,6 +108,8 @@ pub enum DeployError {
     Assets(#[from] AssetsError),
     #[error(transparent)]
     Stack(#[from] CfnError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
     #[error("cannot synthesize the template: {0}")]
     Synth(String),
     #[error("the template is {0} bytes, over CloudFormation's inline limit of {MAX_TEMPLATE_BODY}")]
@@ -137,7 +148,7 @@ pub fn parameters(
     app: &App,
     stage: &Stage,
     arch: Architecture,
-    assets_bucket: &str,
+    (assets_bucket, boundary): (&str, &str),
     artifacts: &[Uploaded],
     rekognition_endpoint: Option<&str>,
 ) -> BTreeMap<String, String> {
@@ -153,6 +164,10 @@ pub fn parameters(
     p.insert(
         synth::PARAM_ARTIFACT_BUCKET.to_string(),
         assets_bucket.to_string(),
+    );
+    p.insert(
+        synth::PARAM_PERMISSIONS_BOUNDARY.to_string(),
+        boundary.to_string(),
     );
     p.insert(
         stack::app::REKOGNITION_ENDPOINT_PARAM.to_string(),
@@ -212,6 +227,43 @@ pub async fn deploy(
         identity.arn,
         identity.account
     ));
+    // Before the build: a missing or outdated bootstrap is known at once.
+    let boot = match bootstrap::read(&clients.cfn, &identity, &cfg.target).await {
+        Err(BootstrapError::Missing { .. } | BootstrapError::Outdated { .. })
+            if cfg.auto_bootstrap =>
+        {
+            progress.step("the local environment is not bootstrapped for this version: bootstrapping it first");
+            bootstrap::bootstrap(
+                &bootstrap::BootstrapConfig {
+                    target: cfg.target.clone(),
+                    preview: stack::app::StagePattern::parse(
+                        stack::app::bootstrap::DEFAULT_PREVIEW_STAGES,
+                    )
+                    .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
+                    ci: None,
+                    timeout: cfg.timeout,
+                },
+                progress,
+            )
+            .await?
+            .bootstrap
+        }
+        other => other?,
+    };
+    let scope = boot.scope_for(&cfg.stage);
+    let (Some(role), Some(boundary)) = (
+        boot.execution_roles.get(&scope).cloned(),
+        boot.boundaries.get(&scope).cloned(),
+    ) else {
+        return Err(BootstrapError::Invalid(format!(
+            "the bootstrap stack has no {scope} execution role"
+        ))
+        .into());
+    };
+    progress.step(&format!(
+        "stage {} deploys with the {scope} execution role {role}",
+        cfg.stage
+    ));
     timings.preflight = ms(t);
 
     let t = Instant::now();
@@ -219,8 +271,16 @@ pub async fn deploy(
     timings.build = ms(t);
 
     let t = Instant::now();
-    let (assets_bucket, artifacts, notes) =
-        upload_assets(&clients.s3, &identity, &built, progress).await?;
+    let artifacts = upload_assets(
+        &clients.s3,
+        &identity,
+        &boot.assets_bucket,
+        &cfg.stage,
+        &built,
+        progress,
+    )
+    .await?;
+    let (assets_bucket, notes) = (boot.assets_bucket.clone(), Vec::new());
     timings.assets = ms(t);
 
     let ops = StackOps {
@@ -228,6 +288,7 @@ pub async fn deploy(
         name: &stack_name,
         poll: aws::poll_interval(&cfg.target),
         progress,
+        role_arn: Some(&role),
     };
     let t = Instant::now();
     let kind = ops.prepare(cfg.wait_for_other).await?;
@@ -238,7 +299,7 @@ pub async fn deploy(
             &app,
             &cfg.stage,
             arch,
-            &assets_bucket,
+            (&assets_bucket, &boundary),
             &artifacts,
             cfg.rekognition_endpoint.as_deref(),
         ),
@@ -246,6 +307,7 @@ pub async fn deploy(
             ("app".to_string(), stack::app::APP.to_string()),
             ("stage".to_string(), cfg.stage.as_str().to_string()),
         ]),
+        imports: Vec::new(),
     };
     progress.step(match kind {
         Prepared::Create => "creating the change set (CREATE: the stack is new)",
@@ -264,6 +326,9 @@ pub async fn deploy(
         changes: Vec::new(),
         artifacts,
         assets_bucket,
+        scope,
+        execution_role: role.clone(),
+        permissions_boundary: boundary.clone(),
         outputs: BTreeMap::new(),
         api_url: None,
         timings,
@@ -334,35 +399,28 @@ fn build_handlers(
     Ok((arch, report))
 }
 
-/// Makes sure the assets bucket exists and holds every artifact; returns the bucket, the
-/// artifacts and notes for the user.
+/// Uploads what the bootstrap's assets bucket lacks of this stage's artifacts.
 async fn upload_assets(
     s3: &aws_sdk_s3::Client,
     identity: &Identity,
+    bucket: &str,
+    stage: &Stage,
     built: &BuildReport,
     progress: &dyn Progress,
-) -> Result<(String, Vec<Uploaded>, Vec<String>), DeployError> {
-    let mut notes = Vec::new();
-    let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
-    let owner = &identity.account;
-    if assets::ensure_bucket(s3, &bucket, &identity.region, &identity.partition, owner).await? {
-        notes.push(format!("created the assets bucket {bucket}"));
-        progress.step(&format!(
-            "created the assets bucket {bucket} (public access blocked, encrypted, TLS only)"
-        ));
-    }
-    let artifacts = assets::upload_artifacts(s3, &bucket, owner, built).await?;
+) -> Result<Vec<Uploaded>, DeployError> {
+    let artifacts =
+        assets::upload_artifacts(s3, bucket, &identity.account, stage.as_str(), built).await?;
     let sent: Vec<&str> = artifacts
         .iter()
         .filter(|a| a.uploaded)
         .map(|a| a.function.as_str())
         .collect();
     progress.step(&if sent.is_empty() {
-        format!("artifacts already in s3://{bucket}")
+        format!("artifacts already in s3://{bucket}/{stage}/")
     } else {
-        format!("uploaded {} to s3://{bucket}", sent.join(", "))
+        format!("uploaded {} to s3://{bucket}/{stage}/", sent.join(", "))
     });
-    Ok((bucket, artifacts, notes))
+    Ok(artifacts)
 }
 
 /// Executes the change set, then checks that what Lambda runs is what was built; returns the
@@ -478,7 +536,10 @@ mod tests {
             &app,
             &stage,
             Architecture::Arm64,
-            "assets",
+            (
+                "assets",
+                "arn:aws:iam::123456789012:policy/ImagePipelineBoundary-release-eu-west-1",
+            ),
             &artifacts,
             None,
         );

@@ -1,12 +1,13 @@
 //! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
 //! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
-//! removing a deployment (`smoke`, `teardown`), the deploying identity's policy
-//! (`permissions`), the local environment (`local`, `tls`, `fidelity`, `local_iam`, `model`)
+//! removing a deployment (`smoke`, `teardown`), the bootstrap stack (`bootstrap`), the
+//! policies around a deploy (`permissions`), the local environment (`local`, `tls`, `fidelity`, `local_iam`, `model`)
 //! and the managed Python tools (`pyenv`). Plain config structs in, typed errors out; long
 //! work reports through one `progress::Progress`, and printing is the caller's business.
 
 pub mod assets;
 pub mod aws;
+pub mod bootstrap;
 pub mod build;
 pub mod cfn;
 pub mod cmd;

@@ -324,3 +324,161 @@ pub async fn prove_enforcement(
         error,
     })
 }
+
+/// An assets bucket as an earlier version of this tool left it: made outside any stack,
+/// holding one artifact. Returns the bucket and the artifact's key. For the end-to-end test of
+/// the bootstrap's import.
+pub async fn legacy_assets_bucket(cfg: &LocalConfig) -> Result<(String, String), LocalIamError> {
+    let (clients, identity) = aws::connect(&root_target(cfg)?).await?;
+    let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
+    let key = "lambda/x86_64/upload/legacy.zip".to_string();
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .map_err(call("s3:CreateBucket"))?;
+    clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"PK legacy",
+        ))
+        .send()
+        .await
+        .map_err(call("s3:PutObject"))?;
+    Ok((bucket, key))
+}
+
+/// Whether `key` is still in `bucket`, asked as the emulator's root.
+pub async fn object_exists(
+    cfg: &LocalConfig,
+    bucket: &str,
+    key: &str,
+) -> Result<bool, LocalIamError> {
+    let (clients, _) = aws::connect(&root_target(cfg)?).await?;
+    Ok(clients
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok())
+}
+
+fn root_target(cfg: &LocalConfig) -> Result<Target, LocalIamError> {
+    Ok(Target::Local {
+        endpoint: cfg.endpoint(),
+        certificate: cfg.tls().cert_pem()?,
+        credentials: LocalCredentials::root(),
+    })
+}
+
+/// The trust policy of the role `arn`, as IAM returns it (URL-decoded JSON).
+pub async fn trust_policy(cfg: &LocalConfig, arn: &str) -> Result<Value, LocalIamError> {
+    let (clients, _) = aws::connect(&root_target(cfg)?).await?;
+    let name = arn.rsplit('/').next().unwrap_or(arn);
+    let role = clients
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(call("GetRole"))?;
+    let doc = role
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .unwrap_or_default();
+    let decoded = percent_decode(doc);
+    serde_json::from_str(&decoded).map_err(|e| LocalIamError::Call {
+        operation: "GetRole",
+        reason: format!("the trust policy is not JSON: {e}: {decoded}"),
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The deploying identity's escalation paths, other stages included, asked of IAM's
+/// simulator as the emulator's root (who may simulate anyone): the ones left open.
+pub async fn open_escalation_paths(
+    cfg: &LocalConfig,
+    user_arn: &str,
+    stages: &stack::app::StagePattern,
+    outside: &str,
+) -> Result<(usize, Vec<String>), LocalIamError> {
+    use crate::permissions::{Principal, escalation_checks};
+    use stack::app::bootstrap::Scope;
+    let (clients, identity) = aws::connect(&root_target(cfg)?).await?;
+    let checks = escalation_checks(
+        &identity.account,
+        &identity.region,
+        stages,
+        Scope::Preview,
+        stages,
+        Some(outside),
+    );
+    let mine: Vec<_> = checks
+        .iter()
+        .filter(|c| c.principal == Principal::Deployer)
+        .collect();
+    let wrong = crate::smoke::simulate_escalation(&clients.iam, user_arn, &mine)
+        .await
+        .map_err(LocalIamError::Enforcement)?;
+    Ok((mine.len(), wrong))
+}
+
+/// Asks CloudFormation, as the local IAM user `user`, to deploy `stack` with `role_arn`; the
+/// error it gives (`None` if it accepted).
+pub async fn try_pass_role(
+    cfg: &LocalConfig,
+    user: &LocalCredentials,
+    stack: &str,
+    role_arn: &str,
+) -> Result<Option<String>, LocalIamError> {
+    let target = Target::Local {
+        endpoint: cfg.endpoint(),
+        certificate: cfg.tls().cert_pem()?,
+        credentials: user.clone(),
+    };
+    let (clients, _) = aws::connect(&target).await?;
+    let out = clients
+        .cfn
+        .create_change_set()
+        .stack_name(stack)
+        .change_set_name("image-pipeline-passrole-probe")
+        .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Create)
+        .template_body(r#"{"Resources":{"Q":{"Type":"AWS::SQS::Queue"}}}"#)
+        .role_arn(role_arn)
+        .send()
+        .await;
+    Ok(match out {
+        Ok(_) => None,
+        Err(e) => Some(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
+    })
+}

@@ -1,19 +1,31 @@
-//! The IAM policy the identity that runs `deploy`, `smoke-test` and `teardown` needs: what
-//! CloudFormation does with the caller's credentials to create each resource type of the
-//! stack, plus the assets bucket, the smoke test's reads and clean-up, and the teardown. Every
-//! statement is scoped to the names the app model gives (`image-pipeline-*`) in one account
-//! and region; API Gateway IDs are random, so those statements cover the account's APIs.
+//! The IAM policies around a deploy, built from the app model (`stack::app::Names`) so that
+//! they name exactly what the stack holds:
+//!
+//! - [`deployer_policy`]: the identity that runs `deploy`, `smoke-test` and `teardown`. It
+//!   drives CloudFormation on `image-pipeline-{stages}` stacks and passes an execution role;
+//!   it cannot create or change a role, a function or a table itself.
+//! - [`execution_policy`]: the CloudFormation execution role of a bootstrap scope. It creates
+//!   the stack's resources, and may create or change a role only when that role carries the
+//!   scope's permissions boundary; it can never remove or edit the boundary.
+//! - [`boundary_policy`]: the permissions boundary, the union of what the app's functions may
+//!   do in the scope's stages: a function role can never hold more, whatever its own policy
+//!   says.
+//!
+//! [`escalation_checks`] lists the ways to escalate that these policies must close, each with
+//! the decision IAM must give; the tests here evaluate them offline and the smoke test asks
+//! IAM's simulator.
 
 use std::collections::BTreeMap;
 
-use policies::{Action, ArnTemplate, Bindings, PolicyDocument, Statement};
+use policies::{Action, Bindings, Condition, Context, Decision, Effect, PolicyDocument, Statement};
 use stack::App;
-use stack::app::Names;
+use stack::app::bootstrap::{self, Scope};
+use stack::app::{Names, StagePattern};
 
 use crate::cfn::CHANGE_SET_PREFIX;
 
-/// The resource types the policy grants CloudFormation enough to manage; a test checks the
-/// synthesized template uses no other.
+/// The resource types the execution role can manage; a test checks the synthesized template
+/// uses no other.
 pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::ApiGatewayV2::Api",
     "AWS::ApiGatewayV2::Integration",
@@ -30,153 +42,232 @@ pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::SQS::Queue",
 ];
 
+/// What only the bootstrap stack may change about the assets bucket. Its name starts like the
+/// uploads buckets' (it predates the bootstrap stack), so the statements on
+/// `image-pipeline-*` buckets would reach it without these denies.
+const ASSETS_BUCKET_SETTINGS: &[&str] = &[
+    "s3:DeleteBucket",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketNotification",
+    "s3:PutBucketOwnershipControls",
+    "s3:PutBucketTagging",
+];
+
+/// The service CloudFormation is when it assumes a role.
+pub const CLOUDFORMATION_SERVICE: &str = "cloudformation.amazonaws.com";
+const LAMBDA_SERVICE: &str = "lambda.amazonaws.com";
+
 fn actions(names: &[&'static str]) -> Vec<Action> {
     names.iter().map(|a| Action::known(a)).collect()
 }
 
-/// Every name the policy scopes to, for one account and region with every stage allowed.
-struct Scope {
-    partition: String,
-    account: String,
-    region: String,
+fn condition(operator: &str, key: &str, values: &[&str]) -> Condition {
+    BTreeMap::from([(
+        operator.to_string(),
+        BTreeMap::from([(
+            key.to_string(),
+            values.iter().map(|v| v.to_string()).collect(),
+        )]),
+    )])
+}
+
+fn when(mut s: Statement<String>, c: Condition) -> Statement<String> {
+    s.condition = Some(c);
+    s
+}
+
+fn deny(sid: &str, action: Vec<Action>, resource: Vec<String>) -> Statement<String> {
+    Statement {
+        effect: Effect::Deny,
+        ..Statement::allow(sid, action, resource)
+    }
+}
+
+/// Every name a policy scopes to, for one account and region and the stages of a pattern.
+#[derive(Debug, Clone)]
+pub struct Scoped {
+    pub partition: String,
+    pub account: String,
+    pub region: String,
+    pub stages: StagePattern,
     bindings: Bindings,
 }
 
-impl Scope {
-    fn new(account: &str, region: &str) -> Self {
+impl Scoped {
+    pub fn new(account: &str, region: &str, stages: &StagePattern) -> Self {
         let partition = crate::aws::partition_of(region).to_string();
         Self {
             bindings: Bindings {
                 partition: partition.clone(),
                 region: region.to_string(),
                 account: account.to_string(),
-                refs: BTreeMap::from([(stack::app::STAGE_PARAM.to_string(), "*".to_string())]),
+                refs: BTreeMap::from([(
+                    stack::app::STAGE_PARAM.to_string(),
+                    stages.as_str().to_string(),
+                )]),
             },
             partition,
             account: account.to_string(),
             region: region.to_string(),
+            stages: stages.clone(),
         }
     }
 
     /// A name from the app model. Its templates bind only the stage, which is bound here:
     /// resolving cannot fail, and a name that could not be resolved is left out, not widened.
-    fn arn(&self, t: &ArnTemplate) -> Vec<String> {
+    fn arn(&self, t: &policies::ArnTemplate) -> Vec<String> {
         t.resolve(&self.bindings).ok().into_iter().collect()
     }
 
-    /// `image-pipeline-*`: every stage's stack.
+    /// `image-pipeline-{stages}`: the stacks of these stages.
     fn stacks(&self) -> String {
         Names.stack().resolve(&self.bindings).unwrap_or_default()
     }
 
-    fn roles(&self) -> String {
+    fn iam(&self, path: &str) -> String {
+        format!("arn:{}:iam::{}:{path}", self.partition, self.account)
+    }
+
+    /// The function roles CloudFormation names after the stacks of these stages.
+    pub fn function_roles(&self) -> String {
+        self.iam(&format!("role/{}-*", self.stacks()))
+    }
+
+    pub fn execution_role(&self, scope: Scope) -> String {
+        self.iam(&format!(
+            "role/{}",
+            bootstrap::execution_role(scope, &self.region)
+        ))
+    }
+
+    pub fn boundary(&self, scope: Scope) -> String {
+        self.iam(&format!(
+            "policy/{}",
+            bootstrap::boundary(scope, &self.region)
+        ))
+    }
+
+    pub fn assets_bucket(&self) -> String {
         format!(
-            "arn:{}:iam::{}:role/{}-*",
+            "arn:{}:s3:::{}",
             self.partition,
-            self.account,
-            self.stacks()
+            bootstrap::assets_bucket(&self.account, &self.region)
         )
+    }
+
+    /// The artifacts of these stages: keys start with the stage.
+    pub fn artifacts(&self) -> String {
+        format!("{}/{}/*", self.assets_bucket(), self.stages)
+    }
+
+    fn bootstrap_resources(&self) -> [String; 2] {
+        [
+            self.iam(&format!("role/{}*", bootstrap::PREFIX)),
+            self.iam(&format!("policy/{}*", bootstrap::PREFIX)),
+        ]
     }
 }
 
-/// The deploying identity's policy for `account` in `region` (partition from the region).
-/// Resource names come from the app model (`stack::app::Names`) with every stage allowed.
-pub fn deployer_policy(account: &str, region: &str) -> PolicyDocument<String> {
-    let scope = Scope::new(account, region);
-    let mut statements = vec![stacks_and_change_sets(&scope)];
-    statements.extend(assets_bucket(&scope));
-    statements.extend(uploads_buckets(&scope));
-    statements.extend(function_roles(&scope));
-    statements.push(functions(&scope));
-    let (table, queue) = table_and_queue(&scope);
-    statements.extend([table, queue]);
-    statements.extend(logs(&scope));
-    statements.push(http_apis(&scope));
-    PolicyDocument::new(statements)
+/// The execution roles a deploying identity of `stages` may pass: every stage may use the
+/// release role's stages only if the identity is for every stage.
+pub fn passable_scopes(stages: &StagePattern) -> Vec<Scope> {
+    if stages.is_all() {
+        Scope::ALL.to_vec()
+    } else {
+        vec![Scope::Preview]
+    }
 }
 
-fn stacks_and_change_sets(s: &Scope) -> Statement<String> {
+/// The deploying identity's policy for `account` in `region`, limited to `stages` (`*` for
+/// every stage). Partition from the region.
+pub fn deployer_policy(
+    account: &str,
+    region: &str,
+    stages: &StagePattern,
+) -> PolicyDocument<String> {
+    let s = Scoped::new(account, region, stages);
     let (p, region, account, stacks) = (&s.partition, &s.region, &s.account, s.stacks());
-    Statement::allow(
-        "StacksAndChangeSets",
-        actions(&[
-            "cloudformation:CreateChangeSet",
-            "cloudformation:DescribeChangeSet",
-            "cloudformation:ExecuteChangeSet",
-            "cloudformation:DeleteChangeSet",
-            "cloudformation:ListChangeSets",
-            "cloudformation:DescribeStacks",
-            "cloudformation:DescribeStackEvents",
-            "cloudformation:DescribeStackResource",
-            "cloudformation:DescribeStackResources",
-            "cloudformation:ContinueUpdateRollback",
-            "cloudformation:DeleteStack",
-        ]),
-        vec![
-            format!("arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"),
-            format!("arn:{p}:cloudformation:{region}:{account}:changeSet/{CHANGE_SET_PREFIX}*/*"),
-        ],
-    )
-}
-
-fn assets_bucket(s: &Scope) -> [Statement<String>; 2] {
-    let p = &s.partition;
-    let assets = stack::app::assets_bucket_name(&s.account, &s.region);
-    [
+    let bucket = s.arn(&Names.bucket_arn());
+    let mut statements = vec![
         Statement::allow(
-            "AssetsBucket",
+            "StacksAndChangeSets",
             actions(&[
-                "s3:CreateBucket",
-                "s3:PutBucketPublicAccessBlock",
-                "s3:PutEncryptionConfiguration",
-                "s3:PutBucketPolicy",
-                "s3:GetBucketLocation",
-                "s3:ListBucket",
-                "s3:ListBucketVersions",
-                "s3:DeleteBucket",
+                "cloudformation:CreateChangeSet",
+                "cloudformation:DescribeChangeSet",
+                "cloudformation:ExecuteChangeSet",
+                "cloudformation:DeleteChangeSet",
+                "cloudformation:ListChangeSets",
+                "cloudformation:DescribeStacks",
+                "cloudformation:DescribeStackEvents",
+                "cloudformation:DescribeStackResource",
+                "cloudformation:DescribeStackResources",
+                "cloudformation:ContinueUpdateRollback",
+                "cloudformation:DeleteStack",
             ]),
-            vec![format!("arn:{p}:s3:::{assets}")],
+            vec![
+                format!("arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"),
+                format!(
+                    "arn:{p}:cloudformation:{region}:{account}:changeSet/{CHANGE_SET_PREFIX}*/*"
+                ),
+            ],
         ),
         Statement::allow(
-            "AssetsObjects",
+            "ReadTheBootstrapStack",
+            actions(&["cloudformation:DescribeStacks"]),
+            vec![format!(
+                "arn:{p}:cloudformation:{region}:{account}:stack/{}/*",
+                bootstrap::STACK
+            )],
+        ),
+        when(
+            Statement::allow(
+                "PassOnlyTheExecutionRoleToCloudFormation",
+                actions(&["iam:PassRole"]),
+                passable_scopes(stages)
+                    .into_iter()
+                    .map(|scope| s.execution_role(scope))
+                    .collect(),
+            ),
+            condition(
+                "StringEquals",
+                "iam:PassedToService",
+                &[CLOUDFORMATION_SERVICE],
+            ),
+        ),
+        Statement::allow(
+            "ArtifactsOfTheseStages",
             actions(&[
                 "s3:GetObject",
                 "s3:PutObject",
                 "s3:DeleteObject",
                 "s3:DeleteObjectVersion",
             ]),
-            vec![format!("arn:{p}:s3:::{assets}/*")],
+            vec![s.artifacts()],
         ),
-    ]
-}
-
-fn uploads_buckets(s: &Scope) -> [Statement<String>; 2] {
-    let bucket = s.arn(&Names.bucket_arn());
-    [
+        // Without ListBucket a missing key answers 403, not 404, and cannot be told from a
+        // refusal; ListBucketVersions finds what `teardown --purge-assets` removes.
         Statement::allow(
-            "UploadsBuckets",
+            "ListArtifacts",
+            actions(&["s3:ListBucket", "s3:ListBucketVersions"]),
+            vec![s.assets_bucket()],
+        ),
+        Statement::allow(
+            "UploadsBucketsForSmokeTestAndTeardown",
             actions(&[
-                "s3:CreateBucket",
-                "s3:DeleteBucket",
-                "s3:GetBucketLocation",
                 "s3:ListBucket",
                 "s3:ListBucketVersions",
-                "s3:PutBucketPublicAccessBlock",
-                "s3:PutEncryptionConfiguration",
-                "s3:PutBucketOwnershipControls",
-                "s3:PutBucketVersioning",
-                "s3:PutLifecycleConfiguration",
-                "s3:PutBucketNotification",
-                "s3:GetBucketNotification",
-                "s3:PutBucketPolicy",
                 "s3:GetBucketPolicy",
-                "s3:DeleteBucketPolicy",
-                "s3:PutBucketTagging",
+                "s3:PutBucketPolicy",
             ]),
             bucket.clone(),
         ),
         Statement::allow(
-            "UploadsObjectsForSmokeTestAndTeardown",
+            "UploadsForSmokeTestAndTeardown",
             actions(&[
                 "s3:DeleteObject",
                 "s3:DeleteObjectVersion",
@@ -184,50 +275,180 @@ fn uploads_buckets(s: &Scope) -> [Statement<String>; 2] {
             ]),
             bucket.iter().map(|b| format!("{b}/*")).collect(),
         ),
-    ]
-}
-
-fn function_roles(s: &Scope) -> [Statement<String>; 2] {
-    let roles = s.roles();
-    let mut pass_role = Statement::allow(
-        "PassOnlyTheStackRolesToLambda",
-        actions(&["iam:PassRole"]),
-        vec![roles.clone()],
-    );
-    pass_role.condition = Some(BTreeMap::from([(
-        "StringEquals".to_string(),
-        BTreeMap::from([(
-            "iam:PassedToService".to_string(),
-            vec!["lambda.amazonaws.com".to_string()],
-        )]),
-    )]));
-    [
         Statement::allow(
-            "FunctionRoles",
-            actions(&[
-                "iam:CreateRole",
-                "iam:DeleteRole",
-                "iam:GetRole",
-                "iam:TagRole",
-                "iam:UntagRole",
-                "iam:UpdateAssumeRolePolicy",
-                "iam:PutRolePolicy",
-                "iam:GetRolePolicy",
-                "iam:DeleteRolePolicy",
-                "iam:SimulatePrincipalPolicy",
-            ]),
-            vec![roles],
+            "SmokeTestItems",
+            actions(&["dynamodb:DeleteItem"]),
+            s.arn(&Names.table_arn()),
         ),
-        pass_role,
-    ]
+        Statement::allow(
+            "SmokeTestFailureQueue",
+            actions(&["sqs:GetQueueAttributes"]),
+            s.arn(&Names.failure_queue_arn()),
+        ),
+        Statement::allow(
+            "VerifyDeployedCode",
+            actions(&["lambda:GetFunction", "lambda:GetFunctionConfiguration"]),
+            function_arns(&s),
+        ),
+    ];
+    let mut simulated = vec![s.function_roles()];
+    simulated.extend(
+        passable_scopes(stages)
+            .into_iter()
+            .map(|scope| s.execution_role(scope)),
+    );
+    // The smoke test asks IAM's simulator about the deploying identity itself too: an IAM
+    // user by its own name, a CI role by its bootstrap name.
+    simulated.push(s.iam("user/${aws:username}"));
+    simulated.push(s.iam(&format!("role/{}Ci-*", bootstrap::PREFIX)));
+    statements.push(Statement::allow(
+        "SimulateTheRolesOfTheseStages",
+        actions(&["iam:SimulatePrincipalPolicy"]),
+        simulated,
+    ));
+    statements.push(deny(
+        "NeverReconfigureTheAssetsBucket",
+        actions(ASSETS_BUCKET_SETTINGS),
+        vec![s.assets_bucket()],
+    ));
+    PolicyDocument::new(statements)
 }
 
-fn functions(s: &Scope) -> Statement<String> {
-    let functions: Vec<String> = App::image_pipeline()
+fn function_arns(s: &Scoped) -> Vec<String> {
+    App::image_pipeline()
         .functions
         .iter()
         .flat_map(|f| s.arn(&Names.function_arn(f.name)))
-        .collect();
+        .collect()
+}
+
+/// The permissions boundary of `stages`: every function's policy for those stages, so a
+/// function role may hold at most what some function of these stages needs.
+pub fn boundary_policy(
+    account: &str,
+    region: &str,
+    stages: &StagePattern,
+) -> PolicyDocument<String> {
+    let s = Scoped::new(account, region, stages);
+    let mut statements = Vec::new();
+    for f in &App::image_pipeline().functions {
+        let Ok(doc) = f.policy(&Names).resolve(&s.bindings) else {
+            continue;
+        };
+        for (i, mut st) in doc.statement.into_iter().enumerate() {
+            st.sid = Some(format!("{}{}", stack::app::pascal(f.name), i));
+            statements.push(st);
+        }
+    }
+    PolicyDocument::new(statements)
+}
+
+/// What CloudFormation may do as the execution role of `scope`, which deploys `stages`.
+pub fn execution_policy(
+    account: &str,
+    region: &str,
+    scope: Scope,
+    stages: &StagePattern,
+) -> PolicyDocument<String> {
+    let s = Scoped::new(account, region, stages);
+    let roles = s.function_roles();
+    let boundary = s.boundary(scope);
+    let with_boundary = condition("StringEquals", "iam:PermissionsBoundary", &[&boundary]);
+    let mut statements = vec![
+        when(
+            Statement::allow(
+                "FunctionRolesOnlyWithTheBoundary",
+                actions(&[
+                    "iam:CreateRole",
+                    "iam:PutRolePolicy",
+                    "iam:DeleteRolePolicy",
+                    "iam:PutRolePermissionsBoundary",
+                ]),
+                vec![roles.clone()],
+            ),
+            with_boundary,
+        ),
+        Statement::allow(
+            "ReadTagAndRemoveFunctionRoles",
+            actions(&[
+                "iam:GetRole",
+                "iam:GetRolePolicy",
+                "iam:ListRolePolicies",
+                "iam:ListAttachedRolePolicies",
+                "iam:TagRole",
+                "iam:UntagRole",
+                "iam:DeleteRole",
+            ]),
+            vec![roles.clone()],
+        ),
+        when(
+            Statement::allow(
+                "PassFunctionRolesToLambdaOnly",
+                actions(&["iam:PassRole"]),
+                vec![roles],
+            ),
+            condition("StringEquals", "iam:PassedToService", &[LAMBDA_SERVICE]),
+        ),
+        Statement::allow(
+            "ReadArtifactsOfTheseStages",
+            actions(&["s3:GetObject", "s3:GetObjectVersion"]),
+            vec![s.artifacts()],
+        ),
+    ];
+    statements.extend(uploads_buckets(&s));
+    statements.push(functions(&s));
+    statements.extend(table_and_queue(&s));
+    statements.extend(logs(&s));
+    statements.push(http_apis(&s));
+    statements.extend([
+        deny(
+            "NeverRemoveABoundary",
+            actions(&[
+                "iam:DeleteRolePermissionsBoundary",
+                "iam:DeleteUserPermissionsBoundary",
+            ]),
+            vec!["*".to_string()],
+        ),
+        deny(
+            "NeverTouchTheBootstrapRolesAndPolicies",
+            actions(&["iam:*"]),
+            s.bootstrap_resources().to_vec(),
+        ),
+        deny(
+            "NeverReconfigureTheAssetsBucket",
+            actions(ASSETS_BUCKET_SETTINGS),
+            vec![s.assets_bucket()],
+        ),
+    ]);
+    PolicyDocument::new(statements)
+}
+
+fn uploads_buckets(s: &Scoped) -> [Statement<String>; 1] {
+    [Statement::allow(
+        "UploadsBuckets",
+        actions(&[
+            "s3:CreateBucket",
+            "s3:DeleteBucket",
+            "s3:GetBucketLocation",
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+            "s3:PutBucketPublicAccessBlock",
+            "s3:PutEncryptionConfiguration",
+            "s3:PutBucketOwnershipControls",
+            "s3:PutBucketVersioning",
+            "s3:PutLifecycleConfiguration",
+            "s3:PutBucketNotification",
+            "s3:GetBucketNotification",
+            "s3:PutBucketPolicy",
+            "s3:GetBucketPolicy",
+            "s3:DeleteBucketPolicy",
+            "s3:PutBucketTagging",
+        ]),
+        s.arn(&Names.bucket_arn()),
+    )]
+}
+
+fn functions(s: &Scoped) -> Statement<String> {
     Statement::allow(
         "Functions",
         actions(&[
@@ -247,12 +468,12 @@ fn functions(s: &Scope) -> Statement<String> {
             "lambda:UntagResource",
             "lambda:ListTags",
         ]),
-        functions,
+        function_arns(s),
     )
 }
 
-fn table_and_queue(s: &Scope) -> (Statement<String>, Statement<String>) {
-    (
+fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
+    [
         Statement::allow(
             "ImagesTables",
             actions(&[
@@ -265,7 +486,6 @@ fn table_and_queue(s: &Scope) -> (Statement<String>, Statement<String>) {
                 "dynamodb:TagResource",
                 "dynamodb:UntagResource",
                 "dynamodb:ListTagsOfResource",
-                "dynamodb:DeleteItem",
             ]),
             s.arn(&Names.table_arn()),
         ),
@@ -283,10 +503,10 @@ fn table_and_queue(s: &Scope) -> (Statement<String>, Statement<String>) {
             ]),
             s.arn(&Names.failure_queue_arn()),
         ),
-    )
+    ]
 }
 
-fn logs(s: &Scope) -> [Statement<String>; 2] {
+fn logs(s: &Scoped) -> [Statement<String>; 2] {
     // A log group's ARN, and the same with `:*` as some Logs actions name it.
     let log_groups: Vec<String> = [Names.log_group("*"), Names.api_access_log_group()]
         .iter()
@@ -326,9 +546,12 @@ fn logs(s: &Scope) -> [Statement<String>; 2] {
     ]
 }
 
-fn http_apis(s: &Scope) -> Statement<String> {
+/// HTTP API IDs are random, so the resource is every API of the region; for a scope short of
+/// every stage, the `stage` tag CloudFormation puts on each API (from the stack's tags) must
+/// be one of its stages, both when the API is created and when it is changed.
+fn http_apis(s: &Scoped) -> Statement<String> {
     let (p, region) = (&s.partition, &s.region);
-    Statement::allow(
+    let st = Statement::allow(
         "HttpApis",
         actions(&[
             "apigateway:GET",
@@ -342,13 +565,470 @@ fn http_apis(s: &Scope) -> Statement<String> {
             format!("arn:{p}:apigateway:{region}::/apis/*"),
             format!("arn:{p}:apigateway:{region}::/tags/*"),
         ],
-    )
+    );
+    if s.stages.is_all() {
+        return st;
+    }
+    let stage = s.stages.as_str();
+    let tag = |key: &str| (key.to_string(), vec![stage.to_string()]);
+    let c = BTreeMap::from([(
+        "StringLikeIfExists".to_string(),
+        BTreeMap::from([tag("aws:ResourceTag/stage"), tag("aws:RequestTag/stage")]),
+    )]);
+    when(st, c)
+}
+
+/// Who an escalation check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Principal {
+    /// The identity that runs deploy, smoke-test and teardown.
+    Deployer,
+    /// The CloudFormation execution role.
+    Execution,
+}
+
+/// One request and the decision IAM must give it. Most checks are paths to escalation that
+/// must be denied; a few are the allowed requests beside them, which show that a denial comes
+/// from the condition or the scope under test and not from a policy that grants nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationCheck {
+    pub principal: Principal,
+    pub what: String,
+    pub action: &'static str,
+    pub resource: String,
+    pub context: Context,
+    pub expect: Decision,
+    /// About a stage outside the deploying identity's and the execution role's stages.
+    pub other_stage: bool,
+}
+
+impl EscalationCheck {
+    /// Whether `decision` is what this check requires (any deny counts for a denial).
+    pub fn holds(&self, decision: Decision) -> bool {
+        match self.expect {
+            Decision::Allowed => decision == Decision::Allowed,
+            _ => decision != Decision::Allowed,
+        }
+    }
+}
+
+/// The escalation paths of [bootstrap] item 5, for a deploying identity of `stages` and the
+/// execution role of `scope` (which deploys `scope_stages`), in one account and region.
+/// `outside` is a stage outside `stages` (for a deployer of every stage there is none).
+pub fn escalation_checks(
+    account: &str,
+    region: &str,
+    stages: &StagePattern,
+    scope: Scope,
+    scope_stages: &StagePattern,
+    outside: Option<&str>,
+) -> Vec<EscalationCheck> {
+    let d = Scoped::new(account, region, stages);
+    let e = Scoped::new(account, region, scope_stages);
+    let inside = match stages.as_str().replace('*', "x") {
+        s if s.is_empty() => "x".to_string(),
+        s => s,
+    };
+    let function_role = d.iam(&format!(
+        "role/{}-{inside}-UploadFunctionRole-ABC123",
+        stack::app::APP
+    ));
+    let exec_role = e.iam(&format!(
+        "role/{}-{}-UploadFunctionRole-ABC123",
+        stack::app::APP,
+        scope_stages.as_str().replace('*', "x")
+    ));
+    let boundary = e.boundary(scope);
+    let other_boundary = e.iam("policy/AdministratorAccess");
+    let with = |b: &str| Context::new().with("iam:PermissionsBoundary", b);
+    let passed = |svc: &str| Context::new().with("iam:PassedToService", svc);
+    let check = |principal, what: &str, action, resource: &str, context, expect| EscalationCheck {
+        principal,
+        what: what.to_string(),
+        action,
+        resource: resource.to_string(),
+        context,
+        expect,
+        other_stage: false,
+    };
+    use Decision::{Allowed, ImplicitDeny as Denied};
+    use Principal::{Deployer, Execution};
+    let upload_fn = format!(
+        "arn:{}:lambda:{region}:{account}:function:{}-{inside}-upload",
+        d.partition,
+        stack::app::APP
+    );
+    let mut checks = vec![
+        // PutRolePolicy or AttachRolePolicy straight on a function role.
+        check(
+            Deployer,
+            "put a policy on a function role",
+            "iam:PutRolePolicy",
+            &function_role,
+            with(&boundary),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "attach a policy to a function role",
+            "iam:AttachRolePolicy",
+            &function_role,
+            with(&boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "put a policy on a function role without the boundary",
+            "iam:PutRolePolicy",
+            &exec_role,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "put a policy on a function role with another boundary",
+            "iam:PutRolePolicy",
+            &exec_role,
+            with(&other_boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "attach a managed policy to a function role",
+            "iam:AttachRolePolicy",
+            &exec_role,
+            with(&boundary),
+            Denied,
+        ),
+        // CreateRole without the boundary.
+        check(
+            Deployer,
+            "create a role",
+            "iam:CreateRole",
+            &function_role,
+            with(&boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role without a boundary",
+            "iam:CreateRole",
+            &exec_role,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role with another boundary",
+            "iam:CreateRole",
+            &exec_role,
+            with(&other_boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role with the boundary (allowed)",
+            "iam:CreateRole",
+            &exec_role,
+            with(&boundary),
+            Allowed,
+        ),
+        check(
+            Execution,
+            "create a role outside the app's names",
+            "iam:CreateRole",
+            &e.iam("role/Admin"),
+            with(&boundary),
+            Denied,
+        ),
+        // DeleteRolePermissionsBoundary, and editing the boundary itself.
+        check(
+            Deployer,
+            "remove a function role's boundary",
+            "iam:DeleteRolePermissionsBoundary",
+            &function_role,
+            with(&boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "remove a function role's boundary",
+            "iam:DeleteRolePermissionsBoundary",
+            &exec_role,
+            with(&boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "rewrite the boundary policy",
+            "iam:CreatePolicyVersion",
+            &boundary,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "give itself more permissions",
+            "iam:PutRolePolicy",
+            &e.execution_role(scope),
+            with(&boundary),
+            Denied,
+        ),
+        // PassRole of any role but the execution role.
+        check(
+            Deployer,
+            "pass the execution role to CloudFormation (allowed)",
+            "iam:PassRole",
+            &e.execution_role(scope),
+            passed(CLOUDFORMATION_SERVICE),
+            Allowed,
+        ),
+        check(
+            Deployer,
+            "pass the execution role to another service",
+            "iam:PassRole",
+            &e.execution_role(scope),
+            passed("ec2.amazonaws.com"),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "pass a function role",
+            "iam:PassRole",
+            &function_role,
+            passed(LAMBDA_SERVICE),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "pass an arbitrary role",
+            "iam:PassRole",
+            &d.iam("role/Admin"),
+            passed(CLOUDFORMATION_SERVICE),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass a function role to Lambda (allowed)",
+            "iam:PassRole",
+            &exec_role,
+            passed(LAMBDA_SERVICE),
+            Allowed,
+        ),
+        check(
+            Execution,
+            "pass a function role to another service",
+            "iam:PassRole",
+            &exec_role,
+            passed("ec2.amazonaws.com"),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass an arbitrary role",
+            "iam:PassRole",
+            &e.iam("role/Admin"),
+            passed(LAMBDA_SERVICE),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass itself",
+            "iam:PassRole",
+            &e.execution_role(scope),
+            passed(CLOUDFORMATION_SERVICE),
+            Denied,
+        ),
+        // UpdateFunctionCode outside CloudFormation (the execution role can only be assumed
+        // by CloudFormation; its trust policy is checked apart).
+        check(
+            Deployer,
+            "update a function's code",
+            "lambda:UpdateFunctionCode",
+            &upload_fn,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "create a function",
+            "lambda:CreateFunction",
+            &upload_fn,
+            Context::new(),
+            Denied,
+        ),
+        // The bootstrap's bucket, named like an uploads bucket.
+        check(
+            Deployer,
+            "open the assets bucket's policy",
+            "s3:PutBucketPolicy",
+            &d.assets_bucket(),
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "open the assets bucket's policy",
+            "s3:PutBucketPolicy",
+            &e.assets_bucket(),
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "delete the assets bucket",
+            "s3:DeleteBucket",
+            &e.assets_bucket(),
+            Context::new(),
+            Denied,
+        ),
+    ];
+    if let Some(outside) = outside {
+        let o = Scoped::new(
+            account,
+            region,
+            &StagePattern::parse(outside).unwrap_or_else(|_| StagePattern::all()),
+        );
+        let (p, acct) = (&o.partition, &o.account);
+        let stack = format!(
+            "arn:{p}:cloudformation:{region}:{acct}:stack/{}-{outside}/id",
+            stack::app::APP
+        );
+        let table = format!(
+            "arn:{p}:dynamodb:{region}:{acct}:table/{}-{outside}-images",
+            stack::app::APP
+        );
+        let bucket = format!("arn:{p}:s3:::{}-{outside}-{acct}-{region}", stack::app::APP);
+        let artifact = format!("{}/{outside}/lambda/arm64/upload/x.zip", o.assets_bucket());
+        let role = o.iam(&format!(
+            "role/{}-{outside}-UploadFunctionRole-ABC123",
+            stack::app::APP
+        ));
+        let function = format!(
+            "arn:{p}:lambda:{region}:{acct}:function:{}-{outside}-upload",
+            stack::app::APP
+        );
+        checks.extend(
+            [
+                check(
+                    Deployer,
+                    "change a stack of another stage",
+                    "cloudformation:CreateChangeSet",
+                    &stack,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Deployer,
+                    "delete a stack of another stage",
+                    "cloudformation:DeleteStack",
+                    &stack,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Deployer,
+                    "replace another stage's artifact",
+                    "s3:PutObject",
+                    &artifact,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Deployer,
+                    "delete another stage's items",
+                    "dynamodb:DeleteItem",
+                    &table,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Deployer,
+                    "close another stage's bucket",
+                    "s3:PutBucketPolicy",
+                    &bucket,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Deployer,
+                    "pass the release execution role",
+                    "iam:PassRole",
+                    &o.execution_role(Scope::Release),
+                    passed(CLOUDFORMATION_SERVICE),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "create a role for another stage",
+                    "iam:CreateRole",
+                    &role,
+                    with(&boundary),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "update another stage's function",
+                    "lambda:UpdateFunctionCode",
+                    &function,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "delete another stage's table",
+                    "dynamodb:DeleteTable",
+                    &table,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "change another stage's bucket policy",
+                    "s3:PutBucketPolicy",
+                    &bucket,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "read another stage's artifact",
+                    "s3:GetObject",
+                    &artifact,
+                    Context::new(),
+                    Denied,
+                ),
+                check(
+                    Execution,
+                    "change another stage's HTTP API",
+                    "apigateway:PATCH",
+                    &format!("arn:{p}:apigateway:{region}::/apis/abc123"),
+                    Context::new().with("aws:ResourceTag/stage", outside),
+                    Denied,
+                ),
+            ]
+            .map(|c| EscalationCheck {
+                other_stage: true,
+                ..c
+            }),
+        );
+    }
+    checks
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use policies::evaluate_bounded;
     use stack::synth::SynthOptions;
+
+    const ACCOUNT: &str = "123456789012";
+    const REGION: &str = "eu-west-1";
+
+    fn pattern(s: &str) -> StagePattern {
+        StagePattern::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn covers_every_resource_type_the_stack_uses() {
@@ -357,47 +1037,258 @@ mod tests {
             let kind = r.props.type_name();
             assert!(
                 COVERED_RESOURCE_TYPES.contains(&kind),
-                "{kind} is in the template but the deployer policy does not cover it"
+                "{kind} is in the template but the execution role does not cover it"
             );
         }
     }
 
     #[test]
     fn scoped_to_one_account_and_region() {
-        let doc = deployer_policy("123456789012", "eu-west-1");
-        assert!(doc.statement.len() > 10);
-        for s in &doc.statement {
-            assert!(!s.resource.is_empty(), "{:?} has no resource", s.sid);
-            for r in &s.resource {
-                if s.sid.as_deref() == Some("ApiAccessLogDelivery") {
-                    assert_eq!(r, "*");
-                    continue;
+        for doc in [
+            deployer_policy(ACCOUNT, REGION, &StagePattern::all()),
+            execution_policy(ACCOUNT, REGION, Scope::Release, &StagePattern::all()),
+            boundary_policy(ACCOUNT, REGION, &StagePattern::all()),
+        ] {
+            assert!(doc.statement.len() > 3);
+            for s in &doc.statement {
+                assert!(!s.resource.is_empty(), "{:?} has no resource", s.sid);
+                for r in &s.resource {
+                    if r == "*" {
+                        let sid = s.sid.as_deref().unwrap_or_default();
+                        assert!(
+                            sid == "ApiAccessLogDelivery"
+                                || sid == "NeverRemoveABoundary"
+                                || sid == "NeverReconfigureTheAssetsBucket"
+                                || sid.starts_with("Process")
+                                    && s.action
+                                        .iter()
+                                        .any(|a| a.as_str().starts_with("rekognition:")),
+                            "{sid} on *"
+                        );
+                        continue;
+                    }
+                    assert!(r.starts_with("arn:aws:"), "{r}");
+                    assert!(
+                        r.contains(ACCOUNT) || r.contains(REGION),
+                        "{r} is not scoped"
+                    );
                 }
-                assert!(r.starts_with("arn:aws:"), "{r}");
-                assert!(
-                    r.contains("123456789012") || r.contains("eu-west-1"),
-                    "{r} is not scoped"
-                );
-                assert!(!r.ends_with(":*:*"), "{r}");
             }
         }
-        let cn = deployer_policy("123456789012", "cn-north-1");
+        let cn = deployer_policy(ACCOUNT, "cn-north-1", &StagePattern::all());
         let text = serde_json::to_string(&cn).unwrap_or_default();
         assert!(text.contains("arn:aws-cn:s3:::"), "{text}");
     }
 
     #[test]
+    fn the_deployer_cannot_write_iam_lambda_or_tables_itself() {
+        let doc = deployer_policy(ACCOUNT, REGION, &StagePattern::all());
+        for s in &doc.statement {
+            for a in &s.action {
+                let a = a.as_str();
+                let iam_ok = a == "iam:PassRole" || a == "iam:SimulatePrincipalPolicy";
+                assert!(!a.starts_with("iam:") || iam_ok, "deployer holds {a}");
+                assert!(
+                    !a.starts_with("lambda:") || a.starts_with("lambda:Get"),
+                    "deployer holds {a}"
+                );
+                assert!(
+                    !a.starts_with("dynamodb:") || a == "dynamodb:DeleteItem",
+                    "deployer holds {a}"
+                );
+                assert!(!a.contains('*'), "deployer holds a wildcard action {a}");
+            }
+        }
+    }
+
+    #[test]
     fn names_come_from_the_app_model() {
-        let doc = deployer_policy("123456789012", "eu-west-1");
+        let doc = deployer_policy(ACCOUNT, REGION, &pattern("pr-*"));
         let all: Vec<&String> = doc.statement.iter().flat_map(|s| &s.resource).collect();
+        let artifacts = format!(
+            "arn:aws:s3:::{}/pr-*/*",
+            stack::app::assets_bucket_name(ACCOUNT, REGION)
+        );
         for want in [
-            "arn:aws:s3:::image-pipeline-*-123456789012-eu-west-1",
-            "arn:aws:dynamodb:eu-west-1:123456789012:table/image-pipeline-*-images",
-            "arn:aws:lambda:eu-west-1:123456789012:function:image-pipeline-*-upload",
-            "arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-*/*",
-            "arn:aws:iam::123456789012:role/image-pipeline-*-*",
+            "arn:aws:s3:::image-pipeline-pr-*-123456789012-eu-west-1",
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/image-pipeline-pr-*-images",
+            "arn:aws:lambda:eu-west-1:123456789012:function:image-pipeline-pr-*-upload",
+            "arn:aws:cloudformation:eu-west-1:123456789012:stack/image-pipeline-pr-*/*",
+            "arn:aws:cloudformation:eu-west-1:123456789012:stack/ImagePipelineBootstrap/*",
+            "arn:aws:iam::123456789012:role/ImagePipelineExec-preview-eu-west-1",
+            artifacts.as_str(),
         ] {
             assert!(all.iter().any(|r| *r == want), "{want} not in {all:?}");
         }
+        assert!(
+            !all.iter().any(|r| r.contains("ImagePipelineExec-release")),
+            "a preview identity may pass the release role"
+        );
+    }
+
+    /// The boundary allows every request the functions' own matrices allow, so it never cuts
+    /// a permission a function needs, and nothing outside the app's names.
+    #[test]
+    fn the_boundary_keeps_every_needed_permission() {
+        let app = App::image_pipeline();
+        let all = app.accesses();
+        let boundary = boundary_policy(ACCOUNT, REGION, &pattern("pr-*"));
+        let b = Bindings {
+            partition: "aws".into(),
+            region: REGION.into(),
+            account: ACCOUNT.into(),
+            refs: [(stack::app::STAGE_PARAM.to_string(), "pr-7".to_string())].into(),
+        };
+        let mut allowed = 0;
+        for access in &all {
+            for check in policies::matrix(access, &all) {
+                if check.expect != policies::Expect::Allow {
+                    continue;
+                }
+                let resource = check.request.resource.resolve(&b).unwrap_or_default();
+                let d = policies::evaluate(&boundary, check.request.action.as_str(), &resource);
+                assert_eq!(d, Decision::Allowed, "{} {resource}", check.request.action);
+                allowed += 1;
+            }
+        }
+        assert!(allowed > 10, "{allowed}");
+        let prod = "arn:aws:dynamodb:eu-west-1:123456789012:table/image-pipeline-prod-images";
+        assert_eq!(
+            policies::evaluate(&boundary, "dynamodb:PutItem", prod),
+            Decision::ImplicitDeny
+        );
+        for a in [
+            "iam:CreateRole",
+            "iam:PassRole",
+            "sts:AssumeRole",
+            "lambda:UpdateFunctionCode",
+        ] {
+            assert_eq!(
+                policies::evaluate(&boundary, a, "*"),
+                Decision::ImplicitDeny,
+                "{a}"
+            );
+        }
+    }
+
+    fn decide(
+        check: &EscalationCheck,
+        stages: &StagePattern,
+        scope: Scope,
+        scope_stages: &StagePattern,
+    ) -> Decision {
+        match check.principal {
+            Principal::Deployer => policies::evaluate_in(
+                &deployer_policy(ACCOUNT, REGION, stages),
+                check.action,
+                &check.resource,
+                &check.context,
+            ),
+            Principal::Execution => evaluate_bounded(
+                &execution_policy(ACCOUNT, REGION, scope, scope_stages),
+                None,
+                check.action,
+                &check.resource,
+                &check.context,
+            ),
+        }
+    }
+
+    #[test]
+    fn every_escalation_path_is_closed() {
+        let preview = pattern("pr-*");
+        for (stages, scope, scope_stages, outside) in [
+            (
+                StagePattern::all(),
+                Scope::Release,
+                StagePattern::all(),
+                None,
+            ),
+            (
+                preview.clone(),
+                Scope::Preview,
+                preview.clone(),
+                Some("prod"),
+            ),
+        ] {
+            let checks = escalation_checks(ACCOUNT, REGION, &stages, scope, &scope_stages, outside);
+            assert!(checks.len() >= 24, "{}", checks.len());
+            for c in &checks {
+                let got = decide(c, &stages, scope, &scope_stages);
+                assert!(
+                    c.holds(got),
+                    "{:?} {} ({} on {}): IAM must say {:?}, the policy says {got:?}",
+                    c.principal,
+                    c.what,
+                    c.action,
+                    c.resource,
+                    c.expect
+                );
+            }
+        }
+    }
+
+    /// The checks fail when a path opens: each of these widenings is caught.
+    #[test]
+    fn an_opened_path_is_caught() {
+        let all = StagePattern::all();
+        let checks = escalation_checks(ACCOUNT, REGION, &all, Scope::Release, &all, None);
+        let failing = |doc: &PolicyDocument<String>, who: Principal| {
+            checks
+                .iter()
+                .filter(|c| c.principal == who)
+                .filter(|c| {
+                    !c.holds(policies::evaluate_in(
+                        doc,
+                        c.action,
+                        &c.resource,
+                        &c.context,
+                    ))
+                })
+                .count()
+        };
+        // The execution role without its boundary condition.
+        let mut open = execution_policy(ACCOUNT, REGION, Scope::Release, &all);
+        open.statement[0].condition = None;
+        assert!(failing(&open, Principal::Execution) >= 3);
+        // Without its deny of boundary removal.
+        let mut open = execution_policy(ACCOUNT, REGION, Scope::Release, &all);
+        open.statement
+            .retain(|s| s.sid.as_deref() != Some("NeverRemoveABoundary"));
+        open.statement
+            .push(Statement::allow("X", actions(&["iam:*"]), vec!["*".into()]));
+        assert!(failing(&open, Principal::Execution) >= 1);
+        // A deployer that may pass any role.
+        let mut open = deployer_policy(ACCOUNT, REGION, &all);
+        open.statement.push(Statement::allow(
+            "X",
+            actions(&["iam:PassRole"]),
+            vec!["*".into()],
+        ));
+        assert!(failing(&open, Principal::Deployer) >= 1);
+        // A preview deployer that reaches every stage.
+        let preview = pattern("pr-*");
+        let checks = escalation_checks(
+            ACCOUNT,
+            REGION,
+            &preview,
+            Scope::Preview,
+            &preview,
+            Some("prod"),
+        );
+        let open = deployer_policy(ACCOUNT, REGION, &all);
+        let wrong = checks
+            .iter()
+            .filter(|c| c.principal == Principal::Deployer)
+            .filter(|c| {
+                !c.holds(policies::evaluate_in(
+                    &open,
+                    c.action,
+                    &c.resource,
+                    &c.context,
+                ))
+            })
+            .count();
+        assert!(wrong >= 4, "{wrong}");
     }
 }

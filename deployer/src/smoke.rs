@@ -454,7 +454,13 @@ impl Run<'_> {
                 self.cfg.stage.as_str().to_string(),
             )]),
         };
-        check_matrix(&self.clients.iam, self.outputs, &bindings).await
+        let functions = check_matrix(&self.clients.iam, self.outputs, &bindings).await?;
+        let boot = crate::bootstrap::read(&self.clients.cfn, &self.identity, &self.cfg.target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let escalation =
+            check_escalation(&self.clients.iam, &self.identity, &boot, &self.cfg.stage).await?;
+        Ok(format!("{functions}; {escalation}"))
     }
 
     async fn failure_queue(&mut self) -> Result<String, String> {
@@ -730,6 +736,147 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, St
     };
     Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
         + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+}
+
+/// The IAM ARN the simulator takes for a caller: an IAM user as it is, a session of one of
+/// the bootstrap's CI roles as that role. `None` for anyone else (an administrator's role,
+/// the account's root), whose escalation paths are not this tool's to close.
+pub fn simulatable(caller_arn: &str) -> Option<String> {
+    let (head, resource) = caller_arn.split_once(":sts::").map_or_else(
+        || (None, caller_arn),
+        |(partition, rest)| (Some(partition), rest),
+    );
+    match head {
+        None => caller_arn
+            .split(':')
+            .nth(5)
+            .is_some_and(|r| r.starts_with("user/"))
+            .then(|| caller_arn.to_string()),
+        Some(partition) => {
+            let (account, rest) = resource.split_once(':')?;
+            let role = rest.strip_prefix("assumed-role/")?.split('/').next()?;
+            role.starts_with(&format!("{}Ci-", stack::app::bootstrap::PREFIX))
+                .then(|| format!("{partition}:iam::{account}:role/{role}"))
+        }
+    }
+}
+
+/// Asks IAM's simulator about each escalation check as `principal` (with each check's
+/// condition context); the checks whose decision is not the one required.
+pub async fn simulate_escalation(
+    iam: &aws_sdk_iam::Client,
+    principal: &str,
+    checks: &[&crate::permissions::EscalationCheck],
+) -> Result<Vec<String>, String> {
+    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+    use policies::Decision;
+    let mut wrong = Vec::new();
+    for c in checks {
+        let entries: Vec<ContextEntry> = c
+            .context
+            .entries()
+            .map(|(k, v)| {
+                ContextEntry::builder()
+                    .context_key_name(k)
+                    .context_key_type(ContextKeyTypeEnum::String)
+                    .set_context_key_values(Some(v.to_vec()))
+                    .build()
+            })
+            .collect();
+        let out = iam
+            .simulate_principal_policy()
+            .policy_source_arn(principal)
+            .action_names(c.action)
+            .resource_arns(&c.resource)
+            .set_context_entries((!entries.is_empty()).then_some(entries))
+            .send()
+            .await
+            .map_err(|e| format!("SimulatePrincipalPolicy for {principal}: {}", sdk(&e)))?;
+        let decision = match out.evaluation_results().first().map(|r| r.eval_decision()) {
+            Some(PolicyEvaluationDecisionType::Allowed) => Decision::Allowed,
+            Some(PolicyEvaluationDecisionType::ExplicitDeny) => Decision::ExplicitDeny,
+            _ => Decision::ImplicitDeny,
+        };
+        if !c.holds(decision) {
+            wrong.push(format!(
+                "{principal} may {} ({} on {}): IAM says {decision:?}, must be {:?}",
+                c.what, c.action, c.resource, c.expect
+            ));
+        }
+    }
+    Ok(wrong)
+}
+
+/// The escalation paths of the execution role this stage deploys with, and of the caller
+/// when it is a deploying identity of this tool (an IAM user, or a CI role of the bootstrap),
+/// each asked of IAM's simulator.
+async fn check_escalation(
+    iam: &aws_sdk_iam::Client,
+    identity: &Identity,
+    boot: &crate::bootstrap::Bootstrap,
+    stage: &Stage,
+) -> Result<String, String> {
+    use crate::permissions::{Principal, escalation_checks};
+    use stack::app::StagePattern;
+    use stack::app::bootstrap::Scope;
+    let scope = boot.scope_for(stage);
+    let stages = match scope {
+        Scope::Release => StagePattern::all(),
+        Scope::Preview => StagePattern::parse(&boot.preview_stages).map_err(|e| e.to_string())?,
+    };
+    // A stage the preview scope does not cover, to show it cannot be reached.
+    let outside = (scope == Scope::Preview).then(|| {
+        ["prod", "release", "main"]
+            .into_iter()
+            .find(|s| Stage::parse(s).is_ok_and(|s| !stages.matches(&s)))
+            .unwrap_or("prod")
+    });
+    let checks = escalation_checks(
+        &identity.account,
+        &identity.region,
+        &stages,
+        scope,
+        &stages,
+        outside,
+    );
+    let role = boot
+        .execution_roles
+        .get(&scope)
+        .ok_or_else(|| format!("the bootstrap stack has no {scope} execution role"))?;
+    let exec: Vec<_> = checks
+        .iter()
+        .filter(|c| c.principal == Principal::Execution)
+        .collect();
+    let mut wrong = simulate_escalation(iam, role, &exec).await?;
+    let caller = simulatable(&identity.arn);
+    // The caller's stages are its own policy's business: only the checks every deploying
+    // identity of this stage must meet.
+    let own: Vec<_> = checks
+        .iter()
+        .filter(|c| c.principal == Principal::Deployer && !c.other_stage)
+        .collect();
+    if let Some(caller) = &caller {
+        wrong.extend(simulate_escalation(iam, caller, &own).await?);
+    }
+    if !wrong.is_empty() {
+        return Err(format!(
+            "{} escalation paths open:\n  {}",
+            wrong.len(),
+            wrong.join("\n  ")
+        ));
+    }
+    Ok(match caller {
+        Some(c) => format!(
+            "{} escalation paths closed for the {scope} execution role and {} for {c}",
+            exec.len(),
+            own.len()
+        ),
+        None => format!(
+            "{} escalation paths closed for the {scope} execution role (the caller {} is not a deploying identity of this tool; not checked)",
+            exec.len(),
+            identity.arn
+        ),
+    })
 }
 
 /// Checks every row of every function's allow/deny matrix against its deployed role with

@@ -1,6 +1,7 @@
 //! `teardown`: closes the uploads bucket to new objects, empties it (every version and delete
-//! marker), deletes the stack and follows it to the end; optionally removes the assets bucket
-//! too. Nothing to remove is success.
+//! marker), deletes the stack (as the bootstrap's execution role of its stage) and follows it
+//! to the end; optionally removes the stage's artifacts from the assets bucket too. Nothing to
+//! remove is success.
 //!
 //! The bucket is closed first because the API keeps accepting uploads until the stack is gone:
 //! an object written while the bucket is being emptied would make the bucket's deletion fail.
@@ -13,6 +14,7 @@ use thiserror::Error;
 
 use crate::assets::{self, AssetsError};
 use crate::aws::{self, AwsError, Identity, Target};
+use crate::bootstrap::{self, BootstrapError};
 use crate::cfn::{CfnError, StackOps};
 use crate::progress::Progress;
 
@@ -40,7 +42,8 @@ pub struct TeardownReport {
     pub identity: Identity,
     pub status: Removal,
     pub objects_deleted: usize,
-    pub assets_bucket_removed: bool,
+    /// Whether the stage's artifacts were removed from the assets bucket (`--purge-assets`).
+    pub assets_purged: bool,
     pub assets_objects_deleted: usize,
     pub elapsed_ms: u64,
 }
@@ -53,6 +56,8 @@ pub enum TeardownError {
     Assets(#[from] AssetsError),
     #[error(transparent)]
     Stack(#[from] CfnError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
     #[error("closing the uploads bucket {bucket} to new objects failed: {reason}")]
     Close { bucket: String, reason: String },
 }
@@ -130,11 +135,26 @@ pub async fn teardown(
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
     let stack_name = cfg.stage.stack_name();
-    let ops = StackOps {
+    let probe = StackOps {
         cfn: &clients.cfn,
         name: &stack_name,
         poll: aws::poll_interval(&cfg.target),
         progress,
+        role_arn: None,
+    };
+    let info = probe.wait_settled(cfg.timeout).await?;
+    // The stack is deleted by the execution role that deployed it; a stage that is not there
+    // needs no bootstrap to be found absent.
+    let boot = match (&info, cfg.purge_assets) {
+        (None, false) => None,
+        _ => Some(bootstrap::read(&clients.cfn, &identity, &cfg.target).await?),
+    };
+    let role = boot
+        .as_ref()
+        .and_then(|b| b.execution_roles.get(&b.scope_for(&cfg.stage)).cloned());
+    let ops = StackOps {
+        role_arn: role.as_deref(),
+        ..probe
     };
     let mut report = TeardownReport {
         stack: stack_name.clone(),
@@ -142,11 +162,10 @@ pub async fn teardown(
         identity: identity.clone(),
         status: Removal::Absent,
         objects_deleted: 0,
-        assets_bucket_removed: false,
+        assets_purged: false,
         assets_objects_deleted: 0,
         elapsed_ms: 0,
     };
-    let info = ops.wait_settled(cfg.timeout).await?;
     match info {
         None => progress.step(&format!(
             "stack {stack_name} does not exist: nothing to remove"
@@ -173,12 +192,16 @@ pub async fn teardown(
             report.status = Removal::Deleted;
         }
     }
-    if cfg.purge_assets {
-        let bucket = stack::app::assets_bucket_name(&identity.account, &identity.region);
-        progress.step(&format!("removing the assets bucket {bucket}"));
+    if let (true, Some(boot)) = (cfg.purge_assets, &boot) {
+        let prefix = format!("{}/", cfg.stage);
+        progress.step(&format!(
+            "removing the stage's artifacts, s3://{}/{prefix}",
+            boot.assets_bucket
+        ));
         report.assets_objects_deleted =
-            assets::remove_bucket(&clients.s3, &bucket, &identity.account).await?;
-        report.assets_bucket_removed = true;
+            assets::delete_prefix(&clients.s3, &boot.assets_bucket, &identity.account, &prefix)
+                .await?;
+        report.assets_purged = true;
     }
     report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)

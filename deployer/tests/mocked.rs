@@ -98,6 +98,7 @@ fn ops<'a>(cfn: &'a Cfn, said: &'a Said) -> StackOps<'a> {
         name: STACK,
         poll: FAST,
         progress: said,
+        role_arn: None,
     }
 }
 
@@ -286,6 +287,7 @@ fn request(kind: Prepared) -> ChangeSetRequest {
         template_body: "{}".into(),
         parameters: Default::default(),
         tags: Default::default(),
+        imports: Vec::new(),
     }
 }
 

@@ -77,6 +77,8 @@ pub enum Principal {
     Everyone,
     /// An AWS service principal such as `lambda.amazonaws.com`.
     Service(String),
+    /// An identity provider, such as GitHub's OIDC provider.
+    Federated(String),
 }
 
 impl Serialize for Principal {
@@ -84,6 +86,7 @@ impl Serialize for Principal {
         match self {
             Principal::Everyone => s.serialize_str("*"),
             Principal::Service(name) => BTreeMap::from([("Service", name.as_str())]).serialize(s),
+            Principal::Federated(arn) => BTreeMap::from([("Federated", arn.as_str())]).serialize(s),
         }
     }
 }

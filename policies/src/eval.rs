@@ -1,10 +1,17 @@
 //! A small evaluator of identity policies: does a resolved document allow an action on a
 //! resource? It implements IAM's rules for what this project writes (explicit deny wins, then
 //! allow, else implicit deny; `*` and `?` wildcards, actions case-insensitive, resources
-//! case-sensitive). Conditions cannot be known offline, so a conditional statement is taken
-//! at its most restrictive: a conditional `Allow` grants nothing, a conditional `Deny` applies.
+//! case-sensitive). Without a request context ([`evaluate`]) conditions cannot be known, so a
+//! conditional statement is taken at its most restrictive: a conditional `Allow` grants
+//! nothing, a conditional `Deny` applies. With one ([`evaluate_in`]) conditions are evaluated as
+//! IAM does for the operators this project writes (`StringEquals`, `StringNotEquals`,
+//! `StringLike`, `StringNotLike`, `ArnEquals`, `ArnLike`, `Bool`, each with `IfExists`); a key
+//! the context lacks fails an affirmative operator and satisfies a negated one, and an
+//! operator outside that list never matches (an `Allow` then grants nothing, a `Deny` applies).
 
-use crate::document::{Effect, PolicyDocument};
+use std::collections::BTreeMap;
+
+use crate::document::{Condition, Effect, PolicyDocument};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Decision {
@@ -49,6 +56,88 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
 }
 
 pub fn evaluate(doc: &PolicyDocument<String>, action: &str, resource: &str) -> Decision {
+    decide(doc, action, resource, |_, effect| effect == Effect::Deny)
+}
+
+/// The condition keys of one request and their values (keys compared case-insensitively).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context(BTreeMap<String, Vec<String>>);
+
+impl Context {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The context with `key` set to `value`.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .entry(key.to_ascii_lowercase())
+            .or_default()
+            .push(value.to_string());
+        self
+    }
+
+    fn get(&self, key: &str) -> Option<&[String]> {
+        self.0.get(&key.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+
+    /// Every key and its values, for passing to another evaluator (IAM's simulator).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Whether every operator block of `condition` holds in this context.
+    pub fn satisfies(&self, condition: &Condition) -> bool {
+        condition.iter().all(|(operator, keys)| {
+            keys.iter()
+                .all(|(key, expected)| self.holds(operator, key, expected))
+        })
+    }
+
+    fn holds(&self, operator: &str, key: &str, expected: &[String]) -> bool {
+        let op = operator.to_ascii_lowercase();
+        let (op, if_exists) = match op.strip_suffix("ifexists") {
+            Some(base) => (base.to_string(), true),
+            None => (op, false),
+        };
+        let (matches, negated): (fn(&str, &str) -> bool, bool) = match op.as_str() {
+            "stringequals" | "arnequals" => (|a, e| a == e, false),
+            "stringnotequals" | "arnnotequals" => (|a, e| a == e, true),
+            "stringlike" | "arnlike" => (|a, e| wildcard_match(e, a), false),
+            "stringnotlike" | "arnnotlike" => (|a, e| wildcard_match(e, a), true),
+            "bool" => (|a, e| a.eq_ignore_ascii_case(e), false),
+            _ => return false,
+        };
+        let Some(actual) = self.get(key) else {
+            return if_exists || negated;
+        };
+        let any = actual
+            .iter()
+            .any(|a| expected.iter().any(|e| matches(a, e)));
+        any != negated
+    }
+}
+
+/// Like [`evaluate`], with the conditions of each statement evaluated in `context`.
+pub fn evaluate_in(
+    doc: &PolicyDocument<String>,
+    action: &str,
+    resource: &str,
+    context: &Context,
+) -> Decision {
+    decide(doc, action, resource, |condition, _| {
+        context.satisfies(condition)
+    })
+}
+
+/// IAM's order over the statements that name `action` and `resource`; `applies` says whether
+/// a conditional statement of the given effect applies.
+fn decide(
+    doc: &PolicyDocument<String>,
+    action: &str,
+    resource: &str,
+    applies: impl Fn(&Condition, Effect) -> bool,
+) -> Decision {
     let mut allowed = false;
     for s in &doc.statement {
         let hits = s.action.iter().any(|a| action_matches(a.as_str(), action))
@@ -56,16 +145,38 @@ pub fn evaluate(doc: &PolicyDocument<String>, action: &str, resource: &str) -> D
         if !hits {
             continue;
         }
-        match (s.effect, s.condition.is_some()) {
-            (Effect::Deny, _) => return Decision::ExplicitDeny,
-            (Effect::Allow, false) => allowed = true,
-            (Effect::Allow, true) => {}
+        let applies = s.condition.as_ref().is_none_or(|c| applies(c, s.effect));
+        match (s.effect, applies) {
+            (Effect::Deny, true) => return Decision::ExplicitDeny,
+            (Effect::Allow, true) => allowed = true,
+            (_, false) => {}
         }
     }
     if allowed {
         Decision::Allowed
     } else {
         Decision::ImplicitDeny
+    }
+}
+
+/// Whether an identity whose permissions are `identity`, capped by the permissions boundary
+/// `boundary` (if any), may make the request: an explicit deny in either wins, and an allow
+/// counts only if the boundary allows it too.
+pub fn evaluate_bounded(
+    identity: &PolicyDocument<String>,
+    boundary: Option<&PolicyDocument<String>>,
+    action: &str,
+    resource: &str,
+    context: &Context,
+) -> Decision {
+    let own = evaluate_in(identity, action, resource, context);
+    let Some(boundary) = boundary else {
+        return own;
+    };
+    match (own, evaluate_in(boundary, action, resource, context)) {
+        (Decision::ExplicitDeny, _) | (_, Decision::ExplicitDeny) => Decision::ExplicitDeny,
+        (Decision::Allowed, Decision::Allowed) => Decision::Allowed,
+        _ => Decision::ImplicitDeny,
     }
 }
 
@@ -174,5 +285,103 @@ mod tests {
         deny.condition = Some(cond);
         let d = doc(vec![st(Effect::Allow, "s3:GetObject", "*"), deny]);
         assert_eq!(evaluate(&d, "s3:GetObject", "x"), Decision::ExplicitDeny);
+    }
+
+    fn conditional(effect: Effect, operator: &str, key: &str, value: &str) -> Statement<String> {
+        let mut s = st(effect, "iam:CreateRole", "*");
+        s.condition = Some(
+            [(
+                operator.to_string(),
+                [(key.to_string(), vec![value.to_string()])].into(),
+            )]
+            .into(),
+        );
+        s
+    }
+
+    #[test]
+    fn conditions_are_evaluated_in_a_context() {
+        let boundary = "arn:aws:iam::1:policy/Boundary";
+        let allow = doc(vec![conditional(
+            Effect::Allow,
+            "StringEquals",
+            "iam:PermissionsBoundary",
+            boundary,
+        )]);
+        let with = |v: &str| Context::new().with("iam:permissionsboundary", v);
+        let d = |c: &Context| evaluate_in(&allow, "iam:CreateRole", "r", c);
+        assert_eq!(d(&with(boundary)), Decision::Allowed);
+        assert_eq!(
+            d(&with("arn:aws:iam::1:policy/Other")),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(d(&Context::new()), Decision::ImplicitDeny);
+
+        let like = doc(vec![conditional(
+            Effect::Allow,
+            "StringLike",
+            "aws:ResourceTag/stage",
+            "pr-*",
+        )]);
+        let tagged = |v: &str| Context::new().with("aws:ResourceTag/stage", v);
+        assert_eq!(
+            evaluate_in(&like, "iam:CreateRole", "r", &tagged("pr-7")),
+            Decision::Allowed
+        );
+        assert_eq!(
+            evaluate_in(&like, "iam:CreateRole", "r", &tagged("prod")),
+            Decision::ImplicitDeny
+        );
+
+        // A negated operator: a missing key satisfies it, a matching value does not.
+        let deny = doc(vec![
+            st(Effect::Allow, "iam:CreateRole", "*"),
+            conditional(
+                Effect::Deny,
+                "StringNotEquals",
+                "iam:PermissionsBoundary",
+                boundary,
+            ),
+        ]);
+        let d = |c: &Context| evaluate_in(&deny, "iam:CreateRole", "r", c);
+        assert_eq!(d(&Context::new()), Decision::ExplicitDeny);
+        assert_eq!(d(&with("other")), Decision::ExplicitDeny);
+        assert_eq!(d(&with(boundary)), Decision::Allowed);
+
+        // An operator this evaluator does not know never matches.
+        let odd = doc(vec![conditional(
+            Effect::Allow,
+            "NumericLessThan",
+            "k",
+            "1",
+        )]);
+        assert_eq!(
+            evaluate_in(&odd, "iam:CreateRole", "r", &Context::new().with("k", "0")),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn a_boundary_caps_and_its_deny_wins() {
+        let identity = doc(vec![st(Effect::Allow, "s3:*", "*")]);
+        let boundary = doc(vec![
+            st(Effect::Allow, "s3:GetObject", "*"),
+            st(Effect::Deny, "s3:GetObject", "arn:aws:s3:::secret/*"),
+        ]);
+        let d =
+            |a: &str, r: &str| evaluate_bounded(&identity, Some(&boundary), a, r, &Context::new());
+        assert_eq!(d("s3:GetObject", "arn:aws:s3:::b/k"), Decision::Allowed);
+        assert_eq!(
+            d("s3:PutObject", "arn:aws:s3:::b/k"),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            d("s3:GetObject", "arn:aws:s3:::secret/k"),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            evaluate_bounded(&identity, None, "s3:PutObject", "x", &Context::new()),
+            Decision::Allowed
+        );
     }
 }

@@ -10,8 +10,8 @@ pub mod matrix;
 
 pub use access::{Access, FunctionAccess, Request};
 pub use arn::{ArnTemplate, Bindings, Part};
-pub use document::{Action, Effect, PolicyDocument, Principal, Statement};
-pub use eval::{Decision, evaluate};
+pub use document::{Action, Condition, Effect, PolicyDocument, Principal, Statement};
+pub use eval::{Context, Decision, evaluate, evaluate_bounded, evaluate_in};
 pub use matrix::{Check, Expect, Violation, matrix, violations};
 
 #[cfg(test)]

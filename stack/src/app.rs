@@ -33,10 +33,114 @@ pub mod outputs {
     pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
 }
 
-/// The assets bucket, `image-pipeline-assets-<account>-<region>`: the deployer creates it
-/// outside any stack, and one bucket serves every stage of an account and region.
+/// The assets bucket, `image-pipeline-assets-<account>-<region>`: one per account and region,
+/// held by the bootstrap stack (`bootstrap` imports one that an earlier version created
+/// outside any stack), artifacts under `{stage}/`.
 pub fn assets_bucket_name(account: &str, region: &str) -> String {
     format!("{APP}-assets-{account}-{region}")
+}
+
+/// Names of the bootstrap stack: what `cargo xtask bootstrap` creates once per account and
+/// region, before any deploy. None of them starts with [`APP`]: no statement that the
+/// deploying identity or an execution role holds on `image-pipeline-*` reaches them.
+pub mod bootstrap {
+    use std::fmt;
+
+    /// Every bootstrap name starts with this.
+    pub const PREFIX: &str = "ImagePipeline";
+    /// The bootstrap stack.
+    pub const STACK: &str = "ImagePipelineBootstrap";
+    /// The stages the preview execution role may deploy unless `bootstrap` is told otherwise.
+    pub const DEFAULT_PREVIEW_STAGES: &str = "pr-*";
+
+    /// Which execution role (and permissions boundary) a deploy uses: `Release` may deploy
+    /// every stage, `Preview` only the preview stages, so a preview identity cannot reach
+    /// release stages even through CloudFormation.
+    #[derive(
+        Debug,
+        Clone,
+        Copy,
+        PartialEq,
+        Eq,
+        PartialOrd,
+        Ord,
+        Hash,
+        serde::Serialize,
+        serde::Deserialize,
+    )]
+    #[serde(rename_all = "lowercase")]
+    pub enum Scope {
+        Release,
+        Preview,
+    }
+
+    impl Scope {
+        pub const ALL: [Scope; 2] = [Scope::Release, Scope::Preview];
+
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Scope::Release => "release",
+                Scope::Preview => "preview",
+            }
+        }
+
+        fn pascal(self) -> &'static str {
+            match self {
+                Scope::Release => "Release",
+                Scope::Preview => "Preview",
+            }
+        }
+    }
+
+    impl fmt::Display for Scope {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// The bootstrap stack's bucket for Lambda artifacts (see [`super::assets_bucket_name`]).
+    pub fn assets_bucket(account: &str, region: &str) -> String {
+        super::assets_bucket_name(account, region)
+    }
+
+    /// The CloudFormation execution role of `scope` (role names are global to an account).
+    pub fn execution_role(scope: Scope, region: &str) -> String {
+        format!("{PREFIX}Exec-{scope}-{region}")
+    }
+
+    /// The managed policy every function role deployed with `scope`'s execution role carries
+    /// as its permissions boundary.
+    pub fn boundary(scope: Scope, region: &str) -> String {
+        format!("{PREFIX}Boundary-{scope}-{region}")
+    }
+
+    /// The stack holding one CI role (`bootstrap --ci github`), named by a digest of what
+    /// the role trusts so that each repository and branch or environment has its own.
+    pub fn ci_stack(digest: &str) -> String {
+        format!("{PREFIX}Ci-{digest}")
+    }
+
+    /// The CI role of [`ci_stack`].
+    pub fn ci_role(digest: &str, region: &str) -> String {
+        format!("{PREFIX}Ci-{digest}-{region}")
+    }
+
+    /// Output keys of the bootstrap stack.
+    pub mod outputs {
+        pub const ASSETS_BUCKET: &str = "AssetsBucket";
+        pub const VERSION: &str = "BootstrapVersion";
+        pub const PREVIEW_STAGES: &str = "PreviewStages";
+        /// The CI role's ARN, output of a CI stack.
+        pub const CI_ROLE: &str = "CiRoleArn";
+
+        pub fn execution_role(scope: super::Scope) -> String {
+            format!("{}ExecutionRoleArn", scope.pascal())
+        }
+
+        pub fn boundary(scope: super::Scope) -> String {
+            format!("{}BoundaryArn", scope.pascal())
+        }
+    }
 }
 
 /// Environment variable names the handlers read.
@@ -141,6 +245,60 @@ impl fmt::Display for Stage {
 
 impl FromStr for Stage {
     type Err = StageError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A set of stages named by a pattern in which `*` stands for any run of characters: `*`
+/// (every stage), `pr-*`, or one stage's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StagePattern(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "stage pattern `{0}` may contain only lowercase letters, digits, hyphens and `*`, must start with a letter or `*`, and be at most {MAX_STAGE_LEN} characters"
+)]
+pub struct StagePatternError(String);
+
+impl StagePattern {
+    /// Every stage.
+    pub fn all() -> Self {
+        Self("*".into())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StagePatternError> {
+        let charset = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '*');
+        let starts = s.starts_with(|c: char| c.is_ascii_lowercase() || c == '*');
+        if s.is_empty() || s.len() > MAX_STAGE_LEN || !charset || !starts {
+            return Err(StagePatternError(s.to_string()));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0 == "*"
+    }
+
+    pub fn matches(&self, stage: &Stage) -> bool {
+        policies::eval::wildcard_match(&self.0, stage.as_str())
+    }
+}
+
+impl fmt::Display for StagePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for StagePattern {
+    type Err = StagePatternError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
     }

@@ -23,6 +23,8 @@ pub enum ResourceProps {
     Queue(Queue),
     #[serde(rename = "AWS::IAM::Role")]
     Role(Role),
+    #[serde(rename = "AWS::IAM::ManagedPolicy")]
+    ManagedPolicy(ManagedPolicy),
     #[serde(rename = "AWS::Logs::LogGroup")]
     LogGroup(LogGroup),
     #[serde(rename = "AWS::Lambda::Function")]
@@ -50,6 +52,7 @@ impl ResourceProps {
             ResourceProps::Table(_) => "AWS::DynamoDB::Table",
             ResourceProps::Queue(_) => "AWS::SQS::Queue",
             ResourceProps::Role(_) => "AWS::IAM::Role",
+            ResourceProps::ManagedPolicy(_) => "AWS::IAM::ManagedPolicy",
             ResourceProps::LogGroup(_) => "AWS::Logs::LogGroup",
             ResourceProps::Function(_) => "AWS::Lambda::Function",
             ResourceProps::Permission(_) => "AWS::Lambda::Permission",
@@ -72,8 +75,10 @@ pub struct Bucket {
     pub bucket_encryption: BucketEncryption,
     pub ownership_controls: OwnershipControls,
     pub versioning_configuration: Versioning,
-    pub lifecycle_configuration: Lifecycle,
-    pub notification_configuration: Notification,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_configuration: Option<Lifecycle>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_configuration: Option<Notification>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -271,9 +276,25 @@ pub struct Queue {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Role {
+    /// Set only where another party must know the name in advance (bootstrap roles); the
+    /// stack's function roles get generated names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<Expr>,
     pub description: Expr,
     pub assume_role_policy_document: PolicyDocument<Expr>,
     pub policies: Vec<InlinePolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions_boundary: Option<Expr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_session_duration: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagedPolicy {
+    pub managed_policy_name: Expr,
+    pub description: Expr,
+    pub policy_document: PolicyDocument<Expr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -32,6 +32,7 @@ pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
 pub const PARAM_ARCHITECTURE: &str = "Architecture";
 pub const PARAM_LOG_RETENTION: &str = "LogRetentionInDays";
 pub const PARAM_ARTIFACT_BUCKET: &str = "ArtifactBucket";
+pub const PARAM_PERMISSIONS_BOUNDARY: &str = "PermissionsBoundaryArn";
 pub const CONDITION_REKOGNITION_ENDPOINT: &str = "HasRekognitionEndpoint";
 
 pub const BUCKET_ID: &str = "UploadsBucket";
@@ -188,7 +189,7 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
         versioning_configuration: Versioning {
             status: "Enabled".into(),
         },
-        lifecycle_configuration: Lifecycle {
+        lifecycle_configuration: Some(Lifecycle {
             rules: vec![
                 LifecycleRule {
                     id: "expire-old-versions".into(),
@@ -220,10 +221,10 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
                     }),
                 },
             ],
-        },
-        notification_configuration: Notification {
+        }),
+        notification_configuration: Some(Notification {
             lambda_configurations: notifications,
-        },
+        }),
     };
     let mut bucket_resource = Resource::new(ResourceProps::Bucket(Box::new(bucket)))
         .deleted_with_stack()
@@ -314,6 +315,16 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
     bucket.min_length = Some(3);
     bucket.max_length = Some(63);
     p.insert(PARAM_ARTIFACT_BUCKET.to_string(), bucket);
+    let mut boundary = Parameter::string(
+        "Managed policy (from the bootstrap stack) every function role carries as its permissions boundary",
+    );
+    boundary.allowed_pattern = Some(format!(
+        "^arn:[a-z-]+:iam::[0-9]{{12}}:policy/{}Boundary-[a-z]+-[a-z0-9-]+$",
+        crate::app::bootstrap::PREFIX
+    ));
+    boundary.constraint_description =
+        Some("the ARN of a boundary policy of the bootstrap stack".into());
+    p.insert(PARAM_PERMISSIONS_BOUNDARY.to_string(), boundary);
     p
 }
 
@@ -343,6 +354,7 @@ fn add_function(
     resources.insert(
         f.role_id(),
         Resource::new(ResourceProps::Role(Role {
+            role_name: None,
             description: Expr::sub(format!(
                 "{APP} ${{{STAGE_PARAM}}}: execution role of the {} function only",
                 f.name
@@ -352,6 +364,8 @@ fn add_function(
                 policy_name: f.policy_name(),
                 policy_document: to_expr(&f.policy(names)),
             }],
+            permissions_boundary: Some(Expr::r#ref(PARAM_PERMISSIONS_BOUNDARY)),
+            max_session_duration: None,
         })),
     );
 

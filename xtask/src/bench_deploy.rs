@@ -130,7 +130,7 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         &app,
         &stage,
         arch,
-        &warm.assets_bucket,
+        (&warm.assets_bucket, &warm.permissions_boundary),
         &warm.artifacts,
         Some(&cfg.labels_endpoint()),
     );
@@ -142,6 +142,8 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         "--capabilities",
         "CAPABILITY_IAM",
         "CAPABILITY_NAMED_IAM",
+        "--role-arn",
+        &warm.execution_role,
         "--stack-name",
         &stack,
         "--template-file",

@@ -36,7 +36,12 @@ pub fn run(a: Args) -> Result<()> {
     let resolved = a.place.resolve()?;
     // curl must trust the local environment's certificate, as every other client does.
     let cacert = a.place.local.then(|| a.place.ports.config().tls().cert);
+    let auto_bootstrap = matches!(
+        &resolved.target,
+        deployer::aws::Target::Local { credentials, .. } if credentials.is_root()
+    );
     let cfg = DeployConfig {
+        auto_bootstrap,
         target: resolved.target,
         stage: a.stage,
         arch: a.arch,
@@ -161,6 +166,11 @@ mod tests {
             changes: Vec::new(),
             artifacts: Vec::new(),
             assets_bucket: stack::app::assets_bucket_name("000000000000", "us-east-1"),
+            scope: stack::app::bootstrap::Scope::Release,
+            execution_role: "arn:aws:iam::000000000000:role/ImagePipelineExec-release-us-east-1"
+                .into(),
+            permissions_boundary:
+                "arn:aws:iam::000000000000:policy/ImagePipelineBoundary-release-us-east-1".into(),
             outputs: Default::default(),
             api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
             timings: Timings {

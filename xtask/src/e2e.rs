@@ -1,6 +1,10 @@
 //! The end-to-end test on the local environment, run by `cargo xtask test`, with IAM
-//! enforcement and TLS on: as an IAM user whose only policy is `cargo xtask deployer-policy`
-//! (not as root), deploy, smoke-test, deploy again (no changes), kill the emulator with
+//! enforcement and TLS on: a deploy before bootstrap fails naming the fix; bootstrap (as
+//! root, importing an assets bucket an earlier version left, then again with no changes, then
+//! a GitHub CI role); as an IAM user whose only policy is `cargo xtask deployer-policy
+//! --stages e2e*` (not as root), deploy, smoke-test (its IAM matrix includes the escalation
+//! paths of the execution role and of that user), the user's paths into another stage and a
+//! pass of the release role refused, deploy again (no changes), kill the emulator with
 //! SIGKILL and start it again (the image, its item and the stack are all still there), change
 //! the upload function's
 //! code and deploy (only that function is updated); then take `s3:GetObjectVersion` away from
@@ -28,6 +32,11 @@ use crate::local::Stopped;
 const PORT: u16 = 4576;
 const LABELS_PORT: u16 = 4609;
 const STAGE: &str = "e2e";
+/// The test bootstraps with these as the preview stages and deploys as a preview identity:
+/// the narrower of the two scopes.
+const PREVIEW: &str = "e2e*";
+/// A stage outside `PREVIEW`, which the deploying identity must not reach.
+const OUTSIDE: &str = "prod";
 
 /// Compiled into the upload function (see `functions/upload`): a change of exactly that
 /// function's code, made without editing a file.
@@ -85,22 +94,117 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS, as a least-privileged IAM user: deploy, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
 
-/// Creates the IAM user the test deploys as, with `deployer-policy` for the local account
-/// and region as its only permissions.
-async fn deployer_user(local: &LocalConfig) -> Result<LocalCredentials> {
+fn preview() -> Result<stack::app::StagePattern> {
+    stack::app::StagePattern::parse(PREVIEW).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Creates the IAM user the test deploys as, with `deployer-policy --stages PREVIEW` for the
+/// local account and region as its only permissions; its keys and ARN.
+async fn deployer_user(local: &LocalConfig) -> Result<(LocalCredentials, String)> {
     let (iam, identity) = deployer::local_iam::root(local).await?;
-    let policy = deployer::permissions::deployer_policy(&identity.account, &identity.region);
+    let policy =
+        deployer::permissions::deployer_policy(&identity.account, &identity.region, &preview()?);
     let user = deployer::local_iam::user_with_policy(&iam, DEPLOYER_USER, &policy).await?;
     eprintln!(
-        "e2e    deploying as IAM user {DEPLOYER_USER} ({}) with only the deployer policy",
+        "e2e    deploying as IAM user {DEPLOYER_USER} ({}) with only the deployer policy for stages {PREVIEW}",
         user.access_key_id
     );
-    Ok(user)
+    let arn = format!(
+        "arn:{}:iam::{}:user/{DEPLOYER_USER}",
+        identity.partition, identity.account
+    );
+    Ok((user, arn))
+}
+
+/// Bootstraps the test's environment as its root, as an administrator would: first into an
+/// account where an earlier version left an assets bucket (imported, its artifact kept), then
+/// again (no changes), then a GitHub CI role. A deploy before it, as the deploying user, fails
+/// naming the command that fixes it.
+fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
+    use deployer::bootstrap::BootstrapReport;
+    let rt = crate::target::runtime()?;
+    let early = xtask(&["deploy", "--local", "--stage", STAGE])?
+        .env("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID", &user.access_key_id)
+        .env(
+            "IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY",
+            &user.secret_access_key,
+        )
+        .stderr(Stderr::Capture)
+        .run()?;
+    ensure!(
+        early.code == 1 && early.stderr.contains("cargo xtask bootstrap --local"),
+        "a deploy before bootstrap exited {}: {}",
+        early.code,
+        early.stderr
+    );
+    eprintln!("e2e    deploy before bootstrap: refused, naming `cargo xtask bootstrap --local`");
+    let (legacy, key) = rt.block_on(deployer::local_iam::legacy_assets_bucket(local))?;
+    let args = [
+        "bootstrap",
+        "--local",
+        "--preview-stages",
+        PREVIEW,
+        "--output",
+        "json",
+    ];
+    let first: BootstrapReport = finished(xtask(&args)?.run()?).report()?;
+    ensure!(
+        first.status == Outcome::Created && first.imported_bucket.as_deref() == Some(&legacy),
+        "first bootstrap: {:?}, imported {:?}",
+        first.status,
+        first.imported_bucket
+    );
+    ensure!(
+        rt.block_on(deployer::local_iam::object_exists(local, &legacy, &key))?,
+        "the imported assets bucket lost {key}"
+    );
+    let again: BootstrapReport = finished(xtask(&args)?.run()?).report()?;
+    ensure!(
+        again.status == Outcome::NoChanges,
+        "second bootstrap: {:?}",
+        again.status
+    );
+    let mut ci_args = args.to_vec();
+    ci_args.extend([
+        "--ci",
+        "github",
+        "--repo",
+        "example-org/image-pipeline",
+        "--environment",
+        "preview",
+        "--stages",
+        PREVIEW,
+    ]);
+    let ci: BootstrapReport = finished(xtask(&ci_args)?.run()?).report()?;
+    let ci = ci.ci.context("bootstrap --ci github made no CI role")?;
+    let trust = rt.block_on(deployer::local_iam::trust_policy(local, &ci.role_arn))?;
+    let statement = &trust["Statement"][0];
+    let equals = &statement["Condition"]["StringEquals"];
+    ensure!(
+        statement["Action"] == serde_json::json!("sts:AssumeRoleWithWebIdentity")
+            || statement["Action"] == serde_json::json!(["sts:AssumeRoleWithWebIdentity"]),
+        "the CI role's trust: {trust}"
+    );
+    ensure!(
+        equals["token.actions.githubusercontent.com:sub"]
+            == serde_json::json!(["repo:example-org/image-pipeline:environment:preview"])
+            && equals["token.actions.githubusercontent.com:aud"]
+                == serde_json::json!(["sts.amazonaws.com"])
+            && statement["Principal"]["Federated"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(":oidc-provider/token.actions.githubusercontent.com")),
+        "the CI role trusts more than one repository's environment: {trust}"
+    );
+    eprintln!(
+        "e2e    bootstrap: imported {legacy}, again no changes, CI role {} trusts only {}",
+        ci.role_arn, ci.subject
+    );
+    Ok(())
 }
 
 /// The labels `GET /metadata/{id}` gives and the bytes of the image's object, read as root.
@@ -174,8 +278,9 @@ fn steps() -> Result<()> {
     }
     let local = LocalConfig::for_ports(PORT, LABELS_PORT);
     let rt = crate::target::runtime()?;
-    let user = rt.block_on(deployer_user(&local))?;
-    let _ = DEPLOYER.set(user);
+    let (user, user_arn) = rt.block_on(deployer_user(&local))?;
+    bootstrap_steps(&local, &user)?;
+    let _ = DEPLOYER.set(user.clone());
     // The environment was wiped: there is nothing to remove, and teardown says so.
     let nothing: TeardownReport = ok(&["teardown"])?;
     ensure!(
@@ -207,6 +312,50 @@ fn steps() -> Result<()> {
         );
     }
     ensure!(!smoke.labels.is_empty(), "no labels");
+    ensure!(
+        created.scope == stack::app::bootstrap::Scope::Preview,
+        "stage {STAGE} deployed with the {} execution role",
+        created.scope
+    );
+    let matrix = smoke
+        .check(CheckName::IamMatrix)
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    ensure!(
+        matrix.contains("escalation paths closed") && matrix.contains(&user_arn),
+        "the IAM matrix did not check the deploying user's escalation paths: {matrix}"
+    );
+
+    // What no deploying identity of PREVIEW may do to another stage, asked of IAM's simulator
+    // about the deploying user; and CloudFormation refusing the release role from it.
+    let (asked, open) = rt.block_on(deployer::local_iam::open_escalation_paths(
+        &local,
+        &user_arn,
+        &preview()?,
+        OUTSIDE,
+    ))?;
+    ensure!(open.is_empty(), "escalation paths open: {open:?}");
+    let release = created.execution_role.replace("-preview-", "-release-");
+    let refused = rt.block_on(deployer::local_iam::try_pass_role(
+        &local,
+        &user,
+        &format!("{}-{STAGE}-probe", stack::app::APP),
+        &release,
+    ))?;
+    ensure!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("iam:PassRole")),
+        "CloudFormation took the release role from a preview identity: {refused:?}"
+    );
+    eprintln!(
+        "e2e    the deploying user: {asked} escalation paths closed, the release role refused to it ({})",
+        refused
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
 
     let again: DeployReport = ok(&["deploy"])?;
     ensure!(

@@ -9,6 +9,7 @@ mod bench;
 mod bench_deploy;
 mod bench_labels;
 mod bench_load;
+mod bootstrap;
 mod build;
 mod child;
 mod console;
@@ -46,13 +47,15 @@ enum Cmd {
     Synth(synth::Args),
     /// Build the handlers as static Lambda binaries and package them as deterministic zips
     Build(build::Args),
+    /// Create or update the bootstrap stack of an account and region (once, as an administrator)
+    Bootstrap(bootstrap::Args),
     /// Deploy the stack (build, upload, change set, execute) to AWS or the local environment
     Deploy(deploy::Args),
     /// Prove a deployed pipeline works: upload, labels, listing, bad input, IAM matrix
     SmokeTest(smoke::Args),
     /// Remove a deployed stage: empty its bucket, delete its stack
     Teardown(teardown::Args),
-    /// Print the IAM policy the identity running deploy, smoke-test and teardown needs
+    /// Print the IAM policy the identity running deploy, smoke-test and teardown needs (after bootstrap)
     DeployerPolicy(DeployerPolicyArgs),
     /// Manage the local environment (AWS emulator and label service on 127.0.0.1)
     Local(local::Args),
@@ -76,6 +79,10 @@ struct DeployerPolicyArgs {
     /// The 12-digit account the stacks are deployed in
     #[arg(long, value_name = "ID", value_parser = parse_account)]
     account: String,
+    /// Limit every statement to these stages (`pr-*` for a preview identity; it then passes
+    /// only the preview execution role)
+    #[arg(long, value_name = "PATTERN", default_value = "*")]
+    stages: stack::app::StagePattern,
 }
 
 fn parse_account(s: &str) -> Result<String, String> {
@@ -88,7 +95,7 @@ fn parse_account(s: &str) -> Result<String, String> {
 
 fn deployer_policy(a: DeployerPolicyArgs) -> anyhow::Result<()> {
     deployer::aws::validate_region(&a.region)?;
-    let doc = deployer::permissions::deployer_policy(&a.account, &a.region);
+    let doc = deployer::permissions::deployer_policy(&a.account, &a.region, &a.stages);
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Synth(a) => synth::run(a),
         Cmd::Build(a) => build::run(a),
+        Cmd::Bootstrap(a) => bootstrap::run(a),
         Cmd::Deploy(a) => deploy::run(a),
         Cmd::SmokeTest(a) => smoke::run(a),
         Cmd::Teardown(a) => teardown::run(a),

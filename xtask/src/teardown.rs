@@ -1,4 +1,4 @@
-//! `cargo xtask teardown`: removes a stage's stack (and, on request, the assets bucket).
+//! `cargo xtask teardown`: removes a stage's stack (and, on request, its artifacts).
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub struct Args {
     /// Stage of the stack to remove
     #[arg(long, default_value = "dev")]
     pub stage: Stage,
-    /// Also empty and delete the assets bucket (shared by every stage in the account and region)
+    /// Also delete the stage's artifacts from the bootstrap's assets bucket
     #[arg(long)]
     pub purge_assets: bool,
     /// Output format
@@ -49,9 +49,9 @@ pub fn run(a: Args) -> Result<()> {
                     format!("stack {} does not exist: nothing to remove", report.stack)
                 }
             };
-            if report.assets_bucket_removed {
+            if report.assets_purged {
                 s.push_str(&format!(
-                    "\nassets bucket removed ({} object versions)",
+                    "\nthe stage's artifacts removed ({} object versions)",
                     report.assets_objects_deleted
                 ));
             }
