@@ -595,7 +595,8 @@ pub async fn bootstrap(
                 .to_json()
                 .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
             parameters: BTreeMap::new(),
-            tags: tags.clone(),
+            // An import may add nothing else, stack tags included; the update adds them.
+            tags: BTreeMap::new(),
             imports: vec![Import {
                 logical_id: BUCKET_ID.into(),
                 resource_type: "AWS::S3::Bucket".into(),

@@ -132,11 +132,76 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
+    // The bootstrap stack and the deploying identity's policies, for an example account.
+    let dir = out.join("bootstrap");
+    let bootstrap_files = write_bootstrap(&dir)?;
+    for (tool, target) in [
+        (Tool::CfnLint, bootstrap_files.clone()),
+        (Tool::Checkov, bootstrap_files),
+        (Tool::Parliament, dir.join("policies")),
+    ] {
+        let started = Instant::now();
+        let report = tool.findings(&venv, &target)?;
+        let rel = target.strip_prefix(&root).unwrap_or(&target);
+        eprintln!(
+            "{:<10} {} {} ({:.1}s)",
+            tool.name(),
+            if report.is_none() { "ok  " } else { "FAIL" },
+            rel.display(),
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(report) = report {
+            eprintln!("{report}\n");
+            failed.push(format!("{} on {}", tool.name(), rel.display()));
+        }
+    }
     if !failed.is_empty() {
         bail!("validation failed: {}", failed.join(", "));
     }
-    println!("lint: cfn-lint, checkov and parliament report nothing for arm64 and x86_64");
+    println!(
+        "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap"
+    );
     Ok(())
+}
+
+/// Writes the bootstrap template (`template.yaml`) and the execution, boundary and deploying
+/// identity policies of both scopes (`policies/`) under `dir`, for an example account and
+/// region; returns the template's path.
+fn write_bootstrap(dir: &Path) -> Result<std::path::PathBuf> {
+    use deployer::permissions::{boundary_policy, deployer_policy, execution_policy};
+    use stack::app::bootstrap::Scope;
+    const ACCOUNT: &str = "123456789012";
+    const REGION: &str = "eu-west-1";
+    let spec = deployer::bootstrap::Spec {
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+        preview: stack::app::StagePattern::parse(stack::app::bootstrap::DEFAULT_PREVIEW_STAGES)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let policies = dir.join("policies");
+    if policies.exists() {
+        std::fs::remove_dir_all(&policies)?;
+    }
+    std::fs::create_dir_all(&policies)?;
+    let template = dir.join("template.yaml");
+    std::fs::write(&template, deployer::bootstrap::template(&spec).to_yaml()?)?;
+    for scope in Scope::ALL {
+        let stages = spec.stages(scope);
+        for (name, doc) in [
+            (
+                "execution",
+                execution_policy(ACCOUNT, REGION, scope, &stages),
+            ),
+            ("boundary", boundary_policy(ACCOUNT, REGION, &stages)),
+            ("deployer", deployer_policy(ACCOUNT, REGION, &stages)),
+        ] {
+            std::fs::write(
+                policies.join(format!("{name}-{scope}.json")),
+                serde_json::to_string_pretty(&doc)?,
+            )?;
+        }
+    }
+    Ok(template)
 }
 
 /// Checkov's JSON report is clean when it parsed the file, ran checks, and none failed.
