@@ -49,7 +49,17 @@ impl Tool {
                 "--skip-download",
                 "-f",
             ]),
-            Tool::Parliament => c.arg("--directory"),
+            Tool::Parliament => {
+                // Findings accepted for the bootstrap's policies, each with its reason.
+                if target.ends_with("bootstrap/policies") || target.ends_with("canaries/policies") {
+                    c.arg("--config").arg(
+                        workspace_root()
+                            .join("tools")
+                            .join("parliament-bootstrap.yaml"),
+                    );
+                }
+                c.arg("--directory")
+            }
         };
         c.arg(target);
         c
