@@ -867,6 +867,28 @@ mod tests {
         assert!(c.validate().is_err(), "a wildcard branch");
     }
 
+    /// Only CloudFormation can act as an execution role: nothing else can use its grants to
+    /// update a function's code outside a deploy.
+    #[test]
+    fn only_cloudformation_assumes_the_execution_roles() {
+        let json: serde_json::Value =
+            serde_json::from_str(&template(&spec()).to_json().unwrap_or_default())
+                .unwrap_or_default();
+        for scope in Scope::ALL {
+            let role = &json["Resources"][logical(scope, "ExecutionRole")]["Properties"];
+            assert_eq!(
+                role["AssumeRolePolicyDocument"]["Statement"],
+                serde_json::json!([{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudformation.amazonaws.com"},
+                    "Action": ["sts:AssumeRole"]
+                }]),
+                "{scope}"
+            );
+            assert!(role.get("PermissionsBoundary").is_none());
+        }
+    }
+
     #[test]
     fn the_template_is_deterministic_and_versioned() {
         let a = template(&spec()).to_json().unwrap_or_default();

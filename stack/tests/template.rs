@@ -152,6 +152,12 @@ fn each_function_has_its_own_role() {
             Some(1),
             "{id}"
         );
+        // Every role carries the bootstrap's boundary: the execution role may create no other.
+        assert_eq!(
+            r["Properties"]["PermissionsBoundary"],
+            serde_json::json!({"Ref": stack::synth::PARAM_PERMISSIONS_BOUNDARY}),
+            "{id}"
+        );
     }
 }
 

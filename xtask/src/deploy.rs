@@ -110,6 +110,10 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
             count(ChangeAction::Remove)
         )),
     }
+    s.push_str(&format!(
+        "as the {} execution role {}\n",
+        r.scope, r.execution_role
+    ));
     for c in &r.changes {
         s.push_str(&change_line(c));
         s.push('\n');

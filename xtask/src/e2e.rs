@@ -200,6 +200,17 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
                 .is_some_and(|p| p.ends_with(":oidc-provider/token.actions.githubusercontent.com")),
         "the CI role trusts more than one repository's environment: {trust}"
     );
+    for (scope, role) in &first.bootstrap.execution_roles {
+        let trust = rt.block_on(deployer::local_iam::trust_policy(local, role))?;
+        let principals: Vec<&serde_json::Value> = trust["Statement"]
+            .as_array()
+            .map(|s| s.iter().map(|st| &st["Principal"]).collect())
+            .unwrap_or_default();
+        ensure!(
+            principals == [&serde_json::json!({"Service": "cloudformation.amazonaws.com"})],
+            "the {scope} execution role trusts more than CloudFormation: {trust}"
+        );
+    }
     eprintln!(
         "e2e    bootstrap: imported {legacy}, again no changes, CI role {} trusts only {}",
         ci.role_arn, ci.subject
