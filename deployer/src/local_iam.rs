@@ -1,7 +1,9 @@
 //! The local environment's IAM, used as its root by the end-to-end test: an IAM user whose
 //! only policy is the deploying identity's (so deploy, smoke-test and teardown run with least
-//! privilege, not as root), and taking one action away from a deployed function's role (so a
-//! test can show enforcement failing the pipeline as AWS would).
+//! privilege, not as root), taking one action away from a deployed function's role (so a
+//! test can show enforcement failing the pipeline as AWS would), an assets bucket as an earlier
+//! version left it (for the bootstrap's import), a role's trust policy, the deploying user's
+//! escalation paths asked of the simulator, and a pass of an execution role as that user.
 
 use serde_json::Value;
 use stack::App;
