@@ -22,11 +22,7 @@ use sha2::{Digest, Sha256};
 use stack::app::bootstrap::{self as names, Scope, outputs};
 use stack::app::{Stage, StagePattern};
 use stack::expr::Expr;
-use stack::resources::{
-    Bucket, BucketEncryption, BucketPolicy, EncryptionByDefault, EncryptionRule, InlinePolicy,
-    ManagedPolicy, OwnershipControls, OwnershipRule, PublicAccessBlock, ResourceProps, Role,
-    Versioning,
-};
+use stack::resources::{Bucket, BucketPolicy, InlinePolicy, ManagedPolicy, ResourceProps, Role};
 use stack::template::{Output, Policy, Resource, Template};
 use thiserror::Error;
 
@@ -110,27 +106,7 @@ fn version(t: &Template) -> String {
 }
 
 fn assets_bucket(spec: &Spec) -> Resource {
-    let bucket = Bucket {
-        bucket_name: Expr::str(names::assets_bucket(&spec.account, &spec.region)),
-        public_access_block_configuration: PublicAccessBlock::all(),
-        bucket_encryption: BucketEncryption {
-            server_side_encryption_configuration: vec![EncryptionRule {
-                server_side_encryption_by_default: EncryptionByDefault {
-                    sse_algorithm: "AES256".into(),
-                },
-            }],
-        },
-        ownership_controls: OwnershipControls {
-            rules: vec![OwnershipRule {
-                object_ownership: "BucketOwnerEnforced".into(),
-            }],
-        },
-        versioning_configuration: Versioning {
-            status: "Enabled".into(),
-        },
-        lifecycle_configuration: None,
-        notification_configuration: None,
-    };
+    let bucket = Bucket::locked_down(Expr::str(names::assets_bucket(&spec.account, &spec.region)));
     let mut r = Resource::new(ResourceProps::Bucket(Box::new(bucket))).skip_check(
         "CKV_AWS_18",
         "artifacts are written only by the deploying identities through CloudFormation deploys, which CloudTrail records",
@@ -697,6 +673,135 @@ async fn bucket_exists(
             reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
         }),
     }
+}
+
+/// What `bootstrap --remove` removed; the `--output json` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveReport {
+    pub stack: String,
+    pub target: String,
+    pub identity: Identity,
+    /// Whether there was a bootstrap stack to delete.
+    pub removed: bool,
+    pub ci_stacks_removed: Vec<String>,
+    /// The assets bucket (retained by the stack), emptied and deleted.
+    pub assets_bucket: String,
+    pub assets_objects_deleted: usize,
+    pub elapsed_ms: u64,
+}
+
+/// Every stack of the account and region that is not deleted, by name.
+async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<String>, BootstrapError> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let out = cfn
+            .list_stacks()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| CfnError::Call {
+                operation: "ListStacks",
+                stack: "*".into(),
+                reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            })?;
+        for st in out.stack_summaries() {
+            let deleted = st.stack_status()
+                == Some(&aws_sdk_cloudformation::types::StackStatus::DeleteComplete);
+            if let (Some(name), false) = (st.stack_name(), deleted) {
+                names.push(name.to_string());
+            }
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            names.sort();
+            names.dedup();
+            return Ok(names);
+        }
+    }
+}
+
+/// Removes the bootstrap: the CI role stacks, the bootstrap stack, and the assets bucket it
+/// retains. Refuses while any stage's stack exists, since deleting a stage needs its execution
+/// role. Leaves the account's GitHub OIDC provider, which other tools may share. Nothing to
+/// remove is success.
+pub async fn remove(
+    cfg: &BootstrapConfig,
+    progress: &dyn Progress,
+) -> Result<RemoveReport, BootstrapError> {
+    let start = Instant::now();
+    let (clients, identity) = aws::connect(&cfg.target).await?;
+    let stacks = live_stacks(&clients.cfn).await?;
+    let stages: Vec<&String> = stacks
+        .iter()
+        .filter(|s| s.starts_with(&format!("{}-", stack::app::APP)))
+        .collect();
+    if !stages.is_empty() {
+        return Err(BootstrapError::Invalid(format!(
+            "stages are still deployed ({}): tear each down with `cargo xtask teardown --stage S {}` first, since deleting a stage needs its execution role",
+            stages
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            flags(&cfg.target)
+        )));
+    }
+    let poll = aws::poll_interval(&cfg.target);
+    let mut ci_stacks_removed = Vec::new();
+    let ci_prefix = names::ci_stack("");
+    for name in stacks.iter().filter(|s| s.starts_with(&ci_prefix)) {
+        let ops = StackOps {
+            cfn: &clients.cfn,
+            name,
+            poll,
+            progress,
+            role_arn: None,
+        };
+        if let Some(info) = ops.wait_settled(cfg.timeout).await? {
+            progress.step(&format!("deleting the CI role stack {name}"));
+            ops.delete(&info.id, cfg.timeout).await?;
+            ci_stacks_removed.push(name.clone());
+        }
+    }
+    let ops = StackOps {
+        cfn: &clients.cfn,
+        name: names::STACK,
+        poll,
+        progress,
+        role_arn: None,
+    };
+    let removed = match ops.wait_settled(cfg.timeout).await? {
+        Some(info) => {
+            progress.step(&format!("deleting {}", names::STACK));
+            ops.delete(&info.id, cfg.timeout).await?;
+            true
+        }
+        None => {
+            progress.step(&format!("{} does not exist", names::STACK));
+            false
+        }
+    };
+    let bucket = names::assets_bucket(&identity.account, &identity.region);
+    progress.step(&format!("emptying and deleting the assets bucket {bucket}"));
+    let assets_objects_deleted =
+        crate::assets::remove_bucket(&clients.s3, &bucket, &identity.account)
+            .await
+            .map_err(|e| BootstrapError::S3 {
+                operation: "DeleteBucket",
+                bucket: bucket.clone(),
+                reason: e.to_string(),
+            })?;
+    Ok(RemoveReport {
+        stack: names::STACK.into(),
+        target: cfg.target.describe(),
+        identity,
+        removed,
+        ci_stacks_removed,
+        assets_bucket: bucket,
+        assets_objects_deleted,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    })
 }
 
 fn iam_call<E: std::error::Error + 'static>(

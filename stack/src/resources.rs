@@ -81,6 +81,34 @@ pub struct Bucket {
     pub notification_configuration: Option<Notification>,
 }
 
+impl Bucket {
+    /// A bucket named `name` with public access blocked, AES-256 by default, owner-enforced
+    /// object ownership and versioning: what every bucket of the app starts from.
+    pub fn locked_down(name: Expr) -> Self {
+        Self {
+            bucket_name: name,
+            public_access_block_configuration: PublicAccessBlock::all(),
+            bucket_encryption: BucketEncryption {
+                server_side_encryption_configuration: vec![EncryptionRule {
+                    server_side_encryption_by_default: EncryptionByDefault {
+                        sse_algorithm: "AES256".into(),
+                    },
+                }],
+            },
+            ownership_controls: OwnershipControls {
+                rules: vec![OwnershipRule {
+                    object_ownership: "BucketOwnerEnforced".into(),
+                }],
+            },
+            versioning_configuration: Versioning {
+                status: "Enabled".into(),
+            },
+            lifecycle_configuration: None,
+            notification_configuration: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PublicAccessBlock {

@@ -172,23 +172,6 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
         });
     }
     let bucket = Bucket {
-        bucket_name: sub(&names.bucket()),
-        public_access_block_configuration: PublicAccessBlock::all(),
-        bucket_encryption: BucketEncryption {
-            server_side_encryption_configuration: vec![EncryptionRule {
-                server_side_encryption_by_default: EncryptionByDefault {
-                    sse_algorithm: "AES256".into(),
-                },
-            }],
-        },
-        ownership_controls: OwnershipControls {
-            rules: vec![OwnershipRule {
-                object_ownership: "BucketOwnerEnforced".into(),
-            }],
-        },
-        versioning_configuration: Versioning {
-            status: "Enabled".into(),
-        },
         lifecycle_configuration: Some(Lifecycle {
             rules: vec![
                 LifecycleRule {
@@ -225,6 +208,7 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
         notification_configuration: Some(Notification {
             lambda_configurations: notifications,
         }),
+        ..Bucket::locked_down(sub(&names.bucket()))
     };
     let mut bucket_resource = Resource::new(ResourceProps::Bucket(Box::new(bucket)))
         .deleted_with_stack()

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use deployer::bootstrap::{BootstrapConfig, BootstrapReport, CiSubject, GithubCi, bootstrap};
+use deployer::bootstrap::{
+    BootstrapConfig, BootstrapReport, CiSubject, GithubCi, RemoveReport, bootstrap, remove,
+};
 use stack::app::StagePattern;
 use stack::app::bootstrap::{DEFAULT_PREVIEW_STAGES, Scope};
 
@@ -45,6 +47,10 @@ pub struct Args {
     /// Stages the CI role may deploy: `*`, or the preview stages
     #[arg(long, value_name = "PATTERN", default_value = "*", requires = "ci")]
     pub stages: StagePattern,
+    /// Remove the bootstrap instead: its CI role stacks, the bootstrap stack and the assets
+    /// bucket (refused while any stage is deployed; the OIDC provider stays)
+    #[arg(long, conflicts_with = "ci")]
+    pub remove: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -76,6 +82,16 @@ pub fn run(a: Args) -> Result<()> {
         timeout: Duration::from_secs(1800),
     };
     let console = Console::new("bootstrap");
+    if a.remove {
+        let result = runtime()?.block_on(remove(&cfg, &console));
+        console.finish();
+        let report = result?;
+        match a.output {
+            Output::Json => print_json(&report)?,
+            Output::Text => println!("{}", removed(&report)),
+        }
+        return Ok(());
+    }
     let result = runtime()?.block_on(bootstrap(&cfg, &console));
     console.finish();
     let report = result?;
@@ -84,6 +100,24 @@ pub fn run(a: Args) -> Result<()> {
         Output::Text => println!("{}", summary(&report)),
     }
     Ok(())
+}
+
+fn removed(r: &RemoveReport) -> String {
+    let mut s = if r.removed {
+        format!("bootstrap stack {} deleted", r.stack)
+    } else {
+        format!("bootstrap stack {} does not exist", r.stack)
+    };
+    for ci in &r.ci_stacks_removed {
+        s.push_str(&format!("\nCI role stack {ci} deleted"));
+    }
+    s.push_str(&format!(
+        "\nassets bucket {} removed ({} object versions) in {}",
+        r.assets_bucket,
+        r.assets_objects_deleted,
+        secs(r.elapsed_ms)
+    ));
+    s
 }
 
 fn summary(r: &BootstrapReport) -> String {

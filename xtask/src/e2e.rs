@@ -9,7 +9,8 @@
 //! the upload function's
 //! code and deploy (only that function is updated); then take `s3:GetObjectVersion` away from
 //! the process role and show an upload failing into the failure queue with an error that names
-//! it; teardown, teardown again (nothing to do); and a deploy with no region anywhere fails
+//! it; teardown, teardown again (nothing to do); the bootstrap removed, and again (nothing to
+//! do); and a deploy with no region anywhere fails
 //! saying so. Each step runs the real command as a user would, and its exit code and typed JSON
 //! report are checked. No tracked file is edited: the code change is a build note compiled into
 //! the upload function from the environment.
@@ -94,7 +95,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -498,6 +499,29 @@ fn steps() -> Result<()> {
         again.status == Removal::Absent,
         "second teardown: {:?}",
         again.status
+    );
+
+    // The bootstrap goes last, as an administrator removes it: CI role, stack, bucket; then
+    // there is nothing left to remove.
+    let remove = |args: &[&str]| -> Result<deployer::bootstrap::RemoveReport> {
+        finished(
+            xtask(args)?
+                .env_remove("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID")
+                .env_remove("IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY")
+                .run()?,
+        )
+        .report()
+    };
+    let args = ["bootstrap", "--local", "--remove", "--output", "json"];
+    let gone = remove(&args)?;
+    ensure!(
+        gone.removed && gone.ci_stacks_removed.len() == 1,
+        "bootstrap --remove: {gone:?}"
+    );
+    let again = remove(&args)?;
+    ensure!(
+        !again.removed && again.ci_stacks_removed.is_empty() && again.assets_objects_deleted == 0,
+        "a second bootstrap --remove: {again:?}"
     );
 
     // And a command that cannot find a region fails at once, saying where it looked.

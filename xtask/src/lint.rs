@@ -125,20 +125,7 @@ pub fn run(a: Args) -> Result<()> {
                 checks.push((Tool::Parliament, dir.join("policies")));
             }
             for (tool, target) in checks {
-                let started = Instant::now();
-                let report = tool.findings(&venv, &target)?;
-                let rel = target.strip_prefix(&root).unwrap_or(&target);
-                eprintln!(
-                    "{:<10} {} {} ({:.1}s)",
-                    tool.name(),
-                    if report.is_none() { "ok  " } else { "FAIL" },
-                    rel.display(),
-                    started.elapsed().as_secs_f64()
-                );
-                if let Some(report) = report {
-                    eprintln!("{report}\n");
-                    failed.push(format!("{} on {}", tool.name(), rel.display()));
-                }
+                failed.extend(check(&venv, tool, &target)?);
             }
         }
     }
@@ -150,20 +137,7 @@ pub fn run(a: Args) -> Result<()> {
         (Tool::Checkov, bootstrap_files),
         (Tool::Parliament, dir.join("policies")),
     ] {
-        let started = Instant::now();
-        let report = tool.findings(&venv, &target)?;
-        let rel = target.strip_prefix(&root).unwrap_or(&target);
-        eprintln!(
-            "{:<10} {} {} ({:.1}s)",
-            tool.name(),
-            if report.is_none() { "ok  " } else { "FAIL" },
-            rel.display(),
-            started.elapsed().as_secs_f64()
-        );
-        if let Some(report) = report {
-            eprintln!("{report}\n");
-            failed.push(format!("{} on {}", tool.name(), rel.display()));
-        }
+        failed.extend(check(&venv, tool, &target)?);
     }
     if !failed.is_empty() {
         bail!("validation failed: {}", failed.join(", "));
@@ -172,6 +146,25 @@ pub fn run(a: Args) -> Result<()> {
         "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap"
     );
     Ok(())
+}
+
+/// Runs `tool` on `target` and prints its verdict; what failed, if it did.
+fn check(venv: &Venv, tool: Tool, target: &Path) -> Result<Option<String>> {
+    let root = workspace_root();
+    let started = Instant::now();
+    let report = tool.findings(venv, target)?;
+    let rel = target.strip_prefix(&root).unwrap_or(target);
+    eprintln!(
+        "{:<10} {} {} ({:.1}s)",
+        tool.name(),
+        if report.is_none() { "ok  " } else { "FAIL" },
+        rel.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report.map(|report| {
+        eprintln!("{report}\n");
+        format!("{} on {}", tool.name(), rel.display())
+    }))
 }
 
 /// Writes the bootstrap template (`template.yaml`) and the execution, boundary and deploying
