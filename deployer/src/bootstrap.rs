@@ -182,11 +182,7 @@ fn unversioned(spec: &Spec) -> Template {
                 }],
                 permissions_boundary: None,
                 max_session_duration: None,
-            }))
-            .skip_check(
-                "CKV_AWS_111",
-                "write actions without resource constraints are only the log-delivery ones AWS cannot scope",
-            ),
+            })),
         );
         outs.insert(
             outputs::execution_role(scope),
