@@ -682,6 +682,8 @@ pub struct RemoveReport {
     pub ci_stacks_removed: Vec<String>,
     /// The assets bucket (retained by the stack), emptied and deleted.
     pub assets_bucket: String,
+    /// Whether there was such a bucket to delete.
+    pub assets_bucket_removed: bool,
     pub assets_objects_deleted: usize,
     pub elapsed_ms: u64,
 }
@@ -779,15 +781,19 @@ pub async fn remove(
         }
     };
     let bucket = names::assets_bucket(&identity.account, &identity.region);
-    progress.step(&format!("emptying and deleting the assets bucket {bucket}"));
-    let assets_objects_deleted =
-        crate::assets::remove_bucket(&clients.s3, &bucket, &identity.account)
-            .await
-            .map_err(|e| BootstrapError::S3 {
-                operation: "DeleteBucket",
-                bucket: bucket.clone(),
-                reason: e.to_string(),
-            })?;
+    let assets_bucket_removed = bucket_exists(&clients.s3, &bucket, &identity.account).await?;
+    let mut assets_objects_deleted = 0;
+    if assets_bucket_removed {
+        progress.step(&format!("emptying and deleting the assets bucket {bucket}"));
+        assets_objects_deleted =
+            crate::assets::remove_bucket(&clients.s3, &bucket, &identity.account)
+                .await
+                .map_err(|e| BootstrapError::S3 {
+                    operation: "DeleteBucket",
+                    bucket: bucket.clone(),
+                    reason: e.to_string(),
+                })?;
+    }
     Ok(RemoveReport {
         stack: names::STACK.into(),
         target: cfg.target.describe(),
@@ -795,6 +801,7 @@ pub async fn remove(
         removed,
         ci_stacks_removed,
         assets_bucket: bucket,
+        assets_bucket_removed,
         assets_objects_deleted,
         elapsed_ms: start.elapsed().as_millis() as u64,
     })

@@ -111,12 +111,15 @@ fn removed(r: &RemoveReport) -> String {
     for ci in &r.ci_stacks_removed {
         s.push_str(&format!("\nCI role stack {ci} deleted"));
     }
-    s.push_str(&format!(
-        "\nassets bucket {} removed ({} object versions) in {}",
-        r.assets_bucket,
-        r.assets_objects_deleted,
-        secs(r.elapsed_ms)
-    ));
+    if r.assets_bucket_removed {
+        s.push_str(&format!(
+            "\nassets bucket {} removed ({} object versions)",
+            r.assets_bucket, r.assets_objects_deleted
+        ));
+    } else {
+        s.push_str(&format!("\nno assets bucket {}", r.assets_bucket));
+    }
+    s.push_str(&format!("\ndone in {}", secs(r.elapsed_ms)));
     s
 }
 

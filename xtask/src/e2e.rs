@@ -515,12 +515,12 @@ fn steps() -> Result<()> {
     let args = ["bootstrap", "--local", "--remove", "--output", "json"];
     let gone = remove(&args)?;
     ensure!(
-        gone.removed && gone.ci_stacks_removed.len() == 1,
+        gone.removed && gone.ci_stacks_removed.len() == 1 && gone.assets_bucket_removed,
         "bootstrap --remove: {gone:?}"
     );
     let again = remove(&args)?;
     ensure!(
-        !again.removed && again.ci_stacks_removed.is_empty() && again.assets_objects_deleted == 0,
+        !again.removed && again.ci_stacks_removed.is_empty() && !again.assets_bucket_removed,
         "a second bootstrap --remove: {again:?}"
     );
 
