@@ -216,7 +216,7 @@ fn unversioned(spec: &Spec) -> Template {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bootstrap {
     pub assets_bucket: String,
-    pub preview_stages: String,
+    pub preview_stages: StagePattern,
     pub execution_roles: BTreeMap<Scope, String>,
     pub boundaries: BTreeMap<Scope, String>,
     pub version: String,
@@ -226,9 +226,18 @@ impl Bootstrap {
     /// The scope that deploys `stage`: preview stages use the preview role, every other stage
     /// the release role.
     pub fn scope_for(&self, stage: &Stage) -> Scope {
-        match StagePattern::parse(&self.preview_stages) {
-            Ok(p) if p.matches(stage) => Scope::Preview,
-            _ => Scope::Release,
+        if self.preview_stages.matches(stage) {
+            Scope::Preview
+        } else {
+            Scope::Release
+        }
+    }
+
+    /// The stages a scope's execution role deploys.
+    pub fn stages(&self, scope: Scope) -> StagePattern {
+        match scope {
+            Scope::Release => StagePattern::all(),
+            Scope::Preview => self.preview_stages.clone(),
         }
     }
 }
@@ -320,23 +329,15 @@ pub async fn read(
                 output: k.into(),
             })
     };
-    let preview_stages = get(outputs::PREVIEW_STAGES)?;
-    let preview = StagePattern::parse(&preview_stages).map_err(|e| {
+    let preview_stages = StagePattern::parse(&get(outputs::PREVIEW_STAGES)?).map_err(|e| {
         BootstrapError::Invalid(format!("the bootstrap stack's preview stages: {e}"))
     })?;
     let found = get(outputs::VERSION)?;
-    let want = template(&Spec {
+    let want = version(&unversioned(&Spec {
         account: identity.account.clone(),
         region: identity.region.clone(),
-        preview,
-    })
-    .outputs
-    .get(outputs::VERSION)
-    .map(|o| match &o.value {
-        Expr::Str(s) => s.clone(),
-        _ => String::new(),
-    })
-    .unwrap_or_default();
+        preview: preview_stages.clone(),
+    }));
     if found != want {
         return Err(BootstrapError::Outdated {
             stack: stack.into(),

@@ -227,12 +227,17 @@ pub async fn deploy(
         identity.arn,
         identity.account
     ));
+    let mut notes = Vec::new();
     // Before the build: a missing or outdated bootstrap is known at once.
     let boot = match bootstrap::read(&clients.cfn, &identity, &cfg.target).await {
         Err(BootstrapError::Missing { .. } | BootstrapError::Outdated { .. })
             if cfg.auto_bootstrap =>
         {
             progress.step("the local environment is not bootstrapped for this version: bootstrapping it first");
+            notes.push(format!(
+                "bootstrapped the local environment ({})",
+                stack::app::bootstrap::STACK
+            ));
             bootstrap::bootstrap(
                 &bootstrap::BootstrapConfig {
                     target: cfg.target.clone(),
@@ -280,7 +285,7 @@ pub async fn deploy(
         progress,
     )
     .await?;
-    let (assets_bucket, notes) = (boot.assets_bucket.clone(), Vec::new());
+    let assets_bucket = boot.assets_bucket.clone();
     timings.assets = ms(t);
 
     let ops = StackOps {

@@ -817,13 +817,9 @@ async fn check_escalation(
     stage: &Stage,
 ) -> Result<String, String> {
     use crate::permissions::{Principal, escalation_checks};
-    use stack::app::StagePattern;
     use stack::app::bootstrap::Scope;
     let scope = boot.scope_for(stage);
-    let stages = match scope {
-        Scope::Release => StagePattern::all(),
-        Scope::Preview => StagePattern::parse(&boot.preview_stages).map_err(|e| e.to_string())?,
-    };
+    let stages = boot.stages(scope);
     // A stage the preview scope does not cover, to show it cannot be reached.
     let outside = (scope == Scope::Preview).then(|| {
         ["prod", "release", "main"]

@@ -252,8 +252,24 @@ impl FromStr for Stage {
 
 /// A set of stages named by a pattern in which `*` stands for any run of characters: `*`
 /// (every stage), `pr-*`, or one stage's name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct StagePattern(String);
+
+impl TryFrom<String> for StagePattern {
+    type Error = StagePatternError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<StagePattern> for String {
+    fn from(p: StagePattern) -> Self {
+        p.0
+    }
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
