@@ -205,13 +205,272 @@ fn selected(cfg: &BuildConfig) -> Result<Vec<String>, BuildError> {
     Ok(out)
 }
 
+/// Where the fingerprint of the last successful build's inputs is kept, beside its manifest.
+const FINGERPRINT: &str = "inputs.sha256";
+/// Changes whenever what the fingerprint covers changes.
+const FINGERPRINT_FORMAT: &str = "2";
+
+/// The workspace files a handler build reads besides the handlers' own crates: the manifests,
+/// the lock file, cargo's configuration, a toolchain pin, and the pinned zig.
+const BUILD_FILES: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo/config.toml",
+    ".cargo/config",
+    "rust-toolchain.toml",
+    "rust-toolchain",
+    "tools/zig-requirements.txt",
+];
+
+/// The directory holding every crate a handler is built from (a test checks that no handler
+/// depends on a workspace crate outside it).
+pub const HANDLER_SOURCES: &str = "functions";
+
+/// Environment variables that change what cargo and rustc produce.
+fn build_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "CARGO_ENCODED_RUSTFLAGS"
+                    | "CARGO_BUILD_RUSTFLAGS"
+                    | "CARGO_BUILD_TARGET_DIR"
+                    | "CARGO_TARGET_DIR"
+                    | "CARGO_INCREMENTAL"
+                    | "CARGO_HOME"
+                    | "CC"
+                    | "CFLAGS"
+            ) || k.starts_with("CARGO_PROFILE_")
+                || (k.starts_with("CARGO_TARGET_") && k != "CARGO_TARGET_DIR")
+        })
+        .collect();
+    env.sort();
+    env
+}
+
+/// The toolchain cargo would use here: `rustc -vV` (its version, commit and host).
+fn toolchain_identity(root: &Path) -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    Command::new(rustc)
+        .arg("-vV")
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        // Unknown: never equal to a recorded one, so the build runs.
+        .unwrap_or_else(|| format!("unknown toolchain {:?}", std::time::SystemTime::now()))
+}
+
+/// Everything a handler build's output depends on: the handlers' sources and the workspace
+/// files cargo reads, the profile, target, functions and opt-level override, the toolchain
+/// and the environment variables that change what cargo and rustc produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInputs {
+    pub profile: String,
+    pub target: String,
+    pub functions: Vec<String>,
+    pub opt_level: Option<String>,
+    pub toolchain: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl BuildInputs {
+    /// SHA-256 (hex) of these inputs and of every file under `root` a build reads. A file
+    /// that cannot be read makes the fingerprint unique, so the build runs.
+    pub fn fingerprint(&self, root: &Path) -> String {
+        let mut h = Sha256::new();
+        let mut field = |name: &str, value: &[u8]| {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value);
+        };
+        // A record made by other fingerprinting code never matches.
+        field("format", FINGERPRINT_FORMAT.as_bytes());
+        field("root", root.to_string_lossy().as_bytes());
+        field("profile", self.profile.as_bytes());
+        field("target", self.target.as_bytes());
+        field("functions", self.functions.join(",").as_bytes());
+        field(
+            "opt-level",
+            self.opt_level.as_deref().unwrap_or("").as_bytes(),
+        );
+        field("toolchain", self.toolchain.as_bytes());
+        for (k, v) in &self.env {
+            field(&format!("env {k}"), v.as_bytes());
+        }
+        let mut files: Vec<PathBuf> = BUILD_FILES.iter().map(PathBuf::from).collect();
+        source_files(root, Path::new(HANDLER_SOURCES), &mut files);
+        files.sort();
+        for rel in files {
+            let path = root.join(&rel);
+            let name = format!("file {}", rel.display());
+            match fs::read(&path) {
+                Ok(bytes) => field(&name, &bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => field(&name, b"\0absent"),
+                Err(e) => field(
+                    &name,
+                    format!("\0unreadable {e} {:?}", std::time::SystemTime::now()).as_bytes(),
+                ),
+            }
+        }
+        hex(&h.finalize())
+    }
+}
+
+/// The files under `root/rel`, recursively, as paths relative to `root`; build output
+/// (`target`) and hidden entries are not sources.
+fn source_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(root.join(rel)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with('.') || name_str == "target" {
+            continue;
+        }
+        let child = rel.join(&name);
+        match e.file_type() {
+            Ok(t) if t.is_dir() => source_files(root, &child, out),
+            Ok(_) => out.push(child),
+            Err(_) => out.push(child),
+        }
+    }
+}
+
+/// Reads an environment variable (the process's, or a test's).
+type Env = dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+fn process_env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
+}
+
+/// The fingerprint of a build: `base` ([`BuildInputs::fingerprint`]) and the current values
+/// of the environment variables the handlers' code reads at compile time (`env!`,
+/// `option_env!`), which only the last build's dep-info names.
+fn with_env_deps(base: &str, names: &[String], env: &Env) -> String {
+    let mut h = Sha256::new();
+    h.update(base.as_bytes());
+    for name in names {
+        h.update(b"\n");
+        h.update(name.as_bytes());
+        match env(name) {
+            Some(v) => {
+                h.update(b"=");
+                h.update(v.as_encoded_bytes());
+            }
+            None => h.update(b" unset"),
+        }
+    }
+    hex(&h.finalize())
+}
+
+/// The record of a successful build: its fingerprint, then one `env NAME` line per
+/// compile-time environment variable of the handlers.
+fn fingerprint_record(base: &str, names: &[String], env: &Env) -> String {
+    let mut s = format!("{}\n", with_env_deps(base, names, env));
+    for n in names {
+        s.push_str(&format!("env {n}\n"));
+    }
+    s
+}
+
+/// The environment variables that rustc's dep-info (`# env-dep:NAME`) says the crates under
+/// `root/functions` read at compile time, except cargo's own `CARGO_*` (which follow from the
+/// manifests). Dep-info names a workspace crate's sources relative to `root`.
+fn env_deps(deps_dir: &Path, root: &Path) -> Vec<String> {
+    let relative = format!(" {HANDLER_SOURCES}/");
+    let absolute = root.join(HANDLER_SOURCES).to_string_lossy().into_owned();
+    let mut names = std::collections::BTreeSet::new();
+    let Ok(entries) = fs::read_dir(deps_dir) else {
+        return Vec::new();
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "d") {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        if !text.contains(&relative) && !text.contains(&absolute) {
+            continue;
+        }
+        for line in text.lines() {
+            if let Some(dep) = line.strip_prefix("# env-dep:") {
+                let name = dep.split('=').next().unwrap_or_default();
+                if !name.is_empty() && !name.starts_with("CARGO_") {
+                    names.insert(name.to_string());
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// The last build's manifest when its inputs are exactly `base` (and the compile-time
+/// environment it recorded is unchanged) and every zip it names is still there at its size:
+/// nothing to build.
+fn still_current(dir: &Path, base: &str, functions: &[String], env: &Env) -> Option<Manifest> {
+    let recorded = fs::read_to_string(dir.join(FINGERPRINT)).ok()?;
+    let mut lines = recorded.lines();
+    let fingerprint = lines.next()?.trim();
+    let names: Vec<String> = lines
+        .filter_map(|l| l.strip_prefix("env "))
+        .map(str::to_string)
+        .collect();
+    if fingerprint != with_env_deps(base, &names, env) {
+        return None;
+    }
+    let manifest = load_manifest(dir)?;
+    let all_there = functions.iter().all(|f| {
+        manifest.functions.iter().any(|a| {
+            &a.function == f && fs::metadata(dir.join(&a.zip)).is_ok_and(|m| m.len() == a.zip_bytes)
+        })
+    });
+    all_there.then_some(manifest)
+}
+
 pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
     let arch = cfg.arch.resolve()?;
     let functions = selected(cfg)?;
     let target = target_triple(arch);
+    let profile = cfg.arch.profile();
+    let root = workspace_root();
+    let dir = cfg.arch.artifacts_dir()?;
+    let inputs = BuildInputs {
+        profile: profile.into(),
+        target: target.into(),
+        functions: functions.clone(),
+        opt_level: cfg.opt_level.clone(),
+        toolchain: toolchain_identity(&root),
+        env: build_env(),
+    };
+    let fingerprint = inputs.fingerprint(&root);
+    if let Some(manifest) = still_current(&dir, &fingerprint, &functions, &process_env) {
+        progress.step(&format!(
+            "{} for {target} up to date: no source, lock file, profile, toolchain or build setting changed since the last build",
+            functions.join(", ")
+        ));
+        return Ok(BuildReport {
+            manifest,
+            manifest_path: dir.join(MANIFEST),
+            unchanged: functions,
+        });
+    }
+    // A build that fails, or is interrupted, must not leave the old fingerprint standing.
+    let _ = fs::remove_file(dir.join(FINGERPRINT));
     let tools = toolchain::ensure(target, progress)?;
 
-    let profile = cfg.arch.profile();
     progress.step(&format!(
         "compiling {} for {target} (profile {profile})",
         functions.join(", ")
@@ -225,7 +484,6 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         progress,
     )?;
 
-    let dir = cfg.arch.artifacts_dir()?;
     let previous: BTreeMap<String, Artifact> = load_manifest(&dir)
         .map(|m| {
             m.functions
@@ -279,6 +537,16 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     json.push('\n');
     fs::write(&manifest_path, json).map_err(|source| BuildError::Write {
         path: manifest_path.clone(),
+        source,
+    })?;
+    let fingerprint_path = dir.join(FINGERPRINT);
+    let names = env_deps(&bin_dir.join("deps"), &root);
+    fs::write(
+        &fingerprint_path,
+        fingerprint_record(&fingerprint, &names, &process_env),
+    )
+    .map_err(|source| BuildError::Write {
+        path: fingerprint_path,
         source,
     })?;
     Ok(BuildReport {
@@ -428,6 +696,7 @@ fn cargo_build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn host_resolves_to_a_lambda_architecture() {
@@ -463,6 +732,342 @@ mod tests {
         })
         .unwrap();
         assert_eq!(all, ["upload", "process", "metadata"]);
+    }
+
+    /// A scratch workspace with the files a handler build reads, and a few it does not.
+    fn scratch_workspace(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("fp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for (path, text) in [
+            ("Cargo.toml", "[workspace]\n"),
+            ("Cargo.lock", "version = 4\n"),
+            (".cargo/config.toml", "[alias]\n"),
+            ("functions/upload/Cargo.toml", "[package]\n"),
+            ("functions/upload/src/main.rs", "fn main() {}\n"),
+            ("functions/shared/src/lib.rs", "\n"),
+            ("functions/upload/target/debug/junk", "built\n"),
+            ("README.md", "docs\n"),
+            ("deployer/src/lib.rs", "\n"),
+        ] {
+            let p = root.join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        root
+    }
+
+    fn no_env(_: &str) -> Option<std::ffi::OsString> {
+        None
+    }
+
+    /// A manifest of one artifact, `upload/a.zip` of 4 bytes.
+    fn one_zip() -> Manifest {
+        Manifest {
+            architecture: "x86_64".into(),
+            target: "x86_64-unknown-linux-musl".into(),
+            profile: HOST_PROFILE.into(),
+            functions: vec![Artifact {
+                function: "upload".into(),
+                sha256: "a".into(),
+                code_sha256: "b".into(),
+                zip: "upload/a.zip".into(),
+                zip_bytes: 4,
+                binary_bytes: 1,
+                binary_sha256: "c".into(),
+            }],
+        }
+    }
+
+    fn inputs() -> BuildInputs {
+        BuildInputs {
+            profile: HOST_PROFILE.into(),
+            target: "x86_64-unknown-linux-musl".into(),
+            functions: vec!["upload".into(), "process".into(), "metadata".into()],
+            opt_level: None,
+            toolchain: "rustc 1.95.0 (abc 2026-03-21)\nhost: x86_64-unknown-linux-gnu\n".into(),
+            env: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_build_input_and_nothing_else() {
+        let root = scratch_workspace("inputs");
+        let base = inputs().fingerprint(&root);
+        assert_eq!(base.len(), 64);
+        assert_eq!(inputs().fingerprint(&root), base, "not deterministic");
+
+        // Files that are not build inputs: docs, other crates, build output.
+        fs::write(root.join("README.md"), "other docs\n").unwrap();
+        fs::write(root.join("deployer/src/lib.rs"), "// changed\n").unwrap();
+        fs::write(root.join("functions/upload/target/debug/junk"), "x\n").unwrap();
+        assert_eq!(inputs().fingerprint(&root), base, "a non-input changed it");
+
+        // Every file input, one at a time, then put back.
+        for rel in [
+            "functions/upload/src/main.rs",
+            "functions/shared/src/lib.rs",
+            "functions/upload/Cargo.toml",
+            "Cargo.toml",
+            "Cargo.lock",
+            ".cargo/config.toml",
+        ] {
+            let path = root.join(rel);
+            let before = fs::read(&path).unwrap();
+            fs::write(&path, [before.as_slice(), b" "].concat()).unwrap();
+            assert_ne!(inputs().fingerprint(&root), base, "{rel} did not count");
+            fs::write(&path, &before).unwrap();
+            assert_eq!(inputs().fingerprint(&root), base, "{rel} restored");
+        }
+        // A new source file, and a toolchain pin that appears.
+        for rel in ["functions/upload/src/new.rs", "rust-toolchain.toml"] {
+            fs::write(root.join(rel), "\n").unwrap();
+            assert_ne!(inputs().fingerprint(&root), base, "{rel} did not count");
+            fs::remove_file(root.join(rel)).unwrap();
+        }
+
+        // Every other input.
+        let variants: Vec<(&str, BuildInputs)> = vec![
+            (
+                "profile",
+                BuildInputs {
+                    profile: PROFILE.into(),
+                    ..inputs()
+                },
+            ),
+            (
+                "target",
+                BuildInputs {
+                    target: "aarch64-unknown-linux-musl".into(),
+                    ..inputs()
+                },
+            ),
+            (
+                "functions",
+                BuildInputs {
+                    functions: vec!["upload".into()],
+                    ..inputs()
+                },
+            ),
+            (
+                "opt-level",
+                BuildInputs {
+                    opt_level: Some("z".into()),
+                    ..inputs()
+                },
+            ),
+            (
+                "toolchain",
+                BuildInputs {
+                    toolchain: "rustc 1.96.0".into(),
+                    ..inputs()
+                },
+            ),
+            (
+                "env",
+                BuildInputs {
+                    env: vec![("RUSTFLAGS".into(), "-Ctarget-cpu=native".into())],
+                    ..inputs()
+                },
+            ),
+        ];
+        for (what, v) in variants {
+            assert_ne!(v.fingerprint(&root), base, "{what} did not count");
+        }
+        // The same workspace elsewhere builds with other remapped paths.
+        let moved = scratch_workspace("moved");
+        assert_ne!(inputs().fingerprint(&moved), base, "the root did not count");
+        let _ = fs::remove_dir_all(&root);
+        let _ = fs::remove_dir_all(&moved);
+    }
+
+    #[test]
+    fn a_recorded_fingerprint_is_reused_only_with_its_zips() {
+        let dir = std::env::temp_dir().join(format!("fp-current-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("upload")).unwrap();
+        fs::write(dir.join("upload/a.zip"), b"zip!").unwrap();
+        let manifest = Manifest {
+            architecture: "x86_64".into(),
+            target: "x86_64-unknown-linux-musl".into(),
+            profile: HOST_PROFILE.into(),
+            functions: vec![Artifact {
+                function: "upload".into(),
+                sha256: "a".into(),
+                code_sha256: "b".into(),
+                zip: "upload/a.zip".into(),
+                zip_bytes: 4,
+                binary_bytes: 1,
+                binary_sha256: "c".into(),
+            }],
+        };
+        fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_string(&manifest).unwrap(),
+        )
+        .unwrap();
+        let upload = vec!["upload".to_string()];
+        assert_eq!(
+            still_current(&dir, "f1", &upload, &no_env),
+            None,
+            "no fingerprint yet"
+        );
+        fs::write(
+            dir.join(FINGERPRINT),
+            fingerprint_record("f1", &[], &no_env),
+        )
+        .unwrap();
+        assert_eq!(
+            still_current(&dir, "f1", &upload, &no_env),
+            Some(manifest.clone())
+        );
+        assert_eq!(
+            still_current(&dir, "f2", &upload, &no_env),
+            None,
+            "other inputs"
+        );
+        assert_eq!(
+            still_current(&dir, "f1", &["upload".into(), "process".into()], &no_env),
+            None,
+            "a function the manifest lacks"
+        );
+        fs::write(dir.join("upload/a.zip"), b"zip").unwrap();
+        assert_eq!(
+            still_current(&dir, "f1", &upload, &no_env),
+            None,
+            "a zip of another size"
+        );
+        fs::remove_file(dir.join("upload/a.zip")).unwrap();
+        assert_eq!(
+            still_current(&dir, "f1", &upload, &no_env),
+            None,
+            "a missing zip"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn compile_time_environment_variables_count_once_a_build_names_them() {
+        let deps = std::env::temp_dir().join(format!("fp-deps-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&deps);
+        fs::create_dir_all(&deps).unwrap();
+        fs::write(
+            deps.join("upload_function-1.d"),
+            "/t/upload_function-1.d: functions/upload/src/lib.rs\n\n# env-dep:CARGO_PKG_NAME=upload-function\n# env-dep:FP_TEST_NOTE=hello\n",
+        )
+        .unwrap();
+        fs::write(
+            deps.join("handler_shared-3.d"),
+            "/t/handler_shared-3.d: /w/functions/shared/src/lib.rs\n# env-dep:FP_TEST_UNSET\n",
+        )
+        .unwrap();
+        fs::write(
+            deps.join("serde-2.d"),
+            "/t/serde-2.d: /cargo/serde/src/lib.rs\n# env-dep:FP_TEST_OTHER\n",
+        )
+        .unwrap();
+        let names = env_deps(&deps, Path::new("/w"));
+        assert_eq!(names, ["FP_TEST_NOTE", "FP_TEST_UNSET"]);
+        let dir = deps.join("out");
+        fs::create_dir_all(dir.join("upload")).unwrap();
+        fs::write(dir.join("upload/a.zip"), b"zip!").unwrap();
+        fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_string(&one_zip()).unwrap(),
+        )
+        .unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let hello = env(&[("FP_TEST_NOTE", "hello")]);
+        fs::write(
+            dir.join(FINGERPRINT),
+            fingerprint_record("base", &names, &hello),
+        )
+        .unwrap();
+        let upload = ["upload".to_string()];
+        assert!(still_current(&dir, "base", &upload, &hello).is_some());
+        for (what, e) in [
+            ("a changed variable", env(&[("FP_TEST_NOTE", "changed")])),
+            ("a variable that went away", env(&[])),
+            (
+                "a variable that appeared",
+                env(&[("FP_TEST_NOTE", "hello"), ("FP_TEST_UNSET", "now set")]),
+            ),
+        ] {
+            assert!(still_current(&dir, "base", &upload, &e).is_none(), "{what}");
+        }
+        let other = env(&[("FP_TEST_NOTE", "hello"), ("FP_TEST_OTHER", "x")]);
+        assert!(
+            still_current(&dir, "base", &upload, &other).is_some(),
+            "not a handler's variable"
+        );
+        let _ = fs::remove_dir_all(&deps);
+    }
+
+    /// The fingerprint reads only `functions/` of the workspace's crates: no handler may
+    /// depend on a workspace crate elsewhere.
+    #[test]
+    fn handlers_depend_only_on_crates_under_functions() {
+        let root = workspace_root();
+        let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let workspace_paths: BTreeMap<String, String> = manifest
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.split_once('=')?;
+                let path = rest.split("path = \"").nth(1)?.split('"').next()?;
+                Some((name.trim().to_string(), path.to_string()))
+            })
+            .collect();
+        assert!(
+            workspace_paths.contains_key("api-types"),
+            "{workspace_paths:?}"
+        );
+        let app = App::image_pipeline();
+        let mut crates: Vec<String> = app
+            .functions
+            .iter()
+            .map(|f| format!("{HANDLER_SOURCES}/{}", f.name))
+            .collect();
+        let mut seen = BTreeSet::new();
+        while let Some(dir) = crates.pop() {
+            if !seen.insert(dir.clone()) {
+                continue;
+            }
+            assert!(dir.starts_with(&format!("{HANDLER_SOURCES}/")), "{dir}");
+            let text = fs::read_to_string(root.join(&dir).join("Cargo.toml")).unwrap();
+            for line in text.lines() {
+                let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
+                if let Some(path) = workspace_paths.get(name)
+                    && line.contains("workspace")
+                {
+                    crates.push(path.clone());
+                }
+                if let Some(rel) = line
+                    .split("path = \"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    && rel.starts_with("..")
+                {
+                    let joined = Path::new(&dir).join(rel);
+                    let normal: PathBuf = joined.components().fold(PathBuf::new(), |mut p, c| {
+                        match c {
+                            std::path::Component::ParentDir => {
+                                p.pop();
+                            }
+                            other => p.push(other),
+                        }
+                        p
+                    });
+                    crates.push(normal.to_string_lossy().into_owned());
+                }
+            }
+        }
+        assert!(seen.contains("functions/api"), "{seen:?}");
     }
 
     #[test]

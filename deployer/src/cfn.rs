@@ -151,6 +151,18 @@ pub struct StackInfo {
     pub status: StackStatus,
     pub reason: Option<String>,
     pub outputs: BTreeMap<String, String>,
+    /// The parameters it was last deployed with (defaults included, as CloudFormation lists
+    /// them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The role CloudFormation acts as for this stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// When the stack last changed (its creation when never updated), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -265,7 +277,88 @@ pub async fn describe(cfn: &Client, stack: &str) -> Result<Option<StackInfo>, Cf
             .filter(|r| !r.is_empty())
             .map(str::to_string),
         outputs,
+        parameters: s
+            .parameters()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.parameter_key()?.to_string(),
+                    p.parameter_value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect(),
+        role_arn: s.role_arn().map(str::to_string),
+        last_updated: s
+            .last_updated_time()
+            .or(s.creation_time())
+            .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
     }))
+}
+
+/// Why a deployed stack is not what a change set request would make it; `None` when it is
+/// exactly that (template, parameters, tags and role), so a change set would change nothing.
+pub fn difference(
+    deployed: &StackInfo,
+    deployed_template: &str,
+    req: &ChangeSetRequest,
+    role_arn: Option<&str>,
+) -> Option<String> {
+    if !matches!(
+        deployed.status,
+        StackStatus::CreateComplete
+            | StackStatus::UpdateComplete
+            | StackStatus::UpdateRollbackComplete
+            | StackStatus::ImportComplete
+    ) {
+        return Some(format!("the stack is {}", deployed.status));
+    }
+    let ours: serde_json::Value = match serde_json::from_str(&req.template_body) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("the template does not parse: {e}")),
+    };
+    let theirs: serde_json::Value = match serde_json::from_str(deployed_template) {
+        Ok(v) => v,
+        Err(_) => return Some("the deployed template is not JSON".into()),
+    };
+    if ours != theirs {
+        return Some("the template differs".into());
+    }
+    // CloudFormation lists every parameter, defaults included.
+    let mut expected: BTreeMap<String, String> = ours["Parameters"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| {
+                    let default = match &v["Default"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => return None,
+                        other => other.to_string(),
+                    };
+                    Some((k.clone(), default))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    expected.extend(req.parameters.clone());
+    if let Some(k) = expected
+        .keys()
+        .chain(deployed.parameters.keys())
+        .find(|k| expected.get(*k) != deployed.parameters.get(*k))
+    {
+        return Some(format!("parameter {k} differs"));
+    }
+    if req.tags != deployed.tags {
+        return Some("the stack's tags differ".into());
+    }
+    if role_arn != deployed.role_arn.as_deref() {
+        return Some("the execution role differs".into());
+    }
+    None
 }
 
 /// How the next change set must be made, after dealing with the stack's current state.
@@ -367,6 +460,35 @@ impl StackOps<'_> {
 
     pub async fn describe(&self) -> Result<Option<StackInfo>, CfnError> {
         describe(self.cfn, self.name).await
+    }
+
+    /// The template the stack runs, as CloudFormation stores it.
+    pub async fn template(&self) -> Result<String, CfnError> {
+        let out = self
+            .cfn
+            .get_template()
+            .stack_name(self.name)
+            .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+            .send()
+            .await
+            .map_err(|e| self.error("GetTemplate", e))?;
+        Ok(out.template_body().unwrap_or_default().to_string())
+    }
+
+    /// The deployed stack when it is exactly what `req` would make it (see [`difference`]),
+    /// without making a change set; otherwise why not.
+    pub async fn up_to_date(
+        &self,
+        req: &ChangeSetRequest,
+    ) -> Result<Result<StackInfo, String>, CfnError> {
+        let Some(info) = self.describe().await? else {
+            return Ok(Err("the stack does not exist".into()));
+        };
+        let template = self.template().await?;
+        Ok(match difference(&info, &template, req, self.role_arn) {
+            None => Ok(info),
+            Some(why) => Err(why),
+        })
     }
 
     /// Polls until no operation is running on the stack (or it is gone). A stack in
@@ -858,13 +980,78 @@ impl StackOps<'_> {
             .cloned()
             .collect();
         // When no resource failed (a template the service refused before creating any),
-        // the stack's own event carries the reason.
+        // the stack's own event carries the reason. A create or update that fails
+        // CloudFormation's pre-deployment validation says only "Validation failed with N
+        // error(s). Call DescribeEvents …": the errors themselves are operation events.
         Ok(match (causes.is_empty(), resources.is_empty()) {
             (false, _) => causes,
             (true, false) => resources,
+            (true, true) if stack.iter().any(|f| f.reason.contains("DescribeEvents")) => {
+                let status = stack.first().map(|f| f.status.clone());
+                match self.validation_errors(target, status).await {
+                    Ok(errors) if !errors.is_empty() => errors,
+                    _ => stack,
+                }
+            }
             (true, true) => stack,
         })
     }
+
+    /// The validation errors of the stack's latest failed operation (`DescribeEvents`), each
+    /// as a failure of the resource it names, with the property path and the reason.
+    async fn validation_errors(
+        &self,
+        target: &str,
+        status: Option<ResourceStatus>,
+    ) -> Result<Vec<Failure>, CfnError> {
+        let out = self
+            .cfn
+            .describe_events()
+            .stack_name(target)
+            .filters(
+                aws_sdk_cloudformation::types::EventFilter::builder()
+                    .failed_events(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error("DescribeEvents", e))?;
+        let events = out.operation_events();
+        let latest = events
+            .iter()
+            .max_by_key(|e| e.timestamp().map(|t| (t.secs(), t.subsec_nanos())))
+            .and_then(|e| e.operation_id());
+        let status = status.unwrap_or_else(|| ResourceStatus::from("VALIDATION_FAILED"));
+        Ok(events
+            .iter()
+            .filter(|e| e.operation_id() == latest)
+            .filter(|e| {
+                e.event_type() == Some(&aws_sdk_cloudformation::types::EventType::ValidationError)
+            })
+            .map(|e| Failure {
+                logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
+                resource_type: e.resource_type().unwrap_or_default().to_string(),
+                status: status.clone(),
+                reason: validation_reason(
+                    e.validation_name(),
+                    e.validation_path(),
+                    e.validation_status_reason(),
+                ),
+            })
+            .collect())
+    }
+}
+
+/// One validation error in words: "NAME_CONFLICT_VALIDATION at /Resources/X: reason".
+fn validation_reason(name: Option<&str>, path: Option<&str>, reason: Option<&str>) -> String {
+    let mut s = String::from(name.unwrap_or("validation failed"));
+    if let Some(p) = path.filter(|p| !p.is_empty()) {
+        s.push_str(&format!(" at {p}"));
+    }
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        s.push_str(&format!(": {r}"));
+    }
+    s
 }
 
 fn change_of(c: &aws_sdk_cloudformation::types::Change) -> Option<Change> {
@@ -883,4 +1070,131 @@ fn change_of(c: &aws_sdk_cloudformation::types::Change) -> Option<Change> {
         replacement: rc.replacement().cloned(),
         direct,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/ImagePipelineExec-release-eu-west-1";
+
+    fn request() -> ChangeSetRequest {
+        ChangeSetRequest {
+            kind: Prepared::Update,
+            template_body: r#"{"Parameters":{"Stage":{"Type":"String"},"Endpoint":{"Type":"String","Default":""},"UploadCodeKey":{"Type":"String"}},"Resources":{"T":{"Type":"AWS::DynamoDB::Table"}}}"#.into(),
+            parameters: BTreeMap::from([
+                ("Stage".into(), "dev".into()),
+                ("UploadCodeKey".into(), "dev/lambda/x86_64/upload/aa.zip".into()),
+            ]),
+            tags: BTreeMap::from([("stage".into(), "dev".into())]),
+            imports: Vec::new(),
+        }
+    }
+
+    /// The stack as `request()` deployed it, as DescribeStacks and GetTemplate report it:
+    /// defaults listed, the template reformatted.
+    fn deployed() -> (StackInfo, String) {
+        let info = StackInfo {
+            name: "image-pipeline-dev".into(),
+            id: "id".into(),
+            status: StackStatus::UpdateComplete,
+            reason: None,
+            outputs: BTreeMap::new(),
+            parameters: BTreeMap::from([
+                ("Stage".into(), "dev".into()),
+                ("Endpoint".into(), String::new()),
+                (
+                    "UploadCodeKey".into(),
+                    "dev/lambda/x86_64/upload/aa.zip".into(),
+                ),
+            ]),
+            tags: BTreeMap::from([("stage".into(), "dev".into())]),
+            role_arn: Some(ROLE.into()),
+            last_updated: None,
+        };
+        let template = serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(&request().template_body).unwrap(),
+        )
+        .unwrap();
+        (info, template)
+    }
+
+    #[test]
+    fn an_identical_stack_needs_no_change_set() {
+        let (info, template) = deployed();
+        assert_eq!(difference(&info, &template, &request(), Some(ROLE)), None);
+        for status in [
+            StackStatus::CreateComplete,
+            StackStatus::UpdateRollbackComplete,
+            StackStatus::ImportComplete,
+        ] {
+            let info = StackInfo {
+                status,
+                ..info.clone()
+            };
+            assert_eq!(difference(&info, &template, &request(), Some(ROLE)), None);
+        }
+    }
+
+    #[test]
+    fn every_input_of_a_deploy_counts() {
+        let (info, template) = deployed();
+        let check = |what: &str, info: &StackInfo, template: &str, req: &ChangeSetRequest, role| {
+            let d = difference(info, template, req, role);
+            assert!(d.is_some(), "{what} went unnoticed");
+        };
+        // The template: a resource, a property.
+        let other = template.replace("AWS::DynamoDB::Table", "AWS::S3::Bucket");
+        check("a template change", &info, &other, &request(), Some(ROLE));
+        // A parameter: the artifact key (new code), the stage, a default overridden.
+        for (k, v) in [
+            ("UploadCodeKey", "dev/lambda/x86_64/upload/bb.zip"),
+            ("Stage", "pr-1"),
+            ("Endpoint", "http://127.0.0.1:4599"),
+        ] {
+            let mut req = request();
+            req.parameters.insert(k.into(), v.into());
+            check(k, &info, &template, &req, Some(ROLE));
+        }
+        // A parameter the stack has and the request does not give (removed from the template).
+        let mut extra = info.clone();
+        extra.parameters.insert("Old".into(), "x".into());
+        check(
+            "a stale parameter",
+            &extra,
+            &template,
+            &request(),
+            Some(ROLE),
+        );
+        let mut req = request();
+        req.tags.insert("owner".into(), "me".into());
+        check("a tag", &info, &template, &req, Some(ROLE));
+        check(
+            "the role",
+            &info,
+            &template,
+            &request(),
+            Some("arn:aws:iam::1:role/other"),
+        );
+        check("no role", &info, &template, &request(), None);
+        for status in [
+            StackStatus::UpdateRollbackFailed,
+            StackStatus::RollbackComplete,
+            StackStatus::UpdateInProgress,
+            StackStatus::ReviewInProgress,
+        ] {
+            let s = StackInfo {
+                status,
+                ..info.clone()
+            };
+            check("an unsettled stack", &s, &template, &request(), Some(ROLE));
+        }
+        check(
+            "a template that is not JSON",
+            &info,
+            "Resources: {}",
+            &request(),
+            Some(ROLE),
+        );
+    }
 }

@@ -296,9 +296,8 @@ pub async fn deploy(
         role_arn: Some(&role),
     };
     let t = Instant::now();
-    let kind = ops.prepare(cfg.wait_for_other).await?;
-    let req = ChangeSetRequest {
-        kind,
+    let mut req = ChangeSetRequest {
+        kind: Prepared::Update,
         template_body: template_body(&app, &cfg.stage, arch)?,
         parameters: parameters(
             &app,
@@ -314,11 +313,30 @@ pub async fn deploy(
         ]),
         imports: Vec::new(),
     };
-    progress.step(match kind {
-        Prepared::Create => "creating the change set (CREATE: the stack is new)",
-        Prepared::Update => "creating the change set (UPDATE)",
-    });
-    let planned = ops.create_change_set(&req, cfg.timeout).await?;
+    // A stack that already runs this template with these parameters (artifact keys included),
+    // tags and role needs no change set to say so.
+    let current = match ops.up_to_date(&req).await? {
+        Ok(info) => Some(info),
+        Err(why) => {
+            progress.step(&format!("a change set is needed: {why}"));
+            None
+        }
+    };
+    let kind = match current {
+        Some(_) => Prepared::Update,
+        None => ops.prepare(cfg.wait_for_other).await?,
+    };
+    req.kind = kind;
+    if current.is_none() {
+        progress.step(match kind {
+            Prepared::Create => "creating the change set (CREATE: the stack is new)",
+            Prepared::Update => "creating the change set (UPDATE)",
+        });
+    }
+    let planned = match &current {
+        Some(_) => Planned::NoChanges,
+        None => ops.create_change_set(&req, cfg.timeout).await?,
+    };
     timings.change_set = ms(t);
 
     let mut report = DeployReport {
@@ -339,18 +357,27 @@ pub async fn deploy(
         timings,
         notes,
     };
-    let outputs = match planned {
-        Planned::NoChanges => {
+    let outputs = match (planned, current) {
+        (Planned::NoChanges, Some(info)) => {
+            progress.step(
+                "no changes: the deployed stack already runs this template, these parameters and these artifacts (no change set made)",
+            );
+            info.outputs
+        }
+        (Planned::NoChanges, None) => {
             progress
                 .step("no changes: the stack already matches (the empty change set was deleted)");
             ops.describe().await?.map(|i| i.outputs).unwrap_or_default()
         }
-        Planned::Changes {
-            name,
-            id,
-            stack_id,
-            changes,
-        } => {
+        (
+            Planned::Changes {
+                name,
+                id,
+                stack_id,
+                changes,
+            },
+            _,
+        ) => {
             report.changes = changes;
             if cfg.plan {
                 ops.discard(&name, &stack_id, kind).await?;

@@ -25,6 +25,9 @@
 //!   `cloudformation.amazonaws.com`) and the role must exist. MiniStack 1.5.33 accepted any
 //!   `RoleARN` from anyone, so passing a role one may not pass went unnoticed locally. (It
 //!   still provisions as its root, not as the role: see the README.)
+//! - A stack deployed by a change set with a `RoleARN` keeps that role, and `DescribeStacks`
+//!   names it, as on AWS. MiniStack 1.5.33 dropped it, so the no-op check of `deploy` (which
+//!   compares the stack's role with the one it would pass) saw a difference on every run.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -68,6 +71,23 @@ const FIXES: &[Fix] = &[
         file: "services/cloudformation/__init__.py",
         anchor: "    handler = _ACTION_HANDLERS.get(action)\n",
         insert: PASS_ROLE,
+    },
+    // A stack reports the role it acts as: a change set keeps its RoleARN, the stack takes it
+    // when the change set runs, and DescribeStacks lists it.
+    Fix {
+        file: "services/cloudformation/changesets.py",
+        anchor: "        \"_disable_validation\": _p(params, \"DisableValidation\", \"false\").lower() == \"true\",\n",
+        insert: "        # image-pipeline fidelity fix: the change set keeps its role.\n        \"RoleARN\": _p(params, \"RoleARN\"),\n",
+    },
+    Fix {
+        file: "services/cloudformation/changesets.py",
+        anchor: "    stack[\"_disable_validation\"] = cs.get(\"_disable_validation\", False)\n",
+        insert: "    # image-pipeline fidelity fix: the stack acts as the role its last change set named.\n    if cs.get(\"RoleARN\"):\n        stack[\"RoleARN\"] = cs[\"RoleARN\"]\n",
+    },
+    Fix {
+        file: "services/cloudformation/handlers.py",
+        anchor: "            f\"<Capabilities>{caps_xml}</Capabilities>\"\n            f\"<Parameters>{params_xml}</Parameters>\"\n            f\"<Outputs>{outputs_xml}</Outputs>\"\n",
+        insert: "            # image-pipeline fidelity fix: DescribeStacks names the stack's role.\n            f\"{('<RoleARN>' + _esc(s['RoleARN']) + '</RoleARN>') if s.get('RoleARN') else ''}\"\n",
     },
 ];
 

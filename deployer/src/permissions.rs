@@ -204,6 +204,11 @@ pub fn deployer_policy(
                 "cloudformation:ListChangeSets",
                 "cloudformation:DescribeStacks",
                 "cloudformation:DescribeStackEvents",
+                // The errors of a create or update that fails pre-deployment validation.
+                "cloudformation:DescribeEvents",
+                // A redeploy compares the deployed template with its own before it makes a
+                // change set.
+                "cloudformation:GetTemplate",
                 "cloudformation:DescribeStackResource",
                 "cloudformation:DescribeStackResources",
                 "cloudformation:ContinueUpdateRollback",

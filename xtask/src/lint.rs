@@ -73,17 +73,44 @@ impl Tool {
             .output()
             .with_context(|| format!("cannot start {}", self.name()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let clean = out.status.success()
-            && match self {
-                Tool::Checkov => checkov_clean(&stdout),
-                Tool::CfnLint | Tool::Parliament => stdout.trim().is_empty(),
-            };
+        let clean = match self {
+            Tool::Checkov => out.status.success() && checkov_clean(&stdout),
+            Tool::CfnLint => out.status.success() && stdout.trim().is_empty(),
+            // parliament exits 1 on any finding; only its findings decide.
+            Tool::Parliament => {
+                let left = parliament_findings(&stdout);
+                let known_only = !stdout.trim().is_empty() && left.is_empty();
+                (out.status.success() && stdout.trim().is_empty())
+                    || (known_only && out.stderr.is_empty())
+            }
+        };
         if clean {
             return Ok(None);
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         Ok(Some(format!("{stdout}{stderr}").trim().to_string()))
     }
+}
+
+/// Actions AWS added after parliament 1.6.4's action list was made, which it reports as
+/// unknown: CloudFormation's `DescribeEvents` (the errors of a failed pre-deployment
+/// validation) dates from November 2025. Any other unknown action is still a finding.
+const NEWER_THAN_PARLIAMENT: &[&str] = &["cloudformation:DescribeEvents"];
+
+/// parliament's finding lines, without the "unknown action" findings about
+/// [`NEWER_THAN_PARLIAMENT`].
+fn parliament_findings(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            !NEWER_THAN_PARLIAMENT.iter().any(|a| {
+                l.starts_with("LOW - Unknown action - ")
+                    && l.contains(&format!("Unknown action {a} - "))
+                    && l.contains(&format!("'string': '{a}'"))
+            })
+        })
+        .collect()
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -215,4 +242,20 @@ fn checkov_clean(report: &str) -> bool {
     };
     let summary = &v["summary"];
     summary["failed"] == 0 && summary["parsing_errors"] == 0 && summary["passed"].as_u64() > Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parliament_findings;
+
+    #[test]
+    fn only_the_listed_new_actions_pass_as_unknown() {
+        let new = "LOW - Unknown action -  - Unknown action cloudformation:DescribeEvents - {'string': 'cloudformation:DescribeEvents', 'line': 15}";
+        let typo = "LOW - Unknown action -  - Unknown action cloudformation:DescribeEvent - {'string': 'cloudformation:DescribeEvent', 'line': 15}";
+        let other = "MEDIUM - Privilege escalation - cloudformation:DescribeEvents";
+        assert!(parliament_findings(new).is_empty());
+        assert_eq!(parliament_findings(typo), vec![typo]);
+        assert_eq!(parliament_findings(other), vec![other]);
+        assert_eq!(parliament_findings(&format!("{new}\n{typo}\n")), vec![typo]);
+    }
 }
