@@ -187,6 +187,11 @@ fn load_manifest(dir: &Path) -> Option<Manifest> {
 
 const MANIFEST: &str = "manifest.json";
 
+/// The manifest of the last build for `arch` in this checkout, if any.
+pub fn read_manifest(arch: BuildArch) -> Option<Manifest> {
+    load_manifest(&arch.artifacts_dir().ok()?)
+}
+
 fn selected(cfg: &BuildConfig) -> Result<Vec<String>, BuildError> {
     let app = App::image_pipeline();
     let all: Vec<String> = app.functions.iter().map(|f| f.name.to_string()).collect();

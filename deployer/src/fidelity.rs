@@ -25,6 +25,10 @@
 //!   `cloudformation.amazonaws.com`) and the role must exist. MiniStack 1.5.33 accepted any
 //!   `RoleARN` from anyone, so passing a role one may not pass went unnoticed locally. (It
 //!   still provisions as its root, not as the role: see the README.)
+//! - A function whose `LoggingConfig` says `LogFormat: JSON` runs with `AWS_LAMBDA_LOG_FORMAT`
+//!   and `AWS_LAMBDA_LOG_LEVEL` set, as Lambda's advanced logging controls do, so its runtime
+//!   writes JSON lines. MiniStack 1.5.33 set neither, and the functions logged plain text
+//!   locally while on AWS they log JSON.
 //! - A stack deployed by a change set with a `RoleARN` keeps that role, and `DescribeStacks`
 //!   names it, as on AWS. MiniStack 1.5.33 dropped it, so the no-op check of `deploy` (which
 //!   compares the stack's role with the one it would pass) saw a difference on every run.
@@ -71,6 +75,12 @@ const FIXES: &[Fix] = &[
         file: "services/cloudformation/__init__.py",
         anchor: "    handler = _ACTION_HANDLERS.get(action)\n",
         insert: PASS_ROLE,
+    },
+    // Lambda tells a function's runtime its log format and level (advanced logging controls).
+    Fix {
+        file: "services/lambda_svc.py",
+        anchor: "    proc_env.update(execution_credentials(config))\n    proc_env.update(env_vars)\n",
+        insert: "    # image-pipeline fidelity fix: a function logging as JSON is told so, as on AWS.\n    _logging = config.get(\"LoggingConfig\") or {}\n    if _logging.get(\"LogFormat\") == \"JSON\":\n        proc_env[\"AWS_LAMBDA_LOG_FORMAT\"] = \"JSON\"\n        proc_env[\"AWS_LAMBDA_LOG_LEVEL\"] = _logging.get(\"ApplicationLogLevel\") or \"INFO\"\n",
     },
     // A stack reports the role it acts as: a change set keeps its RoleARN, the stack takes it
     // when the change set runs, and DescribeStacks lists it.

@@ -281,14 +281,28 @@ pub fn deployer_policy(
             bucket.iter().map(|b| format!("{b}/*")).collect(),
         ),
         Statement::allow(
-            "SmokeTestItems",
-            actions(&["dynamodb:DeleteItem"]),
+            // The smoke test removes its item; `status` counts items by status; `trace`
+            // reads one.
+            "ItemsForSmokeTestStatusAndTrace",
+            actions(&["dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:GetItem"]),
             s.arn(&Names.table_arn()),
         ),
         Statement::allow(
-            "SmokeTestFailureQueue",
-            actions(&["sqs:GetQueueAttributes"]),
+            // Its depth (smoke test, `status`); `trace` reads messages with a zero
+            // visibility timeout, leaving them on the queue.
+            "FailureQueue",
+            actions(&["sqs:GetQueueAttributes", "sqs:ReceiveMessage"]),
             s.arn(&Names.failure_queue_arn()),
+        ),
+        Statement::allow(
+            // `logs` and `trace` read the functions' logs and the API's access log.
+            "ReadLogs",
+            actions(&["logs:FilterLogEvents"]),
+            [Names.log_group("*"), Names.api_access_log_group()]
+                .iter()
+                .flat_map(|g| s.arn(&Names.log_group_arn(g)))
+                .flat_map(|a| [format!("{a}:*"), a])
+                .collect(),
         ),
         Statement::allow(
             "VerifyDeployedCode",
@@ -1097,8 +1111,16 @@ mod tests {
                     !a.starts_with("lambda:") || a.starts_with("lambda:Get"),
                     "deployer holds {a}"
                 );
+                // Reads for `status` and `trace`; the smoke test's removal of its own item.
                 assert!(
-                    !a.starts_with("dynamodb:") || a == "dynamodb:DeleteItem",
+                    !a.starts_with("dynamodb:")
+                        || ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Scan"]
+                            .contains(&a),
+                    "deployer holds {a}"
+                );
+                assert!(
+                    !a.starts_with("sqs:")
+                        || ["sqs:GetQueueAttributes", "sqs:ReceiveMessage"].contains(&a),
                     "deployer holds {a}"
                 );
                 assert!(!a.contains('*'), "deployer holds a wildcard action {a}");

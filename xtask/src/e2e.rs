@@ -22,8 +22,11 @@ use deployer::aws::LocalCredentials;
 use deployer::cfn::{ChangeAction, Replacement};
 use deployer::deploy::{DeployReport, Outcome};
 use deployer::local::{LocalConfig, LocalStatus};
+use deployer::logs::LogEvent;
 use deployer::smoke::{CheckName, SmokeReport};
+use deployer::status::{CodeState, StatusReport, TemplateState};
 use deployer::teardown::{Removal, TeardownReport};
+use deployer::trace::TraceReport;
 use serde::de::DeserializeOwned;
 
 use crate::child::{Run, Stderr, Xtask};
@@ -87,6 +90,142 @@ fn ok<T: DeserializeOwned>(args: &[&str]) -> Result<T> {
     finished(xtask(&all)?.run()?).report()
 }
 
+/// `status`, `logs --image` and `trace` on an image the smoke test uploaded and kept, as
+/// the least-privileged deploying user: what each shows must be true.
+fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
+    let st: StatusReport = ok(&["status"])?;
+    ensure!(
+        st.stack_status
+            .as_deref()
+            .is_some_and(|s| s.ends_with("_COMPLETE")),
+        "status: the stack is {:?}",
+        st.stack_status
+    );
+    ensure!(st.problems.is_empty(), "status: {:?}", st.problems);
+    ensure!(
+        st.template == TemplateState::Same,
+        "status: the deployed template should be this checkout's"
+    );
+    ensure!(
+        st.functions.len() == 3 && st.functions.iter().all(|f| f.state == CodeState::Current),
+        "status: every function should run what was built: {:?}",
+        st.functions
+    );
+    ensure!(
+        st.failure_queue_depth == Some(0),
+        "status: failure queue {:?}",
+        st.failure_queue_depth
+    );
+    let labeled = st
+        .items
+        .as_ref()
+        .and_then(|i| i.get("labeled"))
+        .copied()
+        .unwrap_or(0);
+    ensure!(labeled >= 1, "status: items {:?}", st.items);
+
+    let run = finished(
+        xtask(&[
+            "logs", "--local", "--stage", STAGE, "--image", id, "--since", "1h", "--output", "json",
+        ])?
+        .run()?,
+    );
+    ensure!(run.code == 0, "logs --image exited with {}", run.code);
+    let events: Vec<LogEvent> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("logs --output json: not one JSON event per line")?;
+    let sources: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.source.as_str()).collect();
+    ensure!(
+        sources.contains("upload") && sources.contains("process"),
+        "logs --image: sources {sources:?}"
+    );
+    let stored = events.iter().filter(|e| e.source == "upload").find(|e| {
+        e.field("message")
+            .and_then(|m| m.as_str().map(str::to_string))
+            == Some("image stored".into())
+    });
+    ensure!(
+        stored.is_some_and(|e| e
+            .field("image_id")
+            .and_then(|v| v.as_str().map(str::to_string))
+            == Some(id.to_string())),
+        "logs --image: no JSON \"image stored\" line naming {id}: {events:?}"
+    );
+    let requests: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.message.contains(id))
+        .filter_map(LogEvent::request_id)
+        .collect();
+    ensure!(
+        events.iter().all(
+            |e| e.message.contains(id) || e.request_id().is_some_and(|r| requests.contains(&r))
+        ),
+        "logs --image: a line of another invocation"
+    );
+
+    let tr: TraceReport = ok(&["trace", id])?;
+    ensure!(tr.problems.is_empty(), "trace: {:?}", tr.problems);
+    ensure!(
+        tr.versions.len() == 1
+            && tr.versions[0].latest
+            && u64::try_from(tr.versions[0].size).ok()
+                == Some(deployer::smoke::DEFAULT_IMAGE.len() as u64),
+        "trace: object versions {:?}",
+        tr.versions
+    );
+    let item_labels: Vec<String> = tr
+        .item
+        .as_ref()
+        .and_then(|i| i.get("labels"))
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect();
+    ensure!(
+        tr.item
+            .as_ref()
+            .and_then(|i| i.get("status"))
+            .and_then(|s| s.as_str())
+            == Some("labeled")
+            && item_labels == kept.labels,
+        "trace: item {:?}, the smoke test saw labels {:?}",
+        tr.item,
+        kept.labels
+    );
+    ensure!(
+        !tr.process_invocations.is_empty() && tr.failure_messages.is_empty(),
+        "trace: {} process invocations, {} failure messages",
+        tr.process_invocations.len(),
+        tr.failure_messages.len()
+    );
+    let kinds: Vec<&str> = tr.timeline.iter().map(|s| s.kind.as_str()).collect();
+    for kind in ["upload", "object", "s3-event", "process", "item"] {
+        ensure!(kinds.contains(&kind), "trace: no {kind} step in {kinds:?}");
+    }
+    let says = |kind: &str, what: &str| {
+        tr.timeline
+            .iter()
+            .any(|s| s.kind == kind && s.summary.contains(what))
+    };
+    ensure!(
+        says("upload", "image stored") && says("item", "status labeled"),
+        "trace: {:?}",
+        tr.timeline
+    );
+    eprintln!(
+        "e2e    status, logs --image and trace agree with the image {id}: {} log lines, {} process invocation(s), labels {:?}",
+        events.len(),
+        tr.process_invocations.len(),
+        item_labels
+    );
+    Ok(())
+}
+
 /// Runs the test. `labels_bin` is a detect-labels binary to use instead of building one.
 pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     let _ = LABELS_BIN.set(labels_bin);
@@ -95,7 +234,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -389,6 +528,7 @@ fn steps() -> Result<()> {
         .image_id
         .clone()
         .context("the smoke test kept no image")?;
+    look_at_the_image(&id, &kept)?;
     let ministack = status
         .services
         .iter()

@@ -17,14 +17,17 @@ mod deploy;
 mod e2e;
 mod lint;
 mod local;
+mod logs;
 mod model;
 mod smoke;
+mod status;
 mod synth;
 mod target;
 mod teardown;
 mod test;
 #[cfg(test)]
 mod tidy;
+mod trace;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +58,12 @@ enum Cmd {
     SmokeTest(smoke::Args),
     /// Remove a deployed stage: empty its bucket, delete its stack
     Teardown(teardown::Args),
+    /// Print the functions' logs and the API's access log as one time-ordered stream
+    Logs(logs::Args),
+    /// Follow one image through the pipeline: API request, object versions, S3 event, process runs, item, failures
+    Trace(trace::Args),
+    /// Show a deployed stage in one screen: stack, API, code deployed against built, template drift, failures, items
+    Status(status::Args),
     /// Print the IAM policy the identity running deploy, smoke-test and teardown needs (after bootstrap)
     DeployerPolicy(DeployerPolicyArgs),
     /// Manage the local environment (AWS emulator and label service on 127.0.0.1)
@@ -110,6 +119,9 @@ fn main() -> ExitCode {
         Cmd::Deploy(a) => deploy::run(a),
         Cmd::SmokeTest(a) => smoke::run(a),
         Cmd::Teardown(a) => teardown::run(a),
+        Cmd::Status(a) => status::run(a),
+        Cmd::Logs(a) => logs::run(a),
+        Cmd::Trace(a) => trace::run(a),
         Cmd::Local(a) => local::run(a),
         Cmd::DeployerPolicy(a) => deployer_policy(a),
         Cmd::Lint(a) => lint::run(a),

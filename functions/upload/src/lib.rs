@@ -171,12 +171,14 @@ async fn upload(
             tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "PutObject failed");
             ApiError::unavailable("the image could not be stored; try again")
         })?;
+    // API Gateway's id of the request, which its access log carries: `trace` joins the two.
+    let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
     match BUILD_NOTE {
         Some(note) => {
-            tracing::info!(image_id = %id, content_type = kind.mime(), size_bytes = size, build_note = note, "image stored")
+            tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, build_note = note, "image stored")
         }
         None => {
-            tracing::info!(image_id = %id, content_type = kind.mime(), size_bytes = size, "image stored")
+            tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, "image stored")
         }
     }
     let mut resp = json_response(
@@ -264,7 +266,8 @@ async fn presign(
         .headers()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
         .collect();
-    tracing::info!(image_id = %id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
+    let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
+    tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
     let mut resp = json_response(
         201,
         &PresignedUpload {

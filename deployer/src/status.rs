@@ -1,0 +1,347 @@
+//! `status`: one look at a deployed stage. The stack's state, outputs and API URL; each
+//! function's deployed code against what was built here; whether the template this checkout
+//! synthesizes differs from the deployed one; the failure queue's depth; the items by status.
+//! What cannot be read is reported as a problem beside the rest, never hidden.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::{Deserialize, Serialize};
+use stack::synth::PARAM_ARCHITECTURE;
+use stack::{App, Architecture, Stage};
+
+use crate::aws::{self, AwsError, Clients, Identity, Target};
+use crate::build::{self, BuildArch, Manifest};
+use crate::cfn::{CfnError, StackOps};
+use crate::deploy::{client_api_url, template_body};
+use crate::progress::Progress;
+
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub target: Target,
+    pub stage: Stage,
+}
+
+/// How a function's deployed code compares with the artifact built in this checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeState {
+    /// Lambda runs exactly the artifact in the local manifest.
+    Current,
+    /// Lambda runs other code than the artifact built here (a newer build not deployed, or
+    /// a deploy from elsewhere).
+    Stale,
+    /// Nothing is built here for the stack's architecture.
+    NotBuilt,
+    /// The function could not be read.
+    Unknown,
+}
+
+impl CodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeState::Current => "current",
+            CodeState::Stale => "stale",
+            CodeState::NotBuilt => "not built",
+            CodeState::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionStatus {
+    pub function: String,
+    pub name: Option<String>,
+    /// `CodeSha256` as Lambda reports it.
+    pub deployed: Option<String>,
+    /// `CodeSha256` of the artifact in the local manifest.
+    pub built: Option<String>,
+    pub state: CodeState,
+    pub last_modified: Option<String>,
+}
+
+/// Whether the template this checkout synthesizes is the deployed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TemplateState {
+    Same,
+    Differs,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub stack: String,
+    pub stage: String,
+    pub target: String,
+    pub identity: Identity,
+    /// `None` when the stack does not exist.
+    pub stack_status: Option<String>,
+    pub stack_reason: Option<String>,
+    pub last_updated: Option<String>,
+    pub architecture: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    pub api_url: Option<String>,
+    pub functions: Vec<FunctionStatus>,
+    pub template: TemplateState,
+    /// Messages waiting in the process function's failure queue.
+    pub failure_queue_depth: Option<u64>,
+    /// Items of the images table by `status` (a full read of the table).
+    pub items: Option<BTreeMap<String, u64>>,
+    /// What could not be read, and why.
+    pub problems: Vec<String>,
+}
+
+fn sdk<E: std::error::Error + 'static>(what: &str, e: E) -> String {
+    format!("{what}: {}", DisplayErrorContext(&e))
+}
+
+/// Reads the stage's state. Fails only when the target cannot be reached or the stack
+/// cannot be described; each other part that cannot be read becomes a problem.
+pub async fn status(
+    cfg: &StatusConfig,
+    progress: &dyn Progress,
+) -> Result<StatusReport, StatusError> {
+    let app = App::image_pipeline();
+    let stack_name = cfg.stage.stack_name();
+    let (clients, identity) = aws::connect(&cfg.target).await?;
+    progress.step(&format!(
+        "reading stack {stack_name} in {} as {}",
+        cfg.target.describe(),
+        identity.arn
+    ));
+    let ops = StackOps {
+        cfn: &clients.cfn,
+        name: &stack_name,
+        poll: aws::poll_interval(&cfg.target),
+        progress,
+        role_arn: None,
+    };
+    let mut report = StatusReport {
+        stack: stack_name.clone(),
+        stage: cfg.stage.as_str().to_string(),
+        target: cfg.target.describe(),
+        identity,
+        stack_status: None,
+        stack_reason: None,
+        last_updated: None,
+        architecture: None,
+        outputs: BTreeMap::new(),
+        api_url: None,
+        functions: Vec::new(),
+        template: TemplateState::Unknown,
+        failure_queue_depth: None,
+        items: None,
+        problems: Vec::new(),
+    };
+    let Some(info) = ops.describe().await? else {
+        return Ok(report);
+    };
+    report.stack_status = Some(info.status.to_string());
+    report.stack_reason = info.reason.clone();
+    report.last_updated = info.last_updated.clone();
+    report.api_url = info
+        .outputs
+        .get(stack::app::outputs::API_URL)
+        .map(|u| client_api_url(&cfg.target, u));
+    report.outputs = info.outputs.clone();
+
+    // The architecture the stack runs; the local environment builds for the host.
+    let arch: Option<Architecture> = info
+        .parameters
+        .get(PARAM_ARCHITECTURE)
+        .and_then(|a| a.parse().ok());
+    report.architecture = arch.map(|a| a.as_str().to_string());
+    let build_arch = if cfg.target.is_local() {
+        BuildArch::Host
+    } else {
+        BuildArch::Lambda(arch.unwrap_or(Architecture::Arm64))
+    };
+    let manifest = build::read_manifest(build_arch);
+
+    match (arch, ops.template().await) {
+        (Some(a), Ok(deployed)) => match template_body(&app, &cfg.stage, a) {
+            Ok(ours) => report.template = compare_templates(&ours, &deployed),
+            Err(e) => report.problems.push(format!("cannot synthesize: {e}")),
+        },
+        (None, _) => report
+            .problems
+            .push("the stack has no Architecture parameter".into()),
+        (_, Err(e)) => report.problems.push(e.to_string()),
+    }
+
+    report.functions = functions(&clients, &app, &info.outputs, manifest.as_ref()).await;
+    for f in &report.functions {
+        if f.state == CodeState::Unknown {
+            report.problems.push(format!(
+                "cannot read the {} function ({})",
+                f.function,
+                f.name.as_deref().unwrap_or("no output names it")
+            ));
+        }
+    }
+
+    match info.outputs.get(stack::app::outputs::FAILURE_QUEUE_URL) {
+        Some(url) => match queue_depth(&clients.sqs, url).await {
+            Ok(n) => report.failure_queue_depth = Some(n),
+            Err(e) => report.problems.push(e),
+        },
+        None => report.problems.push("no failure queue output".into()),
+    }
+    match info.outputs.get(stack::app::outputs::TABLE) {
+        Some(table) => match item_counts(&clients.dynamodb, table).await {
+            Ok(c) => report.items = Some(c),
+            Err(e) => report.problems.push(e),
+        },
+        None => report.problems.push("no table output".into()),
+    }
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Stack(#[from] CfnError),
+}
+
+/// Same when both parse as the same JSON value.
+pub fn compare_templates(ours: &str, deployed: &str) -> TemplateState {
+    match (
+        serde_json::from_str::<serde_json::Value>(ours),
+        serde_json::from_str::<serde_json::Value>(deployed),
+    ) {
+        (Ok(a), Ok(b)) if a == b => TemplateState::Same,
+        (Ok(_), Ok(_)) => TemplateState::Differs,
+        _ => TemplateState::Unknown,
+    }
+}
+
+/// The state of one function's code from what Lambda reports and what is built here.
+pub fn code_state(deployed: Option<&str>, built: Option<&str>) -> CodeState {
+    match (deployed, built) {
+        (None, _) => CodeState::Unknown,
+        (Some(_), None) => CodeState::NotBuilt,
+        (Some(d), Some(b)) if d == b => CodeState::Current,
+        (Some(_), Some(_)) => CodeState::Stale,
+    }
+}
+
+async fn functions(
+    clients: &Clients,
+    app: &App,
+    outputs: &BTreeMap<String, String>,
+    manifest: Option<&Manifest>,
+) -> Vec<FunctionStatus> {
+    let mut list = Vec::new();
+    for f in &app.functions {
+        let name = outputs.get(&f.function_name_output()).cloned();
+        let built = manifest.and_then(|m| {
+            m.functions
+                .iter()
+                .find(|a| a.function == f.name)
+                .map(|a| a.code_sha256.clone())
+        });
+        let mut deployed = None;
+        let mut last_modified = None;
+        if let Some(n) = &name
+            && let Ok(out) = clients.lambda.get_function().function_name(n).send().await
+            && let Some(c) = out.configuration()
+        {
+            deployed = c.code_sha256().map(str::to_string);
+            last_modified = c.last_modified().map(str::to_string);
+        }
+        list.push(FunctionStatus {
+            function: f.name.to_string(),
+            state: code_state(deployed.as_deref(), built.as_deref()),
+            name,
+            deployed,
+            built,
+            last_modified,
+        });
+    }
+    list
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| sdk("cannot read the failure queue", e))?;
+    let attrs = out.attributes();
+    let n = |k: &A| {
+        attrs
+            .and_then(|a| a.get(k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(n(&A::ApproximateNumberOfMessages) + n(&A::ApproximateNumberOfMessagesNotVisible))
+}
+
+/// Counts the table's items by their `status` attribute, reading only that attribute.
+async fn item_counts(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<BTreeMap<String, u64>, String> {
+    let mut counts = BTreeMap::new();
+    let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+    loop {
+        let out = db
+            .scan()
+            .table_name(table)
+            .projection_expression("#s")
+            .expression_attribute_names("#s", "status")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| sdk("cannot count the items", e))?;
+        for item in out.items() {
+            let status = match item.get("status") {
+                Some(AttributeValue::S(s)) => api_types::ImageStatus::parse(s).as_str(),
+                _ => "no status",
+            };
+            *counts.entry(status.to_string()).or_insert(0) += 1;
+        }
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_states() {
+        assert_eq!(code_state(Some("a"), Some("a")), CodeState::Current);
+        assert_eq!(code_state(Some("a"), Some("b")), CodeState::Stale);
+        assert_eq!(code_state(Some("a"), None), CodeState::NotBuilt);
+        assert_eq!(code_state(None, Some("a")), CodeState::Unknown);
+    }
+
+    #[test]
+    fn templates_compare_as_json() {
+        assert_eq!(
+            compare_templates(r#"{"a":1,"b":[1,2]}"#, "{\n  \"b\": [1, 2],\n  \"a\": 1\n}"),
+            TemplateState::Same
+        );
+        assert_eq!(
+            compare_templates(r#"{"a":1}"#, r#"{"a":2}"#),
+            TemplateState::Differs
+        );
+        assert_eq!(
+            compare_templates(r#"{"a":1}"#, "a: 1"),
+            TemplateState::Unknown
+        );
+    }
+}

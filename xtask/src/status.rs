@@ -1,0 +1,130 @@
+//! `cargo xtask status`: a deployed stage in one screen.
+
+use anyhow::{Result, bail};
+use deployer::status::{CodeState, StatusConfig, StatusReport, TemplateState, status};
+use stack::Stage;
+
+use crate::console::Console;
+use crate::target::{Output, Where, print_json, runtime};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub place: Where,
+    /// Stage of the stack to look at
+    #[arg(long, default_value = "dev")]
+    pub stage: Stage,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let resolved = a.place.resolve()?;
+    let cfg = StatusConfig {
+        target: resolved.target,
+        stage: a.stage,
+    };
+    let console = Console::new("status");
+    let result = runtime()?.block_on(status(&cfg, &console));
+    console.finish();
+    let report = result?;
+    match a.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => println!("{}", summary(&report)),
+    }
+    if report.stack_status.is_none() {
+        bail!("stack {} does not exist in {}", report.stack, report.target);
+    }
+    if !report.problems.is_empty() {
+        bail!(
+            "{} part(s) of the status could not be read",
+            report.problems.len()
+        );
+    }
+    Ok(())
+}
+
+fn short(sha: Option<&str>) -> String {
+    sha.map_or_else(|| "-".to_string(), |s| s.chars().take(12).collect())
+}
+
+/// The report for a person, in one screen.
+pub fn summary(r: &StatusReport) -> String {
+    let mut s = String::new();
+    let Some(state) = &r.stack_status else {
+        return format!(
+            "stack {} does not exist in {} (deploy it with `cargo xtask deploy`)",
+            r.stack, r.target
+        );
+    };
+    s.push_str(&format!("stack     {}  {state}", r.stack));
+    if let Some(reason) = &r.stack_reason {
+        s.push_str(&format!(" ({reason})"));
+    }
+    s.push('\n');
+    s.push_str(&format!(
+        "          {}, {}, last updated {}\n",
+        r.target,
+        r.architecture.as_deref().unwrap_or("architecture unknown"),
+        r.last_updated.as_deref().unwrap_or("unknown")
+    ));
+    if let Some(api) = &r.api_url {
+        s.push_str(&format!("API       {api}\n"));
+    }
+    s.push_str(&format!(
+        "template  {}\n",
+        match r.template {
+            TemplateState::Same => "the deployed template is the one this checkout synthesizes",
+            TemplateState::Differs =>
+                "differs from the one this checkout synthesizes (`cargo xtask deploy --plan` shows how)",
+            TemplateState::Unknown => "could not be compared",
+        }
+    ));
+    s.push_str(&format!(
+        "functions {:<10} {:<10} {:<14} {:<14} last modified\n",
+        "", "code", "deployed", "built here"
+    ));
+    for f in &r.functions {
+        s.push_str(&format!(
+            "          {:<10} {:<10} {:<14} {:<14} {}\n",
+            f.function,
+            f.state.as_str(),
+            short(f.deployed.as_deref()),
+            short(f.built.as_deref()),
+            f.last_modified.as_deref().unwrap_or("-")
+        ));
+    }
+    if r.functions.iter().any(|f| f.state == CodeState::Stale) {
+        s.push_str("          (stale: the code built here is not what runs; `cargo xtask deploy` deploys it)\n");
+    }
+    match r.failure_queue_depth {
+        Some(0) => s.push_str("failures  the failure queue is empty\n"),
+        Some(n) => s.push_str(&format!(
+            "failures  {n} message(s) in the failure queue ({})\n",
+            r.outputs
+                .get(stack::app::outputs::FAILURE_QUEUE_URL)
+                .map_or("", String::as_str)
+        )),
+        None => {}
+    }
+    if let Some(items) = &r.items {
+        let total: u64 = items.values().sum();
+        let by: Vec<String> = items.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s.push_str(&format!(
+            "items     {total} in all{}{}\n",
+            if by.is_empty() { "" } else { ": " },
+            by.join(", ")
+        ));
+    }
+    if !r.outputs.is_empty() {
+        s.push_str("outputs\n");
+        for (k, v) in &r.outputs {
+            s.push_str(&format!("          {k:<28} {v}\n"));
+        }
+    }
+    for p in &r.problems {
+        s.push_str(&format!("problem   {p}\n"));
+    }
+    s.trim_end().to_string()
+}
