@@ -3,7 +3,7 @@
 //! static, size), and packages it as a deterministic zip named by its SHA-256. A manifest
 //! records what was built; a rebuild that changes nothing re-zips nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -217,7 +217,7 @@ const FINGERPRINT_FORMAT: &str = "2";
 
 /// The workspace files a handler build reads besides the handlers' own crates: the manifests,
 /// the lock file, cargo's configuration, a toolchain pin, and the pinned zig.
-const BUILD_FILES: &[&str] = &[
+pub(crate) const BUILD_FILES: &[&str] = &[
     "Cargo.toml",
     "Cargo.lock",
     ".cargo/config.toml",
@@ -333,7 +333,7 @@ impl BuildInputs {
 
 /// The files under `root/rel`, recursively, as paths relative to `root`; build output
 /// (`target`) and hidden entries are not sources.
-fn source_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn source_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(root.join(rel)) else {
         return;
     };
@@ -422,6 +422,66 @@ fn env_deps(deps_dir: &Path, root: &Path) -> Vec<String> {
     names.into_iter().collect()
 }
 
+/// The workspace crates a function's binary is built from, as directories relative to the
+/// workspace root (`functions/upload`, `functions/api`, …): its own crate and every path
+/// dependency, followed through the workspace `Cargo.toml`. Read with plain text rules that
+/// fit this workspace's manifests (`name.workspace = true`, `path = "…"`).
+pub fn crates_of(root: &Path, function: &str) -> Result<BTreeSet<String>, BuildError> {
+    let read = |rel: &str| {
+        let path = root.join(rel).join("Cargo.toml");
+        fs::read_to_string(&path).map_err(|source| BuildError::Read {
+            function: function.to_string(),
+            path,
+            source,
+        })
+    };
+    let workspace_paths: BTreeMap<String, String> = read("")?
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once('=')?;
+            let path = rest.split("path = \"").nth(1)?.split('"').next()?;
+            Some((name.trim().to_string(), path.to_string()))
+        })
+        .collect();
+    let mut todo = vec![format!("{HANDLER_SOURCES}/{function}")];
+    let mut seen = BTreeSet::new();
+    while let Some(dir) = todo.pop() {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        for line in read(&dir)?.lines() {
+            let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
+            if let Some(path) = workspace_paths.get(name)
+                && line.contains("workspace")
+            {
+                todo.push(path.clone());
+            }
+            if let Some(rel) = line
+                .split("path = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                && rel.starts_with("..")
+            {
+                let normal =
+                    Path::new(&dir)
+                        .join(rel)
+                        .components()
+                        .fold(PathBuf::new(), |mut p, c| {
+                            match c {
+                                std::path::Component::ParentDir => {
+                                    p.pop();
+                                }
+                                other => p.push(other),
+                            }
+                            p
+                        });
+                todo.push(normal.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(seen)
+}
+
 /// The last build's manifest when its inputs are exactly `base` (and the compile-time
 /// environment it recorded is unchanged) and every zip it names is still there at its size:
 /// nothing to build.
@@ -476,15 +536,24 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     let _ = fs::remove_file(dir.join(FINGERPRINT));
     let tools = toolchain::ensure(target, progress)?;
 
+    // Cargo is always given every function: features are unified over the packages of one
+    // invocation, so building one alone would compile its dependencies differently (slower,
+    // and a binary other than the one a full build makes). Cargo recompiles only what
+    // changed; only the selected functions are packaged.
+    let every: Vec<String> = selected(&BuildConfig {
+        functions: Vec::new(),
+        ..cfg.clone()
+    })?;
     progress.step(&format!(
-        "compiling {} for {target} (profile {profile})",
+        "compiling {} for {target} (profile {profile}); packaging {}",
+        every.join(", "),
         functions.join(", ")
     ));
     cargo_build(
         &tools,
         target,
         profile,
-        &functions,
+        &every,
         cfg.opt_level.as_deref(),
         progress,
     )?;
@@ -701,7 +770,6 @@ fn cargo_build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn host_resolves_to_a_lambda_architecture() {
@@ -1019,60 +1087,21 @@ mod tests {
     #[test]
     fn handlers_depend_only_on_crates_under_functions() {
         let root = workspace_root();
-        let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        let workspace_paths: BTreeMap<String, String> = manifest
-            .lines()
-            .filter_map(|l| {
-                let (name, rest) = l.split_once('=')?;
-                let path = rest.split("path = \"").nth(1)?.split('"').next()?;
-                Some((name.trim().to_string(), path.to_string()))
-            })
-            .collect();
-        assert!(
-            workspace_paths.contains_key("api-types"),
-            "{workspace_paths:?}"
-        );
-        let app = App::image_pipeline();
-        let mut crates: Vec<String> = app
-            .functions
-            .iter()
-            .map(|f| format!("{HANDLER_SOURCES}/{}", f.name))
-            .collect();
-        let mut seen = BTreeSet::new();
-        while let Some(dir) = crates.pop() {
-            if !seen.insert(dir.clone()) {
-                continue;
+        for f in App::image_pipeline().functions {
+            let crates = crates_of(&root, f.name).unwrap();
+            for dir in &crates {
+                assert!(dir.starts_with(&format!("{HANDLER_SOURCES}/")), "{dir}");
             }
-            assert!(dir.starts_with(&format!("{HANDLER_SOURCES}/")), "{dir}");
-            let text = fs::read_to_string(root.join(&dir).join("Cargo.toml")).unwrap();
-            for line in text.lines() {
-                let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
-                if let Some(path) = workspace_paths.get(name)
-                    && line.contains("workspace")
-                {
-                    crates.push(path.clone());
-                }
-                if let Some(rel) = line
-                    .split("path = \"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    && rel.starts_with("..")
-                {
-                    let joined = Path::new(&dir).join(rel);
-                    let normal: PathBuf = joined.components().fold(PathBuf::new(), |mut p, c| {
-                        match c {
-                            std::path::Component::ParentDir => {
-                                p.pop();
-                            }
-                            other => p.push(other),
-                        }
-                        p
-                    });
-                    crates.push(normal.to_string_lossy().into_owned());
-                }
-            }
+            assert!(
+                crates.contains(&format!("functions/{}", f.name)),
+                "{crates:?}"
+            );
+            assert!(crates.contains("functions/api"), "{crates:?}");
+            assert!(crates.contains("functions/shared"), "{crates:?}");
         }
-        assert!(seen.contains("functions/api"), "{seen:?}");
+        let upload = crates_of(&root, "upload").unwrap();
+        assert!(upload.contains("functions/image-check"), "{upload:?}");
+        assert!(!upload.contains("functions/process"), "{upload:?}");
     }
 
     #[test]

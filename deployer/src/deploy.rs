@@ -36,6 +36,9 @@ pub struct DeployConfig {
     /// Bootstrap the account first when it is not, or is of another version (the local
     /// environment as its root: there is no administrator to ask).
     pub auto_bootstrap: bool,
+    /// The functions to rebuild; empty means all. The others deploy the artifacts of their
+    /// last build (`watch` rebuilds only what a change affects).
+    pub rebuild: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,7 +426,7 @@ fn build_handlers(
     let report = build::build(
         &BuildConfig {
             arch: build_arch,
-            functions: Vec::new(),
+            functions: cfg.rebuild.clone(),
             opt_level: None,
         },
         progress,

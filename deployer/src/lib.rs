@@ -27,4 +27,5 @@ pub mod teardown;
 pub mod tls;
 pub mod toolchain;
 pub mod trace;
+pub mod watch;
 pub mod zip;

@@ -49,6 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         rekognition_endpoint: resolved.labels_endpoint,
         wait_for_other: Duration::from_secs(a.wait),
         timeout: Duration::from_secs(3600),
+        rebuild: Vec::new(),
     };
     let console = Console::new("deploy");
     let result = runtime()?.block_on(deploy(&cfg, &console));

@@ -28,6 +28,7 @@ mod test;
 #[cfg(test)]
 mod tidy;
 mod trace;
+mod watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +63,8 @@ enum Cmd {
     Logs(logs::Args),
     /// Follow one image through the pipeline: API request, object versions, S3 event, process runs, item, failures
     Trace(trace::Args),
+    /// Keep the local environment's stage deployed: rebuild and redeploy what a saved change affects
+    Watch(watch::Args),
     /// Show a deployed stage in one screen: stack, API, code deployed against built, template drift, failures, items
     Status(status::Args),
     /// Print the IAM policy the identity running deploy, smoke-test and teardown needs (after bootstrap)
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Status(a) => status::run(a),
         Cmd::Logs(a) => logs::run(a),
         Cmd::Trace(a) => trace::run(a),
+        Cmd::Watch(a) => watch::run(a),
         Cmd::Local(a) => local::run(a),
         Cmd::DeployerPolicy(a) => deployer_policy(a),
         Cmd::Lint(a) => lint::run(a),
