@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// A benchmark's own local environment (ports and stage apart from the user's and the tests'),
-/// started for `measure` and stopped afterwards whatever it returned.
+/// wiped and started for `measure`, and stopped afterwards whatever it returned.
 pub struct LocalBench {
     pub port: u16,
     pub labels_port: u16,
@@ -71,6 +71,10 @@ impl LocalBench {
         measure: impl FnOnce(&deployer::local::LocalConfig) -> Result<T>,
     ) -> Result<T> {
         let cfg = self.config();
+        // From nothing, every time: what an earlier run left (a stack, a retained bucket)
+        // would change what is measured.
+        deployer::local::down(&cfg)?;
+        deployer::local::wipe(&cfg)?;
         deployer::local::up(&cfg, &Console::new("bench"))?;
         let result = measure(&cfg);
         let _ = deployer::local::down(&cfg);
