@@ -959,20 +959,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("upload")).unwrap();
         fs::write(dir.join("upload/a.zip"), b"zip!").unwrap();
-        let manifest = Manifest {
-            architecture: "x86_64".into(),
-            target: "x86_64-unknown-linux-musl".into(),
-            profile: HOST_PROFILE.into(),
-            functions: vec![Artifact {
-                function: "upload".into(),
-                sha256: "a".into(),
-                code_sha256: "b".into(),
-                zip: "upload/a.zip".into(),
-                zip_bytes: 4,
-                binary_bytes: 1,
-                binary_sha256: "c".into(),
-            }],
-        };
+        let manifest = one_zip();
         fs::write(
             dir.join(MANIFEST),
             serde_json::to_string(&manifest).unwrap(),

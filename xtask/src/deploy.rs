@@ -36,12 +36,8 @@ pub fn run(a: Args) -> Result<()> {
     let resolved = a.place.resolve()?;
     // curl must trust the local environment's certificate, as every other client does.
     let cacert = a.place.local.then(|| a.place.ports.config().tls().cert);
-    let auto_bootstrap = matches!(
-        &resolved.target,
-        deployer::aws::Target::Local { credentials, .. } if credentials.is_root()
-    );
     let cfg = DeployConfig {
-        auto_bootstrap,
+        auto_bootstrap: may_bootstrap(&resolved.target),
         target: resolved.target,
         stage: a.stage,
         arch: a.arch,
@@ -60,6 +56,12 @@ pub fn run(a: Args) -> Result<()> {
         Output::Text => println!("{}", summary(&report, cacert.as_deref())),
     }
     Ok(())
+}
+
+/// A deploy bootstraps the account itself only as the local environment's root: there is no
+/// administrator to ask.
+pub fn may_bootstrap(target: &deployer::aws::Target) -> bool {
+    matches!(target, deployer::aws::Target::Local { credentials, .. } if credentials.is_root())
 }
 
 fn change_line(c: &Change) -> String {

@@ -53,12 +53,8 @@ pub fn run(a: Args) -> Result<()> {
         "watch runs against the local environment only: pass --local (on AWS, deploy through CI or `cargo xtask deploy`)"
     );
     let resolved = a.place.resolve()?;
-    let auto_bootstrap = matches!(
-        &resolved.target,
-        deployer::aws::Target::Local { credentials, .. } if credentials.is_root()
-    );
     let base = DeployConfig {
-        auto_bootstrap,
+        auto_bootstrap: crate::deploy::may_bootstrap(&resolved.target),
         target: resolved.target,
         stage: a.stage,
         arch: Architecture::Arm64,
