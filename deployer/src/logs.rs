@@ -250,6 +250,7 @@ pub async fn fetch(
     let mut all = Vec::new();
     for (source, group) in groups {
         let mut next: Option<String> = None;
+        let mut tokens = BTreeSet::new();
         loop {
             let out = match logs
                 .filter_log_events()
@@ -284,8 +285,13 @@ pub async fn fetch(
                     message: e.message().unwrap_or_default().trim_end().to_string(),
                 });
             }
+            // A page may be empty and still have a token (CloudWatch Logs searches in
+            // slices): follow tokens until there is none, or one repeats.
             match out.next_token() {
-                Some(t) if !t.is_empty() && !out.events().is_empty() => next = Some(t.to_string()),
+                Some(t) if !t.is_empty() && !tokens.contains(t) => {
+                    tokens.insert(t.to_string());
+                    next = Some(t.to_string());
+                }
                 _ => break,
             }
         }
