@@ -133,6 +133,24 @@ impl LogEvent {
         None
     }
 
+    /// A JSON line's `fields.message` and its other fields as `name=value` (strings
+    /// unquoted), in order; `None` for a plain-text line.
+    pub fn message_and_fields(&self) -> Option<(String, Vec<String>)> {
+        let m = self.json()?;
+        let fields = m.get("fields").and_then(Value::as_object);
+        let message = fields
+            .and_then(|f| f.get("message"))
+            .map(plain)
+            .unwrap_or_default();
+        let rest = fields
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "message")
+            .map(|(k, v)| format!("{k}={}", plain(v)))
+            .collect();
+        Some((message, rest))
+    }
+
     /// A value of the line's JSON fields (`fields.NAME`, or `NAME` at the top level).
     pub fn field(&self, name: &str) -> Option<Value> {
         let m = self.json()?;
@@ -301,6 +319,14 @@ pub async fn fetch(
     Ok(all)
 }
 
+/// Now, in milliseconds since the epoch (the unit of log timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// `HH:MM:SS.mmm` (UTC) of a timestamp in milliseconds.
 pub fn clock(ms: i64) -> String {
     let t = aws_smithy_types::DateTime::from_millis(ms);
@@ -335,16 +361,11 @@ pub fn render(e: &LogEvent) -> String {
         );
     }
     let level = m.get("level").map(plain).unwrap_or_default();
-    let fields = m.get("fields").and_then(Value::as_object);
-    let message = fields
-        .and_then(|f| f.get("message"))
-        .map(plain)
-        .unwrap_or_default();
+    let (message, fields) = e.message_and_fields().unwrap_or_default();
     let mut s = format!("{head} {level:<5} {message}");
-    if let Some(f) = fields {
-        for (k, v) in f.iter().filter(|(k, _)| *k != "message") {
-            s.push_str(&format!(" {k}={}", plain(v)));
-        }
+    for f in fields {
+        s.push(' ');
+        s.push_str(&f);
     }
     if let Some(r) = e.request_id() {
         s.push_str(&format!(" [{}]", r.chars().take(8).collect::<String>()));

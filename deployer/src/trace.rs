@@ -134,10 +134,7 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
     // The logs: every line of each invocation that names the image, and the access log.
     let groups = logs::log_groups(&clients.cfn, &cfg.stage, &[]).await?;
     let since_ms = i64::try_from(cfg.since.as_millis()).unwrap_or(i64::MAX);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default();
+    let now = logs::now_ms();
     let events = logs::fetch(&clients.logs, &groups, now.saturating_sub(since_ms)).await?;
     let mut filter = Filter::new(Some(id.clone()), None);
     let mine: Vec<LogEvent> = filter.apply(&events).into_iter().cloned().collect();
@@ -235,22 +232,7 @@ fn truncate(s: &str, n: usize) -> String {
 /// A log line's message for the timeline: the JSON fields' `message` and the rest, or the
 /// plain text after the runtime's span.
 fn words(e: &LogEvent) -> String {
-    if let Some(m) = e.json() {
-        let fields = m.get("fields").and_then(Value::as_object);
-        let message = fields
-            .and_then(|f| f.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let rest: Vec<String> = fields
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| *k != "message")
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect();
+    if let Some((message, rest)) = e.message_and_fields() {
         return if rest.is_empty() {
             message
         } else {

@@ -1,7 +1,7 @@
 //! `cargo xtask logs`: the functions' logs and the API's access log as one stream.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use deployer::logs::{self, Filter, Level, LogEvent};
@@ -36,13 +36,6 @@ pub struct Args {
     pub output: Output,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
 fn print(e: &LogEvent, output: Output) -> Result<()> {
     match output {
         Output::Text => println!("{}", logs::render(e)),
@@ -70,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
         );
         let mut filter = Filter::new(a.image.clone(), a.level);
         let since_ms = i64::try_from(a.since.as_millis()).unwrap_or(i64::MAX);
-        let mut start = now_ms().saturating_sub(since_ms);
+        let mut start = logs::now_ms().saturating_sub(since_ms);
         // What was shown, by time: an event at `start` or later may come back.
         let mut seen: BTreeSet<(i64, String)> = BTreeSet::new();
         loop {
