@@ -1,7 +1,8 @@
-//! Lambda artifacts: builds the handlers as static musl binaries (the `lambda` profile for AWS,
-//! the cheaper `lambda-host` one for the local environment), checks each binary (machine,
-//! static, size), and packages it as a deterministic zip named by its SHA-256. A manifest
-//! records what was built; a rebuild that changes nothing re-zips nothing.
+//! Lambda artifacts: builds the handlers as static musl binaries in the `lambda` profile for
+//! AWS, or as host binaries in cargo's `dev` profile for the local environment (sharing what
+//! the tool's own build compiled), checks each binary (machine, static for Lambda, size), and
+//! packages it as a deterministic zip named by its SHA-256. A manifest records what was built;
+//! a rebuild that changes nothing re-zips nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,9 +23,11 @@ use crate::{elf, zip};
 
 /// The Cargo profile tuned for Lambda (see the workspace `Cargo.toml`).
 pub const PROFILE: &str = "lambda";
-/// The profile of artifacts for the local environment (the host's architecture): the same
-/// code, without the size work nothing local needs (see the workspace `Cargo.toml`).
-pub const HOST_PROFILE: &str = "lambda-host";
+/// The profile of artifacts for the local environment: cargo's own `dev`, for the host
+/// target, the profile and target `cargo xtask` itself is built in. With the features that
+/// `functions/host-deps` unifies, the handlers reuse every dependency the tool's build already
+/// compiled, so a first local deploy compiles little more than the handlers' own crates.
+pub const HOST_PROFILE: &str = "dev";
 /// Lambda's limit for a zip uploaded directly; through S3 it is larger, but a Rust handler
 /// anywhere near this has a problem worth hearing about.
 pub const MAX_ZIP_BYTES: u64 = 50 * 1024 * 1024;
@@ -46,6 +49,16 @@ impl BuildArch {
             BuildArch::Lambda(_) => PROFILE,
             BuildArch::Host => HOST_PROFILE,
         }
+    }
+
+    /// Where cargo leaves its binaries: `target/<triple>/lambda/`, or `target/debug/` for the
+    /// host (no `--target`, like the tool's own build).
+    pub fn binaries_dir(self) -> Result<PathBuf, BuildError> {
+        let target = workspace_root().join("target");
+        Ok(match self {
+            BuildArch::Lambda(a) => target.join(target_triple(a)).join(PROFILE),
+            BuildArch::Host => target.join("debug"),
+        })
     }
 
     /// Where its artifacts go: `target/lambda/<arch>/`, or `target/lambda/host-<arch>/`.
@@ -139,10 +152,14 @@ pub enum BuildError {
         "this machine's architecture ({0}) has no Lambda equivalent; pass --arch arm64 or x86_64"
     )]
     UnsupportedHost(String),
+    #[error(
+        "an opt-level override applies to Lambda builds (--arch arm64 or x86_64), not host builds"
+    )]
+    HostOptLevel,
     #[error(transparent)]
     Toolchain(#[from] ToolchainError),
-    #[error("cannot run cargo-zigbuild: {0}")]
-    Spawn(std::io::Error),
+    #[error("cannot run {0}: {1}")]
+    Spawn(&'static str, std::io::Error),
     #[error("cargo build for {target} failed ({status}):\n{output}")]
     Cargo {
         target: String,
@@ -505,19 +522,35 @@ fn still_current(dir: &Path, base: &str, functions: &[String], env: &Env) -> Opt
     all_there.then_some(manifest)
 }
 
+/// The host triple in `rustc -vV`'s output (its `host:` line).
+fn host_triple(toolchain: &str) -> Option<&str> {
+    toolchain
+        .lines()
+        .find_map(|l| l.strip_prefix("host:"))
+        .map(str::trim)
+}
+
 pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
     let arch = cfg.arch.resolve()?;
+    if cfg.arch == BuildArch::Host && cfg.opt_level.is_some() {
+        return Err(BuildError::HostOptLevel);
+    }
     let functions = selected(cfg)?;
-    let target = target_triple(arch);
     let profile = cfg.arch.profile();
     let root = workspace_root();
     let dir = cfg.arch.artifacts_dir()?;
+    let toolchain = toolchain_identity(&root);
+    let target = match cfg.arch {
+        BuildArch::Lambda(a) => target_triple(a).to_string(),
+        BuildArch::Host => host_triple(&toolchain).unwrap_or("host").to_string(),
+    };
+    let target = target.as_str();
     let inputs = BuildInputs {
         profile: profile.into(),
         target: target.into(),
         functions: functions.clone(),
         opt_level: cfg.opt_level.clone(),
-        toolchain: toolchain_identity(&root),
+        toolchain,
         env: build_env(),
     };
     let fingerprint = inputs.fingerprint(&root);
@@ -534,7 +567,11 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     }
     // A build that fails, or is interrupted, must not leave the old fingerprint standing.
     let _ = fs::remove_file(dir.join(FINGERPRINT));
-    let tools = toolchain::ensure(target, progress)?;
+    // Host builds need nothing beyond the toolchain that built this tool.
+    let tools = match cfg.arch {
+        BuildArch::Lambda(_) => Some(toolchain::ensure(target, progress)?),
+        BuildArch::Host => None,
+    };
 
     // Cargo is always given every function: features are unified over the packages of one
     // invocation, so building one alone would compile its dependencies differently (slower,
@@ -550,7 +587,7 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         functions.join(", ")
     ));
     cargo_build(
-        &tools,
+        tools.as_ref(),
         target,
         profile,
         &every,
@@ -568,7 +605,7 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         .unwrap_or_default();
     let mut artifacts = previous.clone();
     let mut unchanged = Vec::new();
-    let bin_dir = workspace_root().join("target").join(target).join(profile);
+    let bin_dir = cfg.arch.binaries_dir()?;
     for function in &functions {
         let path = bin_dir.join(function);
         let binary = fs::read(&path).map_err(|source| BuildError::Read {
@@ -577,7 +614,13 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             source,
         })?;
         progress.function_step(function, "checking the binary");
-        elf::check(&binary, arch).map_err(|source| BuildError::Binary {
+        let checked = match cfg.arch {
+            BuildArch::Lambda(_) => elf::check(&binary, arch),
+            // The local environment runs it on this machine, dynamically linked like the
+            // tool itself; only Lambda needs a static binary.
+            BuildArch::Host => elf::check_machine(&binary, arch),
+        };
+        checked.map_err(|source| BuildError::Binary {
             function: function.clone(),
             source,
         })?;
@@ -628,6 +671,22 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         manifest_path,
         unchanged,
     })
+}
+
+/// Paths of this checkout and of the Cargo home would otherwise end up in panic messages,
+/// making the same source give different Lambda binaries in different directories. (Host
+/// builds go without: a flag the tool's own build lacks would make cargo compile every
+/// dependency again. Their binaries are the same for the same source in the same checkout.)
+fn remap_flags(root: &Path) -> String {
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default();
+    format!(
+        "--remap-path-prefix={}=/build --remap-path-prefix={}=/cargo",
+        root.display(),
+        cargo_home.display()
+    )
 }
 
 fn limit(function: &str, what: &'static str, size: u64, limit: u64) -> Result<(), BuildError> {
@@ -690,8 +749,11 @@ fn package(
     })
 }
 
+/// Runs cargo for `functions`: through `cargo-zigbuild` for a Lambda target (`tools`), or
+/// plain cargo for the host, with nothing the tool's own build lacks (no `--target`, no
+/// flags), so that it reuses that build's dependencies.
 fn cargo_build(
-    tools: &toolchain::Toolchain,
+    tools: Option<&toolchain::Toolchain>,
     target: &str,
     profile: &str,
     functions: &[String],
@@ -699,40 +761,38 @@ fn cargo_build(
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
     let root = workspace_root();
-    let mut cmd = Command::new(&tools.zigbuild);
+    let (mut cmd, program) = match tools {
+        Some(tools) => {
+            let mut cmd = Command::new(&tools.zigbuild);
+            cmd.arg("zigbuild")
+                .args(["--profile", profile, "--target", target])
+                .env("CARGO_ZIGBUILD_PYTHON_PATH", &tools.zig_python)
+                .env(
+                    format!(
+                        "CARGO_TARGET_{}_RUSTFLAGS",
+                        target.to_uppercase().replace('-', "_")
+                    ),
+                    remap_flags(&root),
+                );
+            (cmd, "cargo-zigbuild")
+        }
+        None => {
+            let mut cmd = crate::cmd::cargo();
+            cmd.arg("build").args(["--profile", profile]);
+            (cmd, "cargo")
+        }
+    };
     cmd.current_dir(&root)
-        .arg("zigbuild")
-        .args(["--profile", profile, "--target", target])
         .args(["--message-format", "json-render-diagnostics"]);
     for f in functions {
         cmd.args(["--package", &package_of(f)]);
     }
-    // Paths of this checkout and of the Cargo home would otherwise end up in panic messages,
-    // making the same source give different binaries in different directories.
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_default();
-    let rustflags = format!(
-        "--remap-path-prefix={}=/build --remap-path-prefix={}=/cargo",
-        root.display(),
-        cargo_home.display()
-    );
     if let Some(level) = opt_level {
         let var = profile.to_uppercase().replace('-', "_");
         cmd.env(format!("CARGO_PROFILE_{var}_OPT_LEVEL"), level);
     }
-    cmd.env("CARGO_ZIGBUILD_PYTHON_PATH", &tools.zig_python)
-        .env(
-            format!(
-                "CARGO_TARGET_{}_RUSTFLAGS",
-                target.to_uppercase().replace('-', "_")
-            ),
-            rustflags,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(BuildError::Spawn)?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| BuildError::Spawn(program, e))?;
     // Diagnostics and cargo's status lines arrive on stderr; keep them for a failure report.
     let stderr = child.stderr.take();
     let collector = std::thread::spawn(move || {
@@ -754,7 +814,7 @@ fn cargo_build(
             }
         }
     }
-    let status = child.wait().map_err(BuildError::Spawn)?;
+    let status = child.wait().map_err(|e| BuildError::Spawn(program, e))?;
     let output = collector.join().unwrap_or_default();
     if !status.success() {
         let tail: Vec<&str> = output.lines().rev().take(60).collect();

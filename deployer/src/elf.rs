@@ -107,8 +107,9 @@ fn machine_name(m: u16) -> String {
     }
 }
 
-/// Accepts only a static executable for `arch`.
-pub fn check(b: &[u8], arch: Architecture) -> Result<ElfInfo, ElfError> {
+/// Accepts any executable for `arch`, static or not (for the local environment, which runs
+/// it on this machine).
+pub fn check_machine(b: &[u8], arch: Architecture) -> Result<ElfInfo, ElfError> {
     let info = inspect(b)?;
     let expected = machine_of(arch);
     if info.machine != expected {
@@ -117,6 +118,12 @@ pub fn check(b: &[u8], arch: Architecture) -> Result<ElfInfo, ElfError> {
             found: machine_name(info.machine),
         });
     }
+    Ok(info)
+}
+
+/// Accepts only a static executable for `arch` (what Lambda runs).
+pub fn check(b: &[u8], arch: Architecture) -> Result<ElfInfo, ElfError> {
+    let info = check_machine(b, arch)?;
     if info.interpreter || info.needed_libraries > 0 {
         return Err(ElfError::Dynamic(info.needed_libraries));
     }
@@ -189,6 +196,19 @@ pub(crate) mod tests {
             check(&needs_libs, Architecture::X86_64),
             Err(ElfError::Dynamic(1))
         );
+    }
+
+    #[test]
+    fn host_checks_accept_dynamic_binaries_but_not_the_wrong_machine() {
+        let glibc = crafted(EM_X86_64, &[1, PT_INTERP, PT_DYNAMIC], 2);
+        let info = check_machine(&glibc, Architecture::X86_64).unwrap();
+        assert!(info.interpreter);
+        assert_eq!(info.needed_libraries, 2);
+        assert!(matches!(
+            check_machine(&glibc, Architecture::Arm64),
+            Err(ElfError::WrongMachine { .. })
+        ));
+        assert_eq!(inspect(b"#!/bin/sh\n"), Err(ElfError::NotElf64));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The architecture's invariants (ARCHITECTURE.md), checked over the source tree: a change
 //! that breaks one fails `cargo test`, not a later review.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -121,4 +122,103 @@ fn the_checks_can_fail() {
     let me = read(&workspace_root().join("xtask").join("src").join("tidy.rs"));
     assert!(me.contains("-assets-") && me.contains("eprintln!"));
     assert!(!rust_files(&workspace_root().join("deployer").join("src")).is_empty());
+}
+
+/// `cargo tree -f '{p} {f}' --prefix none` output: each registry crate (`name vX.Y.Z`) with
+/// the feature lists it is built with (more than one when it is built for both the host, as a
+/// proc macro's dependency, and the target).
+fn features_by_crate(tree: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in tree.lines() {
+        // Workspace crates carry their path; only registry crates are shared builds.
+        if line.contains(" (/") {
+            continue;
+        }
+        let line = line.replace(" (*)", "").replace(" (proc-macro)", "");
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(version)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let features = words.next().unwrap_or_default().to_string();
+        out.entry(format!("{name} {version}"))
+            .or_default()
+            .insert(features);
+    }
+    out
+}
+
+/// The crates that two builds both compile with different features: each is compiled twice.
+/// One feature list missing from the other build is allowed when the rest agree (a crate
+/// built for the host as well, by a proc macro only one of them has).
+fn disagreements(builds: &[(&str, BTreeMap<String, BTreeSet<String>>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, (a, fa)) in builds.iter().enumerate() {
+        for (b, fb) in &builds[i + 1..] {
+            for (krate, la) in fa {
+                let Some(lb) = fb.get(krate) else { continue };
+                if !la.is_subset(lb) && !lb.is_subset(la) {
+                    found.push(format!("{krate}: {a} {la:?}, {b} {lb:?}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The tool (`cargo xtask`), the label service and the local handlers are three cargo
+/// invocations in the same profile and target; `functions/host-deps` makes them resolve
+/// their shared dependencies alike, so each reuses what the first compiled. A dependency
+/// change that breaks this would quietly make a first `deploy --local` compile the AWS SDK
+/// three times.
+#[test]
+fn host_builds_agree_on_the_features_of_shared_dependencies() {
+    let root = workspace_root();
+    let tree = |packages: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .args(["tree", "--locked", "--offline", "-e", "normal"]);
+        for p in packages {
+            cmd.args(["--package", p]);
+        }
+        let out = cmd
+            .args(["--format", "{p} {f}", "--prefix", "none"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        features_by_crate(&String::from_utf8_lossy(&out.stdout))
+    };
+    let builds = [
+        ("the tool", tree(&["xtask"])),
+        ("the label service", tree(&["local-labels"])),
+        (
+            "the handlers",
+            tree(&["upload-function", "process-function", "metadata-function"]),
+        ),
+    ];
+    assert!(builds.iter().all(|(_, b)| b.len() > 100));
+    let found = disagreements(&builds);
+    assert!(
+        found.is_empty(),
+        "host builds compile these differently; add each to functions/host-deps/Cargo.toml \
+         with the union of its features:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn disagreements_are_seen() {
+    let tool = features_by_crate(
+        "xtask v0.1.0 (/w/xtask)\ntokio v1.0.0 rt,time\nserde v1.0.0 std\nsyn v2.0.0 full (proc-macro)\n",
+    );
+    let handlers = features_by_crate(
+        "tokio v1.0.0 rt\nserde v1.0.0 std\nserde v1.0.0 derive,std (*)\nsyn v2.0.0 full\n",
+    );
+    assert!(!tool.contains_key("xtask v0.1.0"));
+    let found = disagreements(&[("tool", tool), ("handlers", handlers)]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("tokio v1.0.0: tool {\"rt,time\"}"));
 }
