@@ -238,6 +238,15 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
     })?;
     let tls = cfg.tls();
     tls.ensure()?;
+    // The label service's first build is minutes of CPU, while installing the emulator and the
+    // model mostly waits on downloads and disks: start it first and let both run.
+    let mut labels_build = None;
+    if cfg.labels_binary.is_none() && !healthy(cfg, Service::Labels) {
+        progress.step(
+            "building the label service (detect-labels) in the background; the first build takes a few minutes",
+        );
+        labels_build = Some(LabelsBuild::start()?);
+    }
     if !healthy(cfg, Service::Ministack) {
         if let Some(pid) = live_pid(cfg, Service::Ministack) {
             // Ours, but not answering as it must (started without TLS or enforcement by an
@@ -296,14 +305,12 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
             });
         }
         let model_dir = model::ensure(progress)?;
-        let binary = match &cfg.labels_binary {
-            Some(b) => b.clone(),
-            None => {
-                progress.step(
-                    "building the label service (detect-labels; the first build takes several minutes)",
-                );
-                build_labels()?
-            }
+        let binary = match (&cfg.labels_binary, labels_build.take()) {
+            (Some(b), _) => b.clone(),
+            (None, Some(build)) => build.finish(progress)?,
+            // It stopped answering while the emulator started: build (a no-op when
+            // current) and start it again.
+            (None, None) => LabelsBuild::start()?.finish(progress)?,
         };
         progress.step(&format!(
             "starting detect-labels on {}",
@@ -353,28 +360,96 @@ fn without_caller_credentials(
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
 }
 
-fn build_labels() -> Result<PathBuf, LocalError> {
-    let root = workspace_root();
-    // Cargo's own progress goes to our stderr: the first build takes minutes.
-    let status = crate::cmd::cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "--package",
-            "local-labels",
-            "--bin",
-            "detect-labels",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| LocalError::BuildLabels(e.to_string()))?;
-    if !status.success() {
-        return Err(LocalError::BuildLabels(format!(
-            "cargo exited with {status}; its messages are above"
-        )));
+/// `cargo build` of the label service, running as a child process. Dropped unfinished (when
+/// starting the environment fails on the way), the build is stopped.
+#[derive(Debug)]
+struct LabelsBuild {
+    child: std::process::Child,
+    /// Counts the units cargo reports; ends with its stdout.
+    units: Option<std::thread::JoinHandle<usize>>,
+    /// Cargo's messages (stderr), kept for a failure report.
+    messages: Option<std::thread::JoinHandle<String>>,
+}
+
+impl LabelsBuild {
+    fn start() -> Result<Self, LocalError> {
+        let mut child = crate::cmd::cargo()
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--package",
+                "local-labels",
+                "--bin",
+                "detect-labels",
+            ])
+            .args(["--message-format", "json-render-diagnostics"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LocalError::BuildLabels(format!("cannot start cargo: {e}")))?;
+        let stdout = child.stdout.take();
+        let units = std::thread::spawn(move || {
+            let Some(out) = stdout else { return 0 };
+            std::io::BufRead::lines(std::io::BufReader::new(out))
+                .map_while(Result::ok)
+                .filter(|l| {
+                    l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"fresh\":false")
+                })
+                .count()
+        });
+        let stderr = child.stderr.take();
+        let messages = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut err) = stderr {
+                let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            }
+            text
+        });
+        Ok(LabelsBuild {
+            child,
+            units: Some(units),
+            messages: Some(messages),
+        })
     }
-    Ok(labels_binary("debug"))
+
+    /// Waits for the build: the binary, or cargo's last messages when it failed.
+    fn finish(mut self, progress: &dyn Progress) -> Result<PathBuf, LocalError> {
+        let started = Instant::now();
+        progress.step("waiting for the label service's build");
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| LocalError::BuildLabels(e.to_string()))?;
+        let units = self.units.take().and_then(|t| t.join().ok()).unwrap_or(0);
+        let messages = self
+            .messages
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = messages.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(LocalError::BuildLabels(format!(
+                "cargo exited with {status}:\n{}",
+                tail.join("\n")
+            )));
+        }
+        progress.step(&format!(
+            "label service built ({units} units compiled; waited {:.0} s for it)",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(labels_binary("debug"))
+    }
+}
+
+impl Drop for LabelsBuild {
+    fn drop(&mut self) {
+        if self.units.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// Where cargo puts the label service's binary for `profile` (`debug` or `release`).
