@@ -640,7 +640,11 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             continue;
         }
         progress.function_step(function, "packaging bootstrap.zip");
-        let artifact = package(function, &binary, binary_sha256, &dir)?;
+        let effort = match cfg.arch {
+            BuildArch::Lambda(_) => zip::Effort::Best,
+            BuildArch::Host => zip::Effort::Fast,
+        };
+        let artifact = package(function, effort, &binary, binary_sha256, &dir)?;
         artifacts.insert(function.clone(), artifact);
     }
     let manifest = Manifest {
@@ -705,6 +709,7 @@ fn limit(function: &str, what: &'static str, size: u64, limit: u64) -> Result<()
 /// removing the function's older zips.
 fn package(
     function: &str,
+    effort: zip::Effort,
     binary: &[u8],
     binary_sha256: String,
     dir: &Path,
@@ -713,7 +718,7 @@ fn package(
         function: function.into(),
         source,
     };
-    let bytes = zip::bootstrap_zip(binary).map_err(zip_err)?;
+    let bytes = zip::bootstrap_zip(binary, effort).map_err(zip_err)?;
     let entry = zip::read_single(&bytes).map_err(zip_err)?;
     if entry.name != zip::ENTRY || entry.mode != zip::MODE || entry.data != binary {
         return Err(zip_err(zip::ZipError::Invalid(
@@ -1155,8 +1160,8 @@ mod tests {
     fn packaging_is_deterministic_and_content_addressed() {
         let dir = std::env::temp_dir().join(format!("pkg-test-{}", std::process::id()));
         let bin = elf::tests::crafted(elf::EM_X86_64, &[1], 0);
-        let a = package("upload", &bin, "b".into(), &dir).unwrap();
-        let b = package("upload", &bin, "b".into(), &dir).unwrap();
+        let a = package("upload", zip::Effort::Best, &bin, "b".into(), &dir).unwrap();
+        let b = package("upload", zip::Effort::Best, &bin, "b".into(), &dir).unwrap();
         assert_eq!(a, b);
         let bytes = fs::read(dir.join(&a.zip)).unwrap();
         assert_eq!(hex(&Sha256::digest(&bytes)), a.sha256);
@@ -1170,7 +1175,7 @@ mod tests {
         // A new binary replaces the old zip.
         let mut other = bin.clone();
         other.push(0);
-        let c = package("upload", &other, "c".into(), &dir).unwrap();
+        let c = package("upload", zip::Effort::Best, &other, "c".into(), &dir).unwrap();
         assert_ne!(c.sha256, a.sha256);
         let left: Vec<_> = fs::read_dir(dir.join("upload"))
             .unwrap()
