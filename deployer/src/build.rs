@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -59,6 +59,26 @@ impl BuildArch {
             BuildArch::Lambda(a) => target.join(target_triple(a)).join(PROFILE),
             BuildArch::Host => target.join("debug"),
         })
+    }
+
+    /// Accepts a binary of this build: a static executable for Lambda; for the host, any
+    /// executable of its machine (the local environment runs it here, dynamically linked
+    /// like the tool itself).
+    /// `arch` is what this build resolved to.
+    pub fn check(self, binary: &[u8], arch: Architecture) -> Result<elf::ElfInfo, elf::ElfError> {
+        match self {
+            BuildArch::Lambda(_) => elf::check(binary, arch),
+            BuildArch::Host => elf::check_machine(binary, arch),
+        }
+    }
+
+    /// How hard its zips are compressed: Lambda's as small as deflate makes them; the local
+    /// environment's large unoptimised binaries quickly.
+    pub fn zip_effort(self) -> zip::Effort {
+        match self {
+            BuildArch::Lambda(_) => zip::Effort::Best,
+            BuildArch::Host => zip::Effort::Fast,
+        }
     }
 
     /// Where its artifacts go: `target/lambda/<arch>/`, or `target/lambda/host-<arch>/`.
@@ -614,16 +634,12 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             source,
         })?;
         progress.function_step(function, "checking the binary");
-        let checked = match cfg.arch {
-            BuildArch::Lambda(_) => elf::check(&binary, arch),
-            // The local environment runs it on this machine, dynamically linked like the
-            // tool itself; only Lambda needs a static binary.
-            BuildArch::Host => elf::check_machine(&binary, arch),
-        };
-        checked.map_err(|source| BuildError::Binary {
-            function: function.clone(),
-            source,
-        })?;
+        cfg.arch
+            .check(&binary, arch)
+            .map_err(|source| BuildError::Binary {
+                function: function.clone(),
+                source,
+            })?;
         limit(
             function,
             "the binary",
@@ -640,11 +656,13 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             continue;
         }
         progress.function_step(function, "packaging bootstrap.zip");
-        let effort = match cfg.arch {
-            BuildArch::Lambda(_) => zip::Effort::Best,
-            BuildArch::Host => zip::Effort::Fast,
-        };
-        let artifact = package(function, effort, &binary, binary_sha256, &dir)?;
+        let artifact = package(
+            function,
+            cfg.arch.zip_effort(),
+            &binary,
+            binary_sha256,
+            &dir,
+        )?;
         artifacts.insert(function.clone(), artifact);
     }
     let manifest = Manifest {
@@ -799,14 +817,7 @@ fn cargo_build(
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| BuildError::Spawn(program, e))?;
     // Diagnostics and cargo's status lines arrive on stderr; keep them for a failure report.
-    let stderr = child.stderr.take();
-    let collector = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut s) = stderr {
-            let _ = s.read_to_string(&mut text);
-        }
-        text
-    });
+    let collector = crate::cmd::collect(child.stderr.take());
     let mut count = 0;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -822,11 +833,10 @@ fn cargo_build(
     let status = child.wait().map_err(|e| BuildError::Spawn(program, e))?;
     let output = collector.join().unwrap_or_default();
     if !status.success() {
-        let tail: Vec<&str> = output.lines().rev().take(60).collect();
         return Err(BuildError::Cargo {
             target: target.into(),
             status: status.to_string(),
-            output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            output: crate::cmd::last_lines(&output, 60),
         });
     }
     Ok(())

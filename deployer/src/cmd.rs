@@ -39,9 +39,44 @@ pub fn status(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Reads `stream` to its end on a thread of its own (so a child writing to a full pipe never
+/// blocks), giving back what it read; an absent stream reads as empty.
+pub fn collect<R: std::io::Read + Send + 'static>(
+    stream: Option<R>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut s) = stream {
+            let _ = s.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
+/// The last `n` lines of `text` (a failed tool's messages end with what matters).
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lines_keeps_the_end() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(last_lines("a\nb", 5), "a\nb");
+        assert_eq!(last_lines("", 3), "");
+    }
+
+    #[test]
+    fn collect_reads_to_the_end() {
+        let text = collect(Some(std::io::Cursor::new(b"one\ntwo".to_vec())));
+        assert_eq!(text.join().unwrap(), "one\ntwo");
+        let none: Option<std::io::Cursor<Vec<u8>>> = None;
+        assert_eq!(collect(none).join().unwrap(), "");
+    }
 
     #[test]
     fn failures_say_what_ran_and_how_it_ended() {

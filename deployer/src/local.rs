@@ -398,14 +398,7 @@ impl LabelsBuild {
                 })
                 .count()
         });
-        let stderr = child.stderr.take();
-        let messages = std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut err) = stderr {
-                let _ = std::io::Read::read_to_string(&mut err, &mut text);
-            }
-            text
-        });
+        let messages = crate::cmd::collect(child.stderr.take());
         Ok(LabelsBuild {
             child,
             units: Some(units),
@@ -428,11 +421,9 @@ impl LabelsBuild {
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
         if !status.success() {
-            let tail: Vec<&str> = messages.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(LocalError::BuildLabels(format!(
                 "cargo exited with {status}:\n{}",
-                tail.join("\n")
+                crate::cmd::last_lines(&messages, 40)
             )));
         }
         progress.step(&format!(
