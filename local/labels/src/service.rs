@@ -360,56 +360,46 @@ impl Service {
         }
     }
 
-    /// Class labels plus parent labels whose confidence is the summed probability of their
-    /// classes, like Rekognition's hierarchy: highest first, filtered, truncated.
+    /// Labels like Rekognition's: each class counts for its own name and for every parent,
+    /// so an aggregated label's confidence is the summed probability of its classes (and
+    /// classes sharing a name are one label). When nothing reaches `min_confidence` on the
+    /// whole image, the four corners and the centre (each [`CROP`] of a side) are looked at
+    /// too, and each label keeps its best view: a thing that fills only part of the picture
+    /// is still found. Highest first, filtered, truncated.
     fn labels(
         &self,
         img: &image::DynamicImage,
         max: usize,
         min_confidence: f32,
     ) -> Result<Vec<LabelOut>, ApiError> {
-        let scored = self
-            .model
-            .classify(img)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut parents: BTreeMap<&str, f32> = BTreeMap::new();
-        let mut out = Vec::new();
-        for s in &scored {
-            let Some(label) = self.model.label(s.class) else {
-                continue;
-            };
-            let confidence = s.probability * 100.0;
-            for p in &label.parents {
-                *parents.entry(p.as_str()).or_default() += confidence;
-            }
-            if confidence >= min_confidence {
-                out.push(LabelOut {
-                    name: label.name.clone(),
-                    confidence,
-                    parents: label
-                        .parents
-                        .iter()
-                        .map(|p| ParentOut { name: p.clone() })
-                        .collect(),
-                    instances: vec![],
-                    aliases: vec![],
-                    categories: vec![],
-                });
+        let mut best = self.scores(img)?;
+        if !best.values().any(|s| s.confidence >= min_confidence) {
+            for view in crops(img) {
+                for (name, s) in self.scores(&view)? {
+                    let e = best.entry(name).or_insert(Score {
+                        confidence: 0.0,
+                        parents: s.parents.clone(),
+                    });
+                    e.confidence = e.confidence.max(s.confidence);
+                }
             }
         }
-        for (name, confidence) in parents {
-            let confidence = confidence.min(100.0);
-            if confidence >= min_confidence && !out.iter().any(|l| l.name == name) {
-                out.push(LabelOut {
-                    name: name.to_string(),
-                    confidence,
-                    parents: vec![],
-                    instances: vec![],
-                    aliases: vec![],
-                    categories: vec![],
-                });
-            }
-        }
+        let mut out: Vec<LabelOut> = best
+            .into_iter()
+            .filter(|(_, s)| s.confidence >= min_confidence)
+            .map(|(name, s)| LabelOut {
+                name,
+                confidence: s.confidence,
+                parents: s
+                    .parents
+                    .into_iter()
+                    .map(|name| ParentOut { name })
+                    .collect(),
+                instances: vec![],
+                aliases: vec![],
+                categories: vec![],
+            })
+            .collect();
         out.sort_by(|a, b| {
             b.confidence
                 .total_cmp(&a.confidence)
@@ -421,11 +411,84 @@ impl Service {
         }
         Ok(out)
     }
+
+    /// Every label's confidence in one view, with its parents.
+    fn scores(&self, img: &image::DynamicImage) -> Result<BTreeMap<String, Score>, ApiError> {
+        let scored = self
+            .model
+            .classify(img)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut out: BTreeMap<String, Score> = BTreeMap::new();
+        for s in &scored {
+            let Some(label) = self.model.label(s.class) else {
+                continue;
+            };
+            let confidence = s.probability * 100.0;
+            let names = std::iter::once(&label.name).chain(&label.parents);
+            for name in names {
+                let parents = match self.model.taxonomy(name) {
+                    Some(p) => p.to_vec(),
+                    None => label.parents.clone(),
+                };
+                let e = out.entry(name.clone()).or_insert(Score {
+                    confidence: 0.0,
+                    parents,
+                });
+                e.confidence = (e.confidence + confidence).min(100.0);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One label's confidence (percent) and its parents.
+#[derive(Debug, Clone)]
+struct Score {
+    confidence: f32,
+    parents: Vec<String>,
+}
+
+/// The share of each side a crop keeps.
+pub const CROP: f32 = 0.6;
+
+/// The four corners and the centre, each [`CROP`] of the width and the height.
+fn crops(img: &image::DynamicImage) -> Vec<image::DynamicImage> {
+    let (w, h) = (img.width(), img.height());
+    let cw = ((w as f32 * CROP).round() as u32).clamp(1, w.max(1));
+    let ch = ((h as f32 * CROP).round() as u32).clamp(1, h.max(1));
+    let (right, bottom) = (w.saturating_sub(cw), h.saturating_sub(ch));
+    [
+        (0, 0),
+        (right, 0),
+        (0, bottom),
+        (right, bottom),
+        (right / 2, bottom / 2),
+    ]
+    .into_iter()
+    .map(|(x, y)| img.crop_imm(x, y, cw, ch))
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crops_are_the_corners_and_the_centre_inside_the_image() {
+        let img = image::DynamicImage::new_rgb8(500, 300);
+        let views = crops(&img);
+        assert_eq!(views.len(), 5);
+        for v in &views {
+            assert_eq!((v.width(), v.height()), (300, 180));
+        }
+        // A 1-pixel image still gives five 1-pixel views.
+        let tiny = image::DynamicImage::new_rgb8(1, 1);
+        assert!(
+            crops(&tiny)
+                .iter()
+                .all(|v| v.width() == 1 && v.height() == 1)
+        );
+    }
 
     #[test]
     fn faults_first_n_then_none() {
