@@ -306,17 +306,23 @@ pub async fn prove_enforcement(
             "the failure record does not name {REVOKED_ACTION}: {error}"
         )));
     }
-    // Nothing was labeled while the read was denied.
-    let item = http
+    // Nothing was labeled while the read was denied: the image is still `processing`.
+    let resp = http
         .get(format!("{api}/metadata/{image_id}"))
         .send()
         .await
-        .map_err(|e| fail(format!("GET /metadata: {e}")))?
-        .status()
-        .as_u16();
-    if item != 404 {
+        .map_err(|e| fail(format!("GET /metadata: {e}")))?;
+    let code = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| fail(format!("GET /metadata: {e}")))?;
+    let status = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["status"].as_str().map(str::to_string));
+    if code != 200 || status.as_deref() != Some("processing") {
         return Err(fail(format!(
-            "image {image_id} has an item ({item}) although its object could not be read"
+            "image {image_id} should still be processing, since its object could not be read; GET /metadata answered {code}: {text}"
         )));
     }
     Ok(EnforcementProof {

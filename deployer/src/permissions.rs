@@ -502,6 +502,8 @@ fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
                 "dynamodb:UpdateTable",
                 "dynamodb:DescribeContinuousBackups",
                 "dynamodb:UpdateContinuousBackups",
+                "dynamodb:DescribeTimeToLive",
+                "dynamodb:UpdateTimeToLive",
                 "dynamodb:TagResource",
                 "dynamodb:UntagResource",
                 "dynamodb:ListTagsOfResource",

@@ -257,7 +257,29 @@ impl Run<'_> {
         let answer = self.post("/upload", content_type(&image), image).await?;
         let up: Uploaded = answer.expect("POST /upload", 201)?;
         self.image_id = Some(up.image_id.clone());
-        Ok(format!("201, image_id {}, {size} bytes", up.image_id))
+        // Visible at once: processing (or, on a fast day, already labeled).
+        let now = self.status_of(&up.image_id).await?;
+        if !matches!(now, ImageStatus::Processing | ImageStatus::Labeled) {
+            return Err(format!(
+                "right after the upload GET /metadata/{} says {}, not processing",
+                up.image_id,
+                now.as_str()
+            ));
+        }
+        Ok(format!(
+            "201, image_id {}, {size} bytes; at once {}",
+            up.image_id,
+            now.as_str()
+        ))
+    }
+
+    /// `GET /metadata/{id}`'s status; a 404 is an error, since the id was accepted.
+    async fn status_of(&mut self, id: &str) -> Result<ImageStatus, String> {
+        let m: ImageMetadata = self
+            .get(&format!("/metadata/{id}"))
+            .await?
+            .expect("GET /metadata/{id}", 200)?;
+        Ok(m.status)
     }
 
     async fn labels(&mut self) -> Result<String, String> {
@@ -310,6 +332,14 @@ impl Run<'_> {
         // The one response that hands out an S3 URL by design: not part of the no-S3-URL check.
         self.bodies.pop();
         let presigned: PresignedUpload = answer.expect("POST /uploads", 201)?;
+        let before = self.status_of(&presigned.image_id).await?;
+        if before != ImageStatus::AwaitingUpload {
+            return Err(format!(
+                "before its PUT GET /metadata/{} says {}, not awaiting_upload",
+                presigned.image_id,
+                before.as_str()
+            ));
+        }
         let mut put = self.http.put(&presigned.upload.url).body(body);
         for (k, v) in &presigned.upload.headers {
             put = put.header(k, v);
@@ -349,7 +379,7 @@ impl Run<'_> {
         }
         let l = self.wait_for_labels(&id).await?;
         Ok(format!(
-            "image {id} uploaded with a presigned PUT (a second PUT is refused with 412) and labeled ({} labels)",
+            "image {id} awaiting_upload until its presigned PUT (a second PUT is refused with 412), then labeled ({} labels)",
             l.len()
         ))
     }
@@ -502,7 +532,10 @@ impl Run<'_> {
                         other => format!("200 {}", other.as_str()),
                     }
                 }
-                Ok(a) if a.status == 404 => "404 (not processed yet)".to_string(),
+                // The id was accepted: it is listed from the start, never 404.
+                Ok(a) if a.status == 404 => {
+                    return Err(format!("404 for an accepted image: {}", clip(&a.text)));
+                }
                 Ok(a) => return Err(format!("unexpected {}: {}", a.status, clip(&a.text))),
                 Err(e) => e,
             };

@@ -20,6 +20,9 @@ pub const REJECTED_TAG: (&str, &str) = ("image-pipeline-rejected", "true");
 /// Days after which a rejected upload stops being current, and again until that noncurrent
 /// version is deleted: gone within two days (plus S3's lifecycle lag, usually under a day).
 pub const REJECTED_EXPIRY_DAYS: u32 = 1;
+/// The images table's time-to-live attribute (epoch seconds): only `awaiting_upload` items
+/// carry it, so an image that never arrived stops being listed.
+pub const EXPIRY_ATTRIBUTE: &str = "expires_at";
 /// The template parameter that carries the stage.
 pub const STAGE_PARAM: &str = "Stage";
 /// The template parameter of the optional Rekognition endpoint (local deploys only).
@@ -615,17 +618,24 @@ impl App {
         let names = Names;
         let upload = FunctionSpec {
             name: "upload",
-            description: "POST /upload stores a validated image under uploads/; POST /uploads presigns a direct S3 upload",
+            description: "POST /upload stores a validated image under uploads/; POST /uploads presigns a direct S3 upload; both record the image as accepted",
             memory_mb: 512,
             timeout_seconds: 15,
             env: vec![
                 (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
                 (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
             ],
-            touches: vec![Access::S3Put {
-                bucket: names.bucket_arn(),
-                prefix: UPLOAD_PREFIX.into(),
-            }],
+            touches: vec![
+                Access::S3Put {
+                    bucket: names.bucket_arn(),
+                    prefix: UPLOAD_PREFIX.into(),
+                },
+                // The early item (`processing`, `awaiting_upload`): one conditional PutItem.
+                Access::DynamoPut {
+                    table: names.table_arn(),
+                },
+            ],
             routes: vec![
                 Route::Upload.into(),
                 // Presigned PUT for images larger than API Gateway and Lambda can carry.

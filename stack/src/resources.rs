@@ -259,6 +259,16 @@ pub struct Table {
     pub point_in_time_recovery_specification: PointInTimeRecovery,
     #[serde(rename = "SSESpecification")]
     pub sse_specification: SseSpecification,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_live_specification: Option<TimeToLive>,
+}
+
+/// DynamoDB deletes an item some time after the epoch seconds its attribute names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TimeToLive {
+    pub attribute_name: String,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, EnvValue, FunctionSpec, Names, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
-    REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
+    APP, App, Architecture, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec, Names, REJECTED_EXPIRY_DAYS,
+    REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -109,6 +109,11 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
             sse_enabled: true,
             sse_type: Some("KMS".into()),
         },
+        // An `awaiting_upload` item whose image never arrived expires.
+        time_to_live_specification: Some(TimeToLive {
+            attribute_name: EXPIRY_ATTRIBUTE.into(),
+            enabled: true,
+        }),
     };
     resources.insert(
         TABLE_ID.to_string(),

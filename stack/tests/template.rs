@@ -629,8 +629,13 @@ fn other_functions_needs_are_denied() {
                 policies::access::SAMPLE_OBJECT
             ),
         ),
+        // The early item is a PutItem; nothing else may change an item.
         (
-            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/image-pipeline-dev-images".to_string(),
+        ),
+        (
+            "dynamodb:DeleteItem",
             "arn:aws:dynamodb:us-east-1:123456789012:table/image-pipeline-dev-images".to_string(),
         ),
         (

@@ -75,7 +75,11 @@ async fn upload_stays_within_its_policy() {
         .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put], |c| c
         .interceptor(rec.clone()));
-    let ctx = upload_function::Ctx::from_env(s3, &env_of("upload")).unwrap();
+    let record = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record], |c| c
+        .interceptor(rec.clone()));
+    let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
 
     let mut direct: serde_json::Value =
         serde_json::from_str(include_str!("../../upload/tests/data/post-upload.json")).unwrap();
@@ -97,7 +101,19 @@ async fn upload_stays_within_its_policy() {
     assert_eq!(resp.status_code, 201);
 
     let recorded = rec.requests();
-    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
+    // The stored image and its `processing` item; the presigned PUT (authorised as the
+    // function when it is used) and its `awaiting_upload` item.
+    assert_eq!(
+        actions,
+        [
+            "s3:PutObject",
+            "dynamodb:PutItem",
+            "s3:PutObject",
+            "dynamodb:PutItem"
+        ],
+        "{recorded:?}"
+    );
     check("upload", &recorded);
 }
 
@@ -164,6 +180,8 @@ async fn process_stays_within_its_policy() {
         [
             "s3:GetObjectVersion",
             "s3:ListBucket",
+            // `awaiting_upload` to `processing`, when a presigned upload arrives.
+            "dynamodb:PutItem",
             "rekognition:DetectLabels",
             "s3:GetObjectVersion",
             "dynamodb:PutItem"
@@ -224,6 +242,12 @@ fn handlers_read_the_variables_the_stack_sets() {
     use stack::app::env;
     assert_eq!(upload_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
     assert_eq!(upload_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(upload_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    // The attribute the upload function writes is the one the table's time to live reads.
+    assert_eq!(
+        upload_function::EXPIRY_ATTRIBUTE,
+        stack::app::EXPIRY_ATTRIBUTE
+    );
     assert_eq!(process_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
     assert_eq!(process_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
     assert_eq!(process_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
@@ -232,6 +256,7 @@ fn handlers_read_the_variables_the_stack_sets() {
     // And a handler refuses to start without them.
     let none = |_: &str| None;
     let s3 = mock_client!(aws_sdk_s3, []);
-    let err = upload_function::Ctx::from_env(s3, &none).unwrap_err();
+    let ddb = mock_client!(aws_sdk_dynamodb, []);
+    let err = upload_function::Ctx::from_env(s3, ddb, &none).unwrap_err();
     assert!(err.contains("UPLOAD_BUCKET"), "{err}");
 }

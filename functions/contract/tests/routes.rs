@@ -65,7 +65,11 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build()
                 });
                 let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put]);
-                let ctx = upload_function::Ctx::from_env(s3, &env_of("upload")).unwrap();
+                let record = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
+                });
+                let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record]);
+                let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
                 upload_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
                     .await
                     .unwrap()

@@ -89,7 +89,7 @@ async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError>
     match out.item() {
         Some(item) => Ok(json_response(200, &from_item(item))),
         None => Err(ApiError::not_found(format!(
-            "no metadata for image {id}: it does not exist or is still being processed"
+            "no image {id}: no upload was accepted with this id (or its presigned upload expired unused)"
         ))),
     }
 }

@@ -6,6 +6,10 @@
 //! image Rekognition takes becomes a `failed` item with the reason, and its version is tagged
 //! so that the bucket's lifecycle expires it.
 //!
+//! Statuses only move forward: the final item replaces an `awaiting_upload` or `processing`
+//! one (written by the upload function) and nothing else, so a duplicate or late event never
+//! turns a `labeled` image back.
+//!
 //! Failure policy: what the image itself causes (not an image, too large, unreadable) becomes a
 //! `failed` item and is not retried; what the services cause (throttling, 5xx) is retried by
 //! the SDK and, if it persists, returned as an error so that Lambda's async retries and the
@@ -33,7 +37,9 @@ pub const ENV_REJECTED_TAG: &str = "REJECTED_TAG";
 pub const ENV_MAX_LABELS: &str = "MAX_LABELS";
 pub const ENV_MIN_CONFIDENCE: &str = "MIN_CONFIDENCE";
 pub const DEFAULT_MAX_LABELS: i32 = 10;
-pub const DEFAULT_MIN_CONFIDENCE: f32 = 70.0;
+/// Rekognition's own default: labels are stored from here, and readers ask for more
+/// confidence with the API's `min_confidence`.
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 55.0;
 /// How much of an object the function reads itself: enough for the signature and, in nearly
 /// every file, the header with the dimensions.
 pub const SNIFF_BYTES: u64 = 64 * 1024;
@@ -244,6 +250,9 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             return put(ctx, &item).await;
         }
     };
+
+    // A presigned upload has just arrived: it is `processing` from now until its labels.
+    mark_processing(ctx, &id, &content_type, size, uploaded_at).await?;
 
     let mut image = S3Object::builder().bucket(bucket).name(&key);
     if let Some(v) = version {
@@ -519,14 +528,81 @@ fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Writes the item once: a second delivery of the same event finds it there and stops.
+/// The condition of the final write: no item yet, or one that is not final. A second
+/// delivery of the same event finds the final item there and stops.
+pub const FINAL_WRITE_CONDITION: &str =
+    "attribute_not_exists(image_id) OR #status IN (:awaiting_upload, :processing)";
+
+fn status_values() -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            ":awaiting_upload".to_string(),
+            AttributeValue::S(ImageStatus::AwaitingUpload.as_str().into()),
+        ),
+        (
+            ":processing".to_string(),
+            AttributeValue::S(ImageStatus::Processing.as_str().into()),
+        ),
+    ])
+}
+
+/// Moves an `awaiting_upload` item to `processing`; any other item (or none) is left alone.
+async fn mark_processing(
+    ctx: &Ctx,
+    id: &ImageId,
+    content_type: &str,
+    size_bytes: i64,
+    uploaded_at: DateTime<Utc>,
+) -> Result<(), RetryableError> {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let item = HashMap::from([
+        ("image_id".to_string(), s(&id.to_string())),
+        ("status".to_string(), s(ImageStatus::Processing.as_str())),
+        ("content_type".to_string(), s(content_type)),
+        (
+            "size_bytes".to_string(),
+            AttributeValue::N(size_bytes.to_string()),
+        ),
+        ("uploaded_at".to_string(), s(&timestamp(uploaded_at))),
+    ]);
+    let result = ctx
+        .dynamodb
+        .put_item()
+        .table_name(&ctx.table)
+        .set_item(Some(item))
+        .condition_expression("#status = :awaiting_upload")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":awaiting_upload", s(ImageStatus::AwaitingUpload.as_str()))
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(image_id = %id, "presigned upload arrived: processing");
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(RetryableError(format!(
+            "PutItem (processing) failed: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        ))),
+    }
+}
+
+/// Writes the final item once: over nothing, or over an item that is not final yet.
 async fn put(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
     let result = ctx
         .dynamodb
         .put_item()
         .table_name(&ctx.table)
         .set_item(Some(item.attributes()))
-        .condition_expression("attribute_not_exists(image_id)")
+        .condition_expression(FINAL_WRITE_CONDITION)
+        .expression_attribute_names("#status", "status")
+        .set_expression_attribute_values(Some(status_values()))
         .send()
         .await;
     match result {
@@ -538,7 +614,7 @@ async fn put(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
             if e.as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
         {
-            tracing::info!(image_id = %item.image_id, "duplicate delivery: the item already exists");
+            tracing::info!(image_id = %item.image_id, "duplicate or late delivery: the image is already labeled or failed");
             Ok(Outcome::Duplicate)
         }
         Err(e) => Err(RetryableError(format!(

@@ -19,12 +19,12 @@ use aws_sdk_rekognition::types::{Label, Parent};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use lambda_runtime::{Context, LambdaEvent};
-use process_function::{Ctx, Summary, handler};
+use process_function::{Ctx, FINAL_WRITE_CONDITION, Summary, handler};
 
 const ONE: &str = include_str!("data/s3-put.json");
 const MANY: &str = include_str!("data/s3-put-many.json");
@@ -120,21 +120,71 @@ fn labels_ok() -> Rule {
         })
 }
 
-/// A PutItem rule that records every item written, and insists on the idempotency condition.
+const AWAITING: &str = "#status = :awaiting_upload";
+
+fn check_failed() -> PutItemError {
+    PutItemError::ConditionalCheckFailedException(
+        ConditionalCheckFailedException::builder()
+            .message("The conditional request failed")
+            .build(),
+    )
+}
+
+/// A PutItem rule for a table with no item for the image yet: it records every final item
+/// written (insisting on the forward-only condition) and finds nothing `awaiting_upload`.
 fn put_recording(items: &Items) -> Rule {
     let items = items.clone();
     mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(|r| {
             r.table_name() == Some("image-pipeline-dev-images")
-                && r.condition_expression() == Some("attribute_not_exists(image_id)")
+                && [Some(FINAL_WRITE_CONDITION), Some(AWAITING)].contains(&r.condition_expression())
         })
-        .then_compute_output(move |r| {
+        .then_compute_response(move |r| {
+            if r.condition_expression() == Some(AWAITING) {
+                return MockResponse::Error(check_failed());
+            }
             items
                 .lock()
                 .unwrap()
                 .push(r.item().cloned().unwrap_or_default());
-            PutItemOutput::builder().build()
+            MockResponse::Output(PutItemOutput::builder().build())
         })
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A one-table DynamoDB that evaluates the conditions the function writes with, keeping every
+/// status an item had in `history`.
+fn fake_table(
+    table: &Arc<Mutex<HashMap<String, Item>>>,
+    history: &Arc<Mutex<Vec<String>>>,
+) -> Rule {
+    let (table, history) = (table.clone(), history.clone());
+    mock!(aws_sdk_dynamodb::Client::put_item).then_compute_response(move |r| {
+        let item = r.item().cloned().unwrap_or_default();
+        let id = s(&item["image_id"]).to_string();
+        let mut t = table.lock().unwrap();
+        let current = t.get(&id).map(|i| s(&i["status"]).to_string());
+        let values = r.expression_attribute_values().cloned().unwrap_or_default();
+        let value = |k: &str| values.get(k).map(|v| s(v).to_string());
+        let names = r.expression_attribute_names().cloned().unwrap_or_default();
+        let allowed = match r.condition_expression() {
+            Some(c) if c == FINAL_WRITE_CONDITION => {
+                assert_eq!(names.get("#status").map(String::as_str), Some("status"));
+                current.is_none()
+                    || current == value(":awaiting_upload")
+                    || current == value(":processing")
+            }
+            Some(c) if c == AWAITING => current.is_some() && current == value(":awaiting_upload"),
+            other => panic!("unexpected condition {other:?}"),
+        };
+        if !allowed {
+            return MockResponse::Error(check_failed());
+        }
+        history.lock().unwrap().push(s(&item["status"]).to_string());
+        t.insert(id, item);
+        MockResponse::Output(PutItemOutput::builder().build())
+    })
 }
 
 /// Standard retries (3 attempts) without the waiting.
@@ -249,13 +299,7 @@ async fn a_duplicate_delivery_is_success_and_writes_nothing_new() {
     let c = ctx(&[&head], &[&rek], &[&first]);
     assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
     // Second delivery: DynamoDB's condition finds the item.
-    let dup = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
-        PutItemError::ConditionalCheckFailedException(
-            ConditionalCheckFailedException::builder()
-                .message("exists")
-                .build(),
-        )
-    });
+    let dup = mock!(aws_sdk_dynamodb::Client::put_item).then_error(check_failed);
     let c = ctx(&[&head], &[&rek], &[&dup]);
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(
@@ -771,4 +815,79 @@ async fn hostile_s3_records_are_processed_or_skipped_exactly() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The status an item starts with, the statuses it goes through and the one it ends with.
+#[tokio::test]
+async fn statuses_only_move_forward() {
+    let seeded = |status: &str| {
+        HashMap::from([
+            ("image_id".to_string(), AttributeValue::S(ID.into())),
+            ("status".to_string(), AttributeValue::S(status.into())),
+        ])
+    };
+    for (before, written, after, summary) in [
+        // A presigned upload arrives: processing, then labeled.
+        (
+            Some("awaiting_upload"),
+            vec!["processing", "labeled"],
+            "labeled",
+            Summary {
+                labeled: 1,
+                ..Summary::default()
+            },
+        ),
+        // A direct upload, recorded as processing by the upload function.
+        (
+            Some("processing"),
+            vec!["labeled"],
+            "labeled",
+            Summary {
+                labeled: 1,
+                ..Summary::default()
+            },
+        ),
+        // The upload function's record has not landed yet.
+        (
+            None,
+            vec!["labeled"],
+            "labeled",
+            Summary {
+                labeled: 1,
+                ..Summary::default()
+            },
+        ),
+        // A duplicate or late event: nothing is written, nothing goes back.
+        (
+            Some("labeled"),
+            vec![],
+            "labeled",
+            Summary {
+                duplicates: 1,
+                ..Summary::default()
+            },
+        ),
+        (
+            Some("failed"),
+            vec![],
+            "failed",
+            Summary {
+                duplicates: 1,
+                ..Summary::default()
+            },
+        ),
+    ] {
+        let table = Arc::new(Mutex::new(HashMap::new()));
+        if let Some(status) = before {
+            table.lock().unwrap().insert(ID.to_string(), seeded(status));
+        }
+        let history = Arc::default();
+        let (head, rek, put) = (head_ok(), labels_ok(), fake_table(&table, &history));
+        let c = ctx(&[&head], &[&rek], &[&put]);
+        let got = handler(&c, event(ONE)).await.unwrap();
+        assert_eq!(got, summary, "from {before:?}");
+        assert_eq!(*history.lock().unwrap(), written, "from {before:?}");
+        let t = table.lock().unwrap();
+        assert_eq!(s(&t[ID]["status"]), after, "from {before:?}");
+    }
 }

@@ -1,13 +1,19 @@
 //! The upload function. `POST /upload` takes the raw image as the body, checks what it really
-//! is, and stores it under `uploads/{image_id}`; `POST /uploads` hands out a presigned S3 PUT
-//! for images too large to pass through API Gateway and Lambda.
+//! is, stores it under `uploads/{image_id}` and records it as `processing`; `POST /uploads`
+//! records an `awaiting_upload` image and hands out a presigned S3 PUT for images too large to
+//! pass through API Gateway and Lambda.
+//!
+//! Both records are written only where no item for the id exists: the process function may
+//! have labeled the image already, and a label is never turned back into `processing`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use api_types::{ImageStatus, PresignRequest, PresignedPut, PresignedUpload, Route, Uploaded};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::{HeaderValue, header};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
@@ -28,6 +34,12 @@ pub const ENV_MAX_UPLOAD_BYTES: &str = "MAX_UPLOAD_BYTES";
 pub const ENV_PRESIGN_SECONDS: &str = "PRESIGN_EXPIRES_SECONDS";
 pub const ENV_UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
 pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
+pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+/// How long an `awaiting_upload` item outlives its presigned URL before DynamoDB's time to
+/// live removes it (`expires_at`): an image that never arrived stops being listed.
+pub const AWAITING_GRACE_SECONDS: u64 = 24 * 3600;
+/// The item attribute the table's time to live reads.
+pub const EXPIRY_ATTRIBUTE: &str = "expires_at";
 
 const ACCEPTED: &str = "image/jpeg or image/png";
 
@@ -35,6 +47,8 @@ const ACCEPTED: &str = "image/jpeg or image/png";
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
     pub bucket: String,
     pub prefix: String,
     pub max_upload_bytes: usize,
@@ -42,10 +56,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn from_env(s3: aws_sdk_s3::Client, vars: Vars) -> Result<Self, String> {
+    pub fn from_env(
+        s3: aws_sdk_s3::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        vars: Vars,
+    ) -> Result<Self, String> {
+        let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
         Ok(Self {
             s3,
-            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
+            dynamodb,
+            table: required_env(vars, ENV_IMAGES_TABLE)?,
+            bucket,
             prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
             max_upload_bytes: env_or(vars, ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
             presign_expires: Duration::from_secs(env_or(
@@ -171,6 +192,19 @@ async fn upload(
             tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "PutObject failed");
             ApiError::unavailable("the image could not be stored; try again")
         })?;
+    // The image is stored and its event on the way: a failure to record it early loses nothing
+    // (the process function writes the item either way), so it is logged, not answered 503,
+    // which would make the client upload the image a second time.
+    let accepted = Accepted {
+        id: &id,
+        status: ImageStatus::Processing,
+        content_type: kind.mime(),
+        size_bytes: size,
+        expires_at: None,
+    };
+    if let Err(e) = record(ctx, &accepted).await {
+        tracing::warn!(image_id = %id, error = %e, "the image is stored but not yet listed as processing: it appears once labeled");
+    }
     // API Gateway's id of the request, which its access log carries: `trace` joins the two.
     let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
     match BUILD_NOTE {
@@ -266,6 +300,22 @@ async fn presign(
         .headers()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
         .collect();
+    // Recorded before the URL is handed out, so the id answers 200 from the start; if that
+    // fails, the client gets a 503 and nothing was promised.
+    let expires_at = chrono::Utc::now().timestamp().max(0).unsigned_abs()
+        + ctx.presign_expires.as_secs()
+        + AWAITING_GRACE_SECONDS;
+    let accepted = Accepted {
+        id: &id,
+        status: ImageStatus::AwaitingUpload,
+        content_type: kind.mime(),
+        size_bytes: size,
+        expires_at: Some(expires_at),
+    };
+    record(ctx, &accepted).await.map_err(|e| {
+        tracing::error!(image_id = %id, error = %e, "recording the presigned upload failed");
+        ApiError::unavailable("a presigned upload could not be created; try again")
+    })?;
     let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
     tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
     let mut resp = json_response(
@@ -283,4 +333,64 @@ async fn presign(
     );
     set_location(&mut resp, &id);
     Ok(resp)
+}
+
+/// An image as the upload function knows it when it accepts it.
+struct Accepted<'a> {
+    id: &'a ImageId,
+    status: ImageStatus,
+    content_type: &'a str,
+    size_bytes: u64,
+    /// Epoch seconds after which DynamoDB's time to live may delete the item.
+    expires_at: Option<u64>,
+}
+
+impl Accepted<'_> {
+    fn attributes(&self) -> HashMap<String, AttributeValue> {
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let mut m = HashMap::from([
+            ("image_id".to_string(), s(&self.id.to_string())),
+            ("status".to_string(), s(self.status.as_str())),
+            ("content_type".to_string(), s(self.content_type)),
+            (
+                "size_bytes".to_string(),
+                AttributeValue::N(self.size_bytes.to_string()),
+            ),
+            (
+                "uploaded_at".to_string(),
+                s(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            ),
+        ]);
+        if let Some(t) = self.expires_at {
+            m.insert(
+                EXPIRY_ATTRIBUTE.to_string(),
+                AttributeValue::N(t.to_string()),
+            );
+        }
+        m
+    }
+}
+
+/// Writes the accepted image's item unless one exists: an existing item is further along
+/// (the process function got there first) and is left as it is.
+async fn record(ctx: &Ctx, accepted: &Accepted<'_>) -> Result<(), String> {
+    let result = ctx
+        .dynamodb
+        .put_item()
+        .table_name(&ctx.table)
+        .set_item(Some(accepted.attributes()))
+        .condition_expression("attribute_not_exists(image_id)")
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            tracing::info!(image_id = %accepted.id, "already recorded further along; left as it is");
+            Ok(())
+        }
+        Err(e) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()),
+    }
 }

@@ -9,6 +9,7 @@ async fn main() -> Result<(), Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ctx = Ctx::from_env(
         aws_sdk_s3::Client::new(&config),
+        aws_sdk_dynamodb::Client::new(&config),
         &handler_shared::process_env,
     )?;
     run(service_fn(|event| handler(&ctx, event))).await

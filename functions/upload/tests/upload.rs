@@ -1,5 +1,6 @@
-//! The upload function against mocked S3: the happy paths with real photographs, and a table
-//! of bad inputs that must each get the exact status and error code and store nothing.
+//! The upload function against mocked S3 and DynamoDB: the happy paths with real photographs,
+//! the early item each route records, and a table of bad inputs that must each get the exact
+//! status and error code and store nothing.
 
 // Test code: fixtures and mocks are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,6 +9,9 @@ use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
@@ -58,9 +62,19 @@ fn put_ok() -> Rule {
     mock!(Client::put_object).then_output(|| PutObjectOutput::builder().build())
 }
 
+fn record_ok() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build())
+}
+
 fn ctx(rules: &[&Rule], max: usize) -> Ctx {
+    ctx_with(rules, &[&record_ok()], max)
+}
+
+fn ctx_with(s3: &[&Rule], ddb: &[&Rule], max: usize) -> Ctx {
     Ctx {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        table: "image-pipeline-dev-images".into(),
         bucket: "image-pipeline-dev-123456789012-us-east-1".into(),
         prefix: "uploads/".into(),
         max_upload_bytes: max,
@@ -426,4 +440,108 @@ async fn client_input_is_echoed_in_at_most_200_characters() {
         );
         assert!(message.chars().count() < 400, "{name}: {message}");
     }
+}
+
+fn attr<'a>(
+    r: &'a aws_sdk_dynamodb::operation::put_item::PutItemInput,
+    k: &str,
+) -> Option<&'a str> {
+    r.item().and_then(|i| i.get(k)).and_then(|v| match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn a_stored_image_is_recorded_as_processing_where_no_item_exists() {
+    let png = photo("chelsea.png");
+    let recorded = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.table_name() == Some("image-pipeline-dev-images")
+                && r.condition_expression() == Some("attribute_not_exists(image_id)")
+                && attr(r, "status") == Some("processing")
+                && attr(r, "content_type") == Some("image/png")
+                && attr(r, "image_id")
+                    .is_some_and(|id| handler_shared::ImageId::parse(id).is_some())
+                && attr(r, "uploaded_at").is_some()
+                && attr(r, "expires_at").is_none()
+                && attr(r, "labels").is_none()
+        })
+        .then_output(|| PutItemOutput::builder().build());
+    let stored = put_ok();
+    let c = ctx_with(&[&stored], &[&recorded], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(&png), true, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+    assert_eq!((stored.num_calls(), recorded.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn an_item_further_along_or_a_table_outage_still_answers_201() {
+    // The process function labeled the image first: its item stays. Or DynamoDB is down: the
+    // image is stored and will be labeled, so the client must not upload it again.
+    for rule in [
+        mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder().build(),
+            )
+        }),
+        mock!(aws_sdk_dynamodb::Client::put_item)
+            .then_error(|| PutItemError::unhandled("simulated outage")),
+    ] {
+        let stored = put_ok();
+        let c = ctx_with(&[&stored], &[&rule], 4_500_000);
+        let resp = handler(&c, upload_event(&b64(&photo("rocket.jpg")), true, None))
+            .await
+            .unwrap();
+        assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+        assert_eq!((stored.num_calls(), rule.num_calls()), (1, 1));
+    }
+}
+
+#[tokio::test]
+async fn a_presigned_upload_is_recorded_as_awaiting_upload_with_an_expiry() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let recorded = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |r| {
+            let expires = attr(r, "expires_at").and_then(|t| t.parse::<u64>().ok());
+            r.condition_expression() == Some("attribute_not_exists(image_id)")
+                && attr(r, "status") == Some("awaiting_upload")
+                && attr(r, "size_bytes") == Some("8000000")
+                && expires.is_some_and(|t| {
+                    t >= before + 300 + upload_function::AWAITING_GRACE_SECONDS
+                        && t <= before + 300 + upload_function::AWAITING_GRACE_SECONDS + 60
+                })
+        })
+        .then_output(|| PutItemOutput::builder().build());
+    let c = ctx_with(&[&put_ok()], &[&recorded], 4_500_000);
+    let resp = handler(
+        &c,
+        presign_event(r#"{"content_type": "image/jpeg", "size_bytes": 8000000}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+    assert_eq!(json(&resp)["status"], "awaiting_upload");
+    assert_eq!(recorded.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_presign_that_cannot_be_recorded_is_a_503_and_hands_out_no_url() {
+    let down = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_error(|| PutItemError::unhandled("simulated outage"));
+    let c = ctx_with(&[&put_ok()], &[&down], 4_500_000);
+    let resp = handler(
+        &c,
+        presign_event(r#"{"content_type": "image/png", "size_bytes": 100}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 503);
+    let text = serde_json::to_string(&json(&resp)).unwrap();
+    assert!(!text.contains("X-Amz"), "{text}");
 }
