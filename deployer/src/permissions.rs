@@ -288,6 +288,12 @@ pub fn deployer_policy(
             s.arn(&Names.table_arn()),
         ),
         Statement::allow(
+            // The smoke test removes its images' label entries and counts them down.
+            "LabelIndexForSmokeTest",
+            actions(&["dynamodb:DeleteItem", "dynamodb:UpdateItem"]),
+            s.arn(&Names.labels_table_arn()),
+        ),
+        Statement::allow(
             // Its depth (smoke test, `status`); `trace` reads messages with a zero
             // visibility timeout, leaving them on the queue.
             "FailureQueue",
@@ -494,7 +500,7 @@ fn functions(s: &Scoped) -> Statement<String> {
 fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
     [
         Statement::allow(
-            "ImagesTables",
+            "ImagesAndLabelsTables",
             actions(&[
                 "dynamodb:CreateTable",
                 "dynamodb:DeleteTable",
@@ -508,7 +514,7 @@ fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
                 "dynamodb:UntagResource",
                 "dynamodb:ListTagsOfResource",
             ]),
-            s.arn(&Names.table_arn()),
+            [s.arn(&Names.table_arn()), s.arn(&Names.labels_table_arn())].concat(),
         ),
         Statement::allow(
             "FailureQueues",
@@ -1113,11 +1119,14 @@ mod tests {
                     !a.starts_with("lambda:") || a.starts_with("lambda:Get"),
                     "deployer holds {a}"
                 );
-                // Reads for `status` and `trace`; the smoke test's removal of its own item.
+                // Reads for `status` and `trace`; the smoke test's removal of its own item,
+                // and of its label entries with their counts (UpdateItem on the index only).
                 assert!(
                     !a.starts_with("dynamodb:")
                         || ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Scan"]
-                            .contains(&a),
+                            .contains(&a)
+                        || (a == "dynamodb:UpdateItem"
+                            && s.resource.iter().all(|r| r.ends_with("-labels"))),
                     "deployer holds {a}"
                 );
                 assert!(

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use api_types::{
-    ErrorBody, FailureReason, ImageMetadata, ImageStatus, Page, PresignRequest, PresignedUpload,
-    Uploaded,
+    ErrorBody, FailureReason, ImageMetadata, ImageStatus, LabelCounts, Page, PresignRequest,
+    PresignedUpload, Uploaded,
 };
 use aws_sdk_cloudformation::types::StackStatus;
 use aws_sdk_iam::types::PolicyEvaluationDecisionType;
@@ -48,6 +48,9 @@ pub enum CheckName {
     Labels,
     /// `GET /metadata` lists it.
     Listing,
+    /// `GET /metadata?label=` finds it under its first label (in another case), `GET /labels`
+    /// counts that label, and `min_confidence` above the label's confidence leaves it out.
+    LabelSearch,
     /// `POST /uploads`, a PUT to the URL it hands out, then labels.
     PresignedUpload,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
@@ -64,10 +67,11 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 9] = [
+    pub const ALL: [CheckName; 10] = [
         CheckName::Upload,
         CheckName::Labels,
         CheckName::Listing,
+        CheckName::LabelSearch,
         CheckName::PresignedUpload,
         CheckName::BadUpload,
         CheckName::PresignedNonImage,
@@ -81,6 +85,7 @@ impl CheckName {
             CheckName::Upload => "upload",
             CheckName::Labels => "labels",
             CheckName::Listing => "listing",
+            CheckName::LabelSearch => "label-search",
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::BadUpload => "bad-upload",
             CheckName::PresignedNonImage => "presigned-non-image",
@@ -236,6 +241,7 @@ impl Run<'_> {
             CheckName::Upload => self.upload().await,
             CheckName::Labels => self.labels().await,
             CheckName::Listing => self.listing().await,
+            CheckName::LabelSearch => self.label_search().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::BadUpload => self.bad_upload().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
@@ -312,6 +318,69 @@ impl Run<'_> {
                 _ => return Err(format!("not in {pages} pages of GET /metadata")),
             }
         }
+    }
+
+    /// The uploaded image under its first label, searched in upper case; the label's count;
+    /// and the search at a confidence above the label's, which must leave the image out.
+    async fn label_search(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let m: ImageMetadata = self
+            .get(&format!("/metadata/{id}"))
+            .await?
+            .expect("GET /metadata/{id}", 200)?;
+        let Some(label) = m
+            .labels
+            .iter()
+            .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+        else {
+            return Ok("not run: the image has no labels to search by".to_string());
+        };
+        let name = label.name.clone();
+        let query = query_value(&name.to_uppercase());
+        let found = self
+            .search_pages(&format!("/metadata?label={query}&limit=100"), &id)
+            .await?;
+        if !found {
+            return Err(format!(
+                "GET /metadata?label={query} does not list image {id}"
+            ));
+        }
+        let counts: LabelCounts = self.get("/labels").await?.expect("GET /labels", 200)?;
+        let count = counts
+            .labels
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&name))
+            .map(|c| c.count)
+            .ok_or_else(|| format!("GET /labels does not count {name}"))?;
+        let above = label.confidence.floor() as u16 + 1;
+        if above <= 100 {
+            let path = format!("/metadata?label={query}&limit=100&min_confidence={above}");
+            if self.search_pages(&path, &id).await? {
+                return Err(format!(
+                    "GET {path} lists image {id}, whose {name} is {:.1} %",
+                    label.confidence
+                ));
+            }
+        }
+        Ok(format!(
+            "found under label={query}; GET /labels counts {count} {name}; not at min_confidence={above}"
+        ))
+    }
+
+    /// Whether the pages of a search list `id` (at most 1000 pages).
+    async fn search_pages(&mut self, first: &str, id: &str) -> Result<bool, String> {
+        let mut path = first.to_string();
+        for _ in 0..1000 {
+            let page: Page = self.get(&path).await?.expect("GET /metadata?label=", 200)?;
+            if page.items.iter().any(|i| i.image_id == id) {
+                return Ok(true);
+            }
+            match page.next_token {
+                Some(t) => path = format!("{first}&next_token={t}"),
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 
     /// Asks `POST /uploads` for a presigned PUT, sends the image with exactly the headers it
@@ -549,9 +618,96 @@ impl Run<'_> {
         }
     }
 
+    /// Removes an image's entries from the label index and counts its labels down, as the
+    /// process function indexed them (README, "Data model").
+    async fn unindex(&self, table: &str, labels_table: &str, id: &str) -> Result<(), String> {
+        use api_types::index;
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let got = self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(table)
+            .key("image_id", AttributeValue::S(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk(&e))?;
+        let Some(item) = got.item() else {
+            return Ok(());
+        };
+        let uploaded_at = item
+            .get("uploaded_at")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let mut done = std::collections::BTreeSet::new();
+        for l in item
+            .get("labels")
+            .and_then(|v| v.as_l().ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_m().ok())
+        {
+            let Some(key) = l
+                .get("name")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|n| index::normalize(n))
+            else {
+                continue;
+            };
+            // The process function indexed each name once, at its highest confidence.
+            if !done.insert(key.clone()) {
+                continue;
+            }
+            let deleted = self
+                .clients
+                .dynamodb
+                .delete_item()
+                .table_name(labels_table)
+                .key(
+                    index::PARTITION_KEY,
+                    AttributeValue::S(index::label_partition(&key)),
+                )
+                .key(
+                    index::SORT_KEY,
+                    AttributeValue::S(index::entry_sort_key(&uploaded_at, id)),
+                )
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| sdk(&e))?;
+            // Count down the bucket the entry was counted in, and only if it was there.
+            let Some(indexed) = deleted
+                .attributes()
+                .and_then(|a| a.get(index::CONFIDENCE))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<f64>().ok())
+            else {
+                continue;
+            };
+            self.clients
+                .dynamodb
+                .update_item()
+                .table_name(labels_table)
+                .key(
+                    index::PARTITION_KEY,
+                    AttributeValue::S(index::COUNTS_PARTITION.into()),
+                )
+                .key(index::SORT_KEY, AttributeValue::S(key))
+                .update_expression("ADD #count :minus")
+                .expression_attribute_names("#count", index::count_attribute(indexed))
+                .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+                .send()
+                .await
+                .map_err(|e| sdk(&e))?;
+        }
+        Ok(())
+    }
+
     /// Removes what the checks uploaded (object versions and items) unless asked to keep
     /// them; whether everything went.
-    async fn clean_up(&self, table: &str, progress: &dyn Progress) -> bool {
+    async fn clean_up(&self, table: &str, labels_table: &str, progress: &dyn Progress) -> bool {
         let ids: Vec<&String> = self
             .image_id
             .iter()
@@ -563,6 +719,12 @@ impl Run<'_> {
         }
         let mut all = true;
         for id in ids {
+            if let Err(e) = self.unindex(table, labels_table, id).await {
+                all = false;
+                progress.step(&format!(
+                    "could not remove image {id} from the label index: {e}"
+                ));
+            }
             let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
             let objects = delete_object_versions(&self.clients.s3, &self.bucket, &key).await;
             let item = self
@@ -577,7 +739,9 @@ impl Run<'_> {
                 .send()
                 .await;
             match (objects, item) {
-                (Ok(()), Ok(_)) => progress.step(&format!("removed image {id} (object and item)")),
+                (Ok(()), Ok(_)) => progress.step(&format!(
+                    "removed image {id} (object, item and label index entries)"
+                )),
                 (Err(e), _) => {
                     all = false;
                     progress.step(&format!("could not remove the object {key}: {e}"));
@@ -647,6 +811,7 @@ pub async fn smoke_test(
     };
     let api = client_api_url(&cfg.target, &need(outputs::API_URL)?);
     let table = need(outputs::TABLE)?;
+    let labels_table = need(outputs::LABELS_TABLE)?;
     let mut run = Run {
         cfg,
         http: aws::http_client(&cfg.target, Duration::from_secs(35)).map_err(SmokeError::Http)?,
@@ -676,7 +841,7 @@ pub async fn smoke_test(
         progress.check(&c);
         checks.push(c);
     }
-    let cleaned_up = run.clean_up(&table, progress).await;
+    let cleaned_up = run.clean_up(&table, &labels_table, progress).await;
     Ok(SmokeReport {
         stack: stack_name,
         target: cfg.target.describe(),
@@ -978,5 +1143,31 @@ async fn check_matrix(
             wrong.len(),
             wrong.join("\n  ")
         ))
+    }
+}
+
+/// `value` percent-encoded for a query string: every byte but the unreserved ones.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::query_value;
+
+    #[test]
+    fn labels_are_percent_encoded_in_queries() {
+        assert_eq!(query_value("CAT"), "CAT");
+        assert_eq!(query_value("BIG CAT"), "BIG%20CAT");
+        assert_eq!(query_value("A&B=C/é"), "A%26B%3DC%2F%C3%A9");
     }
 }

@@ -33,6 +33,10 @@ pub enum Access {
     DynamoPut { table: ArnTemplate },
     /// `dynamodb:GetItem` and `dynamodb:Scan` on one table.
     DynamoRead { table: ArnTemplate },
+    /// `dynamodb:UpdateItem` on one table (an `ADD` to a counter).
+    DynamoUpdate { table: ArnTemplate },
+    /// `dynamodb:Query` on one table (not its indexes).
+    DynamoQuery { table: ArnTemplate },
     /// `sqs:SendMessage` to one queue (an async-invoke OnFailure destination is sent with the
     /// function's own role).
     SqsSend { queue: ArnTemplate },
@@ -76,6 +80,8 @@ impl Access {
             Access::DetectLabels => vec![act("rekognition:DetectLabels")],
             Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
             Access::DynamoRead { .. } => vec![act("dynamodb:GetItem"), act("dynamodb:Scan")],
+            Access::DynamoUpdate { .. } => vec![act("dynamodb:UpdateItem")],
+            Access::DynamoQuery { .. } => vec![act("dynamodb:Query")],
             Access::SqsSend { .. } => vec![act("sqs:SendMessage")],
             Access::WriteLogs { .. } => {
                 vec![act("logs:CreateLogStream"), act("logs:PutLogEvents")]
@@ -93,7 +99,10 @@ impl Access {
             | Access::S3TagVersion { bucket, prefix } => vec![objects(bucket, prefix)],
             Access::S3ListBucket { bucket } => vec![bucket.clone()],
             Access::DetectLabels => vec![ArnTemplate::any()],
-            Access::DynamoPut { table } | Access::DynamoRead { table } => vec![table.clone()],
+            Access::DynamoPut { table }
+            | Access::DynamoRead { table }
+            | Access::DynamoUpdate { table }
+            | Access::DynamoQuery { table } => vec![table.clone()],
             Access::SqsSend { queue } => vec![queue.clone()],
             Access::WriteLogs { log_group } => vec![streams(log_group)],
         }
@@ -110,6 +119,8 @@ impl Access {
             Access::DetectLabels => "DetectLabels",
             Access::DynamoPut { .. } => "WriteImageItems",
             Access::DynamoRead { .. } => "ReadImageItems",
+            Access::DynamoUpdate { .. } => "UpdateItems",
+            Access::DynamoQuery { .. } => "QueryItems",
             Access::SqsSend { .. } => "SendToFailureQueue",
             Access::WriteLogs { .. } => "WriteOwnLogs",
         }
@@ -237,7 +248,10 @@ impl Access {
                     push(a, ArnTemplate::any(), "another Rekognition action");
                 }
             }
-            Access::DynamoPut { table } | Access::DynamoRead { table } => {
+            Access::DynamoPut { table }
+            | Access::DynamoRead { table }
+            | Access::DynamoUpdate { table }
+            | Access::DynamoQuery { table } => {
                 for a in [
                     "dynamodb:GetItem",
                     "dynamodb:PutItem",
@@ -316,12 +330,24 @@ pub struct FunctionAccess {
 }
 
 impl FunctionAccess {
-    /// The function's identity policy: one `Allow` statement per declared access.
+    /// The function's identity policy: one `Allow` statement per declared access. A kind of
+    /// access declared again (on a second table) gets its statement id numbered: `WriteImageItems2`.
     pub fn policy(&self) -> PolicyDocument<ArnTemplate> {
+        let mut seen: Vec<&'static str> = Vec::new();
         PolicyDocument::new(
             self.access
                 .iter()
-                .map(|a| Statement::allow(a.sid(), a.actions(), a.resources()))
+                .map(|a| {
+                    let sid = a.sid();
+                    let n = seen.iter().filter(|s| **s == sid).count();
+                    seen.push(sid);
+                    let sid = if n == 0 {
+                        sid.to_string()
+                    } else {
+                        format!("{sid}{}", n + 1)
+                    };
+                    Statement::allow(&sid, a.actions(), a.resources())
+                })
                 .collect(),
         )
     }

@@ -33,6 +33,7 @@ pub mod outputs {
     pub const API_URL: &str = "ApiUrl";
     pub const BUCKET: &str = "UploadsBucketName";
     pub const TABLE: &str = "ImagesTableName";
+    pub const LABELS_TABLE: &str = "LabelsTableName";
     pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
 }
 
@@ -152,6 +153,7 @@ pub mod env {
     pub const UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
     pub const REJECTED_TAG: &str = "REJECTED_TAG";
     pub const IMAGES_TABLE: &str = "IMAGES_TABLE";
+    pub const LABELS_TABLE: &str = "LABELS_TABLE";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -398,6 +400,17 @@ impl Names {
     pub fn table_arn(&self) -> ArnTemplate {
         let mut parts = vec![Part::Lit("table/".into())];
         parts.extend(self.table().parts().iter().cloned());
+        ArnTemplate::arn("dynamodb", true, true, parts)
+    }
+
+    /// The label index: each labeled image under each of its labels, and the label counts.
+    pub fn labels_table(&self) -> ArnTemplate {
+        named("-labels")
+    }
+
+    pub fn labels_table_arn(&self) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("table/".into())];
+        parts.extend(self.labels_table().parts().iter().cloned());
         ArnTemplate::arn("dynamodb", true, true, parts)
     }
 
@@ -651,6 +664,7 @@ impl App {
             timeout_seconds: 60,
             env: vec![
                 (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+                (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
                 (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
                 (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
                 (
@@ -682,6 +696,14 @@ impl App {
                 Access::DynamoPut {
                     table: names.table_arn(),
                 },
+                // With a labeled item, in one transaction: an entry per label (Put) and each
+                // label's count (an UpdateItem ADD).
+                Access::DynamoPut {
+                    table: names.labels_table_arn(),
+                },
+                Access::DynamoUpdate {
+                    table: names.labels_table_arn(),
+                },
             ],
             routes: vec![],
             trigger: Some(S3Trigger {
@@ -695,14 +717,27 @@ impl App {
         };
         let metadata = FunctionSpec {
             name: "metadata",
-            description: "GET /metadata and GET /metadata/{id}: reads labels from DynamoDB",
+            description: "GET /metadata, GET /metadata/{id} and GET /labels: reads labels from DynamoDB",
             memory_mb: 256,
             timeout_seconds: 10,
-            env: vec![(env::IMAGES_TABLE, EnvValue::Name(names.table()))],
-            touches: vec![Access::DynamoRead {
-                table: names.table_arn(),
-            }],
-            routes: vec![Route::ListMetadata.into(), Route::GetMetadata.into()],
+            env: vec![
+                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+                (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+            ],
+            touches: vec![
+                Access::DynamoRead {
+                    table: names.table_arn(),
+                },
+                // Search by label and the label counts.
+                Access::DynamoQuery {
+                    table: names.labels_table_arn(),
+                },
+            ],
+            routes: vec![
+                Route::ListMetadata.into(),
+                Route::GetMetadata.into(),
+                Route::ListLabels.into(),
+            ],
             trigger: None,
             on_failure: None,
         };
@@ -789,6 +824,7 @@ mod tests {
         let len = |t: ArnTemplate| t.resolve(&b).map(|s| s.len()).unwrap_or(usize::MAX);
         assert!(len(n.bucket()) <= 63, "bucket");
         assert!(len(n.table()) <= 255, "table");
+        assert!(len(n.labels_table()) <= 255, "labels table");
         assert!(len(n.failure_queue()) <= 80, "queue");
         for f in App::image_pipeline().functions {
             assert!(len(n.function(f.name)) <= 64, "function {}", f.name);

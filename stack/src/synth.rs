@@ -38,6 +38,7 @@ pub const CONDITION_REKOGNITION_ENDPOINT: &str = "HasRekognitionEndpoint";
 pub const BUCKET_ID: &str = "UploadsBucket";
 pub const BUCKET_POLICY_ID: &str = "UploadsBucketPolicy";
 pub const TABLE_ID: &str = "ImagesTable";
+pub const LABELS_TABLE_ID: &str = "LabelsTable";
 pub const QUEUE_ID: &str = "ProcessFailureQueue";
 pub const API_ID: &str = "HttpApi";
 pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
@@ -118,6 +119,46 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
     resources.insert(
         TABLE_ID.to_string(),
         Resource::new(ResourceProps::Table(table))
+            .deleted_with_stack()
+            .skip_check(
+                "CKV_AWS_119",
+                "encrypted with the AWS managed KMS key (SSEType KMS); a customer managed key would add a key per stage and key policy administration for no extra protection of label metadata",
+            ),
+    );
+
+    // The label index (README, "Data model"): a partition per label, newest image first, and
+    // one partition of label counts.
+    let key = |name: &str, key_type: &str| KeySchemaElement {
+        attribute_name: name.into(),
+        key_type: key_type.into(),
+    };
+    let string = |name: &str| AttributeDefinition {
+        attribute_name: name.into(),
+        attribute_type: "S".into(),
+    };
+    let labels = Table {
+        table_name: sub(&names.labels_table()),
+        billing_mode: "PAY_PER_REQUEST".into(),
+        attribute_definitions: vec![
+            string(api_types::index::PARTITION_KEY),
+            string(api_types::index::SORT_KEY),
+        ],
+        key_schema: vec![
+            key(api_types::index::PARTITION_KEY, "HASH"),
+            key(api_types::index::SORT_KEY, "RANGE"),
+        ],
+        point_in_time_recovery_specification: PointInTimeRecovery {
+            point_in_time_recovery_enabled: true,
+        },
+        sse_specification: SseSpecification {
+            sse_enabled: true,
+            sse_type: Some("KMS".into()),
+        },
+        time_to_live_specification: None,
+    };
+    resources.insert(
+        LABELS_TABLE_ID.to_string(),
+        Resource::new(ResourceProps::Table(labels))
             .deleted_with_stack()
             .skip_check(
                 "CKV_AWS_119",
@@ -252,6 +293,13 @@ fn add_outputs(outputs: &mut BTreeMap<String, Output>) {
     outputs.insert(
         outputs::TABLE.into(),
         output("Table of image metadata and labels", Expr::r#ref(TABLE_ID)),
+    );
+    outputs.insert(
+        outputs::LABELS_TABLE.into(),
+        output(
+            "Index of images by label, and the label counts",
+            Expr::r#ref(LABELS_TABLE_ID),
+        ),
     );
     outputs.insert(
         outputs::FAILURE_QUEUE_URL.into(),

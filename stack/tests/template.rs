@@ -429,6 +429,10 @@ fn http_api_routes_stage_and_scoped_permissions() {
         routes,
         BTreeMap::from([
             (
+                "GET /labels".to_string(),
+                "integrations/${MetadataIntegration}".to_string()
+            ),
+            (
                 "GET /metadata".to_string(),
                 "integrations/${MetadataIntegration}".to_string()
             ),
@@ -481,6 +485,7 @@ fn http_api_routes_stage_and_scoped_permissions() {
     assert_eq!(
         arns,
         BTreeSet::from([
+            format!("{prefix}/*/GET/labels"),
             format!("{prefix}/*/GET/metadata"),
             format!("{prefix}/*/GET/metadata/*"),
             format!("{prefix}/*/POST/upload"),

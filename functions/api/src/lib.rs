@@ -18,20 +18,23 @@ pub enum Route {
     ListMetadata,
     /// `GET /metadata/{id}`: one image's metadata.
     GetMetadata,
+    /// `GET /labels`: the labels in use, with their image counts.
+    ListLabels,
 }
 
 impl Route {
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 5] = [
         Route::Upload,
         Route::PresignUpload,
         Route::ListMetadata,
         Route::GetMetadata,
+        Route::ListLabels,
     ];
 
     pub fn method(self) -> &'static str {
         match self {
             Route::Upload | Route::PresignUpload => "POST",
-            Route::ListMetadata | Route::GetMetadata => "GET",
+            Route::ListMetadata | Route::GetMetadata | Route::ListLabels => "GET",
         }
     }
 
@@ -42,6 +45,7 @@ impl Route {
             Route::PresignUpload => "/uploads",
             Route::ListMetadata => "/metadata",
             Route::GetMetadata => "/metadata/{id}",
+            Route::ListLabels => "/labels",
         }
     }
 
@@ -232,6 +236,21 @@ pub struct Page {
     pub next_token: Option<String>,
 }
 
+/// `GET /labels`, 200: every label with at least one image at `min_confidence` or above,
+/// most frequent first (then by name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelCounts {
+    pub labels: Vec<LabelCount>,
+    /// The confidence (percent) the counts are for.
+    pub min_confidence: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelCount {
+    pub name: String,
+    pub count: u64,
+}
+
 /// Every 4xx and 5xx answer: `{"error": {"code": …, "message": …}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -243,6 +262,64 @@ pub struct ErrorDetail {
     /// Stable and machine-readable (`invalid_image`, `not_found`, …).
     pub code: String,
     pub message: String,
+}
+
+/// The label index's layout, shared by the functions that write and read it and by the tool
+/// that cleans up after its smoke test (README, "Data model"). Storage, not API: clients never
+/// see these keys.
+pub mod index {
+    /// The partition key attribute of the labels table.
+    pub const PARTITION_KEY: &str = "pk";
+    /// Its sort key attribute.
+    pub const SORT_KEY: &str = "sk";
+    /// The partition holding one item per label with its counts.
+    pub const COUNTS_PARTITION: &str = "counts";
+    /// A label entry's attribute: the label's confidence for that image.
+    pub const CONFIDENCE: &str = "confidence";
+    /// A count item's attribute: the label's name as the service spelled it.
+    pub const NAME: &str = "name";
+    /// The longest label a search accepts (Rekognition's names are far shorter).
+    pub const MAX_LABEL_CHARS: usize = 100;
+
+    /// The label as searched: trimmed and lowercased, so `Cat`, ` cat` and `CAT` are one.
+    /// `None` when empty, too long or holding control characters.
+    pub fn normalize(label: &str) -> Option<String> {
+        let t = label.trim();
+        let ok = !t.is_empty()
+            && t.chars().count() <= MAX_LABEL_CHARS
+            && !t.chars().any(char::is_control);
+        ok.then(|| t.to_lowercase())
+    }
+
+    /// The partition of a label's entries: `label#cat`.
+    pub fn label_partition(normalized: &str) -> String {
+        format!("label#{normalized}")
+    }
+
+    /// An entry's sort key: newest first is a descending query. RFC 3339 timestamps in UTC
+    /// with milliseconds sort as text.
+    pub fn entry_sort_key(uploaded_at: &str, image_id: &str) -> String {
+        format!("{uploaded_at}#{image_id}")
+    }
+
+    /// The count attribute a confidence adds to: `n87` for 87.0 to 87.999. A count at or
+    /// above a whole-number confidence N sums `nN` to `n100`.
+    pub fn count_attribute(confidence: f64) -> String {
+        let bucket = if confidence.is_finite() {
+            confidence.floor().clamp(0.0, 100.0) as u8
+        } else {
+            0
+        };
+        format!("n{bucket}")
+    }
+
+    /// The whole-number confidence a count attribute holds (`n87` is 87).
+    pub fn count_bucket(attribute: &str) -> Option<u8> {
+        attribute
+            .strip_prefix('n')
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|n| *n <= 100)
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +345,34 @@ mod tests {
             "only the routes given are considered"
         );
         assert_eq!(Route::GetMetadata.key(), "GET /metadata/{id}");
+        assert_eq!(
+            Route::find(&Route::ALL, "GET", "/labels"),
+            Some(Route::ListLabels)
+        );
+    }
+
+    #[test]
+    fn labels_are_searched_case_insensitively_and_counted_by_whole_percent() {
+        assert_eq!(index::normalize(" Big Cat "), Some("big cat".into()));
+        assert_eq!(index::normalize("CAT"), index::normalize("cat"));
+        for bad in ["", "   ", "a\u{0}b", "tab\there"] {
+            assert_eq!(index::normalize(bad), None, "{bad:?}");
+        }
+        assert_eq!(index::normalize(&"x".repeat(101)), None);
+        assert!(index::normalize(&"x".repeat(100)).is_some());
+        assert_eq!(index::count_attribute(87.999), "n87");
+        assert_eq!(index::count_attribute(100.0), "n100");
+        assert_eq!(index::count_attribute(-3.0), "n0");
+        assert_eq!(index::count_attribute(f64::NAN), "n0");
+        assert_eq!(index::count_bucket("n87"), Some(87));
+        for bad in ["n101", "x87", "n", "n-1", "name"] {
+            assert_eq!(index::count_bucket(bad), None, "{bad}");
+        }
+        // Newer entries sort after older ones as text.
+        assert!(
+            index::entry_sort_key("2026-11-30T02:00:00.000Z", "b")
+                > index::entry_sort_key("2026-11-29T23:59:59.999Z", "a")
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ fn read_action(version: Option<&str>) -> String {
 /// | S3 GetObject (ranged or not) and HeadObject | `s3:GetObject`, or `s3:GetObjectVersion` with a `versionId`; and `s3:ListBucket` on the bucket: without it S3 answers a missing key with 403, not the 404 the handlers test for |
 /// | S3 PutObjectTagging | `s3:PutObjectTagging`, or `s3:PutObjectVersionTagging` with a `versionId` |
 /// | DynamoDB PutItem, conditional or not | `dynamodb:PutItem` on the table (a condition expression needs no other action) |
-/// | DynamoDB GetItem / Scan | `dynamodb:GetItem` / `dynamodb:Scan` on the table |
+/// | DynamoDB GetItem / Scan / Query / UpdateItem | `dynamodb:GetItem` / `dynamodb:Scan` / `dynamodb:Query` / `dynamodb:UpdateItem` on the table (a Query of an index would be on the index's ARN) |
+/// | DynamoDB TransactWriteItems | not an IAM action: each write is authorised as the single-item action it performs (`Put`: `dynamodb:PutItem`, `Update`: `dynamodb:UpdateItem`, `Delete`: `dynamodb:DeleteItem`, `ConditionCheck`: `dynamodb:ConditionCheckItem`) on its own table |
 /// | Rekognition DetectLabels | `rekognition:DetectLabels` on `*`; with an `S3Object`, the caller's own read of it (`s3:GetObject`, or `s3:GetObjectVersion` with `Version`) |
 pub fn iam_requests(
     arns: &ArnContext,
@@ -162,6 +163,49 @@ pub fn iam_requests(
             "dynamodb:GetItem".into(),
             table_arn(arns, i.table_name()),
         )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::query::QueryInput>() {
+        let mut arn = table_arn(arns, i.table_name());
+        if let Some(index) = i.index_name() {
+            arn = format!("{arn}/index/{index}");
+        }
+        return Some(vec![("dynamodb:Query".into(), arn)]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::update_item::UpdateItemInput>() {
+        return Some(vec![(
+            "dynamodb:UpdateItem".into(),
+            table_arn(arns, i.table_name()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::transact_write_items::TransactWriteItemsInput>() {
+        let mut out = Vec::new();
+        for w in i.transact_items() {
+            if let Some(p) = w.put() {
+                out.push((
+                    "dynamodb:PutItem".into(),
+                    table_arn(arns, Some(p.table_name())),
+                ));
+            }
+            if let Some(u) = w.update() {
+                out.push((
+                    "dynamodb:UpdateItem".into(),
+                    table_arn(arns, Some(u.table_name())),
+                ));
+            }
+            if let Some(d) = w.delete() {
+                out.push((
+                    "dynamodb:DeleteItem".into(),
+                    table_arn(arns, Some(d.table_name())),
+                ));
+            }
+            if let Some(c) = w.condition_check() {
+                out.push((
+                    "dynamodb:ConditionCheckItem".into(),
+                    table_arn(arns, Some(c.table_name())),
+                ));
+            }
+        }
+        return Some(out);
     }
     if let Some(i) = input.downcast_ref::<ddb::scan::ScanInput>() {
         return Some(vec![(
@@ -375,6 +419,103 @@ mod tests {
             pairs(&[("dynamodb:GetItem", table)])
         );
         assert_eq!(map(Input::erase(scan)), pairs(&[("dynamodb:Scan", table)]));
+    }
+
+    #[test]
+    fn query_and_update_item_need_their_own_actions_and_an_index_its_arn() {
+        let table = "arn:aws:dynamodb:eu-west-1:123456789012:table/t";
+        let query = ddb::query::QueryInput::builder()
+            .table_name("t")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(query)),
+            pairs(&[("dynamodb:Query", table)])
+        );
+        let on_index = ddb::query::QueryInput::builder()
+            .table_name("t")
+            .index_name("by-time")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(on_index)),
+            pairs(&[("dynamodb:Query", &format!("{table}/index/by-time"))])
+        );
+        let update = ddb::update_item::UpdateItemInput::builder()
+            .table_name("t")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(update)),
+            pairs(&[("dynamodb:UpdateItem", table)])
+        );
+    }
+
+    #[test]
+    fn a_transaction_needs_each_write_s_own_action_on_its_own_table() {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
+        let key =
+            || std::collections::HashMap::from([("k".to_string(), AttributeValue::S("v".into()))]);
+        let i = ddb::transact_write_items::TransactWriteItemsInput::builder()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name("a")
+                            .set_item(Some(key()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name("b")
+                            .set_key(Some(key()))
+                            .update_expression("ADD n :one")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name("c")
+                            .set_key(Some(key()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name("d")
+                            .set_key(Some(key()))
+                            .condition_expression("attribute_exists(x)")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let t = |n: &str| format!("arn:aws:dynamodb:eu-west-1:123456789012:table/{n}");
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[
+                ("dynamodb:PutItem", &t("a")),
+                ("dynamodb:UpdateItem", &t("b")),
+                ("dynamodb:DeleteItem", &t("c")),
+                ("dynamodb:ConditionCheckItem", &t("d")),
+            ])
+        );
     }
 
     #[test]

@@ -134,17 +134,28 @@ async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<I
         aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
     });
     let labels = mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
-        aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder().build()
+        aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder()
+            .labels(
+                aws_sdk_rekognition::types::Label::builder()
+                    .name("Cat")
+                    .confidence(91.6)
+                    .build(),
+            )
+            .build()
     });
     let put = mock!(aws_sdk_dynamodb::Client::put_item)
         .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_output(|| {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder()
+            .build()
+    });
     let vars = env_of("process");
     let ctx = process_function::Ctx::from_env(
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &tag], |c| c
             .interceptor(rec.clone())),
         mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
             .interceptor(rec.clone())),
-        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put], |c| c
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &tx], |c| c
             .interceptor(rec.clone())),
         &vars,
     )
@@ -184,7 +195,10 @@ async fn process_stays_within_its_policy() {
             "dynamodb:PutItem",
             "rekognition:DetectLabels",
             "s3:GetObjectVersion",
-            "dynamodb:PutItem"
+            // One transaction: the item, the label's entry and its count.
+            "dynamodb:PutItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem"
         ]
     );
     let (summary, rejected) = run_process(b"%PDF-1.7 not an image").await;
@@ -210,20 +224,48 @@ async fn metadata_stays_within_its_policy() {
         .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
     let scan = mock!(aws_sdk_dynamodb::Client::scan)
         .then_output(|| aws_sdk_dynamodb::operation::scan::ScanOutput::builder().build());
-    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan], |c| c
-        .interceptor(rec.clone()));
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .then_output(|| aws_sdk_dynamodb::operation::query::QueryOutput::builder().build());
+    let ddb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&get, &scan, &query],
+        |c| c.interceptor(rec.clone())
+    );
     let ctx = metadata_function::Ctx::from_env(ddb, &env_of("metadata")).unwrap();
-    for fixture in [
-        include_str!("../../metadata/tests/data/get-item.json"),
-        include_str!("../../metadata/tests/data/get-list.json"),
+    let list: serde_json::Value =
+        serde_json::from_str(include_str!("../../metadata/tests/data/get-list.json")).unwrap();
+    let mut search = list.clone();
+    search["queryStringParameters"] = serde_json::json!({"label": "Cat", "min_confidence": "80"});
+    let mut labels = list.clone();
+    labels["routeKey"] = "GET /labels".into();
+    labels["rawPath"] = "/labels".into();
+    labels["requestContext"]["http"]["path"] = "/labels".into();
+    for ev in [
+        serde_json::from_str(include_str!("../../metadata/tests/data/get-item.json")).unwrap(),
+        list,
+        search,
+        labels,
     ] {
-        let ev = serde_json::from_str(fixture).unwrap();
+        let ev = serde_json::from_value(ev).unwrap();
         let resp = metadata_function::handler(&ctx, LambdaEvent::new(ev, Context::default()))
             .await
             .unwrap();
         assert!(resp.status_code < 500, "{}", resp.status_code);
     }
-    check("metadata", &rec.requests());
+    let recorded = rec.requests();
+    let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "dynamodb:GetItem",
+            "dynamodb:Scan",
+            "dynamodb:Query",
+            "dynamodb:Query"
+        ],
+        "{recorded:?}"
+    );
+    check("metadata", &recorded);
 }
 
 #[test]
@@ -253,6 +295,8 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(process_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
     assert_eq!(process_function::ENV_REJECTED_TAG, env::REJECTED_TAG);
     assert_eq!(metadata_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    assert_eq!(metadata_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
+    assert_eq!(process_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
     // And a handler refuses to start without them.
     let none = |_: &str| None;
     let s3 = mock_client!(aws_sdk_s3, []);

@@ -81,7 +81,10 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                 let scan = mock!(aws_sdk_dynamodb::Client::scan).then_output(|| {
                     aws_sdk_dynamodb::operation::scan::ScanOutput::builder().build()
                 });
-                let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan]);
+                let query = mock!(aws_sdk_dynamodb::Client::query).then_output(|| {
+                    aws_sdk_dynamodb::operation::query::QueryOutput::builder().build()
+                });
+                let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan, &query]);
                 let ctx = metadata_function::Ctx::from_env(ddb, &env_of("metadata")).unwrap();
                 metadata_function::handler(
                     &ctx,

@@ -1,9 +1,13 @@
 //! The metadata function: `GET /metadata/{id}` returns one image's labels, `GET /metadata`
-//! pages through all of them. Responses carry only metadata, never where the image is stored.
+//! pages through all of them (or, with `label=`, through the images with that label, newest
+//! first, from the label index), and `GET /labels` counts the images of each label. Responses
+//! carry only metadata, never where the image is stored.
 
 use std::collections::HashMap;
 
-use api_types::{FailureReason, ImageMetadata, ImageStatus, Label, Page, Route};
+use api_types::{
+    FailureReason, ImageMetadata, ImageStatus, Label, LabelCount, LabelCounts, Page, Route, index,
+};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
@@ -13,6 +17,10 @@ use lambda_runtime::LambdaEvent;
 use sha2::{Digest, Sha256};
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_LABELS_TABLE: &str = "LABELS_TABLE";
+/// The most pages of label counts `GET /labels` reads (each up to 1 MB): far more labels than
+/// any label model has.
+pub const MAX_COUNT_PAGES: usize = 20;
 pub const ENV_DEFAULT_LIMIT: &str = "DEFAULT_PAGE_SIZE";
 /// Items per page when the client does not say.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -23,6 +31,7 @@ pub const MAX_LIMIT: u32 = 100;
 pub struct Ctx {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    pub labels_table: String,
     pub default_limit: u32,
 }
 
@@ -37,13 +46,14 @@ impl Ctx {
         Ok(Self {
             dynamodb,
             table: required_env(vars, ENV_IMAGES_TABLE)?,
+            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
             default_limit,
         })
     }
 }
 
 /// The routes this function serves.
-pub const ROUTES: &[Route] = &[Route::ListMetadata, Route::GetMetadata];
+pub const ROUTES: &[Route] = &[Route::ListMetadata, Route::GetMetadata, Route::ListLabels];
 
 pub async fn handler(
     ctx: &Ctx,
@@ -52,7 +62,11 @@ pub async fn handler(
     let req = event.payload;
     let route = RouteOf::of(&req);
     let result = match route.route(ROUTES) {
-        Some(Route::ListMetadata) => list(ctx, &req).await,
+        Some(Route::ListMetadata) => match req.query_string_parameters.first("label") {
+            Some(label) => search(ctx, &req, label).await,
+            None => list(ctx, &req).await,
+        },
+        Some(Route::ListLabels) => label_counts(ctx, &req).await,
         Some(Route::GetMetadata) => {
             // API Gateway passes `{id}`; a direct invocation has only the path.
             let from_path = route.path.rsplit('/').next().unwrap_or_default();
@@ -175,26 +189,248 @@ fn token_mac(table: &str, id: &str, limit: u8) -> [u8; TOKEN_MAC_LEN] {
     mac
 }
 
+/// `min_confidence`: a whole number of percent from 0 to 100; 0 when absent.
+pub fn parse_min_confidence(raw: Option<&str>) -> Result<u8, ApiError> {
+    let Some(raw) = raw else { return Ok(0) };
+    raw.parse::<u8>()
+        .ok()
+        .filter(|n| *n <= 100 && raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_min_confidence",
+                "min_confidence must be a whole number of percent from 0 to 100",
+            )
+        })
+}
+
+fn bad_token(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Invalid => ApiError::bad_request(
+            "invalid_next_token",
+            "next_token is not one this API issued for this query; pass the value from the previous page unchanged, with the same label and min_confidence",
+        ),
+        TokenError::OtherLimit(issued) => ApiError::bad_request(
+            "invalid_next_token",
+            format!(
+                "this next_token was issued for limit={issued}; ask for the next page with the same limit"
+            ),
+        ),
+    }
+}
+
+/// The longest label-index position a search token carries: a timestamp, `#`, an image id.
+const MAX_POSITION_LEN: usize = 100;
+
+/// A search's position in a label's entries (its sort key), bound like [`encode_token`] to
+/// the table, and to the label and `min_confidence` it was issued for.
+pub fn encode_search_token(
+    table: &str,
+    label: &str,
+    min_confidence: u8,
+    position: &str,
+    limit: u32,
+) -> String {
+    let limit = u8::try_from(limit).unwrap_or(u8::MAX);
+    let mut raw = position.as_bytes().to_vec();
+    raw.push(limit);
+    raw.extend_from_slice(&search_mac(table, label, min_confidence, position, limit));
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+pub fn decode_search_token(
+    table: &str,
+    label: &str,
+    min_confidence: u8,
+    token: &str,
+    limit: u32,
+) -> Result<String, TokenError> {
+    if token.len() > (MAX_POSITION_LEN + 1 + TOKEN_MAC_LEN) * 4 / 3 + 4 {
+        return Err(TokenError::Invalid);
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| TokenError::Invalid)?;
+    if raw.len() < 2 + TOKEN_MAC_LEN || raw.len() > MAX_POSITION_LEN + 1 + TOKEN_MAC_LEN {
+        return Err(TokenError::Invalid);
+    }
+    let (position, rest) = raw.split_at(raw.len() - 1 - TOKEN_MAC_LEN);
+    let (issued, mac) = (rest[0], &rest[1..]);
+    let position = std::str::from_utf8(position).map_err(|_| TokenError::Invalid)?;
+    if mac != search_mac(table, label, min_confidence, position, issued) {
+        return Err(TokenError::Invalid);
+    }
+    // The position must be an entry's sort key: a timestamp, `#`, an image id.
+    let id_ok = position
+        .rsplit_once('#')
+        .is_some_and(|(_, id)| ImageId::parse(id).is_some());
+    if !id_ok {
+        return Err(TokenError::Invalid);
+    }
+    if u32::from(issued) != limit {
+        return Err(TokenError::OtherLimit(u32::from(issued)));
+    }
+    Ok(position.to_string())
+}
+
+fn search_mac(
+    table: &str,
+    label: &str,
+    min_confidence: u8,
+    position: &str,
+    limit: u8,
+) -> [u8; TOKEN_MAC_LEN] {
+    let digest = Sha256::new()
+        .chain_update(b"image-pipeline label search next_token v1\n")
+        .chain_update(table.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(label.as_bytes())
+        .chain_update(b"\n")
+        .chain_update([min_confidence])
+        .chain_update(position.as_bytes())
+        .chain_update([limit])
+        .finalize();
+    let mut mac = [0u8; TOKEN_MAC_LEN];
+    mac.copy_from_slice(&digest[..TOKEN_MAC_LEN]);
+    mac
+}
+
+/// `GET /metadata?label=cat`: the images with that label (any case), newest first, one
+/// Query of the label's partition of the index.
+async fn search(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+    raw_label: &str,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let q = &req.query_string_parameters;
+    let limit = parse_limit(q.first("limit"), ctx.default_limit)?;
+    let min_confidence = parse_min_confidence(q.first("min_confidence"))?;
+    let label = index::normalize(raw_label).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_label",
+            format!(
+                "label must be 1 to {} characters with no control characters",
+                index::MAX_LABEL_CHARS
+            ),
+        )
+    })?;
+    let start = match q.first("next_token") {
+        None => None,
+        Some(t) => Some(
+            decode_search_token(&ctx.labels_table, &label, min_confidence, t, limit)
+                .map_err(bad_token)?,
+        ),
+    };
+    let partition = index::label_partition(&label);
+    let mut query = ctx
+        .dynamodb
+        .query()
+        .table_name(&ctx.labels_table)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", index::PARTITION_KEY)
+        .expression_attribute_values(":pk", AttributeValue::S(partition.clone()))
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit).unwrap_or(100));
+    if min_confidence > 0 {
+        query = query
+            .filter_expression("#confidence >= :min")
+            .expression_attribute_names("#confidence", index::CONFIDENCE)
+            .expression_attribute_values(":min", AttributeValue::N(min_confidence.to_string()));
+    }
+    if let Some(position) = start {
+        query = query
+            .exclusive_start_key(index::PARTITION_KEY, AttributeValue::S(partition))
+            .exclusive_start_key(index::SORT_KEY, AttributeValue::S(position));
+    }
+    let out = query.send().await.map_err(|e| {
+        tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Query failed");
+        ApiError::unavailable("the label index could not be read; try again")
+    })?;
+    let items = out.items().iter().map(from_item).collect();
+    let next_token = out
+        .last_evaluated_key()
+        .and_then(|k| k.get(index::SORT_KEY))
+        .and_then(|v| v.as_s().ok())
+        .map(|position| {
+            encode_search_token(&ctx.labels_table, &label, min_confidence, position, limit)
+        });
+    Ok(json_response(200, &Page { items, next_token }))
+}
+
+/// `GET /labels`: every label with its count of images at `min_confidence` or above, most
+/// frequent first, from the counts partition of the index.
+async fn label_counts(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let min_confidence = parse_min_confidence(req.query_string_parameters.first("min_confidence"))?;
+    let mut labels = Vec::new();
+    let mut start = None;
+    for _ in 0..MAX_COUNT_PAGES {
+        let out = ctx
+            .dynamodb
+            .query()
+            .table_name(&ctx.labels_table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", index::PARTITION_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(index::COUNTS_PARTITION.into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Query failed");
+                ApiError::unavailable("the label counts could not be read; try again")
+            })?;
+        labels.extend(
+            out.items()
+                .iter()
+                .filter_map(|i| count_of(i, min_confidence)),
+        );
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    if start.is_some() {
+        tracing::warn!(pages = MAX_COUNT_PAGES, "label counts truncated");
+    }
+    labels.sort_by(|a: &LabelCount, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    Ok(json_response(
+        200,
+        &LabelCounts {
+            labels,
+            min_confidence,
+        },
+    ))
+}
+
+/// A count item's images at `min_confidence` or above; `None` when there are none.
+fn count_of(item: &HashMap<String, AttributeValue>, min_confidence: u8) -> Option<LabelCount> {
+    let name = item.get(index::NAME)?.as_s().ok()?.clone();
+    let count: u64 = item
+        .iter()
+        .filter(|(k, _)| index::count_bucket(k).is_some_and(|b| b >= min_confidence))
+        .filter_map(|(_, v)| v.as_n().ok()?.parse::<i64>().ok())
+        .sum::<i64>()
+        .max(0)
+        .unsigned_abs();
+    (count > 0).then_some(LabelCount { name, count })
+}
+
 async fn list(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let q = &req.query_string_parameters;
     let limit = parse_limit(q.first("limit"), ctx.default_limit)?;
+    if q.first("min_confidence").is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "min_confidence applies to a search: add label=..., or use GET /labels?min_confidence=",
+        ));
+    }
     let start = match q.first("next_token") {
         None => None,
-        Some(t) => Some(decode_token(&ctx.table, t, limit).map_err(|e| match e {
-            TokenError::Invalid => ApiError::bad_request(
-                "invalid_next_token",
-                "next_token is not one this API issued; pass the value from the previous page unchanged",
-            ),
-            TokenError::OtherLimit(issued) => ApiError::bad_request(
-                "invalid_next_token",
-                format!(
-                    "this next_token was issued for limit={issued}; ask for the next page with the same limit"
-                ),
-            ),
-        })?),
+        Some(t) => Some(decode_token(&ctx.table, t, limit).map_err(bad_token)?),
     };
     let mut scan = ctx
         .dynamodb

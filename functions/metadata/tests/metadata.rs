@@ -1,5 +1,6 @@
 //! The metadata function against mocked DynamoDB: one item, 404, paging with opaque tokens,
-//! and a table of bad inputs that must each get the exact 4xx without touching the table.
+//! search by label and the label counts from the label index, and a table of bad inputs that
+//! must each get the exact 4xx without touching a table.
 
 // Test code: fixtures and mocks are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,17 +11,19 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use lambda_runtime::{Context, LambdaEvent};
-use metadata_function::{Ctx, encode_token, handler};
+use metadata_function::{Ctx, decode_search_token, encode_search_token, encode_token, handler};
 use serde_json::Value;
 
 const GET_ITEM: &str = include_str!("data/get-item.json");
 const GET_LIST: &str = include_str!("data/get-list.json");
 const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
 const TABLE: &str = "image-pipeline-dev-images";
+const LABELS: &str = "image-pipeline-dev-labels";
 
 fn event(fixture: &str, edit: impl FnOnce(&mut Value)) -> LambdaEvent<ApiGatewayV2httpRequest> {
     let mut v: Value = serde_json::from_str(fixture).unwrap();
@@ -50,6 +53,7 @@ fn ctx(rules: &[&Rule]) -> Ctx {
     Ctx {
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules),
         table: TABLE.into(),
+        labels_table: LABELS.into(),
         default_limit: 20,
     }
 }
@@ -227,6 +231,13 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
     // Issued for pages of 20 (the default), replayed with limit=5.
     let other_limit = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap(), 20);
     let long = "a".repeat(5000);
+    let cat_token = encode_search_token(
+        LABELS,
+        "cat",
+        0,
+        &format!("2026-11-26T21:00:00.123Z#{ID}"),
+        20,
+    );
     let cases: Vec<(&str, LambdaEvent<ApiGatewayV2httpRequest>, i64, &str)> = vec![
         ("../x", item_event("../x"), 400, "invalid_id"),
         ("%2F", item_event("%2F"), 400, "invalid_id"),
@@ -306,6 +317,70 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             "invalid_next_token",
         ),
         (
+            "min_confidence without a label",
+            list_event(&[("min_confidence", "80")]),
+            400,
+            "invalid_query",
+        ),
+        (
+            "empty label",
+            list_event(&[("label", "  ")]),
+            400,
+            "invalid_label",
+        ),
+        (
+            "label of 101 characters",
+            list_event(&[("label", &"x".repeat(101))]),
+            400,
+            "invalid_label",
+        ),
+        (
+            "min_confidence 101",
+            list_event(&[("label", "cat"), ("min_confidence", "101")]),
+            400,
+            "invalid_min_confidence",
+        ),
+        (
+            "min_confidence 80.5",
+            list_event(&[("label", "cat"), ("min_confidence", "80.5")]),
+            400,
+            "invalid_min_confidence",
+        ),
+        (
+            "min_confidence -1",
+            labels_event(&[("min_confidence", "-1")]),
+            400,
+            "invalid_min_confidence",
+        ),
+        (
+            "min_confidence +5",
+            labels_event(&[("min_confidence", "+5")]),
+            400,
+            "invalid_min_confidence",
+        ),
+        (
+            "a listing token sent to a search",
+            list_event(&[("label", "cat"), ("next_token", &other_limit)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "a search token of another label",
+            list_event(&[("label", "dog"), ("next_token", &cat_token)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "a search token of another min_confidence",
+            list_event(&[
+                ("label", "cat"),
+                ("min_confidence", "90"),
+                ("next_token", &cat_token),
+            ]),
+            400,
+            "invalid_next_token",
+        ),
+        (
             "POST /metadata",
             event(GET_LIST, |v| {
                 v["requestContext"]["http"]["method"] = "POST".into()
@@ -337,14 +412,182 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
     for (name, ev, status, code) in cases {
         let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
         let scan = mock!(Client::scan).then_output(|| ScanOutput::builder().build());
-        let resp = handler(&ctx(&[&get, &scan]), ev).await.unwrap();
+        let query = mock!(Client::query).then_output(|| QueryOutput::builder().build());
+        let resp = handler(&ctx(&[&get, &scan, &query]), ev).await.unwrap();
         assert_eq!(resp.status_code, status, "{name}: {:?}", resp.body);
         let v = json(&resp);
         assert_eq!(v["error"]["code"], code, "{name}");
         assert_eq!(
-            get.num_calls() + scan.num_calls(),
+            get.num_calls() + scan.num_calls() + query.num_calls(),
             0,
             "{name}: the table must not be touched"
         );
     }
+}
+
+fn labels_event(query: &[(&str, &str)]) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    event(GET_LIST, |v| {
+        v["routeKey"] = "GET /labels".into();
+        v["requestContext"]["routeKey"] = "GET /labels".into();
+        v["rawPath"] = "/labels".into();
+        v["requestContext"]["http"]["path"] = "/labels".into();
+        let qs: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, val)| (k.to_string(), Value::from(*val)))
+            .collect();
+        v["queryStringParameters"] = Value::Object(qs);
+    })
+}
+
+/// A label entry as the process function writes it: the item, plus its index keys.
+fn entry(id: &str, at: &str, confidence: &str) -> HashMap<String, AttributeValue> {
+    let mut e = stored_item(id);
+    e.insert("pk".into(), AttributeValue::S("label#cat".into()));
+    e.insert("sk".into(), AttributeValue::S(format!("{at}#{id}")));
+    e.insert("confidence".into(), AttributeValue::N(confidence.into()));
+    e
+}
+
+#[tokio::test]
+async fn a_label_search_queries_its_partition_newest_first_and_pages() {
+    const OTHER: &str = "8a1d2e3f-4b5c-4d6e-8f70-819a2b3c4d5e";
+    let last = format!("2026-11-26T20:00:00.000Z#{OTHER}");
+    let query = mock!(Client::query)
+        .match_requests(|r| {
+            let values = r.expression_attribute_values().cloned().unwrap_or_default();
+            let names = r.expression_attribute_names().cloned().unwrap_or_default();
+            r.table_name() == Some(LABELS)
+                && r.key_condition_expression() == Some("#pk = :pk")
+                && names.get("#pk").map(String::as_str) == Some("pk")
+                && values.get(":pk") == Some(&AttributeValue::S("label#cat".into()))
+                && r.scan_index_forward() == Some(false)
+                && r.limit() == Some(2)
+                && r.filter_expression() == Some("#confidence >= :min")
+                && values.get(":min") == Some(&AttributeValue::N("90".into()))
+                && r.exclusive_start_key().is_none()
+        })
+        .then_output({
+            let last = last.clone();
+            move || {
+                QueryOutput::builder()
+                    .items(entry(ID, "2026-11-26T21:00:00.123Z", "98.512"))
+                    .items(entry(OTHER, "2026-11-26T20:00:00.000Z", "91.000"))
+                    .last_evaluated_key("pk", AttributeValue::S("label#cat".into()))
+                    .last_evaluated_key("sk", AttributeValue::S(last.clone()))
+                    .build()
+            }
+        });
+    let c = ctx(&[&query]);
+    // Any case finds the label.
+    let resp = handler(
+        &c,
+        list_event(&[("label", " CAT "), ("limit", "2"), ("min_confidence", "90")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    let v = json(&resp);
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ID, OTHER]);
+    assert_eq!(v["items"][0]["labels"][0]["name"], "Cat");
+    assert_no_storage_location(&v);
+    for key in ["pk", "sk", "confidence"] {
+        assert!(v["items"][0].get(key).is_none(), "{key} leaks");
+    }
+    let token = v["next_token"].as_str().unwrap();
+    assert_eq!(
+        decode_search_token(LABELS, "cat", 90, token, 2),
+        Ok(last.clone())
+    );
+
+    // The next page starts after that entry.
+    let next = mock!(Client::query)
+        .match_requests(move |r| {
+            r.exclusive_start_key().is_some_and(|k| {
+                k.get("pk") == Some(&AttributeValue::S("label#cat".into()))
+                    && k.get("sk") == Some(&AttributeValue::S(last.clone()))
+            })
+        })
+        .then_output(|| QueryOutput::builder().build());
+    let c = ctx(&[&next]);
+    let resp = handler(
+        &c,
+        list_event(&[
+            ("label", "cat"),
+            ("limit", "2"),
+            ("min_confidence", "90"),
+            ("next_token", token),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    assert_eq!(json(&resp)["next_token"], Value::Null);
+    assert_eq!(next.num_calls(), 1);
+}
+
+fn count_item(name: &str, buckets: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
+    let mut m = HashMap::from([
+        ("pk".to_string(), AttributeValue::S("counts".into())),
+        ("sk".to_string(), AttributeValue::S(name.to_lowercase())),
+        ("name".to_string(), AttributeValue::S(name.into())),
+    ]);
+    for (b, n) in buckets {
+        m.insert(b.to_string(), AttributeValue::N(n.to_string()));
+    }
+    m
+}
+
+#[tokio::test]
+async fn label_counts_are_summed_above_the_confidence_and_most_frequent_first() {
+    let counts = mock!(Client::query)
+        .match_requests(|r| {
+            r.table_name() == Some(LABELS)
+                && r.expression_attribute_values().and_then(|v| v.get(":pk"))
+                    == Some(&AttributeValue::S("counts".into()))
+        })
+        .then_output(|| {
+            QueryOutput::builder()
+                .items(count_item("Animal", &[("n95", "2"), ("n60", "1")]))
+                .items(count_item("Cat", &[("n91", "1"), ("n98", "1")]))
+                .items(count_item("Dog", &[("n70", "3")]))
+                // Counted down to nothing by a clean-up: not in use.
+                .items(count_item("Rocket", &[("n66", "0")]))
+                .build()
+        });
+    let c = ctx(&[&counts]);
+    let at = |min: Option<&'static str>| {
+        let c = c.clone();
+        async move {
+            let q: Vec<(&str, &str)> = min.map(|m| ("min_confidence", m)).into_iter().collect();
+            let resp = handler(&c, labels_event(&q)).await.unwrap();
+            assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+            let v = json(&resp);
+            v["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        l["name"].as_str().unwrap().to_string(),
+                        l["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let s = |v: &[(&str, u64)]| {
+        v.iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(None).await, s(&[("Animal", 3), ("Dog", 3), ("Cat", 2)]));
+    assert_eq!(at(Some("91")).await, s(&[("Animal", 2), ("Cat", 2)]));
+    assert_eq!(at(Some("92")).await, s(&[("Animal", 2), ("Cat", 1)]));
+    assert_eq!(at(Some("100")).await, s(&[]));
 }

@@ -6,6 +6,9 @@
 //! image Rekognition takes becomes a `failed` item with the reason, and its version is tagged
 //! so that the bucket's lifecycle expires it.
 //!
+//! A labeled image is indexed in the same transaction as its item: an entry under each label
+//! in the labels table, and each label's count (README, "Data model").
+//!
 //! Statuses only move forward: the final item replaces an `awaiting_upload` or `processing`
 //! one (written by the upload function) and nothing else, so a duplicate or late event never
 //! turns a `labeled` image back.
@@ -17,9 +20,10 @@
 
 use std::collections::HashMap;
 
-use api_types::{FailureReason, ImageStatus};
+use api_types::{FailureReason, ImageStatus, index};
 use aws_lambda_events::s3::{S3Event, S3EventRecord};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::types::{Image, S3Object};
 use aws_sdk_s3::types::{Tag, Tagging};
@@ -30,6 +34,10 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_LABELS_TABLE: &str = "LABELS_TABLE";
+/// The most labels asked for: the item, an entry and a count per label must fit in one
+/// transaction of at most 100 writes.
+pub const MAX_LABELS: i32 = 49;
 pub const ENV_UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
 pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
 /// `key=value`: the tag put on a rejected upload's version.
@@ -50,6 +58,7 @@ pub struct Ctx {
     pub rekognition: aws_sdk_rekognition::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    pub labels_table: String,
     /// The uploads bucket: records naming any other bucket are skipped.
     pub bucket: String,
     pub prefix: String,
@@ -68,8 +77,10 @@ impl Ctx {
     ) -> Result<Self, String> {
         let max_labels = env_or(vars, ENV_MAX_LABELS, DEFAULT_MAX_LABELS)?;
         let min_confidence = env_or(vars, ENV_MIN_CONFIDENCE, DEFAULT_MIN_CONFIDENCE)?;
-        if !(1..=1000).contains(&max_labels) {
-            return Err(format!("{ENV_MAX_LABELS} must be between 1 and 1000"));
+        if !(1..=MAX_LABELS).contains(&max_labels) {
+            return Err(format!(
+                "{ENV_MAX_LABELS} must be between 1 and {MAX_LABELS}: each label is indexed in the transaction that writes the item, which holds at most 100 writes"
+            ));
         }
         if !(0.0..=100.0).contains(&min_confidence) {
             return Err(format!("{ENV_MIN_CONFIDENCE} must be between 0 and 100"));
@@ -85,6 +96,7 @@ impl Ctx {
             rekognition,
             dynamodb,
             table: required_env(vars, ENV_IMAGES_TABLE)?,
+            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
             bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
             prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
             rejected_tag,
@@ -310,7 +322,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             }
         },
     };
-    put(ctx, &item).await
+    put_indexed(ctx, &item).await
 }
 
 /// The first bytes of the object, or that it is gone.
@@ -591,6 +603,137 @@ async fn mark_processing(
             aws_sdk_dynamodb::error::DisplayErrorContext(&e)
         ))),
     }
+}
+
+/// Writes a labeled item and its index in one transaction: the item (on the final-write
+/// condition), an entry under each label, and each label's count. A cancelled condition is a
+/// duplicate or late event, and nothing of the transaction is written.
+async fn put_indexed(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
+    let labels = index_labels(&item.labels);
+    if item.status != Status::Labeled || labels.is_empty() {
+        return put(ctx, item).await;
+    }
+    let attributes = item.attributes();
+    let built = |e: aws_sdk_dynamodb::error::BuildError| {
+        RetryableError(format!("building the transaction failed: {e}"))
+    };
+    let mut writes = vec![
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&ctx.table)
+                    .set_item(Some(attributes.clone()))
+                    .condition_expression(FINAL_WRITE_CONDITION)
+                    .expression_attribute_names("#status", "status")
+                    .set_expression_attribute_values(Some(status_values()))
+                    .build()
+                    .map_err(built)?,
+            )
+            .build(),
+    ];
+    let uploaded_at = timestamp(item.uploaded_at);
+    let id = item.image_id.to_string();
+    for (key, label) in &labels {
+        let mut entry = attributes.clone();
+        entry.insert(
+            index::PARTITION_KEY.into(),
+            AttributeValue::S(index::label_partition(key)),
+        );
+        entry.insert(
+            index::SORT_KEY.into(),
+            AttributeValue::S(index::entry_sort_key(&uploaded_at, &id)),
+        );
+        entry.insert(
+            index::CONFIDENCE.into(),
+            AttributeValue::N(format!("{:.3}", label.confidence)),
+        );
+        writes.push(
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&ctx.labels_table)
+                        .set_item(Some(entry))
+                        .build()
+                        .map_err(built)?,
+                )
+                .build(),
+        );
+        writes.push(
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&ctx.labels_table)
+                        .key(
+                            index::PARTITION_KEY,
+                            AttributeValue::S(index::COUNTS_PARTITION.into()),
+                        )
+                        .key(index::SORT_KEY, AttributeValue::S(key.clone()))
+                        .update_expression(
+                            "ADD #count :one SET #name = if_not_exists(#name, :name)",
+                        )
+                        .expression_attribute_names(
+                            "#count",
+                            index::count_attribute(f64::from(label.confidence)),
+                        )
+                        .expression_attribute_names("#name", index::NAME)
+                        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                        .expression_attribute_values(":name", AttributeValue::S(label.name.clone()))
+                        .build()
+                        .map_err(built)?,
+                )
+                .build(),
+        );
+    }
+    let result = ctx
+        .dynamodb
+        .transact_write_items()
+        .set_transact_items(Some(writes))
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(image_id = %item.image_id, status = ?item.status, labels = item.labels.len(), indexed = labels.len(), "item and label index written");
+            Ok(Outcome::Written(item.status))
+        }
+        Err(e) if item_condition_failed(&e) => {
+            tracing::info!(image_id = %item.image_id, "duplicate or late delivery: the image is already labeled or failed");
+            Ok(Outcome::Duplicate)
+        }
+        Err(e) => Err(RetryableError(format!(
+            "TransactWriteItems failed: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        ))),
+    }
+}
+
+/// Whether a cancelled transaction was cancelled by the item's own condition (the first
+/// write): the image is already final.
+fn item_condition_failed(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .first()
+            .and_then(|r| r.code())
+            .is_some_and(|code| code == "ConditionalCheckFailed"),
+        _ => false,
+    }
+}
+
+/// The labels to index, by searched name (`cat`): one per name, the most confident, and none
+/// whose name a search could not ask for.
+fn index_labels(labels: &[Label]) -> Vec<(String, &Label)> {
+    let mut by_key: Vec<(String, &Label)> = Vec::new();
+    for l in labels {
+        let Some(key) = index::normalize(&l.name) else {
+            continue;
+        };
+        match by_key.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) if slot.1.confidence < l.confidence => slot.1 = l,
+            Some(_) => {}
+            None => by_key.push((key, l)),
+        }
+    }
+    by_key
 }
 
 /// Writes the final item once: over nothing, or over an item that is not final yet.

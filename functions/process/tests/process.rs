@@ -11,8 +11,14 @@ use std::time::Duration;
 
 use aws_lambda_events::s3::S3Event;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_dynamodb::types::CancellationReason;
+use aws_sdk_dynamodb::types::error::{
+    ConditionalCheckFailedException, TransactionCanceledException,
+};
 use aws_sdk_rekognition::operation::detect_labels::{DetectLabelsError, DetectLabelsOutput};
 use aws_sdk_rekognition::types::error::InvalidImageFormatException;
 use aws_sdk_rekognition::types::{Label, Parent};
@@ -130,11 +136,72 @@ fn check_failed() -> PutItemError {
     )
 }
 
-/// A PutItem rule for a table with no item for the image yet: it records every final item
-/// written (insisting on the forward-only condition) and finds nothing `awaiting_upload`.
-fn put_recording(items: &Items) -> Rule {
-    let items = items.clone();
-    mock!(aws_sdk_dynamodb::Client::put_item)
+/// DynamoDB rules: what one test's table answers.
+struct Ddb(Vec<Rule>);
+
+impl Ddb {
+    fn rules(&self) -> Vec<&Rule> {
+        self.0.iter().collect()
+    }
+}
+
+/// A transaction as the tests see it: the item (the first write, a Put on the images table
+/// with its condition), and the writes to the labels table.
+struct Tx {
+    item: Item,
+    condition: Option<String>,
+    entries: Vec<Item>,
+    counts: Vec<(String, String, String)>,
+}
+
+fn tx_of(r: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput) -> Tx {
+    let items = r.transact_items();
+    let first = items[0].put().expect("the item is the first write");
+    assert_eq!(first.table_name(), "image-pipeline-dev-images");
+    let mut tx = Tx {
+        item: first.item().clone(),
+        condition: first.condition_expression().map(str::to_string),
+        entries: vec![],
+        counts: vec![],
+    };
+    for w in &items[1..] {
+        if let Some(p) = w.put() {
+            assert_eq!(p.table_name(), "image-pipeline-dev-labels");
+            tx.entries.push(p.item().clone());
+        } else if let Some(u) = w.update() {
+            assert_eq!(u.table_name(), "image-pipeline-dev-labels");
+            let names = u.expression_attribute_names().cloned().unwrap_or_default();
+            tx.counts.push((
+                s(&u.key()["pk"]).to_string(),
+                s(&u.key()["sk"]).to_string(),
+                names.get("#count").cloned().unwrap_or_default(),
+            ));
+        } else {
+            panic!("unexpected write {w:?}");
+        }
+    }
+    tx
+}
+
+fn cancelled() -> TransactWriteItemsError {
+    TransactWriteItemsError::TransactionCanceledException(
+        TransactionCanceledException::builder()
+            .cancellation_reasons(
+                CancellationReason::builder()
+                    .code("ConditionalCheckFailed")
+                    .build(),
+            )
+            .cancellation_reasons(CancellationReason::builder().code("None").build())
+            .build(),
+    )
+}
+
+/// A table with no item for the image yet: it records every final item written (insisting on
+/// the forward-only condition, whether alone or in the transaction with the label index) and
+/// finds nothing `awaiting_upload`.
+fn put_recording(items: &Items) -> Ddb {
+    let (put_items, tx_items) = (items.clone(), items.clone());
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(|r| {
             r.table_name() == Some("image-pipeline-dev-images")
                 && [Some(FINAL_WRITE_CONDITION), Some(AWAITING)].contains(&r.condition_expression())
@@ -143,48 +210,110 @@ fn put_recording(items: &Items) -> Rule {
             if r.condition_expression() == Some(AWAITING) {
                 return MockResponse::Error(check_failed());
             }
-            items
+            put_items
                 .lock()
                 .unwrap()
                 .push(r.item().cloned().unwrap_or_default());
             MockResponse::Output(PutItemOutput::builder().build())
-        })
+        });
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_output(move |r| {
+        let tx = tx_of(r);
+        assert_eq!(tx.condition.as_deref(), Some(FINAL_WRITE_CONDITION));
+        tx_items.lock().unwrap().push(tx.item);
+        TransactWriteItemsOutput::builder().build()
+    });
+    Ddb(vec![put, tx])
+}
+
+/// A table that is down: every write fails.
+fn ddb_down() -> Ddb {
+    Ddb(vec![
+        mock!(aws_sdk_dynamodb::Client::put_item)
+            .then_error(|| PutItemError::unhandled("simulated outage")),
+        mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .then_error(|| TransactWriteItemsError::unhandled("simulated outage")),
+    ])
 }
 
 type Item = HashMap<String, AttributeValue>;
 
 /// A one-table DynamoDB that evaluates the conditions the function writes with, keeping every
-/// status an item had in `history`.
-fn fake_table(
-    table: &Arc<Mutex<HashMap<String, Item>>>,
-    history: &Arc<Mutex<Vec<String>>>,
-) -> Rule {
-    let (table, history) = (table.clone(), history.clone());
-    mock!(aws_sdk_dynamodb::Client::put_item).then_compute_response(move |r| {
-        let item = r.item().cloned().unwrap_or_default();
-        let id = s(&item["image_id"]).to_string();
-        let mut t = table.lock().unwrap();
-        let current = t.get(&id).map(|i| s(&i["status"]).to_string());
-        let values = r.expression_attribute_values().cloned().unwrap_or_default();
-        let value = |k: &str| values.get(k).map(|v| s(v).to_string());
-        let names = r.expression_attribute_names().cloned().unwrap_or_default();
-        let allowed = match r.condition_expression() {
-            Some(c) if c == FINAL_WRITE_CONDITION => {
-                assert_eq!(names.get("#status").map(String::as_str), Some("status"));
-                current.is_none()
-                    || current == value(":awaiting_upload")
-                    || current == value(":processing")
-            }
-            Some(c) if c == AWAITING => current.is_some() && current == value(":awaiting_upload"),
-            other => panic!("unexpected condition {other:?}"),
-        };
-        if !allowed {
-            return MockResponse::Error(check_failed());
+/// Whether DynamoDB would let a write with this condition replace `current`.
+fn condition_holds(
+    condition: Option<&str>,
+    names: &HashMap<String, String>,
+    values: &HashMap<String, AttributeValue>,
+    current: Option<&str>,
+) -> bool {
+    let value = |k: &str| values.get(k).map(s);
+    match condition {
+        Some(c) if c == FINAL_WRITE_CONDITION => {
+            assert_eq!(names.get("#status").map(String::as_str), Some("status"));
+            current.is_none()
+                || current == value(":awaiting_upload")
+                || current == value(":processing")
         }
-        history.lock().unwrap().push(s(&item["status"]).to_string());
-        t.insert(id, item);
-        MockResponse::Output(PutItemOutput::builder().build())
-    })
+        Some(c) if c == AWAITING => current.is_some() && current == value(":awaiting_upload"),
+        other => panic!("unexpected condition {other:?}"),
+    }
+}
+
+/// A one-table DynamoDB that evaluates the conditions the function writes with (alone or as
+/// the first write of a transaction), keeping every status an item had in `history`.
+fn fake_table(table: &Arc<Mutex<HashMap<String, Item>>>, history: &Arc<Mutex<Vec<String>>>) -> Ddb {
+    let write = {
+        let (table, history) = (table.clone(), history.clone());
+        move |item: Item,
+              condition: Option<&str>,
+              names: HashMap<String, String>,
+              values: HashMap<String, AttributeValue>| {
+            let id = s(&item["image_id"]).to_string();
+            let mut t = table.lock().unwrap();
+            let current = t.get(&id).map(|i| s(&i["status"]).to_string());
+            if !condition_holds(condition, &names, &values, current.as_deref()) {
+                return false;
+            }
+            history.lock().unwrap().push(s(&item["status"]).to_string());
+            t.insert(id, item);
+            true
+        }
+    };
+    let put_write = write.clone();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item).then_compute_response(move |r| {
+        let ok = put_write(
+            r.item().cloned().unwrap_or_default(),
+            r.condition_expression(),
+            r.expression_attribute_names().cloned().unwrap_or_default(),
+            r.expression_attribute_values().cloned().unwrap_or_default(),
+        );
+        if ok {
+            MockResponse::Output(PutItemOutput::builder().build())
+        } else {
+            MockResponse::Error(check_failed())
+        }
+    });
+    let tx =
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |r| {
+            let first = r.transact_items()[0].put().expect("the item first");
+            let ok = write(
+                first.item().clone(),
+                first.condition_expression(),
+                first
+                    .expression_attribute_names()
+                    .cloned()
+                    .unwrap_or_default(),
+                first
+                    .expression_attribute_values()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            if ok {
+                MockResponse::Output(TransactWriteItemsOutput::builder().build())
+            } else {
+                MockResponse::Error(cancelled())
+            }
+        });
+    Ddb(vec![put, tx])
 }
 
 /// Standard retries (3 attempts) without the waiting.
@@ -201,6 +330,7 @@ fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
             .retry_config(fast_retries())),
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
         table: "image-pipeline-dev-images".into(),
+        labels_table: "image-pipeline-dev-labels".into(),
         bucket: BUCKET.into(),
         prefix: "uploads/".into(),
         rejected_tag: ("image-pipeline-rejected".into(), "true".into()),
@@ -217,7 +347,7 @@ fn s(v: &AttributeValue) -> &str {
 async fn labels_an_upload_and_writes_one_item() {
     let items = Items::default();
     let (head, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(
         summary,
@@ -265,7 +395,7 @@ async fn every_record_is_decoded_and_only_image_keys_are_processed() {
         })
     };
     let (rek, put) = (labels_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(MANY)).await.unwrap();
     // The valid key, the %2F-encoded one; the key with spaces, the foreign prefix and the
     // removal event are skipped.
@@ -296,11 +426,14 @@ async fn a_duplicate_delivery_is_success_and_writes_nothing_new() {
     let rek = labels_ok();
     let items = Items::default();
     let first = put_recording(&items);
-    let c = ctx(&[&head], &[&rek], &[&first]);
+    let c = ctx(&[&head], &[&rek], &first.rules());
     assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
     // Second delivery: DynamoDB's condition finds the item.
-    let dup = mock!(aws_sdk_dynamodb::Client::put_item).then_error(check_failed);
-    let c = ctx(&[&head], &[&rek], &[&dup]);
+    let dup = Ddb(vec![
+        mock!(aws_sdk_dynamodb::Client::put_item).then_error(check_failed),
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(cancelled),
+    ]);
+    let c = ctx(&[&head], &[&rek], &dup.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(
         summary,
@@ -333,7 +466,7 @@ async fn throttling_is_retried_then_succeeds_with_one_item() {
         .build();
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(summary.labeled, 1);
     assert_eq!(rek.num_calls(), 3, "two throttled attempts, then success");
@@ -349,7 +482,7 @@ async fn throttling_beyond_retries_returns_an_error_and_writes_nothing() {
         .build();
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let err = handler(&c, event(ONE)).await.unwrap_err();
     assert!(err.to_string().contains("ThrottlingException"), "{err}");
     assert_eq!(rek.num_calls(), 3);
@@ -371,7 +504,7 @@ async fn server_errors_are_retried_then_returned() {
         .build();
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     assert!(handler(&c, event(ONE)).await.is_err());
     assert_eq!(rek.num_calls(), 3);
     assert!(items.lock().unwrap().is_empty());
@@ -394,7 +527,7 @@ async fn an_invalid_image_becomes_a_failed_item_without_retry() {
     });
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(
         summary,
@@ -417,7 +550,7 @@ async fn an_object_deleted_before_processing_is_recorded_as_failed() {
     let rek = labels_ok();
     let items = Items::default();
     let put = put_recording(&items);
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(summary.failed, 1);
     assert_eq!(rek.num_calls(), 0);
@@ -443,7 +576,7 @@ async fn one_failing_record_does_not_lose_the_others() {
     let head = head_ok();
     let items = Items::default();
     let put = put_recording(&items);
-    let c = ctx(&[&head], &[&failing, &working], &[&put]);
+    let c = ctx(&[&head], &[&failing, &working], &put.rules());
     let err = handler(&c, event(MANY)).await.unwrap_err();
     assert!(err.to_string().contains("1 of 5 records failed"), "{err}");
     let ids: Vec<String> = items
@@ -457,10 +590,9 @@ async fn one_failing_record_does_not_lose_the_others() {
 
 #[tokio::test]
 async fn a_dynamodb_outage_is_returned_for_retry() {
-    let put = mock!(aws_sdk_dynamodb::Client::put_item)
-        .then_error(|| PutItemError::unhandled("simulated outage"));
+    let put = ddb_down();
     let (head, rek) = (head_ok(), labels_ok());
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     assert!(handler(&c, event(ONE)).await.is_err());
 }
 
@@ -480,7 +612,7 @@ async fn the_event_s_version_is_read_both_by_the_ranged_get_and_detect_labels() 
         .then_output(|| DetectLabelsOutput::builder().build());
     let items = Items::default();
     let put = put_recording(&items);
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let summary = handler(&c, event(ONE)).await.unwrap();
     assert_eq!(summary.labeled, 1);
     assert_eq!((head.num_calls(), rek.num_calls()), (1, 1));
@@ -493,7 +625,7 @@ async fn a_denied_read_is_retried_and_names_the_permission_it_needed() {
     let rek = labels_ok();
     let items = Items::default();
     let put = put_recording(&items);
-    let c = ctx(&[&head], &[&rek], &[&put]);
+    let c = ctx(&[&head], &[&rek], &put.rules());
     let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
     assert!(err.contains("denied (403)"), "{err}");
     assert!(err.contains("s3:GetObjectVersion"), "{err}");
@@ -571,7 +703,7 @@ async fn what_is_not_an_image_is_failed_tagged_and_never_sent_to_rekognition() {
         let rek = labels_ok();
         let items = Items::default();
         let put = put_recording(&items);
-        let c = ctx(&[&get, &tag], &[&rek], &[&put]);
+        let c = ctx(&[&get, &tag], &[&rek], &put.rules());
         let summary = handler(&c, event(ONE)).await.unwrap();
         assert_eq!(summary.failed, 1, "{name}");
         assert_eq!(rek.num_calls(), 0, "{name}: never sent to Rekognition");
@@ -596,7 +728,7 @@ async fn the_stored_content_type_is_the_sniffed_one() {
     // S3 says binary/octet-stream (what the client sent); the bytes say PNG.
     let items = Items::default();
     let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
-    let c = ctx(&[&get], &[&rek], &[&put]);
+    let c = ctx(&[&get], &[&rek], &put.rules());
     handler(&c, event(ONE)).await.unwrap();
     assert_eq!(s(&items.lock().unwrap()[0]["content_type"]), "image/png");
     assert_eq!(
@@ -610,7 +742,7 @@ async fn a_record_about_another_bucket_is_skipped() {
     let fixture = ONE.replace(BUCKET, "someone-elses-bucket");
     let items = Items::default();
     let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
-    let c = ctx(&[&get], &[&rek], &[&put]);
+    let c = ctx(&[&get], &[&rek], &put.rules());
     let summary = handler(&c, event(&fixture)).await.unwrap();
     assert_eq!(summary.skipped, 1);
     assert_eq!((get.num_calls(), rek.num_calls()), (0, 0));
@@ -624,7 +756,7 @@ async fn a_failed_tagging_is_retried_and_records_nothing() {
         .then_http_response(|| Response::new(StatusCode::try_from(403).unwrap(), SdkBody::empty()));
     let items = Items::default();
     let (rek, put) = (labels_ok(), put_recording(&items));
-    let c = ctx(&[&get, &tag], &[&rek], &[&put]);
+    let c = ctx(&[&get, &tag], &[&rek], &put.rules());
     let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
     assert!(err.contains("tagging the rejected upload"), "{err}");
     assert!(items.lock().unwrap().is_empty());
@@ -790,7 +922,7 @@ async fn hostile_s3_records_are_processed_or_skipped_exactly() {
         edit(&mut ev);
         let items = Items::default();
         let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
-        let c = ctx(&[&get], &[&rek], &[&put]);
+        let c = ctx(&[&get], &[&rek], &put.rules());
         let event = LambdaEvent::new(serde_json::from_value(ev).unwrap(), Context::default());
         let summary = handler(&c, event).await.unwrap();
         let got = match (summary.labeled, summary.skipped) {
@@ -883,11 +1015,94 @@ async fn statuses_only_move_forward() {
         }
         let history = Arc::default();
         let (head, rek, put) = (head_ok(), labels_ok(), fake_table(&table, &history));
-        let c = ctx(&[&head], &[&rek], &[&put]);
+        let c = ctx(&[&head], &[&rek], &put.rules());
         let got = handler(&c, event(ONE)).await.unwrap();
         assert_eq!(got, summary, "from {before:?}");
         assert_eq!(*history.lock().unwrap(), written, "from {before:?}");
         let t = table.lock().unwrap();
         assert_eq!(s(&t[ID]["status"]), after, "from {before:?}");
     }
+}
+
+/// The item, an entry under each label and each label's count, in one transaction; labels
+/// that differ only in case are one entry.
+#[tokio::test]
+async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
+    let seen: Arc<Mutex<Vec<Tx>>> = Arc::default();
+    let tx = {
+        let seen = seen.clone();
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_output(move |r| {
+            seen.lock().unwrap().push(tx_of(r));
+            TransactWriteItemsOutput::builder().build()
+        })
+    };
+    let none_awaiting = mock!(aws_sdk_dynamodb::Client::put_item).then_error(check_failed);
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
+        DetectLabelsOutput::builder()
+            .labels(Label::builder().name("Cat").confidence(98.51234).build())
+            .labels(Label::builder().name("CAT").confidence(60.0).build())
+            .labels(Label::builder().name("Whiskers").confidence(81.0).build())
+            .build()
+    });
+    let head = head_ok();
+    let c = ctx(&[&head], &[&rek], &[&none_awaiting, &tx]);
+    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "one transaction");
+    let t = &seen[0];
+    assert_eq!(s(&t.item["status"]), "labeled");
+    assert_eq!(
+        t.item["labels"].as_l().unwrap().len(),
+        3,
+        "the item keeps every label"
+    );
+    let sk = format!("2026-11-26T21:00:00.123Z#{ID}");
+    let entries: Vec<(&str, &str, &str)> = t
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                s(&e["pk"]),
+                s(&e["sk"]),
+                e["confidence"].as_n().unwrap().as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("label#cat", sk.as_str(), "98.512"),
+            ("label#whiskers", sk.as_str(), "81.000")
+        ]
+    );
+    // An entry carries the item's metadata, so a search needs no second read.
+    for e in &t.entries {
+        assert_eq!(s(&e["image_id"]), ID);
+        assert_eq!(s(&e["status"]), "labeled");
+        assert!(e["labels"].as_l().is_ok());
+    }
+    assert_eq!(
+        t.counts,
+        [
+            ("counts".to_string(), "cat".to_string(), "n98".to_string()),
+            (
+                "counts".to_string(),
+                "whiskers".to_string(),
+                "n81".to_string()
+            )
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_labeled_image_without_labels_is_one_put() {
+    let items = Items::default();
+    let put = put_recording(&items);
+    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+        .then_output(|| DetectLabelsOutput::builder().build());
+    let head = head_ok();
+    let c = ctx(&[&head], &[&rek], &put.rules());
+    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    assert_eq!(items.lock().unwrap().len(), 1);
+    assert_eq!(put.0[1].num_calls(), 0, "no transaction");
 }
