@@ -51,6 +51,9 @@ pub enum CheckName {
     /// `GET /metadata?label=` finds it under its first label (in another case), `GET /labels`
     /// counts that label, and `min_confidence` above the label's confidence leaves it out.
     LabelSearch,
+    /// `GET /images/{id}` answers the uploaded bytes; `GET /images/{id}/thumbnail` a JPEG, the
+    /// same bytes the second time (from the cache).
+    Images,
     /// `POST /uploads`, a PUT to the URL it hands out, then labels.
     PresignedUpload,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
@@ -67,11 +70,12 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 10] = [
+    pub const ALL: [CheckName; 11] = [
         CheckName::Upload,
         CheckName::Labels,
         CheckName::Listing,
         CheckName::LabelSearch,
+        CheckName::Images,
         CheckName::PresignedUpload,
         CheckName::BadUpload,
         CheckName::PresignedNonImage,
@@ -86,6 +90,7 @@ impl CheckName {
             CheckName::Labels => "labels",
             CheckName::Listing => "listing",
             CheckName::LabelSearch => "label-search",
+            CheckName::Images => "images",
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::BadUpload => "bad-upload",
             CheckName::PresignedNonImage => "presigned-non-image",
@@ -242,6 +247,7 @@ impl Run<'_> {
             CheckName::Labels => self.labels().await,
             CheckName::Listing => self.listing().await,
             CheckName::LabelSearch => self.label_search().await,
+            CheckName::Images => self.images().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::BadUpload => self.bad_upload().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
@@ -364,6 +370,58 @@ impl Run<'_> {
         }
         Ok(format!(
             "found under label={query}; GET /labels counts {count} {name}; not at min_confidence={above}"
+        ))
+    }
+
+    /// A GET whose body is bytes: the status, the content type and the body.
+    async fn get_bytes(&self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {path}: reading the body: {e}"))?;
+        Ok((status, content_type, body.to_vec()))
+    }
+
+    async fn images(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let (status, content_type, body) = self.get_bytes(&format!("/images/{id}")).await?;
+        if status != 200 || body != self.image {
+            return Err(format!(
+                "GET /images/{id} answered {status} ({content_type}, {} bytes), not the {} uploaded bytes",
+                body.len(),
+                self.image.len()
+            ));
+        }
+        let path = format!("/images/{id}/thumbnail");
+        let (status, content_type, made) = self.get_bytes(&path).await?;
+        if status != 200 || content_type != "image/jpeg" || !made.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            return Err(format!(
+                "GET {path} answered {status} ({content_type}, {} bytes), not a JPEG: {}",
+                made.len(),
+                clip(&String::from_utf8_lossy(&made))
+            ));
+        }
+        let (_, _, cached) = self.get_bytes(&path).await?;
+        if cached != made {
+            return Err(format!("GET {path} answered other bytes the second time"));
+        }
+        Ok(format!(
+            "the original as uploaded ({} bytes) and a {} byte JPEG thumbnail, the same from the cache",
+            body.len(),
+            made.len()
         ))
     }
 
@@ -724,6 +782,12 @@ impl Run<'_> {
                 progress.step(&format!(
                     "could not remove image {id} from the label index: {e}"
                 ));
+            }
+            let thumbnail = format!("{}{id}.jpg", stack::app::THUMBNAIL_PREFIX);
+            if let Err(e) = delete_object_versions(&self.clients.s3, &self.bucket, &thumbnail).await
+            {
+                all = false;
+                progress.step(&format!("could not remove the thumbnail {thumbnail}: {e}"));
             }
             let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
             let objects = delete_object_versions(&self.clients.s3, &self.bucket, &key).await;

@@ -88,15 +88,27 @@ mod tests {
             // Shared crates: everyone that depends on them.
             (
                 &["functions/api/src/lib.rs"],
-                &["upload", "process", "metadata"],
+                &["upload", "process", "metadata", "images"],
             ),
             (
                 &["functions/shared/src/lib.rs"],
-                &["upload", "process", "metadata"],
+                &["upload", "process", "metadata", "images"],
             ),
+            // A crate only some functions are built from.
+            (
+                &["functions/image-check/src/lib.rs"],
+                &["upload", "process"],
+            ),
+            (&["functions/images/src/lib.rs"], &["images"]),
             // Workspace-wide build inputs.
-            (&["Cargo.lock"], &["upload", "process", "metadata"]),
-            (&[".cargo/config.toml"], &["upload", "process", "metadata"]),
+            (
+                &["Cargo.lock"],
+                &["upload", "process", "metadata", "images"],
+            ),
+            (
+                &[".cargo/config.toml"],
+                &["upload", "process", "metadata", "images"],
+            ),
             // Two at once.
             (
                 &[

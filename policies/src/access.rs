@@ -33,6 +33,8 @@ pub enum Access {
     DynamoPut { table: ArnTemplate },
     /// `dynamodb:GetItem` and `dynamodb:Scan` on one table.
     DynamoRead { table: ArnTemplate },
+    /// `dynamodb:GetItem` on one table.
+    DynamoGet { table: ArnTemplate },
     /// `dynamodb:UpdateItem` on one table (an `ADD` to a counter).
     DynamoUpdate { table: ArnTemplate },
     /// `dynamodb:Query` on one table (not its indexes).
@@ -80,6 +82,7 @@ impl Access {
             Access::DetectLabels => vec![act("rekognition:DetectLabels")],
             Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
             Access::DynamoRead { .. } => vec![act("dynamodb:GetItem"), act("dynamodb:Scan")],
+            Access::DynamoGet { .. } => vec![act("dynamodb:GetItem")],
             Access::DynamoUpdate { .. } => vec![act("dynamodb:UpdateItem")],
             Access::DynamoQuery { .. } => vec![act("dynamodb:Query")],
             Access::SqsSend { .. } => vec![act("sqs:SendMessage")],
@@ -101,6 +104,7 @@ impl Access {
             Access::DetectLabels => vec![ArnTemplate::any()],
             Access::DynamoPut { table }
             | Access::DynamoRead { table }
+            | Access::DynamoGet { table }
             | Access::DynamoUpdate { table }
             | Access::DynamoQuery { table } => vec![table.clone()],
             Access::SqsSend { queue } => vec![queue.clone()],
@@ -119,6 +123,7 @@ impl Access {
             Access::DetectLabels => "DetectLabels",
             Access::DynamoPut { .. } => "WriteImageItems",
             Access::DynamoRead { .. } => "ReadImageItems",
+            Access::DynamoGet { .. } => "GetImageItems",
             Access::DynamoUpdate { .. } => "UpdateItems",
             Access::DynamoQuery { .. } => "QueryItems",
             Access::SqsSend { .. } => "SendToFailureQueue",
@@ -250,6 +255,7 @@ impl Access {
             }
             Access::DynamoPut { table }
             | Access::DynamoRead { table }
+            | Access::DynamoGet { table }
             | Access::DynamoUpdate { table }
             | Access::DynamoQuery { table } => {
                 for a in [

@@ -14,6 +14,8 @@ use thiserror::Error;
 pub const APP: &str = "image-pipeline";
 /// Objects the pipeline processes live under this key prefix.
 pub const UPLOAD_PREFIX: &str = "uploads/";
+/// Thumbnails, made on first request, live under this one (no trigger watches it).
+pub const THUMBNAIL_PREFIX: &str = "thumbnails/";
 /// The tag (key, value) the process function puts on an uploaded version that is not an image
 /// Rekognition takes; the uploads bucket's lifecycle expires what carries it.
 pub const REJECTED_TAG: (&str, &str) = ("image-pipeline-rejected", "true");
@@ -154,6 +156,7 @@ pub mod env {
     pub const REJECTED_TAG: &str = "REJECTED_TAG";
     pub const IMAGES_TABLE: &str = "IMAGES_TABLE";
     pub const LABELS_TABLE: &str = "LABELS_TABLE";
+    pub const THUMBNAIL_PREFIX: &str = "THUMBNAIL_PREFIX";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -741,9 +744,52 @@ impl App {
             trigger: None,
             on_failure: None,
         };
+        let images = FunctionSpec {
+            name: "images",
+            description: "GET /images/{id} and GET /images/{id}/thumbnail: a labeled image and its thumbnail, made once and cached under thumbnails/",
+            // Decoding a photograph of up to 50 megapixels for its thumbnail.
+            memory_mb: 1024,
+            timeout_seconds: 15,
+            env: vec![
+                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+                (
+                    env::THUMBNAIL_PREFIX,
+                    EnvValue::Literal(THUMBNAIL_PREFIX.into()),
+                ),
+            ],
+            touches: vec![
+                // The item's status, type and size: only labeled images are served.
+                Access::DynamoGet {
+                    table: names.table_arn(),
+                },
+                // The original, read (or presigned for a redirect) by key.
+                Access::S3Get {
+                    bucket: names.bucket_arn(),
+                    prefix: UPLOAD_PREFIX.into(),
+                },
+                // The cached thumbnail, read and written.
+                Access::S3Get {
+                    bucket: names.bucket_arn(),
+                    prefix: THUMBNAIL_PREFIX.into(),
+                },
+                Access::S3Put {
+                    bucket: names.bucket_arn(),
+                    prefix: THUMBNAIL_PREFIX.into(),
+                },
+                // A thumbnail not cached yet must read as 404, not 403.
+                Access::S3ListBucket {
+                    bucket: names.bucket_arn(),
+                },
+            ],
+            routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
+            trigger: None,
+            on_failure: None,
+        };
         Self {
             names,
-            functions: vec![upload, process, metadata],
+            functions: vec![upload, process, metadata, images],
         }
     }
 

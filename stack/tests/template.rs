@@ -126,7 +126,7 @@ fn dangling_references_are_detected() {
 fn each_function_has_its_own_role() {
     let t = template_json(Architecture::Arm64);
     let functions = resources_of_type(&t, "AWS::Lambda::Function");
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 4);
     let roles: BTreeSet<String> = functions
         .iter()
         .map(|(_, f)| {
@@ -429,6 +429,14 @@ fn http_api_routes_stage_and_scoped_permissions() {
         routes,
         BTreeMap::from([
             (
+                "GET /images/{id}".to_string(),
+                "integrations/${ImagesIntegration}".to_string()
+            ),
+            (
+                "GET /images/{id}/thumbnail".to_string(),
+                "integrations/${ImagesIntegration}".to_string()
+            ),
+            (
                 "GET /labels".to_string(),
                 "integrations/${MetadataIntegration}".to_string()
             ),
@@ -485,6 +493,8 @@ fn http_api_routes_stage_and_scoped_permissions() {
     assert_eq!(
         arns,
         BTreeSet::from([
+            format!("{prefix}/*/GET/images/*"),
+            format!("{prefix}/*/GET/images/*/thumbnail"),
             format!("{prefix}/*/GET/labels"),
             format!("{prefix}/*/GET/metadata"),
             format!("{prefix}/*/GET/metadata/*"),

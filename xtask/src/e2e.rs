@@ -107,7 +107,8 @@ fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
         "status: the deployed template should be this checkout's"
     );
     ensure!(
-        st.functions.len() == 3 && st.functions.iter().all(|f| f.state == CodeState::Current),
+        st.functions.len() == stack::App::image_pipeline().functions.len()
+            && st.functions.iter().all(|f| f.state == CodeState::Current),
         "status: every function should run what was built: {:?}",
         st.functions
     );

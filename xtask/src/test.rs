@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The function the test command cross-builds for arm64: the one with the fewest
 /// dependencies, so CI proves the aarch64 toolchain, zip format and determinism without
-/// compiling every SDK twice (the end-to-end test builds all three for the host).
+/// compiling every SDK twice (the end-to-end test builds all of them for the host).
 /// `cargo xtask build` builds all of them.
 const ARM64_PROBE: &str = "metadata";
 

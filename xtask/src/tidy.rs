@@ -61,7 +61,7 @@ fn libraries_never_print() {
 #[test]
 fn handlers_never_depend_on_the_deployer_side() {
     let root = workspace_root();
-    for krate in ["api", "shared", "upload", "process", "metadata"] {
+    for krate in ["api", "shared", "upload", "process", "metadata", "images"] {
         let toml = read(&root.join("functions").join(krate).join("Cargo.toml"));
         for forbidden in ["stack", "deployer", "policies", "xtask"] {
             let dep = toml.lines().any(|l| {
@@ -196,7 +196,12 @@ fn host_builds_agree_on_the_features_of_shared_dependencies() {
         ("the label service", tree(&["local-labels"])),
         (
             "the handlers",
-            tree(&["upload-function", "process-function", "metadata-function"]),
+            tree(&[
+                "upload-function",
+                "process-function",
+                "metadata-function",
+                "images-function",
+            ]),
         ),
     ];
     assert!(builds.iter().all(|(_, b)| b.len() > 100));

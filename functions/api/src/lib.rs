@@ -20,21 +20,31 @@ pub enum Route {
     GetMetadata,
     /// `GET /labels`: the labels in use, with their image counts.
     ListLabels,
+    /// `GET /images/{id}`: a labeled image's bytes.
+    GetImage,
+    /// `GET /images/{id}/thumbnail`: its thumbnail.
+    GetThumbnail,
 }
 
 impl Route {
-    pub const ALL: [Route; 5] = [
+    pub const ALL: [Route; 7] = [
         Route::Upload,
         Route::PresignUpload,
         Route::ListMetadata,
         Route::GetMetadata,
         Route::ListLabels,
+        Route::GetImage,
+        Route::GetThumbnail,
     ];
 
     pub fn method(self) -> &'static str {
         match self {
             Route::Upload | Route::PresignUpload => "POST",
-            Route::ListMetadata | Route::GetMetadata | Route::ListLabels => "GET",
+            Route::ListMetadata
+            | Route::GetMetadata
+            | Route::ListLabels
+            | Route::GetImage
+            | Route::GetThumbnail => "GET",
         }
     }
 
@@ -46,6 +56,8 @@ impl Route {
             Route::ListMetadata => "/metadata",
             Route::GetMetadata => "/metadata/{id}",
             Route::ListLabels => "/labels",
+            Route::GetImage => "/images/{id}",
+            Route::GetThumbnail => "/images/{id}/thumbnail",
         }
     }
 

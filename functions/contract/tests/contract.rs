@@ -268,6 +268,120 @@ async fn metadata_stays_within_its_policy() {
     check("metadata", &recorded);
 }
 
+/// A labeled image and its thumbnail, made and cached; then an original too large for
+/// Lambda, presigned.
+#[tokio::test]
+async fn images_stays_within_its_policy() {
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    let rec = Recorder::new((&bindings()).into());
+    let cat = photo("chelsea.png");
+    let size = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(cat.len() as u64));
+    let get = {
+        let size = size.clone();
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+            use aws_sdk_dynamodb::types::AttributeValue;
+            aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
+                .item("status", AttributeValue::S("labeled".into()))
+                .item("content_type", AttributeValue::S("image/png".into()))
+                .item(
+                    "size_bytes",
+                    AttributeValue::N(size.load(std::sync::atomic::Ordering::SeqCst).to_string()),
+                )
+                .build()
+        })
+    };
+    let objects = mock!(aws_sdk_s3::Client::get_object).then_http_response(move || {
+        // The thumbnail is not cached yet; the original is the cat.
+        Response::new(
+            StatusCode::try_from(200).unwrap(),
+            SdkBody::from(cat.clone()),
+        )
+    });
+    let missing = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.key().is_some_and(|k| k.starts_with("thumbnails/")))
+        .then_http_response(|| {
+            Response::new(
+                StatusCode::try_from(404).unwrap(),
+                SdkBody::from("<Error><Code>NoSuchKey</Code></Error>"),
+            )
+        });
+    let put = mock!(aws_sdk_s3::Client::put_object)
+        .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+    let ctx = images_function::Ctx::from_env(
+        mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&missing, &objects, &put],
+            |c| c.interceptor(rec.clone())
+        ),
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get], |c| c
+            .interceptor(rec.clone())),
+        &env_of("images"),
+    )
+    .unwrap();
+    let id = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
+    let event = |tail: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(include_str!("../../images/tests/data/get-image.json")).unwrap();
+        let route = format!("GET /images/{{id}}{tail}");
+        v["routeKey"] = route.clone().into();
+        v["requestContext"]["routeKey"] = route.into();
+        v["rawPath"] = format!("/images/{id}{tail}").into();
+        v["requestContext"]["http"]["path"] = format!("/images/{id}{tail}").into();
+        LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
+    };
+    for tail in ["", "/thumbnail"] {
+        let resp = images_function::handler(&ctx, event(tail)).await.unwrap();
+        assert_eq!(resp.status_code, 200, "{tail}: {:?}", resp.body);
+    }
+    size.store(
+        images_function::MAX_INLINE_BYTES + 1,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let resp = images_function::handler(&ctx, event("")).await.unwrap();
+    assert_eq!(resp.status_code, 302);
+    let recorded = rec.requests();
+    let got: Vec<(&str, String)> = recorded
+        .iter()
+        .map(|r| {
+            let tail = r.resource.rsplit(':').next().unwrap_or_default();
+            (
+                r.action.as_str(),
+                tail.split('/').take(2).collect::<Vec<_>>().join("/"),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&'static str, &str)]| {
+        v.iter()
+            .map(|(a, r)| (*a, r.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let bucket = "image-pipeline-dev-123456789012-us-east-1";
+    assert_eq!(
+        got,
+        pairs(&[
+            // The original.
+            ("dynamodb:GetItem", "table/image-pipeline-dev-images"),
+            ("s3:GetObject", &format!("{bucket}/uploads")),
+            ("s3:ListBucket", bucket),
+            // The thumbnail: not cached, made from the original, cached.
+            ("dynamodb:GetItem", "table/image-pipeline-dev-images"),
+            ("s3:GetObject", &format!("{bucket}/thumbnails")),
+            ("s3:ListBucket", bucket),
+            ("s3:GetObject", &format!("{bucket}/uploads")),
+            ("s3:ListBucket", bucket),
+            ("s3:PutObject", &format!("{bucket}/thumbnails")),
+            // A large original: presigned, authorised as the function when it is used.
+            ("dynamodb:GetItem", "table/image-pipeline-dev-images"),
+            ("s3:GetObject", &format!("{bucket}/uploads")),
+            ("s3:ListBucket", bucket),
+        ]),
+        "{recorded:?}"
+    );
+    check("images", &recorded);
+}
+
 #[test]
 fn the_checker_rejects_a_request_outside_the_policy() {
     let outside = IamRequest {
@@ -296,6 +410,10 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(process_function::ENV_REJECTED_TAG, env::REJECTED_TAG);
     assert_eq!(metadata_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
     assert_eq!(metadata_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
+    assert_eq!(images_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    assert_eq!(images_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
+    assert_eq!(images_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(images_function::ENV_THUMBNAIL_PREFIX, env::THUMBNAIL_PREFIX);
     assert_eq!(process_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
     // And a handler refuses to start without them.
     let none = |_: &str| None;

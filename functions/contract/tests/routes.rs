@@ -93,6 +93,17 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                 .await
                 .unwrap()
             }
+            "images" => {
+                let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build()
+                });
+                let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get]);
+                let s3 = mock_client!(aws_sdk_s3, []);
+                let ctx = images_function::Ctx::from_env(s3, ddb, &env_of("images")).unwrap();
+                images_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
+                    .await
+                    .unwrap()
+            }
             other => panic!("{other} has no HTTP handler in this test: add it"),
         };
         if !not_routed(&resp) {
