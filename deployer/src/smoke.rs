@@ -182,6 +182,12 @@ impl Answer {
     }
 }
 
+/// Where a paged listing showed an image: on page N, or not in the N pages it has.
+enum Found {
+    OnPage(usize),
+    NotIn(usize),
+}
+
 /// Everything the checks share: where the stack is, how to call it, and what earlier checks
 /// found out.
 struct Run<'a> {
@@ -307,22 +313,9 @@ impl Run<'_> {
 
     async fn listing(&mut self) -> Result<String, String> {
         let id = self.uploaded()?;
-        let mut token: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            pages += 1;
-            let path = match &token {
-                Some(t) => format!("/metadata?limit=100&next_token={t}"),
-                None => "/metadata?limit=100".to_string(),
-            };
-            let page: Page = self.get(&path).await?.expect("GET /metadata", 200)?;
-            if page.items.iter().any(|i| i.image_id == id) {
-                return Ok(format!("found on page {pages}"));
-            }
-            match page.next_token {
-                Some(t) if pages < 1000 => token = Some(t),
-                _ => return Err(format!("not in {pages} pages of GET /metadata")),
-            }
+        match self.find_in_pages("/metadata?limit=100", &id).await? {
+            Found::OnPage(n) => Ok(format!("found on page {n}")),
+            Found::NotIn(n) => Err(format!("not in {n} pages of GET /metadata")),
         }
     }
 
@@ -344,9 +337,9 @@ impl Run<'_> {
         let name = label.name.clone();
         let query = query_value(&name.to_uppercase());
         let found = self
-            .search_pages(&format!("/metadata?label={query}&limit=100"), &id)
+            .find_in_pages(&format!("/metadata?label={query}&limit=100"), &id)
             .await?;
-        if !found {
+        if let Found::NotIn(_) = found {
             return Err(format!(
                 "GET /metadata?label={query} does not list image {id}"
             ));
@@ -361,7 +354,7 @@ impl Run<'_> {
         let above = label.confidence.floor() as u16 + 1;
         if above <= 100 {
             let path = format!("/metadata?label={query}&limit=100&min_confidence={above}");
-            if self.search_pages(&path, &id).await? {
+            if let Found::OnPage(_) = self.find_in_pages(&path, &id).await? {
                 return Err(format!(
                     "GET {path} lists image {id}, whose {name} is {:.1} %",
                     label.confidence
@@ -426,19 +419,22 @@ impl Run<'_> {
     }
 
     /// Whether the pages of a search list `id` (at most 1000 pages).
-    async fn search_pages(&mut self, first: &str, id: &str) -> Result<bool, String> {
+    async fn find_in_pages(&mut self, first: &str, id: &str) -> Result<Found, String> {
         let mut path = first.to_string();
-        for _ in 0..1000 {
-            let page: Page = self.get(&path).await?.expect("GET /metadata?label=", 200)?;
+        for n in 1..=1000 {
+            let page: Page = self
+                .get(&path)
+                .await?
+                .expect(&format!("GET {first}"), 200)?;
             if page.items.iter().any(|i| i.image_id == id) {
-                return Ok(true);
+                return Ok(Found::OnPage(n));
             }
             match page.next_token {
                 Some(t) => path = format!("{first}&next_token={t}"),
-                None => return Ok(false),
+                None => return Ok(Found::NotIn(n)),
             }
         }
-        Ok(false)
+        Ok(Found::NotIn(1000))
     }
 
     /// Asks `POST /uploads` for a presigned PUT, sends the image with exactly the headers it
@@ -783,7 +779,7 @@ impl Run<'_> {
                     "could not remove image {id} from the label index: {e}"
                 ));
             }
-            let thumbnail = format!("{}{id}.jpg", stack::app::THUMBNAIL_PREFIX);
+            let thumbnail = api_types::index::thumbnail_key(stack::app::THUMBNAIL_PREFIX, id);
             if let Err(e) = delete_object_versions(&self.clients.s3, &self.bucket, &thumbnail).await
             {
                 all = false;

@@ -293,6 +293,12 @@ pub mod index {
     /// The longest label a search accepts (Rekognition's names are far shorter).
     pub const MAX_LABEL_CHARS: usize = 100;
 
+    /// A cached thumbnail's key: `thumbnails/{id}.jpg` (the images function writes it, the
+    /// smoke test's clean-up removes it).
+    pub fn thumbnail_key(prefix: &str, image_id: &str) -> String {
+        format!("{prefix}{image_id}.jpg")
+    }
+
     /// The label as searched: trimmed and lowercased, so `Cat`, ` cat` and `CAT` are one.
     /// `None` when empty, too long or holding control characters.
     pub fn normalize(label: &str) -> Option<String> {

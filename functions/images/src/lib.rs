@@ -76,7 +76,7 @@ impl Ctx {
 
     /// `thumbnails/{id}.jpg`.
     pub fn thumbnail_key(&self, id: &ImageId) -> String {
-        format!("{}{id}.jpg", self.thumbnail_prefix)
+        api_types::index::thumbnail_key(&self.thumbnail_prefix, &id.to_string())
     }
 }
 

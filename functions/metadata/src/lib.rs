@@ -294,6 +294,19 @@ fn search_mac(
     mac
 }
 
+/// A Query of one partition of the label index.
+fn partition_query(
+    ctx: &Ctx,
+    partition: &str,
+) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    ctx.dynamodb
+        .query()
+        .table_name(&ctx.labels_table)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", index::PARTITION_KEY)
+        .expression_attribute_values(":pk", AttributeValue::S(partition.to_string()))
+}
+
 /// `GET /metadata?label=cat`: the images with that label (any case), newest first, one
 /// Query of the label's partition of the index.
 async fn search(
@@ -321,13 +334,7 @@ async fn search(
         ),
     };
     let partition = index::label_partition(&label);
-    let mut query = ctx
-        .dynamodb
-        .query()
-        .table_name(&ctx.labels_table)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", index::PARTITION_KEY)
-        .expression_attribute_values(":pk", AttributeValue::S(partition.clone()))
+    let mut query = partition_query(ctx, &partition)
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(100));
     if min_confidence > 0 {
@@ -366,13 +373,7 @@ async fn label_counts(
     let mut labels = Vec::new();
     let mut start = None;
     for _ in 0..MAX_COUNT_PAGES {
-        let out = ctx
-            .dynamodb
-            .query()
-            .table_name(&ctx.labels_table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", index::PARTITION_KEY)
-            .expression_attribute_values(":pk", AttributeValue::S(index::COUNTS_PARTITION.into()))
+        let out = partition_query(ctx, index::COUNTS_PARTITION)
             .set_exclusive_start_key(start)
             .send()
             .await
