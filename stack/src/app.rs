@@ -406,6 +406,12 @@ impl Names {
         ArnTemplate::arn("dynamodb", true, true, parts)
     }
 
+    /// The images table's index of every image, newest first.
+    pub fn listing_index_arn(&self) -> ArnTemplate {
+        self.table_arn()
+            .join(&format!("/index/{}", api_types::index::LISTING_INDEX))
+    }
+
     /// The label index: each labeled image under each of its labels, and the label counts.
     pub fn labels_table(&self) -> ArnTemplate {
         named("-labels")
@@ -728,8 +734,13 @@ impl App {
                 (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
             ],
             touches: vec![
-                Access::DynamoRead {
+                // One image's item.
+                Access::DynamoGet {
                     table: names.table_arn(),
+                },
+                // The listing, newest first, from the images table's index.
+                Access::DynamoQuery {
+                    table: names.listing_index_arn(),
                 },
                 // Search by label and the label counts.
                 Access::DynamoQuery {

@@ -92,16 +92,34 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
 
 /// The images table and the process function's failure queue.
 fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
+    let key = |name: &str, key_type: &str| KeySchemaElement {
+        attribute_name: name.into(),
+        key_type: key_type.into(),
+    };
+    let string = |name: &str| AttributeDefinition {
+        attribute_name: name.into(),
+        attribute_type: "S".into(),
+    };
+    use api_types::index;
     let table = Table {
         table_name: sub(&names.table()),
         billing_mode: "PAY_PER_REQUEST".into(),
-        attribute_definitions: vec![AttributeDefinition {
-            attribute_name: "image_id".into(),
-            attribute_type: "S".into(),
-        }],
-        key_schema: vec![KeySchemaElement {
-            attribute_name: "image_id".into(),
-            key_type: "HASH".into(),
+        attribute_definitions: vec![
+            string("image_id"),
+            string(index::LISTING_ATTRIBUTE),
+            string(index::UPLOADED_AT),
+        ],
+        key_schema: vec![key("image_id", "HASH")],
+        // `GET /metadata`: every image, newest first, as one Query.
+        global_secondary_indexes: vec![GlobalSecondaryIndex {
+            index_name: index::LISTING_INDEX.into(),
+            key_schema: vec![
+                key(index::LISTING_ATTRIBUTE, "HASH"),
+                key(index::UPLOADED_AT, "RANGE"),
+            ],
+            projection: Projection {
+                projection_type: "ALL".into(),
+            },
         }],
         point_in_time_recovery_specification: PointInTimeRecovery {
             point_in_time_recovery_enabled: true,
@@ -128,14 +146,6 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
 
     // The label index (README, "Data model"): a partition per label, newest image first, and
     // one partition of label counts.
-    let key = |name: &str, key_type: &str| KeySchemaElement {
-        attribute_name: name.into(),
-        key_type: key_type.into(),
-    };
-    let string = |name: &str| AttributeDefinition {
-        attribute_name: name.into(),
-        attribute_type: "S".into(),
-    };
     let labels = Table {
         table_name: sub(&names.labels_table()),
         billing_mode: "PAY_PER_REQUEST".into(),
@@ -155,6 +165,7 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
             sse_type: Some("KMS".into()),
         },
         time_to_live_specification: None,
+        global_secondary_indexes: Vec::new(),
     };
     resources.insert(
         LABELS_TABLE_ID.to_string(),

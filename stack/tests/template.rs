@@ -332,7 +332,23 @@ fn table_queue_and_async_failure_path() {
     );
     assert_eq!(
         table["AttributeDefinitions"],
-        serde_json::json!([{"AttributeName": "image_id", "AttributeType": "S"}])
+        serde_json::json!([
+            {"AttributeName": "image_id", "AttributeType": "S"},
+            {"AttributeName": "listing", "AttributeType": "S"},
+            {"AttributeName": "uploaded_at", "AttributeType": "S"}
+        ])
+    );
+    // GET /metadata: every image newest first, one Query of this index.
+    assert_eq!(
+        table["GlobalSecondaryIndexes"],
+        serde_json::json!([{
+            "IndexName": "newest-first",
+            "KeySchema": [
+                {"AttributeName": "listing", "KeyType": "HASH"},
+                {"AttributeName": "uploaded_at", "KeyType": "RANGE"}
+            ],
+            "Projection": {"ProjectionType": "ALL"}
+        }])
     );
     assert_eq!(
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],

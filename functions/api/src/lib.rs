@@ -290,6 +290,15 @@ pub mod index {
     pub const CONFIDENCE: &str = "confidence";
     /// A count item's attribute: the label's name as the service spelled it.
     pub const NAME: &str = "name";
+    /// The images table's index of every image, newest first (`GET /metadata`): a constant
+    /// partition sorted by upload time.
+    pub const LISTING_INDEX: &str = "newest-first";
+    /// The index's partition key attribute, on every item of the images table.
+    pub const LISTING_ATTRIBUTE: &str = "listing";
+    /// Its one value.
+    pub const LISTING_PARTITION: &str = "images";
+    /// The index's sort key attribute: RFC 3339 in UTC with milliseconds, so it sorts as text.
+    pub const UPLOADED_AT: &str = "uploaded_at";
     /// The longest label a search accepts (Rekognition's names are far shorter).
     pub const MAX_LABEL_CHARS: usize = 100;
 

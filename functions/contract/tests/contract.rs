@@ -259,7 +259,7 @@ async fn metadata_stays_within_its_policy() {
         actions,
         [
             "dynamodb:GetItem",
-            "dynamodb:Scan",
+            "dynamodb:Query",
             "dynamodb:Query",
             "dynamodb:Query"
         ],

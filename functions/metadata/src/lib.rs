@@ -1,5 +1,5 @@
 //! The metadata function: `GET /metadata/{id}` returns one image's labels, `GET /metadata`
-//! pages through all of them (or, with `label=`, through the images with that label, newest
+//! pages through all of them, newest first, from the images table's index (or, with `label=`, through the images with that label, newest
 //! first, from the label index), and `GET /labels` counts the images of each label. Responses
 //! carry only metadata, never where the image is stored.
 
@@ -131,20 +131,25 @@ pub fn parse_limit(raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
 }
 
 const TOKEN_MAC_LEN: usize = 8;
-const TOKEN_ID_LEN: usize = 36;
 
-/// The scan position, opaque to clients: the last image id, the page size it was issued for,
-/// and a checksum that ties the token to this table. A tampered, foreign or garbage token is
-/// refused with a clear 400 instead of reaching DynamoDB. The checksum is not keyed, so a
-/// client could mint a token: all it could do with one is start a listing of public metadata
-/// at an image id of its choosing, which paging already allows (README, "The API").
-pub fn encode_token(table: &str, last: &ImageId, limit: u32) -> String {
-    let id = last.to_string();
-    let limit = u8::try_from(limit).unwrap_or(u8::MAX);
-    let mut raw = id.clone().into_bytes();
-    raw.push(limit);
-    raw.extend_from_slice(&token_mac(table, &id, limit));
-    URL_SAFE_NO_PAD.encode(raw)
+/// The listing's position (`{uploaded_at}#{image_id}`, the last item of a page), opaque to
+/// clients: the position, the page size it was issued for, and a checksum that ties the token
+/// to this table's index. A tampered, foreign or garbage token is refused with a clear 400
+/// instead of reaching DynamoDB. The checksum is not keyed, so a client could mint a token:
+/// all it could do with one is start a listing of public metadata at a time of its choosing,
+/// which paging already allows (README, "The API").
+pub fn encode_token(table: &str, position: &str, limit: u32) -> String {
+    encode_search_token(&listing_scope(table), "", 0, position, limit)
+}
+
+pub fn decode_token(table: &str, token: &str, limit: u32) -> Result<String, TokenError> {
+    decode_search_token(&listing_scope(table), "", 0, token, limit)
+}
+
+/// What a listing token is bound to: the table's index. A search token is bound to the
+/// labels table and a label that is never empty, so neither passes for the other.
+fn listing_scope(table: &str) -> String {
+    format!("{table}/index/{}", index::LISTING_INDEX)
 }
 
 /// Why a `next_token` is refused.
@@ -154,39 +159,6 @@ pub enum TokenError {
     Invalid,
     /// Issued for pages of another size.
     OtherLimit(u32),
-}
-
-pub fn decode_token(table: &str, token: &str, limit: u32) -> Result<ImageId, TokenError> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| TokenError::Invalid)?;
-    if raw.len() != TOKEN_ID_LEN + 1 + TOKEN_MAC_LEN {
-        return Err(TokenError::Invalid);
-    }
-    let (id, rest) = raw.split_at(TOKEN_ID_LEN);
-    let (issued, mac) = (rest[0], &rest[1..]);
-    let id = std::str::from_utf8(id).map_err(|_| TokenError::Invalid)?;
-    if mac != token_mac(table, id, issued) {
-        return Err(TokenError::Invalid);
-    }
-    let id = ImageId::parse(id).ok_or(TokenError::Invalid)?;
-    if u32::from(issued) != limit {
-        return Err(TokenError::OtherLimit(u32::from(issued)));
-    }
-    Ok(id)
-}
-
-fn token_mac(table: &str, id: &str, limit: u8) -> [u8; TOKEN_MAC_LEN] {
-    let digest = Sha256::new()
-        .chain_update(b"image-pipeline next_token v2\n")
-        .chain_update(table.as_bytes())
-        .chain_update(b"\n")
-        .chain_update(id.as_bytes())
-        .chain_update([limit])
-        .finalize();
-    let mut mac = [0u8; TOKEN_MAC_LEN];
-    mac.copy_from_slice(&digest[..TOKEN_MAC_LEN]);
-    mac
 }
 
 /// `min_confidence`: a whole number of percent from 0 to 100; 0 when absent.
@@ -433,26 +405,35 @@ async fn list(
         None => None,
         Some(t) => Some(decode_token(&ctx.table, t, limit).map_err(bad_token)?),
     };
-    let mut scan = ctx
+    let listing = || AttributeValue::S(index::LISTING_PARTITION.to_string());
+    let mut query = ctx
         .dynamodb
-        .scan()
+        .query()
         .table_name(&ctx.table)
-        .limit(i32::try_from(limit).unwrap_or(100))
-        .consistent_read(true);
-    if let Some(id) = start {
-        scan = scan.exclusive_start_key("image_id", AttributeValue::S(id.to_string()));
+        .index_name(index::LISTING_INDEX)
+        .key_condition_expression("#listing = :listing")
+        .expression_attribute_names("#listing", index::LISTING_ATTRIBUTE)
+        .expression_attribute_values(":listing", listing())
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit).unwrap_or(100));
+    if let Some(position) = start {
+        // The token's position was checked when it was decoded: a timestamp, `#`, an id.
+        let (uploaded_at, id) = position.rsplit_once('#').unwrap_or_default();
+        query = query
+            .exclusive_start_key(index::LISTING_ATTRIBUTE, listing())
+            .exclusive_start_key(index::UPLOADED_AT, AttributeValue::S(uploaded_at.into()))
+            .exclusive_start_key("image_id", AttributeValue::S(id.into()));
     }
-    let out = scan.send().await.map_err(|e| {
-        tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Scan failed");
+    let out = query.send().await.map_err(|e| {
+        tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Query failed");
         ApiError::unavailable("metadata could not be listed; try again")
     })?;
     let items = out.items().iter().map(from_item).collect();
-    let next_token = out
-        .last_evaluated_key()
-        .and_then(|k| k.get("image_id"))
-        .and_then(|v| v.as_s().ok())
-        .and_then(|s| ImageId::parse(s))
-        .map(|id| encode_token(&ctx.table, &id, limit));
+    let next_token = out.last_evaluated_key().and_then(|k| {
+        let s = |name: &str| k.get(name).and_then(|v| v.as_s().ok());
+        let position = index::entry_sort_key(s(index::UPLOADED_AT)?, s("image_id")?);
+        Some(encode_token(&ctx.table, &position, limit))
+    });
     Ok(json_response(200, &Page { items, next_token }))
 }
 
@@ -526,8 +507,9 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
         let id = ImageId::new_random();
-        let t = encode_token("table-a", &id, 20);
-        assert_eq!(decode_token("table-a", &t, 20), Ok(id));
+        let position = index::entry_sort_key("2026-11-30T05:00:00.000Z", &id.to_string());
+        let t = encode_token("table-a", &position, 20);
+        assert_eq!(decode_token("table-a", &t, 20), Ok(position.clone()));
         assert_eq!(
             decode_token("table-b", &t, 20),
             Err(TokenError::Invalid),
@@ -538,26 +520,33 @@ mod tests {
             Err(TokenError::OtherLimit(20)),
             "bound to its page size"
         );
+        assert_eq!(
+            decode_search_token("table-a", "cat", 0, &t, 20),
+            Err(TokenError::Invalid),
+            "a listing token is no search token"
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
         bytes[3] ^= 1;
         assert_eq!(
             decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes), 20),
             Err(TokenError::Invalid),
-            "tampered id"
+            "tampered position"
         );
         let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
-        bytes[36] = 50;
+        bytes[position.len()] = 50;
         assert_eq!(
             decode_token("table-a", &URL_SAFE_NO_PAD.encode(&bytes), 50),
             Err(TokenError::Invalid),
             "tampered limit"
         );
+        let not_a_position = encode_token("table-a", "2026-11-30T05:00:00.000Z", 20);
         for bad in [
             "",
             "x",
             "!!!",
             &"A".repeat(5000),
             &URL_SAFE_NO_PAD.encode(id.to_string()),
+            &not_a_position,
         ] {
             assert_eq!(
                 decode_token("table-a", bad, 20),

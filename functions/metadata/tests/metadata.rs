@@ -158,25 +158,48 @@ async fn a_table_outage_is_503() {
 }
 
 #[tokio::test]
-async fn pages_with_an_opaque_token() {
+async fn pages_newest_first_with_an_opaque_token() {
     let second_id = "8a1d2e3f-4b5c-4d6e-8f70-819a2b3c4d5e";
-    let first_page = mock!(Client::scan)
-        .match_requests(|r| r.limit() == Some(2) && r.exclusive_start_key().is_none())
+    let second_at = "2026-11-26T20:59:00.000Z";
+    // One Query of the listing index, newest first: never a Scan.
+    let is_listing = |r: &aws_sdk_dynamodb::operation::query::QueryInput| {
+        r.table_name() == Some(TABLE)
+            && r.index_name() == Some("newest-first")
+            && r.scan_index_forward() == Some(false)
+            && r.key_condition_expression() == Some("#listing = :listing")
+            && r.expression_attribute_values()
+                .and_then(|v| v.get(":listing"))
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some("images")
+    };
+    let first_page = mock!(Client::query)
+        .match_requests(move |r| {
+            is_listing(r) && r.limit() == Some(2) && r.exclusive_start_key().is_none()
+        })
         .then_output(move || {
-            ScanOutput::builder()
+            QueryOutput::builder()
                 .items(stored_item(ID))
                 .items(stored_item(second_id))
                 .last_evaluated_key("image_id", AttributeValue::S(second_id.into()))
+                .last_evaluated_key("listing", AttributeValue::S("images".into()))
+                .last_evaluated_key("uploaded_at", AttributeValue::S(second_at.into()))
                 .build()
         });
-    let second_page = mock!(Client::scan)
+    let second_page = mock!(Client::query)
         .match_requests(move |r| {
-            r.exclusive_start_key()
-                .and_then(|k| k.get("image_id"))
-                .and_then(|v| v.as_s().ok())
-                == Some(&second_id.to_string())
+            let k = |name: &str| {
+                r.exclusive_start_key()
+                    .and_then(|k| k.get(name))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+            };
+            is_listing(r)
+                && k("image_id").as_deref() == Some(second_id)
+                && k("uploaded_at").as_deref() == Some(second_at)
+                && k("listing").as_deref() == Some("images")
         })
-        .then_output(|| ScanOutput::builder().build());
+        .then_output(|| QueryOutput::builder().build());
     let c = ctx(&[&first_page, &second_page]);
     let resp = handler(&c, list_event(&[("limit", "2")])).await.unwrap();
     assert_eq!(resp.status_code, 200);
@@ -202,15 +225,17 @@ async fn limit_defaults_and_caps() {
         (vec![("limit", "1000")], 100),
         (vec![("limit", "7")], 7),
     ] {
-        let scan = mock!(Client::scan)
+        let listing = mock!(Client::query)
             .match_requests(move |r| r.limit() == Some(expected))
-            .then_output(|| ScanOutput::builder().build());
-        let resp = handler(&ctx(&[&scan]), list_event(&query)).await.unwrap();
+            .then_output(|| QueryOutput::builder().build());
+        let resp = handler(&ctx(&[&listing]), list_event(&query))
+            .await
+            .unwrap();
         assert_eq!(resp.status_code, 200, "{query:?}");
         assert_eq!(
-            scan.num_calls(),
+            listing.num_calls(),
             1,
-            "{query:?} should scan with limit {expected}"
+            "{query:?} should query with limit {expected}"
         );
     }
 }
@@ -218,18 +243,18 @@ async fn limit_defaults_and_caps() {
 #[tokio::test]
 async fn bad_inputs_are_4xx_and_never_reach_the_table() {
     let tampered = {
-        let t = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap(), 20);
+        let t = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
         let mut chars: Vec<char> = t.chars().collect();
         chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
         chars.into_iter().collect::<String>()
     };
     let foreign = encode_token(
         "image-pipeline-prod-images",
-        &handler_shared::ImageId::parse(ID).unwrap(),
+        &format!("2026-11-26T21:00:00.123Z#{ID}"),
         20,
     );
     // Issued for pages of 20 (the default), replayed with limit=5.
-    let other_limit = encode_token(TABLE, &handler_shared::ImageId::parse(ID).unwrap(), 20);
+    let other_limit = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
     let long = "a".repeat(5000);
     let cat_token = encode_search_token(
         LABELS,

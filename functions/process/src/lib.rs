@@ -527,7 +527,8 @@ impl Item {
             "size_bytes".into(),
             AttributeValue::N(self.size_bytes.to_string()),
         );
-        m.insert("uploaded_at".into(), s(&timestamp(self.uploaded_at)));
+        m.insert(index::UPLOADED_AT.into(), s(&timestamp(self.uploaded_at)));
+        m.insert(index::LISTING_ATTRIBUTE.into(), s(index::LISTING_PARTITION));
         m.insert("processed_at".into(), s(&timestamp(Utc::now())));
         if let Some(r) = self.failure_reason {
             m.insert("failure_reason".into(), s(r.as_str()));
@@ -575,7 +576,11 @@ async fn mark_processing(
             "size_bytes".to_string(),
             AttributeValue::N(size_bytes.to_string()),
         ),
-        ("uploaded_at".to_string(), s(&timestamp(uploaded_at))),
+        (index::UPLOADED_AT.to_string(), s(&timestamp(uploaded_at))),
+        (
+            index::LISTING_ATTRIBUTE.to_string(),
+            s(index::LISTING_PARTITION),
+        ),
     ]);
     let result = ctx
         .dynamodb

@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use api_types::{ImageStatus, PresignRequest, PresignedPut, PresignedUpload, Route, Uploaded};
+use api_types::{
+    ImageStatus, PresignRequest, PresignedPut, PresignedUpload, Route, Uploaded, index,
+};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::{HeaderValue, header};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -357,8 +359,12 @@ impl Accepted<'_> {
                 AttributeValue::N(self.size_bytes.to_string()),
             ),
             (
-                "uploaded_at".to_string(),
+                index::UPLOADED_AT.to_string(),
                 s(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            ),
+            (
+                index::LISTING_ATTRIBUTE.to_string(),
+                s(index::LISTING_PARTITION),
             ),
         ]);
         if let Some(t) = self.expires_at {
