@@ -871,7 +871,7 @@ mod tests {
         let err = selected(&cfg).unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown function `resize`; the functions are upload, process, metadata, images"
+            "unknown function `resize`; the functions are upload, process, metadata, images, web"
         );
         let all = selected(&BuildConfig {
             arch: BuildArch::Host,
@@ -879,7 +879,7 @@ mod tests {
             opt_level: None,
         })
         .unwrap();
-        assert_eq!(all, ["upload", "process", "metadata", "images"]);
+        assert_eq!(all, ["upload", "process", "metadata", "images", "web"]);
     }
 
     /// A scratch workspace with the files a handler build reads, and a few it does not.

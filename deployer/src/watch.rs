@@ -88,11 +88,11 @@ mod tests {
             // Shared crates: everyone that depends on them.
             (
                 &["functions/api/src/lib.rs"],
-                &["upload", "process", "metadata", "images"],
+                &["upload", "process", "metadata", "images", "web"],
             ),
             (
                 &["functions/shared/src/lib.rs"],
-                &["upload", "process", "metadata", "images"],
+                &["upload", "process", "metadata", "images", "web"],
             ),
             // A crate only some functions are built from.
             (
@@ -100,14 +100,16 @@ mod tests {
                 &["upload", "process"],
             ),
             (&["functions/images/src/lib.rs"], &["images"]),
+            // The page is compiled into the web function.
+            (&["functions/web/src/page.js"], &["web"]),
             // Workspace-wide build inputs.
             (
                 &["Cargo.lock"],
-                &["upload", "process", "metadata", "images"],
+                &["upload", "process", "metadata", "images", "web"],
             ),
             (
                 &[".cargo/config.toml"],
-                &["upload", "process", "metadata", "images"],
+                &["upload", "process", "metadata", "images", "web"],
             ),
             // Two at once.
             (

@@ -798,9 +798,22 @@ impl App {
             trigger: None,
             on_failure: None,
         };
+        let web = FunctionSpec {
+            name: "web",
+            description: "GET /: the gallery page (HTML, CSS and JS in one document, nothing from elsewhere)",
+            memory_mb: 128,
+            timeout_seconds: 3,
+            // For the page's Content-Security-Policy: where a presigned PUT goes.
+            env: vec![(env::UPLOAD_BUCKET, EnvValue::Name(names.bucket()))],
+            // Its own logs only.
+            touches: vec![],
+            routes: vec![Route::Gallery.into()],
+            trigger: None,
+            on_failure: None,
+        };
         Self {
             names,
-            functions: vec![upload, process, metadata, images],
+            functions: vec![upload, process, metadata, images, web],
         }
     }
 

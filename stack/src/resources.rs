@@ -79,6 +79,24 @@ pub struct Bucket {
     pub lifecycle_configuration: Option<Lifecycle>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notification_configuration: Option<Notification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_configuration: Option<Cors>,
+}
+
+/// Which cross-origin requests browsers may make to the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Cors {
+    pub cors_rules: Vec<CorsRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CorsRule {
+    pub allowed_methods: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub max_age: u32,
 }
 
 impl Bucket {
@@ -105,6 +123,7 @@ impl Bucket {
             },
             lifecycle_configuration: None,
             notification_configuration: None,
+            cors_configuration: None,
         }
     }
 }

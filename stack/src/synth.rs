@@ -265,6 +265,18 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
         notification_configuration: Some(Notification {
             lambda_configurations: notifications,
         }),
+        // The gallery page PUTs large images with the URL `POST /uploads` presigned. The
+        // signature is what authorizes the PUT (anyone holding the URL can use it, browser or
+        // not), so CORS adds no access; it only lets a browser send it. PUT only, with the
+        // headers the signature covers.
+        cors_configuration: Some(Cors {
+            cors_rules: vec![CorsRule {
+                allowed_methods: vec!["PUT".into()],
+                allowed_origins: vec!["*".into()],
+                allowed_headers: vec!["content-type".into(), "if-none-match".into()],
+                max_age: 600,
+            }],
+        }),
         ..Bucket::locked_down(sub(&names.bucket()))
     };
     let mut bucket_resource = Resource::new(ResourceProps::Bucket(Box::new(bucket)))

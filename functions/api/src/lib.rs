@@ -24,10 +24,12 @@ pub enum Route {
     GetImage,
     /// `GET /images/{id}/thumbnail`: its thumbnail.
     GetThumbnail,
+    /// `GET /`: the gallery page.
+    Gallery,
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 8] = [
         Route::Upload,
         Route::PresignUpload,
         Route::ListMetadata,
@@ -35,6 +37,7 @@ impl Route {
         Route::ListLabels,
         Route::GetImage,
         Route::GetThumbnail,
+        Route::Gallery,
     ];
 
     pub fn method(self) -> &'static str {
@@ -44,7 +47,8 @@ impl Route {
             | Route::GetMetadata
             | Route::ListLabels
             | Route::GetImage
-            | Route::GetThumbnail => "GET",
+            | Route::GetThumbnail
+            | Route::Gallery => "GET",
         }
     }
 
@@ -58,6 +62,7 @@ impl Route {
             Route::ListLabels => "/labels",
             Route::GetImage => "/images/{id}",
             Route::GetThumbnail => "/images/{id}/thumbnail",
+            Route::Gallery => "/",
         }
     }
 
@@ -183,6 +188,14 @@ impl FailureReason {
             .unwrap_or(FailureReason::Unknown)
     }
 }
+
+/// The largest body `POST /upload` accepts by default: API Gateway base64-encodes a binary
+/// body, and Lambda's 6 MB request limit must hold it. Larger images take `POST /uploads`.
+pub const MAX_DIRECT_UPLOAD_BYTES: usize = 4_500_000;
+
+/// The confidence (percent) below which the process function stores no label by default,
+/// Rekognition's own default.
+pub const DEFAULT_MIN_CONFIDENCE: u8 = 55;
 
 /// `POST /upload`, 201.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +389,8 @@ mod tests {
             Route::find(&Route::ALL, "GET", "/labels"),
             Some(Route::ListLabels)
         );
+        assert_eq!(Route::find(&Route::ALL, "GET", "/"), Some(Route::Gallery));
+        assert_eq!(Route::find(&Route::ALL, "GET", ""), None);
     }
 
     #[test]

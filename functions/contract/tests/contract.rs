@@ -415,10 +415,79 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(images_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
     assert_eq!(images_function::ENV_THUMBNAIL_PREFIX, env::THUMBNAIL_PREFIX);
     assert_eq!(process_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
+    assert_eq!(web_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
     // And a handler refuses to start without them.
     let none = |_: &str| None;
     let s3 = mock_client!(aws_sdk_s3, []);
     let ddb = mock_client!(aws_sdk_dynamodb, []);
     let err = upload_function::Ctx::from_env(s3, ddb, &none).unwrap_err();
     assert!(err.contains("UPLOAD_BUCKET"), "{err}");
+}
+
+/// The web function performs no AWS operation at all, and the page it serves may send a
+/// presigned PUT exactly where the upload function presigns it: on AWS and with the local
+/// endpoint override alike.
+#[tokio::test]
+async fn the_page_may_put_where_the_upload_function_presigns() {
+    use aws_sdk_s3::config::{Credentials, Region};
+    let web = App::image_pipeline();
+    assert!(
+        web.function("web").unwrap().touches.is_empty(),
+        "the web function reads nothing"
+    );
+    for endpoint in [None, Some("https://127.0.0.1:4566")] {
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ));
+        if let Some(e) = endpoint {
+            config = config.endpoint_url(e);
+        }
+        let s3 = aws_sdk_s3::Client::from_conf(config.build());
+        let record = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
+            aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
+        });
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record]);
+        let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
+        let presign =
+            serde_json::from_str(include_str!("../../upload/tests/data/post-uploads.json"))
+                .unwrap();
+        let resp = upload_function::handler(&ctx, LambdaEvent::new(presign, Context::default()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status_code, 201);
+        let Some(aws_lambda_events::encodings::Body::Text(text)) = &resp.body else {
+            panic!("no body")
+        };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let url = v["upload"]["url"].as_str().unwrap();
+        let origin: String = {
+            let (scheme, rest) = url.split_once("://").unwrap();
+            format!("{scheme}://{}", rest.split('/').next().unwrap())
+        };
+
+        let env = env_of("web");
+        let vars = move |k: &str| match k {
+            "AWS_REGION" => Some("eu-west-1".to_string()),
+            "AWS_ENDPOINT_URL" => endpoint.map(str::to_string),
+            _ => env(k),
+        };
+        let page = web_function::Ctx::from_env(&vars).unwrap();
+        let connect = page
+            .csp
+            .split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix("connect-src "))
+            .unwrap();
+        assert!(
+            connect.split_whitespace().any(|o| o == origin),
+            "{url} is not within connect-src {connect}"
+        );
+    }
 }

@@ -104,6 +104,17 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     .await
                     .unwrap()
             }
+            "web" => {
+                let env = env_of("web");
+                // Lambda sets the region; the app model does not.
+                let vars = move |k: &str| {
+                    env(k).or_else(|| (k == "AWS_REGION").then(|| "eu-west-1".to_string()))
+                };
+                let ctx = web_function::Ctx::from_env(&vars).unwrap();
+                web_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
+                    .await
+                    .unwrap()
+            }
             other => panic!("{other} has no HTTP handler in this test: add it"),
         };
         if !not_routed(&resp) {

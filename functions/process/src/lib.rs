@@ -47,7 +47,7 @@ pub const ENV_MIN_CONFIDENCE: &str = "MIN_CONFIDENCE";
 pub const DEFAULT_MAX_LABELS: i32 = 10;
 /// Rekognition's own default: labels are stored from here, and readers ask for more
 /// confidence with the API's `min_confidence`.
-pub const DEFAULT_MIN_CONFIDENCE: f32 = 55.0;
+pub const DEFAULT_MIN_CONFIDENCE: f32 = api_types::DEFAULT_MIN_CONFIDENCE as f32;
 /// How much of an object the function reads itself: enough for the signature and, in nearly
 /// every file, the header with the dimensions.
 pub const SNIFF_BYTES: u64 = 64 * 1024;

@@ -27,7 +27,7 @@ use image_check::{Format, REKOGNITION};
 /// Lambda's synchronous request payload limit is 6 MB (6,291,456 bytes) for the whole event;
 /// the body arrives base64-encoded (4 bytes per 3) inside JSON with headers and context.
 /// 4.5 MB of image leaves room for all of that.
-pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 4_500_000;
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = api_types::MAX_DIRECT_UPLOAD_BYTES;
 /// Rekognition reads images from S3 up to 15 MB.
 pub const MAX_PRESIGNED_BYTES: u64 = image_check::MAX_S3_BYTES;
 pub const DEFAULT_PRESIGN_SECONDS: u64 = 300;
