@@ -54,6 +54,9 @@ pub enum CheckName {
     /// `GET /images/{id}` answers the uploaded bytes; `GET /images/{id}/thumbnail` a JPEG, the
     /// same bytes the second time (from the cache).
     Images,
+    /// `GET /` answers the gallery page: HTML with nothing from elsewhere, under a
+    /// Content-Security-Policy that names its inline script and style by hash.
+    Gallery,
     /// `POST /uploads`, a PUT to the URL it hands out, then labels.
     PresignedUpload,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
@@ -70,12 +73,13 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 11] = [
+    pub const ALL: [CheckName; 12] = [
         CheckName::Upload,
         CheckName::Labels,
         CheckName::Listing,
         CheckName::LabelSearch,
         CheckName::Images,
+        CheckName::Gallery,
         CheckName::PresignedUpload,
         CheckName::BadUpload,
         CheckName::PresignedNonImage,
@@ -91,6 +95,7 @@ impl CheckName {
             CheckName::Listing => "listing",
             CheckName::LabelSearch => "label-search",
             CheckName::Images => "images",
+            CheckName::Gallery => "gallery",
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::BadUpload => "bad-upload",
             CheckName::PresignedNonImage => "presigned-non-image",
@@ -254,6 +259,7 @@ impl Run<'_> {
             CheckName::Listing => self.listing().await,
             CheckName::LabelSearch => self.label_search().await,
             CheckName::Images => self.images().await,
+            CheckName::Gallery => self.gallery().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::BadUpload => self.bad_upload().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
@@ -504,6 +510,36 @@ impl Run<'_> {
         Ok(format!(
             "image {id} awaiting_upload until its presigned PUT (a second PUT is refused with 412), then labeled ({} labels)",
             l.len()
+        ))
+    }
+
+    async fn gallery(&mut self) -> Result<String, String> {
+        let resp = self
+            .http
+            .get(format!("{}/", self.api))
+            .send()
+            .await
+            .map_err(|e| format!("GET /: {e}"))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (content_type, csp) = (header("content-type"), header("content-security-policy"));
+        let answer = self.read(resp, "GET /").await?;
+        if answer.status != 200 || !content_type.starts_with("text/html") {
+            return Err(format!(
+                "expected 200 text/html, got {} {content_type}: {}",
+                answer.status,
+                clip(&answer.text)
+            ));
+        }
+        check_page(&answer.text, &csp)?;
+        Ok(format!(
+            "{} bytes of HTML; its inline script and style are the ones the policy names",
+            answer.text.len()
         ))
     }
 
@@ -1218,6 +1254,100 @@ fn query_value(value: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The gallery page holds nothing from elsewhere, and its Content-Security-Policy allows no
+/// script or style but the page's own (by SHA-256), nothing by default, and no framing.
+pub fn check_page(html: &str, csp: &str) -> Result<(), String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let directive = |name: &str| -> Vec<String> {
+        csp.split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix(name).filter(|r| r.starts_with(' ')))
+            .map(|r| r.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let inline = |tag: &str| -> Result<&str, String> {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        if html.matches(&open).count() != 1 {
+            return Err(format!("expected one <{tag}> in the page"));
+        }
+        let start = html.find(&open).map(|i| i + open.len()).unwrap_or_default();
+        let end = html[start..]
+            .find(&close)
+            .ok_or_else(|| format!("<{tag}> is not closed"))?;
+        Ok(&html[start..start + end])
+    };
+    let hash = |text: &str| {
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text))
+        )
+    };
+    if csp.is_empty() {
+        return Err("no Content-Security-Policy header".into());
+    }
+    for (name, want) in [
+        ("default-src", "'none'".to_string()),
+        ("script-src", hash(inline("script")?)),
+        ("style-src", hash(inline("style")?)),
+        ("frame-ancestors", "'none'".to_string()),
+    ] {
+        if directive(name) != [want.clone()] {
+            return Err(format!("{name} is not {want}: {csp}"));
+        }
+    }
+    if let Some(outside) = ["http://", "https://", "<link", "@import", " src="]
+        .into_iter()
+        .find(|o| html.contains(o))
+    {
+        return Err(format!(
+            "the page refers to something elsewhere ({outside})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::check_page;
+
+    const PAGE: &str = "<html><style>p{}</style><p>hi</p><script>go()</script></html>";
+    fn csp(script: &str, style: &str) -> String {
+        format!(
+            "default-src 'none'; script-src {script}; style-src {style}; frame-ancestors 'none'"
+        )
+    }
+    fn hash(text: &str) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text))
+        )
+    }
+
+    #[test]
+    fn the_page_check_can_fail() {
+        let good = csp(&hash("go()"), &hash("p{}"));
+        assert_eq!(check_page(PAGE, &good), Ok(()));
+        assert!(check_page(PAGE, "").is_err(), "no policy");
+        assert!(
+            check_page(PAGE, &csp(&hash("other()"), &hash("p{}"))).is_err(),
+            "another script's hash"
+        );
+        assert!(
+            check_page(PAGE, &csp("'unsafe-inline'", &hash("p{}"))).is_err(),
+            "inline scripts at large"
+        );
+        assert!(
+            check_page(PAGE, &good.replace("default-src 'none'", "default-src *")).is_err(),
+            "anything by default"
+        );
+        let outside = PAGE.replace("<p>hi</p>", "<img src=\"https://cdn.example/x.png\">");
+        assert!(check_page(&outside, &good).is_err(), "an outside image");
+    }
 }
 
 #[cfg(test)]

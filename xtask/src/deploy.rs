@@ -136,6 +136,13 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
             None => "curl -sS".to_string(),
         };
         s.push_str(&format!("API: {api}\n"));
+        s.push_str(&format!("gallery: {api}/\n"));
+        if let Some(c) = cacert {
+            s.push_str(&format!(
+                "  (a browser trusts it once the local CA {} is imported, or after a warning)\n",
+                c.display()
+            ));
+        }
         s.push_str("try it:\n");
         // The photograph the smoke test uploads, by its real path: it is in every checkout.
         let photo = deployer::pyenv::workspace_root()
@@ -219,5 +226,17 @@ mod tests {
             .unwrap_or_default();
         assert!(std::path::Path::new(path).is_file(), "{line}");
         assert!(line.contains("content-type: image/png"), "{line}");
+    }
+
+    #[test]
+    fn the_summary_names_the_gallery() {
+        let mut r = report();
+        r.api_url = Some("https://abc.execute-api.eu-west-1.amazonaws.com".into());
+        let s = summary(&r, None);
+        assert!(
+            s.lines()
+                .any(|l| l == "gallery: https://abc.execute-api.eu-west-1.amazonaws.com/"),
+            "{s}"
+        );
     }
 }

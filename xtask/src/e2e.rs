@@ -3,7 +3,8 @@
 //! root, importing an assets bucket an earlier version left, then again with no changes, then
 //! a GitHub CI role); as an IAM user whose only policy is `cargo xtask deployer-policy
 //! --stages e2e*` (not as root), deploy, smoke-test (its IAM matrix includes the escalation
-//! paths of the execution role and of that user), the user's paths into another stage and a
+//! paths of the execution role and of that user), the gallery page in headless Chromium
+//! (`browser.rs`), the user's paths into another stage and a
 //! pass of the release role refused, deploy again (no changes), kill the emulator with
 //! SIGKILL and start it again (the image, its item and the stack are all still there), change
 //! the upload function's
@@ -235,7 +236,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, the gallery in headless Chromium, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -464,6 +465,11 @@ fn steps() -> Result<()> {
         );
     }
     ensure!(!smoke.labels.is_empty(), "no labels");
+
+    // The gallery page, in headless Chromium.
+    let api = created.api_url.clone().context("no API URL")?;
+    eprintln!("e2e    the gallery page in headless Chromium: {api}/");
+    rt.block_on(crate::browser::gallery_test(&api))?;
     ensure!(
         created.scope == stack::app::bootstrap::Scope::Preview,
         "stage {STAGE} deployed with the {} execution role",

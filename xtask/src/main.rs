@@ -10,6 +10,7 @@ mod bench_deploy;
 mod bench_labels;
 mod bench_load;
 mod bootstrap;
+mod browser;
 mod build;
 mod child;
 mod console;

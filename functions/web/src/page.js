@@ -199,7 +199,12 @@
     nextToken = page.next_token || null;
     $("more").hidden = !nextToken;
     $("more").disabled = false;
-    const n = grid.children.length;
+    describe();
+  }
+
+  // What the grid shows, in words.
+  function describe() {
+    const n = $("grid").children.length;
     const what = filter === null ? "newest first" : "labelled \u201c" + filter + "\u201d";
     if (n === 0) {
       setStatus(filter === null ? "No images yet: upload one above." : "No images " + what + ".");
@@ -274,6 +279,7 @@
     if (filter !== null) await setFilter(null);
     if (cardsOf(accepted.image_id).length === 0) {
       $("grid").prepend(card({ image_id: accepted.image_id, status: accepted.status, labels: [], uploaded_at: new Date().toISOString() }));
+      describe();
     }
     poll(accepted.image_id);
   }
