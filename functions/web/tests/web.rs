@@ -1,6 +1,9 @@
 //! The gallery page: served with a policy that allows exactly its own inline style and script,
 //! nothing from elsewhere, and the uploads bucket for presigned PUTs.
 
+// Test code: fixtures are ours, so a panic is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent};
