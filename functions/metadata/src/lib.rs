@@ -1,7 +1,8 @@
 //! The metadata function: `GET /metadata/{id}` returns one image's labels, `GET /metadata`
-//! pages through all of them, newest first, from the images table's index (or, with `label=`, through the images with that label, newest
-//! first, from the label index), and `GET /labels` counts the images of each label. Responses
-//! carry only metadata, never where the image is stored.
+//! pages through all of them, newest first, from the images table's index (or, with `label=`,
+//! through the images with that label, newest first, from the label index), and `GET /labels`
+//! counts the images of each label. Responses carry only metadata, never where the image is
+//! stored.
 
 use std::collections::HashMap;
 
