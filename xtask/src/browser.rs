@@ -2,8 +2,9 @@
 //! protocol (chromedriver), against the stack the end-to-end test deployed. It uploads the cat
 //! photograph and the coffee, waits for their label chips, filters by "Cat" (by clicking the
 //! chip, and by typing) and sees exactly the cat, uploads a text file and reads the error,
-//! checks the page fits a phone's width, and that no Content-Security-Policy violation
-//! happened. Screenshots go to `target/browser/`.
+//! uploads an image over 4.5 MB (through the presigned PUT) and sees it labelled, checks the
+//! page fits a phone's width, and that no Content-Security-Policy violation happened.
+//! Screenshots go to `target/browser/`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -368,6 +369,35 @@ async fn upload(s: &Session, file: &Path, before: &[String]) -> Result<String> {
     Ok(id)
 }
 
+/// A uniform gray RGB PNG of `width` × `height`, stored without compression so that it is
+/// larger than `POST /upload` takes (4.5 MB) while a valid image of modest dimensions.
+fn large_gray_png(width: u32, height: u32) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let row = 1 + 3 * width as usize;
+    let mut raw = vec![128u8; row * height as usize];
+    for r in 0..height as usize {
+        raw[r * row] = 0; // filter: none
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::none());
+    z.write_all(&raw).context("cannot deflate the image")?;
+    let idat = z.finish().context("cannot deflate the image")?;
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter set, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &idat), (b"IEND", &[])] {
+        let len = u32::try_from(data.len()).context("a PNG chunk over 4 GB")?;
+        png.extend_from_slice(&len.to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        let crc = deployer::zip::crc32(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    }
+    Ok(png)
+}
+
 /// The whole browser test against the API at `api` (its `GET /` is the page).
 pub async fn gallery_test(api: &str) -> Result<()> {
     ensure_installed()?;
@@ -517,6 +547,47 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     );
     eprintln!("browser: the text file: {error}");
     s.screenshot(&out.join("error.png")).await?;
+
+    // Larger than POST /upload takes: the page asks POST /uploads and PUTs it to the URL.
+    let big = out.join("large-gray.png");
+    let bytes = large_gray_png(1500, 1200)?;
+    ensure!(
+        bytes.len() > api_types::MAX_DIRECT_UPLOAD_BYTES,
+        "the large image is only {} bytes",
+        bytes.len()
+    );
+    std::fs::write(&big, &bytes).with_context(|| format!("cannot write {}", big.display()))?;
+    let before = ids(&s.script(CARDS).await?);
+    let large = upload(s, &big, &before).await?;
+    let text_of_card = format!(
+        "return (Array.from(document.querySelectorAll('#grid li.card')).find(c => c.dataset.id === '{large}') || {{}}).textContent || '';"
+    );
+    let shown = s
+        .wait_for(
+            "the large image, labelled",
+            LABELS_WITHIN,
+            &text_of_card,
+            |v| v.as_str().is_some_and(|t| t.contains("Labelled")),
+        )
+        .await?;
+    let shown = shown.as_str().unwrap_or_default();
+    let cards = s.script(CARDS).await?;
+    let chips = card(&cards, &large)
+        .and_then(|c| c["labels"].as_array())
+        .map_or(0, Vec::len);
+    ensure!(
+        chips > 0 || shown.contains("No labels above 55 %"),
+        "a labelled image with no chips must say so: {shown:?}"
+    );
+    eprintln!(
+        "browser: {} bytes through the presigned PUT, labelled: {}",
+        bytes.len(),
+        if chips > 0 {
+            format!("{chips} chips")
+        } else {
+            "\"No labels above 55 %\"".to_string()
+        }
+    );
 
     // A phone's width: nothing wider than the screen.
     s.resize(390, 844).await?;
