@@ -2,8 +2,9 @@
 //! protocol (chromedriver), against the stack the end-to-end test deployed. It uploads the cat
 //! photograph and the coffee, waits for their label chips, filters by "Cat" (by clicking the
 //! chip, and by typing) and sees exactly the cat, uploads a text file and reads the error,
-//! uploads an image over 4.5 MB (through the presigned PUT) and sees it labelled, checks the
-//! page fits a phone's width, and that no Content-Security-Policy violation happened.
+//! uploads an image over 4.5 MB (through the presigned PUT) and sees it labelled, filters by
+//! keyboard alone, checks the page fits a phone's width, and that no Content-Security-Policy
+//! violation happened.
 //! Screenshots go to `target/browser/`.
 
 use std::net::TcpListener;
@@ -247,6 +248,23 @@ impl Session {
         .map(drop)
     }
 
+    /// Presses and releases one key (a WebDriver key code such as Tab, `\u{E004}`).
+    async fn press(&self, key: char) -> Result<()> {
+        let key = key.to_string();
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                    {"type": "keyDown", "value": key},
+                    {"type": "keyUp", "value": key},
+                ]}]}),
+            ),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn close(self) {
         let _ = self.call(reqwest::Method::DELETE, "", None).await;
     }
@@ -421,10 +439,7 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     let page = format!("{}/", api.trim_end_matches('/'));
     s.goto(&page).await?;
     // Any Content-Security-Policy violation from here on is recorded.
-    s.script(
-        "window.__violations = []; document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI)); return true;",
-    )
-    .await?;
+    s.script(WATCH_CSP).await?;
     s.wait_for(
         "the page's first listing",
         Duration::from_secs(30),
@@ -589,6 +604,58 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         }
     );
 
+    // By keyboard alone: Tab from the top reaches the file picker, the filter and the label
+    // bar's chips, each with a visible focus ring; Enter on the Cat chip filters.
+    // A fresh load, so that Tab starts at the top of the page.
+    no_violations(s).await?;
+    s.goto(&page).await?;
+    s.wait_for(
+        "the page's listing after a reload",
+        Duration::from_secs(30),
+        "return document.getElementById('status').textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains("newest first")),
+    )
+    .await?;
+    s.script(WATCH_CSP).await?;
+    let focused = "const e = document.activeElement; return {
+        name: e.id ? '#' + e.id : e.tagName.toLowerCase() + (e.dataset.label ? '[' + e.dataset.label + ']' : ''),
+        in_label_bar: !!e.closest('#labels'),
+        ring: getComputedStyle(e).outlineStyle !== 'none',
+    };";
+    let mut path = Vec::new();
+    let mut on_cat = false;
+    for _ in 0..40 {
+        s.press('\u{E004}').await?;
+        let f = s.script(focused).await?;
+        let name = f["name"].as_str().unwrap_or_default().to_string();
+        ensure!(
+            f["ring"] == true,
+            "{name} has focus but no visible focus ring"
+        );
+        path.push(name.clone());
+        if f["in_label_bar"] == true && name == "button[Cat]" {
+            on_cat = true;
+            break;
+        }
+    }
+    ensure!(on_cat, "Tab never reached the Cat chip: {path:?}");
+    for need in ["#file", "#label"] {
+        ensure!(path.iter().any(|p| p == need), "Tab skips {need}: {path:?}");
+    }
+    s.press('\u{E007}').await?;
+    s.wait_for(
+        "only the cat, after Enter on the Cat chip",
+        Duration::from_secs(20),
+        CARDS,
+        only_the_cat,
+    )
+    .await?;
+    eprintln!(
+        "browser: by keyboard: {} Tab presses to the Cat chip ({}), Enter filters",
+        path.len(),
+        path.join(" > ")
+    );
+
     // A phone's width: nothing wider than the screen.
     s.resize(390, 844).await?;
     let overflow = s
@@ -600,6 +667,13 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     );
     s.screenshot(&out.join("phone.png")).await?;
 
+    no_violations(s).await
+}
+
+/// Records every Content-Security-Policy violation of the page from now on.
+const WATCH_CSP: &str = "window.__violations = []; document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI)); return true;";
+
+async fn no_violations(s: &Session) -> Result<()> {
     let violations = s.script("return window.__violations;").await?;
     ensure!(
         violations.as_array().is_some_and(Vec::is_empty),
