@@ -435,10 +435,15 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
         web.function("web").unwrap().touches.is_empty(),
         "the web function reads nothing"
     );
-    for endpoint in [None, Some("https://127.0.0.1:4566")] {
+    for (region, endpoint) in [
+        ("eu-west-1", None),
+        ("us-east-1", None),
+        ("cn-north-1", None),
+        ("eu-west-1", Some("https://127.0.0.1:4566")),
+    ] {
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version_latest()
-            .region(Region::new("eu-west-1"))
+            .region(Region::new(region))
             .credentials_provider(Credentials::new(
                 "AKIDEXAMPLE",
                 "secret",
@@ -474,7 +479,7 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
 
         let env = env_of("web");
         let vars = move |k: &str| match k {
-            "AWS_REGION" => Some("eu-west-1".to_string()),
+            "AWS_REGION" => Some(region.to_string()),
             "AWS_ENDPOINT_URL" => endpoint.map(str::to_string),
             _ => env(k),
         };
