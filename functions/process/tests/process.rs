@@ -366,6 +366,8 @@ async fn labels_an_upload_and_writes_one_item() {
     assert_eq!(item["size_bytes"].as_n().unwrap(), "240512");
     assert_eq!(s(&item["label_model_version"]), "3.0");
     assert_eq!(s(&item["uploaded_at"]), "2026-11-26T21:00:00.123Z");
+    // Listed by GET /metadata: the newest-first index's partition.
+    assert_eq!(s(&item["listing"]), "images");
     assert!(s(&item["processed_at"]).ends_with('Z'));
     let labels = item["labels"].as_l().unwrap();
     assert_eq!(labels.len(), 2);

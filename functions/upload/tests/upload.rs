@@ -464,6 +464,7 @@ async fn a_stored_image_is_recorded_as_processing_where_no_item_exists() {
                 && attr(r, "image_id")
                     .is_some_and(|id| handler_shared::ImageId::parse(id).is_some())
                 && attr(r, "uploaded_at").is_some()
+                && attr(r, "listing") == Some("images")
                 && attr(r, "expires_at").is_none()
                 && attr(r, "labels").is_none()
         })
