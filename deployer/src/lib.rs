@@ -1,31 +1,24 @@
-//! Everything after synthesis: building and packaging the handlers for Lambda (`build`,
-//! `zip`, `elf`, `toolchain`), deploying them (`aws`, `assets`, `cfn`, `deploy`), proving and
-//! removing a deployment (`smoke`, `teardown`), looking at one (`status`, `logs`, `trace`), the bootstrap stack (`bootstrap`), the
-//! policies around a deploy (`permissions`), the local environment (`local`, `tls`, `fidelity`, `local_iam`, `model`)
-//! and the managed Python tools (`pyenv`). Plain config structs in, typed errors out; long
-//! work reports through one `progress::Progress`, and printing is the caller's business.
+//! Everything after synthesis, as a library: plain config structs in, typed reports and errors
+//! out, and long work told to a [`progress::Progress`]; printing is the caller's business.
+//!
+//! Folders are concerns, and each imports only from itself or from the layers below it
+//! (ARCHITECTURE.md draws them; `xtask`'s tidy test holds them):
+//!
+//! - `util`, `progress`: helpers with one home, and the one way long work reports;
+//! - `tools`: running tools, and the pinned Python virtualenvs;
+//! - `build`: the handlers built and packaged for Lambda (no AWS SDK here);
+//! - `cloud`: AWS mechanics: where a command runs, CloudFormation, assets, a deployed stage;
+//! - `local`: the local environment (the emulator over TLS, its fidelity fixes, the label model);
+//! - `ops`: the commands that change AWS: bootstrap, deploy, teardown, and their policies;
+//! - `observe`: reading a stage: status, logs, trace, watch;
+//! - `verify`: proving a stage: the smoke test and the IAM checks.
 
-pub mod assets;
-pub mod aws;
-pub mod bootstrap;
 pub mod build;
-pub mod cfn;
-pub mod cmd;
-pub mod deploy;
-pub mod elf;
-pub mod fidelity;
+pub mod cloud;
 pub mod local;
-pub mod local_iam;
-pub mod logs;
-pub mod model;
-pub mod permissions;
+pub mod observe;
+pub mod ops;
 pub mod progress;
-pub mod pyenv;
-pub mod smoke;
-pub mod status;
-pub mod teardown;
-pub mod tls;
-pub mod toolchain;
-pub mod trace;
-pub mod watch;
-pub mod zip;
+pub mod tools;
+pub mod util;
+pub mod verify;

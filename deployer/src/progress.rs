@@ -2,9 +2,10 @@
 //! [`Progress`], and the caller decides what a person sees. Every method but `step` has a
 //! do-nothing default, so a caller implements only what it shows; a closure taking `&str` is a
 //! `Progress` that hears the steps.
-
-use crate::cfn::StackEvent;
-use crate::smoke::CheckResult;
+//!
+//! This is the bottom layer, so it names no type of a higher one: a layer that has more to
+//! tell extends it (`cloud::cfn::StackProgress` hears stack events, `verify::smoke::SmokeProgress`
+//! hears checks).
 
 pub trait Progress {
     /// A step worth a line ("creating the change set", "starting MiniStack", …).
@@ -15,14 +16,6 @@ pub trait Progress {
     }
     /// Cargo finished compiling one more unit (`count` so far).
     fn compiled(&self, _unit: &str, _count: usize) {}
-    /// CloudFormation resource work starts: `total` resources are expected to finish.
-    fn begin(&self, _total: usize) {}
-    /// A new stack event; `done` resources have finished so far.
-    fn event(&self, _event: &StackEvent, _done: usize) {}
-    /// CloudFormation resource work is over.
-    fn end(&self) {}
-    /// A smoke check finished.
-    fn check(&self, _result: &CheckResult) {}
 }
 
 impl<F: Fn(&str)> Progress for F {

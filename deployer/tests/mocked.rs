@@ -20,8 +20,9 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
-use deployer::aws::{AwsError, Target, whoami};
-use deployer::cfn::{
+use deployer::cloud::aws::{AwsError, Target, whoami};
+use deployer::cloud::cfn::StackProgress;
+use deployer::cloud::cfn::{
     self, CfnError, ChangeSetRequest, Planned, Prepared, StackEvent as Event, StackOps,
 };
 use deployer::progress::Progress;
@@ -84,6 +85,9 @@ impl Progress for Said {
     fn step(&self, m: &str) {
         self.0.lock().unwrap().push(m.to_string());
     }
+}
+
+impl StackProgress for Said {
     fn event(&self, e: &Event, _: usize) {
         self.0
             .lock()
@@ -523,7 +527,7 @@ async fn emptying_a_bucket_deletes_every_version_and_marker_in_batches() {
         DeleteObjectsOutput::builder().build()
     });
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete]);
-    let n = deployer::assets::empty_bucket(&s3, "image-pipeline-dev-123-eu-west-1", "123")
+    let n = deployer::cloud::assets::empty_bucket(&s3, "image-pipeline-dev-123-eu-west-1", "123")
         .await
         .unwrap();
     assert_eq!(n, 2800);
@@ -560,7 +564,7 @@ async fn objects_s3_refuses_to_delete_fail_the_teardown() {
             .build()
     });
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete]);
-    let err = deployer::assets::empty_bucket(&s3, "b", "123")
+    let err = deployer::cloud::assets::empty_bucket(&s3, "b", "123")
         .await
         .unwrap_err();
     assert!(
@@ -744,7 +748,7 @@ async fn a_malformed_region_is_refused_before_any_call() {
             region: region.into(),
             profile: None,
         };
-        let err = deployer::aws::sdk_config(&target)
+        let err = deployer::cloud::aws::sdk_config(&target)
             .await
             .map(|_| ())
             .unwrap_err();
@@ -755,7 +759,7 @@ async fn a_malformed_region_is_refused_before_any_call() {
         region: "mars-north-1".into(),
         profile: None,
     };
-    assert!(deployer::aws::sdk_config(&newer).await.is_ok());
+    assert!(deployer::cloud::aws::sdk_config(&newer).await.is_ok());
 }
 
 #[tokio::test]

@@ -444,6 +444,12 @@ impl Names {
         named(&format!("-{short}"))
     }
 
+    /// A function's role as CloudFormation names it: the stack, the role's logical id
+    /// (`FunctionSpec::role_id`), then a suffix CloudFormation chooses (`suffix`).
+    pub fn function_role(&self, role_id: &str, suffix: &str) -> ArnTemplate {
+        self.stack().join(&format!("-{role_id}-{suffix}"))
+    }
+
     pub fn function_arn(&self, short: &str) -> ArnTemplate {
         let mut parts = vec![Part::Lit("function:".into())];
         parts.extend(self.function(short).parts().iter().cloned());

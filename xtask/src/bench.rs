@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use deployer::build::{BuildArch, BuildConfig, build};
-use deployer::pyenv::workspace_root;
+use deployer::util::workspace_root;
 use serde_json::{Value, json};
 use stack::Architecture;
 
@@ -62,22 +62,22 @@ pub struct LocalBench {
 }
 
 impl LocalBench {
-    pub fn config(&self) -> deployer::local::LocalConfig {
-        deployer::local::LocalConfig::for_ports(self.port, self.labels_port)
+    pub fn config(&self) -> deployer::local::emulator::LocalConfig {
+        deployer::local::emulator::LocalConfig::for_ports(self.port, self.labels_port)
     }
 
     pub fn run<T>(
         &self,
-        measure: impl FnOnce(&deployer::local::LocalConfig) -> Result<T>,
+        measure: impl FnOnce(&deployer::local::emulator::LocalConfig) -> Result<T>,
     ) -> Result<T> {
         let cfg = self.config();
         // From nothing, every time: what an earlier run left (a stack, a retained bucket)
         // would change what is measured.
-        deployer::local::down(&cfg)?;
-        deployer::local::wipe(&cfg)?;
-        deployer::local::up(&cfg, &Console::new("bench"))?;
+        deployer::local::emulator::down(&cfg)?;
+        deployer::local::emulator::wipe(&cfg)?;
+        deployer::local::emulator::up(&cfg, &Console::new("bench"))?;
         let result = measure(&cfg);
-        let _ = deployer::local::down(&cfg);
+        let _ = deployer::local::emulator::down(&cfg);
         result
     }
 

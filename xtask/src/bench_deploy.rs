@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use deployer::build::BuildArch;
-use deployer::deploy::{DeployReport, Outcome, parameters, template_body};
-use deployer::local::{self, LocalConfig};
-use deployer::pyenv::{Venv, workspace_root};
-use deployer::smoke::{CheckName, SmokeReport};
-use deployer::teardown::TeardownReport;
+use deployer::cloud::cfn::Outcome;
+use deployer::local::emulator::LocalConfig;
+use deployer::ops::deploy::{DeployReport, parameters, template_body};
+use deployer::ops::teardown::TeardownReport;
+use deployer::tools::pyenv::Venv;
+use deployer::util::workspace_root;
+use deployer::verify::smoke::{CheckName, SmokeReport};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stack::{App, Stage};
@@ -52,10 +54,10 @@ fn aws(venv: &Venv, endpoint: &str, ca: &std::path::Path, args: &[String]) -> Re
             "--endpoint-url",
             endpoint,
             "--region",
-            deployer::aws::LOCAL_REGION,
+            deployer::cloud::aws::LOCAL_REGION,
         ])
-        .env("AWS_ACCESS_KEY_ID", local::ROOT_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", local::ROOT_KEY)
+        .env("AWS_ACCESS_KEY_ID", deployer::cloud::aws::ROOT_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", deployer::cloud::aws::ROOT_KEY)
         // The emulator serves TLS with the local environment's own certificate.
         .env("AWS_CA_BUNDLE", ca)
         .env_remove("AWS_PROFILE")

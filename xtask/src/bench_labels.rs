@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_rekognition::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_rekognition::primitives::Blob;
 use aws_sdk_rekognition::types::Image;
-use deployer::pyenv::workspace_root;
+use deployer::util::{KillOnDrop, workspace_root};
 use serde_json::{Value, json};
 
 use crate::bench::percentile;
@@ -24,16 +24,6 @@ const IMAGES: &[&str] = &["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.
 const ROUNDS: usize = 10;
 const CONCURRENCY: usize = 4;
 const PER_CLIENT: usize = 10;
-
-/// Kills the service however the benchmark ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn client(port: u16) -> aws_sdk_rekognition::Client {
     let config = aws_sdk_rekognition::Config::builder()
@@ -63,10 +53,10 @@ async fn detect(client: &aws_sdk_rekognition::Client, image: &[u8]) -> Result<()
 }
 
 pub fn run() -> Result<Value> {
-    let model = deployer::model::ensure(&crate::console::Console::new("bench"))?;
+    let model = deployer::local::model::ensure(&crate::console::Console::new("bench"))?;
     let root = workspace_root();
     eprintln!("bench  building detect-labels (release)");
-    let status = deployer::cmd::cargo()
+    let status = deployer::tools::cmd::cargo()
         .current_dir(&root)
         .args(["build", "--release", "--quiet", "-p", "local-labels"])
         .status()?;
@@ -74,8 +64,9 @@ pub fn run() -> Result<Value> {
         bail!("building detect-labels failed");
     }
     let started = Instant::now();
-    let mut child = Child(
-        Command::new(deployer::local::labels_binary("release"))
+    // Killed however the benchmark ends.
+    let mut child = KillOnDrop(
+        Command::new(deployer::local::emulator::labels_binary("release"))
             .args(["--port", "0", "--workers", &CONCURRENCY.to_string()])
             // Images go inline: the emulator's endpoint and key are never used.
             .args(["--endpoint", "https://127.0.0.1:1"])
@@ -89,7 +80,7 @@ pub fn run() -> Result<Value> {
             .spawn()
             .context("cannot start detect-labels")?,
     );
-    let stdout = child.0.stdout.take().context("no stdout")?;
+    let stdout = child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let ready = started.elapsed().as_secs_f64();

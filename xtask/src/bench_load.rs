@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use api_types::{ErrorBody, ImageMetadata, ImageStatus, Uploaded};
-use deployer::aws::{LocalCredentials, Target};
-use deployer::deploy::{DeployReport, client_api_url};
-use deployer::local::LocalConfig;
-use deployer::teardown::TeardownReport;
+use deployer::cloud::aws::{LocalCredentials, Target};
+use deployer::local::emulator::LocalConfig;
+use deployer::ops::deploy::DeployReport;
+use deployer::ops::teardown::TeardownReport;
 use serde_json::{Value, json};
-use stack::app::outputs;
 
 use crate::bench::{LocalBench, percentile};
 
@@ -42,7 +41,7 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let mut tall = cat.to_vec();
     tall[16..20].copy_from_slice(&1u32.to_be_bytes());
     tall[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    let crc = deployer::zip::crc32(&tall[12..29]);
+    let crc = deployer::build::zip::crc32(&tall[12..29]);
     tall[29..33].copy_from_slice(&crc.to_be_bytes());
     let mut polyglot = cat.to_vec();
     polyglot.extend_from_slice(b"PK\x03\x04 appended archive");
@@ -96,36 +95,25 @@ struct Sent {
 fn measure(cfg: &LocalConfig) -> Result<Value> {
     xtask::<TeardownReport>(&["teardown"])?;
     let deployed: DeployReport = xtask(&["deploy"])?;
-    let target = Target::Local {
-        endpoint: cfg.endpoint(),
-        certificate: cfg
-            .tls()
-            .cert_pem()
-            .context("the local environment has no certificate")?,
-        credentials: LocalCredentials::root(),
-    };
-    let output = |k: &str| {
-        deployed
-            .outputs
-            .get(k)
-            .cloned()
-            .with_context(|| format!("the stack has no output {k}"))
-    };
-    let api = client_api_url(&target, &output(outputs::API_URL)?);
-    let (bucket, table, queue) = (
-        output(outputs::BUCKET)?,
-        output(outputs::TABLE)?,
-        output(outputs::FAILURE_QUEUE_URL)?,
-    );
+    let target = cfg
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let stage = deployed.deployed(&target)?;
     let rt = crate::target::runtime()?;
-    let result = rt.block_on(load(&target, &api, &bucket, &table, &queue));
+    let result = rt.block_on(load(
+        &target,
+        &stage.api_url,
+        &stage.bucket,
+        &stage.table,
+        &stage.failure_queue_url,
+    ));
     xtask::<TeardownReport>(&["teardown"])?;
     result
 }
 
 async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str) -> Result<Value> {
-    let (clients, _) = deployer::aws::connect(target).await?;
-    let http = deployer::aws::http_client(target, Duration::from_secs(60))
+    let (clients, _) = deployer::cloud::aws::connect(target).await?;
+    let http = deployer::cloud::aws::http_client(target, Duration::from_secs(60))
         .map_err(|e| anyhow::anyhow!(e))?;
     let bad = bad_bodies();
     let mut tasks = tokio::task::JoinSet::new();
@@ -220,7 +208,7 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
             }
         }
         // An image in the failure queue will never be labeled: stop waiting for it.
-        let queued = deployer::smoke::queue_depth(&clients.sqs, queue)
+        let queued = deployer::cloud::queue::queue_depth(&clients.sqs, queue)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         if queued > 0 {
@@ -291,7 +279,7 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
         version_marker = page.next_version_id_marker().map(str::to_string);
     }
     let stray_objects: Vec<&String> = stored.difference(&good_ids).collect();
-    let depth = deployer::smoke::queue_depth(&clients.sqs, queue)
+    let depth = deployer::cloud::queue::queue_depth(&clients.sqs, queue)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use deployer::bootstrap::{
+use deployer::ops::bootstrap::{
     BootstrapConfig, BootstrapReport, CiSubject, GithubCi, RemoveReport, bootstrap, remove,
 };
 use stack::app::StagePattern;

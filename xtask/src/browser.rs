@@ -9,11 +9,12 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
+use deployer::util::KillOnDrop;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -72,7 +73,7 @@ fn which(program: &str) -> Option<PathBuf> {
 
 /// chromedriver on a free port of 127.0.0.1, stopped when dropped.
 struct Driver {
-    child: Child,
+    _child: KillOnDrop,
     url: String,
 }
 
@@ -92,16 +93,9 @@ impl Driver {
             .spawn()
             .with_context(|| format!("cannot start {CHROMEDRIVER}"))?;
         Ok(Self {
-            child,
+            _child: KillOnDrop(child),
             url: format!("http://127.0.0.1:{port}"),
         })
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -410,7 +404,7 @@ fn large_gray_png(width: u32, height: u32) -> Result<Vec<u8>> {
         let start = png.len();
         png.extend_from_slice(kind);
         png.extend_from_slice(data);
-        let crc = deployer::zip::crc32(&png[start..]);
+        let crc = deployer::build::zip::crc32(&png[start..]);
         png.extend_from_slice(&crc.to_be_bytes());
     }
     Ok(png)
@@ -419,7 +413,7 @@ fn large_gray_png(width: u32, height: u32) -> Result<Vec<u8>> {
 /// The whole browser test against the API at `api` (its `GET /` is the page).
 pub async fn gallery_test(api: &str) -> Result<()> {
     ensure_installed()?;
-    let root = deployer::pyenv::workspace_root();
+    let root = deployer::util::workspace_root();
     let out = root.join("target").join("browser");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let profile = out.join("profile");

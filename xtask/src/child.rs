@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use deployer::pyenv::workspace_root;
+use deployer::util::workspace_root;
 use serde::de::DeserializeOwned;
 
 /// One finished run.

@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use deployer::cfn::{self, StackEvent};
+use deployer::cloud::cfn::{self, StackEvent, StackProgress};
 use deployer::progress::Progress;
-use deployer::smoke::CheckResult;
+use deployer::verify::smoke::{CheckResult, SmokeProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::target::secs;
@@ -75,7 +75,7 @@ fn event_line(e: &StackEvent) -> String {
 }
 
 pub fn check_line(c: &CheckResult) -> String {
-    let width = deployer::smoke::CheckName::ALL
+    let width = deployer::verify::smoke::CheckName::ALL
         .iter()
         .map(|n| n.as_str().len())
         .max()
@@ -120,7 +120,9 @@ impl Progress for Console {
         });
         bar.set_message(format!("compiled {count} units, last {unit}"));
     }
+}
 
+impl StackProgress for Console {
     fn begin(&self, total: usize) {
         if !self.tty {
             self.set_bar(None);
@@ -168,7 +170,9 @@ impl Progress for Console {
             r.clear();
         }
     }
+}
 
+impl SmokeProgress for Console {
     fn check(&self, c: &CheckResult) {
         self.line(&check_line(c));
     }

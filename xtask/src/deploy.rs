@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::cfn::{Change, ChangeAction, Replacement};
-use deployer::deploy::{DeployConfig, DeployReport, Outcome, deploy};
+use deployer::cloud::cfn::Outcome;
+use deployer::cloud::cfn::{Change, ChangeAction, Replacement};
+use deployer::ops::deploy::{DeployConfig, DeployReport, deploy};
 use stack::{Architecture, Stage};
 
 use crate::console::Console;
@@ -60,8 +61,8 @@ pub fn run(a: Args) -> Result<()> {
 
 /// A deploy bootstraps the account itself only as the local environment's root: there is no
 /// administrator to ask.
-pub fn may_bootstrap(target: &deployer::aws::Target) -> bool {
-    matches!(target, deployer::aws::Target::Local { credentials, .. } if credentials.is_root())
+pub fn may_bootstrap(target: &deployer::cloud::aws::Target) -> bool {
+    matches!(target, deployer::cloud::aws::Target::Local { credentials, .. } if credentials.is_root())
 }
 
 fn change_line(c: &Change) -> String {
@@ -145,7 +146,7 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
         }
         s.push_str("try it:\n");
         // The photograph the smoke test uploads, by its real path: it is in every checkout.
-        let photo = deployer::pyenv::workspace_root()
+        let photo = deployer::util::workspace_root()
             .join("deployer")
             .join("assets")
             .join("smoke-test.png");
@@ -161,8 +162,8 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deployer::aws::Identity;
-    use deployer::deploy::Timings;
+    use deployer::cloud::aws::Identity;
+    use deployer::ops::deploy::Timings;
 
     fn report() -> DeployReport {
         DeployReport {

@@ -19,15 +19,16 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
-use deployer::aws::LocalCredentials;
-use deployer::cfn::{ChangeAction, Replacement};
-use deployer::deploy::{DeployReport, Outcome};
-use deployer::local::{LocalConfig, LocalStatus};
-use deployer::logs::LogEvent;
-use deployer::smoke::{CheckName, SmokeReport};
-use deployer::status::{CodeState, StatusReport, TemplateState};
-use deployer::teardown::{Removal, TeardownReport};
-use deployer::trace::TraceReport;
+use deployer::cloud::aws::LocalCredentials;
+use deployer::cloud::cfn::Outcome;
+use deployer::cloud::cfn::{ChangeAction, Replacement};
+use deployer::local::emulator::{LocalConfig, LocalStatus};
+use deployer::observe::logs::LogEvent;
+use deployer::observe::status::{CodeState, StatusReport, TemplateState};
+use deployer::observe::trace::TraceReport;
+use deployer::ops::deploy::DeployReport;
+use deployer::ops::teardown::{Removal, TeardownReport};
+use deployer::verify::smoke::{CheckName, SmokeReport};
 use serde::de::DeserializeOwned;
 
 use crate::child::{Run, Stderr, Xtask};
@@ -175,7 +176,7 @@ fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
         tr.versions.len() == 1
             && tr.versions[0].latest
             && u64::try_from(tr.versions[0].size).ok()
-                == Some(deployer::smoke::DEFAULT_IMAGE.len() as u64),
+                == Some(deployer::verify::smoke::DEFAULT_IMAGE.len() as u64),
         "trace: object versions {:?}",
         tr.versions
     );
@@ -248,10 +249,13 @@ fn preview() -> Result<stack::app::StagePattern> {
 /// Creates the IAM user the test deploys as, with `deployer-policy --stages PREVIEW` for the
 /// local account and region as its only permissions; its keys and ARN.
 async fn deployer_user(local: &LocalConfig) -> Result<(LocalCredentials, String)> {
-    let (iam, identity) = deployer::local_iam::root(local).await?;
-    let policy =
-        deployer::permissions::deployer_policy(&identity.account, &identity.region, &preview()?);
-    let user = deployer::local_iam::user_with_policy(&iam, DEPLOYER_USER, &policy).await?;
+    let (iam, identity) = deployer::verify::local_iam::root(local).await?;
+    let policy = deployer::ops::permissions::deployer_policy(
+        &identity.account,
+        &identity.region,
+        &preview()?,
+    );
+    let user = deployer::verify::local_iam::user_with_policy(&iam, DEPLOYER_USER, &policy).await?;
     eprintln!(
         "e2e    deploying as IAM user {DEPLOYER_USER} ({}) with only the deployer policy for stages {PREVIEW}",
         user.access_key_id
@@ -268,7 +272,7 @@ async fn deployer_user(local: &LocalConfig) -> Result<(LocalCredentials, String)
 /// again (no changes), then a GitHub CI role. A deploy before it, as the deploying user, fails
 /// naming the command that fixes it.
 fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
-    use deployer::bootstrap::BootstrapReport;
+    use deployer::ops::bootstrap::BootstrapReport;
     let rt = crate::target::runtime()?;
     let early = xtask(&["deploy", "--local", "--stage", STAGE])?
         .env("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID", &user.access_key_id)
@@ -285,7 +289,7 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
         early.stderr
     );
     eprintln!("e2e    deploy before bootstrap: refused, naming `cargo xtask bootstrap --local`");
-    let (legacy, key) = rt.block_on(deployer::local_iam::legacy_assets_bucket(local))?;
+    let (legacy, key) = rt.block_on(deployer::verify::local_iam::legacy_assets_bucket(local))?;
     let args = [
         "bootstrap",
         "--local",
@@ -302,7 +306,9 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
         first.imported_bucket
     );
     ensure!(
-        rt.block_on(deployer::local_iam::object_exists(local, &legacy, &key))?,
+        rt.block_on(deployer::verify::local_iam::object_exists(
+            local, &legacy, &key
+        ))?,
         "the imported assets bucket lost {key}"
     );
     let again: BootstrapReport = finished(xtask(&args)?.run()?).report()?;
@@ -324,7 +330,10 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
     ]);
     let ci: BootstrapReport = finished(xtask(&ci_args)?.run()?).report()?;
     let ci = ci.ci.context("bootstrap --ci github made no CI role")?;
-    let trust = rt.block_on(deployer::local_iam::trust_policy(local, &ci.role_arn))?;
+    let trust = rt.block_on(deployer::verify::local_iam::trust_policy(
+        local,
+        &ci.role_arn,
+    ))?;
     let statement = &trust["Statement"][0];
     let equals = &statement["Condition"]["StringEquals"];
     ensure!(
@@ -343,7 +352,7 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
         "the CI role trusts more than one repository's environment: {trust}"
     );
     for (scope, role) in &first.bootstrap.execution_roles {
-        let trust = rt.block_on(deployer::local_iam::trust_policy(local, role))?;
+        let trust = rt.block_on(deployer::verify::local_iam::trust_policy(local, role))?;
         let principals: Vec<&serde_json::Value> = trust["Statement"]
             .as_array()
             .map(|s| s.iter().map(|st| &st["Principal"]).collect())
@@ -367,15 +376,10 @@ async fn read_back(
     bucket: &str,
     id: &str,
 ) -> Result<(Vec<String>, Vec<u8>)> {
-    let target = deployer::aws::Target::Local {
-        endpoint: local.endpoint(),
-        certificate: local
-            .tls()
-            .cert_pem()
-            .context("the local environment has no certificate")?,
-        credentials: LocalCredentials::root(),
-    };
-    let http = deployer::aws::http_client(&target, std::time::Duration::from_secs(30))
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let http = deployer::cloud::aws::http_client(&target, std::time::Duration::from_secs(30))
         .map_err(|e| anyhow::anyhow!(e))?;
     let resp = http
         .get(format!("{api}/metadata/{id}"))
@@ -391,7 +395,7 @@ async fn read_back(
         "image {id} is {:?}",
         m.status
     );
-    let (clients, _) = deployer::aws::connect(&target).await?;
+    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
     let object = clients
         .s3
         .get_object()
@@ -486,7 +490,7 @@ fn steps() -> Result<()> {
 
     // What no deploying identity of PREVIEW may do to another stage, asked of IAM's simulator
     // about the deploying user; and CloudFormation refusing the release role from it.
-    let (asked, open) = rt.block_on(deployer::local_iam::open_escalation_paths(
+    let (asked, open) = rt.block_on(deployer::verify::local_iam::open_escalation_paths(
         &local,
         &user_arn,
         &preview()?,
@@ -494,7 +498,7 @@ fn steps() -> Result<()> {
     ))?;
     ensure!(open.is_empty(), "escalation paths open: {open:?}");
     let release = created.execution_role.replace("-preview-", "-release-");
-    let refused = rt.block_on(deployer::local_iam::try_pass_role(
+    let refused = rt.block_on(deployer::verify::local_iam::try_pass_role(
         &local,
         &user,
         &format!("{}-{STAGE}-probe", stack::app::APP),
@@ -553,19 +557,18 @@ fn steps() -> Result<()> {
     let back: LocalStatus =
         finished(xtask(&["local", "up", "--output", "json"])?.run()?).report()?;
     ensure!(back.iam_enforced, "after the restart: {back:?}");
-    let api = created.api_url.clone().context("no local API URL")?;
-    let bucket = created
-        .outputs
-        .get(stack::app::outputs::BUCKET)
-        .context("no bucket output")?;
-    let (labels, bytes) = rt.block_on(read_back(&local, &api, bucket, &id))?;
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let stage = created.deployed(&target)?;
+    let (labels, bytes) = rt.block_on(read_back(&local, &stage.api_url, &stage.bucket, &id))?;
     ensure!(
         labels == kept.labels,
         "after the restart image {id} has labels {labels:?}, before {:?}",
         kept.labels
     );
     ensure!(
-        bytes == deployer::smoke::DEFAULT_IMAGE,
+        bytes == deployer::verify::smoke::DEFAULT_IMAGE,
         "after the restart the object of image {id} differs ({} bytes)",
         bytes.len()
     );
@@ -628,10 +631,13 @@ fn steps() -> Result<()> {
         "only the upload artifact is new, got {uploaded:?}"
     );
 
-    let report = rt.block_on(deployer::local_iam::prove_enforcement(
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
         &local,
         STAGE,
-        &updated.outputs,
+        &updated.deployed(&target)?,
     ))?;
     eprintln!("e2e    {report}");
 
@@ -650,7 +656,7 @@ fn steps() -> Result<()> {
 
     // The bootstrap goes last, as an administrator removes it: CI role, stack, bucket; then
     // there is nothing left to remove.
-    let remove = |args: &[&str]| -> Result<deployer::bootstrap::RemoveReport> {
+    let remove = |args: &[&str]| -> Result<deployer::ops::bootstrap::RemoveReport> {
         finished(
             xtask(args)?
                 .env_remove("IMAGE_PIPELINE_LOCAL_ACCESS_KEY_ID")

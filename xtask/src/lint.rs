@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use stack::synth::{Format, SynthOptions, render};
 use stack::{App, Architecture, Stage};
 
-use deployer::pyenv::{Venv, workspace_root};
+use deployer::tools::pyenv::Venv;
+use deployer::util::workspace_root;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -198,11 +199,11 @@ fn check(venv: &Venv, tool: Tool, target: &Path) -> Result<Option<String>> {
 /// identity policies of both scopes (`policies/`) under `dir`, for an example account and
 /// region; returns the template's path.
 fn write_bootstrap(dir: &Path) -> Result<std::path::PathBuf> {
-    use deployer::permissions::{boundary_policy, deployer_policy, execution_policy};
+    use deployer::ops::permissions::{boundary_policy, deployer_policy, execution_policy};
     use stack::app::bootstrap::Scope;
     const ACCOUNT: &str = "123456789012";
     const REGION: &str = "eu-west-1";
-    let spec = deployer::bootstrap::Spec {
+    let spec = deployer::ops::bootstrap::Spec {
         account: ACCOUNT.into(),
         region: REGION.into(),
         preview: stack::app::StagePattern::parse(stack::app::bootstrap::DEFAULT_PREVIEW_STAGES)
@@ -214,7 +215,10 @@ fn write_bootstrap(dir: &Path) -> Result<std::path::PathBuf> {
     }
     std::fs::create_dir_all(&policies)?;
     let template = dir.join("template.yaml");
-    std::fs::write(&template, deployer::bootstrap::template(&spec).to_yaml()?)?;
+    std::fs::write(
+        &template,
+        deployer::ops::bootstrap::template(&spec).to_yaml()?,
+    )?;
     for scope in Scope::ALL {
         let stages = spec.stages(scope);
         for (name, doc) in [

@@ -1,7 +1,7 @@
 //! `cargo xtask local up|down|status`: the local environment (AWS emulator and label service).
 
 use anyhow::{Result, bail};
-use deployer::local::{self, LocalStatus};
+use deployer::local::emulator::{self as local, LocalStatus};
 
 use crate::target::{Output, Ports, print_json};
 

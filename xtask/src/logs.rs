@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::logs::{self, Filter, Level, LogEvent};
+use deployer::observe::logs::{self, Filter, Level, LogEvent};
 use stack::Stage;
 
 use crate::target::{Output, Where, runtime};
@@ -47,7 +47,7 @@ fn print(e: &LogEvent, output: Output) -> Result<()> {
 pub fn run(a: Args) -> Result<()> {
     let resolved = a.place.resolve()?;
     runtime()?.block_on(async {
-        let (clients, _) = deployer::aws::connect(&resolved.target).await?;
+        let (clients, _) = deployer::cloud::aws::connect(&resolved.target).await?;
         let groups = logs::log_groups(&clients.cfn, &a.stage, &a.functions).await?;
         let sources: Vec<&str> = groups.iter().map(|(s, _)| s.as_str()).collect();
         eprintln!(

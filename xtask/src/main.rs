@@ -107,8 +107,8 @@ fn parse_account(s: &str) -> Result<String, String> {
 }
 
 fn deployer_policy(a: DeployerPolicyArgs) -> anyhow::Result<()> {
-    deployer::aws::validate_region(&a.region)?;
-    let doc = deployer::permissions::deployer_policy(&a.account, &a.region, &a.stages);
+    deployer::cloud::aws::validate_region(&a.region)?;
+    let doc = deployer::ops::permissions::deployer_policy(&a.account, &a.region, &a.stages);
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
@@ -358,7 +358,7 @@ mod tests {
             "us-east-1\n",
             "x".repeat(64).as_str(),
         ] {
-            let e = deployer::aws::validate_region(bad).map_err(|e| e.to_string());
+            let e = deployer::cloud::aws::validate_region(bad).map_err(|e| e.to_string());
             assert!(
                 e.as_ref()
                     .is_err_and(|m| m.contains("is not an AWS region code")),
@@ -371,7 +371,10 @@ mod tests {
             "cn-north-1",
             "us-isof-south-1",
         ] {
-            assert!(deployer::aws::validate_region(good).is_ok(), "{good}");
+            assert!(
+                deployer::cloud::aws::validate_region(good).is_ok(),
+                "{good}"
+            );
         }
     }
 }

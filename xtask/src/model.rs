@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 pub fn run() -> Result<()> {
-    let dir = deployer::model::ensure(&crate::console::Console::new("model"))?;
+    let dir = deployer::local::model::ensure(&crate::console::Console::new("model"))?;
     println!("model ready in {}", dir.display());
     Ok(())
 }

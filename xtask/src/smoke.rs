@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use deployer::smoke::{SmokeConfig, SmokeReport, smoke_test};
+use deployer::verify::smoke::{SmokeConfig, SmokeReport, smoke_test};
 use stack::Stage;
 
 use crate::console::{Console, check_line};

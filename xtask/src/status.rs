@@ -1,7 +1,7 @@
 //! `cargo xtask status`: a deployed stage in one screen.
 
 use anyhow::{Result, bail};
-use deployer::status::{CodeState, StatusConfig, StatusReport, TemplateState, status};
+use deployer::observe::status::{CodeState, StatusConfig, StatusReport, TemplateState, status};
 use stack::Stage;
 
 use crate::console::Console;

@@ -2,8 +2,8 @@
 //! how they print (`--output`).
 
 use anyhow::{Context, Result};
-use deployer::aws::{LocalCredentials, RegionSource, Target};
-use deployer::local::{self, LocalConfig};
+use deployer::cloud::aws::{LocalCredentials, RegionSource, Target};
+use deployer::local::emulator::{self as local, LocalConfig};
 
 use crate::console::Console;
 use serde::Serialize;
@@ -102,7 +102,7 @@ impl Where {
                 labels_endpoint: Some(cfg.labels_endpoint()),
             });
         }
-        let (region, source) = runtime()?.block_on(deployer::aws::resolve_region(
+        let (region, source) = runtime()?.block_on(deployer::cloud::aws::resolve_region(
             self.region.as_deref(),
             self.profile.as_deref(),
         ))?;

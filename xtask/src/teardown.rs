@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::teardown::{Removal, TeardownConfig, teardown};
+use deployer::ops::teardown::{Removal, TeardownConfig, teardown};
 use stack::Stage;
 
 use crate::console::Console;

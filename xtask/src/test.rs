@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use deployer::build::{BuildArch, BuildConfig, build};
-use deployer::pyenv::workspace_root;
-use deployer::{elf, zip};
+use deployer::build::{elf, zip};
+use deployer::util::workspace_root;
 use stack::Architecture;
 
 #[derive(Debug, clap::Args)]
@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     // The label service's tests need the converted model.
     crate::model::run()?;
-    let status = deployer::cmd::cargo()
+    let status = deployer::tools::cmd::cargo()
         .current_dir(workspace_root())
         .args(["test", "--workspace", "--all-targets", "--locked"])
         .status()
@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Result<()> {
         // `cargo test --all-targets` has just built the label service's binary from this
         // source; building it again outside the test's feature set would compile its model
         // runtime a second time.
-        let labels = deployer::local::labels_binary("debug");
+        let labels = deployer::local::emulator::labels_binary("debug");
         crate::e2e::run(labels.is_file().then_some(labels))?;
     }
     Ok(())

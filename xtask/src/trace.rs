@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use deployer::logs::{clock, parse_since};
-use deployer::trace::{TraceConfig, TraceReport, trace};
+use deployer::observe::logs::{clock, parse_since};
+use deployer::observe::trace::{TraceConfig, TraceReport, trace};
 use stack::Stage;
 
 use crate::console::Console;

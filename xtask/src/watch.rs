@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use deployer::deploy::{DeployConfig, Outcome, deploy};
-use deployer::pyenv::workspace_root;
-use deployer::watch::{Snapshot, affected};
+use deployer::cloud::cfn::Outcome;
+use deployer::observe::watch::{Snapshot, affected};
+use deployer::ops::deploy::{DeployConfig, deploy};
+use deployer::util::workspace_root;
 use stack::{Architecture, Stage};
 
 use crate::console::Console;

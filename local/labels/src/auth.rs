@@ -84,15 +84,17 @@ pub struct FunctionRole {
 
 /// The execution-role session MiniStack 1.5.33 gives `f` under `AUTH=true`.
 pub fn emulator_session(f: &FunctionRole) -> Caller {
-    let digest = hex(&Sha256::digest(
+    let digest = hex::encode(Sha256::digest(
         format!("{}:{}", f.function_arn, f.role_arn).as_bytes(),
     ));
     let role_name = f.role_arn.rsplit('/').next().unwrap_or_default();
     let session: String = f.function_name.chars().take(64).collect();
     Caller {
         access_key_id: format!("ASIA{}", digest[..16].to_ascii_uppercase()),
-        secret_access_key: hex(&Sha256::digest(format!("secret:{digest}").as_bytes())),
-        session_token: Some(hex(&Sha256::digest(format!("token:{digest}").as_bytes()))),
+        secret_access_key: hex::encode(Sha256::digest(format!("secret:{digest}").as_bytes())),
+        session_token: Some(hex::encode(Sha256::digest(
+            format!("token:{digest}").as_bytes(),
+        ))),
         principal_arn: format!(
             "arn:aws:sts::{}:assumed-role/{role_name}/{session}",
             f.account
@@ -272,13 +274,13 @@ pub fn authenticate_at(
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
         auth.scope,
-        hex(&Sha256::digest(canonical.as_bytes()))
+        hex::encode(Sha256::digest(canonical.as_bytes()))
     );
     let mut key = format!("AWS4{}", caller.secret_access_key).into_bytes();
     for part in &scope_parts {
         key = hmac(&key, part.as_bytes());
     }
-    let expected = hex(&hmac(&key, to_sign.as_bytes()));
+    let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
     if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
         return Err(bad_signature(
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -311,7 +313,7 @@ fn canonical_request(req: &SignedRequest<'_>, signed_headers: &str) -> String {
     }
     let payload = req
         .header("x-amz-content-sha256")
-        .map_or_else(|| hex(&Sha256::digest(req.body)), str::to_string);
+        .map_or_else(|| hex::encode(Sha256::digest(req.body)), str::to_string);
     format!(
         "{}\n{}\n{}\n{headers}\n{signed_headers}\n{payload}",
         req.method,
@@ -329,10 +331,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.

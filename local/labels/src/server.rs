@@ -445,7 +445,7 @@ fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (
         let body = serde_json::json!({
             "status": "ok",
             "model": MODEL_VERSION,
-            "model_load_ms": service.model.load_time.as_millis() as u64,
+            "model_load_ms": u64::try_from(service.model.load_time.as_millis()).unwrap_or(u64::MAX),
             "faults_injected": service.faults.injected.load(Ordering::SeqCst),
         });
         let reply = Reply {

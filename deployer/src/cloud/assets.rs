@@ -5,7 +5,6 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -34,16 +33,19 @@ fn call<E: ProvideErrorMetadata + std::error::Error + 'static>(
     AssetsError::Call {
         operation,
         bucket: bucket.to_string(),
-        reason: DisplayErrorContext(&e).to_string(),
+        reason: crate::cloud::error::reason(&e),
     }
 }
 
 /// The content-addressed key of an artifact of `stage`.
 pub fn artifact_key(stage: &str, architecture: &str, a: &Artifact) -> String {
-    format!(
-        "{stage}/lambda/{architecture}/{}/{}.zip",
-        a.function, a.sha256
-    )
+    key_of(stage, architecture, &a.function, &a.sha256)
+}
+
+/// The key layout itself: every artifact of a stage lives under `{stage}/`, which is what the
+/// deploying identity's and the execution roles' policies scope by.
+pub fn key_of(stage: &str, architecture: &str, function: &str, sha256: &str) -> String {
+    format!("{stage}/lambda/{architecture}/{function}/{sha256}.zip")
 }
 
 /// One artifact in the assets bucket.

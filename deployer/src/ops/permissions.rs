@@ -19,10 +19,14 @@ use std::collections::BTreeMap;
 
 use policies::{Action, Bindings, Condition, Context, Decision, Effect, PolicyDocument, Statement};
 use stack::App;
+use stack::app::FunctionSpec;
 use stack::app::bootstrap::{self, Scope};
 use stack::app::{Names, StagePattern};
 
-use crate::cfn::CHANGE_SET_PREFIX;
+use crate::cloud::cfn::CHANGE_SET_PREFIX;
+
+use Decision::{Allowed, ImplicitDeny as Denied};
+use Principal::{Deployer, Execution};
 
 /// The resource types the execution role can manage; a test checks the synthesized template
 /// uses no other.
@@ -100,7 +104,7 @@ pub struct Scoped {
 
 impl Scoped {
     pub fn new(account: &str, region: &str, stages: &StagePattern) -> Self {
-        let partition = crate::aws::partition_of(region).to_string();
+        let partition = crate::cloud::aws::partition_of(region).to_string();
         Self {
             bindings: Bindings {
                 partition: partition.clone(),
@@ -127,6 +131,22 @@ impl Scoped {
     /// `image-pipeline-{stages}`: the stacks of these stages.
     fn stacks(&self) -> String {
         Names.stack().resolve(&self.bindings).unwrap_or_default()
+    }
+
+    /// A name that resolves with the stage alone; see [`Scoped::arn`].
+    fn one(&self, t: &policies::ArnTemplate) -> String {
+        self.arn(t).concat()
+    }
+
+    /// The stacks of these stages.
+    fn stack_arn(&self) -> String {
+        format!(
+            "arn:{}:cloudformation:{}:{}:stack/{}",
+            self.partition,
+            self.region,
+            self.account,
+            self.stacks()
+        )
     }
 
     fn iam(&self, path: &str) -> String {
@@ -640,6 +660,496 @@ impl EscalationCheck {
     }
 }
 
+/// The resources the escalation checks name, each built from the app model: a function role
+/// and function of a stage the deploying identity deploys (`deployer`) and of one the
+/// execution role deploys (`execution`), and the bootstrap's roles, boundary and bucket.
+struct Subjects {
+    deployer: Scoped,
+    execution: Scoped,
+    /// A function role of a stage inside the deploying identity's stages.
+    function_role: String,
+    /// A function role of a stage the execution role deploys.
+    exec_function_role: String,
+    /// The upload function of a stage inside the deploying identity's stages.
+    upload_fn: String,
+    boundary: String,
+    other_boundary: String,
+    execution_role: String,
+    admin_role: String,
+}
+
+/// The upload function's role as CloudFormation would name it in the stage of `s`.
+fn upload_role(s: &Scoped) -> String {
+    let role_id = App::image_pipeline()
+        .function("upload")
+        .map(FunctionSpec::role_id)
+        .unwrap_or_default();
+    s.iam(&format!(
+        "role/{}",
+        s.one(&Names.function_role(&role_id, "ABC123"))
+    ))
+}
+
+/// One stage a pattern stands for: `pr-*` becomes `pr-x`.
+fn one_stage(stages: &StagePattern) -> StagePattern {
+    let stage = match stages.as_str().replace('*', "x") {
+        s if s.is_empty() => "x".to_string(),
+        s => s,
+    };
+    StagePattern::parse(&stage).unwrap_or_else(|_| stages.clone())
+}
+
+impl Subjects {
+    fn new(
+        account: &str,
+        region: &str,
+        stages: &StagePattern,
+        scope: Scope,
+        scope_stages: &StagePattern,
+    ) -> Self {
+        let inside = Scoped::new(account, region, &one_stage(stages));
+        let exec_inside = Scoped::new(account, region, &one_stage(scope_stages));
+        let execution = Scoped::new(account, region, scope_stages);
+        Self {
+            function_role: upload_role(&inside),
+            exec_function_role: upload_role(&exec_inside),
+            upload_fn: inside.one(&Names.function_arn("upload")),
+            boundary: execution.boundary(scope),
+            other_boundary: execution.iam("policy/AdministratorAccess"),
+            execution_role: execution.execution_role(scope),
+            admin_role: execution.iam("role/Admin"),
+            deployer: Scoped::new(account, region, stages),
+            execution,
+        }
+    }
+}
+
+fn check(
+    principal: Principal,
+    what: &str,
+    action: &'static str,
+    resource: &str,
+    context: Context,
+    expect: Decision,
+) -> EscalationCheck {
+    EscalationCheck {
+        principal,
+        what: what.to_string(),
+        action,
+        resource: resource.to_string(),
+        context,
+        expect,
+        other_stage: false,
+    }
+}
+
+fn with_boundary(b: &str) -> Context {
+    Context::new().with("iam:PermissionsBoundary", b)
+}
+
+fn passed_to(service: &str) -> Context {
+    Context::new().with("iam:PassedToService", service)
+}
+
+/// PutRolePolicy or AttachRolePolicy straight on a function role, with or without the boundary.
+fn role_policy_checks(s: &Subjects) -> Vec<EscalationCheck> {
+    let (role, exec_role, b) = (&s.function_role, &s.exec_function_role, &s.boundary);
+    vec![
+        check(
+            Deployer,
+            "put a policy on a function role",
+            "iam:PutRolePolicy",
+            role,
+            with_boundary(b),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "attach a policy to a function role",
+            "iam:AttachRolePolicy",
+            role,
+            with_boundary(b),
+            Denied,
+        ),
+        check(
+            Execution,
+            "put a policy on a function role without the boundary",
+            "iam:PutRolePolicy",
+            exec_role,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "put a policy on a function role with another boundary",
+            "iam:PutRolePolicy",
+            exec_role,
+            with_boundary(&s.other_boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "attach a managed policy to a function role",
+            "iam:AttachRolePolicy",
+            exec_role,
+            with_boundary(b),
+            Denied,
+        ),
+    ]
+}
+
+/// CreateRole: only the execution role, only with the boundary, only under the app's names.
+fn create_role_checks(s: &Subjects) -> Vec<EscalationCheck> {
+    let (exec_role, b) = (&s.exec_function_role, &s.boundary);
+    vec![
+        check(
+            Deployer,
+            "create a role",
+            "iam:CreateRole",
+            &s.function_role,
+            with_boundary(b),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role without a boundary",
+            "iam:CreateRole",
+            exec_role,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role with another boundary",
+            "iam:CreateRole",
+            exec_role,
+            with_boundary(&s.other_boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "create a function role with the boundary (allowed)",
+            "iam:CreateRole",
+            exec_role,
+            with_boundary(b),
+            Allowed,
+        ),
+        check(
+            Execution,
+            "create a role outside the app's names",
+            "iam:CreateRole",
+            &s.admin_role,
+            with_boundary(b),
+            Denied,
+        ),
+    ]
+}
+
+/// DeleteRolePermissionsBoundary, editing the boundary itself, and the execution role's own policy.
+fn boundary_checks(s: &Subjects) -> Vec<EscalationCheck> {
+    let b = &s.boundary;
+    vec![
+        check(
+            Deployer,
+            "remove a function role's boundary",
+            "iam:DeleteRolePermissionsBoundary",
+            &s.function_role,
+            with_boundary(b),
+            Denied,
+        ),
+        check(
+            Execution,
+            "remove a function role's boundary",
+            "iam:DeleteRolePermissionsBoundary",
+            &s.exec_function_role,
+            with_boundary(b),
+            Denied,
+        ),
+        check(
+            Execution,
+            "rewrite the boundary policy",
+            "iam:CreatePolicyVersion",
+            b,
+            Context::new(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "give itself more permissions",
+            "iam:PutRolePolicy",
+            &s.execution_role,
+            with_boundary(b),
+            Denied,
+        ),
+    ]
+}
+
+/// PassRole of any role but the execution role (by the deployer) or a function role to
+/// Lambda (by the execution role).
+fn pass_role_checks(s: &Subjects) -> Vec<EscalationCheck> {
+    let (exec, exec_role) = (&s.execution_role, &s.exec_function_role);
+    let admin = s.deployer.iam("role/Admin");
+    vec![
+        check(
+            Deployer,
+            "pass the execution role to CloudFormation (allowed)",
+            "iam:PassRole",
+            exec,
+            passed_to(CLOUDFORMATION_SERVICE),
+            Allowed,
+        ),
+        check(
+            Deployer,
+            "pass the execution role to another service",
+            "iam:PassRole",
+            exec,
+            passed_to("ec2.amazonaws.com"),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "pass a function role",
+            "iam:PassRole",
+            &s.function_role,
+            passed_to(LAMBDA_SERVICE),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "pass an arbitrary role",
+            "iam:PassRole",
+            &admin,
+            passed_to(CLOUDFORMATION_SERVICE),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass a function role to Lambda (allowed)",
+            "iam:PassRole",
+            exec_role,
+            passed_to(LAMBDA_SERVICE),
+            Allowed,
+        ),
+        check(
+            Execution,
+            "pass a function role to another service",
+            "iam:PassRole",
+            exec_role,
+            passed_to("ec2.amazonaws.com"),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass an arbitrary role",
+            "iam:PassRole",
+            &s.admin_role,
+            passed_to(LAMBDA_SERVICE),
+            Denied,
+        ),
+        check(
+            Execution,
+            "pass itself",
+            "iam:PassRole",
+            exec,
+            passed_to(CLOUDFORMATION_SERVICE),
+            Denied,
+        ),
+    ]
+}
+
+/// Code changed outside CloudFormation (the execution role can only be assumed by
+/// CloudFormation; its trust policy is checked apart), and the bootstrap's bucket, which is
+/// named like an uploads bucket.
+fn code_and_assets_checks(s: &Subjects) -> Vec<EscalationCheck> {
+    let (f, none) = (&s.upload_fn, Context::new);
+    let (d_assets, e_assets) = (s.deployer.assets_bucket(), s.execution.assets_bucket());
+    vec![
+        check(
+            Deployer,
+            "update a function's code",
+            "lambda:UpdateFunctionCode",
+            f,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "create a function",
+            "lambda:CreateFunction",
+            f,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "open the assets bucket's policy",
+            "s3:PutBucketPolicy",
+            &d_assets,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "open the assets bucket's policy",
+            "s3:PutBucketPolicy",
+            &e_assets,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "delete the assets bucket",
+            "s3:DeleteBucket",
+            &e_assets,
+            none(),
+            Denied,
+        ),
+    ]
+}
+
+/// The resources of a stage outside the deploying identity's stages.
+struct OtherStage {
+    stack: String,
+    table: String,
+    bucket: String,
+    artifact: String,
+    role: String,
+    function: String,
+    api: String,
+    release_role: String,
+    stage: String,
+}
+
+impl OtherStage {
+    fn new(account: &str, region: &str, outside: &str) -> Self {
+        let stage = StagePattern::parse(outside).unwrap_or_else(|_| StagePattern::all());
+        let o = Scoped::new(account, region, &stage);
+        let key = crate::cloud::assets::key_of(outside, "arm64", "upload", "x");
+        Self {
+            stack: format!("{}/id", o.stack_arn()),
+            table: o.one(&Names.table_arn()),
+            bucket: o.one(&Names.bucket_arn()),
+            artifact: format!("{}/{key}", o.assets_bucket()),
+            role: upload_role(&o),
+            function: o.one(&Names.function_arn("upload")),
+            api: format!("arn:{}:apigateway:{region}::/apis/abc123", o.partition),
+            release_role: o.execution_role(Scope::Release),
+            stage: outside.to_string(),
+        }
+    }
+}
+
+/// What the deploying identity may not do to a stage outside its stages.
+fn other_stage_deployer_checks(o: &OtherStage) -> Vec<EscalationCheck> {
+    let none = Context::new;
+    vec![
+        check(
+            Deployer,
+            "change a stack of another stage",
+            "cloudformation:CreateChangeSet",
+            &o.stack,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "delete a stack of another stage",
+            "cloudformation:DeleteStack",
+            &o.stack,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "replace another stage's artifact",
+            "s3:PutObject",
+            &o.artifact,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "delete another stage's items",
+            "dynamodb:DeleteItem",
+            &o.table,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "close another stage's bucket",
+            "s3:PutBucketPolicy",
+            &o.bucket,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
+            "pass the release execution role",
+            "iam:PassRole",
+            &o.release_role,
+            passed_to(CLOUDFORMATION_SERVICE),
+            Denied,
+        ),
+    ]
+}
+
+/// What the execution role may not do to a stage outside the stages it deploys.
+fn other_stage_execution_checks(o: &OtherStage, boundary: &str) -> Vec<EscalationCheck> {
+    let none = Context::new;
+    let tagged = Context::new().with("aws:ResourceTag/stage", &o.stage);
+    vec![
+        check(
+            Execution,
+            "create a role for another stage",
+            "iam:CreateRole",
+            &o.role,
+            with_boundary(boundary),
+            Denied,
+        ),
+        check(
+            Execution,
+            "update another stage's function",
+            "lambda:UpdateFunctionCode",
+            &o.function,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "delete another stage's table",
+            "dynamodb:DeleteTable",
+            &o.table,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "change another stage's bucket policy",
+            "s3:PutBucketPolicy",
+            &o.bucket,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "read another stage's artifact",
+            "s3:GetObject",
+            &o.artifact,
+            none(),
+            Denied,
+        ),
+        check(
+            Execution,
+            "change another stage's HTTP API",
+            "apigateway:PATCH",
+            &o.api,
+            tagged,
+            Denied,
+        ),
+    ]
+}
+
 /// The escalation paths of [bootstrap] item 5, for a deploying identity of `stages` and the
 /// execution role of `scope` (which deploys `scope_stages`), in one account and region.
 /// `outside` is a stage outside `stages` (for a deployer of every stage there is none).
@@ -651,395 +1161,26 @@ pub fn escalation_checks(
     scope_stages: &StagePattern,
     outside: Option<&str>,
 ) -> Vec<EscalationCheck> {
-    let d = Scoped::new(account, region, stages);
-    let e = Scoped::new(account, region, scope_stages);
-    let inside = match stages.as_str().replace('*', "x") {
-        s if s.is_empty() => "x".to_string(),
-        s => s,
-    };
-    let function_role = d.iam(&format!(
-        "role/{}-{inside}-UploadFunctionRole-ABC123",
-        stack::app::APP
-    ));
-    let exec_role = e.iam(&format!(
-        "role/{}-{}-UploadFunctionRole-ABC123",
-        stack::app::APP,
-        scope_stages.as_str().replace('*', "x")
-    ));
-    let boundary = e.boundary(scope);
-    let other_boundary = e.iam("policy/AdministratorAccess");
-    let with = |b: &str| Context::new().with("iam:PermissionsBoundary", b);
-    let passed = |svc: &str| Context::new().with("iam:PassedToService", svc);
-    let check = |principal, what: &str, action, resource: &str, context, expect| EscalationCheck {
-        principal,
-        what: what.to_string(),
-        action,
-        resource: resource.to_string(),
-        context,
-        expect,
-        other_stage: false,
-    };
-    use Decision::{Allowed, ImplicitDeny as Denied};
-    use Principal::{Deployer, Execution};
-    let upload_fn = format!(
-        "arn:{}:lambda:{region}:{account}:function:{}-{inside}-upload",
-        d.partition,
-        stack::app::APP
-    );
-    let mut checks = vec![
-        // PutRolePolicy or AttachRolePolicy straight on a function role.
-        check(
-            Deployer,
-            "put a policy on a function role",
-            "iam:PutRolePolicy",
-            &function_role,
-            with(&boundary),
-            Denied,
-        ),
-        check(
-            Deployer,
-            "attach a policy to a function role",
-            "iam:AttachRolePolicy",
-            &function_role,
-            with(&boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "put a policy on a function role without the boundary",
-            "iam:PutRolePolicy",
-            &exec_role,
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Execution,
-            "put a policy on a function role with another boundary",
-            "iam:PutRolePolicy",
-            &exec_role,
-            with(&other_boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "attach a managed policy to a function role",
-            "iam:AttachRolePolicy",
-            &exec_role,
-            with(&boundary),
-            Denied,
-        ),
-        // CreateRole without the boundary.
-        check(
-            Deployer,
-            "create a role",
-            "iam:CreateRole",
-            &function_role,
-            with(&boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "create a function role without a boundary",
-            "iam:CreateRole",
-            &exec_role,
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Execution,
-            "create a function role with another boundary",
-            "iam:CreateRole",
-            &exec_role,
-            with(&other_boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "create a function role with the boundary (allowed)",
-            "iam:CreateRole",
-            &exec_role,
-            with(&boundary),
-            Allowed,
-        ),
-        check(
-            Execution,
-            "create a role outside the app's names",
-            "iam:CreateRole",
-            &e.iam("role/Admin"),
-            with(&boundary),
-            Denied,
-        ),
-        // DeleteRolePermissionsBoundary, and editing the boundary itself.
-        check(
-            Deployer,
-            "remove a function role's boundary",
-            "iam:DeleteRolePermissionsBoundary",
-            &function_role,
-            with(&boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "remove a function role's boundary",
-            "iam:DeleteRolePermissionsBoundary",
-            &exec_role,
-            with(&boundary),
-            Denied,
-        ),
-        check(
-            Execution,
-            "rewrite the boundary policy",
-            "iam:CreatePolicyVersion",
-            &boundary,
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Execution,
-            "give itself more permissions",
-            "iam:PutRolePolicy",
-            &e.execution_role(scope),
-            with(&boundary),
-            Denied,
-        ),
-        // PassRole of any role but the execution role.
-        check(
-            Deployer,
-            "pass the execution role to CloudFormation (allowed)",
-            "iam:PassRole",
-            &e.execution_role(scope),
-            passed(CLOUDFORMATION_SERVICE),
-            Allowed,
-        ),
-        check(
-            Deployer,
-            "pass the execution role to another service",
-            "iam:PassRole",
-            &e.execution_role(scope),
-            passed("ec2.amazonaws.com"),
-            Denied,
-        ),
-        check(
-            Deployer,
-            "pass a function role",
-            "iam:PassRole",
-            &function_role,
-            passed(LAMBDA_SERVICE),
-            Denied,
-        ),
-        check(
-            Deployer,
-            "pass an arbitrary role",
-            "iam:PassRole",
-            &d.iam("role/Admin"),
-            passed(CLOUDFORMATION_SERVICE),
-            Denied,
-        ),
-        check(
-            Execution,
-            "pass a function role to Lambda (allowed)",
-            "iam:PassRole",
-            &exec_role,
-            passed(LAMBDA_SERVICE),
-            Allowed,
-        ),
-        check(
-            Execution,
-            "pass a function role to another service",
-            "iam:PassRole",
-            &exec_role,
-            passed("ec2.amazonaws.com"),
-            Denied,
-        ),
-        check(
-            Execution,
-            "pass an arbitrary role",
-            "iam:PassRole",
-            &e.iam("role/Admin"),
-            passed(LAMBDA_SERVICE),
-            Denied,
-        ),
-        check(
-            Execution,
-            "pass itself",
-            "iam:PassRole",
-            &e.execution_role(scope),
-            passed(CLOUDFORMATION_SERVICE),
-            Denied,
-        ),
-        // UpdateFunctionCode outside CloudFormation (the execution role can only be assumed
-        // by CloudFormation; its trust policy is checked apart).
-        check(
-            Deployer,
-            "update a function's code",
-            "lambda:UpdateFunctionCode",
-            &upload_fn,
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Deployer,
-            "create a function",
-            "lambda:CreateFunction",
-            &upload_fn,
-            Context::new(),
-            Denied,
-        ),
-        // The bootstrap's bucket, named like an uploads bucket.
-        check(
-            Deployer,
-            "open the assets bucket's policy",
-            "s3:PutBucketPolicy",
-            &d.assets_bucket(),
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Execution,
-            "open the assets bucket's policy",
-            "s3:PutBucketPolicy",
-            &e.assets_bucket(),
-            Context::new(),
-            Denied,
-        ),
-        check(
-            Execution,
-            "delete the assets bucket",
-            "s3:DeleteBucket",
-            &e.assets_bucket(),
-            Context::new(),
-            Denied,
-        ),
-    ];
+    let s = Subjects::new(account, region, stages, scope, scope_stages);
+    let mut checks = [
+        role_policy_checks(&s),
+        create_role_checks(&s),
+        boundary_checks(&s),
+        pass_role_checks(&s),
+        code_and_assets_checks(&s),
+    ]
+    .concat();
     if let Some(outside) = outside {
-        let o = Scoped::new(
-            account,
-            region,
-            &StagePattern::parse(outside).unwrap_or_else(|_| StagePattern::all()),
-        );
-        let (p, acct) = (&o.partition, &o.account);
-        let stack = format!(
-            "arn:{p}:cloudformation:{region}:{acct}:stack/{}-{outside}/id",
-            stack::app::APP
-        );
-        let table = format!(
-            "arn:{p}:dynamodb:{region}:{acct}:table/{}-{outside}-images",
-            stack::app::APP
-        );
-        let bucket = format!("arn:{p}:s3:::{}-{outside}-{acct}-{region}", stack::app::APP);
-        let artifact = format!("{}/{outside}/lambda/arm64/upload/x.zip", o.assets_bucket());
-        let role = o.iam(&format!(
-            "role/{}-{outside}-UploadFunctionRole-ABC123",
-            stack::app::APP
-        ));
-        let function = format!(
-            "arn:{p}:lambda:{region}:{acct}:function:{}-{outside}-upload",
-            stack::app::APP
-        );
-        checks.extend(
-            [
-                check(
-                    Deployer,
-                    "change a stack of another stage",
-                    "cloudformation:CreateChangeSet",
-                    &stack,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Deployer,
-                    "delete a stack of another stage",
-                    "cloudformation:DeleteStack",
-                    &stack,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Deployer,
-                    "replace another stage's artifact",
-                    "s3:PutObject",
-                    &artifact,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Deployer,
-                    "delete another stage's items",
-                    "dynamodb:DeleteItem",
-                    &table,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Deployer,
-                    "close another stage's bucket",
-                    "s3:PutBucketPolicy",
-                    &bucket,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Deployer,
-                    "pass the release execution role",
-                    "iam:PassRole",
-                    &o.execution_role(Scope::Release),
-                    passed(CLOUDFORMATION_SERVICE),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "create a role for another stage",
-                    "iam:CreateRole",
-                    &role,
-                    with(&boundary),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "update another stage's function",
-                    "lambda:UpdateFunctionCode",
-                    &function,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "delete another stage's table",
-                    "dynamodb:DeleteTable",
-                    &table,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "change another stage's bucket policy",
-                    "s3:PutBucketPolicy",
-                    &bucket,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "read another stage's artifact",
-                    "s3:GetObject",
-                    &artifact,
-                    Context::new(),
-                    Denied,
-                ),
-                check(
-                    Execution,
-                    "change another stage's HTTP API",
-                    "apigateway:PATCH",
-                    &format!("arn:{p}:apigateway:{region}::/apis/abc123"),
-                    Context::new().with("aws:ResourceTag/stage", outside),
-                    Denied,
-                ),
-            ]
-            .map(|c| EscalationCheck {
-                other_stage: true,
-                ..c
-            }),
-        );
+        let o = OtherStage::new(account, region, outside);
+        let others = [
+            other_stage_deployer_checks(&o),
+            other_stage_execution_checks(&o, &s.boundary),
+        ]
+        .concat();
+        checks.extend(others.into_iter().map(|c| EscalationCheck {
+            other_stage: true,
+            ..c
+        }));
     }
     checks
 }

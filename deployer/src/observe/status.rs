@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use stack::synth::PARAM_ARCHITECTURE;
 use stack::{App, Architecture, Stage};
 
-use crate::aws::{self, AwsError, Clients, Identity, Target};
 use crate::build::{self, BuildArch, Manifest};
-use crate::cfn::{CfnError, StackOps};
-use crate::deploy::{client_api_url, template_body};
-use crate::progress::Progress;
+use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
+use crate::cloud::cfn::{CfnError, StackOps, StackProgress};
+use crate::cloud::queue::queue_depth;
+use crate::cloud::stage::{StackOutputs, client_api_url};
+use crate::ops::deploy::template_body;
 
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
@@ -94,14 +94,14 @@ pub struct StatusReport {
 }
 
 fn sdk<E: std::error::Error + 'static>(what: &str, e: E) -> String {
-    format!("{what}: {}", DisplayErrorContext(&e))
+    format!("{what}: {}", crate::cloud::error::chain(&e))
 }
 
 /// Reads the stage's state. Fails only when the target cannot be reached or the stack
 /// cannot be described; each other part that cannot be read becomes a problem.
 pub async fn status(
     cfg: &StatusConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<StatusReport, StatusError> {
     let app = App::image_pipeline();
     let stack_name = cfg.stage.stack_name();
@@ -141,8 +141,8 @@ pub async fn status(
     report.stack_status = Some(info.status.to_string());
     report.stack_reason = info.reason.clone();
     report.last_updated = info.last_updated.clone();
-    report.api_url = info
-        .outputs
+    let outputs = StackOutputs::of(&info);
+    report.api_url = outputs
         .get(stack::app::outputs::API_URL)
         .map(|u| client_api_url(&cfg.target, u));
     report.outputs = info.outputs.clone();
@@ -182,19 +182,21 @@ pub async fn status(
         }
     }
 
-    match info.outputs.get(stack::app::outputs::FAILURE_QUEUE_URL) {
-        Some(url) => match queue_depth(&clients.sqs, url).await {
+    match outputs.need(stack::app::outputs::FAILURE_QUEUE_URL) {
+        Ok(url) => match queue_depth(&clients.sqs, &url).await {
             Ok(n) => report.failure_queue_depth = Some(n),
-            Err(e) => report.problems.push(e),
+            Err(e) => report
+                .problems
+                .push(format!("cannot read the failure queue: {e}")),
         },
-        None => report.problems.push("no failure queue output".into()),
+        Err(e) => report.problems.push(e.to_string()),
     }
-    match info.outputs.get(stack::app::outputs::TABLE) {
-        Some(table) => match item_counts(&clients.dynamodb, table).await {
+    match outputs.need(stack::app::outputs::TABLE) {
+        Ok(table) => match item_counts(&clients.dynamodb, &table).await {
             Ok(c) => report.items = Some(c),
             Err(e) => report.problems.push(e),
         },
-        None => report.problems.push("no table output".into()),
+        Err(e) => report.problems.push(e.to_string()),
     }
     Ok(report)
 }
@@ -263,26 +265,6 @@ async fn functions(
         });
     }
     list
-}
-
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| sdk("cannot read the failure queue", e))?;
-    let attrs = out.attributes();
-    let n = |k: &A| {
-        attrs
-            .and_then(|a| a.get(k))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(&A::ApproximateNumberOfMessages) + n(&A::ApproximateNumberOfMessagesNotVisible))
 }
 
 /// Counts the table's items by their `status` attribute, reading only that attribute.

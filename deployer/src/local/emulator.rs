@@ -6,7 +6,6 @@
 //! module generates (`tls`): every call is authorized as its caller, functions run as their
 //! own execution roles, and bucket policies see `aws:SecureTransport` as they do on AWS.
 
-use crate::progress::Progress;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,13 +15,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::{self, ModelError};
-use crate::pyenv::{Venv, VenvError, workspace_root};
-use crate::tls::{self, TlsError, TlsFiles};
+use crate::cloud::aws::{LocalCredentials, ROOT_KEY, Target};
+use crate::local::model::{self, ModelError};
+use crate::local::tls::{self, TlsError, TlsFiles};
+use crate::progress::Progress;
+use crate::tools::pyenv::{Venv, VenvError};
+use crate::util::{KillOnDrop, workspace_root};
 
 pub const DEFAULT_PORT: u16 = 4566;
 /// The emulator's root access key and secret: not checked, allowed everything.
-pub const ROOT_KEY: &str = "test";
 pub const DEFAULT_LABELS_PORT: u16 = 4599;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,15 @@ impl LocalConfig {
     pub fn tls(&self) -> TlsFiles {
         TlsFiles::in_dir(&self.dir.join("tls"))
     }
+    /// The emulator as a deploy target, called as `credentials` (its root, or one of its
+    /// IAM users), trusting its certificate.
+    pub fn target(&self, credentials: LocalCredentials) -> Result<Target, TlsError> {
+        Ok(Target::Local {
+            endpoint: self.endpoint(),
+            certificate: self.tls().cert_pem()?,
+            credentials,
+        })
+    }
     pub fn labels_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.labels_port)
     }
@@ -102,17 +112,17 @@ pub enum LocalError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    Fidelity(#[from] crate::fidelity::FidelityError),
-    #[error("cannot write {path}: {error}")]
+    Fidelity(#[from] crate::local::fidelity::FidelityError),
+    #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
-        error: std::io::Error,
+        source: std::io::Error,
     },
-    #[error("cannot start {service} ({program}): {error}")]
+    #[error("cannot start {service} ({program}): {source}")]
     Spawn {
         service: &'static str,
         program: String,
-        error: std::io::Error,
+        source: std::io::Error,
     },
     #[error(
         "cannot build the label service (`cargo build -p local-labels --bin detect-labels`): {0}"
@@ -232,9 +242,9 @@ pub fn status(cfg: &LocalConfig) -> LocalStatus {
 /// Starts whatever is not running yet and waits until both services are healthy.
 /// `progress` hears about each step.
 pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, LocalError> {
-    fs::create_dir_all(&cfg.dir).map_err(|error| LocalError::Write {
+    fs::create_dir_all(&cfg.dir).map_err(|source| LocalError::Write {
         path: cfg.dir.clone(),
-        error,
+        source,
     })?;
     let tls = cfg.tls();
     tls.ensure()?;
@@ -262,7 +272,7 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
             });
         }
         let venv = Venv::ensure("local", progress)?;
-        crate::fidelity::apply(venv.dir())?;
+        crate::local::fidelity::apply(venv.dir())?;
         progress.step(&format!(
             "starting ministack on {} (IAM enforced, TLS)",
             cfg.endpoint()
@@ -364,7 +374,7 @@ fn without_caller_credentials(
 /// starting the environment fails on the way), the build is stopped.
 #[derive(Debug)]
 struct LabelsBuild {
-    child: std::process::Child,
+    child: KillOnDrop,
     /// Counts the units cargo reports; ends with its stdout.
     units: Option<std::thread::JoinHandle<usize>>,
     /// Cargo's messages (stderr), kept for a failure report.
@@ -373,7 +383,7 @@ struct LabelsBuild {
 
 impl LabelsBuild {
     fn start() -> Result<Self, LocalError> {
-        let mut child = crate::cmd::cargo()
+        let mut child = crate::tools::cmd::cargo()
             .current_dir(workspace_root())
             .args([
                 "build",
@@ -398,9 +408,9 @@ impl LabelsBuild {
                 })
                 .count()
         });
-        let messages = crate::cmd::collect(child.stderr.take());
+        let messages = crate::tools::cmd::collect(child.stderr.take());
         Ok(LabelsBuild {
-            child,
+            child: KillOnDrop(child),
             units: Some(units),
             messages: Some(messages),
         })
@@ -423,7 +433,7 @@ impl LabelsBuild {
         if !status.success() {
             return Err(LocalError::BuildLabels(format!(
                 "cargo exited with {status}:\n{}",
-                crate::cmd::last_lines(&messages, 40)
+                crate::tools::cmd::last_lines(&messages, 40)
             )));
         }
         progress.step(&format!(
@@ -431,15 +441,6 @@ impl LabelsBuild {
             started.elapsed().as_secs_f64()
         ));
         Ok(labels_binary("debug"))
-    }
-}
-
-impl Drop for LabelsBuild {
-    fn drop(&mut self) {
-        if self.units.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -455,13 +456,13 @@ pub fn labels_binary(profile: &str) -> PathBuf {
 /// such as MiniStack's Lambda processes), detached from our terminal, logging to a file.
 fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalError> {
     let log_path = cfg.log_file(s);
-    let log = fs::File::create(&log_path).map_err(|error| LocalError::Write {
+    let log = fs::File::create(&log_path).map_err(|source| LocalError::Write {
         path: log_path.clone(),
-        error,
+        source,
     })?;
-    let err = log.try_clone().map_err(|error| LocalError::Write {
+    let err = log.try_clone().map_err(|source| LocalError::Write {
         path: log_path.clone(),
-        error,
+        source,
     })?;
     let child = cmd
         .current_dir(&cfg.dir)
@@ -470,15 +471,15 @@ fn spawn(cfg: &LocalConfig, s: Service, mut cmd: Command) -> Result<(), LocalErr
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|error| LocalError::Spawn {
+        .map_err(|source| LocalError::Spawn {
             service: s.name(),
             program: cmd.get_program().to_string_lossy().into_owned(),
-            error,
+            source,
         })?;
     let pid_path = cfg.pid_file(s);
-    fs::write(&pid_path, child.id().to_string()).map_err(|error| LocalError::Write {
+    fs::write(&pid_path, child.id().to_string()).map_err(|source| LocalError::Write {
         path: pid_path,
-        error,
+        source,
     })?;
     Ok(())
 }
@@ -548,7 +549,7 @@ pub fn wipe(cfg: &LocalConfig) -> Result<(), LocalError> {
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(LocalError::Write { path: dir, error }),
+            Err(source) => return Err(LocalError::Write { path: dir, source }),
         }
     }
     Ok(())

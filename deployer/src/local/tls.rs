@@ -11,9 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use thiserror::Error;
@@ -102,20 +99,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         .open(path)
         .map_err(wrap)?;
     f.write_all(bytes).map_err(wrap)
-}
-
-/// An SDK HTTP client that trusts the platform's roots and `cert_pem`.
-pub fn sdk_http_client(cert_pem: &[u8]) -> SharedHttpClient {
-    let trust = TrustStore::default().with_pem_certificate(cert_pem.to_vec());
-    let context = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        // Building a context only fails for an invalid server name, and we add none.
-        .unwrap_or_default();
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https()
 }
 
 /// A `GET path` over TLS to 127.0.0.1:`port`, trusting only `cert`; the status code and body.

@@ -12,11 +12,10 @@ use serde::{Deserialize, Serialize};
 use stack::Stage;
 use thiserror::Error;
 
-use crate::assets::{self, AssetsError};
-use crate::aws::{self, AwsError, Identity, Target};
-use crate::bootstrap::{self, BootstrapError};
-use crate::cfn::{CfnError, StackOps};
-use crate::progress::Progress;
+use crate::cloud::assets::{self, AssetsError};
+use crate::cloud::aws::{self, AwsError, Identity, Target};
+use crate::cloud::cfn::{CfnError, StackOps, StackProgress};
+use crate::ops::bootstrap::{self, BootstrapError};
 
 #[derive(Debug, Clone)]
 pub struct TeardownConfig {
@@ -103,9 +102,7 @@ async fn close_to_new_objects(
         Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchBucket") => {
             Ok(())
         }
-        Err(e) => Err(close(
-            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        )),
+        Err(e) => Err(close(crate::cloud::error::chain(&e))),
     }
 }
 
@@ -130,7 +127,7 @@ async fn physical_id(
 
 pub async fn teardown(
     cfg: &TeardownConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<TeardownReport, TeardownError> {
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
@@ -203,7 +200,7 @@ pub async fn teardown(
                 .await?;
         report.assets_purged = true;
     }
-    report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.elapsed_ms = crate::util::elapsed_ms(start);
     Ok(report)
 }
 

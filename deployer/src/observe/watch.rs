@@ -72,7 +72,7 @@ pub fn affected(root: &Path, changed: &[PathBuf]) -> Result<Vec<String>, BuildEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pyenv::workspace_root;
+    use crate::util::workspace_root;
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)

@@ -10,15 +10,18 @@ use stack::App;
 use stack::app::Names;
 use thiserror::Error;
 
-use crate::aws::{self, Identity, LocalCredentials, Target};
-use crate::local::LocalConfig;
+use crate::cloud::aws::{self, Identity, LocalCredentials, Target};
+use crate::cloud::stage::{Deployed, StageError};
+use crate::local::emulator::LocalConfig;
 
 #[derive(Debug, Error)]
 pub enum LocalIamError {
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::local::tls::TlsError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
     #[error("IAM {operation} failed: {reason}")]
     Call {
         operation: &'static str,
@@ -35,17 +38,13 @@ pub enum LocalIamError {
 fn call<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) -> LocalIamError {
     move |e| LocalIamError::Call {
         operation,
-        reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        reason: crate::cloud::error::chain(&e),
     }
 }
 
 /// The emulator's root: IAM client and identity.
 pub async fn root(cfg: &LocalConfig) -> Result<(aws_sdk_iam::Client, Identity), LocalIamError> {
-    let target = Target::Local {
-        endpoint: cfg.endpoint(),
-        certificate: cfg.tls().cert_pem()?,
-        credentials: LocalCredentials::root(),
-    };
+    let target = cfg.target(LocalCredentials::root())?;
     let (clients, identity) = aws::connect(&target).await?;
     Ok((clients.iam, identity))
 }
@@ -220,29 +219,18 @@ pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
 pub async fn prove_enforcement(
     cfg: &LocalConfig,
     stage: &str,
-    outputs: &std::collections::BTreeMap<String, String>,
+    outputs: &Deployed,
 ) -> Result<EnforcementProof, LocalIamError> {
-    use stack::app::outputs as keys;
     let fail = LocalIamError::Enforcement;
-    let target = Target::Local {
-        endpoint: cfg.endpoint(),
-        certificate: cfg.tls().cert_pem()?,
-        credentials: LocalCredentials::root(),
-    };
+    let target = cfg.target(LocalCredentials::root())?;
     let (clients, identity) = aws::connect(&target).await?;
     let app = App::image_pipeline();
     let process = app
         .function("process")
         .ok_or_else(|| LocalIamError::NoFunction("process".into()))?;
-    let need = |k: &str| {
-        outputs
-            .get(k)
-            .cloned()
-            .ok_or_else(|| fail(format!("the stack has no output {k}")))
-    };
-    let role = need(&process.role_arn_output())?;
-    let queue = need(keys::FAILURE_QUEUE_URL)?;
-    let api = crate::deploy::client_api_url(&target, &need(keys::API_URL)?);
+    let role = outputs.outputs.need(&process.role_arn_output())?;
+    let queue = outputs.failure_queue_url.clone();
+    let api = outputs.api_url.clone();
     revoke_action(
         &clients.iam,
         &identity,
@@ -257,7 +245,7 @@ pub async fn prove_enforcement(
     let resp = http
         .post(format!("{api}/upload"))
         .header("content-type", "image/png")
-        .body(crate::smoke::DEFAULT_IMAGE.to_vec())
+        .body(crate::verify::smoke::DEFAULT_IMAGE.to_vec())
         .send()
         .await
         .map_err(|e| fail(format!("POST /upload: {e}")))?;
@@ -328,7 +316,7 @@ pub async fn prove_enforcement(
     Ok(EnforcementProof {
         action: REVOKED_ACTION.into(),
         image_id,
-        waited_ms: start.elapsed().as_millis() as u64,
+        waited_ms: crate::util::elapsed_ms(start),
         error,
     })
 }
@@ -379,11 +367,7 @@ pub async fn object_exists(
 }
 
 fn root_target(cfg: &LocalConfig) -> Result<Target, LocalIamError> {
-    Ok(Target::Local {
-        endpoint: cfg.endpoint(),
-        certificate: cfg.tls().cert_pem()?,
-        credentials: LocalCredentials::root(),
-    })
+    Ok(cfg.target(LocalCredentials::root())?)
 }
 
 /// The trust policy of the role `arn`, as IAM returns it (URL-decoded JSON).
@@ -440,7 +424,7 @@ pub async fn open_escalation_paths(
     stages: &stack::app::StagePattern,
     outside: &str,
 ) -> Result<(usize, Vec<String>), LocalIamError> {
-    use crate::permissions::{Principal, escalation_checks};
+    use crate::ops::permissions::{Principal, escalation_checks};
     use stack::app::bootstrap::Scope;
     let (clients, identity) = aws::connect(&root_target(cfg)?).await?;
     let checks = escalation_checks(
@@ -455,7 +439,7 @@ pub async fn open_escalation_paths(
         .iter()
         .filter(|c| c.principal == Principal::Deployer)
         .collect();
-    let wrong = crate::smoke::simulate_escalation(&clients.iam, user_arn, &mine)
+    let wrong = crate::verify::smoke::simulate_escalation(&clients.iam, user_arn, &mine)
         .await
         .map_err(LocalIamError::Enforcement)?;
     Ok((mine.len(), wrong))
@@ -469,11 +453,7 @@ pub async fn try_pass_role(
     stack: &str,
     role_arn: &str,
 ) -> Result<Option<String>, LocalIamError> {
-    let target = Target::Local {
-        endpoint: cfg.endpoint(),
-        certificate: cfg.tls().cert_pem()?,
-        credentials: user.clone(),
-    };
+    let target = cfg.target(user.clone())?;
     let (clients, _) = aws::connect(&target).await?;
     let out = clients
         .cfn
@@ -487,6 +467,6 @@ pub async fn try_pass_role(
         .await;
     Ok(match out {
         Ok(_) => None,
-        Err(e) => Some(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
+        Err(e) => Some(crate::cloud::error::chain(&e)),
     })
 }

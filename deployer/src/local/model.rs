@@ -11,7 +11,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::pyenv::{Venv, VenvError, hex, workspace_root};
+use crate::tools::pyenv::{Venv, VenvError};
+use crate::util::workspace_root;
 
 #[derive(Debug, Error)]
 pub enum ModelError {
@@ -50,7 +51,7 @@ pub fn ensure(progress: &dyn Progress) -> Result<PathBuf, ModelError> {
             source,
         })?);
     }
-    let stamp_value = hex(&digest.finalize());
+    let stamp_value = hex::encode(digest.finalize());
     let dir = model_dir();
     let stamp = dir.join(".source.sha256");
     let complete = dir.join("model.onnx").is_file() && dir.join("labels.json").is_file();
@@ -62,7 +63,7 @@ pub fn ensure(progress: &dyn Progress) -> Result<PathBuf, ModelError> {
         "converting EfficientNet-Lite0 into {}",
         dir.display()
     ));
-    crate::cmd::output(Command::new(venv.bin("python")).arg(&script).arg(&dir))
+    crate::tools::cmd::output(Command::new(venv.bin("python")).arg(&script).arg(&dir))
         .map_err(ModelError::Convert)?;
     fs::write(&stamp, stamp_value).map_err(|e| ModelError::Convert(e.to_string()))?;
     Ok(dir)

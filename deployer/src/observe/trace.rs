@@ -7,15 +7,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stack::Stage;
 use thiserror::Error;
 
-use crate::aws::{self, AwsError, Target};
-use crate::cfn::CfnError;
-use crate::logs::{self, API_SOURCE, Filter, LogEvent, LogsError};
+use crate::cloud::aws::{self, AwsError, Target};
+use crate::cloud::cfn::CfnError;
+use crate::observe::logs::{self, API_SOURCE, Filter, LogEvent, LogsError};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
@@ -37,8 +36,8 @@ pub enum TraceError {
     Logs(#[from] LogsError),
     #[error("`{0}` is not an image id (a UUID such as 6fbb8ca7-ab51-42c6-9e1d-69f9c66f81f9)")]
     BadId(String),
-    #[error("stack {0} has no {1} output")]
-    NoOutput(String, &'static str),
+    #[error(transparent)]
+    Stage(#[from] crate::cloud::stage::StageError),
 }
 
 /// One moment of the image's life.
@@ -106,18 +105,8 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
         cfg.target.describe(),
         identity.arn
     ));
-    let info = crate::cfn::describe(&clients.cfn, &stack_name)
-        .await?
-        .ok_or_else(|| LogsError::NoStack(stack_name.clone()))?;
-    let output = |key: &'static str| {
-        info.outputs
-            .get(key)
-            .cloned()
-            .ok_or_else(|| TraceError::NoOutput(stack_name.clone(), key))
-    };
-    let bucket = output(stack::app::outputs::BUCKET)?;
-    let table = output(stack::app::outputs::TABLE)?;
-    let queue = output(stack::app::outputs::FAILURE_QUEUE_URL)?;
+    let stage = crate::cloud::stage::read(&clients.cfn, &cfg.target, &cfg.stage).await?;
+    let (bucket, table, queue) = (stage.bucket, stage.table, stage.failure_queue_url);
     let object_key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
     let mut report = TraceReport {
         image_id: id.clone(),
@@ -199,9 +188,10 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
                 });
             }
         }
-        Err(e) => report
-            .problems
-            .push(format!("cannot read the item: {}", DisplayErrorContext(&e))),
+        Err(e) => report.problems.push(format!(
+            "cannot read the item: {}",
+            crate::cloud::error::chain(&e)
+        )),
     }
 
     // The failure queue, without taking anything off it.
@@ -355,7 +345,7 @@ async fn object_versions(
         .map_err(|e| {
             format!(
                 "cannot list the object's versions: {}",
-                DisplayErrorContext(&e)
+                crate::cloud::error::chain(&e)
             )
         })?;
     let ms = |t: Option<&aws_smithy_types::DateTime>| {
@@ -489,7 +479,12 @@ async fn failure_messages(
             .message_system_attribute_names(A::SentTimestamp)
             .send()
             .await
-            .map_err(|e| format!("cannot read the failure queue: {}", DisplayErrorContext(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read the failure queue: {}",
+                    crate::cloud::error::chain(&e)
+                )
+            })?;
         if out.messages().is_empty() {
             break;
         }

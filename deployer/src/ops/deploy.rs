@@ -9,12 +9,15 @@ use stack::synth::{self, Format, SynthOptions};
 use stack::{App, Architecture, Stage};
 use thiserror::Error;
 
-use crate::assets::{self, AssetsError, Uploaded};
-use crate::aws::{self, AwsError, Identity, Target};
-use crate::bootstrap::{self, BootstrapError};
 use crate::build::{self, BuildArch, BuildConfig, BuildError, BuildReport};
-use crate::cfn::{CfnError, Change, ChangeSetRequest, Planned, Prepared, StackOps};
-use crate::progress::Progress;
+use crate::cloud::assets::{self, AssetsError, Uploaded};
+use crate::cloud::aws::{self, AwsError, Identity, Target};
+use crate::cloud::cfn::{
+    CfnError, Change, ChangeSetRequest, Outcome, Planned, Prepared, StackOps, StackProgress,
+};
+use crate::cloud::stage::{Deployed, StackOutputs, StageError, client_api_url};
+use crate::ops::bootstrap::{self, BootstrapError};
+use crate::util::elapsed_ms;
 
 /// CloudFormation's limit for an inline template body.
 pub const MAX_TEMPLATE_BODY: usize = 51_200;
@@ -39,26 +42,6 @@ pub struct DeployConfig {
     /// The functions to rebuild; empty means all. The others deploy the artifacts of their
     /// last build (`watch` rebuilds only what a change affects).
     pub rebuild: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Created,
-    Updated,
-    NoChanges,
-    Planned,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Created => "created",
-            Outcome::Updated => "updated",
-            Outcome::NoChanges => "no-changes",
-            Outcome::Planned => "planned",
-        }
-    }
 }
 
 /// Milliseconds spent in each phase of a deploy. The phases after the change set run only
@@ -99,6 +82,13 @@ pub struct DeployReport {
     pub timings: Timings,
     /// Things the deploy did on the way that a user should know about.
     pub notes: Vec<String>,
+}
+
+impl DeployReport {
+    /// The deployed stage as seen from `target`, read from this report's outputs.
+    pub fn deployed(&self, target: &Target) -> Result<Deployed, StageError> {
+        Deployed::from_outputs(target, StackOutputs::new(&self.stack, self.outputs.clone()))
+    }
 }
 
 #[derive(Debug, Error)]
@@ -184,38 +174,11 @@ pub fn parameters(
     p
 }
 
-/// The API's base URL as reachable from here. The local environment names APIs
-/// `http://ID.execute-api.localhost:PORT`, which does not resolve everywhere; it also serves
-/// them under `/_aws/execute-api/ID/$default` on its own address.
-pub fn client_api_url(target: &Target, api_url: &str) -> String {
-    let trimmed = api_url.trim_end_matches('/');
-    match target {
-        Target::Local { endpoint, .. } => {
-            let host = trimmed
-                .split("://")
-                .nth(1)
-                .unwrap_or(trimmed)
-                .split('.')
-                .next()
-                .unwrap_or_default();
-            format!(
-                "{}/_aws/execute-api/{host}/$default",
-                endpoint.trim_end_matches('/')
-            )
-        }
-        Target::Aws { .. } => trimmed.to_string(),
-    }
-}
-
-fn ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Runs a deploy: preflight, build, assets, change set, then (unless planning or there is
 /// nothing to change) execute and verify. `progress` hears about every phase.
 pub async fn deploy(
     cfg: &DeployConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let mut timings = Timings::default();
@@ -272,11 +235,11 @@ pub async fn deploy(
         "stage {} deploys with the {scope} execution role {role}",
         cfg.stage
     ));
-    timings.preflight = ms(t);
+    timings.preflight = elapsed_ms(t);
 
     let t = Instant::now();
     let (arch, built) = build_handlers(cfg, progress)?;
-    timings.build = ms(t);
+    timings.build = elapsed_ms(t);
 
     let t = Instant::now();
     let artifacts = upload_assets(
@@ -289,7 +252,7 @@ pub async fn deploy(
     )
     .await?;
     let assets_bucket = boot.assets_bucket.clone();
-    timings.assets = ms(t);
+    timings.assets = elapsed_ms(t);
 
     let ops = StackOps {
         cfn: &clients.cfn,
@@ -340,7 +303,7 @@ pub async fn deploy(
         Some(_) => Planned::NoChanges,
         None => ops.create_change_set(&req, cfg.timeout).await?,
     };
-    timings.change_set = ms(t);
+    timings.change_set = elapsed_ms(t);
 
     let mut report = DeployReport {
         stack: stack_name.clone(),
@@ -385,7 +348,7 @@ pub async fn deploy(
             if cfg.plan {
                 ops.discard(&name, &stack_id, kind).await?;
                 report.status = Outcome::Planned;
-                report.timings.total = ms(started);
+                report.timings.total = elapsed_ms(started);
                 return Ok(report);
             }
             let outputs = execute(
@@ -408,14 +371,14 @@ pub async fn deploy(
         .get(stack::app::outputs::API_URL)
         .map(|u| client_api_url(&cfg.target, u));
     report.outputs = outputs;
-    report.timings.total = ms(started);
+    report.timings.total = elapsed_ms(started);
     Ok(report)
 }
 
 /// Builds every handler for the target's architecture.
 fn build_handlers(
     cfg: &DeployConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<(Architecture, BuildReport), DeployError> {
     let build_arch = if cfg.target.is_local() {
         BuildArch::Host
@@ -441,7 +404,7 @@ async fn upload_assets(
     bucket: &str,
     stage: &Stage,
     built: &BuildReport,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<Vec<Uploaded>, DeployError> {
     let artifacts =
         assets::upload_artifacts(s3, bucket, &identity.account, stage.as_str(), built).await?;
@@ -477,10 +440,10 @@ async fn execute(
             cfg.timeout,
         )
         .await?;
-    report.timings.execute = Some(ms(t));
+    report.timings.execute = Some(elapsed_ms(t));
     let t = Instant::now();
     verify_code(lambda, app, &info.outputs, &report.artifacts).await?;
-    report.timings.verify = Some(ms(t));
+    report.timings.verify = Some(elapsed_ms(t));
     Ok(info.outputs)
 }
 
@@ -506,7 +469,7 @@ pub async fn verify_code(
             .await
             .map_err(|e| DeployError::Function {
                 function: f.name.to_string(),
-                reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                reason: crate::cloud::error::chain(&e),
             })?;
         let deployed = out
             .configuration()
@@ -527,27 +490,6 @@ pub async fn verify_code(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_api_urls_go_through_the_endpoint() {
-        let local = Target::Local {
-            endpoint: "https://127.0.0.1:4566".into(),
-            certificate: Vec::new(),
-            credentials: crate::aws::LocalCredentials::root(),
-        };
-        assert_eq!(
-            client_api_url(&local, "https://58dc5b8f.execute-api.localhost:4566"),
-            "https://127.0.0.1:4566/_aws/execute-api/58dc5b8f/$default"
-        );
-        let aws = Target::Aws {
-            region: "eu-west-1".into(),
-            profile: None,
-        };
-        assert_eq!(
-            client_api_url(&aws, "https://abc.execute-api.eu-west-1.amazonaws.com/"),
-            "https://abc.execute-api.eu-west-1.amazonaws.com"
-        );
-    }
 
     #[test]
     fn template_fits_inline_and_parameters_cover_every_function() {

@@ -10,13 +10,7 @@ use sha2::{Digest, Sha256};
 
 use thiserror::Error;
 
-/// The workspace root (this crate lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map_or(manifest.clone(), Path::to_path_buf)
-}
+use crate::util::workspace_root;
 
 #[derive(Debug, Error)]
 pub enum VenvError {
@@ -64,7 +58,7 @@ impl Venv {
             path: requirements.clone(),
             source,
         })?;
-        let digest = hex(&Sha256::digest(&pinned));
+        let digest = hex::encode(Sha256::digest(&pinned));
         let dir = root.join("target").join("tools").join(name);
         let stamp = dir.join(".requirements.sha256");
         if fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
@@ -81,7 +75,7 @@ impl Venv {
             })?;
         }
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        crate::cmd::status(Command::new(&python).args(["-m", "venv"]).arg(&dir)).map_err(
+        crate::tools::cmd::status(Command::new(&python).args(["-m", "venv"]).arg(&dir)).map_err(
             |reason| VenvError::Create {
                 python: python.clone(),
                 dir: dir.clone(),
@@ -89,7 +83,7 @@ impl Venv {
             },
         )?;
         let venv = Self { dir };
-        crate::cmd::status(
+        crate::tools::cmd::status(
             Command::new(venv.bin("pip"))
                 .args([
                     "install",
@@ -119,8 +113,4 @@ impl Venv {
     pub fn bin(&self, tool: &str) -> PathBuf {
         self.dir.join("bin").join(tool)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,10 +8,11 @@ use std::process::Command;
 
 use thiserror::Error;
 
-use crate::cmd::{self, output};
 use crate::progress::Progress;
+use crate::tools::cmd::{self, output};
 
-use crate::pyenv::{Venv, VenvError, workspace_root};
+use crate::tools::pyenv::{Venv, VenvError};
+use crate::util::workspace_root;
 
 pub const CARGO_ZIGBUILD_VERSION: &str = "0.24.1";
 

@@ -26,11 +26,12 @@ use stack::resources::{Bucket, BucketPolicy, InlinePolicy, ManagedPolicy, Resour
 use stack::template::{Output, Policy, Resource, Template};
 use thiserror::Error;
 
-use crate::aws::{self, AwsError, Identity, Target};
-use crate::cfn::{self, CfnError, ChangeSetRequest, Import, Planned, Prepared, StackOps};
-use crate::deploy::Outcome;
-use crate::permissions::{self, CLOUDFORMATION_SERVICE};
-use crate::progress::Progress;
+use crate::cloud::aws::{self, AwsError, Identity, Target};
+use crate::cloud::cfn::{
+    self, CfnError, ChangeSetRequest, Import, Outcome, Planned, Prepared, StackOps, StackProgress,
+};
+use crate::cloud::stage::{StackOutputs, StageError};
+use crate::ops::permissions::{self, CLOUDFORMATION_SERVICE};
 
 const BUCKET_ID: &str = "AssetsBucket";
 const BUCKET_POLICY_ID: &str = "AssetsBucketPolicy";
@@ -270,8 +271,8 @@ pub enum BootstrapError {
         want: String,
         flags: String,
     },
-    #[error("the bootstrap stack {stack} has no output {output}")]
-    NoOutput { stack: String, output: String },
+    #[error(transparent)]
+    Output(#[from] StageError),
     #[error("{0}")]
     Invalid(String),
     #[error("IAM {operation} failed: {reason}")]
@@ -320,15 +321,8 @@ pub async fn read(
             flags: flags(target),
         });
     }
-    let get = |k: &str| {
-        info.outputs
-            .get(k)
-            .cloned()
-            .ok_or_else(|| BootstrapError::NoOutput {
-                stack: stack.into(),
-                output: k.into(),
-            })
-    };
+    let found_outputs = StackOutputs::of(&info);
+    let get = |k: &str| found_outputs.need(k);
     let preview_stages = StagePattern::parse(&get(outputs::PREVIEW_STAGES)?).map_err(|e| {
         BootstrapError::Invalid(format!("the bootstrap stack's preview stages: {e}"))
     })?;
@@ -514,7 +508,7 @@ pub struct CiReport {
 /// Creates or updates the bootstrap stack (and the CI role when asked), idempotently.
 pub async fn bootstrap(
     cfg: &BootstrapConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<BootstrapReport, BootstrapError> {
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
@@ -607,7 +601,7 @@ pub async fn bootstrap(
         bootstrap,
         imported_bucket,
         ci,
-        elapsed_ms: start.elapsed().as_millis() as u64,
+        elapsed_ms: crate::util::elapsed_ms(start),
     })
 }
 
@@ -618,7 +612,7 @@ async fn apply(
     template: &Template,
     tags: &BTreeMap<String, String>,
     timeout: Duration,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<Outcome, BootstrapError> {
     let req = ChangeSetRequest {
         kind,
@@ -667,7 +661,7 @@ async fn bucket_exists(
         Err(e) => Err(BootstrapError::S3 {
             operation: "HeadBucket",
             bucket: bucket.into(),
-            reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            reason: crate::cloud::error::chain(&e),
         }),
     }
 }
@@ -702,7 +696,7 @@ async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<String>
             .map_err(|e| CfnError::Call {
                 operation: "ListStacks",
                 stack: "*".into(),
-                reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                reason: crate::cloud::error::chain(&e),
             })?;
         for st in out.stack_summaries() {
             let deleted = st.stack_status()
@@ -726,7 +720,7 @@ async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<String>
 /// remove is success.
 pub async fn remove(
     cfg: &BootstrapConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<RemoveReport, BootstrapError> {
     let start = Instant::now();
     let (clients, identity) = aws::connect(&cfg.target).await?;
@@ -787,7 +781,7 @@ pub async fn remove(
     if assets_bucket_removed {
         progress.step(&format!("emptying and deleting the assets bucket {bucket}"));
         assets_objects_deleted =
-            crate::assets::remove_bucket(&clients.s3, &bucket, &identity.account)
+            crate::cloud::assets::remove_bucket(&clients.s3, &bucket, &identity.account)
                 .await
                 .map_err(|e| BootstrapError::S3 {
                     operation: "DeleteBucket",
@@ -804,7 +798,7 @@ pub async fn remove(
         assets_bucket: bucket,
         assets_bucket_removed,
         assets_objects_deleted,
-        elapsed_ms: start.elapsed().as_millis() as u64,
+        elapsed_ms: crate::util::elapsed_ms(start),
     })
 }
 
@@ -813,7 +807,7 @@ fn iam_call<E: std::error::Error + 'static>(
 ) -> impl Fn(aws_sdk_iam::error::SdkError<E>) -> BootstrapError {
     move |e| BootstrapError::Iam {
         operation,
-        reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        reason: crate::cloud::error::chain(&e),
     }
 }
 
@@ -824,7 +818,7 @@ async fn github_ci(
     identity: &Identity,
     ci: &GithubCi,
     cfg: &BootstrapConfig,
-    progress: &dyn Progress,
+    progress: &dyn StackProgress,
 ) -> Result<CiReport, BootstrapError> {
     let provider_arn = format!(
         "arn:{}:iam::{}:oidc-provider/{GITHUB_ISSUER}",
@@ -867,14 +861,10 @@ async fn github_ci(
     let t = ci_template(&identity.account, &identity.region, &provider_arn, ci);
     let tags = BTreeMap::from([("app".to_string(), stack::app::APP.to_string())]);
     let status = apply(&ops, kind, &t, &tags, cfg.timeout, progress).await?;
-    let role_arn = ops
-        .describe()
-        .await?
-        .and_then(|i| i.outputs.get(outputs::CI_ROLE).cloned())
-        .ok_or_else(|| BootstrapError::NoOutput {
-            stack: stack.clone(),
-            output: outputs::CI_ROLE.into(),
-        })?;
+    let role_arn = match ops.describe().await? {
+        Some(info) => StackOutputs::of(&info).need(outputs::CI_ROLE)?,
+        None => StackOutputs::new(&stack, BTreeMap::new()).need(outputs::CI_ROLE)?,
+    };
     Ok(CiReport {
         stack,
         role_arn,

@@ -12,7 +12,6 @@ use aws_sdk_cloudformation::types::{
 };
 /// The SDK's enums this module's types carry, for callers without the SDK as a dependency.
 pub use aws_sdk_cloudformation::types::{ChangeAction, Replacement, ResourceStatus, StackStatus};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -223,14 +222,10 @@ fn call_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     stack: &str,
     e: aws_sdk_cloudformation::error::SdkError<E>,
 ) -> CfnError {
-    let reason = match e.as_service_error().and_then(|s| s.message()) {
-        Some(m) => format!("{}: {m}", e.code().unwrap_or("error")),
-        None => DisplayErrorContext(&e).to_string(),
-    };
     CfnError::Call {
         operation,
         stack: stack.to_string(),
-        reason,
+        reason: crate::cloud::error::reason(&e),
     }
 }
 
@@ -410,13 +405,47 @@ pub fn change_set_name() -> String {
     format!("{CHANGE_SET_PREFIX}{ms}")
 }
 
+/// What an operation on a stack came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Created,
+    Updated,
+    NoChanges,
+    Planned,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::NoChanges => "no-changes",
+            Outcome::Planned => "planned",
+        }
+    }
+}
+
+/// A [`Progress`] that also hears CloudFormation's resource work: what the commands that
+/// change a stack report through.
+pub trait StackProgress: Progress {
+    /// CloudFormation resource work starts: `total` resources are expected to finish.
+    fn begin(&self, _total: usize) {}
+    /// A new stack event; `done` resources have finished so far.
+    fn event(&self, _event: &StackEvent, _done: usize) {}
+    /// CloudFormation resource work is over.
+    fn end(&self) {}
+}
+
+impl<F: Fn(&str)> StackProgress for F {}
+
 /// One stack and what every operation on it shares: the client, how often to poll, and who
 /// hears about progress.
 pub struct StackOps<'a> {
     pub cfn: &'a Client,
     pub name: &'a str,
     pub poll: Duration,
-    pub progress: &'a dyn Progress,
+    pub progress: &'a dyn StackProgress,
     /// The execution role CloudFormation acts as for this stack (`RoleARN`); without one it
     /// acts with the caller's own credentials.
     pub role_arn: Option<&'a str>,

@@ -16,10 +16,13 @@ use sha2::{Digest, Sha256};
 use stack::{App, Architecture};
 use thiserror::Error;
 
+pub mod elf;
+pub mod toolchain;
+pub mod zip;
+
 use crate::progress::Progress;
-use crate::pyenv::{hex, workspace_root};
-use crate::toolchain::{self, ToolchainError};
-use crate::{elf, zip};
+use crate::util::workspace_root;
+use toolchain::ToolchainError;
 
 /// The Cargo profile tuned for Lambda (see the workspace `Cargo.toml`).
 pub const PROFILE: &str = "lambda";
@@ -364,7 +367,7 @@ impl BuildInputs {
                 ),
             }
         }
-        hex(&h.finalize())
+        hex::encode(h.finalize())
     }
 }
 
@@ -413,7 +416,7 @@ fn with_env_deps(base: &str, names: &[String], env: &Env) -> String {
             None => h.update(b" unset"),
         }
     }
-    hex(&h.finalize())
+    hex::encode(h.finalize())
 }
 
 /// The record of a successful build: its fingerprint, then one `env NAME` line per
@@ -646,7 +649,7 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
             binary.len() as u64,
             MAX_UNZIPPED_BYTES,
         )?;
-        let binary_sha256 = hex(&Sha256::digest(&binary));
+        let binary_sha256 = hex::encode(Sha256::digest(&binary));
         if let Some(prev) = previous.get(function)
             && prev.binary_sha256 == binary_sha256
             && dir.join(&prev.zip).is_file()
@@ -745,7 +748,7 @@ fn package(
     }
     limit(function, "the zip", bytes.len() as u64, MAX_ZIP_BYTES)?;
     let digest = Sha256::digest(&bytes);
-    let sha256 = hex(&digest);
+    let sha256 = hex::encode(digest);
     let fdir = dir.join(function);
     fs::create_dir_all(&fdir).map_err(|source| BuildError::Write {
         path: fdir.clone(),
@@ -800,7 +803,7 @@ fn cargo_build(
             (cmd, "cargo-zigbuild")
         }
         None => {
-            let mut cmd = crate::cmd::cargo();
+            let mut cmd = crate::tools::cmd::cargo();
             cmd.arg("build").args(["--profile", profile]);
             (cmd, "cargo")
         }
@@ -817,7 +820,7 @@ fn cargo_build(
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| BuildError::Spawn(program, e))?;
     // Diagnostics and cargo's status lines arrive on stderr; keep them for a failure report.
-    let collector = crate::cmd::collect(child.stderr.take());
+    let collector = crate::tools::cmd::collect(child.stderr.take());
     let mut count = 0;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -836,7 +839,7 @@ fn cargo_build(
         return Err(BuildError::Cargo {
             target: target.into(),
             status: status.to_string(),
-            output: crate::cmd::last_lines(&output, 60),
+            output: crate::tools::cmd::last_lines(&output, 60),
         });
     }
     Ok(())
@@ -1174,7 +1177,7 @@ mod tests {
         let b = package("upload", zip::Effort::Best, &bin, "b".into(), &dir).unwrap();
         assert_eq!(a, b);
         let bytes = fs::read(dir.join(&a.zip)).unwrap();
-        assert_eq!(hex(&Sha256::digest(&bytes)), a.sha256);
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), a.sha256);
         assert_eq!(a.zip, format!("upload/{}.zip", a.sha256));
         assert_eq!(
             base64::engine::general_purpose::STANDARD

@@ -8,9 +8,13 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+/// The local environment's root access key and secret, which it does not check.
+pub const ROOT_KEY: &str = "test";
 
 /// The region the local environment answers for.
 pub const LOCAL_REGION: &str = "us-east-1";
@@ -44,13 +48,13 @@ impl LocalCredentials {
     /// The emulator's root identity, which it does not check.
     pub fn root() -> Self {
         Self {
-            access_key_id: crate::local::ROOT_KEY.into(),
-            secret_access_key: crate::local::ROOT_KEY.into(),
+            access_key_id: ROOT_KEY.into(),
+            secret_access_key: ROOT_KEY.into(),
         }
     }
 
     pub fn is_root(&self) -> bool {
-        self.access_key_id == crate::local::ROOT_KEY
+        self.access_key_id == ROOT_KEY
     }
 }
 
@@ -240,7 +244,7 @@ pub async fn sdk_config(target: &Target) -> Result<SdkConfig, AwsError> {
         } => Ok(aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(LOCAL_REGION))
             .endpoint_url(endpoint)
-            .http_client(crate::tls::sdk_http_client(certificate))
+            .http_client(sdk_http_client(certificate))
             .credentials_provider(Credentials::new(
                 credentials.access_key_id.clone(),
                 credentials.secret_access_key.clone(),
@@ -252,6 +256,22 @@ pub async fn sdk_config(target: &Target) -> Result<SdkConfig, AwsError> {
             .load()
             .await),
     }
+}
+
+/// An SDK HTTP client that trusts the platform's roots and `cert_pem`.
+pub fn sdk_http_client(cert_pem: &[u8]) -> SharedHttpClient {
+    let trust = tls::TrustStore::default().with_pem_certificate(cert_pem.to_vec());
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        // Building a context only fails for an invalid server name, and we add none.
+        .unwrap_or_default();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https()
 }
 
 /// The SDK clients a deploy, smoke test or teardown uses, built once.
@@ -365,7 +385,7 @@ where
     E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = DisplayErrorContext(e).to_string();
+    let detail = crate::cloud::error::chain(e);
     let code = aws_sdk_sts::error::ProvideErrorMetadata::code(e).unwrap_or_default();
     let message = aws_sdk_sts::error::ProvideErrorMetadata::message(e).unwrap_or_default();
     match code {

@@ -8,23 +8,23 @@ use api_types::{
     ErrorBody, FailureReason, ImageMetadata, ImageStatus, LabelCounts, Page, PresignRequest,
     PresignedUpload, Uploaded,
 };
-use aws_sdk_cloudformation::types::StackStatus;
 use aws_sdk_iam::types::PolicyEvaluationDecisionType;
 use policies::Bindings;
 use policies::matrix::{Expect, matrix};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stack::app::outputs;
 use stack::{App, Stage};
 use thiserror::Error;
 
-use crate::aws::{self, AwsError, Clients, Identity, Target};
-use crate::cfn::{self, CfnError};
-use crate::deploy::client_api_url;
+use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
+use crate::cloud::error::chain;
+use crate::cloud::queue::queue_depth;
+use crate::cloud::stage::{self, StageError};
 use crate::progress::Progress;
+use crate::util::elapsed_ms;
 
 /// The photograph uploaded when no `--image` is given (see `assets/ATTRIBUTION.md`).
-pub const DEFAULT_IMAGE: &[u8] = include_bytes!("../assets/smoke-test.png");
+pub const DEFAULT_IMAGE: &[u8] = include_bytes!("../../assets/smoke-test.png");
 
 #[derive(Debug, Clone)]
 pub struct SmokeConfig {
@@ -113,6 +113,14 @@ impl std::fmt::Display for CheckName {
     }
 }
 
+/// A [`Progress`] that also hears each smoke check as it finishes.
+pub trait SmokeProgress: Progress {
+    /// A smoke check finished.
+    fn check(&self, _result: &CheckResult) {}
+}
+
+impl<F: Fn(&str)> SmokeProgress for F {}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: CheckName,
@@ -145,13 +153,7 @@ pub enum SmokeError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error(transparent)]
-    Stack(#[from] CfnError),
-    #[error("stack {0} is not deployed: run `cargo xtask deploy` for this stage first")]
-    NotDeployed(String),
-    #[error("stack {stack} is {status}, not ready for a smoke test")]
-    NotReady { stack: String, status: StackStatus },
-    #[error("stack {stack} has no output {output}; was it deployed by this version of the tool?")]
-    MissingOutput { stack: String, output: String },
+    Stage(#[from] StageError),
     #[error("cannot create an HTTP client: {0}")]
     Http(String),
 }
@@ -597,7 +599,7 @@ impl Run<'_> {
             .expected_bucket_owner(&self.identity.account)
             .send()
             .await
-            .map_err(|e| format!("GetObjectTagging of {key}: {}", sdk(&e)))?;
+            .map_err(|e| format!("GetObjectTagging of {key}: {}", chain(&e)))?;
         let (k, v) = stack::app::REJECTED_TAG;
         if !tags
             .tag_set()
@@ -644,7 +646,7 @@ impl Run<'_> {
             )]),
         };
         let functions = check_matrix(&self.clients.iam, self.outputs, &bindings).await?;
-        let boot = crate::bootstrap::read(&self.clients.cfn, &self.identity, &self.cfg.target)
+        let boot = crate::ops::bootstrap::read(&self.clients.cfn, &self.identity, &self.cfg.target)
             .await
             .map_err(|e| e.to_string())?;
         let escalation =
@@ -722,7 +724,7 @@ impl Run<'_> {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk(&e))?;
+            .map_err(|e| chain(&e))?;
         let Some(item) = got.item() else {
             return Ok(());
         };
@@ -766,7 +768,7 @@ impl Run<'_> {
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
                 .await
-                .map_err(|e| sdk(&e))?;
+                .map_err(|e| chain(&e))?;
             // Count down the bucket the entry was counted in, and only if it was there.
             let Some(indexed) = deleted
                 .attributes()
@@ -790,7 +792,7 @@ impl Run<'_> {
                 .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
                 .send()
                 .await
-                .map_err(|e| sdk(&e))?;
+                .map_err(|e| chain(&e))?;
         }
         Ok(())
     }
@@ -844,17 +846,12 @@ impl Run<'_> {
                 }
                 (_, Err(e)) => {
                     all = false;
-                    progress.step(&format!("could not remove the item {id}: {}", sdk(&e)));
+                    progress.step(&format!("could not remove the item {id}: {}", chain(&e)));
                 }
             }
         }
         all
     }
-}
-
-/// An SDK error with its whole chain of causes, for a check's detail.
-fn sdk(e: &(dyn std::error::Error + 'static)) -> String {
-    aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
 }
 
 fn clip(s: &str) -> String {
@@ -874,49 +871,27 @@ fn content_type(image: &[u8]) -> &'static str {
     }
 }
 
-fn ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Runs every check in [`CheckName::ALL`] against the deployed stack, then removes what it
 /// uploaded. `progress` hears each check's result as it finishes.
 pub async fn smoke_test(
     cfg: &SmokeConfig,
-    progress: &dyn Progress,
+    progress: &dyn SmokeProgress,
 ) -> Result<SmokeReport, SmokeError> {
     let start = Instant::now();
     let stack_name = cfg.stage.stack_name();
     let (clients, identity) = aws::connect(&cfg.target).await?;
-    let info = cfn::describe(&clients.cfn, &stack_name)
-        .await?
-        .ok_or_else(|| SmokeError::NotDeployed(stack_name.clone()))?;
-    if !cfn::is_usable(&info.status) {
-        return Err(SmokeError::NotReady {
-            stack: stack_name,
-            status: info.status,
-        });
-    }
-    let need = |k: &str| {
-        info.outputs
-            .get(k)
-            .cloned()
-            .ok_or_else(|| SmokeError::MissingOutput {
-                stack: stack_name.clone(),
-                output: k.to_string(),
-            })
-    };
-    let api = client_api_url(&cfg.target, &need(outputs::API_URL)?);
-    let table = need(outputs::TABLE)?;
-    let labels_table = need(outputs::LABELS_TABLE)?;
+    let stage = stage::read(&clients.cfn, &cfg.target, &cfg.stage).await?;
+    let api = stage.api_url.clone();
+    let (table, labels_table) = (stage.table.clone(), stage.labels_table.clone());
     let mut run = Run {
         cfg,
         http: aws::http_client(&cfg.target, Duration::from_secs(35)).map_err(SmokeError::Http)?,
         clients,
         identity,
         api: api.clone(),
-        outputs: &info.outputs,
-        bucket: need(outputs::BUCKET)?,
-        queue: need(outputs::FAILURE_QUEUE_URL)?,
+        outputs: stage.outputs.values(),
+        bucket: stage.bucket.clone(),
+        queue: stage.failure_queue_url.clone(),
         image: cfg.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_vec()),
         bodies: Vec::new(),
         image_id: None,
@@ -931,7 +906,7 @@ pub async fn smoke_test(
         let c = CheckResult {
             name,
             passed: r.is_ok(),
-            elapsed_ms: ms(t),
+            elapsed_ms: elapsed_ms(t),
             detail: r.unwrap_or_else(|e| e),
         };
         progress.check(&c);
@@ -947,7 +922,7 @@ pub async fn smoke_test(
         labels: run.labels,
         checks,
         cleaned_up,
-        elapsed_ms: ms(start),
+        elapsed_ms: elapsed_ms(start),
     })
 }
 
@@ -962,7 +937,7 @@ async fn count_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<usize, S
             .set_continuation_token(token)
             .send()
             .await
-            .map_err(|e| format!("listing {bucket}: {}", sdk(&e)))?;
+            .map_err(|e| format!("listing {bucket}: {}", chain(&e)))?;
         n += out.contents().len();
         token = out.next_continuation_token().map(str::to_string);
         if token.is_none() {
@@ -982,7 +957,7 @@ async fn delete_object_versions(
         .prefix(key)
         .send()
         .await
-        .map_err(|e| sdk(&e))?;
+        .map_err(|e| chain(&e))?;
     let mut versions: Vec<Option<String>> = out
         .versions()
         .iter()
@@ -1005,31 +980,9 @@ async fn delete_object_versions(
             .set_version_id(v.filter(|v| v != "null"))
             .send()
             .await
-            .map_err(|e| sdk(&e))?;
+            .map_err(|e| chain(&e))?;
     }
     Ok(())
-}
-
-/// Messages in the failure queue, visible or in flight.
-pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| format!("reading {url}: {}", sdk(&e)))?;
-    let attrs = out.attributes();
-    let n = |k: QueueAttributeName| {
-        attrs
-            .and_then(|a| a.get(&k))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
-        + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
 }
 
 /// The IAM ARN the simulator takes for a caller: an IAM user as it is, a session of one of
@@ -1060,7 +1013,7 @@ pub fn simulatable(caller_arn: &str) -> Option<String> {
 pub async fn simulate_escalation(
     iam: &aws_sdk_iam::Client,
     principal: &str,
-    checks: &[&crate::permissions::EscalationCheck],
+    checks: &[&crate::ops::permissions::EscalationCheck],
 ) -> Result<Vec<String>, String> {
     use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
     use policies::Decision;
@@ -1085,7 +1038,7 @@ pub async fn simulate_escalation(
             .set_context_entries((!entries.is_empty()).then_some(entries))
             .send()
             .await
-            .map_err(|e| format!("SimulatePrincipalPolicy for {principal}: {}", sdk(&e)))?;
+            .map_err(|e| format!("SimulatePrincipalPolicy for {principal}: {}", chain(&e)))?;
         let decision = match out.evaluation_results().first().map(|r| r.eval_decision()) {
             Some(PolicyEvaluationDecisionType::Allowed) => Decision::Allowed,
             Some(PolicyEvaluationDecisionType::ExplicitDeny) => Decision::ExplicitDeny,
@@ -1107,10 +1060,10 @@ pub async fn simulate_escalation(
 async fn check_escalation(
     iam: &aws_sdk_iam::Client,
     identity: &Identity,
-    boot: &crate::bootstrap::Bootstrap,
+    boot: &crate::ops::bootstrap::Bootstrap,
     stage: &Stage,
 ) -> Result<String, String> {
-    use crate::permissions::{Principal, escalation_checks};
+    use crate::ops::permissions::{Principal, escalation_checks};
     use stack::app::bootstrap::Scope;
     let scope = boot.scope_for(stage);
     let stages = boot.stages(scope);
@@ -1205,7 +1158,7 @@ async fn check_matrix(
                 .resource_arns(&resource)
                 .send()
                 .await
-                .map_err(|e| format!("SimulatePrincipalPolicy for {role}: {}", sdk(&e)))?;
+                .map_err(|e| format!("SimulatePrincipalPolicy for {role}: {}", chain(&e)))?;
             for (action, expect) in &actions {
                 rows += 1;
                 let decision = out

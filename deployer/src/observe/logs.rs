@@ -4,15 +4,14 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stack::synth::API_LOG_GROUP_ID;
 use stack::{App, Stage};
 use thiserror::Error;
 
-use crate::aws::AwsError;
-use crate::cfn::CfnError;
+use crate::cloud::aws::AwsError;
+use crate::cloud::cfn::CfnError;
 
 /// The source name of the API's access log.
 pub const API_SOURCE: &str = "api";
@@ -23,8 +22,8 @@ pub enum LogsError {
     Aws(#[from] AwsError),
     #[error(transparent)]
     Stack(#[from] CfnError),
-    #[error("stack {0} does not exist: nothing has logged yet (deploy it first)")]
-    NoStack(String),
+    #[error(transparent)]
+    Stage(#[from] crate::cloud::stage::StageError),
     #[error("unknown log source `{0}`; the sources are {1}")]
     UnknownSource(String, String),
     #[error("cannot read the resources of stack {stack}: {reason}")]
@@ -228,10 +227,7 @@ pub async fn log_groups(
             return Err(LogsError::UnknownSource(s.clone(), names.join(", ")));
         }
     }
-    let stack = stage.stack_name();
-    if crate::cfn::describe(cfn, &stack).await?.is_none() {
-        return Err(LogsError::NoStack(stack));
-    }
+    let stack = crate::cloud::stage::describe(cfn, stage).await?.name;
     let out = cfn
         .describe_stack_resources()
         .stack_name(&stack)
@@ -239,7 +235,7 @@ pub async fn log_groups(
         .await
         .map_err(|e| LogsError::Resources {
             stack: stack.clone(),
-            reason: DisplayErrorContext(&e).to_string(),
+            reason: crate::cloud::error::chain(&e),
         })?;
     let mut groups = Vec::new();
     for (logical, source) in &known {
@@ -289,7 +285,7 @@ pub async fn fetch(
                 Err(e) => {
                     return Err(LogsError::Read {
                         group: group.clone(),
-                        reason: DisplayErrorContext(&e).to_string(),
+                        reason: crate::cloud::error::chain(&e),
                     });
                 }
             };

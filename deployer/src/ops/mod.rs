@@ -1,0 +1,7 @@
+//! The commands that change AWS: the bootstrap stack (`bootstrap`), a stage's deploy
+//! (`deploy`) and teardown (`teardown`), and the policies around them (`permissions`).
+
+pub mod bootstrap;
+pub mod deploy;
+pub mod permissions;
+pub mod teardown;
