@@ -640,186 +640,212 @@ pub struct App {
     pub functions: Vec<FunctionSpec>,
 }
 
+/// POST /upload and POST /uploads: store or presign an upload, and record it as accepted.
+fn upload_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "upload",
+        description: "POST /upload stores a validated image under uploads/; POST /uploads presigns a direct S3 upload; both record the image as accepted",
+        memory_mb: 512,
+        timeout_seconds: 15,
+        env: vec![
+            (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+            (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+            (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+        ],
+        touches: vec![
+            Access::S3Put {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            },
+            // The early item (`processing`, `awaiting_upload`): one conditional PutItem.
+            Access::DynamoPut {
+                table: names.table_arn(),
+            },
+        ],
+        routes: vec![
+            Route::Upload.into(),
+            // Presigned PUT for images larger than API Gateway and Lambda can carry.
+            Route::PresignUpload.into(),
+        ],
+        trigger: None,
+        on_failure: None,
+    }
+}
+
+/// The S3 trigger: label each upload with Rekognition and record it with its label index.
+fn process_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "process",
+        description: "S3 ObjectCreated under uploads/: labels the image with Rekognition and records it in DynamoDB",
+        memory_mb: 256,
+        timeout_seconds: 60,
+        env: vec![
+            (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+            (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+            (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+            (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+            (
+                env::REJECTED_TAG,
+                EnvValue::Literal(format!("{}={}", REJECTED_TAG.0, REJECTED_TAG.1)),
+            ),
+            (
+                env::REKOGNITION_ENDPOINT,
+                EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
+            ),
+        ],
+        touches: vec![
+            // The ranged GET of the first bytes and Rekognition (which reads an S3Object
+            // with the caller's permissions) both read the version the event names.
+            Access::S3GetVersion {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            },
+            // A version that is not an image is tagged for the lifecycle to expire.
+            Access::S3TagVersion {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            },
+            // A read of a deleted upload must answer 404, not 403.
+            Access::S3ListBucket {
+                bucket: names.bucket_arn(),
+            },
+            Access::DetectLabels,
+            Access::DynamoPut {
+                table: names.table_arn(),
+            },
+            // With a labeled item, in one transaction: an entry per label (Put) and each
+            // label's count (an UpdateItem ADD).
+            Access::DynamoPut {
+                table: names.labels_table_arn(),
+            },
+            Access::DynamoUpdate {
+                table: names.labels_table_arn(),
+            },
+        ],
+        routes: vec![],
+        trigger: Some(S3Trigger {
+            prefix: UPLOAD_PREFIX,
+        }),
+        on_failure: Some(AsyncFailure {
+            maximum_retry_attempts: 2,
+            maximum_event_age_seconds: 3600,
+            queue_arn: names.failure_queue_arn(),
+        }),
+    }
+}
+
+/// The reads of the labels: one image, the listing, search by label, the label counts.
+fn metadata_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "metadata",
+        description: "GET /metadata, GET /metadata/{id} and GET /labels: reads labels from DynamoDB",
+        memory_mb: 256,
+        timeout_seconds: 10,
+        env: vec![
+            (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+            (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+        ],
+        touches: vec![
+            // One image's item.
+            Access::DynamoGet {
+                table: names.table_arn(),
+            },
+            // The listing, newest first, from the images table's index.
+            Access::DynamoQuery {
+                table: names.listing_index_arn(),
+            },
+            // Search by label and the label counts.
+            Access::DynamoQuery {
+                table: names.labels_table_arn(),
+            },
+        ],
+        routes: vec![
+            Route::ListMetadata.into(),
+            Route::GetMetadata.into(),
+            Route::ListLabels.into(),
+        ],
+        trigger: None,
+        on_failure: None,
+    }
+}
+
+/// An image and its thumbnail, for labeled images only.
+fn images_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "images",
+        description: "GET /images/{id} and GET /images/{id}/thumbnail: a labeled image and its thumbnail, made once and cached under thumbnails/",
+        // Decoding a photograph of up to 50 megapixels for its thumbnail.
+        memory_mb: 1024,
+        timeout_seconds: 15,
+        env: vec![
+            (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+            (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+            (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+            (
+                env::THUMBNAIL_PREFIX,
+                EnvValue::Literal(THUMBNAIL_PREFIX.into()),
+            ),
+        ],
+        touches: vec![
+            // The item's status, type and size: only labeled images are served.
+            Access::DynamoGet {
+                table: names.table_arn(),
+            },
+            // The original, read (or presigned for a redirect) by key.
+            Access::S3Get {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            },
+            // The cached thumbnail, read and written.
+            Access::S3Get {
+                bucket: names.bucket_arn(),
+                prefix: THUMBNAIL_PREFIX.into(),
+            },
+            Access::S3Put {
+                bucket: names.bucket_arn(),
+                prefix: THUMBNAIL_PREFIX.into(),
+            },
+            // A thumbnail not cached yet must read as 404, not 403.
+            Access::S3ListBucket {
+                bucket: names.bucket_arn(),
+            },
+        ],
+        routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
+        trigger: None,
+        on_failure: None,
+    }
+}
+
+/// The gallery page.
+fn web_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "web",
+        description: "GET /: the gallery page (HTML, CSS and JS in one document, nothing from elsewhere)",
+        memory_mb: 128,
+        timeout_seconds: 3,
+        // For the page's Content-Security-Policy: where a presigned PUT goes.
+        env: vec![(env::UPLOAD_BUCKET, EnvValue::Name(names.bucket()))],
+        // Its own logs only.
+        touches: vec![],
+        routes: vec![Route::Gallery.into()],
+        trigger: None,
+        on_failure: None,
+    }
+}
+
 impl App {
-    /// The image pipeline: upload, process, metadata.
+    /// The image pipeline: upload, process, metadata, images and the gallery page.
     pub fn image_pipeline() -> Self {
         let names = Names;
-        let upload = FunctionSpec {
-            name: "upload",
-            description: "POST /upload stores a validated image under uploads/; POST /uploads presigns a direct S3 upload; both record the image as accepted",
-            memory_mb: 512,
-            timeout_seconds: 15,
-            env: vec![
-                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
-                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
-                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
-            ],
-            touches: vec![
-                Access::S3Put {
-                    bucket: names.bucket_arn(),
-                    prefix: UPLOAD_PREFIX.into(),
-                },
-                // The early item (`processing`, `awaiting_upload`): one conditional PutItem.
-                Access::DynamoPut {
-                    table: names.table_arn(),
-                },
-            ],
-            routes: vec![
-                Route::Upload.into(),
-                // Presigned PUT for images larger than API Gateway and Lambda can carry.
-                Route::PresignUpload.into(),
-            ],
-            trigger: None,
-            on_failure: None,
-        };
-        let process = FunctionSpec {
-            name: "process",
-            description: "S3 ObjectCreated under uploads/: labels the image with Rekognition and records it in DynamoDB",
-            memory_mb: 256,
-            timeout_seconds: 60,
-            env: vec![
-                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
-                (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
-                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
-                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
-                (
-                    env::REJECTED_TAG,
-                    EnvValue::Literal(format!("{}={}", REJECTED_TAG.0, REJECTED_TAG.1)),
-                ),
-                (
-                    env::REKOGNITION_ENDPOINT,
-                    EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
-                ),
-            ],
-            touches: vec![
-                // The ranged GET of the first bytes and Rekognition (which reads an S3Object
-                // with the caller's permissions) both read the version the event names.
-                Access::S3GetVersion {
-                    bucket: names.bucket_arn(),
-                    prefix: UPLOAD_PREFIX.into(),
-                },
-                // A version that is not an image is tagged for the lifecycle to expire.
-                Access::S3TagVersion {
-                    bucket: names.bucket_arn(),
-                    prefix: UPLOAD_PREFIX.into(),
-                },
-                // A read of a deleted upload must answer 404, not 403.
-                Access::S3ListBucket {
-                    bucket: names.bucket_arn(),
-                },
-                Access::DetectLabels,
-                Access::DynamoPut {
-                    table: names.table_arn(),
-                },
-                // With a labeled item, in one transaction: an entry per label (Put) and each
-                // label's count (an UpdateItem ADD).
-                Access::DynamoPut {
-                    table: names.labels_table_arn(),
-                },
-                Access::DynamoUpdate {
-                    table: names.labels_table_arn(),
-                },
-            ],
-            routes: vec![],
-            trigger: Some(S3Trigger {
-                prefix: UPLOAD_PREFIX,
-            }),
-            on_failure: Some(AsyncFailure {
-                maximum_retry_attempts: 2,
-                maximum_event_age_seconds: 3600,
-                queue_arn: names.failure_queue_arn(),
-            }),
-        };
-        let metadata = FunctionSpec {
-            name: "metadata",
-            description: "GET /metadata, GET /metadata/{id} and GET /labels: reads labels from DynamoDB",
-            memory_mb: 256,
-            timeout_seconds: 10,
-            env: vec![
-                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
-                (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
-            ],
-            touches: vec![
-                // One image's item.
-                Access::DynamoGet {
-                    table: names.table_arn(),
-                },
-                // The listing, newest first, from the images table's index.
-                Access::DynamoQuery {
-                    table: names.listing_index_arn(),
-                },
-                // Search by label and the label counts.
-                Access::DynamoQuery {
-                    table: names.labels_table_arn(),
-                },
-            ],
-            routes: vec![
-                Route::ListMetadata.into(),
-                Route::GetMetadata.into(),
-                Route::ListLabels.into(),
-            ],
-            trigger: None,
-            on_failure: None,
-        };
-        let images = FunctionSpec {
-            name: "images",
-            description: "GET /images/{id} and GET /images/{id}/thumbnail: a labeled image and its thumbnail, made once and cached under thumbnails/",
-            // Decoding a photograph of up to 50 megapixels for its thumbnail.
-            memory_mb: 1024,
-            timeout_seconds: 15,
-            env: vec![
-                (env::IMAGES_TABLE, EnvValue::Name(names.table())),
-                (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
-                (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
-                (
-                    env::THUMBNAIL_PREFIX,
-                    EnvValue::Literal(THUMBNAIL_PREFIX.into()),
-                ),
-            ],
-            touches: vec![
-                // The item's status, type and size: only labeled images are served.
-                Access::DynamoGet {
-                    table: names.table_arn(),
-                },
-                // The original, read (or presigned for a redirect) by key.
-                Access::S3Get {
-                    bucket: names.bucket_arn(),
-                    prefix: UPLOAD_PREFIX.into(),
-                },
-                // The cached thumbnail, read and written.
-                Access::S3Get {
-                    bucket: names.bucket_arn(),
-                    prefix: THUMBNAIL_PREFIX.into(),
-                },
-                Access::S3Put {
-                    bucket: names.bucket_arn(),
-                    prefix: THUMBNAIL_PREFIX.into(),
-                },
-                // A thumbnail not cached yet must read as 404, not 403.
-                Access::S3ListBucket {
-                    bucket: names.bucket_arn(),
-                },
-            ],
-            routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
-            trigger: None,
-            on_failure: None,
-        };
-        let web = FunctionSpec {
-            name: "web",
-            description: "GET /: the gallery page (HTML, CSS and JS in one document, nothing from elsewhere)",
-            memory_mb: 128,
-            timeout_seconds: 3,
-            // For the page's Content-Security-Policy: where a presigned PUT goes.
-            env: vec![(env::UPLOAD_BUCKET, EnvValue::Name(names.bucket()))],
-            // Its own logs only.
-            touches: vec![],
-            routes: vec![Route::Gallery.into()],
-            trigger: None,
-            on_failure: None,
-        };
         Self {
+            functions: vec![
+                upload_function(&names),
+                process_function(&names),
+                metadata_function(&names),
+                images_function(&names),
+                web_function(&names),
+            ],
             names,
-            functions: vec![upload, process, metadata, images, web],
         }
     }
 

@@ -90,18 +90,27 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
     }
 }
 
-/// The images table and the process function's failure queue.
-fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
-    let key = |name: &str, key_type: &str| KeySchemaElement {
+fn key(name: &str, key_type: &str) -> KeySchemaElement {
+    KeySchemaElement {
         attribute_name: name.into(),
         key_type: key_type.into(),
-    };
-    let string = |name: &str| AttributeDefinition {
+    }
+}
+
+fn string(name: &str) -> AttributeDefinition {
+    AttributeDefinition {
         attribute_name: name.into(),
         attribute_type: "S".into(),
-    };
+    }
+}
+
+/// Why both tables keep the AWS managed key.
+const AWS_MANAGED_KEY: &str = "encrypted with the AWS managed KMS key (SSEType KMS); a customer managed key would add a key per stage and key policy administration for no extra protection of label metadata";
+
+/// The images table: one item per image, and the newest-first listing index.
+fn images_table(names: &Names) -> Table {
     use api_types::index;
-    let table = Table {
+    Table {
         table_name: sub(&names.table()),
         billing_mode: "PAY_PER_REQUEST".into(),
         attribute_definitions: vec![
@@ -133,20 +142,13 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
             attribute_name: EXPIRY_ATTRIBUTE.into(),
             enabled: true,
         }),
-    };
-    resources.insert(
-        TABLE_ID.to_string(),
-        Resource::new(ResourceProps::Table(table))
-            .deleted_with_stack()
-            .skip_check(
-                "CKV_AWS_119",
-                "encrypted with the AWS managed KMS key (SSEType KMS); a customer managed key would add a key per stage and key policy administration for no extra protection of label metadata",
-            ),
-    );
+    }
+}
 
-    // The label index (README, "Data model"): a partition per label, newest image first, and
-    // one partition of label counts.
-    let labels = Table {
+/// The label index (README, "Data model"): a partition per label, newest image first, and
+/// one partition of label counts.
+fn labels_table(names: &Names) -> Table {
+    Table {
         table_name: sub(&names.labels_table()),
         billing_mode: "PAY_PER_REQUEST".into(),
         attribute_definitions: vec![
@@ -166,17 +168,22 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
         },
         time_to_live_specification: None,
         global_secondary_indexes: Vec::new(),
-    };
-    resources.insert(
-        LABELS_TABLE_ID.to_string(),
-        Resource::new(ResourceProps::Table(labels))
-            .deleted_with_stack()
-            .skip_check(
-                "CKV_AWS_119",
-                "encrypted with the AWS managed KMS key (SSEType KMS); a customer managed key would add a key per stage and key policy administration for no extra protection of label metadata",
-            ),
-    );
+    }
+}
 
+/// The images table, the label index and the process function's failure queue.
+fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
+    for (id, table) in [
+        (TABLE_ID, images_table(names)),
+        (LABELS_TABLE_ID, labels_table(names)),
+    ] {
+        resources.insert(
+            id.to_string(),
+            Resource::new(ResourceProps::Table(table))
+                .deleted_with_stack()
+                .skip_check("CKV_AWS_119", AWS_MANAGED_KEY),
+        );
+    }
     let queue = Queue {
         queue_name: sub(&names.failure_queue()),
         message_retention_period: 14 * 24 * 3600,
@@ -191,6 +198,42 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
                 "encrypted at rest with SQS managed keys (SqsManagedSseEnabled), which this check does not recognise; a KMS key would add kms permissions to the role for no gain",
             ),
     );
+}
+
+/// Old versions expire after 30 days; what the process function found not to be an image is
+/// current for a day, then noncurrent for a day, then gone.
+fn lifecycle_rules() -> Vec<LifecycleRule> {
+    vec![
+        LifecycleRule {
+            id: "expire-old-versions".into(),
+            status: "Enabled".into(),
+            prefix: None,
+            tag_filters: Vec::new(),
+            expiration_in_days: None,
+            abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
+                days_after_initiation: 1,
+            }),
+            noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                noncurrent_days: 30,
+            }),
+        },
+        // What the process function found not to be an image: current for a day,
+        // then noncurrent for a day, then gone.
+        LifecycleRule {
+            id: "expire-rejected-uploads".into(),
+            status: "Enabled".into(),
+            prefix: Some(UPLOAD_PREFIX.into()),
+            tag_filters: vec![TagFilter {
+                key: REJECTED_TAG.0.into(),
+                value: REJECTED_TAG.1.into(),
+            }],
+            expiration_in_days: Some(REJECTED_EXPIRY_DAYS),
+            abort_incomplete_multipart_upload: None,
+            noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+                noncurrent_days: REJECTED_EXPIRY_DAYS,
+            }),
+        },
+    ]
 }
 
 /// The uploads bucket, its TLS-only policy, and the S3 trigger of every function that has one.
@@ -230,37 +273,7 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
     }
     let bucket = Bucket {
         lifecycle_configuration: Some(Lifecycle {
-            rules: vec![
-                LifecycleRule {
-                    id: "expire-old-versions".into(),
-                    status: "Enabled".into(),
-                    prefix: None,
-                    tag_filters: Vec::new(),
-                    expiration_in_days: None,
-                    abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
-                        days_after_initiation: 1,
-                    }),
-                    noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
-                        noncurrent_days: 30,
-                    }),
-                },
-                // What the process function found not to be an image: current for a day,
-                // then noncurrent for a day, then gone.
-                LifecycleRule {
-                    id: "expire-rejected-uploads".into(),
-                    status: "Enabled".into(),
-                    prefix: Some(UPLOAD_PREFIX.into()),
-                    tag_filters: vec![TagFilter {
-                        key: REJECTED_TAG.0.into(),
-                        value: REJECTED_TAG.1.into(),
-                    }],
-                    expiration_in_days: Some(REJECTED_EXPIRY_DAYS),
-                    abort_incomplete_multipart_upload: None,
-                    noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
-                        noncurrent_days: REJECTED_EXPIRY_DAYS,
-                    }),
-                },
-            ],
+            rules: lifecycle_rules(),
         }),
         notification_configuration: Some(Notification {
             lambda_configurations: notifications,
@@ -388,21 +401,9 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
     p
 }
 
-fn add_function(
-    resources: &mut BTreeMap<String, Resource>,
-    parameters: &mut BTreeMap<String, Parameter>,
-    outputs: &mut BTreeMap<String, Output>,
-    app: &App,
-    f: &FunctionSpec,
-) {
-    let names = &app.names;
-    let mut key = Parameter::string(&format!(
-        "S3 key of the {} function's zip in the artifact bucket",
-        f.name
-    ));
-    key.min_length = Some(1);
-    parameters.insert(f.code_key_param(), key);
-
+/// The function's role: assumed by Lambda only, its one inline policy derived from what the
+/// function touches, within the stage's permissions boundary.
+fn function_role(f: &FunctionSpec, names: &Names) -> Role {
     let trust = PolicyDocument::new(vec![Statement {
         sid: None,
         effect: Effect::Allow,
@@ -411,35 +412,24 @@ fn add_function(
         resource: Vec::new(),
         condition: None,
     }]);
-    resources.insert(
-        f.role_id(),
-        Resource::new(ResourceProps::Role(Role {
-            role_name: None,
-            description: Expr::sub(format!(
-                "{APP} ${{{STAGE_PARAM}}}: execution role of the {} function only",
-                f.name
-            )),
-            assume_role_policy_document: trust,
-            policies: vec![InlinePolicy {
-                policy_name: f.policy_name(),
-                policy_document: to_expr(&f.policy(names)),
-            }],
-            permissions_boundary: Some(Expr::r#ref(PARAM_PERMISSIONS_BOUNDARY)),
-            max_session_duration: None,
-        })),
-    );
+    Role {
+        role_name: None,
+        description: Expr::sub(format!(
+            "{APP} ${{{STAGE_PARAM}}}: execution role of the {} function only",
+            f.name
+        )),
+        assume_role_policy_document: trust,
+        policies: vec![InlinePolicy {
+            policy_name: f.policy_name(),
+            policy_document: to_expr(&f.policy(names)),
+        }],
+        permissions_boundary: Some(Expr::r#ref(PARAM_PERMISSIONS_BOUNDARY)),
+        max_session_duration: None,
+    }
+}
 
-    resources.insert(
-        f.log_group_id(),
-        Resource::new(ResourceProps::LogGroup(LogGroup {
-            log_group_name: sub(&names.log_group(f.name)),
-            retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
-        }))
-        .deleted_with_stack()
-        .skip_check("CKV_AWS_158", LOG_KMS_REASON)
-        .skip_check("CKV_AWS_338", LOG_RETENTION_REASON),
-    );
-
+/// The function itself, with the environment variables the model names.
+fn function_resource(f: &FunctionSpec, names: &Names) -> Function {
     let variables = f
         .env
         .iter()
@@ -456,7 +446,7 @@ fn add_function(
             (k.to_string(), value)
         })
         .collect();
-    let function = Function {
+    Function {
         function_name: sub(&names.function(f.name)),
         description: f.description.to_string(),
         runtime: "provided.al2023".into(),
@@ -476,7 +466,12 @@ fn add_function(
             system_log_level: "WARN".into(),
         },
         environment: Environment { variables },
-    };
+    }
+}
+
+/// The function's resource with the checkov checks it skips, and why.
+fn function_with_checks(f: &FunctionSpec, names: &Names) -> Resource {
+    let function = function_resource(f, names);
     let mut fr = Resource::new(ResourceProps::Function(Box::new(function)))
         .skip_check(
             "CKV_AWS_115",
@@ -501,8 +496,11 @@ fn add_function(
             "invoked only synchronously by the HTTP API, which returns every error to the caller; a dead-letter queue applies to asynchronous invocations only",
         )
     };
-    resources.insert(f.function_id(), fr);
+    fr
+}
 
+/// Asynchronous invocations' retries and where a failed event goes.
+fn add_invoke_config(resources: &mut BTreeMap<String, Resource>, f: &FunctionSpec) {
     if let Some(failure) = &f.on_failure {
         resources.insert(
             format!("{}InvokeConfig", f.logical()),
@@ -520,7 +518,38 @@ fn add_function(
             .depends_on(QUEUE_ID),
         );
     }
+}
 
+fn add_function(
+    resources: &mut BTreeMap<String, Resource>,
+    parameters: &mut BTreeMap<String, Parameter>,
+    outputs: &mut BTreeMap<String, Output>,
+    app: &App,
+    f: &FunctionSpec,
+) {
+    let names = &app.names;
+    let mut key = Parameter::string(&format!(
+        "S3 key of the {} function's zip in the artifact bucket",
+        f.name
+    ));
+    key.min_length = Some(1);
+    parameters.insert(f.code_key_param(), key);
+    resources.insert(
+        f.role_id(),
+        Resource::new(ResourceProps::Role(function_role(f, names))),
+    );
+    resources.insert(
+        f.log_group_id(),
+        Resource::new(ResourceProps::LogGroup(LogGroup {
+            log_group_name: sub(&names.log_group(f.name)),
+            retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
+        }))
+        .deleted_with_stack()
+        .skip_check("CKV_AWS_158", LOG_KMS_REASON)
+        .skip_check("CKV_AWS_338", LOG_RETENTION_REASON),
+    );
+    resources.insert(f.function_id(), function_with_checks(f, names));
+    add_invoke_config(resources, f);
     outputs.insert(
         f.function_name_output(),
         output(

@@ -424,7 +424,7 @@ fn functions_logs_timeouts_and_environment() {
 }
 
 #[test]
-fn http_api_routes_stage_and_scoped_permissions() {
+fn http_api_routes_each_go_to_their_function() {
     let t = template_json(Architecture::Arm64);
     let routes: BTreeMap<String, String> = resources_of_type(&t, "AWS::ApiGatewayV2::Route")
         .into_iter()
@@ -478,6 +478,11 @@ fn http_api_routes_stage_and_scoped_permissions() {
             ),
         ])
     );
+}
+
+#[test]
+fn http_api_stage_auto_deploys_throttles_and_logs_access() {
+    let t = template_json(Architecture::Arm64);
     let stage = &t["Resources"]["HttpApiDefaultStage"]["Properties"];
     assert_eq!(stage["StageName"], "$default");
     assert_eq!(stage["AutoDeploy"], true);
@@ -499,6 +504,11 @@ fn http_api_routes_stage_and_scoped_permissions() {
         serde_json::from_str(stage["AccessLogSettings"]["Format"].as_str().unwrap_or(""))
             .unwrap_or(Value::Null);
     assert_eq!(format["requestId"], "$context.requestId");
+}
+
+#[test]
+fn http_api_permissions_are_scoped_to_each_route() {
+    let t = template_json(Architecture::Arm64);
     let arns: BTreeSet<String> = resources_of_type(&t, "AWS::Lambda::Permission")
         .into_iter()
         .filter(|(_, p)| p["Properties"]["Principal"] == "apigateway.amazonaws.com")

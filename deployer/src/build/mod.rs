@@ -4,21 +4,29 @@
 //! packages it as a deterministic zip named by its SHA-256. A manifest records what was built;
 //! a rebuild that changes nothing re-zips nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stack::{App, Architecture};
 use thiserror::Error;
 
+mod cargo;
 pub mod elf;
+mod fingerprint;
+mod package;
 pub mod toolchain;
 pub mod zip;
+
+use cargo::{cargo_build, host_triple};
+pub use fingerprint::{BUILD_FILES, BuildInputs, HANDLER_SOURCES, crates_of, source_files};
+use fingerprint::{
+    FINGERPRINT, build_env, env_deps, fingerprint_record, process_env, still_current,
+    toolchain_identity,
+};
+use package::{limit, package};
 
 use crate::progress::Progress;
 use crate::util::workspace_root;
@@ -200,6 +208,11 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot serialise the build manifest {path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{function}: the binary was refused: {source}")]
     Binary {
         function: String,
@@ -250,310 +263,19 @@ fn selected(cfg: &BuildConfig) -> Result<Vec<String>, BuildError> {
     Ok(out)
 }
 
-/// Where the fingerprint of the last successful build's inputs is kept, beside its manifest.
-const FINGERPRINT: &str = "inputs.sha256";
-/// Changes whenever what the fingerprint covers changes.
-const FINGERPRINT_FORMAT: &str = "2";
-
-/// The workspace files a handler build reads besides the handlers' own crates: the manifests,
-/// the lock file, cargo's configuration, a toolchain pin, and the pinned zig.
-pub(crate) const BUILD_FILES: &[&str] = &[
-    "Cargo.toml",
-    "Cargo.lock",
-    ".cargo/config.toml",
-    ".cargo/config",
-    "rust-toolchain.toml",
-    "rust-toolchain",
-    "tools/zig-requirements.txt",
-];
-
-/// The directory holding every crate a handler is built from (a test checks that no handler
-/// depends on a workspace crate outside it).
-pub const HANDLER_SOURCES: &str = "functions";
-
-/// Environment variables that change what cargo and rustc produce.
-fn build_env() -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "RUSTFLAGS"
-                    | "RUSTDOCFLAGS"
-                    | "RUSTC"
-                    | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER"
-                    | "RUSTUP_TOOLCHAIN"
-                    | "CARGO_ENCODED_RUSTFLAGS"
-                    | "CARGO_BUILD_RUSTFLAGS"
-                    | "CARGO_BUILD_TARGET_DIR"
-                    | "CARGO_TARGET_DIR"
-                    | "CARGO_INCREMENTAL"
-                    | "CARGO_HOME"
-                    | "CC"
-                    | "CFLAGS"
-            ) || k.starts_with("CARGO_PROFILE_")
-                || (k.starts_with("CARGO_TARGET_") && k != "CARGO_TARGET_DIR")
-        })
-        .collect();
-    env.sort();
-    env
+/// What a build will do, settled before anything runs: the functions to package, where,
+/// for which target and profile, and the fingerprint of everything the build reads.
+struct BuildPlan {
+    arch: Architecture,
+    functions: Vec<String>,
+    profile: &'static str,
+    root: PathBuf,
+    dir: PathBuf,
+    target: String,
+    fingerprint: String,
 }
 
-/// The toolchain cargo would use here: `rustc -vV` (its version, commit and host).
-fn toolchain_identity(root: &Path) -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    Command::new(rustc)
-        .arg("-vV")
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        // Unknown: never equal to a recorded one, so the build runs.
-        .unwrap_or_else(|| format!("unknown toolchain {:?}", std::time::SystemTime::now()))
-}
-
-/// Everything a handler build's output depends on: the handlers' sources and the workspace
-/// files cargo reads, the profile, target, functions and opt-level override, the toolchain
-/// and the environment variables that change what cargo and rustc produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInputs {
-    pub profile: String,
-    pub target: String,
-    pub functions: Vec<String>,
-    pub opt_level: Option<String>,
-    pub toolchain: String,
-    pub env: Vec<(String, String)>,
-}
-
-impl BuildInputs {
-    /// SHA-256 (hex) of these inputs and of every file under `root` a build reads. A file
-    /// that cannot be read makes the fingerprint unique, so the build runs.
-    pub fn fingerprint(&self, root: &Path) -> String {
-        let mut h = Sha256::new();
-        let mut field = |name: &str, value: &[u8]| {
-            h.update((name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update((value.len() as u64).to_le_bytes());
-            h.update(value);
-        };
-        // A record made by other fingerprinting code never matches.
-        field("format", FINGERPRINT_FORMAT.as_bytes());
-        field("root", root.to_string_lossy().as_bytes());
-        field("profile", self.profile.as_bytes());
-        field("target", self.target.as_bytes());
-        field("functions", self.functions.join(",").as_bytes());
-        field(
-            "opt-level",
-            self.opt_level.as_deref().unwrap_or("").as_bytes(),
-        );
-        field("toolchain", self.toolchain.as_bytes());
-        for (k, v) in &self.env {
-            field(&format!("env {k}"), v.as_bytes());
-        }
-        let mut files: Vec<PathBuf> = BUILD_FILES.iter().map(PathBuf::from).collect();
-        source_files(root, Path::new(HANDLER_SOURCES), &mut files);
-        files.sort();
-        for rel in files {
-            let path = root.join(&rel);
-            let name = format!("file {}", rel.display());
-            match fs::read(&path) {
-                Ok(bytes) => field(&name, &bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => field(&name, b"\0absent"),
-                Err(e) => field(
-                    &name,
-                    format!("\0unreadable {e} {:?}", std::time::SystemTime::now()).as_bytes(),
-                ),
-            }
-        }
-        hex::encode(h.finalize())
-    }
-}
-
-/// The files under `root/rel`, recursively, as paths relative to `root`; build output
-/// (`target`) and hidden entries are not sources.
-pub(crate) fn source_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(root.join(rel)) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name_str = name.to_string_lossy();
-        if name_str.starts_with('.') || name_str == "target" {
-            continue;
-        }
-        let child = rel.join(&name);
-        match e.file_type() {
-            Ok(t) if t.is_dir() => source_files(root, &child, out),
-            Ok(_) => out.push(child),
-            Err(_) => out.push(child),
-        }
-    }
-}
-
-/// Reads an environment variable (the process's, or a test's).
-type Env = dyn Fn(&str) -> Option<std::ffi::OsString>;
-
-fn process_env(name: &str) -> Option<std::ffi::OsString> {
-    std::env::var_os(name)
-}
-
-/// The fingerprint of a build: `base` ([`BuildInputs::fingerprint`]) and the current values
-/// of the environment variables the handlers' code reads at compile time (`env!`,
-/// `option_env!`), which only the last build's dep-info names.
-fn with_env_deps(base: &str, names: &[String], env: &Env) -> String {
-    let mut h = Sha256::new();
-    h.update(base.as_bytes());
-    for name in names {
-        h.update(b"\n");
-        h.update(name.as_bytes());
-        match env(name) {
-            Some(v) => {
-                h.update(b"=");
-                h.update(v.as_encoded_bytes());
-            }
-            None => h.update(b" unset"),
-        }
-    }
-    hex::encode(h.finalize())
-}
-
-/// The record of a successful build: its fingerprint, then one `env NAME` line per
-/// compile-time environment variable of the handlers.
-fn fingerprint_record(base: &str, names: &[String], env: &Env) -> String {
-    let mut s = format!("{}\n", with_env_deps(base, names, env));
-    for n in names {
-        s.push_str(&format!("env {n}\n"));
-    }
-    s
-}
-
-/// The environment variables that rustc's dep-info (`# env-dep:NAME`) says the crates under
-/// `root/functions` read at compile time, except cargo's own `CARGO_*` (which follow from the
-/// manifests). Dep-info names a workspace crate's sources relative to `root`.
-fn env_deps(deps_dir: &Path, root: &Path) -> Vec<String> {
-    let relative = format!(" {HANDLER_SOURCES}/");
-    let absolute = root.join(HANDLER_SOURCES).to_string_lossy().into_owned();
-    let mut names = std::collections::BTreeSet::new();
-    let Ok(entries) = fs::read_dir(deps_dir) else {
-        return Vec::new();
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().is_none_or(|x| x != "d") {
-            continue;
-        }
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        };
-        if !text.contains(&relative) && !text.contains(&absolute) {
-            continue;
-        }
-        for line in text.lines() {
-            if let Some(dep) = line.strip_prefix("# env-dep:") {
-                let name = dep.split('=').next().unwrap_or_default();
-                if !name.is_empty() && !name.starts_with("CARGO_") {
-                    names.insert(name.to_string());
-                }
-            }
-        }
-    }
-    names.into_iter().collect()
-}
-
-/// The workspace crates a function's binary is built from, as directories relative to the
-/// workspace root (`functions/upload`, `functions/api`, …): its own crate and every path
-/// dependency, followed through the workspace `Cargo.toml`. Read with plain text rules that
-/// fit this workspace's manifests (`name.workspace = true`, `path = "…"`).
-pub fn crates_of(root: &Path, function: &str) -> Result<BTreeSet<String>, BuildError> {
-    let read = |rel: &str| {
-        let path = root.join(rel).join("Cargo.toml");
-        fs::read_to_string(&path).map_err(|source| BuildError::Read {
-            function: function.to_string(),
-            path,
-            source,
-        })
-    };
-    let workspace_paths: BTreeMap<String, String> = read("")?
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.split_once('=')?;
-            let path = rest.split("path = \"").nth(1)?.split('"').next()?;
-            Some((name.trim().to_string(), path.to_string()))
-        })
-        .collect();
-    let mut todo = vec![format!("{HANDLER_SOURCES}/{function}")];
-    let mut seen = BTreeSet::new();
-    while let Some(dir) = todo.pop() {
-        if !seen.insert(dir.clone()) {
-            continue;
-        }
-        for line in read(&dir)?.lines() {
-            let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
-            if let Some(path) = workspace_paths.get(name)
-                && line.contains("workspace")
-            {
-                todo.push(path.clone());
-            }
-            if let Some(rel) = line
-                .split("path = \"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                && rel.starts_with("..")
-            {
-                let normal =
-                    Path::new(&dir)
-                        .join(rel)
-                        .components()
-                        .fold(PathBuf::new(), |mut p, c| {
-                            match c {
-                                std::path::Component::ParentDir => {
-                                    p.pop();
-                                }
-                                other => p.push(other),
-                            }
-                            p
-                        });
-                todo.push(normal.to_string_lossy().into_owned());
-            }
-        }
-    }
-    Ok(seen)
-}
-
-/// The last build's manifest when its inputs are exactly `base` (and the compile-time
-/// environment it recorded is unchanged) and every zip it names is still there at its size:
-/// nothing to build.
-fn still_current(dir: &Path, base: &str, functions: &[String], env: &Env) -> Option<Manifest> {
-    let recorded = fs::read_to_string(dir.join(FINGERPRINT)).ok()?;
-    let mut lines = recorded.lines();
-    let fingerprint = lines.next()?.trim();
-    let names: Vec<String> = lines
-        .filter_map(|l| l.strip_prefix("env "))
-        .map(str::to_string)
-        .collect();
-    if fingerprint != with_env_deps(base, &names, env) {
-        return None;
-    }
-    let manifest = load_manifest(dir)?;
-    let all_there = functions.iter().all(|f| {
-        manifest.functions.iter().any(|a| {
-            &a.function == f && fs::metadata(dir.join(&a.zip)).is_ok_and(|m| m.len() == a.zip_bytes)
-        })
-    });
-    all_there.then_some(manifest)
-}
-
-/// The host triple in `rustc -vV`'s output (its `host:` line).
-fn host_triple(toolchain: &str) -> Option<&str> {
-    toolchain
-        .lines()
-        .find_map(|l| l.strip_prefix("host:"))
-        .map(str::trim)
-}
-
-pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
+fn plan(cfg: &BuildConfig) -> Result<BuildPlan, BuildError> {
     let arch = cfg.arch.resolve()?;
     if cfg.arch == BuildArch::Host && cfg.opt_level.is_some() {
         return Err(BuildError::HostOptLevel);
@@ -561,64 +283,151 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     let functions = selected(cfg)?;
     let profile = cfg.arch.profile();
     let root = workspace_root();
-    let dir = cfg.arch.artifacts_dir()?;
     let toolchain = toolchain_identity(&root);
     let target = match cfg.arch {
         BuildArch::Lambda(a) => target_triple(a).to_string(),
         BuildArch::Host => host_triple(&toolchain).unwrap_or("host").to_string(),
     };
-    let target = target.as_str();
     let inputs = BuildInputs {
         profile: profile.into(),
-        target: target.into(),
+        target: target.clone(),
         functions: functions.clone(),
         opt_level: cfg.opt_level.clone(),
         toolchain,
         env: build_env(),
     };
-    let fingerprint = inputs.fingerprint(&root);
-    if let Some(manifest) = still_current(&dir, &fingerprint, &functions, &process_env) {
-        progress.step(&format!(
-            "{} for {target} up to date: no source, lock file, profile, toolchain or build setting changed since the last build",
-            functions.join(", ")
-        ));
-        return Ok(BuildReport {
-            manifest,
-            manifest_path: dir.join(MANIFEST),
-            unchanged: functions,
-        });
-    }
-    // A build that fails, or is interrupted, must not leave the old fingerprint standing.
-    let _ = fs::remove_file(dir.join(FINGERPRINT));
+    Ok(BuildPlan {
+        arch,
+        fingerprint: inputs.fingerprint(&root),
+        dir: cfg.arch.artifacts_dir()?,
+        functions,
+        profile,
+        root,
+        target,
+    })
+}
+
+/// Compiles every handler. Cargo is always given every function: features are unified over
+/// the packages of one invocation, so building one alone would compile its dependencies
+/// differently (slower, and a binary other than the one a full build makes). Cargo
+/// recompiles only what changed; only the selected functions are packaged.
+fn compile(cfg: &BuildConfig, plan: &BuildPlan, progress: &dyn Progress) -> Result<(), BuildError> {
     // Host builds need nothing beyond the toolchain that built this tool.
     let tools = match cfg.arch {
-        BuildArch::Lambda(_) => Some(toolchain::ensure(target, progress)?),
+        BuildArch::Lambda(_) => Some(toolchain::ensure(&plan.target, progress)?),
         BuildArch::Host => None,
     };
-
-    // Cargo is always given every function: features are unified over the packages of one
-    // invocation, so building one alone would compile its dependencies differently (slower,
-    // and a binary other than the one a full build makes). Cargo recompiles only what
-    // changed; only the selected functions are packaged.
     let every: Vec<String> = selected(&BuildConfig {
         functions: Vec::new(),
         ..cfg.clone()
     })?;
     progress.step(&format!(
-        "compiling {} for {target} (profile {profile}); packaging {}",
+        "compiling {} for {} (profile {}); packaging {}",
         every.join(", "),
-        functions.join(", ")
+        plan.target,
+        plan.profile,
+        plan.functions.join(", ")
     ));
     cargo_build(
         tools.as_ref(),
-        target,
-        profile,
+        &plan.target,
+        plan.profile,
         &every,
         cfg.opt_level.as_deref(),
         progress,
-    )?;
+    )
+}
 
-    let previous: BTreeMap<String, Artifact> = load_manifest(&dir)
+/// Checks one function's binary, and zips it unless the last build's zip holds the same
+/// binary: the new artifact, or `None` when it is unchanged.
+fn package_one(
+    cfg: &BuildConfig,
+    plan: &BuildPlan,
+    function: &str,
+    previous: Option<&Artifact>,
+    progress: &dyn Progress,
+) -> Result<Option<Artifact>, BuildError> {
+    let path = cfg.arch.binaries_dir()?.join(function);
+    let binary = fs::read(&path).map_err(|source| BuildError::Read {
+        function: function.to_string(),
+        path: path.clone(),
+        source,
+    })?;
+    progress.function_step(function, "checking the binary");
+    cfg.arch
+        .check(&binary, plan.arch)
+        .map_err(|source| BuildError::Binary {
+            function: function.to_string(),
+            source,
+        })?;
+    limit(
+        function,
+        "the binary",
+        binary.len() as u64,
+        MAX_UNZIPPED_BYTES,
+    )?;
+    let binary_sha256 = hex::encode(Sha256::digest(&binary));
+    if let Some(prev) = previous
+        && prev.binary_sha256 == binary_sha256
+        && plan.dir.join(&prev.zip).is_file()
+    {
+        progress.function_step(function, "unchanged: the zip is already up to date");
+        return Ok(None);
+    }
+    progress.function_step(function, "packaging bootstrap.zip");
+    let effort = cfg.arch.zip_effort();
+    package(function, effort, &binary, binary_sha256, &plan.dir).map(Some)
+}
+
+/// Writes the manifest, then the fingerprint that lets the next build skip cargo.
+fn record(cfg: &BuildConfig, plan: &BuildPlan, manifest: &Manifest) -> Result<PathBuf, BuildError> {
+    let manifest_path = plan.dir.join(MANIFEST);
+    let mut json =
+        serde_json::to_string_pretty(manifest).map_err(|source| BuildError::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?;
+    json.push('\n');
+    fs::write(&manifest_path, json).map_err(|source| BuildError::Write {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let fingerprint_path = plan.dir.join(FINGERPRINT);
+    let names = env_deps(&cfg.arch.binaries_dir()?.join("deps"), &plan.root);
+    fs::write(
+        &fingerprint_path,
+        fingerprint_record(&plan.fingerprint, &names, &process_env),
+    )
+    .map_err(|source| BuildError::Write {
+        path: fingerprint_path,
+        source,
+    })?;
+    Ok(manifest_path)
+}
+
+/// Builds in phases: plan (what, for which target, and the inputs' fingerprint), skip when
+/// nothing changed since the last build, compile, package each selected function, record the
+/// manifest and fingerprint.
+pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
+    let plan = plan(cfg)?;
+    let functions = &plan.functions;
+    if let Some(manifest) = still_current(&plan.dir, &plan.fingerprint, functions, &process_env) {
+        progress.step(&format!(
+            "{} for {} up to date: no source, lock file, profile, toolchain or build setting changed since the last build",
+            functions.join(", "),
+            plan.target
+        ));
+        return Ok(BuildReport {
+            manifest,
+            manifest_path: plan.dir.join(MANIFEST),
+            unchanged: functions.clone(),
+        });
+    }
+    // A build that fails, or is interrupted, must not leave the old fingerprint standing.
+    let _ = fs::remove_file(plan.dir.join(FINGERPRINT));
+    compile(cfg, &plan, progress)?;
+
+    let previous: BTreeMap<String, Artifact> = load_manifest(&plan.dir)
         .map(|m| {
             m.functions
                 .into_iter()
@@ -628,69 +437,21 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
         .unwrap_or_default();
     let mut artifacts = previous.clone();
     let mut unchanged = Vec::new();
-    let bin_dir = cfg.arch.binaries_dir()?;
-    for function in &functions {
-        let path = bin_dir.join(function);
-        let binary = fs::read(&path).map_err(|source| BuildError::Read {
-            function: function.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        progress.function_step(function, "checking the binary");
-        cfg.arch
-            .check(&binary, arch)
-            .map_err(|source| BuildError::Binary {
-                function: function.clone(),
-                source,
-            })?;
-        limit(
-            function,
-            "the binary",
-            binary.len() as u64,
-            MAX_UNZIPPED_BYTES,
-        )?;
-        let binary_sha256 = hex::encode(Sha256::digest(&binary));
-        if let Some(prev) = previous.get(function)
-            && prev.binary_sha256 == binary_sha256
-            && dir.join(&prev.zip).is_file()
-        {
-            progress.function_step(function, "unchanged: the zip is already up to date");
-            unchanged.push(function.clone());
-            continue;
+    for function in functions {
+        match package_one(cfg, &plan, function, previous.get(function), progress)? {
+            Some(artifact) => {
+                artifacts.insert(function.clone(), artifact);
+            }
+            None => unchanged.push(function.clone()),
         }
-        progress.function_step(function, "packaging bootstrap.zip");
-        let artifact = package(
-            function,
-            cfg.arch.zip_effort(),
-            &binary,
-            binary_sha256,
-            &dir,
-        )?;
-        artifacts.insert(function.clone(), artifact);
     }
     let manifest = Manifest {
-        architecture: arch.as_str().into(),
-        target: target.into(),
-        profile: profile.into(),
+        architecture: plan.arch.as_str().into(),
+        target: plan.target.clone(),
+        profile: plan.profile.into(),
         functions: artifacts.into_values().collect(),
     };
-    let manifest_path = dir.join(MANIFEST);
-    let mut json = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-    json.push('\n');
-    fs::write(&manifest_path, json).map_err(|source| BuildError::Write {
-        path: manifest_path.clone(),
-        source,
-    })?;
-    let fingerprint_path = dir.join(FINGERPRINT);
-    let names = env_deps(&bin_dir.join("deps"), &root);
-    fs::write(
-        &fingerprint_path,
-        fingerprint_record(&fingerprint, &names, &process_env),
-    )
-    .map_err(|source| BuildError::Write {
-        path: fingerprint_path,
-        source,
-    })?;
+    let manifest_path = record(cfg, &plan, &manifest)?;
     Ok(BuildReport {
         manifest,
         manifest_path,
@@ -698,156 +459,10 @@ pub fn build(cfg: &BuildConfig, progress: &dyn Progress) -> Result<BuildReport, 
     })
 }
 
-/// Paths of this checkout and of the Cargo home would otherwise end up in panic messages,
-/// making the same source give different Lambda binaries in different directories. (Host
-/// builds go without: a flag the tool's own build lacks would make cargo compile every
-/// dependency again. Their binaries are the same for the same source in the same checkout.)
-fn remap_flags(root: &Path) -> String {
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_default();
-    format!(
-        "--remap-path-prefix={}=/build --remap-path-prefix={}=/cargo",
-        root.display(),
-        cargo_home.display()
-    )
-}
-
-fn limit(function: &str, what: &'static str, size: u64, limit: u64) -> Result<(), BuildError> {
-    if size > limit {
-        return Err(BuildError::TooLarge {
-            function: function.into(),
-            what,
-            size,
-            limit,
-        });
-    }
-    Ok(())
-}
-
-/// Zips, verifies the zip round-trips to the same binary, and stores it under its hash,
-/// removing the function's older zips.
-fn package(
-    function: &str,
-    effort: zip::Effort,
-    binary: &[u8],
-    binary_sha256: String,
-    dir: &Path,
-) -> Result<Artifact, BuildError> {
-    let zip_err = |source| BuildError::Zip {
-        function: function.into(),
-        source,
-    };
-    let bytes = zip::bootstrap_zip(binary, effort).map_err(zip_err)?;
-    let entry = zip::read_single(&bytes).map_err(zip_err)?;
-    if entry.name != zip::ENTRY || entry.mode != zip::MODE || entry.data != binary {
-        return Err(zip_err(zip::ZipError::Invalid(
-            "the entry does not match the binary",
-        )));
-    }
-    limit(function, "the zip", bytes.len() as u64, MAX_ZIP_BYTES)?;
-    let digest = Sha256::digest(&bytes);
-    let sha256 = hex::encode(digest);
-    let fdir = dir.join(function);
-    fs::create_dir_all(&fdir).map_err(|source| BuildError::Write {
-        path: fdir.clone(),
-        source,
-    })?;
-    let name = format!("{sha256}.zip");
-    if let Ok(entries) = fs::read_dir(&fdir) {
-        for e in entries.flatten() {
-            if e.file_name() != name.as_str() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
-    let path = fdir.join(&name);
-    fs::write(&path, &bytes).map_err(|source| BuildError::Write { path, source })?;
-    Ok(Artifact {
-        function: function.into(),
-        code_sha256: base64::engine::general_purpose::STANDARD.encode(digest),
-        zip: format!("{function}/{name}"),
-        sha256,
-        zip_bytes: bytes.len() as u64,
-        binary_bytes: binary.len() as u64,
-        binary_sha256,
-    })
-}
-
-/// Runs cargo for `functions`: through `cargo-zigbuild` for a Lambda target (`tools`), or
-/// plain cargo for the host, with nothing the tool's own build lacks (no `--target`, no
-/// flags), so that it reuses that build's dependencies.
-fn cargo_build(
-    tools: Option<&toolchain::Toolchain>,
-    target: &str,
-    profile: &str,
-    functions: &[String],
-    opt_level: Option<&str>,
-    progress: &dyn Progress,
-) -> Result<(), BuildError> {
-    let root = workspace_root();
-    let (mut cmd, program) = match tools {
-        Some(tools) => {
-            let mut cmd = Command::new(&tools.zigbuild);
-            cmd.arg("zigbuild")
-                .args(["--profile", profile, "--target", target])
-                .env("CARGO_ZIGBUILD_PYTHON_PATH", &tools.zig_python)
-                .env(
-                    format!(
-                        "CARGO_TARGET_{}_RUSTFLAGS",
-                        target.to_uppercase().replace('-', "_")
-                    ),
-                    remap_flags(&root),
-                );
-            (cmd, "cargo-zigbuild")
-        }
-        None => {
-            let mut cmd = crate::tools::cmd::cargo();
-            cmd.arg("build").args(["--profile", profile]);
-            (cmd, "cargo")
-        }
-    };
-    cmd.current_dir(&root)
-        .args(["--message-format", "json-render-diagnostics"]);
-    for f in functions {
-        cmd.args(["--package", &package_of(f)]);
-    }
-    if let Some(level) = opt_level {
-        let var = profile.to_uppercase().replace('-', "_");
-        cmd.env(format!("CARGO_PROFILE_{var}_OPT_LEVEL"), level);
-    }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| BuildError::Spawn(program, e))?;
-    // Diagnostics and cargo's status lines arrive on stderr; keep them for a failure report.
-    let collector = crate::tools::cmd::collect(child.stderr.take());
-    let mut count = 0;
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if msg["reason"] == "compiler-artifact" {
-                count += 1;
-                progress.compiled(msg["target"]["name"].as_str().unwrap_or("?"), count);
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| BuildError::Spawn(program, e))?;
-    let output = collector.join().unwrap_or_default();
-    if !status.success() {
-        return Err(BuildError::Cargo {
-            target: target.into(),
-            status: status.to_string(),
-            output: crate::tools::cmd::last_lines(&output, 60),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn host_resolves_to_a_lambda_architecture() {

@@ -258,91 +258,112 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
         labels_build = Some(LabelsBuild::start()?);
     }
     if !healthy(cfg, Service::Ministack) {
-        if let Some(pid) = live_pid(cfg, Service::Ministack) {
-            // Ours, but not answering as it must (started without TLS or enforcement by an
-            // older version, or stuck): replace it.
-            progress.step(&format!(
-                "restarting ministack (pid {pid}): it does not answer over TLS with IAM enforcement"
-            ));
-            stop(cfg, Service::Ministack)?;
-        } else if port_open(cfg.port) {
-            return Err(LocalError::PortTaken {
-                service: Service::Ministack.name(),
-                port: cfg.port,
-            });
-        }
-        let venv = Venv::ensure("local", progress)?;
-        crate::local::fidelity::apply(venv.dir())?;
-        progress.step(&format!(
-            "starting ministack on {} (IAM enforced, TLS)",
-            cfg.endpoint()
-        ));
-        let state = cfg.dir.join("state");
-        let mut cmd = Command::new(venv.bin("ministack"));
-        cmd.env("BIND_HOST", "127.0.0.1")
-            .env("GATEWAY_PORT", cfg.port.to_string())
-            // Every request is authorized as its caller; functions get sessions of their
-            // own execution roles.
-            .env("AUTH", "true")
-            // TLS with our certificate.
-            .env("USE_SSL", "1")
-            .env("MINISTACK_SSL_CERT", &tls.cert)
-            .env("MINISTACK_SSL_KEY", &tls.key)
-            // The functions it runs inherit these: they call back into it by IP (a host
-            // name would make the SDK try virtual-hosted S3 buckets), over TLS, trusting
-            // exactly its certificate.
-            .env("AWS_ENDPOINT_URL", cfg.endpoint())
-            .env("SSL_CERT_FILE", &tls.cert)
-            // What it holds survives `local down`/`local up`: service state (saved when it
-            // stops) and object bodies (written as they arrive), both under this port's own
-            // directory, never shared with another environment.
-            .env("PERSIST_STATE", "1")
-            .env("STATE_DIR", &state)
-            .env("S3_PERSIST", "1")
-            .env("S3_DATA_DIR", cfg.dir.join("s3"))
-            .env("LOG_LEVEL", "WARNING");
-        // The emulator's root identity is whatever its environment says: the dummy one,
-        // never the caller's real credentials.
-        without_caller_credentials(&mut cmd, std::env::vars_os());
-        spawn(cfg, Service::Ministack, cmd)?;
-        wait_healthy(cfg, Service::Ministack, Duration::from_secs(60))?;
+        start_ministack(cfg, &tls, progress)?;
     }
     if !healthy(cfg, Service::Labels) {
-        if port_open(cfg.labels_port) && live_pid(cfg, Service::Labels).is_none() {
-            return Err(LocalError::PortTaken {
-                service: Service::Labels.name(),
-                port: cfg.labels_port,
-            });
-        }
-        let model_dir = model::ensure(progress)?;
-        let binary = match (&cfg.labels_binary, labels_build.take()) {
-            (Some(b), _) => b.clone(),
-            (None, Some(build)) => build.finish(progress)?,
-            // It stopped answering while the emulator started: build (a no-op when
-            // current) and start it again.
-            (None, None) => LabelsBuild::start()?.finish(progress)?,
-        };
-        progress.step(&format!(
-            "starting detect-labels on {}",
-            cfg.labels_endpoint()
-        ));
-        let mut cmd = Command::new(binary);
-        cmd.arg("--port")
-            .arg(cfg.labels_port.to_string())
-            .arg("--model-dir")
-            .arg(&model_dir)
-            .arg("--endpoint")
-            .arg(cfg.endpoint())
-            .arg("--ca-file")
-            .arg(&tls.cert);
-        // The service's own identity (as Rekognition has one) is the emulator's dummy root:
-        // it only lists functions to learn who signed a request; S3 is read with the
-        // caller's credentials.
-        without_caller_credentials(&mut cmd, std::env::vars_os());
-        spawn(cfg, Service::Labels, cmd)?;
-        wait_healthy(cfg, Service::Labels, Duration::from_secs(60))?;
+        start_labels(cfg, &tls, labels_build, progress)?;
     }
     Ok(status(cfg))
+}
+
+/// Starts MiniStack with IAM enforced over TLS, replacing one of ours that does not answer
+/// so, and waits until it is healthy.
+fn start_ministack(
+    cfg: &LocalConfig,
+    tls: &TlsFiles,
+    progress: &dyn Progress,
+) -> Result<(), LocalError> {
+    if let Some(pid) = live_pid(cfg, Service::Ministack) {
+        // Ours, but not answering as it must (started without TLS or enforcement by an
+        // older version, or stuck): replace it.
+        progress.step(&format!(
+            "restarting ministack (pid {pid}): it does not answer over TLS with IAM enforcement"
+        ));
+        stop(cfg, Service::Ministack)?;
+    } else if port_open(cfg.port) {
+        return Err(LocalError::PortTaken {
+            service: Service::Ministack.name(),
+            port: cfg.port,
+        });
+    }
+    let venv = Venv::ensure("local", progress)?;
+    crate::local::fidelity::apply(venv.dir())?;
+    progress.step(&format!(
+        "starting ministack on {} (IAM enforced, TLS)",
+        cfg.endpoint()
+    ));
+    let state = cfg.dir.join("state");
+    let mut cmd = Command::new(venv.bin("ministack"));
+    cmd.env("BIND_HOST", "127.0.0.1")
+        .env("GATEWAY_PORT", cfg.port.to_string())
+        // Every request is authorized as its caller; functions get sessions of their
+        // own execution roles.
+        .env("AUTH", "true")
+        // TLS with our certificate.
+        .env("USE_SSL", "1")
+        .env("MINISTACK_SSL_CERT", &tls.cert)
+        .env("MINISTACK_SSL_KEY", &tls.key)
+        // The functions it runs inherit these: they call back into it by IP (a host
+        // name would make the SDK try virtual-hosted S3 buckets), over TLS, trusting
+        // exactly its certificate.
+        .env("AWS_ENDPOINT_URL", cfg.endpoint())
+        .env("SSL_CERT_FILE", &tls.cert)
+        // What it holds survives `local down`/`local up`: service state (saved when it
+        // stops) and object bodies (written as they arrive), both under this port's own
+        // directory, never shared with another environment.
+        .env("PERSIST_STATE", "1")
+        .env("STATE_DIR", &state)
+        .env("S3_PERSIST", "1")
+        .env("S3_DATA_DIR", cfg.dir.join("s3"))
+        .env("LOG_LEVEL", "WARNING");
+    // The emulator's root identity is whatever its environment says: the dummy one,
+    // never the caller's real credentials.
+    without_caller_credentials(&mut cmd, std::env::vars_os());
+    spawn(cfg, Service::Ministack, cmd)?;
+    wait_healthy(cfg, Service::Ministack, Duration::from_secs(60))
+}
+
+/// Starts the label service (finishing its build, and fetching the model, first) and waits
+/// until it is healthy.
+fn start_labels(
+    cfg: &LocalConfig,
+    tls: &TlsFiles,
+    build: Option<LabelsBuild>,
+    progress: &dyn Progress,
+) -> Result<(), LocalError> {
+    if port_open(cfg.labels_port) && live_pid(cfg, Service::Labels).is_none() {
+        return Err(LocalError::PortTaken {
+            service: Service::Labels.name(),
+            port: cfg.labels_port,
+        });
+    }
+    let model_dir = model::ensure(progress)?;
+    let binary = match (&cfg.labels_binary, build) {
+        (Some(b), _) => b.clone(),
+        (None, Some(build)) => build.finish(progress)?,
+        // It stopped answering while the emulator started: build (a no-op when
+        // current) and start it again.
+        (None, None) => LabelsBuild::start()?.finish(progress)?,
+    };
+    progress.step(&format!(
+        "starting detect-labels on {}",
+        cfg.labels_endpoint()
+    ));
+    let mut cmd = Command::new(binary);
+    cmd.arg("--port")
+        .arg(cfg.labels_port.to_string())
+        .arg("--model-dir")
+        .arg(&model_dir)
+        .arg("--endpoint")
+        .arg(cfg.endpoint())
+        .arg("--ca-file")
+        .arg(&tls.cert);
+    // The service's own identity (as Rekognition has one) is the emulator's dummy root:
+    // it only lists functions to learn who signed a request; S3 is read with the
+    // caller's credentials.
+    without_caller_credentials(&mut cmd, std::env::vars_os());
+    spawn(cfg, Service::Labels, cmd)?;
+    wait_healthy(cfg, Service::Labels, Duration::from_secs(60))
 }
 
 /// Keeps the caller's AWS identity out of a local service: every `AWS_*` variable of

@@ -182,6 +182,16 @@ pub async fn status(
         }
     }
 
+    read_queue_and_items(&clients, &outputs, &mut report).await;
+    Ok(report)
+}
+
+/// The failure queue's depth and the items by status; what cannot be read is a problem.
+async fn read_queue_and_items(
+    clients: &aws::Clients,
+    outputs: &StackOutputs,
+    report: &mut StatusReport,
+) {
     match outputs.need(stack::app::outputs::FAILURE_QUEUE_URL) {
         Ok(url) => match queue_depth(&clients.sqs, &url).await {
             Ok(n) => report.failure_queue_depth = Some(n),
@@ -198,7 +208,6 @@ pub async fn status(
         },
         Err(e) => report.problems.push(e.to_string()),
     }
-    Ok(report)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::cloud::aws::{self, AwsError, Target};
 use crate::cloud::cfn::CfnError;
+use crate::cloud::stage::Deployed;
 use crate::observe::logs::{self, API_SOURCE, Filter, LogEvent, LogsError};
 use crate::progress::Progress;
 
@@ -93,6 +94,118 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
+/// What every reader of one image shares: the clients, the stage's names and the image.
+struct Image<'a> {
+    clients: &'a aws::Clients,
+    stage: &'a Deployed,
+    account: &'a str,
+    id: &'a str,
+    object_key: &'a str,
+    now: i64,
+}
+
+/// The logs: every line of each invocation that names the image, and the access log.
+async fn read_logs(
+    img: &Image<'_>,
+    cfg: &TraceConfig,
+    report: &mut TraceReport,
+) -> Result<(), TraceError> {
+    let groups = logs::log_groups(&img.clients.cfn, &cfg.stage, &[]).await?;
+    let since_ms = i64::try_from(cfg.since.as_millis()).unwrap_or(i64::MAX);
+    let events = logs::fetch(&img.clients.logs, &groups, img.now.saturating_sub(since_ms)).await?;
+    let mut filter = Filter::new(Some(img.id.to_string()), None);
+    let mine: Vec<LogEvent> = filter.apply(&events).into_iter().cloned().collect();
+    let access: Vec<&LogEvent> = events.iter().filter(|e| e.source == API_SOURCE).collect();
+    report.timeline.extend(from_logs(&mine, &access));
+    report.process_invocations = invocations(&mine);
+    Ok(())
+}
+
+/// The object and its versions.
+async fn read_object(img: &Image<'_>, report: &mut TraceReport) {
+    let (bucket, key) = (&img.stage.bucket, img.object_key);
+    let v = match object_versions(&img.clients.s3, bucket, key, img.account).await {
+        Ok(v) => v,
+        Err(e) => return report.problems.push(e),
+    };
+    for o in &v {
+        let summary = if o.delete_marker {
+            format!("delete marker {} on s3://{bucket}/{key}", o.version_id)
+        } else {
+            let current = if o.latest { " (current)" } else { "" };
+            format!(
+                "object version {} stored, {} bytes{current}",
+                o.version_id, o.size
+            )
+        };
+        report.timeline.push(Step {
+            timestamp: o.last_modified,
+            kind: "object".into(),
+            summary,
+        });
+    }
+    if v.is_empty() {
+        report.timeline.push(Step {
+            timestamp: img.now,
+            kind: "object".into(),
+            summary: format!("no object s3://{bucket}/{key}"),
+        });
+    }
+    report.versions = v;
+}
+
+/// The item, read consistently.
+async fn read_item(img: &Image<'_>, report: &mut TraceReport) {
+    let table = &img.stage.table;
+    let got = img
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(table)
+        .key("image_id", AttributeValue::S(img.id.to_string()))
+        .consistent_read(true)
+        .send()
+        .await;
+    match got {
+        Ok(out) => match out.item() {
+            Some(item) => {
+                let json = item_json(item);
+                report.timeline.extend(item_steps(&json));
+                report.item = Some(json);
+            }
+            None => report.timeline.push(Step {
+                timestamp: img.now,
+                kind: "item".into(),
+                summary: format!("no item in {table}"),
+            }),
+        },
+        Err(e) => report.problems.push(format!(
+            "cannot read the item: {}",
+            crate::cloud::error::chain(&e)
+        )),
+    }
+}
+
+/// The failure queue, without taking anything off it.
+async fn read_failures(img: &Image<'_>, report: &mut TraceReport) {
+    let queue = &img.stage.failure_queue_url;
+    match failure_messages(&img.clients.sqs, queue, img.id).await {
+        Ok(found) => {
+            for (ts, body) in &found {
+                report.timeline.push(Step {
+                    timestamp: *ts,
+                    kind: "failure-queue".into(),
+                    summary: format!("failure-queue message: {}", truncate(body, 300)),
+                });
+            }
+            report.failure_messages = found.into_iter().map(|(_, b)| b).collect();
+        }
+        Err(e) => report.problems.push(e),
+    }
+}
+
+/// One image's life, from four readers: the logs, the object's versions, the item and the
+/// failure queue, on one timeline.
 pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceReport, TraceError> {
     let id = cfg.image_id.to_ascii_lowercase();
     if !is_uuid(&id) {
@@ -106,11 +219,18 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
         identity.arn
     ));
     let stage = crate::cloud::stage::read(&clients.cfn, &cfg.target, &cfg.stage).await?;
-    let (bucket, table, queue) = (stage.bucket, stage.table, stage.failure_queue_url);
     let object_key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+    let img = Image {
+        clients: &clients,
+        stage: &stage,
+        account: &identity.account,
+        id: &id,
+        object_key: &object_key,
+        now: logs::now_ms(),
+    };
     let mut report = TraceReport {
         image_id: id.clone(),
-        stack: stack_name.clone(),
+        stack: stack_name,
         object_key: object_key.clone(),
         versions: Vec::new(),
         process_invocations: Vec::new(),
@@ -119,95 +239,10 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
         timeline: Vec::new(),
         problems: Vec::new(),
     };
-
-    // The logs: every line of each invocation that names the image, and the access log.
-    let groups = logs::log_groups(&clients.cfn, &cfg.stage, &[]).await?;
-    let since_ms = i64::try_from(cfg.since.as_millis()).unwrap_or(i64::MAX);
-    let now = logs::now_ms();
-    let events = logs::fetch(&clients.logs, &groups, now.saturating_sub(since_ms)).await?;
-    let mut filter = Filter::new(Some(id.clone()), None);
-    let mine: Vec<LogEvent> = filter.apply(&events).into_iter().cloned().collect();
-    let access: Vec<&LogEvent> = events.iter().filter(|e| e.source == API_SOURCE).collect();
-    report.timeline.extend(from_logs(&mine, &access));
-    report.process_invocations = invocations(&mine);
-
-    // The object and its versions.
-    match object_versions(&clients.s3, &bucket, &object_key, &identity.account).await {
-        Ok(v) => {
-            for o in &v {
-                report.timeline.push(Step {
-                    timestamp: o.last_modified,
-                    kind: "object".into(),
-                    summary: if o.delete_marker {
-                        format!(
-                            "delete marker {} on s3://{bucket}/{object_key}",
-                            o.version_id
-                        )
-                    } else {
-                        format!(
-                            "object version {} stored, {} bytes{}",
-                            o.version_id,
-                            o.size,
-                            if o.latest { " (current)" } else { "" }
-                        )
-                    },
-                });
-            }
-            if v.is_empty() {
-                report.timeline.push(Step {
-                    timestamp: now,
-                    kind: "object".into(),
-                    summary: format!("no object s3://{bucket}/{object_key}"),
-                });
-            }
-            report.versions = v;
-        }
-        Err(e) => report.problems.push(e),
-    }
-
-    // The item.
-    match clients
-        .dynamodb
-        .get_item()
-        .table_name(&table)
-        .key("image_id", AttributeValue::S(id.clone()))
-        .consistent_read(true)
-        .send()
-        .await
-    {
-        Ok(out) => {
-            if let Some(item) = out.item() {
-                let json = item_json(item);
-                report.timeline.extend(item_steps(&json));
-                report.item = Some(json);
-            } else {
-                report.timeline.push(Step {
-                    timestamp: now,
-                    kind: "item".into(),
-                    summary: format!("no item in {table}"),
-                });
-            }
-        }
-        Err(e) => report.problems.push(format!(
-            "cannot read the item: {}",
-            crate::cloud::error::chain(&e)
-        )),
-    }
-
-    // The failure queue, without taking anything off it.
-    match failure_messages(&clients.sqs, &queue, &id).await {
-        Ok(found) => {
-            for (ts, body) in &found {
-                report.timeline.push(Step {
-                    timestamp: *ts,
-                    kind: "failure-queue".into(),
-                    summary: format!("failure-queue message: {}", truncate(body, 300)),
-                });
-            }
-            report.failure_messages = found.into_iter().map(|(_, b)| b).collect();
-        }
-        Err(e) => report.problems.push(e),
-    }
+    read_logs(&img, cfg, &mut report).await?;
+    read_object(&img, &mut report).await;
+    read_item(&img, &mut report).await;
+    read_failures(&img, &mut report).await;
     report.timeline.sort_by_key(|s| s.timestamp);
     Ok(report)
 }

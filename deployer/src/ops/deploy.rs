@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::build::{self, BuildArch, BuildConfig, BuildError, BuildReport};
 use crate::cloud::assets::{self, AssetsError, Uploaded};
 use crate::cloud::aws::{self, AwsError, Identity, Target};
+use crate::cloud::cfn::StackInfo;
 use crate::cloud::cfn::{
     CfnError, Change, ChangeSetRequest, Outcome, Planned, Prepared, StackOps, StackProgress,
 };
@@ -174,28 +175,27 @@ pub fn parameters(
     p
 }
 
-/// Runs a deploy: preflight, build, assets, change set, then (unless planning or there is
-/// nothing to change) execute and verify. `progress` hears about every phase.
-pub async fn deploy(
-    cfg: &DeployConfig,
-    progress: &dyn StackProgress,
-) -> Result<DeployReport, DeployError> {
-    let started = Instant::now();
-    let mut timings = Timings::default();
-    let app = App::image_pipeline();
-    let stack_name = cfg.stage.stack_name();
+/// What the preflight learned: who deploys, with which bootstrap, execution role and boundary.
+struct Preflight {
+    clients: aws::Clients,
+    identity: Identity,
+    boot: bootstrap::Bootstrap,
+    scope: stack::app::bootstrap::Scope,
+    role: String,
+    boundary: String,
+    notes: Vec<String>,
+}
 
-    let t = Instant::now();
-    let (clients, identity) = aws::connect(&cfg.target).await?;
-    progress.step(&format!(
-        "deploying stack {stack_name} to {} as {} (account {})",
-        cfg.target.describe(),
-        identity.arn,
-        identity.account
-    ));
-    let mut notes = Vec::new();
-    // Before the build: a missing or outdated bootstrap is known at once.
-    let boot = match bootstrap::read(&clients.cfn, &identity, &cfg.target).await {
+/// The bootstrap stack, made first when it is missing or outdated and the deploy may
+/// bootstrap (the local environment).
+async fn read_or_bootstrap(
+    cfg: &DeployConfig,
+    clients: &aws::Clients,
+    identity: &Identity,
+    notes: &mut Vec<String>,
+    progress: &dyn StackProgress,
+) -> Result<bootstrap::Bootstrap, DeployError> {
+    match bootstrap::read(&clients.cfn, identity, &cfg.target).await {
         Err(BootstrapError::Missing { .. } | BootstrapError::Outdated { .. })
             if cfg.auto_bootstrap =>
         {
@@ -204,23 +204,37 @@ pub async fn deploy(
                 "bootstrapped the local environment ({})",
                 stack::app::bootstrap::STACK
             ));
-            bootstrap::bootstrap(
-                &bootstrap::BootstrapConfig {
-                    target: cfg.target.clone(),
-                    preview: stack::app::StagePattern::parse(
-                        stack::app::bootstrap::DEFAULT_PREVIEW_STAGES,
-                    )
-                    .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
-                    ci: None,
-                    timeout: cfg.timeout,
-                },
-                progress,
-            )
-            .await?
-            .bootstrap
+            let config = bootstrap::BootstrapConfig {
+                target: cfg.target.clone(),
+                preview: stack::app::StagePattern::parse(
+                    stack::app::bootstrap::DEFAULT_PREVIEW_STAGES,
+                )
+                .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
+                ci: None,
+                timeout: cfg.timeout,
+            };
+            Ok(bootstrap::bootstrap(&config, progress).await?.bootstrap)
         }
-        other => other?,
-    };
+        other => Ok(other?),
+    }
+}
+
+/// Who we are, and the bootstrap's execution role and boundary for this stage: known before
+/// anything is built, so a missing or outdated bootstrap fails at once.
+async fn preflight(
+    cfg: &DeployConfig,
+    progress: &dyn StackProgress,
+) -> Result<Preflight, DeployError> {
+    let (clients, identity) = aws::connect(&cfg.target).await?;
+    progress.step(&format!(
+        "deploying stack {} to {} as {} (account {})",
+        cfg.stage.stack_name(),
+        cfg.target.describe(),
+        identity.arn,
+        identity.account
+    ));
+    let mut notes = Vec::new();
+    let boot = read_or_bootstrap(cfg, &clients, &identity, &mut notes, progress).await?;
     let scope = boot.scope_for(&cfg.stage);
     let (Some(role), Some(boundary)) = (
         boot.execution_roles.get(&scope).cloned(),
@@ -235,56 +249,36 @@ pub async fn deploy(
         "stage {} deploys with the {scope} execution role {role}",
         cfg.stage
     ));
-    timings.preflight = elapsed_ms(t);
+    Ok(Preflight {
+        clients,
+        identity,
+        boot,
+        scope,
+        role,
+        boundary,
+        notes,
+    })
+}
 
-    let t = Instant::now();
-    let (arch, built) = build_handlers(cfg, progress)?;
-    timings.build = elapsed_ms(t);
+/// The change set a deploy asks for, and what CloudFormation made of it.
+struct Plan {
+    kind: Prepared,
+    /// The deployed stack, when it already is what the change set would make it.
+    current: Option<StackInfo>,
+    planned: Planned,
+}
 
-    let t = Instant::now();
-    let artifacts = upload_assets(
-        &clients.s3,
-        &identity,
-        &boot.assets_bucket,
-        &cfg.stage,
-        &built,
-        progress,
-    )
-    .await?;
-    let assets_bucket = boot.assets_bucket.clone();
-    timings.assets = elapsed_ms(t);
-
-    let ops = StackOps {
-        cfn: &clients.cfn,
-        name: &stack_name,
-        poll: aws::poll_interval(&cfg.target),
-        progress,
-        role_arn: Some(&role),
-    };
-    let t = Instant::now();
-    let mut req = ChangeSetRequest {
-        kind: Prepared::Update,
-        template_body: template_body(&app, &cfg.stage, arch)?,
-        parameters: parameters(
-            &app,
-            &cfg.stage,
-            arch,
-            (&assets_bucket, &boundary),
-            &artifacts,
-            cfg.rekognition_endpoint.as_deref(),
-        ),
-        tags: BTreeMap::from([
-            ("app".to_string(), stack::app::APP.to_string()),
-            ("stage".to_string(), cfg.stage.as_str().to_string()),
-        ]),
-        imports: Vec::new(),
-    };
-    // A stack that already runs this template with these parameters (artifact keys included),
-    // tags and role needs no change set to say so.
+/// The change set for this template, these parameters, tags and role; none when the stack
+/// already runs exactly them.
+async fn plan(
+    ops: &StackOps<'_>,
+    cfg: &DeployConfig,
+    mut req: ChangeSetRequest,
+) -> Result<Plan, DeployError> {
     let current = match ops.up_to_date(&req).await? {
         Ok(info) => Some(info),
         Err(why) => {
-            progress.step(&format!("a change set is needed: {why}"));
+            ops.progress.step(&format!("a change set is needed: {why}"));
             None
         }
     };
@@ -294,7 +288,7 @@ pub async fn deploy(
     };
     req.kind = kind;
     if current.is_none() {
-        progress.step(match kind {
+        ops.progress.step(match kind {
             Prepared::Create => "creating the change set (CREATE: the stack is new)",
             Prepared::Update => "creating the change set (UPDATE)",
         });
@@ -303,37 +297,36 @@ pub async fn deploy(
         Some(_) => Planned::NoChanges,
         None => ops.create_change_set(&req, cfg.timeout).await?,
     };
-    timings.change_set = elapsed_ms(t);
+    Ok(Plan {
+        kind,
+        current,
+        planned,
+    })
+}
 
-    let mut report = DeployReport {
-        stack: stack_name.clone(),
-        stage: cfg.stage.as_str().to_string(),
-        target: cfg.target.describe(),
-        identity,
-        architecture: arch.as_str().to_string(),
-        status: Outcome::NoChanges,
-        changes: Vec::new(),
-        artifacts,
-        assets_bucket,
-        scope,
-        execution_role: role.clone(),
-        permissions_boundary: boundary.clone(),
-        outputs: BTreeMap::new(),
-        api_url: None,
-        timings,
-        notes,
-    };
-    let outputs = match (planned, current) {
+/// Executes the plan (unless `--plan`, or there is nothing to do): the stack's outputs, or
+/// `None` when the change set was only shown.
+async fn apply(
+    ops: &StackOps<'_>,
+    lambda: &aws_sdk_lambda::Client,
+    cfg: &DeployConfig,
+    plan: Plan,
+    report: &mut DeployReport,
+) -> Result<Option<BTreeMap<String, String>>, DeployError> {
+    let progress = ops.progress;
+    match (plan.planned, plan.current) {
         (Planned::NoChanges, Some(info)) => {
             progress.step(
                 "no changes: the deployed stack already runs this template, these parameters and these artifacts (no change set made)",
             );
-            info.outputs
+            Ok(Some(info.outputs))
         }
         (Planned::NoChanges, None) => {
             progress
                 .step("no changes: the stack already matches (the empty change set was deleted)");
-            ops.describe().await?.map(|i| i.outputs).unwrap_or_default()
+            Ok(Some(
+                ops.describe().await?.map(|i| i.outputs).unwrap_or_default(),
+            ))
         }
         (
             Planned::Changes {
@@ -346,33 +339,112 @@ pub async fn deploy(
         ) => {
             report.changes = changes;
             if cfg.plan {
-                ops.discard(&name, &stack_id, kind).await?;
+                ops.discard(&name, &stack_id, plan.kind).await?;
                 report.status = Outcome::Planned;
-                report.timings.total = elapsed_ms(started);
-                return Ok(report);
+                return Ok(None);
             }
-            let outputs = execute(
-                &ops,
-                &clients.lambda,
-                (&name, &id, &stack_id),
-                cfg,
-                &app,
-                &mut report,
-            )
-            .await?;
-            report.status = match kind {
+            let app = App::image_pipeline();
+            let outputs = execute(ops, lambda, (&name, &id, &stack_id), cfg, &app, report).await?;
+            report.status = match plan.kind {
                 Prepared::Create => Outcome::Created,
                 Prepared::Update => Outcome::Updated,
             };
-            outputs
+            Ok(Some(outputs))
         }
+    }
+}
+
+/// Runs a deploy in its phases: preflight (who, and the bootstrap), build, assets, plan (the
+/// change set), then apply (unless planning or there is nothing to change: execute and
+/// verify). `progress` hears about every phase.
+pub async fn deploy(
+    cfg: &DeployConfig,
+    progress: &dyn StackProgress,
+) -> Result<DeployReport, DeployError> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let app = App::image_pipeline();
+    let stack_name = cfg.stage.stack_name();
+
+    let t = Instant::now();
+    let pre = preflight(cfg, progress).await?;
+    timings.preflight = elapsed_ms(t);
+
+    let t = Instant::now();
+    let (arch, built) = build_handlers(cfg, progress)?;
+    timings.build = elapsed_ms(t);
+
+    let t = Instant::now();
+    let bucket = pre.boot.assets_bucket.clone();
+    let assets = (&pre.clients.s3, &pre.identity, bucket.as_str());
+    let artifacts = upload_assets(assets, &cfg.stage, &built, progress).await?;
+    timings.assets = elapsed_ms(t);
+
+    let ops = StackOps {
+        cfn: &pre.clients.cfn,
+        name: &stack_name,
+        poll: aws::poll_interval(&cfg.target),
+        progress,
+        role_arn: Some(&pre.role),
     };
-    report.api_url = outputs
-        .get(stack::app::outputs::API_URL)
-        .map(|u| client_api_url(&cfg.target, u));
-    report.outputs = outputs;
+    let t = Instant::now();
+    let req = change_set_request(cfg, &app, arch, (&bucket, &pre.boundary), &artifacts)?;
+    let plan = plan(&ops, cfg, req).await?;
+    timings.change_set = elapsed_ms(t);
+
+    let mut report = DeployReport {
+        stack: stack_name.clone(),
+        stage: cfg.stage.as_str().to_string(),
+        target: cfg.target.describe(),
+        identity: pre.identity.clone(),
+        architecture: arch.as_str().to_string(),
+        status: Outcome::NoChanges,
+        changes: Vec::new(),
+        artifacts,
+        assets_bucket: bucket,
+        scope: pre.scope,
+        execution_role: pre.role.clone(),
+        permissions_boundary: pre.boundary.clone(),
+        outputs: BTreeMap::new(),
+        api_url: None,
+        timings,
+        notes: pre.notes.clone(),
+    };
+    if let Some(outputs) = apply(&ops, &pre.clients.lambda, cfg, plan, &mut report).await? {
+        report.api_url = outputs
+            .get(stack::app::outputs::API_URL)
+            .map(|u| client_api_url(&cfg.target, u));
+        report.outputs = outputs;
+    }
     report.timings.total = elapsed_ms(started);
     Ok(report)
+}
+
+/// The change set's request: the template, the stack's parameters and its tags.
+fn change_set_request(
+    cfg: &DeployConfig,
+    app: &App,
+    arch: Architecture,
+    bootstrap: (&str, &str),
+    artifacts: &[Uploaded],
+) -> Result<ChangeSetRequest, DeployError> {
+    Ok(ChangeSetRequest {
+        kind: Prepared::Update,
+        template_body: template_body(app, &cfg.stage, arch)?,
+        parameters: parameters(
+            app,
+            &cfg.stage,
+            arch,
+            bootstrap,
+            artifacts,
+            cfg.rekognition_endpoint.as_deref(),
+        ),
+        tags: BTreeMap::from([
+            ("app".to_string(), stack::app::APP.to_string()),
+            ("stage".to_string(), cfg.stage.as_str().to_string()),
+        ]),
+        imports: Vec::new(),
+    })
 }
 
 /// Builds every handler for the target's architecture.
@@ -399,9 +471,7 @@ fn build_handlers(
 
 /// Uploads what the bootstrap's assets bucket lacks of this stage's artifacts.
 async fn upload_assets(
-    s3: &aws_sdk_s3::Client,
-    identity: &Identity,
-    bucket: &str,
+    (s3, identity, bucket): (&aws_sdk_s3::Client, &Identity, &str),
     stage: &Stage,
     built: &BuildReport,
     progress: &dyn StackProgress,

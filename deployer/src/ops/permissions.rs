@@ -203,17 +203,11 @@ pub fn passable_scopes(stages: &StagePattern) -> Vec<Scope> {
     }
 }
 
-/// The deploying identity's policy for `account` in `region`, limited to `stages` (`*` for
-/// every stage). Partition from the region.
-pub fn deployer_policy(
-    account: &str,
-    region: &str,
-    stages: &StagePattern,
-) -> PolicyDocument<String> {
-    let s = Scoped::new(account, region, stages);
+/// Its own stacks and change sets, the bootstrap stack to read, and the execution roles to
+/// pass to CloudFormation.
+fn stack_statements(s: &Scoped) -> Vec<Statement<String>> {
     let (p, region, account, stacks) = (&s.partition, &s.region, &s.account, s.stacks());
-    let bucket = s.arn(&Names.bucket_arn());
-    let mut statements = vec![
+    vec![
         Statement::allow(
             "StacksAndChangeSets",
             actions(&[
@@ -253,7 +247,7 @@ pub fn deployer_policy(
             Statement::allow(
                 "PassOnlyTheExecutionRoleToCloudFormation",
                 actions(&["iam:PassRole"]),
-                passable_scopes(stages)
+                passable_scopes(&s.stages)
                     .into_iter()
                     .map(|scope| s.execution_role(scope))
                     .collect(),
@@ -264,6 +258,12 @@ pub fn deployer_policy(
                 &[CLOUDFORMATION_SERVICE],
             ),
         ),
+    ]
+}
+
+/// Its stages' artifacts in the bootstrap's bucket.
+fn artifact_statements(s: &Scoped) -> Vec<Statement<String>> {
+    vec![
         Statement::allow(
             "ArtifactsOfTheseStages",
             actions(&[
@@ -281,6 +281,13 @@ pub fn deployer_policy(
             actions(&["s3:ListBucket", "s3:ListBucketVersions"]),
             vec![s.assets_bucket()],
         ),
+    ]
+}
+
+/// What the smoke test, `status`, `trace`, `logs` and teardown read or remove of a stage.
+fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
+    let bucket = s.arn(&Names.bucket_arn());
+    vec![
         Statement::allow(
             "UploadsBucketsForSmokeTestAndTeardown",
             actions(&[
@@ -333,12 +340,17 @@ pub fn deployer_policy(
         Statement::allow(
             "VerifyDeployedCode",
             actions(&["lambda:GetFunction", "lambda:GetFunctionConfiguration"]),
-            function_arns(&s),
+            function_arns(s),
         ),
-    ];
+    ]
+}
+
+/// The roles IAM's simulator is asked about: the stages' function roles, the execution
+/// roles, and the deploying identity itself.
+fn simulate_statement(s: &Scoped) -> Statement<String> {
     let mut simulated = vec![s.function_roles()];
     simulated.extend(
-        passable_scopes(stages)
+        passable_scopes(&s.stages)
             .into_iter()
             .map(|scope| s.execution_role(scope)),
     );
@@ -346,11 +358,28 @@ pub fn deployer_policy(
     // user by its own name, a CI role by its bootstrap name.
     simulated.push(s.iam("user/${aws:username}"));
     simulated.push(s.iam(&format!("role/{}Ci-*", bootstrap::PREFIX)));
-    statements.push(Statement::allow(
+    Statement::allow(
         "SimulateTheRolesOfTheseStages",
         actions(&["iam:SimulatePrincipalPolicy"]),
         simulated,
-    ));
+    )
+}
+
+/// The deploying identity's policy for `account` in `region`, limited to `stages` (`*` for
+/// every stage). Partition from the region.
+pub fn deployer_policy(
+    account: &str,
+    region: &str,
+    stages: &StagePattern,
+) -> PolicyDocument<String> {
+    let s = Scoped::new(account, region, stages);
+    let mut statements = [
+        stack_statements(&s),
+        artifact_statements(&s),
+        stage_data_statements(&s),
+    ]
+    .concat();
+    statements.push(simulate_statement(&s));
     statements.push(deny(
         "NeverReconfigureTheAssetsBucket",
         actions(ASSETS_BUCKET_SETTINGS),

@@ -242,6 +242,26 @@ pub async fn prove_enforcement(
     .await?;
 
     let http = aws::http_client(&target, std::time::Duration::from_secs(35)).map_err(fail)?;
+    let image_id = upload(&http, &api).await?;
+    let start = std::time::Instant::now();
+    let error = failure_record(&clients.sqs, &queue, &image_id).await?;
+    if !error.contains(REVOKED_ACTION) {
+        return Err(fail(format!(
+            "the failure record does not name {REVOKED_ACTION}: {error}"
+        )));
+    }
+    still_processing(&http, &api, &image_id).await?;
+    Ok(EnforcementProof {
+        action: REVOKED_ACTION.into(),
+        image_id,
+        waited_ms: crate::util::elapsed_ms(start),
+        error,
+    })
+}
+
+/// Uploads the smoke-test image: its id.
+async fn upload(http: &reqwest::Client, api: &str) -> Result<String, LocalIamError> {
+    let fail = LocalIamError::Enforcement;
     let resp = http
         .post(format!("{api}/upload"))
         .header("content-type", "image/png")
@@ -255,17 +275,24 @@ pub async fn prove_enforcement(
         .await
         .map_err(|e| fail(format!("POST /upload: {e}")))?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    let image_id = match (status, body["image_id"].as_str()) {
-        (201, Some(id)) => id.to_string(),
-        _ => return Err(fail(format!("POST /upload answered {status}: {body}"))),
-    };
+    match (status, body["image_id"].as_str()) {
+        (201, Some(id)) => Ok(id.to_string()),
+        _ => Err(fail(format!("POST /upload answered {status}: {body}"))),
+    }
+}
 
+/// The error of the failure record for `image_id`, waiting up to 90 s for it.
+async fn failure_record(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    image_id: &str,
+) -> Result<String, LocalIamError> {
+    let fail = LocalIamError::Enforcement;
     let start = std::time::Instant::now();
-    let error = loop {
-        let got = clients
-            .sqs
+    loop {
+        let got = sqs
             .receive_message()
-            .queue_url(&queue)
+            .queue_url(queue)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
             .send()
@@ -274,27 +301,30 @@ pub async fn prove_enforcement(
         if let Some(m) = got
             .messages()
             .iter()
-            .find(|m| m.body().is_some_and(|b| b.contains(&image_id)))
+            .find(|m| m.body().is_some_and(|b| b.contains(image_id)))
         {
             let record: Value = serde_json::from_str(m.body().unwrap_or_default())
                 .map_err(|e| fail(format!("the failure record is not JSON: {e}")))?;
-            break record["responsePayload"]["errorMessage"]
+            return Ok(record["responsePayload"]["errorMessage"]
                 .as_str()
                 .unwrap_or_default()
-                .to_string();
+                .to_string());
         }
         if start.elapsed() > std::time::Duration::from_secs(90) {
             return Err(fail(format!(
                 "no failure record for image {image_id} within 90 s: was the upload processed despite the missing {REVOKED_ACTION}?"
             )));
         }
-    };
-    if !error.contains(REVOKED_ACTION) {
-        return Err(fail(format!(
-            "the failure record does not name {REVOKED_ACTION}: {error}"
-        )));
     }
-    // Nothing was labeled while the read was denied: the image is still `processing`.
+}
+
+/// Nothing was labeled while the read was denied: the image is still `processing`.
+async fn still_processing(
+    http: &reqwest::Client,
+    api: &str,
+    image_id: &str,
+) -> Result<(), LocalIamError> {
+    let fail = LocalIamError::Enforcement;
     let resp = http
         .get(format!("{api}/metadata/{image_id}"))
         .send()
@@ -313,12 +343,7 @@ pub async fn prove_enforcement(
             "image {image_id} should still be processing, since its object could not be read; GET /metadata answered {code}: {text}"
         )));
     }
-    Ok(EnforcementProof {
-        action: REVOKED_ACTION.into(),
-        image_id,
-        waited_ms: crate::util::elapsed_ms(start),
-        error,
-    })
+    Ok(())
 }
 
 /// An assets bucket as an earlier version of this tool left it: made outside any stack,

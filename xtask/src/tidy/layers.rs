@@ -319,4 +319,3 @@ fn paths_are_read_from_code_only() {
         "use crate::{a::{b, c::D}, e};\n// crate::commented\nlet x = crate::f::g(1);\nmycrate::h;";
     assert_eq!(crate_paths(text), ["a::b", "a::c::D", "e", "f::g"]);
 }
-
