@@ -161,170 +161,197 @@ impl Access {
     /// Requests this access must *not* enable: other actions on the same resource and the same
     /// actions on sibling resources (another prefix, another bucket, another table…).
     pub fn near_misses(&self) -> Vec<(Request, &'static str)> {
-        let mut out = Vec::new();
-        let mut push = |action: &'static str, resource: ArnTemplate, why: &'static str| {
-            out.push((
-                Request {
-                    action: act(action),
-                    resource,
-                },
-                why,
-            ));
-        };
         match self {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
             | Access::S3GetVersion { bucket, prefix }
-            | Access::S3TagVersion { bucket, prefix } => {
-                let object = bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"));
-                for a in [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:DeleteObjectVersion",
-                    "s3:GetObjectVersion",
-                    "s3:PutObjectAcl",
-                    "s3:PutObjectTagging",
-                    "s3:PutObjectVersionTagging",
-                    "s3:DeleteObjectVersionTagging",
-                ] {
-                    push(a, object.clone(), "another action on the same object");
-                }
-                for a in ["s3:ListBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"] {
-                    push(a, bucket.clone(), "a bucket-level action");
-                }
-                let trimmed = prefix.trim_end_matches('/');
-                for (key, why) in [
-                    (
-                        format!("other/{SAMPLE_OBJECT}"),
-                        "the same action under another prefix",
-                    ),
-                    (
-                        SAMPLE_OBJECT.to_string(),
-                        "the same action at the bucket root",
-                    ),
-                    (
-                        format!("{trimmed}-other/{SAMPLE_OBJECT}"),
-                        "the same action under a prefix that only starts alike",
-                    ),
-                ] {
-                    for a in self.actions() {
-                        out.push((
-                            Request {
-                                action: a,
-                                resource: bucket.join(&format!("/{key}")),
-                            },
-                            why,
-                        ));
-                    }
-                }
-                for a in self.actions() {
-                    out.push((
-                        Request {
-                            action: a,
-                            resource: bucket.join(&format!("-other/{prefix}{SAMPLE_OBJECT}")),
-                        },
-                        "the same action on another bucket",
-                    ));
-                }
-            }
+            | Access::S3TagVersion { bucket, prefix } => self.object_misses(bucket, prefix),
             Access::S3ListBucket { bucket } => {
-                for a in [
-                    "s3:ListBucketVersions",
-                    "s3:DeleteBucket",
-                    "s3:PutBucketPolicy",
-                    "s3:PutBucketNotification",
-                ] {
-                    push(a, bucket.clone(), "another action on the same bucket");
-                }
-                push(
+                let mut out = each(
+                    &[
+                        "s3:ListBucketVersions",
+                        "s3:DeleteBucket",
+                        "s3:PutBucketPolicy",
+                        "s3:PutBucketNotification",
+                    ],
+                    bucket,
+                    "another action on the same bucket",
+                );
+                out.push(near(
                     "s3:ListBucket",
                     bucket.join("-other"),
                     "the same action on another bucket",
-                );
+                ));
+                out
             }
-            Access::DetectLabels => {
-                for a in [
+            Access::DetectLabels => each(
+                &[
                     "rekognition:DetectFaces",
                     "rekognition:IndexFaces",
                     "rekognition:CreateCollection",
                     "rekognition:DetectText",
-                ] {
-                    push(a, ArnTemplate::any(), "another Rekognition action");
-                }
-            }
+                ],
+                &ArnTemplate::any(),
+                "another Rekognition action",
+            ),
             Access::DynamoPut { table }
             | Access::DynamoRead { table }
             | Access::DynamoGet { table }
             | Access::DynamoUpdate { table }
-            | Access::DynamoQuery { table } => {
-                for a in [
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:Scan",
-                    "dynamodb:Query",
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:DeleteTable",
-                    "dynamodb:UpdateTable",
-                ] {
-                    push(a, table.clone(), "another action on the same table");
-                }
-                for a in self.actions() {
-                    out.push((
-                        Request {
-                            action: a.clone(),
-                            resource: table.join("-other"),
-                        },
-                        "the same action on another table",
-                    ));
-                    out.push((
-                        Request {
-                            action: a,
-                            resource: table.join("/index/any"),
-                        },
-                        "the same action on an index of the table",
-                    ));
-                }
-            }
+            | Access::DynamoQuery { table } => self.table_misses(table),
             Access::SqsSend { queue } => {
-                for a in [
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:PurgeQueue",
-                    "sqs:SetQueueAttributes",
-                ] {
-                    push(a, queue.clone(), "another action on the same queue");
-                }
-                push(
+                let mut out = each(
+                    &[
+                        "sqs:ReceiveMessage",
+                        "sqs:DeleteMessage",
+                        "sqs:PurgeQueue",
+                        "sqs:SetQueueAttributes",
+                    ],
+                    queue,
+                    "another action on the same queue",
+                );
+                out.push(near(
                     "sqs:SendMessage",
                     queue.join("-other"),
                     "the same action on another queue",
-                );
+                ));
+                out
             }
             Access::WriteLogs { log_group } => {
-                for a in [
-                    "logs:DeleteLogGroup",
-                    "logs:PutRetentionPolicy",
-                    "logs:GetLogEvents",
-                ] {
-                    push(
-                        a,
-                        streams(log_group),
-                        "another action on the same log group",
-                    );
-                }
-                push(
+                let mut out = each(
+                    &[
+                        "logs:DeleteLogGroup",
+                        "logs:PutRetentionPolicy",
+                        "logs:GetLogEvents",
+                    ],
+                    &streams(log_group),
+                    "another action on the same log group",
+                );
+                out.push(near(
                     "logs:PutLogEvents",
                     log_group.join(&format!("-other:log-stream:{SAMPLE_STREAM}")),
                     "the same action on another log group",
-                );
+                ));
+                out
+            }
+        }
+    }
+
+    /// This access's own actions on `resource`.
+    fn same_actions(
+        &self,
+        resource: &ArnTemplate,
+        why: &'static str,
+    ) -> Vec<(Request, &'static str)> {
+        self.actions()
+            .into_iter()
+            .map(|action| {
+                let resource = resource.clone();
+                (Request { action, resource }, why)
+            })
+            .collect()
+    }
+
+    /// Near misses of an object access: other object and bucket actions, and the same actions
+    /// under other prefixes and on another bucket.
+    fn object_misses(&self, bucket: &ArnTemplate, prefix: &str) -> Vec<(Request, &'static str)> {
+        let object = bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"));
+        let mut out = each(
+            &[
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:GetObjectVersion",
+                "s3:PutObjectAcl",
+                "s3:PutObjectTagging",
+                "s3:PutObjectVersionTagging",
+                "s3:DeleteObjectVersionTagging",
+            ],
+            &object,
+            "another action on the same object",
+        );
+        out.extend(each(
+            &["s3:ListBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"],
+            bucket,
+            "a bucket-level action",
+        ));
+        let trimmed = prefix.trim_end_matches('/');
+        for (key, why) in [
+            (
+                format!("other/{SAMPLE_OBJECT}"),
+                "the same action under another prefix",
+            ),
+            (
+                SAMPLE_OBJECT.to_string(),
+                "the same action at the bucket root",
+            ),
+            (
+                format!("{trimmed}-other/{SAMPLE_OBJECT}"),
+                "the same action under a prefix that only starts alike",
+            ),
+        ] {
+            out.extend(self.same_actions(&bucket.join(&format!("/{key}")), why));
+        }
+        let other = bucket.join(&format!("-other/{prefix}{SAMPLE_OBJECT}"));
+        out.extend(self.same_actions(&other, "the same action on another bucket"));
+        out
+    }
+
+    /// Near misses of a table access: other actions on it, and the same actions on another
+    /// table and on an index.
+    fn table_misses(&self, table: &ArnTemplate) -> Vec<(Request, &'static str)> {
+        let mut out = each(
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Scan",
+                "dynamodb:Query",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:DeleteTable",
+                "dynamodb:UpdateTable",
+            ],
+            table,
+            "another action on the same table",
+        );
+        let (other, index) = (table.join("-other"), table.join("/index/any"));
+        for a in self.actions() {
+            for (resource, why) in [
+                (&other, "the same action on another table"),
+                (&index, "the same action on an index of the table"),
+            ] {
+                let (action, resource) = (a.clone(), resource.clone());
+                out.push((Request { action, resource }, why));
             }
         }
         out
     }
+}
+
+/// A request that must be denied, and why it is a near miss.
+fn near(action: &'static str, resource: ArnTemplate, why: &'static str) -> (Request, &'static str) {
+    (
+        Request {
+            action: act(action),
+            resource,
+        },
+        why,
+    )
+}
+
+/// Each of `actions` on `resource`.
+fn each(
+    actions: &[&'static str],
+    resource: &ArnTemplate,
+    why: &'static str,
+) -> Vec<(Request, &'static str)> {
+    actions
+        .iter()
+        .map(|a| near(a, resource.clone(), why))
+        .collect()
 }
 
 /// One function and everything it may touch.

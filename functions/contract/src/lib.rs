@@ -117,8 +117,15 @@ pub fn iam_requests(
     arns: &ArnContext,
     input: &aws_smithy_runtime_api::client::interceptors::context::Input,
 ) -> Option<Vec<(String, String)>> {
-    use aws_sdk_dynamodb::operation as ddb;
-    use aws_sdk_rekognition::operation as rek;
+    s3_requests(arns, input)
+        .or_else(|| dynamodb_requests(arns, input))
+        .or_else(|| rekognition_requests(arns, input))
+}
+
+type Input = aws_smithy_runtime_api::client::interceptors::context::Input;
+
+/// S3's operations (the first rows of [`iam_requests`]' table).
+fn s3_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, String)>> {
     use aws_sdk_s3::operation as s3;
     if let Some(i) = input.downcast_ref::<s3::put_object::PutObjectInput>() {
         return Some(vec![(
@@ -152,6 +159,12 @@ pub fn iam_requests(
         };
         return Some(vec![(action.into(), object_arn(arns, i.bucket(), i.key()))]);
     }
+    None
+}
+
+/// DynamoDB's operations.
+fn dynamodb_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, String)>> {
+    use aws_sdk_dynamodb::operation as ddb;
     if let Some(i) = input.downcast_ref::<ddb::put_item::PutItemInput>() {
         return Some(vec![(
             "dynamodb:PutItem".into(),
@@ -177,42 +190,54 @@ pub fn iam_requests(
             table_arn(arns, i.table_name()),
         )]);
     }
-    if let Some(i) = input.downcast_ref::<ddb::transact_write_items::TransactWriteItemsInput>() {
-        let mut out = Vec::new();
-        for w in i.transact_items() {
-            if let Some(p) = w.put() {
-                out.push((
-                    "dynamodb:PutItem".into(),
-                    table_arn(arns, Some(p.table_name())),
-                ));
-            }
-            if let Some(u) = w.update() {
-                out.push((
-                    "dynamodb:UpdateItem".into(),
-                    table_arn(arns, Some(u.table_name())),
-                ));
-            }
-            if let Some(d) = w.delete() {
-                out.push((
-                    "dynamodb:DeleteItem".into(),
-                    table_arn(arns, Some(d.table_name())),
-                ));
-            }
-            if let Some(c) = w.condition_check() {
-                out.push((
-                    "dynamodb:ConditionCheckItem".into(),
-                    table_arn(arns, Some(c.table_name())),
-                ));
-            }
-        }
-        return Some(out);
-    }
     if let Some(i) = input.downcast_ref::<ddb::scan::ScanInput>() {
         return Some(vec![(
             "dynamodb:Scan".into(),
             table_arn(arns, i.table_name()),
         )]);
     }
+    let i = input.downcast_ref::<ddb::transact_write_items::TransactWriteItemsInput>()?;
+    Some(transact_requests(arns, i))
+}
+
+/// A transaction: each write authorised as the single-item action it performs.
+fn transact_requests(
+    arns: &ArnContext,
+    i: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for w in i.transact_items() {
+        if let Some(p) = w.put() {
+            out.push((
+                "dynamodb:PutItem".into(),
+                table_arn(arns, Some(p.table_name())),
+            ));
+        }
+        if let Some(u) = w.update() {
+            out.push((
+                "dynamodb:UpdateItem".into(),
+                table_arn(arns, Some(u.table_name())),
+            ));
+        }
+        if let Some(d) = w.delete() {
+            out.push((
+                "dynamodb:DeleteItem".into(),
+                table_arn(arns, Some(d.table_name())),
+            ));
+        }
+        if let Some(c) = w.condition_check() {
+            out.push((
+                "dynamodb:ConditionCheckItem".into(),
+                table_arn(arns, Some(c.table_name())),
+            ));
+        }
+    }
+    out
+}
+
+/// Rekognition's DetectLabels, and the caller's own read of its `S3Object`.
+fn rekognition_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, String)>> {
+    use aws_sdk_rekognition::operation as rek;
     if let Some(i) = input.downcast_ref::<rek::detect_labels::DetectLabelsInput>() {
         let mut out = vec![("rekognition:DetectLabels".into(), "*".into())];
         // Rekognition reads an S3Object with the caller's own permissions.

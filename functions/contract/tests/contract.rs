@@ -5,6 +5,7 @@
 // Test code: fixtures and mocks are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use base64::Engine;
 use handler_contract::{IamRequest, Recorder};
@@ -268,15 +269,15 @@ async fn metadata_stays_within_its_policy() {
     check("metadata", &recorded);
 }
 
-/// A labeled image and its thumbnail, made and cached; then an original too large for
-/// Lambda, presigned.
-#[tokio::test]
-async fn images_stays_within_its_policy() {
+/// The images function over mocked clients that record its requests: a labeled cat whose
+/// size the test can change, and no thumbnail cached yet.
+fn images_ctx(
+    rec: &Recorder,
+    size: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> images_function::Ctx {
     use aws_smithy_runtime_api::http::{Response, StatusCode};
     use aws_smithy_types::body::SdkBody;
-    let rec = Recorder::new((&bindings()).into());
     let cat = photo("chelsea.png");
-    let size = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(cat.len() as u64));
     let get = {
         let size = size.clone();
         mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
@@ -308,7 +309,7 @@ async fn images_stays_within_its_policy() {
         });
     let put = mock!(aws_sdk_s3::Client::put_object)
         .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
-    let ctx = images_function::Ctx::from_env(
+    images_function::Ctx::from_env(
         mock_client!(
             aws_sdk_s3,
             RuleMode::MatchAny,
@@ -319,18 +320,32 @@ async fn images_stays_within_its_policy() {
             .interceptor(rec.clone())),
         &env_of("images"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A GET of image `id`, or of its thumbnail with `tail` = `/thumbnail`.
+fn image_event(id: &str, tail: &str) -> LambdaEvent<ApiGatewayV2httpRequest> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(include_str!("../../images/tests/data/get-image.json")).unwrap();
+    let route = format!("GET /images/{{id}}{tail}");
+    v["routeKey"] = route.clone().into();
+    v["requestContext"]["routeKey"] = route.into();
+    v["rawPath"] = format!("/images/{id}{tail}").into();
+    v["requestContext"]["http"]["path"] = format!("/images/{id}{tail}").into();
+    LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
+}
+
+/// A labeled image and its thumbnail, made and cached; then an original too large for
+/// Lambda, presigned.
+#[tokio::test]
+async fn images_stays_within_its_policy() {
+    let rec = Recorder::new((&bindings()).into());
+    let size = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+        photo("chelsea.png").len() as u64,
+    ));
+    let ctx = images_ctx(&rec, &size);
     let id = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
-    let event = |tail: &str| {
-        let mut v: serde_json::Value =
-            serde_json::from_str(include_str!("../../images/tests/data/get-image.json")).unwrap();
-        let route = format!("GET /images/{{id}}{tail}");
-        v["routeKey"] = route.clone().into();
-        v["requestContext"]["routeKey"] = route.into();
-        v["rawPath"] = format!("/images/{id}{tail}").into();
-        v["requestContext"]["http"]["path"] = format!("/images/{id}{tail}").into();
-        LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
-    };
+    let event = |tail: &str| image_event(id, tail);
     for tail in ["", "/thumbnail"] {
         let resp = images_function::handler(&ctx, event(tail)).await.unwrap();
         assert_eq!(resp.status_code, 200, "{tail}: {:?}", resp.body);

@@ -156,17 +156,36 @@ fn the_photographs_pass() {
     assert_eq!(rocket.format, Format::Jpeg);
 }
 
-#[test]
-fn hostile_images_get_their_exact_verdict() {
-    let good = grey_png(100, 100);
-    let chunks = png_chunks(&good);
-    let idat: Vec<u8> = chunks
-        .iter()
-        .filter(|(k, _)| k == b"IDAT")
-        .flat_map(|(_, c)| c.clone())
-        .collect();
-    let iend = chunk(b"IEND", &[]);
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+/// A hostile file, what it is, and the code the check must answer.
+type Case = (&'static str, Vec<u8>, &'static str);
+
+/// The parts of a good PNG that the PNG cases rebuild: the image, its IDAT and an IEND.
+struct Png {
+    good: Vec<u8>,
+    idat: Vec<u8>,
+    iend: Vec<u8>,
+}
+
+impl Png {
+    fn new() -> Self {
+        let good = grey_png(100, 100);
+        let idat = png_chunks(&good)
+            .iter()
+            .filter(|(k, _)| k == b"IDAT")
+            .flat_map(|(_, c)| c.clone())
+            .collect();
+        Self {
+            good,
+            idat,
+            iend: chunk(b"IEND", &[]),
+        }
+    }
+}
+
+/// Other formats, and images followed by other images or markup.
+fn format_cases(p: &Png) -> Vec<Case> {
+    let good = &p.good;
+    vec![
         ("a small real PNG", good.clone(), "ok"),
         ("empty body", vec![], "unsupported_media_type"),
         ("text", b"hello, world".to_vec(), "unsupported_media_type"),
@@ -180,6 +199,13 @@ fn hostile_images_get_their_exact_verdict() {
             b"RIFF\x1a\x00\x00\x00WEBPVP8 ".to_vec(),
             "unsupported_media_type",
         ),
+    ]
+}
+
+/// PNGs whose structure is broken: chunks, compressed data, impossible headers.
+fn png_structure_cases(p: &Png) -> Vec<Case> {
+    let (idat, iend) = (&p.idat, &p.iend);
+    vec![
         (
             "PNG signature only",
             b"\x89PNG\r\n\x1a\n".to_vec(),
@@ -229,6 +255,13 @@ fn hostile_images_get_their_exact_verdict() {
             png_of(&[ihdr(100, 100, 3, 0), idat.clone(), iend.clone()]),
             "invalid_image",
         ),
+    ]
+}
+
+/// PNGs of the wrong size, cut short, or with something after their end.
+fn png_size_and_tail_cases(p: &Png) -> Vec<Case> {
+    let (good, idat, iend) = (&p.good, &p.idat, &p.iend);
+    vec![
         (
             "PNG header of 65535x65535",
             png_of(&[ihdr(65535, 65535, 8, 0), idat.clone(), iend.clone()]),
@@ -278,19 +311,27 @@ fn hostile_images_get_their_exact_verdict() {
         ),
         (
             "PNG with a ZIP appended",
-            with(&good, b"PK\x03\x04zip"),
+            with(good, b"PK\x03\x04zip"),
             "trailing_data",
         ),
         (
             "PNG with one byte appended",
-            with(&good, b"\0"),
+            with(good, b"\0"),
             "trailing_data",
         ),
         (
             "PNG followed by a second PNG",
-            with(&good, &good),
+            with(good, good),
             "trailing_data",
         ),
+    ]
+}
+
+/// JPEGs missing what a decoder needs, with impossible frames, cut short or with a tail;
+/// and a JPEG and a PNG one after the other.
+fn jpeg_cases(p: &Png) -> Vec<Case> {
+    let good = &p.good;
+    vec![
         ("JPEG SOI only", vec![0xFF, 0xD8, 0xFF], "invalid_image"),
         (
             "JPEG SOI and EOI",
@@ -376,15 +417,27 @@ fn hostile_images_get_their_exact_verdict() {
         ),
         (
             "JPEG followed by a PNG",
-            with(ROCKET, &good),
+            with(ROCKET, good),
             "trailing_data",
         ),
         (
             "PNG followed by a JPEG",
-            with(&good, ROCKET),
+            with(good, ROCKET),
             "trailing_data",
         ),
-    ];
+    ]
+}
+
+#[test]
+fn hostile_images_get_their_exact_verdict() {
+    let p = Png::new();
+    let cases = [
+        format_cases(&p),
+        png_structure_cases(&p),
+        png_size_and_tail_cases(&p),
+        jpeg_cases(&p),
+    ]
+    .concat();
     assert!(cases.len() >= 40, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for (name, bytes, want) in &cases {

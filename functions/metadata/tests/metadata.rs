@@ -240,30 +240,18 @@ async fn limit_defaults_and_caps() {
     }
 }
 
-#[tokio::test]
-async fn bad_inputs_are_4xx_and_never_reach_the_table() {
-    let tampered = {
-        let t = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
-        let mut chars: Vec<char> = t.chars().collect();
-        chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
-        chars.into_iter().collect::<String>()
-    };
-    let foreign = encode_token(
-        "image-pipeline-prod-images",
-        &format!("2026-11-26T21:00:00.123Z#{ID}"),
-        20,
-    );
-    // Issued for pages of 20 (the default), replayed with limit=5.
-    let other_limit = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+/// A request the handler must refuse: what it is, the event, the status and error code.
+type BadInput = (
+    &'static str,
+    LambdaEvent<ApiGatewayV2httpRequest>,
+    i64,
+    &'static str,
+);
+
+/// Ids that are not this API's image ids.
+fn bad_ids() -> Vec<BadInput> {
     let long = "a".repeat(5000);
-    let cat_token = encode_search_token(
-        LABELS,
-        "cat",
-        0,
-        &format!("2026-11-26T21:00:00.123Z#{ID}"),
-        20,
-    );
-    let cases: Vec<(&str, LambdaEvent<ApiGatewayV2httpRequest>, i64, &str)> = vec![
+    vec![
         ("../x", item_event("../x"), 400, "invalid_id"),
         ("%2F", item_event("%2F"), 400, "invalid_id"),
         ("5000 chars", item_event(&long), 400, "invalid_id"),
@@ -281,6 +269,12 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             "invalid_id",
         ),
         ("empty id", item_event(""), 400, "invalid_id"),
+    ]
+}
+
+/// Page sizes out of range or not numbers.
+fn bad_limits() -> Vec<BadInput> {
+    vec![
         (
             "limit 0",
             list_event(&[("limit", "0")]),
@@ -311,21 +305,67 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             400,
             "invalid_limit",
         ),
+    ]
+}
+
+/// The tokens a client could send: listing tokens that were tampered with, issued for
+/// another table or page size, and search tokens of another search.
+struct Tokens {
+    tampered: String,
+    foreign: String,
+    other_limit: String,
+    cat: String,
+}
+
+impl Tokens {
+    fn new() -> Self {
+        let tampered = {
+            let t = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+            let mut chars: Vec<char> = t.chars().collect();
+            chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+            chars.into_iter().collect::<String>()
+        };
+        let foreign = encode_token(
+            "image-pipeline-prod-images",
+            &format!("2026-11-26T21:00:00.123Z#{ID}"),
+            20,
+        );
+        // Issued for pages of 20 (the default), replayed with limit=5.
+        let other_limit = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+        let cat = encode_search_token(
+            LABELS,
+            "cat",
+            0,
+            &format!("2026-11-26T21:00:00.123Z#{ID}"),
+            20,
+        );
+        Self {
+            tampered,
+            foreign,
+            other_limit,
+            cat,
+        }
+    }
+}
+
+/// Next tokens that are not this listing's.
+fn bad_tokens(t: &Tokens) -> Vec<BadInput> {
+    vec![
         (
             "tampered token",
-            list_event(&[("next_token", &tampered)]),
+            list_event(&[("next_token", &t.tampered)]),
             400,
             "invalid_next_token",
         ),
         (
             "foreign token",
-            list_event(&[("next_token", &foreign)]),
+            list_event(&[("next_token", &t.foreign)]),
             400,
             "invalid_next_token",
         ),
         (
             "token of another page size",
-            list_event(&[("next_token", &other_limit), ("limit", "5")]),
+            list_event(&[("next_token", &t.other_limit), ("limit", "5")]),
             400,
             "invalid_next_token",
         ),
@@ -341,6 +381,12 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             400,
             "invalid_next_token",
         ),
+    ]
+}
+
+/// Searches by label with a bad label, confidence or token.
+fn bad_searches(t: &Tokens) -> Vec<BadInput> {
+    vec![
         (
             "min_confidence without a label",
             list_event(&[("min_confidence", "80")]),
@@ -385,13 +431,13 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
         ),
         (
             "a listing token sent to a search",
-            list_event(&[("label", "cat"), ("next_token", &other_limit)]),
+            list_event(&[("label", "cat"), ("next_token", &t.other_limit)]),
             400,
             "invalid_next_token",
         ),
         (
             "a search token of another label",
-            list_event(&[("label", "dog"), ("next_token", &cat_token)]),
+            list_event(&[("label", "dog"), ("next_token", &t.cat)]),
             400,
             "invalid_next_token",
         ),
@@ -400,11 +446,17 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             list_event(&[
                 ("label", "cat"),
                 ("min_confidence", "90"),
-                ("next_token", &cat_token),
+                ("next_token", &t.cat),
             ]),
             400,
             "invalid_next_token",
         ),
+    ]
+}
+
+/// Methods and paths this function does not answer.
+fn bad_routes() -> Vec<BadInput> {
+    vec![
         (
             "POST /metadata",
             event(GET_LIST, |v| {
@@ -433,7 +485,20 @@ async fn bad_inputs_are_4xx_and_never_reach_the_table() {
             404,
             "not_found",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn bad_inputs_are_4xx_and_never_reach_the_table() {
+    let t = Tokens::new();
+    let cases = [
+        bad_ids(),
+        bad_limits(),
+        bad_tokens(&t),
+        bad_searches(&t),
+        bad_routes(),
+    ]
+    .concat();
     for (name, ev, status, code) in cases {
         let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
         let scan = mock!(Client::scan).then_output(|| ScanOutput::builder().build());

@@ -198,41 +198,64 @@ pub fn decode_key(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, RetryableError> {
+/// The object an S3 record is about: the uploads bucket, a key under the prefix naming an
+/// image id, and the version the event names.
+struct Upload<'a> {
+    bucket: &'a str,
+    key: String,
+    id: ImageId,
+    version: Option<&'a str>,
+    uploaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The upload a record is about, or why it is skipped.
+fn upload_of<'a>(ctx: &Ctx, record: &'a S3EventRecord) -> Result<Upload<'a>, Outcome> {
     let event_name = record.event_name.as_deref().unwrap_or("");
     if !event_name.starts_with("ObjectCreated:") {
-        return Ok(Outcome::Skipped(format!(
+        return Err(Outcome::Skipped(format!(
             "event {event_name} is not ObjectCreated"
         )));
     }
     let Some(bucket) = record.s3.bucket.name.as_deref() else {
-        return Ok(Outcome::Skipped("record names no bucket".into()));
+        return Err(Outcome::Skipped("record names no bucket".into()));
     };
     if bucket != ctx.bucket {
-        return Ok(Outcome::Skipped(format!(
+        return Err(Outcome::Skipped(format!(
             "record is about bucket {}, not the uploads bucket",
             handler_shared::echo(bucket)
         )));
     }
     let Some(key) = record.s3.object.key.as_deref().and_then(decode_key) else {
-        return Ok(Outcome::Skipped("record has no decodable key".into()));
+        return Err(Outcome::Skipped("record has no decodable key".into()));
     };
     let Some(id) = ImageId::from_object_key(&key, &ctx.prefix) else {
-        return Ok(Outcome::Skipped(format!(
+        return Err(Outcome::Skipped(format!(
             "key is not {}<image id>",
             ctx.prefix
         )));
     };
-    let uploaded_at = record.event_time;
-    // The event names the version it is about; read that one, not whatever is newest.
-    let version = record
-        .s3
-        .object
-        .version_id
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "null");
+    Ok(Upload {
+        bucket,
+        key,
+        id,
+        // The event names the version it is about; read that one, not whatever is newest.
+        version: record
+            .s3
+            .object
+            .version_id
+            .as_deref()
+            .filter(|v| !v.is_empty() && *v != "null"),
+        uploaded_at: record.event_time,
+    })
+}
 
-    let (first, size) = match read_first_bytes(ctx, &key, version).await? {
+async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, RetryableError> {
+    let up = match upload_of(ctx, record) {
+        Ok(up) => up,
+        Err(skipped) => return Ok(skipped),
+    };
+    let (id, key, version, uploaded_at) = (up.id, &up.key, up.version, up.uploaded_at);
+    let (first, size) = match read_first_bytes(ctx, key, version).await? {
         Read::Found { first, size } => (first, size),
         Read::Gone => {
             let item = Item::failed(
@@ -256,7 +279,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         Ok(inspected) => inspected.format.mime().to_string(),
         Err(reason) => {
             tracing::info!(image_id = %id, reason = reason.as_str(), size_bytes = size, "not an image Rekognition takes");
-            tag_rejected(ctx, &key, version).await?;
+            tag_rejected(ctx, key, version).await?;
             let content_type = format.map_or("application/octet-stream", |f| f.mime());
             let item = Item::failed(id, reason, content_type.into(), size, uploaded_at);
             return put(ctx, &item).await;
@@ -265,8 +288,21 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
 
     // A presigned upload has just arrived: it is `processing` from now until its labels.
     mark_processing(ctx, &id, &content_type, size, uploaded_at).await?;
+    let item = detect(ctx, &up, content_type, size).await?;
+    put_indexed(ctx, &item).await
+}
 
-    let mut image = S3Object::builder().bucket(bucket).name(&key);
+/// Asks Rekognition for the image's labels: the labeled item, the failed one when
+/// Rekognition refuses the image itself, or an error to retry.
+async fn detect(
+    ctx: &Ctx,
+    up: &Upload<'_>,
+    content_type: String,
+    size: i64,
+) -> Result<Item, RetryableError> {
+    let (bucket, key, version) = (up.bucket, &up.key, up.version);
+    let (id, uploaded_at) = (up.id, up.uploaded_at);
+    let mut image = S3Object::builder().bucket(bucket).name(key);
     if let Some(v) = version {
         image = image.version(v);
     }
@@ -322,7 +358,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             }
         },
     };
-    put_indexed(ctx, &item).await
+    Ok(item)
 }
 
 /// The first bytes of the object, or that it is gone.

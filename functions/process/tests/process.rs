@@ -766,21 +766,28 @@ async fn a_failed_tagging_is_retried_and_records_nothing() {
 
 /// Hostile and odd S3 records, each with what must happen to it: processed (labeled) or
 /// skipped without a read, a label request or an item.
-#[tokio::test]
-async fn hostile_s3_records_are_processed_or_skipped_exactly() {
-    let long = format!("uploads/{}", "a".repeat(10_000));
-    let set = |path: &'static [&'static str], v: serde_json::Value| {
-        move |ev: &mut serde_json::Value| {
-            let mut at = &mut ev["Records"][0];
-            for p in &path[..path.len() - 1] {
-                at = &mut at[*p];
-            }
-            at[path[path.len() - 1]] = v.clone();
+/// A change to the recorded event.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
+/// Sets the field at `path` of the first record.
+fn set(path: &'static [&'static str], v: serde_json::Value) -> Edit {
+    Box::new(move |ev: &mut serde_json::Value| {
+        let mut at = &mut ev["Records"][0];
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
         }
-    };
-    let key = |k: String| set(&["s3", "object", "key"], serde_json::Value::String(k));
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-    let cases: Vec<(&str, Edit, &str)> = vec![
+        at[path[path.len() - 1]] = v.clone();
+    })
+}
+
+/// Sets the record's object key.
+fn key(k: String) -> Edit {
+    set(&["s3", "object", "key"], serde_json::Value::String(k))
+}
+
+/// Records that name an upload: they are labeled.
+fn processed_records() -> Vec<(&'static str, Edit, &'static str)> {
+    vec![
         (
             "the recorded event",
             Box::new(|_: &mut serde_json::Value| {}),
@@ -788,12 +795,12 @@ async fn hostile_s3_records_are_processed_or_skipped_exactly() {
         ),
         (
             "ObjectCreated:Copy",
-            Box::new(set(&["eventName"], "ObjectCreated:Copy".into())),
+            (set(&["eventName"], "ObjectCreated:Copy".into())),
             "labeled",
         ),
         (
             "ObjectCreated:CompleteMultipartUpload",
-            Box::new(set(
+            (set(
                 &["eventName"],
                 "ObjectCreated:CompleteMultipartUpload".into(),
             )),
@@ -801,123 +808,109 @@ async fn hostile_s3_records_are_processed_or_skipped_exactly() {
         ),
         (
             "a versionId of \"null\"",
-            Box::new(set(&["s3", "object", "versionId"], "null".into())),
+            (set(&["s3", "object", "versionId"], "null".into())),
             "labeled",
         ),
         (
             "the id percent-encoded",
-            Box::new(key(format!("uploads/%33{}", &ID[1..]))),
+            (key(format!("uploads/%33{}", &ID[1..]))),
             "labeled",
         ),
+    ]
+}
+
+/// Records of other events or other buckets: skipped.
+fn skipped_events() -> Vec<(&'static str, Edit, &'static str)> {
+    vec![
         (
             "ObjectRemoved:Delete",
-            Box::new(set(&["eventName"], "ObjectRemoved:Delete".into())),
+            (set(&["eventName"], "ObjectRemoved:Delete".into())),
             "skipped",
         ),
         (
             "ObjectRestore:Completed",
-            Box::new(set(&["eventName"], "ObjectRestore:Completed".into())),
+            (set(&["eventName"], "ObjectRestore:Completed".into())),
             "skipped",
         ),
         (
             "no eventName",
-            Box::new(set(&["eventName"], serde_json::Value::Null)),
+            (set(&["eventName"], serde_json::Value::Null)),
             "skipped",
         ),
         (
             "another bucket",
-            Box::new(set(
-                &["s3", "bucket", "name"],
-                "someone-elses-bucket".into(),
-            )),
+            (set(&["s3", "bucket", "name"], "someone-elses-bucket".into())),
             "skipped",
         ),
         (
             "no bucket name",
-            Box::new(set(&["s3", "bucket", "name"], serde_json::Value::Null)),
+            (set(&["s3", "bucket", "name"], serde_json::Value::Null)),
             "skipped",
         ),
+    ]
+}
+
+/// Records whose key is not the prefix and an image id: skipped.
+fn skipped_keys() -> Vec<(&'static str, Edit, &'static str)> {
+    let long = format!("uploads/{}", "a".repeat(10_000));
+    vec![
         (
             "no key",
-            Box::new(set(&["s3", "object", "key"], serde_json::Value::Null)),
+            (set(&["s3", "object", "key"], serde_json::Value::Null)),
             "skipped",
         ),
-        (
-            "the prefix alone",
-            Box::new(key("uploads/".into())),
-            "skipped",
-        ),
-        (
-            "not a UUID",
-            Box::new(key("uploads/cat.jpg".into())),
-            "skipped",
-        ),
+        ("the prefix alone", (key("uploads/".into())), "skipped"),
+        ("not a UUID", (key("uploads/cat.jpg".into())), "skipped"),
         (
             "an upper-case UUID",
-            Box::new(key(format!("uploads/{}", ID.to_uppercase()))),
+            (key(format!("uploads/{}", ID.to_uppercase()))),
             "skipped",
         ),
         (
             "a UUID with a suffix",
-            Box::new(key(format!("uploads/{ID}/x"))),
+            (key(format!("uploads/{ID}/x"))),
             "skipped",
         ),
         (
             "a UUID with an extension",
-            Box::new(key(format!("uploads/{ID}.png"))),
+            (key(format!("uploads/{ID}.png"))),
             "skipped",
         ),
-        (
-            "a trailing +",
-            Box::new(key(format!("uploads/{ID}+"))),
-            "skipped",
-        ),
-        (
-            "a NUL byte",
-            Box::new(key(format!("uploads/{ID}%00"))),
-            "skipped",
-        ),
+        ("a trailing +", (key(format!("uploads/{ID}+"))), "skipped"),
+        ("a NUL byte", (key(format!("uploads/{ID}%00"))), "skipped"),
         (
             "a dot-dot path",
-            Box::new(key(format!("uploads/../uploads/{ID}"))),
+            (key(format!("uploads/../uploads/{ID}"))),
             "skipped",
         ),
-        (
-            "another prefix",
-            Box::new(key(format!("other/{ID}"))),
-            "skipped",
-        ),
+        ("another prefix", (key(format!("other/{ID}"))), "skipped"),
         (
             "the prefix in capitals",
-            Box::new(key(format!("Uploads/{ID}"))),
+            (key(format!("Uploads/{ID}"))),
             "skipped",
         ),
-        (
-            "a bad escape %zz",
-            Box::new(key("uploads/%zz".into())),
-            "skipped",
-        ),
+        ("a bad escape %zz", (key("uploads/%zz".into())), "skipped"),
         (
             "an escape with a sign, %+1",
-            Box::new(key("uploads/%+1".into())),
+            (key("uploads/%+1".into())),
             "skipped",
         ),
-        (
-            "a cut escape",
-            Box::new(key("uploads/%4".into())),
-            "skipped",
-        ),
+        ("a cut escape", (key("uploads/%4".into())), "skipped"),
         (
             "bytes that are not UTF-8",
-            Box::new(key("uploads/%FF%FE".into())),
+            (key("uploads/%FF%FE".into())),
             "skipped",
         ),
-        (
-            "a 10,000-character key",
-            Box::new(key(long.clone())),
-            "skipped",
-        ),
-    ];
+        ("a 10,000-character key", (key(long)), "skipped"),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_s3_records_are_processed_or_skipped_exactly() {
+    let cases: Vec<_> = [processed_records(), skipped_events(), skipped_keys()]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut wrong = Vec::new();
     for (name, edit, want) in &cases {
         let mut ev: serde_json::Value = serde_json::from_str(ONE).unwrap();
