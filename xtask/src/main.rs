@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_deploy;
-mod bench_labels;
-mod bench_load;
 mod bootstrap;
-mod browser;
 mod build;
 mod child;
 mod console;

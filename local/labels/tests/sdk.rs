@@ -729,20 +729,23 @@ async fn a_body_announced_too_large_is_refused_before_it_is_read() {
     assert!(out.contains("ImageTooLargeException"), "{out}");
 }
 
-/// Hostile DetectLabels request bodies (after a valid signature), each with the exact error
-/// Rekognition's shape gives it; the service keeps answering afterwards.
-#[test]
-fn hostile_requests_get_their_exact_error() {
+/// A request body, what it is, and the error Rekognition gives it.
+type Hostile = (&'static str, String, &'static str);
+
+fn bytes_req(b: &[u8]) -> String {
     use base64::Engine;
-    let env = start(Faults::none(), 1);
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let bytes_req = |b: &[u8]| format!(r#"{{"Image":{{"Bytes":"{}"}}}}"#, b64(b));
-    let s3_req =
-        |key: &str| format!(r#"{{"Image":{{"S3Object":{{"Bucket":"images","Name":"{key}"}}}}}}"#);
-    let cat = bytes_req(&photo("chelsea.png"));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+    format!(r#"{{"Image":{{"Bytes":"{b64}"}}}}"#)
+}
+
+fn s3_req(key: &str) -> String {
+    format!(r#"{{"Image":{{"S3Object":{{"Bucket":"images","Name":"{key}"}}}}}}"#)
+}
+
+/// Bodies that are not a DetectLabels request, or whose Image is neither or both kinds.
+fn bad_shapes() -> Vec<Hostile> {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let too_big = format!(r#"{{"Image":{{"Bytes":"{}"}}}}"#, "A".repeat(7_000_000));
-    let cases: Vec<(&str, String, &str)> = vec![
+    vec![
         ("empty body", String::new(), "InvalidParameterException"),
         ("null", "null".into(), "InvalidParameterException"),
         ("an array", "[]".into(), "InvalidParameterException"),
@@ -771,6 +774,13 @@ fn hostile_requests_get_their_exact_error() {
             r#"{"Image":"cat.png"}"#.into(),
             "InvalidParameterException",
         ),
+    ]
+}
+
+/// Inline bytes that are not base64, not an image, or too large.
+fn bad_bytes() -> Vec<Hostile> {
+    let too_big = format!(r#"{{"Image":{{"Bytes":"{}"}}}}"#, "A".repeat(7_000_000));
+    vec![
         (
             "Bytes not base64",
             r#"{"Image":{"Bytes":"@@@@"}}"#.into(),
@@ -807,6 +817,12 @@ fn hostile_requests_get_their_exact_error() {
             bytes_req(&png_claiming(65_535, 65_535)),
             "ImageTooLargeException",
         ),
+    ]
+}
+
+/// A good image with a bad parameter beside it (`cat` is its request).
+fn bad_parameters(cat: &str) -> Vec<Hostile> {
+    vec![
         (
             "MaxLabels negative",
             cat.replacen('{', r#"{"MaxLabels":-1,"#, 1),
@@ -837,6 +853,12 @@ fn hostile_requests_get_their_exact_error() {
             cat.replacen('{', r#"{"Features":"GENERAL_LABELS","#, 1),
             "InvalidParameterException",
         ),
+    ]
+}
+
+/// S3 objects that are missing, not images or too large.
+fn bad_objects() -> Vec<Hostile> {
+    vec![
         (
             "S3Object without Name",
             r#"{"Image":{"S3Object":{"Bucket":"images"}}}"#.into(),
@@ -862,7 +884,22 @@ fn hostile_requests_get_their_exact_error() {
             r#"{"Image":{"S3Object":{"Bucket":"nobody","Name":"uploads/chelsea"}}}"#.into(),
             "InvalidS3ObjectException",
         ),
-    ];
+    ]
+}
+
+/// Hostile DetectLabels request bodies (after a valid signature), each with the exact error
+/// Rekognition's shape gives it; the service keeps answering afterwards.
+#[test]
+fn hostile_requests_get_their_exact_error() {
+    let env = start(Faults::none(), 1);
+    let cat = bytes_req(&photo("chelsea.png"));
+    let cases = [
+        bad_shapes(),
+        bad_bytes(),
+        bad_parameters(&cat),
+        bad_objects(),
+    ]
+    .concat();
     let reader = caller(READER);
     let mut wrong = Vec::new();
     for (name, body, want) in &cases {

@@ -1,6 +1,10 @@
 //! `cargo xtask bench [NAME]`: measured figures, printed as a table and written as JSON under
 //! `target/bench/`, with the machine they were taken on. README figures come from here.
 
+mod deploy;
+mod labels;
+mod load;
+
 use std::fs;
 use std::time::Instant;
 
@@ -36,10 +40,10 @@ pub fn run(a: Args) -> Result<()> {
     for name in names {
         let result = match name {
             "build" => bench_build()?,
-            "labels" => crate::bench_labels::run()?,
+            "labels" => labels::run()?,
             "opt-level" => bench_opt_level()?,
-            "deploy" => crate::bench_deploy::run()?,
-            "load" => crate::bench_load::run()?,
+            "deploy" => deploy::run()?,
+            "load" => load::run()?,
             _ => unreachable!("listed in BENCHES"),
         };
         let dir = workspace_root().join("target").join("bench");

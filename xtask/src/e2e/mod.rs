@@ -4,7 +4,7 @@
 //! a GitHub CI role); as an IAM user whose only policy is `cargo xtask deployer-policy
 //! --stages e2e*` (not as root), deploy, smoke-test (its IAM matrix includes the escalation
 //! paths of the execution role and of that user), the gallery page in headless Chromium
-//! (`browser.rs`), the user's paths into another stage and a
+//! (`e2e/gallery.rs`, over `e2e/webdriver.rs`), the user's paths into another stage and a
 //! pass of the release role refused, deploy again (no changes), kill the emulator with
 //! SIGKILL and start it again (the image, its item and the stack are all still there), change
 //! the upload function's
@@ -16,6 +16,10 @@
 //! report are checked. No tracked file is edited: the code change is a build note compiled into
 //! the upload function from the environment.
 
+mod gallery;
+mod image;
+mod webdriver;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
@@ -23,9 +27,6 @@ use deployer::cloud::aws::LocalCredentials;
 use deployer::cloud::cfn::Outcome;
 use deployer::cloud::cfn::{ChangeAction, Replacement};
 use deployer::local::emulator::{LocalConfig, LocalStatus};
-use deployer::observe::logs::LogEvent;
-use deployer::observe::status::{CodeState, StatusReport, TemplateState};
-use deployer::observe::trace::TraceReport;
 use deployer::ops::deploy::DeployReport;
 use deployer::ops::teardown::{Removal, TeardownReport};
 use deployer::verify::smoke::{CheckName, SmokeReport};
@@ -33,6 +34,7 @@ use serde::de::DeserializeOwned;
 
 use crate::child::{Run, Stderr, Xtask};
 use crate::local::Stopped;
+use image::{look_at_the_image, read_back};
 
 /// Ports of the test's own local environment, away from the default one a user may run.
 const PORT: u16 = 4576;
@@ -90,143 +92,6 @@ fn ok<T: DeserializeOwned>(args: &[&str]) -> Result<T> {
     let mut all = args.to_vec();
     all.extend(["--local", "--stage", STAGE, "--output", "json"]);
     finished(xtask(&all)?.run()?).report()
-}
-
-/// `status`, `logs --image` and `trace` on an image the smoke test uploaded and kept, as
-/// the least-privileged deploying user: what each shows must be true.
-fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
-    let st: StatusReport = ok(&["status"])?;
-    ensure!(
-        st.stack_status
-            .as_deref()
-            .is_some_and(|s| s.ends_with("_COMPLETE")),
-        "status: the stack is {:?}",
-        st.stack_status
-    );
-    ensure!(st.problems.is_empty(), "status: {:?}", st.problems);
-    ensure!(
-        st.template == TemplateState::Same,
-        "status: the deployed template should be this checkout's"
-    );
-    ensure!(
-        st.functions.len() == stack::App::image_pipeline().functions.len()
-            && st.functions.iter().all(|f| f.state == CodeState::Current),
-        "status: every function should run what was built: {:?}",
-        st.functions
-    );
-    ensure!(
-        st.failure_queue_depth == Some(0),
-        "status: failure queue {:?}",
-        st.failure_queue_depth
-    );
-    let labeled = st
-        .items
-        .as_ref()
-        .and_then(|i| i.get("labeled"))
-        .copied()
-        .unwrap_or(0);
-    ensure!(labeled >= 1, "status: items {:?}", st.items);
-
-    let run = finished(
-        xtask(&[
-            "logs", "--local", "--stage", STAGE, "--image", id, "--since", "1h", "--output", "json",
-        ])?
-        .run()?,
-    );
-    ensure!(run.code == 0, "logs --image exited with {}", run.code);
-    let events: Vec<LogEvent> = run
-        .stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("logs --output json: not one JSON event per line")?;
-    let sources: std::collections::BTreeSet<&str> =
-        events.iter().map(|e| e.source.as_str()).collect();
-    ensure!(
-        sources.contains("upload") && sources.contains("process"),
-        "logs --image: sources {sources:?}"
-    );
-    let stored = events.iter().filter(|e| e.source == "upload").find(|e| {
-        e.field("message")
-            .and_then(|m| m.as_str().map(str::to_string))
-            == Some("image stored".into())
-    });
-    ensure!(
-        stored.is_some_and(|e| e
-            .field("image_id")
-            .and_then(|v| v.as_str().map(str::to_string))
-            == Some(id.to_string())),
-        "logs --image: no JSON \"image stored\" line naming {id}: {events:?}"
-    );
-    let requests: std::collections::BTreeSet<String> = events
-        .iter()
-        .filter(|e| e.message.contains(id))
-        .filter_map(LogEvent::request_id)
-        .collect();
-    ensure!(
-        events.iter().all(
-            |e| e.message.contains(id) || e.request_id().is_some_and(|r| requests.contains(&r))
-        ),
-        "logs --image: a line of another invocation"
-    );
-
-    let tr: TraceReport = ok(&["trace", id])?;
-    ensure!(tr.problems.is_empty(), "trace: {:?}", tr.problems);
-    ensure!(
-        tr.versions.len() == 1
-            && tr.versions[0].latest
-            && u64::try_from(tr.versions[0].size).ok()
-                == Some(deployer::verify::smoke::DEFAULT_IMAGE.len() as u64),
-        "trace: object versions {:?}",
-        tr.versions
-    );
-    let item_labels: Vec<String> = tr
-        .item
-        .as_ref()
-        .and_then(|i| i.get("labels"))
-        .and_then(|l| l.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(str::to_string))
-        .collect();
-    ensure!(
-        tr.item
-            .as_ref()
-            .and_then(|i| i.get("status"))
-            .and_then(|s| s.as_str())
-            == Some("labeled")
-            && item_labels == kept.labels,
-        "trace: item {:?}, the smoke test saw labels {:?}",
-        tr.item,
-        kept.labels
-    );
-    ensure!(
-        !tr.process_invocations.is_empty() && tr.failure_messages.is_empty(),
-        "trace: {} process invocations, {} failure messages",
-        tr.process_invocations.len(),
-        tr.failure_messages.len()
-    );
-    let kinds: Vec<&str> = tr.timeline.iter().map(|s| s.kind.as_str()).collect();
-    for kind in ["upload", "object", "s3-event", "process", "item"] {
-        ensure!(kinds.contains(&kind), "trace: no {kind} step in {kinds:?}");
-    }
-    let says = |kind: &str, what: &str| {
-        tr.timeline
-            .iter()
-            .any(|s| s.kind == kind && s.summary.contains(what))
-    };
-    ensure!(
-        says("upload", "image stored") && says("item", "status labeled"),
-        "trace: {:?}",
-        tr.timeline
-    );
-    eprintln!(
-        "e2e    status, logs --image and trace agree with the image {id}: {} log lines, {} process invocation(s), labels {:?}",
-        events.len(),
-        tr.process_invocations.len(),
-        item_labels
-    );
-    Ok(())
 }
 
 /// Runs the test. `labels_bin` is a detect-labels binary to use instead of building one.
@@ -369,46 +234,9 @@ fn bootstrap_steps(local: &LocalConfig, user: &LocalCredentials) -> Result<()> {
     Ok(())
 }
 
-/// The labels `GET /metadata/{id}` gives and the bytes of the image's object, read as root.
-async fn read_back(
-    local: &LocalConfig,
-    api: &str,
-    bucket: &str,
-    id: &str,
-) -> Result<(Vec<String>, Vec<u8>)> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
-    let http = deployer::cloud::aws::http_client(&target, std::time::Duration::from_secs(30))
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let resp = http
-        .get(format!("{api}/metadata/{id}"))
-        .send()
-        .await
-        .context("GET /metadata/{id}")?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    ensure!(status == 200, "GET /metadata/{id}: {status} {text}");
-    let m: api_types::ImageMetadata = serde_json::from_str(&text)?;
-    ensure!(
-        m.status == api_types::ImageStatus::Labeled,
-        "image {id} is {:?}",
-        m.status
-    );
-    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
-    let object = clients
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(format!("{}{id}", stack::app::UPLOAD_PREFIX))
-        .send()
-        .await
-        .with_context(|| format!("GetObject of image {id}"))?;
-    let bytes = object.body.collect().await?.to_vec();
-    Ok((m.labels.into_iter().map(|l| l.name).collect(), bytes))
-}
-
-fn steps() -> Result<()> {
+/// A wiped environment started afresh; real-looking credentials in the caller's environment
+/// must not reach the local services.
+fn fresh_environment() -> Result<LocalStatus> {
     // Start from nothing, whatever an interrupted run left in the test's own environment.
     finished(xtask(&["local", "down", "--wipe", "--output", "json"])?.run()?)
         .report::<Stopped>()?;
@@ -433,11 +261,12 @@ fn steps() -> Result<()> {
             s.name
         );
     }
-    let local = LocalConfig::for_ports(PORT, LABELS_PORT);
-    let rt = crate::target::runtime()?;
-    let (user, user_arn) = rt.block_on(deployer_user(&local))?;
-    bootstrap_steps(&local, &user)?;
-    let _ = DEPLOYER.set(user.clone());
+    Ok(status)
+}
+
+/// The first deploy of the stage as the deploying user, its smoke test, and the gallery in
+/// a browser.
+fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployReport> {
     // The environment was wiped: there is nothing to remove, and teardown says so.
     let nothing: TeardownReport = ok(&["teardown"])?;
     ensure!(
@@ -473,7 +302,7 @@ fn steps() -> Result<()> {
     // The gallery page, in headless Chromium.
     let api = created.api_url.clone().context("no API URL")?;
     eprintln!("e2e    the gallery page in headless Chromium: {api}/");
-    rt.block_on(crate::browser::gallery_test(&api))?;
+    rt.block_on(gallery::gallery_test(&api))?;
     ensure!(
         created.scope == stack::app::bootstrap::Scope::Preview,
         "stage {STAGE} deployed with the {} execution role",
@@ -484,23 +313,32 @@ fn steps() -> Result<()> {
         .map(|c| c.detail.clone())
         .unwrap_or_default();
     ensure!(
-        matrix.contains("escalation paths closed") && matrix.contains(&user_arn),
+        matrix.contains("escalation paths closed") && matrix.contains(user_arn),
         "the IAM matrix did not check the deploying user's escalation paths: {matrix}"
     );
 
-    // What no deploying identity of PREVIEW may do to another stage, asked of IAM's simulator
-    // about the deploying user; and CloudFormation refusing the release role from it.
+    Ok(created)
+}
+
+/// What no deploying identity of PREVIEW may do to another stage, asked of IAM's simulator
+/// about the deploying user; and CloudFormation refusing the release role from it.
+fn other_stages_refused(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    (user, user_arn): (&LocalCredentials, &str),
+    created: &DeployReport,
+) -> Result<()> {
     let (asked, open) = rt.block_on(deployer::verify::local_iam::open_escalation_paths(
-        &local,
-        &user_arn,
+        local,
+        user_arn,
         &preview()?,
         OUTSIDE,
     ))?;
     ensure!(open.is_empty(), "escalation paths open: {open:?}");
     let release = created.execution_role.replace("-preview-", "-release-");
     let refused = rt.block_on(deployer::verify::local_iam::try_pass_role(
-        &local,
-        &user,
+        local,
+        user,
         &format!("{}-{STAGE}-probe", stack::app::APP),
         &release,
     ))?;
@@ -519,6 +357,11 @@ fn steps() -> Result<()> {
             .unwrap_or_default()
     );
 
+    Ok(())
+}
+
+/// A deploy with nothing changed changes and uploads nothing.
+fn redeploy_changes_nothing() -> Result<()> {
     let again: DeployReport = ok(&["deploy"])?;
     ensure!(
         again.status == Outcome::NoChanges,
@@ -531,8 +374,17 @@ fn steps() -> Result<()> {
         "second deploy uploaded artifacts again"
     );
 
-    // Nothing is lost when the emulator is killed: an image uploaded and labeled before is
-    // still readable afterwards, object and item, and the stack still matches.
+    Ok(())
+}
+
+/// Nothing is lost when the emulator is killed: an image uploaded and labeled before is
+/// still readable afterwards, object and item, and the stack still matches.
+fn survives_a_kill(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    status: &LocalStatus,
+    created: &DeployReport,
+) -> Result<()> {
     let kept: SmokeReport = ok(&["smoke-test", "--keep"])?;
     ensure!(kept.passed, "smoke test before the kill: {:?}", kept.checks);
     let id = kept
@@ -561,7 +413,7 @@ fn steps() -> Result<()> {
         .target(LocalCredentials::root())
         .context("the local environment has no certificate")?;
     let stage = created.deployed(&target)?;
-    let (labels, bytes) = rt.block_on(read_back(&local, &stage.api_url, &stage.bucket, &id))?;
+    let (labels, bytes) = rt.block_on(read_back(local, &stage.api_url, &stage.bucket, &id))?;
     ensure!(
         labels == kept.labels,
         "after the restart image {id} has labels {labels:?}, before {:?}",
@@ -582,8 +434,13 @@ fn steps() -> Result<()> {
         after.status
     );
 
-    // Change the upload function's code (a note compiled into it) and nothing else.
-    let mut deploy = vec!["deploy", "--local", "--stage", STAGE, "--output", "json"];
+    Ok(())
+}
+
+/// Changes the upload function's code (a note compiled into it) and nothing else: only that
+/// function is updated.
+fn change_one_function() -> Result<DeployReport> {
+    let deploy = vec!["deploy", "--local", "--stage", STAGE, "--output", "json"];
     eprintln!("e2e    (with {BUILD_NOTE_VAR} set)");
     let updated: DeployReport = finished(
         xtask(&deploy)?
@@ -631,16 +488,11 @@ fn steps() -> Result<()> {
         "only the upload artifact is new, got {uploaded:?}"
     );
 
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
-    let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
-        &local,
-        STAGE,
-        &updated.deployed(&target)?,
-    ))?;
-    eprintln!("e2e    {report}");
+    Ok(updated)
+}
 
+/// Teardown, then teardown again with nothing to do.
+fn teardown_twice() -> Result<()> {
     let gone: TeardownReport = ok(&["teardown"])?;
     ensure!(
         gone.status == Removal::Deleted,
@@ -654,8 +506,12 @@ fn steps() -> Result<()> {
         again.status
     );
 
-    // The bootstrap goes last, as an administrator removes it: CI role, stack, bucket; then
-    // there is nothing left to remove.
+    Ok(())
+}
+
+/// The bootstrap goes last, as an administrator removes it: CI role, stack, bucket; then
+/// there is nothing left to remove.
+fn bootstrap_removed_twice() -> Result<()> {
     let remove = |args: &[&str]| -> Result<deployer::ops::bootstrap::RemoveReport> {
         finished(
             xtask(args)?
@@ -677,8 +533,12 @@ fn steps() -> Result<()> {
         "a second bootstrap --remove: {again:?}"
     );
 
-    // And a command that cannot find a region fails at once, saying where it looked.
-    deploy.retain(|a| *a != "--local");
+    Ok(())
+}
+
+/// A command that cannot find a region fails at once, saying where it looked.
+fn no_region_fails() -> Result<()> {
+    let deploy = ["deploy", "--stage", STAGE, "--output", "json"];
     let no_region = xtask(&deploy)?
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
@@ -697,4 +557,31 @@ fn steps() -> Result<()> {
         no_region.stderr
     );
     Ok(())
+}
+
+fn steps() -> Result<()> {
+    let status = fresh_environment()?;
+    let local = LocalConfig::for_ports(PORT, LABELS_PORT);
+    let rt = crate::target::runtime()?;
+    let (user, user_arn) = rt.block_on(deployer_user(&local))?;
+    bootstrap_steps(&local, &user)?;
+    let _ = DEPLOYER.set(user.clone());
+    let created = first_deploy(&rt, &user_arn)?;
+    other_stages_refused(&rt, &local, (&user, &user_arn), &created)?;
+    redeploy_changes_nothing()?;
+    survives_a_kill(&rt, &local, &status, &created)?;
+    let updated = change_one_function()?;
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
+        &local,
+        STAGE,
+        &updated.deployed(&target)?,
+    ))?;
+    eprintln!("e2e    {report}");
+
+    teardown_twice()?;
+    bootstrap_removed_twice()?;
+    no_region_fails()
 }

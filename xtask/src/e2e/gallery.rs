@@ -7,318 +7,19 @@
 //! violation happened.
 //! Screenshots go to `target/browser/`.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use base64::Engine;
-use deployer::util::KillOnDrop;
-use serde_json::{Value, json};
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// W3C WebDriver's key for an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+use super::webdriver::{Driver, Session, ensure_installed};
+
 /// How long an upload may take to be labelled, on a loaded 2-core machine.
 const LABELS_WITHIN: Duration = Duration::from_secs(120);
 
-/// Chromium and chromedriver (Debian's `chromium` and `chromium-driver`), installed with
-/// apt-get when missing and the caller may.
-pub fn ensure_installed() -> Result<()> {
-    if Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file() {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .is_some_and(|o| o.stdout.trim_ascii() == b"0");
-    if !root || which("apt-get").is_none() {
-        bail!(
-            "the browser test needs {CHROMIUM} and {CHROMEDRIVER}: install Debian's `chromium` and `chromium-driver` packages (apt-get install chromium chromium-driver), or run with --no-e2e"
-        );
-    }
-    eprintln!("browser: installing chromium and chromium-driver with apt-get (once)");
-    for args in [
-        &["update", "-qq"][..],
-        &["install", "-y", "-qq", "chromium", "chromium-driver"][..],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("cannot run apt-get")?;
-        ensure!(
-            status.success(),
-            "apt-get {} failed ({status})",
-            args.join(" ")
-        );
-    }
-    ensure!(
-        Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file(),
-        "apt-get installed chromium, but {CHROMIUM} or {CHROMEDRIVER} is not there"
-    );
-    Ok(())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-/// chromedriver on a free port of 127.0.0.1, stopped when dropped.
-struct Driver {
-    _child: KillOnDrop,
-    url: String,
-}
-
-impl Driver {
-    fn start(log: &Path) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("no free port for chromedriver")?
-            .port();
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("cannot start {CHROMEDRIVER}"))?;
-        Ok(Self {
-            _child: KillOnDrop(child),
-            url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-/// One WebDriver session.
-struct Session {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Session {
-    async fn new(driver: &Driver, profile: &Path) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("cannot build an HTTP client")?;
-        // chromedriver answers once it listens.
-        let started = Instant::now();
-        loop {
-            let ready = http
-                .get(format!("{}/status", driver.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                break;
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not answer on {} within 20 s",
-                driver.url
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            // The local environment's certificate is its own CA's.
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
-        }}});
-        let resp = send(
-            &http,
-            reqwest::Method::POST,
-            &format!("{}/session", driver.url),
-            Some(caps),
-        )
-        .await?;
-        let id = resp["sessionId"]
-            .as_str()
-            .context("chromedriver returned no session id")?;
-        Ok(Self {
-            http,
-            base: format!("{}/session/{id}", driver.url),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        send(&self.http, method, &format!("{}{path}", self.base), body).await
-    }
-
-    async fn goto(&self, url: &str) -> Result<()> {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await
-            .map(drop)
-    }
-
-    async fn find(&self, css: &str) -> Result<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await
-            .with_context(|| format!("no element {css}"))?;
-        v[ELEMENT]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("no element reference for {css}: {v}"))
-    }
-
-    async fn type_into(&self, css: &str, text: &str) -> Result<()> {
-        let el = self.find(css).await?;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/value"),
-            Some(json!({"text": text})),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn click(&self, css: &str) -> Result<()> {
-        let el = self.find(css).await?;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/click"),
-            Some(json!({})),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn script(&self, script: &str) -> Result<Value> {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, path: &Path) -> Result<()> {
-        let v = self.call(reqwest::Method::GET, "/screenshot", None).await?;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().context("no screenshot data")?)
-            .context("the screenshot is not base64")?;
-        std::fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("browser: screenshot {}", path.display());
-        Ok(())
-    }
-
-    async fn resize(&self, width: u32, height: u32) -> Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": width, "height": height})),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Presses and releases one key (a WebDriver key code such as Tab, `\u{E004}`).
-    async fn press(&self, key: char) -> Result<()> {
-        let key = key.to_string();
-        self.call(
-            reqwest::Method::POST,
-            "/actions",
-            Some(
-                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
-                    {"type": "keyDown", "value": key},
-                    {"type": "keyUp", "value": key},
-                ]}]}),
-            ),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn close(self) {
-        let _ = self.call(reqwest::Method::DELETE, "", None).await;
-    }
-
-    /// Evaluates `script` until `done` accepts its value, or fails after `within`.
-    async fn wait_for(
-        &self,
-        what: &str,
-        within: Duration,
-        script: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        let started = Instant::now();
-        loop {
-            let v = self.script(script).await?;
-            if done(&v) {
-                return Ok(v);
-            }
-            if started.elapsed() > within {
-                bail!("{what}: not within {} s; last seen {v}", within.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-}
-
-/// A WebDriver command; its `value`, or the error it names.
-async fn send(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let mut req = http.request(method.clone(), url);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("WebDriver {method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "WebDriver {method} {url}: {status} {} {}",
-            v["value"]["error"].as_str().unwrap_or_default(),
-            v["value"]["message"]
-                .as_str()
-                .unwrap_or(&text)
-                .lines()
-                .next()
-                .unwrap_or_default()
-        );
-    }
-    Ok(v["value"].clone())
-}
+/// The page's status line.
+const STATUS: &str = "return document.getElementById('status').textContent;";
 
 /// The cards of the grid: id, status and label chips of each, in page order.
 const CARDS: &str = "return Array.from(document.querySelectorAll('#grid li.card')).map(c => ({
@@ -429,15 +130,15 @@ pub async fn gallery_test(api: &str) -> Result<()> {
     result
 }
 
-async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
-    let page = format!("{}/", api.trim_end_matches('/'));
-    s.goto(&page).await?;
+/// Opens the page and waits for its first listing (which needs its script to run).
+async fn open(s: &Session, page: &str) -> Result<()> {
+    s.goto(page).await?;
     // Any Content-Security-Policy violation from here on is recorded.
     s.script(WATCH_CSP).await?;
     s.wait_for(
         "the page's first listing",
         Duration::from_secs(30),
-        "return document.getElementById('status').textContent;",
+        STATUS,
         |v| {
             v.as_str()
                 .is_some_and(|t| !t.is_empty() && !t.starts_with("Loading"))
@@ -445,7 +146,12 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     )
     .await
     .context("the page did not run its script (a CSP hash that does not match would do this)")?;
+    Ok(())
+}
 
+/// Uploads the cat and the coffee and waits for their chips and thumbnails without a
+/// reload, newest first: their ids.
+async fn two_labelled(s: &Session, root: &Path, out: &Path) -> Result<(String, String)> {
     let images = root.join("fixtures").join("images");
     let before = ids(&s.script(CARDS).await?);
     let cat = upload(s, &images.join("chelsea.png"), &before).await?;
@@ -495,9 +201,7 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         |v| v.as_array().is_some_and(|l| l.iter().any(|x| x == "Cat")),
     )
     .await?;
-    let status = s
-        .script("return document.getElementById('status').textContent;")
-        .await?;
+    let status = s.script(STATUS).await?;
     ensure!(
         status
             .as_str()
@@ -506,8 +210,13 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     );
     s.screenshot(&out.join("gallery.png")).await?;
 
+    Ok((cat, coffee))
+}
+
+/// Filters by clicking the Cat chip, then by typing it (in another case, with Enter).
+async fn filter_by_cat(s: &Session, out: &Path, (cat, coffee): (&str, &str)) -> Result<()> {
     // Filter by clicking the label, then by typing it (in another case, with Enter).
-    let only_the_cat = |v: &Value| ids(v) == [cat.clone()];
+    let only_the_cat = |v: &Value| ids(v) == [cat.to_string()];
     s.click("#labels button.chip[data-label='Cat']").await?;
     s.wait_for(
         "only the cat, after clicking Cat",
@@ -522,7 +231,7 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         "both images again, after Show all",
         Duration::from_secs(20),
         CARDS,
-        |v| card(v, &cat).is_some() && card(v, &coffee).is_some(),
+        |v| card(v, cat).is_some() && card(v, coffee).is_some(),
     )
     .await?;
     s.type_into("#label", "CAT\u{E007}").await?;
@@ -536,6 +245,11 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     eprintln!("browser: filtered by Cat (clicked, then typed): exactly the cat");
     s.click("#clear").await?;
 
+    Ok(())
+}
+
+/// A text file: the API refuses it, and the page says so in words.
+async fn text_file_refused(s: &Session, out: &Path) -> Result<()> {
     // A text file: the API refuses it, and the page says so in words.
     let text = out.join("notes.txt");
     std::fs::write(&text, "these are notes, not a photograph\n")
@@ -557,6 +271,11 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     eprintln!("browser: the text file: {error}");
     s.screenshot(&out.join("error.png")).await?;
 
+    Ok(())
+}
+
+/// Larger than POST /upload takes: the page asks POST /uploads and PUTs it to the URL.
+async fn large_image_presigned(s: &Session, out: &Path) -> Result<()> {
     // Larger than POST /upload takes: the page asks POST /uploads and PUTs it to the URL.
     let big = out.join("large-gray.png");
     let bytes = large_gray_png(1500, 1200)?;
@@ -598,15 +317,19 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         }
     );
 
-    // By keyboard alone: Tab from the top reaches the file picker, the filter and the label
-    // bar's chips, each with a visible focus ring; Enter on the Cat chip filters.
-    // A fresh load, so that Tab starts at the top of the page.
+    Ok(())
+}
+
+/// By keyboard alone: Tab from the top reaches the file picker, the filter and the label
+/// bar's chips, each with a visible focus ring; Enter on the Cat chip filters. A fresh load,
+/// so that Tab starts at the top of the page.
+async fn by_keyboard(s: &Session, page: &str, cat: &str) -> Result<()> {
     no_violations(s).await?;
-    s.goto(&page).await?;
+    s.goto(page).await?;
     s.wait_for(
         "the page's listing after a reload",
         Duration::from_secs(30),
-        "return document.getElementById('status').textContent;",
+        STATUS,
         |v| v.as_str().is_some_and(|t| t.contains("newest first")),
     )
     .await?;
@@ -641,7 +364,7 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         "only the cat, after Enter on the Cat chip",
         Duration::from_secs(20),
         CARDS,
-        only_the_cat,
+        |v: &Value| ids(v) == [cat.to_string()],
     )
     .await?;
     eprintln!(
@@ -650,7 +373,11 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
         path.join(" > ")
     );
 
-    // A phone's width: nothing wider than the screen.
+    Ok(())
+}
+
+/// A phone's width: nothing wider than the screen.
+async fn fits_a_phone(s: &Session, out: &Path) -> Result<()> {
     s.resize(390, 844).await?;
     let overflow = s
         .script("return document.documentElement.scrollWidth - window.innerWidth;")
@@ -661,6 +388,18 @@ async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
     );
     s.screenshot(&out.join("phone.png")).await?;
 
+    Ok(())
+}
+
+async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
+    let page = format!("{}/", api.trim_end_matches('/'));
+    open(s, &page).await?;
+    let (cat, coffee) = two_labelled(s, root, out).await?;
+    filter_by_cat(s, out, (&cat, &coffee)).await?;
+    text_file_refused(s, out).await?;
+    large_image_presigned(s, out).await?;
+    by_keyboard(s, &page, &cat).await?;
+    fits_a_phone(s, out).await?;
     no_violations(s).await
 }
 

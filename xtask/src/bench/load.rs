@@ -29,10 +29,10 @@ const BAD_EVERY: usize = 3;
 const LABEL_TIMEOUT: Duration = Duration::from_secs(900);
 
 const PHOTOS: [&[u8]; 4] = [
-    include_bytes!("../../fixtures/images/chelsea.png"),
-    include_bytes!("../../fixtures/images/coffee.png"),
-    include_bytes!("../../fixtures/images/astronaut.png"),
-    include_bytes!("../../fixtures/images/rocket.jpg"),
+    include_bytes!("../../../fixtures/images/chelsea.png"),
+    include_bytes!("../../../fixtures/images/coffee.png"),
+    include_bytes!("../../../fixtures/images/astronaut.png"),
+    include_bytes!("../../../fixtures/images/rocket.jpg"),
 ];
 
 /// The bad bodies, each with the error code it must get.

@@ -1,0 +1,206 @@
+//! What the end-to-end test reads of one image: `status`, `logs --image` and `trace` on an
+//! image the smoke test kept, and the image read back after the emulator was killed.
+
+use anyhow::{Context, Result, ensure};
+use deployer::cloud::aws::LocalCredentials;
+use deployer::local::emulator::LocalConfig;
+use deployer::observe::logs::LogEvent;
+use deployer::observe::status::{CodeState, StatusReport, TemplateState};
+use deployer::observe::trace::TraceReport;
+use deployer::verify::smoke::SmokeReport;
+
+use super::{STAGE, finished, ok, xtask};
+
+/// `status` on the stage with a kept image: everything current, nothing failed.
+fn status_is_true() -> Result<()> {
+    let st: StatusReport = ok(&["status"])?;
+    ensure!(
+        st.stack_status
+            .as_deref()
+            .is_some_and(|s| s.ends_with("_COMPLETE")),
+        "status: the stack is {:?}",
+        st.stack_status
+    );
+    ensure!(st.problems.is_empty(), "status: {:?}", st.problems);
+    ensure!(
+        st.template == TemplateState::Same,
+        "status: the deployed template should be this checkout's"
+    );
+    ensure!(
+        st.functions.len() == stack::App::image_pipeline().functions.len()
+            && st.functions.iter().all(|f| f.state == CodeState::Current),
+        "status: every function should run what was built: {:?}",
+        st.functions
+    );
+    ensure!(
+        st.failure_queue_depth == Some(0),
+        "status: failure queue {:?}",
+        st.failure_queue_depth
+    );
+    let labeled = st
+        .items
+        .as_ref()
+        .and_then(|i| i.get("labeled"))
+        .copied()
+        .unwrap_or(0);
+    ensure!(labeled >= 1, "status: items {:?}", st.items);
+
+    Ok(())
+}
+
+/// `logs --image`: JSON lines of the invocations that handled the image, and only those.
+fn logs_are_true(id: &str) -> Result<Vec<LogEvent>> {
+    let run = finished(
+        xtask(&[
+            "logs", "--local", "--stage", STAGE, "--image", id, "--since", "1h", "--output", "json",
+        ])?
+        .run()?,
+    );
+    ensure!(run.code == 0, "logs --image exited with {}", run.code);
+    let events: Vec<LogEvent> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("logs --output json: not one JSON event per line")?;
+    let sources: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.source.as_str()).collect();
+    ensure!(
+        sources.contains("upload") && sources.contains("process"),
+        "logs --image: sources {sources:?}"
+    );
+    let stored = events.iter().filter(|e| e.source == "upload").find(|e| {
+        e.field("message")
+            .and_then(|m| m.as_str().map(str::to_string))
+            == Some("image stored".into())
+    });
+    ensure!(
+        stored.is_some_and(|e| e
+            .field("image_id")
+            .and_then(|v| v.as_str().map(str::to_string))
+            == Some(id.to_string())),
+        "logs --image: no JSON \"image stored\" line naming {id}: {events:?}"
+    );
+    let requests: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.message.contains(id))
+        .filter_map(LogEvent::request_id)
+        .collect();
+    ensure!(
+        events.iter().all(
+            |e| e.message.contains(id) || e.request_id().is_some_and(|r| requests.contains(&r))
+        ),
+        "logs --image: a line of another invocation"
+    );
+
+    Ok(events)
+}
+
+/// `trace`: one object version, the labeled item, its process runs and a full timeline.
+fn trace_is_true(id: &str, kept: &SmokeReport) -> Result<(TraceReport, Vec<String>)> {
+    let tr: TraceReport = ok(&["trace", id])?;
+    ensure!(tr.problems.is_empty(), "trace: {:?}", tr.problems);
+    ensure!(
+        tr.versions.len() == 1
+            && tr.versions[0].latest
+            && u64::try_from(tr.versions[0].size).ok()
+                == Some(deployer::verify::smoke::DEFAULT_IMAGE.len() as u64),
+        "trace: object versions {:?}",
+        tr.versions
+    );
+    let item_labels: Vec<String> = tr
+        .item
+        .as_ref()
+        .and_then(|i| i.get("labels"))
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect();
+    ensure!(
+        tr.item
+            .as_ref()
+            .and_then(|i| i.get("status"))
+            .and_then(|s| s.as_str())
+            == Some("labeled")
+            && item_labels == kept.labels,
+        "trace: item {:?}, the smoke test saw labels {:?}",
+        tr.item,
+        kept.labels
+    );
+    ensure!(
+        !tr.process_invocations.is_empty() && tr.failure_messages.is_empty(),
+        "trace: {} process invocations, {} failure messages",
+        tr.process_invocations.len(),
+        tr.failure_messages.len()
+    );
+    let kinds: Vec<&str> = tr.timeline.iter().map(|s| s.kind.as_str()).collect();
+    for kind in ["upload", "object", "s3-event", "process", "item"] {
+        ensure!(kinds.contains(&kind), "trace: no {kind} step in {kinds:?}");
+    }
+    let says = |kind: &str, what: &str| {
+        tr.timeline
+            .iter()
+            .any(|s| s.kind == kind && s.summary.contains(what))
+    };
+    ensure!(
+        says("upload", "image stored") && says("item", "status labeled"),
+        "trace: {:?}",
+        tr.timeline
+    );
+    Ok((tr, item_labels))
+}
+
+/// `status`, `logs --image` and `trace` on an image the smoke test uploaded and kept, as
+/// the least-privileged deploying user: what each shows must be true.
+pub fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
+    status_is_true()?;
+    let events = logs_are_true(id)?;
+    let (tr, item_labels) = trace_is_true(id, kept)?;
+    eprintln!(
+        "e2e    status, logs --image and trace agree with the image {id}: {} log lines, {} process invocation(s), labels {:?}",
+        events.len(),
+        tr.process_invocations.len(),
+        item_labels
+    );
+    Ok(())
+}
+
+/// The labels `GET /metadata/{id}` gives and the bytes of the image's object, read as root.
+pub async fn read_back(
+    local: &LocalConfig,
+    api: &str,
+    bucket: &str,
+    id: &str,
+) -> Result<(Vec<String>, Vec<u8>)> {
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let http = deployer::cloud::aws::http_client(&target, std::time::Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let resp = http
+        .get(format!("{api}/metadata/{id}"))
+        .send()
+        .await
+        .context("GET /metadata/{id}")?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    ensure!(status == 200, "GET /metadata/{id}: {status} {text}");
+    let m: api_types::ImageMetadata = serde_json::from_str(&text)?;
+    ensure!(
+        m.status == api_types::ImageStatus::Labeled,
+        "image {id} is {:?}",
+        m.status
+    );
+    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let object = clients
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(format!("{}{id}", stack::app::UPLOAD_PREFIX))
+        .send()
+        .await
+        .with_context(|| format!("GetObject of image {id}"))?;
+    let bytes = object.body.collect().await?.to_vec();
+    Ok((m.labels.into_iter().map(|l| l.name).collect(), bytes))
+}
