@@ -224,13 +224,13 @@ mod tests {
         );
     }
 
-    /// Hostile and mistaken command lines, each with the exact kind of error clap reports and,
-    /// where the message is ours, what it says. None may panic or reach a command.
-    #[test]
-    fn hostile_command_lines_get_their_exact_error() {
+    /// A command line, the kind of error clap must report, and what its message must say.
+    type BadLine = (Vec<&'static str>, clap::error::ErrorKind, &'static str);
+
+    /// Mistyped commands and stage names that are not stages.
+    fn bad_stages(long: &'static str) -> Vec<BadLine> {
         use clap::error::ErrorKind::*;
-        let long = "a".repeat(40);
-        let cases: Vec<(Vec<&str>, clap::error::ErrorKind, &str)> = vec![
+        vec![
             (vec!["deploi"], InvalidSubcommand, ""),
             (vec!["deploy", "--stagee", "dev"], UnknownArgument, ""),
             (vec!["deploy", "--stage"], InvalidValue, ""),
@@ -279,12 +279,19 @@ mod tests {
                 ValueValidation,
                 "lowercase letters",
             ),
-            (vec!["deploy", "--stage", &long], ValueValidation, "at most"),
+            (vec!["deploy", "--stage", long], ValueValidation, "at most"),
             (
                 vec!["deploy", "--stage", "assets"],
                 ValueValidation,
                 "reserved",
             ),
+        ]
+    }
+
+    /// Bad values and conflicts of the other flags.
+    fn bad_flags() -> Vec<BadLine> {
+        use clap::error::ErrorKind::*;
+        vec![
             (vec!["deploy", "--arch", "sparc"], ValueValidation, "sparc"),
             (vec!["deploy", "--output", "yaml"], InvalidValue, ""),
             (
@@ -325,7 +332,15 @@ mod tests {
                 "",
             ),
             (vec!["local", "sideways"], InvalidSubcommand, ""),
-        ];
+        ]
+    }
+
+    /// Hostile and mistaken command lines, each with the exact kind of error clap reports and,
+    /// where the message is ours, what it says. None may panic or reach a command.
+    #[test]
+    fn hostile_command_lines_get_their_exact_error() {
+        let long: &'static str = "a".repeat(40).leak();
+        let cases = [bad_stages(long), bad_flags()].concat();
         let mut wrong = Vec::new();
         for (args, want, says) in &cases {
             let argv = std::iter::once("cargo xtask").chain(args.iter().copied());

@@ -48,6 +48,53 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// Rebuilds and redeploys `functions` after a save at `saved`, and says how long the change
+/// took to go live. A failed build or deploy is reported and the watch goes on: the next save
+/// may fix it.
+fn redeploy(
+    rt: &tokio::runtime::Runtime,
+    base: &DeployConfig,
+    functions: &[String],
+    (saved, stop): (SystemTime, &AtomicBool),
+) {
+    let cfg = DeployConfig {
+        rebuild: functions.to_vec(),
+        ..base.clone()
+    };
+    let started = Instant::now();
+    let console = Console::new("watch");
+    let result = rt.block_on(deploy(&cfg, &console));
+    console.finish();
+    if stop.load(Ordering::SeqCst) {
+        return;
+    }
+    match result {
+        Ok(r) => {
+            let live = SystemTime::now()
+                .duration_since(saved)
+                .unwrap_or_else(|_| started.elapsed());
+            let what = match r.status {
+                Outcome::NoChanges => {
+                    "no change to deploy (the built code is the same)".to_string()
+                }
+                _ => format!(
+                    "{} live {:.1} s after the save (build {}, deploy {})",
+                    functions.join(", "),
+                    live.as_secs_f64(),
+                    secs(r.timings.build),
+                    secs(
+                        r.timings.change_set
+                            + r.timings.execute.unwrap_or(0)
+                            + r.timings.verify.unwrap_or(0)
+                    )
+                ),
+            };
+            eprintln!("watch  {what}");
+        }
+        Err(e) => eprintln!("watch  not deployed: {e:#}"),
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(
         a.place.local,
@@ -111,44 +158,7 @@ pub fn run(a: Args) -> Result<()> {
             names.join(", "),
             functions.join(", ")
         );
-        let cfg = DeployConfig {
-            rebuild: functions.clone(),
-            ..base.clone()
-        };
-        let started = Instant::now();
-        let console = Console::new("watch");
-        let result = rt.block_on(deploy(&cfg, &console));
-        console.finish();
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match result {
-            Ok(r) => {
-                let live = SystemTime::now()
-                    .duration_since(saved)
-                    .unwrap_or_else(|_| started.elapsed());
-                let what = match r.status {
-                    Outcome::NoChanges => {
-                        "no change to deploy (the built code is the same)".to_string()
-                    }
-                    _ => format!(
-                        "{} live {:.1} s after the save (build {}, deploy {})",
-                        functions.join(", "),
-                        live.as_secs_f64(),
-                        secs(r.timings.build),
-                        secs(
-                            r.timings.change_set
-                                + r.timings.execute.unwrap_or(0)
-                                + r.timings.verify.unwrap_or(0)
-                        )
-                    ),
-                };
-                eprintln!("watch  {what}");
-            }
-            // A failed build or deploy is reported and the watch goes on: the next save
-            // may fix it.
-            Err(e) => eprintln!("watch  not deployed: {e:#}"),
-        }
+        redeploy(&rt, &base, &functions, (saved, &stop));
     }
     eprintln!("watch  stopped");
     Ok(())

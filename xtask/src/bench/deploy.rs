@@ -77,13 +77,15 @@ pub fn run() -> Result<Value> {
     ENV.run(measure)
 }
 
-fn measure(cfg: &LocalConfig) -> Result<Value> {
-    // Warm-up: builds the host artifacts if needed and uploads them, so every timed deploy
-    // starts with artifacts built, as the figure is defined.
-    xtask::<TeardownReport>(&["teardown"])?;
-    let (_, warm) = xtask::<DeployReport>(&["deploy"])?;
-    xtask::<TeardownReport>(&["teardown"])?;
+/// Timings of this tool's deploys, in seconds: cold, no-op, and teardowns between rounds.
+struct Ours {
+    cold: Vec<f64>,
+    noop: Vec<f64>,
+    down: Vec<f64>,
+}
 
+/// ROUNDS of a cold deploy followed by a no-op redeploy, torn down between rounds.
+fn our_deploys() -> Result<Ours> {
     let mut cold = Vec::new();
     let mut noop = Vec::new();
     let mut down = Vec::new();
@@ -108,7 +110,11 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         }
     }
 
-    // Upload to labels, through the deployed API, one image at a time.
+    Ok(Ours { cold, noop, down })
+}
+
+/// Upload to labels, through the deployed API, one image at a time: seconds each.
+fn upload_to_labels() -> Result<Vec<f64>> {
     let mut latency = Vec::new();
     for _ in 0..UPLOADS {
         let (_, r) = xtask::<SmokeReport>(&["smoke-test"])?;
@@ -116,10 +122,12 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         let ms = |name| r.check(name).map_or(f64::NAN, |c| c.elapsed_ms as f64);
         latency.push((ms(CheckName::Upload) + ms(CheckName::Labels)) / 1000.0);
     }
-    let (t, _) = xtask::<TeardownReport>(&["teardown"])?;
-    down.push(t);
+    Ok(latency)
+}
 
-    // The AWS CLI reference: same template, same artifacts, same endpoint.
+/// The AWS CLI reference: same template, same artifacts, same endpoint. Cold and no-op
+/// deploy times, in seconds.
+fn aws_cli_deploys(cfg: &LocalConfig, warm: &DeployReport) -> Result<(Vec<f64>, Vec<f64>)> {
     let venv = Venv::ensure("local", &crate::console::Console::new("bench"))?;
     let dir = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
@@ -181,13 +189,37 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         aws(&venv, &endpoint, &ca, &wait)?;
     }
 
+    Ok((cli_cold, cli_noop))
+}
+
+fn measure(cfg: &LocalConfig) -> Result<Value> {
+    // Warm-up: builds the host artifacts if needed and uploads them, so every timed deploy
+    // starts with artifacts built, as the figure is defined.
+    xtask::<TeardownReport>(&["teardown"])?;
+    let (_, warm) = xtask::<DeployReport>(&["deploy"])?;
+    xtask::<TeardownReport>(&["teardown"])?;
+    let Ours {
+        cold,
+        noop,
+        mut down,
+    } = our_deploys()?;
+    let latency = upload_to_labels()?;
+    let (t, _) = xtask::<TeardownReport>(&["teardown"])?;
+    down.push(t);
+    let (cli_cold, cli_noop) = aws_cli_deploys(cfg, &warm)?;
+    report(&Ours { cold, noop, down }, &latency, (&cli_cold, &cli_noop))
+}
+
+/// Prints the table and makes the JSON result.
+fn report(ours: &Ours, latency: &[f64], (cli_cold, cli_noop): (&[f64], &[f64])) -> Result<Value> {
+    let Ours { cold, noop, down } = ours;
     let rows = [
         (
             "cold deploy (artifacts built)",
-            median(&cold),
-            median(&cli_cold),
+            median(cold),
+            median(cli_cold),
         ),
-        ("no-op redeploy", median(&noop), median(&cli_noop)),
+        ("no-op redeploy", median(noop), median(cli_noop)),
     ];
     println!(
         "{:<34} {:>12} {:>22}",
@@ -196,12 +228,12 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     for (what, ours, cli) in rows {
         println!("{what:<34} {:>10.2} s {:>20.2} s", ours, cli);
     }
-    println!("{:<34} {:>10.2} s", "teardown", median(&down));
+    println!("{:<34} {:>10.2} s", "teardown", median(down));
     println!(
         "{:<34} {:>10.2} s (p95 {:.2} s, {UPLOADS} uploads)",
         "upload to labels, p50",
-        percentile(&latency, 0.5),
-        percentile(&latency, 0.95)
+        percentile(latency, 0.5),
+        percentile(latency, 0.95)
     );
     Ok(json!({
         "rounds": ROUNDS,
@@ -209,19 +241,19 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         "noop_redeploy_s": noop,
         "teardown_s": down,
         "upload_to_labels_s": latency,
-        "upload_to_labels_p50_s": percentile(&latency, 0.5),
-        "upload_to_labels_p95_s": percentile(&latency, 0.95),
+        "upload_to_labels_p50_s": percentile(latency, 0.5),
+        "upload_to_labels_p95_s": percentile(latency, 0.95),
         "aws_cli_reference": {
             "command": "aws cloudformation deploy (awscli from tools/local-requirements.txt)",
             "cold_deploy_s": cli_cold,
             "noop_redeploy_s": cli_noop,
         },
         "medians": {
-            "cold_deploy_s": median(&cold),
-            "noop_redeploy_s": median(&noop),
-            "teardown_s": median(&down),
-            "aws_cli_cold_deploy_s": median(&cli_cold),
-            "aws_cli_noop_redeploy_s": median(&cli_noop),
+            "cold_deploy_s": median(cold),
+            "noop_redeploy_s": median(noop),
+            "teardown_s": median(down),
+            "aws_cli_cold_deploy_s": median(cli_cold),
+            "aws_cli_noop_redeploy_s": median(cli_noop),
         }
     }))
 }

@@ -52,17 +52,9 @@ async fn detect(client: &aws_sdk_rekognition::Client, image: &[u8]) -> Result<()
     Ok(())
 }
 
-pub fn run() -> Result<Value> {
-    let model = deployer::local::model::ensure(&crate::console::Console::new("bench"))?;
-    let root = workspace_root();
-    eprintln!("bench  building detect-labels (release)");
-    let status = deployer::tools::cmd::cargo()
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "local-labels"])
-        .status()?;
-    if !status.success() {
-        bail!("building detect-labels failed");
-    }
+/// The release build of the service, started on a free port: the child, its port, the
+/// model's load time (ms) and the seconds from start to ready.
+fn start_service(model: &std::path::Path) -> Result<(KillOnDrop, u16, f64, f64)> {
     let started = Instant::now();
     // Killed however the benchmark ends.
     let mut child = KillOnDrop(
@@ -75,7 +67,7 @@ pub fn run() -> Result<Value> {
             .arg("--allow-key")
             .arg(format!("{KEY_ID}:{SECRET}"))
             .arg("--model-dir")
-            .arg(&model)
+            .arg(model)
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot start detect-labels")?,
@@ -98,17 +90,18 @@ pub fn run() -> Result<Value> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
 
-    let fixtures = root.join("fixtures").join("images");
-    let images: Vec<Vec<u8>> = IMAGES
-        .iter()
-        .map(|name| std::fs::read(fixtures.join(name)).with_context(|| name.to_string()))
-        .collect::<Result<_>>()?;
+    Ok((child, port, load_ms, ready))
+}
+
+/// Sequential latencies (ms) over ROUNDS of every image after a warm-up, then the time
+/// CONCURRENCY clients take for PER_CLIENT requests each.
+fn measure(port: u16, images: Vec<Vec<u8>>) -> Result<(Vec<f64>, std::time::Duration)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CONCURRENCY)
         .enable_all()
         .build()?;
     let c = client(port);
-    let (latencies, elapsed) = rt.block_on(async {
+    rt.block_on(async {
         // Warm up once per image, then measure.
         for image in &images {
             detect(&c, image).await?;
@@ -138,7 +131,28 @@ pub fn run() -> Result<Value> {
                 .map_err(|_| anyhow::anyhow!("a client task panicked"))??;
         }
         Ok::<_, anyhow::Error>((latencies, t.elapsed()))
-    })?;
+    })
+}
+
+pub fn run() -> Result<Value> {
+    let model = deployer::local::model::ensure(&crate::console::Console::new("bench"))?;
+    let root = workspace_root();
+    eprintln!("bench  building detect-labels (release)");
+    let status = deployer::tools::cmd::cargo()
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "-p", "local-labels"])
+        .status()?;
+    if !status.success() {
+        bail!("building detect-labels failed");
+    }
+    // Killed however the benchmark ends.
+    let (_child, port, load_ms, ready) = start_service(&model)?;
+    let fixtures = root.join("fixtures").join("images");
+    let images: Vec<Vec<u8>> = IMAGES
+        .iter()
+        .map(|name| std::fs::read(fixtures.join(name)).with_context(|| name.to_string()))
+        .collect::<Result<_>>()?;
+    let (latencies, elapsed) = measure(port, images)?;
     let (p50, p95) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95));
     let throughput = (CONCURRENCY * PER_CLIENT) as f64 / elapsed.as_secs_f64();
 

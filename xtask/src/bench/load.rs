@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use api_types::{ErrorBody, ImageMetadata, ImageStatus, Uploaded};
-use deployer::cloud::aws::{LocalCredentials, Target};
+use deployer::cloud::aws::{Clients, LocalCredentials, Target};
 use deployer::local::emulator::LocalConfig;
 use deployer::ops::deploy::DeployReport;
 use deployer::ops::teardown::TeardownReport;
@@ -111,13 +111,10 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     result
 }
 
-async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str) -> Result<Value> {
-    let (clients, _) = deployer::cloud::aws::connect(target).await?;
-    let http = deployer::cloud::aws::http_client(target, Duration::from_secs(60))
-        .map_err(|e| anyhow::anyhow!(e))?;
+/// Sends every upload at once, one bad body in every BAD_EVERY: each answer and its time.
+async fn send_all(http: &reqwest::Client, api: &str) -> Result<Vec<Sent>> {
     let bad = bad_bodies();
     let mut tasks = tokio::task::JoinSet::new();
-    let start = Instant::now();
     for i in 0..REQUESTS {
         let (good, kind, body, want_code) = if i % BAD_EVERY == BAD_EVERY - 1 {
             let (kind, body, code) = &bad[(i / BAD_EVERY) % bad.len()];
@@ -155,12 +152,15 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
     while let Some(r) = tasks.join_next().await {
         sent.push(r.context("an upload task failed")?);
     }
-    let answered_in = start.elapsed().as_secs_f64();
+    Ok(sent)
+}
 
+/// What was answered wrongly, and the ids of the good uploads.
+fn judge(sent: &[Sent]) -> (Vec<String>, BTreeSet<String>) {
     // Every request answered as it should be.
     let mut wrong = Vec::new();
     let mut good_ids = BTreeSet::new();
-    for s in &sent {
+    for s in sent {
         match (s.good, s.status) {
             (_, None) => wrong.push(format!("{}: no answer: {}", s.kind, s.body)),
             (true, Some(201)) => match serde_json::from_str::<Uploaded>(&s.body) {
@@ -180,8 +180,17 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
             (_, Some(st)) => wrong.push(format!("{}: {st} {}", s.kind, s.body)),
         }
     }
-    let good_sent = sent.iter().filter(|s| s.good).count();
+    (wrong, good_ids)
+}
 
+/// Waits until every good image is labeled or failed (or something reached the failure
+/// queue, or time ran out): the ids still pending and the failures.
+async fn wait_labeled(
+    http: &reqwest::Client,
+    clients: &Clients,
+    (api, queue): (&str, &str),
+    (good_ids, start): (&BTreeSet<String>, Instant),
+) -> Result<(BTreeSet<String>, Vec<String>)> {
     // Every good image labeled.
     let mut pending: BTreeSet<String> = good_ids.clone();
     let mut failed = Vec::new();
@@ -218,8 +227,11 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    let all_labeled_in = start.elapsed().as_secs_f64();
+    Ok((pending, failed))
+}
 
+/// Items of the images table by id: how many, and the status of the first.
+async fn items_by_id(clients: &Clients, table: &str) -> Result<BTreeMap<String, (usize, String)>> {
     // Exactly one labeled item per good image, nothing else.
     let mut items: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut key = None;
@@ -247,13 +259,11 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
             break;
         }
     }
-    let stray_items: Vec<&String> = items.keys().filter(|k| !good_ids.contains(*k)).collect();
-    let not_once: Vec<&String> = items
-        .iter()
-        .filter(|(_, (n, status))| *n != 1 || status != "labeled")
-        .map(|(k, _)| k)
-        .collect();
+    Ok(items)
+}
 
+/// The image ids with an object version in the uploads bucket.
+async fn stored_ids(clients: &Clients, bucket: &str) -> Result<BTreeSet<String>> {
     // Only good images stored.
     let mut stored = BTreeSet::new();
     let (mut key_marker, mut version_marker) = (None, None);
@@ -278,11 +288,39 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
         key_marker = page.next_key_marker().map(str::to_string);
         version_marker = page.next_version_id_marker().map(str::to_string);
     }
-    let stray_objects: Vec<&String> = stored.difference(&good_ids).collect();
-    let depth = deployer::cloud::queue::queue_depth(&clients.sqs, queue)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(stored)
+}
 
+/// What the load left behind, next to what it should have.
+struct Found {
+    wrong: Vec<String>,
+    good_ids: BTreeSet<String>,
+    good_sent: usize,
+    failed: Vec<String>,
+    pending: BTreeSet<String>,
+    not_once: Vec<String>,
+    stray_items: Vec<String>,
+    stray_objects: Vec<String>,
+    depth: u64,
+    answered_in: f64,
+    all_labeled_in: f64,
+}
+
+/// Prints the table and makes the JSON result.
+fn report(sent: &[Sent], f: &Found) -> Value {
+    let Found {
+        wrong,
+        good_sent,
+        failed,
+        pending,
+        not_once,
+        stray_items,
+        stray_objects,
+        depth,
+        answered_in,
+        all_labeled_in,
+        ..
+    } = f;
     let seconds = |good: bool| -> Vec<f64> {
         sent.iter()
             .filter(|s| s.good == good)
@@ -321,7 +359,7 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
         stray_items.len(),
         stray_objects.len()
     );
-    let result = json!({
+    json!({
         "requests": REQUESTS,
         "good": good_sent,
         "bad": REQUESTS - good_sent,
@@ -336,16 +374,32 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
         "stray_items": stray_items.len(),
         "stray_objects": stray_objects.len(),
         "failure_queue_depth": depth,
-    });
+    })
+}
+
+/// Fails on anything the load should not have left.
+fn check(f: &Found) -> Result<()> {
+    let Found {
+        wrong,
+        good_ids,
+        good_sent,
+        failed,
+        pending,
+        not_once,
+        stray_items,
+        stray_objects,
+        depth,
+        ..
+    } = f;
     ensure!(wrong.is_empty(), "answers were not as expected: {wrong:?}");
     ensure!(
-        good_ids.len() == good_sent,
+        good_ids.len() == *good_sent,
         "{} good uploads, {} ids",
         good_sent,
         good_ids.len()
     );
     ensure!(failed.is_empty(), "good images failed: {failed:?}");
-    ensure!(depth == 0, "{depth} messages in the failure queue");
+    ensure!(*depth == 0, "{depth} messages in the failure queue");
     if !pending.is_empty() {
         bail!(
             "{} images not labeled after {} s",
@@ -361,5 +415,47 @@ async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str
         stray_objects.is_empty(),
         "objects stored that no good upload made: {stray_objects:?}"
     );
+    Ok(())
+}
+
+async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str) -> Result<Value> {
+    let (clients, _) = deployer::cloud::aws::connect(target).await?;
+    let http = deployer::cloud::aws::http_client(target, Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let start = Instant::now();
+    let sent = send_all(&http, api).await?;
+    let answered_in = start.elapsed().as_secs_f64();
+    let (wrong, good_ids) = judge(&sent);
+    let (pending, failed) = wait_labeled(&http, &clients, (api, queue), (&good_ids, start)).await?;
+    let all_labeled_in = start.elapsed().as_secs_f64();
+    // Exactly one labeled item per good image, nothing else; only good images stored.
+    let items = items_by_id(&clients, table).await?;
+    let stored = stored_ids(&clients, bucket).await?;
+    let depth = deployer::cloud::queue::queue_depth(&clients.sqs, queue)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let found = Found {
+        stray_items: items
+            .keys()
+            .filter(|k| !good_ids.contains(*k))
+            .cloned()
+            .collect(),
+        not_once: items
+            .iter()
+            .filter(|(_, (n, status))| *n != 1 || status != "labeled")
+            .map(|(k, _)| k.clone())
+            .collect(),
+        stray_objects: stored.difference(&good_ids).cloned().collect(),
+        good_sent: sent.iter().filter(|s| s.good).count(),
+        wrong,
+        good_ids,
+        failed,
+        pending,
+        depth,
+        answered_in,
+        all_labeled_in,
+    };
+    let result = report(&sent, &found);
+    check(&found)?;
     Ok(result)
 }
