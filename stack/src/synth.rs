@@ -145,7 +145,7 @@ fn images_table(names: &Names) -> Table {
     }
 }
 
-/// The label index (README, "Data model"): a partition per label, newest image first, and
+/// The label index (docs/data-model.md): a partition per label, newest image first, and
 /// one partition of label counts.
 fn labels_table(names: &Names) -> Table {
     Table {

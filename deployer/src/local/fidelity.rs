@@ -24,7 +24,7 @@
 //! - CloudFormation's `RoleARN` needs `iam:PassRole` on that role (`iam:PassedToService`
 //!   `cloudformation.amazonaws.com`) and the role must exist. MiniStack 1.5.33 accepted any
 //!   `RoleARN` from anyone, so passing a role one may not pass went unnoticed locally. (It
-//!   still provisions as its root, not as the role: see the README.)
+//!   still provisions as its root, not as the role: see docs/local-environment.md.)
 //! - A function whose `LoggingConfig` says `LogFormat: JSON` runs with `AWS_LAMBDA_LOG_FORMAT`
 //!   and `AWS_LAMBDA_LOG_LEVEL` set, as Lambda's advanced logging controls do, so its runtime
 //!   writes JSON lines. MiniStack 1.5.33 set neither, and the functions logged plain text

@@ -711,7 +711,7 @@ impl Run<'_> {
     }
 
     /// Removes an image's entries from the label index and counts its labels down, as the
-    /// process function indexed them (README, "Data model").
+    /// process function indexed them (docs/data-model.md).
     async fn unindex(&self, table: &str, labels_table: &str, id: &str) -> Result<(), String> {
         use api_types::index;
         use aws_sdk_dynamodb::types::AttributeValue;

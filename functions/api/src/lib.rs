@@ -290,7 +290,7 @@ pub struct ErrorDetail {
 }
 
 /// The label index's layout, shared by the functions that write and read it and by the tool
-/// that cleans up after its smoke test (README, "Data model"). Storage, not API: clients never
+/// that cleans up after its smoke test (docs/data-model.md). Storage, not API: clients never
 /// see these keys.
 pub mod index {
     /// The partition key attribute of the labels table.

@@ -7,7 +7,7 @@
 //! `labeled` images are served: those are the uploads the pipeline has checked to be a JPEG
 //! or PNG, so no other bytes (a PDF PUT through a presigned URL) leave through this API. An
 //! original too large for Lambda's 6 MB response is answered with a short-lived redirect to a
-//! presigned GET (README, "The API").
+//! presigned GET (docs/api.md).
 
 use std::io::Cursor;
 use std::time::Duration;

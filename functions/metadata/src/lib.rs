@@ -138,7 +138,7 @@ const TOKEN_MAC_LEN: usize = 8;
 /// to this table's index. A tampered, foreign or garbage token is refused with a clear 400
 /// instead of reaching DynamoDB. The checksum is not keyed, so a client could mint a token:
 /// all it could do with one is start a listing of public metadata at a time of its choosing,
-/// which paging already allows (README, "The API").
+/// which paging already allows (docs/api.md).
 pub fn encode_token(table: &str, position: &str, limit: u32) -> String {
     encode_search_token(&listing_scope(table), "", 0, position, limit)
 }

@@ -7,7 +7,7 @@
 //! so that the bucket's lifecycle expires it.
 //!
 //! A labeled image is indexed in the same transaction as its item: an entry under each label
-//! in the labels table, and each label's count (README, "Data model").
+//! in the labels table, and each label's count (docs/data-model.md).
 //!
 //! Statuses only move forward: the final item replaces an `awaiting_upload` or `processing`
 //! one (written by the upload function) and nothing else, so a duplicate or late event never

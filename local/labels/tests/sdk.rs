@@ -365,7 +365,7 @@ async fn every_shipped_photograph_gets_labels_a_person_would_agree_with() {
         Some(&["Clothing".to_string()][..]),
         "{astronaut:?}"
     );
-    // Exactly the labels the README lists for each photograph.
+    // Exactly the labels docs/label-service.md lists for each photograph.
     let names = |l: &[(String, f32, Vec<String>)]| {
         let mut n: Vec<String> = l.iter().map(|(n, _, _)| n.clone()).collect();
         n.sort();

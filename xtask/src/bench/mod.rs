@@ -1,5 +1,5 @@
 //! `cargo xtask bench [NAME]`: measured figures, printed as a table and written as JSON under
-//! `target/bench/`, with the machine they were taken on. README figures come from here.
+//! `target/bench/`, with the machine they were taken on. The figures in docs/figures.md come from here.
 
 mod deploy;
 mod labels;
