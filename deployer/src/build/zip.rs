@@ -56,21 +56,19 @@ pub fn bootstrap_zip(binary: &[u8], effort: Effort) -> Result<Vec<u8>, ZipError>
     let compressed = enc.finish()?;
     let size = u32::try_from(binary.len()).map_err(|_| ZipError::TooLarge)?;
     let csize = u32::try_from(compressed.len()).map_err(|_| ZipError::TooLarge)?;
-    let crc = crc32(binary);
     let name = ENTRY.as_bytes();
-    let name_len = name.len() as u16;
+    let entry = Sizes {
+        crc: crc32(binary),
+        csize,
+        size,
+        name_len: name.len() as u16,
+    };
 
     let mut out = Vec::with_capacity(compressed.len() + 128);
     put32(&mut out, LOCAL);
     put16(&mut out, VERSION_NEEDED);
     put16(&mut out, 0); // flags: sizes are in this header, no data descriptor
-    put16(&mut out, DEFLATE);
-    put16(&mut out, DOS_TIME);
-    put16(&mut out, DOS_DATE);
-    put32(&mut out, crc);
-    put32(&mut out, csize);
-    put32(&mut out, size);
-    put16(&mut out, name_len);
+    put_entry(&mut out, &entry);
     put16(&mut out, 0); // no extra field (no timestamps, no uid/gid)
     out.extend_from_slice(name);
     out.extend_from_slice(&compressed);
@@ -80,13 +78,7 @@ pub fn bootstrap_zip(binary: &[u8], effort: Effort) -> Result<Vec<u8>, ZipError>
     put16(&mut out, VERSION_MADE_BY);
     put16(&mut out, VERSION_NEEDED);
     put16(&mut out, 0);
-    put16(&mut out, DEFLATE);
-    put16(&mut out, DOS_TIME);
-    put16(&mut out, DOS_DATE);
-    put32(&mut out, crc);
-    put32(&mut out, csize);
-    put32(&mut out, size);
-    put16(&mut out, name_len);
+    put_entry(&mut out, &entry);
     put16(&mut out, 0); // extra
     put16(&mut out, 0); // comment
     put16(&mut out, 0); // disk
@@ -105,6 +97,25 @@ pub fn bootstrap_zip(binary: &[u8], effort: Effort) -> Result<Vec<u8>, ZipError>
     put32(&mut out, central_at);
     put16(&mut out, 0);
     Ok(out)
+}
+
+/// What the local header and the central directory both say of the entry, in the same order.
+struct Sizes {
+    crc: u32,
+    csize: u32,
+    size: u32,
+    name_len: u16,
+}
+
+/// The fields the two headers share: method, time and date, CRC, sizes and the name's length.
+fn put_entry(out: &mut Vec<u8>, e: &Sizes) {
+    put16(out, DEFLATE);
+    put16(out, DOS_TIME);
+    put16(out, DOS_DATE);
+    put32(out, e.crc);
+    put32(out, e.csize);
+    put32(out, e.size);
+    put16(out, e.name_len);
 }
 
 /// One entry as the central directory and local header describe it.

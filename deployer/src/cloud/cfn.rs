@@ -520,6 +520,21 @@ impl StackOps<'_> {
         })
     }
 
+    /// One more poll interval, or `late` (given the stack and the seconds waited) once
+    /// `timeout` has passed since `start`.
+    async fn wait_or(
+        &self,
+        start: Instant,
+        timeout: Duration,
+        late: impl FnOnce(String, u64) -> CfnError,
+    ) -> Result<(), CfnError> {
+        if start.elapsed() >= timeout {
+            return Err(late(self.name.to_string(), start.elapsed().as_secs()));
+        }
+        tokio::time::sleep(self.poll).await;
+        Ok(())
+    }
+
     /// Polls until no operation is running on the stack (or it is gone). A stack in
     /// `REVIEW_IN_PROGRESS` counts as settled: it waits for a change set to be executed, and
     /// would otherwise be waited on until the timeout.
@@ -531,14 +546,12 @@ impl StackOps<'_> {
                 Some(i)
                     if is_in_progress(&i.status) && i.status != StackStatus::ReviewInProgress =>
                 {
-                    if start.elapsed() >= timeout {
-                        return Err(CfnError::Busy {
-                            stack: self.name.to_string(),
-                            status: i.status.clone(),
-                            waited_s: start.elapsed().as_secs(),
-                        });
-                    }
-                    tokio::time::sleep(self.poll).await;
+                    self.wait_or(start, timeout, |stack, waited_s| CfnError::Busy {
+                        stack,
+                        status: i.status.clone(),
+                        waited_s,
+                    })
+                    .await?;
                 }
                 _ => return Ok(info),
             }
@@ -964,14 +977,15 @@ impl StackOps<'_> {
             }
             match info {
                 Some(i) if is_in_progress(&i.status) => {
-                    if start.elapsed() >= timeout {
-                        break Err(CfnError::Timeout {
-                            stack: self.name.to_string(),
+                    let waited =
+                        self.wait_or(start, timeout, |stack, waited_s| CfnError::Timeout {
+                            stack,
                             status: i.status.to_string(),
-                            waited_s: start.elapsed().as_secs(),
+                            waited_s,
                         });
+                    if let Err(e) = waited.await {
+                        break Err(e);
                     }
-                    tokio::time::sleep(self.poll).await;
                 }
                 other => break Ok(other),
             }

@@ -216,13 +216,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn get(&mut self, path: &str) -> Result<Answer, String> {
-        let resp = self
-            .http
+    /// Sends a GET of `path` under the API.
+    async fn send_get(&self, path: &str) -> Result<reqwest::Response, String> {
+        self.http
             .get(format!("{}{path}", self.api))
             .send()
             .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer, String> {
+        let resp = self.send_get(path).await?;
         self.read(resp, &format!("GET {path}")).await
     }
 
@@ -376,12 +380,7 @@ impl Run<'_> {
 
     /// A GET whose body is bytes: the status, the content type and the body.
     async fn get_bytes(&self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+        let resp = self.send_get(path).await?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()

@@ -308,19 +308,6 @@ struct Found {
 
 /// Prints the table and makes the JSON result.
 fn report(sent: &[Sent], f: &Found) -> Value {
-    let Found {
-        wrong,
-        good_sent,
-        failed,
-        pending,
-        not_once,
-        stray_items,
-        stray_objects,
-        depth,
-        answered_in,
-        all_labeled_in,
-        ..
-    } = f;
     let seconds = |good: bool| -> Vec<f64> {
         sent.iter()
             .filter(|s| s.good == good)
@@ -349,71 +336,70 @@ fn report(sent: &[Sent], f: &Found) -> Value {
     );
     row("good uploads (201)", &good_s);
     row("bad uploads (4xx)", &bad_s);
-    println!("all answered in {answered_in:.1} s; all labeled in {all_labeled_in:.1} s");
     println!(
-        "wrong answers {}, failed images {}, unlabeled {}, items not exactly once {}, stray items {}, stray objects {}, failure queue {depth}",
-        wrong.len(),
-        failed.len(),
-        pending.len(),
-        not_once.len(),
-        stray_items.len(),
-        stray_objects.len()
+        "all answered in {:.1} s; all labeled in {:.1} s",
+        f.answered_in, f.all_labeled_in
+    );
+    println!(
+        "f.wrong answers {}, f.failed images {}, unlabeled {}, items not exactly once {}, stray items {}, stray objects {}, failure queue {}",
+        f.wrong.len(),
+        f.failed.len(),
+        f.pending.len(),
+        f.not_once.len(),
+        f.stray_items.len(),
+        f.stray_objects.len(),
+        f.depth
     );
     json!({
         "requests": REQUESTS,
-        "good": good_sent,
-        "bad": REQUESTS - good_sent,
+        "good": f.good_sent,
+        "bad": REQUESTS - f.good_sent,
         "good_latency_s": { "p50": percentile(&good_s, 0.5), "p95": percentile(&good_s, 0.95), "p99": percentile(&good_s, 0.99), "max": percentile(&good_s, 1.0) },
         "bad_latency_s": { "p50": percentile(&bad_s, 0.5), "p95": percentile(&bad_s, 0.95), "p99": percentile(&bad_s, 0.99), "max": percentile(&bad_s, 1.0) },
-        "all_answered_s": answered_in,
-        "all_labeled_s": all_labeled_in,
-        "wrong_answers": wrong,
-        "failed_images": failed,
-        "unlabeled": pending.len(),
-        "items_not_exactly_once": not_once.len(),
-        "stray_items": stray_items.len(),
-        "stray_objects": stray_objects.len(),
-        "failure_queue_depth": depth,
+        "all_answered_s": f.answered_in,
+        "all_labeled_s": f.all_labeled_in,
+        "wrong_answers": f.wrong,
+        "failed_images": f.failed,
+        "unlabeled": f.pending.len(),
+        "items_not_exactly_once": f.not_once.len(),
+        "stray_items": f.stray_items.len(),
+        "stray_objects": f.stray_objects.len(),
+        "failure_queue_depth": f.depth,
     })
 }
 
 /// Fails on anything the load should not have left.
 fn check(f: &Found) -> Result<()> {
-    let Found {
-        wrong,
-        good_ids,
-        good_sent,
-        failed,
-        pending,
-        not_once,
-        stray_items,
-        stray_objects,
-        depth,
-        ..
-    } = f;
-    ensure!(wrong.is_empty(), "answers were not as expected: {wrong:?}");
     ensure!(
-        good_ids.len() == *good_sent,
-        "{} good uploads, {} ids",
-        good_sent,
-        good_ids.len()
+        f.wrong.is_empty(),
+        "answers were not as expected: {:?}",
+        f.wrong
     );
-    ensure!(failed.is_empty(), "good images failed: {failed:?}");
-    ensure!(*depth == 0, "{depth} messages in the failure queue");
-    if !pending.is_empty() {
+    ensure!(
+        f.good_ids.len() == f.good_sent,
+        "{} good uploads, {} ids",
+        f.good_sent,
+        f.good_ids.len()
+    );
+    ensure!(f.failed.is_empty(), "good images failed: {:?}", f.failed);
+    ensure!(f.depth == 0, "{} messages in the failure queue", f.depth);
+    if !f.pending.is_empty() {
         bail!(
             "{} images not labeled after {} s",
-            pending.len(),
+            f.pending.len(),
             LABEL_TIMEOUT.as_secs()
         );
     }
     ensure!(
-        not_once.is_empty() && stray_items.is_empty(),
-        "items: {not_once:?} not exactly once, {stray_items:?} not from a good upload"
+        f.not_once.is_empty() && f.stray_items.is_empty(),
+        "items: {:?} not exactly once, {:?} not from a good upload",
+        f.not_once,
+        f.stray_items
     );
     ensure!(
-        stray_objects.is_empty(),
-        "objects stored that no good upload made: {stray_objects:?}"
+        f.stray_objects.is_empty(),
+        "objects stored that no good upload made: {:?}",
+        f.stray_objects
     );
     Ok(())
 }

@@ -1,9 +1,7 @@
 //! No function in the workspace is over [`MAX_LINES`] lines, tests included: a longer one is
 //! a list of phases that wants names.
 
-use deployer::util::workspace_root;
-
-use super::{read, rust_files};
+use super::{read, workspace_sources};
 
 pub const MAX_LINES: usize = 100;
 
@@ -133,21 +131,11 @@ pub fn functions(text: &str) -> Vec<(String, usize, usize)> {
 
 #[test]
 fn no_function_is_over_the_limit() {
-    let root = workspace_root();
     let mut long = Vec::new();
-    for dir in [
-        "policies",
-        "stack",
-        "deployer",
-        "xtask",
-        "functions",
-        "local",
-    ] {
-        for f in rust_files(&root.join(dir)) {
-            for (name, at, lines) in functions(&read(&f)) {
-                if lines > MAX_LINES {
-                    long.push(format!("{}:{at}: {name} is {lines} lines", f.display()));
-                }
+    for f in workspace_sources() {
+        for (name, at, lines) in functions(&read(&f)) {
+            if lines > MAX_LINES {
+                long.push(format!("{}:{at}: {name} is {lines} lines", f.display()));
             }
         }
     }

@@ -28,6 +28,22 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every `.rs` file of the workspace's crates.
+fn workspace_sources() -> Vec<PathBuf> {
+    let root = workspace_root();
+    [
+        "policies",
+        "stack",
+        "deployer",
+        "xtask",
+        "functions",
+        "local",
+    ]
+    .iter()
+    .flat_map(|dir| rust_files(&root.join(dir)))
+    .collect()
+}
+
 fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -108,25 +124,16 @@ fn names_are_defined_only_in_the_app_model() {
         ("/lambda/{", &assets),
     ];
     let mut found = Vec::new();
-    for dir in [
-        "policies",
-        "stack",
-        "deployer",
-        "xtask",
-        "functions",
-        "local",
-    ] {
-        for f in rust_files(&root.join(dir)) {
-            // Tests may check the names the model produces; this file lists them.
-            let is_test = f.components().any(|c| c.as_os_str() == "tests");
-            if is_test || f.ends_with("tidy/mod.rs") {
-                continue;
-            }
-            let text = read(&f);
-            for (s, home) in spellings {
-                if f != *home && before_tests(&text).contains(s) {
-                    found.push(format!("{} spells {s}", f.display()));
-                }
+    for f in workspace_sources() {
+        // Tests may check the names the model produces; this file lists them.
+        let is_test = f.components().any(|c| c.as_os_str() == "tests");
+        if is_test || f.ends_with("tidy/mod.rs") {
+            continue;
+        }
+        let text = read(&f);
+        for (s, home) in spellings {
+            if f != *home && before_tests(&text).contains(s) {
+                found.push(format!("{} spells {s}", f.display()));
             }
         }
     }
