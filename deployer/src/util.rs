@@ -1,9 +1,12 @@
 //! Small helpers with one home, at the bottom of the deployer's layers: the workspace's root,
-//! elapsed time as whole milliseconds, and a child process that ends with its owner.
+//! a file error with its path, elapsed time as whole milliseconds, and a child process that ends
+//! with its owner.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use thiserror::Error;
 
 /// The workspace root (this crate lives one level below it).
 pub fn workspace_root() -> PathBuf {
@@ -11,6 +14,21 @@ pub fn workspace_root() -> PathBuf {
     manifest
         .parent()
         .map_or(manifest.clone(), Path::to_path_buf)
+}
+
+/// A file that could not be read or written, and where it is.
+#[derive(Debug, Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A duration in whole milliseconds, saturating rather than truncating.

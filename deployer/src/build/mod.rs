@@ -29,7 +29,7 @@ use fingerprint::{
 use package::{limit, package};
 
 use crate::progress::Progress;
-use crate::util::workspace_root;
+use crate::util::{FileError, workspace_root};
 use toolchain::ToolchainError;
 
 /// The Cargo profile tuned for Lambda (see the workspace `Cargo.toml`).
@@ -203,11 +203,8 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("cannot serialise the build manifest {path}: {source}")]
     Manifest {
         path: PathBuf,
@@ -388,7 +385,7 @@ fn record(cfg: &BuildConfig, plan: &BuildPlan, manifest: &Manifest) -> Result<Pa
             source,
         })?;
     json.push('\n');
-    fs::write(&manifest_path, json).map_err(|source| BuildError::Write {
+    fs::write(&manifest_path, json).map_err(|source| FileError::Write {
         path: manifest_path.clone(),
         source,
     })?;
@@ -398,7 +395,7 @@ fn record(cfg: &BuildConfig, plan: &BuildPlan, manifest: &Manifest) -> Result<Pa
         &fingerprint_path,
         fingerprint_record(&plan.fingerprint, &names, &process_env),
     )
-    .map_err(|source| BuildError::Write {
+    .map_err(|source| FileError::Write {
         path: fingerprint_path,
         source,
     })?;

@@ -8,6 +8,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::{Artifact, BuildError, MAX_ZIP_BYTES, zip};
+use crate::util::FileError;
 
 pub(super) fn limit(
     function: &str,
@@ -50,7 +51,7 @@ pub(super) fn package(
     let digest = Sha256::digest(&bytes);
     let sha256 = hex::encode(digest);
     let fdir = dir.join(function);
-    fs::create_dir_all(&fdir).map_err(|source| BuildError::Write {
+    fs::create_dir_all(&fdir).map_err(|source| FileError::Write {
         path: fdir.clone(),
         source,
     })?;
@@ -63,7 +64,7 @@ pub(super) fn package(
         }
     }
     let path = fdir.join(&name);
-    fs::write(&path, &bytes).map_err(|source| BuildError::Write { path, source })?;
+    fs::write(&path, &bytes).map_err(|source| FileError::Write { path, source })?;
     Ok(Artifact {
         function: function.into(),
         code_sha256: base64::engine::general_purpose::STANDARD.encode(digest),

@@ -10,20 +10,12 @@ use sha2::{Digest, Sha256};
 
 use thiserror::Error;
 
-use crate::util::workspace_root;
+use crate::util::{FileError, workspace_root};
 
 #[derive(Debug, Error)]
 pub enum VenvError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(
         "cannot create a virtualenv with `{python} -m venv {dir}`: {reason} (install Python 3.11 with its venv module, or point PYTHON at one)"
     )]
@@ -54,7 +46,7 @@ impl Venv {
     pub fn ensure(name: &str, progress: &dyn crate::progress::Progress) -> Result<Self, VenvError> {
         let root = workspace_root();
         let requirements = root.join("tools").join(format!("{name}-requirements.txt"));
-        let pinned = fs::read(&requirements).map_err(|source| VenvError::Read {
+        let pinned = fs::read(&requirements).map_err(|source| FileError::Read {
             path: requirements.clone(),
             source,
         })?;
@@ -69,7 +61,7 @@ impl Venv {
             dir.display()
         ));
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|source| VenvError::Write {
+            fs::remove_dir_all(&dir).map_err(|source| FileError::Write {
                 path: dir.clone(),
                 source,
             })?;
@@ -99,7 +91,7 @@ impl Venv {
             venv: venv.dir.clone(),
             reason,
         })?;
-        fs::write(&stamp, digest).map_err(|source| VenvError::Write {
+        fs::write(&stamp, digest).map_err(|source| FileError::Write {
             path: stamp.clone(),
             source,
         })?;
