@@ -126,7 +126,10 @@ async fn read_object(img: &Image<'_>, report: &mut TraceReport) {
     let (bucket, key) = (&img.stage.bucket, img.object_key);
     let v = match object_versions(&img.clients.s3, bucket, key, img.account).await {
         Ok(v) => v,
-        Err(e) => return report.problems.push(e),
+        Err(e) => {
+            report.problems.push(e);
+            return;
+        }
     };
     for o in &v {
         let summary = if o.delete_marker {

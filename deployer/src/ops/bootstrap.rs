@@ -863,7 +863,7 @@ async fn github_ci(
     let status = apply(&ops, kind, &t, &tags, cfg.timeout, progress).await?;
     let role_arn = match ops.describe().await? {
         Some(info) => StackOutputs::of(&info).need(outputs::CI_ROLE)?,
-        None => StackOutputs::new(&stack, BTreeMap::new()).need(outputs::CI_ROLE)?,
+        None => return Err(StageError::NoStack { stack }.into()),
     };
     Ok(CiReport {
         stack,
