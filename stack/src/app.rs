@@ -29,6 +29,9 @@ pub const EXPIRY_ATTRIBUTE: &str = "expires_at";
 pub const STAGE_PARAM: &str = "Stage";
 /// The template parameter of the optional Rekognition endpoint (local deploys only).
 pub const REKOGNITION_ENDPOINT_PARAM: &str = "RekognitionEndpoint";
+/// The template parameter that lets people sign themselves up (`true`), or only the
+/// operator add them (`false`, the default).
+pub const SELF_SIGN_UP_PARAM: &str = "SelfSignUp";
 
 /// Keys of the stack's outputs (the per-function ones come from `FunctionSpec`).
 pub mod outputs {
@@ -37,6 +40,8 @@ pub mod outputs {
     pub const TABLE: &str = "ImagesTableName";
     pub const LABELS_TABLE: &str = "LabelsTableName";
     pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
+    pub const USER_POOL_ID: &str = "UserPoolId";
+    pub const USER_POOL_CLIENT_ID: &str = "UserPoolClientId";
 }
 
 /// The assets bucket, `image-pipeline-assets-<account>-<region>`: one per account and region,
@@ -468,6 +473,16 @@ impl Names {
 
     pub fn api(&self) -> ArnTemplate {
         named("-http-api")
+    }
+
+    /// The stage's Cognito user pool (its id is Cognito's; this is its name).
+    pub fn user_pool(&self) -> ArnTemplate {
+        named("-users")
+    }
+
+    /// The pool's one app client, the gallery's and the command line's.
+    pub fn user_pool_client(&self) -> ArnTemplate {
+        named("-app")
     }
 
     pub fn api_access_log_group(&self) -> ArnTemplate {

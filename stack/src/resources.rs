@@ -41,6 +41,12 @@ pub enum ResourceProps {
     Route(Route),
     #[serde(rename = "AWS::ApiGatewayV2::Stage")]
     Stage(ApiStage),
+    #[serde(rename = "AWS::ApiGatewayV2::Authorizer")]
+    Authorizer(Authorizer),
+    #[serde(rename = "AWS::Cognito::UserPool")]
+    UserPool(Box<UserPool>),
+    #[serde(rename = "AWS::Cognito::UserPoolClient")]
+    UserPoolClient(Box<UserPoolClient>),
 }
 
 impl ResourceProps {
@@ -61,6 +67,9 @@ impl ResourceProps {
             ResourceProps::Integration(_) => "AWS::ApiGatewayV2::Integration",
             ResourceProps::Route(_) => "AWS::ApiGatewayV2::Route",
             ResourceProps::Stage(_) => "AWS::ApiGatewayV2::Stage",
+            ResourceProps::Authorizer(_) => "AWS::ApiGatewayV2::Authorizer",
+            ResourceProps::UserPool(_) => "AWS::Cognito::UserPool",
+            ResourceProps::UserPoolClient(_) => "AWS::Cognito::UserPoolClient",
         }
     }
 }
@@ -486,7 +495,28 @@ pub struct Route {
     pub api_id: Expr,
     pub route_key: String,
     pub authorization_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorizer_id: Option<Expr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorization_scopes: Vec<String>,
     pub target: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Authorizer {
+    pub api_id: Expr,
+    pub name: String,
+    pub authorizer_type: String,
+    pub identity_source: Vec<String>,
+    pub jwt_configuration: JwtConfiguration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JwtConfiguration {
+    pub audience: Vec<Expr>,
+    pub issuer: Expr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -512,4 +542,81 @@ pub struct RouteSettings {
 pub struct AccessLogSettings {
     pub destination_arn: Expr,
     pub format: String,
+}
+
+// ------------------------------------------------------------------------------------ Cognito
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserPool {
+    pub user_pool_name: Expr,
+    pub username_attributes: Vec<String>,
+    pub auto_verified_attributes: Vec<String>,
+    pub admin_create_user_config: AdminCreateUserConfig,
+    pub policies: UserPoolPolicies,
+    pub account_recovery_setting: AccountRecoverySetting,
+    pub mfa_configuration: String,
+    pub deletion_protection: String,
+    pub user_pool_tags: BTreeMap<String, Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AdminCreateUserConfig {
+    pub allow_admin_create_user_only: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserPoolPolicies {
+    pub password_policy: PasswordPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PasswordPolicy {
+    pub minimum_length: u32,
+    pub require_lowercase: bool,
+    pub require_uppercase: bool,
+    pub require_numbers: bool,
+    pub require_symbols: bool,
+    pub temporary_password_validity_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountRecoverySetting {
+    pub recovery_mechanisms: Vec<RecoveryOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RecoveryOption {
+    pub name: String,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserPoolClient {
+    pub client_name: Expr,
+    pub user_pool_id: Expr,
+    pub generate_secret: bool,
+    pub explicit_auth_flows: Vec<String>,
+    pub prevent_user_existence_errors: String,
+    pub enable_token_revocation: bool,
+    pub access_token_validity: u32,
+    pub id_token_validity: u32,
+    pub refresh_token_validity: u32,
+    pub token_validity_units: TokenValidityUnits,
+    pub read_attributes: Vec<String>,
+    pub write_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TokenValidityUnits {
+    pub access_token: String,
+    pub id_token: String,
+    pub refresh_token: String,
 }

@@ -7,7 +7,8 @@ use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Sta
 
 use crate::app::{
     APP, App, Architecture, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec, Names, REJECTED_EXPIRY_DAYS,
-    REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
+    HttpRoute, REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage,
+    UPLOAD_PREFIX, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -43,6 +44,17 @@ pub const QUEUE_ID: &str = "ProcessFailureQueue";
 pub const API_ID: &str = "HttpApi";
 pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
 pub const API_LOG_GROUP_ID: &str = "HttpApiAccessLogGroup";
+pub const AUTHORIZER_ID: &str = "HttpApiAuthorizer";
+pub const USER_POOL_ID: &str = "UserPool";
+pub const USER_POOL_CLIENT_ID: &str = "UserPoolClient";
+pub const CONDITION_SELF_SIGN_UP: &str = "SelfSignUpEnabled";
+/// How long an access or ID token is good for, in minutes: short, since the authorizer
+/// cannot revoke one before it expires.
+pub const ACCESS_TOKEN_MINUTES: u32 = 15;
+/// How long a refresh token is good for, in days.
+pub const REFRESH_TOKEN_DAYS: u32 = 7;
+/// The shortest password the pool accepts.
+pub const MIN_PASSWORD_LENGTH: u32 = 12;
 
 /// API Gateway's hard integration limit is 30 s; API functions must finish before it.
 pub const API_INTEGRATION_TIMEOUT_MS: u32 = 29_000;
@@ -70,6 +82,7 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
         add_function(&mut resources, &mut parameters, &mut outputs, app, f);
     }
     add_uploads_bucket(&mut resources, app);
+    add_user_pool(&mut resources, &app.names);
     add_http_api(&mut resources, app);
     add_outputs(&mut outputs);
     Template {
@@ -78,13 +91,22 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
             "{APP}: serverless image upload, labelling and metadata API (synthesized by cargo xtask synth)"
         ),
         parameters,
-        conditions: BTreeMap::from([(
-            CONDITION_REKOGNITION_ENDPOINT.to_string(),
-            Expr::Not(Box::new(Expr::Equals(
-                Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
-                Box::new(Expr::str("")),
-            ))),
-        )]),
+        conditions: BTreeMap::from([
+            (
+                CONDITION_REKOGNITION_ENDPOINT.to_string(),
+                Expr::Not(Box::new(Expr::Equals(
+                    Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
+                    Box::new(Expr::str("")),
+                ))),
+            ),
+            (
+                CONDITION_SELF_SIGN_UP.to_string(),
+                Expr::Equals(
+                    Box::new(Expr::r#ref(SELF_SIGN_UP_PARAM)),
+                    Box::new(Expr::str("true")),
+                ),
+            ),
+        ]),
         resources,
         outputs,
     }
@@ -114,16 +136,18 @@ fn images_table(names: &Names) -> Table {
         table_name: sub(&names.table()),
         billing_mode: "PAY_PER_REQUEST".into(),
         attribute_definitions: vec![
-            string("image_id"),
-            string(index::LISTING_ATTRIBUTE),
+            string(index::OWNER),
+            string(index::IMAGE_ID),
             string(index::UPLOADED_AT),
         ],
-        key_schema: vec![key("image_id", "HASH")],
-        // `GET /metadata`: every image, newest first, as one Query.
+        // A partition per user: a user's reads and writes name their own partition, which
+        // a policy can confine them to (`dynamodb:LeadingKeys`).
+        key_schema: vec![key(index::OWNER, "HASH"), key(index::IMAGE_ID, "RANGE")],
+        // `GET /metadata`: a user's images, newest first, as one Query.
         global_secondary_indexes: vec![GlobalSecondaryIndex {
             index_name: index::LISTING_INDEX.into(),
             key_schema: vec![
-                key(index::LISTING_ATTRIBUTE, "HASH"),
+                key(index::OWNER, "HASH"),
                 key(index::UPLOADED_AT, "RANGE"),
             ],
             projection: Projection {
@@ -338,6 +362,17 @@ fn add_outputs(outputs: &mut BTreeMap<String, Output>) {
         ),
     );
     outputs.insert(
+        outputs::USER_POOL_ID.into(),
+        output("The stage's user pool", Expr::r#ref(USER_POOL_ID)),
+    );
+    outputs.insert(
+        outputs::USER_POOL_CLIENT_ID.into(),
+        output(
+            "The user pool's app client (the gallery's and the command line's)",
+            Expr::r#ref(USER_POOL_CLIENT_ID),
+        ),
+    );
+    outputs.insert(
         outputs::FAILURE_QUEUE_URL.into(),
         output(
             "Queue that receives S3 events the process function failed on",
@@ -383,6 +418,14 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
             "Rekognition endpoint override for the local environment; empty on AWS, where the function uses the regional endpoint",
         )
         .default(""),
+    );
+    p.insert(
+        SELF_SIGN_UP_PARAM.to_string(),
+        Parameter::string(
+            "Whether people may sign themselves up (true), or only the operator adds users (false)",
+        )
+        .default("false")
+        .allowed(["false", "true"]),
     );
     let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
     bucket.min_length = Some(3);
@@ -633,19 +676,8 @@ fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
         );
         for route in &f.routes {
             let stem = route.logical_stem();
-            resources.insert(
-                format!("{stem}Route"),
-                Resource::new(ResourceProps::Route(Route {
-                    api_id: Expr::r#ref(API_ID),
-                    route_key: route.route_key(),
-                    authorization_type: "NONE".into(),
-                    target: Expr::sub(format!("integrations/${{{integration_id}}}")),
-                }))
-                .skip_check(
-                    "CKV_AWS_309",
-                    "the API is public by design (anonymous upload, anonymous read of label metadata); abuse is bounded by stage throttling, the upload size limit and type checks, and no response exposes a storage location",
-                ),
-            );
+            let target = Expr::sub(format!("integrations/${{{integration_id}}}"));
+            resources.insert(format!("{stem}Route"), route_resource(route, target));
             // Scoped to this route's method and path, not to the whole API.
             let source = ArnTemplate::arn(
                 "execute-api",
@@ -668,6 +700,113 @@ fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
             );
         }
     }
+}
+
+/// A route of the API: the page is public, every other route needs a signed-in user's
+/// access token.
+fn route_resource(route: &HttpRoute, target: Expr) -> Resource {
+    if !route.0.signed_in() {
+        let r = Route {
+            api_id: Expr::r#ref(API_ID),
+            route_key: route.route_key(),
+            authorization_type: "NONE".into(),
+            authorizer_id: None,
+            authorization_scopes: Vec::new(),
+            target,
+        };
+        return Resource::new(ResourceProps::Route(r)).skip_check(
+            "CKV_AWS_309",
+            "GET / serves the gallery page itself, which holds no user data: a browser must load it before anyone can sign in; every other route requires a signed-in user's access token",
+        );
+    }
+    Resource::new(ResourceProps::Route(Route {
+        api_id: Expr::r#ref(API_ID),
+        route_key: route.route_key(),
+        authorization_type: "JWT".into(),
+        authorizer_id: Some(Expr::r#ref(AUTHORIZER_ID)),
+        authorization_scopes: vec![api_types::auth::ACCESS_TOKEN_SCOPE.to_string()],
+        target,
+    }))
+}
+
+/// The stage's user pool and its one public app client (no secret: a browser and a command
+/// line cannot keep one), and the API's JWT authorizer that trusts only their tokens.
+fn add_user_pool(resources: &mut BTreeMap<String, Resource>, names: &Names) {
+    let pool = UserPool {
+        user_pool_name: sub(&names.user_pool()),
+        username_attributes: vec!["email".into()],
+        auto_verified_attributes: vec!["email".into()],
+        admin_create_user_config: AdminCreateUserConfig {
+            allow_admin_create_user_only: Expr::If(
+                CONDITION_SELF_SIGN_UP.into(),
+                Box::new(Expr::Bool(false)),
+                Box::new(Expr::Bool(true)),
+            ),
+        },
+        policies: UserPoolPolicies {
+            password_policy: PasswordPolicy {
+                minimum_length: MIN_PASSWORD_LENGTH,
+                require_lowercase: true,
+                require_uppercase: true,
+                require_numbers: true,
+                require_symbols: false,
+                temporary_password_validity_days: 7,
+            },
+        },
+        account_recovery_setting: AccountRecoverySetting {
+            recovery_mechanisms: vec![RecoveryOption {
+                name: "verified_email".into(),
+                priority: 1,
+            }],
+        },
+        mfa_configuration: "OFF".into(),
+        deletion_protection: "INACTIVE".into(),
+        user_pool_tags: BTreeMap::from([("stage".to_string(), Expr::r#ref(STAGE_PARAM))]),
+    };
+    resources.insert(
+        USER_POOL_ID.to_string(),
+        Resource::new(ResourceProps::UserPool(Box::new(pool))).deleted_with_stack(),
+    );
+    let client = UserPoolClient {
+        client_name: sub(&names.user_pool_client()),
+        user_pool_id: Expr::r#ref(USER_POOL_ID),
+        generate_secret: false,
+        explicit_auth_flows: vec![
+            "ALLOW_USER_SRP_AUTH".into(),
+            "ALLOW_REFRESH_TOKEN_AUTH".into(),
+        ],
+        prevent_user_existence_errors: "ENABLED".into(),
+        enable_token_revocation: true,
+        access_token_validity: ACCESS_TOKEN_MINUTES,
+        id_token_validity: ACCESS_TOKEN_MINUTES,
+        refresh_token_validity: REFRESH_TOKEN_DAYS,
+        token_validity_units: TokenValidityUnits {
+            access_token: "minutes".into(),
+            id_token: "minutes".into(),
+            refresh_token: "days".into(),
+        },
+        read_attributes: vec!["email".into(), "email_verified".into()],
+        write_attributes: vec!["email".into()],
+    };
+    resources.insert(
+        USER_POOL_CLIENT_ID.to_string(),
+        Resource::new(ResourceProps::UserPoolClient(Box::new(client))),
+    );
+    resources.insert(
+        AUTHORIZER_ID.to_string(),
+        Resource::new(ResourceProps::Authorizer(Authorizer {
+            api_id: Expr::r#ref(API_ID),
+            name: "cognito-access-token".into(),
+            authorizer_type: "JWT".into(),
+            identity_source: vec!["$request.header.Authorization".into()],
+            jwt_configuration: JwtConfiguration {
+                audience: vec![Expr::r#ref(USER_POOL_CLIENT_ID)],
+                issuer: Expr::sub(format!(
+                    "https://cognito-idp.${{AWS::Region}}.amazonaws.com/${{{USER_POOL_ID}}}"
+                )),
+            },
+        })),
+    );
 }
 
 /// Output format of the template file.

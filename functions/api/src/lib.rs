@@ -86,6 +86,11 @@ impl Route {
             })
     }
 
+    /// Whether a request needs a signed-in user's access token: every route but the page.
+    pub fn signed_in(self) -> bool {
+        self != Route::Gallery
+    }
+
     /// The route among `routes` a request is for.
     pub fn find(routes: &[Route], method: &str, path: &str) -> Option<Route> {
         routes
@@ -289,6 +294,14 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Sign-in: what the API's authorizer asks of a token.
+pub mod auth {
+    /// The scope Cognito puts in every access token of a user pool sign-in, and in no ID
+    /// token (ID tokens carry no scope at all). Each signed-in route requires it, so only
+    /// access tokens pass the authorizer.
+    pub const ACCESS_TOKEN_SCOPE: &str = "aws.cognito.signin.user.admin";
+}
+
 /// The label index's layout, shared by the functions that write and read it and by the tool
 /// that cleans up after its smoke test (docs/data-model.md). Storage, not API: clients never
 /// see these keys.
@@ -297,28 +310,27 @@ pub mod index {
     pub const PARTITION_KEY: &str = "pk";
     /// Its sort key attribute.
     pub const SORT_KEY: &str = "sk";
-    /// The partition holding one item per label with its counts.
-    pub const COUNTS_PARTITION: &str = "counts";
     /// A label entry's attribute: the label's confidence for that image.
     pub const CONFIDENCE: &str = "confidence";
     /// A count item's attribute: the label's name as the service spelled it.
     pub const NAME: &str = "name";
-    /// The images table's index of every image, newest first (`GET /metadata`): a constant
-    /// partition sorted by upload time.
+    /// The images table's partition key: the `sub` of the user the image belongs to. Its sort
+    /// key is `image_id`.
+    pub const OWNER: &str = "owner";
+    /// The images table's sort key.
+    pub const IMAGE_ID: &str = "image_id";
+    /// The images table's index of each user's images, newest first (`GET /metadata`):
+    /// partitioned by [`OWNER`], sorted by upload time.
     pub const LISTING_INDEX: &str = "newest-first";
-    /// The index's partition key attribute, on every item of the images table.
-    pub const LISTING_ATTRIBUTE: &str = "listing";
-    /// Its one value.
-    pub const LISTING_PARTITION: &str = "images";
     /// The index's sort key attribute: RFC 3339 in UTC with milliseconds, so it sorts as text.
     pub const UPLOADED_AT: &str = "uploaded_at";
     /// The longest label a search accepts (Rekognition's names are far shorter).
     pub const MAX_LABEL_CHARS: usize = 100;
 
-    /// A cached thumbnail's key: `thumbnails/{id}.jpg` (the images function writes it, the
-    /// smoke test's clean-up removes it).
-    pub fn thumbnail_key(prefix: &str, image_id: &str) -> String {
-        format!("{prefix}{image_id}.jpg")
+    /// A cached thumbnail's key: `thumbnails/{owner}/{id}.jpg` (the images function writes
+    /// it, the smoke test's clean-up removes it).
+    pub fn thumbnail_key(prefix: &str, owner: &str, image_id: &str) -> String {
+        format!("{prefix}{owner}/{image_id}.jpg")
     }
 
     /// The label as searched: trimmed and lowercased, so `Cat`, ` cat` and `CAT` are one.
@@ -331,9 +343,15 @@ pub mod index {
         ok.then(|| t.to_lowercase())
     }
 
-    /// The partition of a label's entries: `label#cat`.
-    pub fn label_partition(normalized: &str) -> String {
-        format!("label#{normalized}")
+    /// The partition of one user's entries for a label: `{owner}#label#cat`. Every key of
+    /// the labels table starts with its owner, so a policy can confine a user to theirs.
+    pub fn label_partition(owner: &str, normalized: &str) -> String {
+        format!("{owner}#label#{normalized}")
+    }
+
+    /// The partition of one user's label counts: `{owner}#counts`.
+    pub fn counts_partition(owner: &str) -> String {
+        format!("{owner}#counts")
     }
 
     /// An entry's sort key: newest first is a descending query. RFC 3339 timestamps in UTC

@@ -19,7 +19,7 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, required_env};
+use handler_shared::{ApiError, ImageId, Owner, RouteOf, Vars, env_or, required_env};
 use lambda_runtime::LambdaEvent;
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
@@ -36,8 +36,9 @@ pub const THUMBNAIL_QUALITY: u8 = 80;
 pub const MAX_INLINE_BYTES: u64 = 4_500_000;
 /// How long the redirect to a larger original is valid.
 pub const DEFAULT_REDIRECT_SECONDS: u64 = 60;
-/// A served image never changes: its id names one upload.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A served image never changes (its id names one upload), but it is its owner's alone: a
+/// browser may keep it, a shared cache never.
+pub const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 
 /// The routes this function serves.
 pub const ROUTES: &[Route] = &[Route::GetImage, Route::GetThumbnail];
@@ -74,9 +75,9 @@ impl Ctx {
         })
     }
 
-    /// `thumbnails/{id}.jpg`.
-    pub fn thumbnail_key(&self, id: &ImageId) -> String {
-        api_types::index::thumbnail_key(&self.thumbnail_prefix, &id.to_string())
+    /// `thumbnails/{owner}/{id}.jpg`.
+    pub fn thumbnail_key(&self, owner: &Owner, id: &ImageId) -> String {
+        api_types::index::thumbnail_key(&self.thumbnail_prefix, owner.as_str(), &id.to_string())
     }
 }
 
@@ -87,8 +88,9 @@ pub async fn handler(
     let req = event.payload;
     let route = RouteOf::of(&req);
     let served = route.route(ROUTES);
-    let result = match served {
-        Some(r @ (Route::GetImage | Route::GetThumbnail)) => {
+    let result = match (served, Owner::of_request(&req)) {
+        (Some(_), Err(e)) => Err(e),
+        (Some(r @ (Route::GetImage | Route::GetThumbnail)), Ok(owner)) => {
             // API Gateway passes `{id}`; a direct invocation has only the path.
             let from_path = route.path.split('/').nth(2).unwrap_or_default();
             let raw = req
@@ -100,8 +102,8 @@ pub async fn handler(
                     "invalid_id",
                     "an image id is the UUID returned by POST /upload (36 characters, lowercase)",
                 )),
-                Some(id) if r == Route::GetImage => original(ctx, &id).await,
-                Some(id) => thumbnail(ctx, &id).await,
+                Some(id) if r == Route::GetImage => original(ctx, &owner, &id).await,
+                Some(id) => thumbnail(ctx, &owner, &id).await,
             }
         }
         _ => Ok(route.not_routed(ROUTES)),
@@ -117,12 +119,13 @@ struct Stored {
 
 /// The item's status, type and size (nothing else is read); an image that is not `labeled`
 /// is not served.
-async fn labeled(ctx: &Ctx, id: &ImageId) -> Result<Stored, ApiError> {
+async fn labeled(ctx: &Ctx, owner: &Owner, id: &ImageId) -> Result<Stored, ApiError> {
     let out = ctx
         .dynamodb
         .get_item()
         .table_name(&ctx.table)
-        .key("image_id", AttributeValue::S(id.to_string()))
+        .key(api_types::index::OWNER, AttributeValue::S(owner.to_string()))
+        .key(api_types::index::IMAGE_ID, AttributeValue::S(id.to_string()))
         .projection_expression("#status, content_type, size_bytes")
         .expression_attribute_names("#status", "status")
         .consistent_read(true)
@@ -134,7 +137,7 @@ async fn labeled(ctx: &Ctx, id: &ImageId) -> Result<Stored, ApiError> {
         })?;
     let item = out.item().ok_or_else(|| {
         ApiError::not_found(format!(
-            "no image {id}: no upload was accepted with this id"
+            "no image {id}: you have no upload with this id"
         ))
     })?;
     let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
@@ -159,13 +162,13 @@ async fn labeled(ctx: &Ctx, id: &ImageId) -> Result<Stored, ApiError> {
     })
 }
 
-/// An image's bytes, as a binary response that caches forever.
+/// An image's bytes, as a binary response its owner's browser may cache.
 fn binary(content_type: &str, bytes: Vec<u8>) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -210,9 +213,13 @@ fn gone(id: &ImageId) -> ApiError {
     ApiError::not_found(format!("image {id} is no longer stored"))
 }
 
-async fn original(ctx: &Ctx, id: &ImageId) -> Result<ApiGatewayV2httpResponse, ApiError> {
-    let stored = labeled(ctx, id).await?;
-    let key = id.object_key(&ctx.prefix);
+async fn original(
+    ctx: &Ctx,
+    owner: &Owner,
+    id: &ImageId,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let stored = labeled(ctx, owner, id).await?;
+    let key = id.object_key(&ctx.prefix, owner);
     if stored.size_bytes > MAX_INLINE_BYTES {
         return redirect(ctx, id, &key).await;
     }
@@ -253,13 +260,17 @@ async fn redirect(
     Ok(r)
 }
 
-async fn thumbnail(ctx: &Ctx, id: &ImageId) -> Result<ApiGatewayV2httpResponse, ApiError> {
-    labeled(ctx, id).await?;
-    let key = ctx.thumbnail_key(id);
+async fn thumbnail(
+    ctx: &Ctx,
+    owner: &Owner,
+    id: &ImageId,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    labeled(ctx, owner, id).await?;
+    let key = ctx.thumbnail_key(owner, id);
     if let Some(cached) = read(ctx, &key).await? {
         return Ok(binary("image/jpeg", cached));
     }
-    let original = read(ctx, &id.object_key(&ctx.prefix))
+    let original = read(ctx, &id.object_key(&ctx.prefix, owner))
         .await?
         .ok_or_else(|| gone(id))?;
     let jpeg = make_thumbnail(&original).map_err(|e| {

@@ -25,6 +25,8 @@ use serde_json::Value;
 type Stored = (String, String, Vec<u8>);
 
 const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
+/// The `sub` of the signed-in user in the test events.
+const OWNER: &str = "7d3f0c2e-5b1a-4c8e-9f60-2a4b6c8d0e1f";
 const BUCKET: &str = "image-pipeline-dev-123456789012-us-east-1";
 
 fn photo(name: &str) -> Vec<u8> {
@@ -51,9 +53,13 @@ fn item(status: &str, size: u64) -> Rule {
     let status = status.to_string();
     mock!(aws_sdk_dynamodb::Client::get_item)
         .match_requests(|r| {
+            // Only the signed-in owner's item is ever asked for: the key names them.
+            let key = r.key().cloned().unwrap_or_default();
             r.table_name() == Some("image-pipeline-dev-images")
                 && r.consistent_read() == Some(true)
                 && r.projection_expression().is_some()
+                && key.get("owner") == Some(&AttributeValue::S(OWNER.into()))
+                && key.get("image_id") == Some(&AttributeValue::S(ID.into()))
         })
         .then_output(move || {
             GetItemOutput::builder()
@@ -127,7 +133,7 @@ async fn a_labeled_image_is_served_with_its_type_and_cached_forever() {
     let cat = photo("chelsea.png");
     let (it, obj) = (
         item("labeled", cat.len() as u64),
-        object(format!("uploads/{ID}"), Some(cat.clone())),
+        object(format!("uploads/{OWNER}/{ID}"), Some(cat.clone())),
     );
     let resp = handler(&ctx(&[&obj], &[&it]), request("", ID))
         .await
@@ -136,15 +142,67 @@ async fn a_labeled_image_is_served_with_its_type_and_cached_forever() {
     assert!(resp.is_base64_encoded);
     assert_eq!(header(&resp, "content-type"), Some("image/png"));
     assert_eq!(header(&resp, "x-content-type-options"), Some("nosniff"));
-    assert!(header(&resp, "cache-control").is_some_and(|c| c.contains("immutable")));
+    // The owner's browser may keep it; a shared cache never (the image is private).
+    assert_eq!(
+        header(&resp, "cache-control"),
+        Some("private, max-age=31536000, immutable")
+    );
     assert_eq!(bytes(&resp), cat);
+}
+
+#[tokio::test]
+async fn another_users_image_is_not_found_and_no_token_reads_nothing() {
+    let cat = photo("chelsea.png");
+    let it = item("labeled", cat.len() as u64);
+    let none = no_item();
+    let obj = object(format!("uploads/{OWNER}/{ID}"), Some(cat));
+    // Someone else asks for the owner's image: their own partition has no such item.
+    let mut other = request("", ID);
+    if let Some(jwt) = other
+        .payload
+        .request_context
+        .authorizer
+        .as_mut()
+        .and_then(|a| a.jwt.as_mut())
+    {
+        jwt.claims
+            .insert("sub".into(), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into());
+    }
+    for tail in ["", "/thumbnail"] {
+        let mut req = other.clone();
+        let path = format!("/images/{ID}{tail}");
+        req.payload.raw_path = Some(path.clone());
+        req.payload.route_key = Some(format!("GET /images/{{id}}{tail}"));
+        let resp = handler(&ctx(&[&obj], &[&it, &none]), req).await.unwrap();
+        assert_eq!(
+            (resp.status_code, error_code(&resp).as_str()),
+            (404, "not_found"),
+            "{tail}"
+        );
+    }
+    assert_eq!((it.num_calls(), obj.num_calls()), (0, 0));
+    // No verified token: refused before anything is read.
+    let before = none.num_calls();
+    let mut anonymous = request("", ID);
+    anonymous.payload.request_context.authorizer = None;
+    let resp = handler(&ctx(&[&obj], &[&it, &none]), anonymous)
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status_code, error_code(&resp).as_str()),
+        (401, "unauthorized")
+    );
+    assert_eq!(
+        (it.num_calls(), none.num_calls(), obj.num_calls()),
+        (0, before, 0)
+    );
 }
 
 #[tokio::test]
 async fn only_labeled_images_are_served() {
     for status in ["processing", "awaiting_upload", "failed"] {
         let it = item(status, 100);
-        let obj = object(format!("uploads/{ID}"), Some(b"%PDF".to_vec()));
+        let obj = object(format!("uploads/{OWNER}/{ID}"), Some(b"%PDF".to_vec()));
         let resp = handler(&ctx(&[&obj], &[&it]), request("", ID))
             .await
             .unwrap();
@@ -179,13 +237,13 @@ async fn only_labeled_images_are_served() {
 async fn an_original_too_large_for_lambda_is_a_short_lived_redirect() {
     let it = item("labeled", images_function::MAX_INLINE_BYTES + 1);
     // Presigning runs the client's interceptors, so the mock must know the operation.
-    let obj = object(format!("uploads/{ID}"), Some(vec![0; 16]));
+    let obj = object(format!("uploads/{OWNER}/{ID}"), Some(vec![0; 16]));
     let resp = handler(&ctx(&[&obj], &[&it]), request("", ID))
         .await
         .unwrap();
     assert_eq!(resp.status_code, 302);
     let location = header(&resp, "location").unwrap();
-    assert!(location.contains(&format!("/uploads/{ID}")), "{location}");
+    assert!(location.contains(&format!("/uploads/{OWNER}/{ID}")), "{location}");
     assert!(location.contains("X-Amz-Expires=60"), "{location}");
     assert_eq!(header(&resp, "cache-control"), Some("no-store"));
 }
@@ -207,8 +265,8 @@ async fn a_thumbnail_is_made_once_cached_and_then_served_from_the_cache() {
     };
     let it = item("labeled", cat.len() as u64);
     let (missing, original) = (
-        object(format!("thumbnails/{ID}.jpg"), None),
-        object(format!("uploads/{ID}"), Some(cat.clone())),
+        object(format!("thumbnails/{OWNER}/{ID}.jpg"), None),
+        object(format!("uploads/{OWNER}/{ID}"), Some(cat.clone())),
     );
     let resp = handler(
         &ctx(&[&missing, &original, &put], &[&it]),
@@ -223,13 +281,13 @@ async fn a_thumbnail_is_made_once_cached_and_then_served_from_the_cache() {
     assert_eq!(img.width().max(img.height()), THUMBNAIL_MAX_SIDE);
     let stored = stored.lock().unwrap().clone();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].0, format!("thumbnails/{ID}.jpg"));
+    assert_eq!(stored[0].0, format!("thumbnails/{OWNER}/{ID}.jpg"));
     assert_eq!(stored[0].1, "image/jpeg");
     assert_eq!(stored[0].2, made);
 
     // Cached: served as stored, the original untouched.
-    let cached = object(format!("thumbnails/{ID}.jpg"), Some(made.clone()));
-    let untouched = object(format!("uploads/{ID}"), Some(cat));
+    let cached = object(format!("thumbnails/{OWNER}/{ID}.jpg"), Some(made.clone()));
+    let untouched = object(format!("uploads/{OWNER}/{ID}"), Some(cat));
     let resp = handler(
         &ctx(&[&cached, &untouched], &[&it]),
         request("/thumbnail", ID),

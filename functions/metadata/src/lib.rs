@@ -13,7 +13,9 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use handler_shared::{ApiError, ImageId, RouteOf, Vars, env_or, json_response, required_env};
+use handler_shared::{
+    ApiError, ImageId, Owner, RouteOf, Vars, env_or, json_response, required_env,
+};
 use lambda_runtime::LambdaEvent;
 use sha2::{Digest, Sha256};
 
@@ -62,27 +64,34 @@ pub async fn handler(
 ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
     let req = event.payload;
     let route = RouteOf::of(&req);
-    let result = match route.route(ROUTES) {
-        Some(Route::ListMetadata) => match req.query_string_parameters.first("label") {
-            Some(label) => search(ctx, &req, label).await,
-            None => list(ctx, &req).await,
-        },
-        Some(Route::ListLabels) => label_counts(ctx, &req).await,
-        Some(Route::GetMetadata) => {
+    let routed = route.route(ROUTES);
+    let owner = match (routed, Owner::of_request(&req)) {
+        (Some(_), Err(e)) => return Ok(handler_shared::respond(Err(e))),
+        (_, owner) => owner.ok(),
+    };
+    let result = match (routed, owner) {
+        (Some(Route::ListMetadata), Some(owner)) => {
+            match req.query_string_parameters.first("label") {
+                Some(label) => search(ctx, &req, &owner, label).await,
+                None => list(ctx, &req, &owner).await,
+            }
+        }
+        (Some(Route::ListLabels), Some(owner)) => label_counts(ctx, &req, &owner).await,
+        (Some(Route::GetMetadata), Some(owner)) => {
             // API Gateway passes `{id}`; a direct invocation has only the path.
             let from_path = route.path.rsplit('/').next().unwrap_or_default();
             let raw = req
                 .path_parameters
                 .get("id")
                 .map_or(from_path, String::as_str);
-            one(ctx, raw).await
+            one(ctx, &owner, raw).await
         }
         _ => Ok(route.not_routed(ROUTES)),
     };
     Ok(handler_shared::respond(result))
 }
 
-async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError> {
+async fn one(ctx: &Ctx, owner: &Owner, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let id = ImageId::parse(raw).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_id",
@@ -93,7 +102,8 @@ async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError>
         .dynamodb
         .get_item()
         .table_name(&ctx.table)
-        .key("image_id", AttributeValue::S(id.to_string()))
+        .key(index::OWNER, AttributeValue::S(owner.to_string()))
+        .key(index::IMAGE_ID, AttributeValue::S(id.to_string()))
         .consistent_read(true)
         .send()
         .await
@@ -103,8 +113,9 @@ async fn one(ctx: &Ctx, raw: &str) -> Result<ApiGatewayV2httpResponse, ApiError>
         })?;
     match out.item() {
         Some(item) => Ok(json_response(200, &from_item(item))),
+        // Another user's image is as absent as one never uploaded: its key names its owner.
         None => Err(ApiError::not_found(format!(
-            "no image {id}: no upload was accepted with this id (or its presigned upload expired unused)"
+            "no image {id}: you have no upload with this id (or its presigned upload expired unused)"
         ))),
     }
 }
@@ -285,6 +296,7 @@ fn partition_query(
 async fn search(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
     raw_label: &str,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let q = &req.query_string_parameters;
@@ -299,14 +311,15 @@ async fn search(
             ),
         )
     })?;
+    // A token is bound to its user's partition: another user's token is refused.
+    let scope = format!("{}/{owner}", ctx.labels_table);
     let start = match q.first("next_token") {
         None => None,
         Some(t) => Some(
-            decode_search_token(&ctx.labels_table, &label, min_confidence, t, limit)
-                .map_err(bad_token)?,
+            decode_search_token(&scope, &label, min_confidence, t, limit).map_err(bad_token)?,
         ),
     };
-    let partition = index::label_partition(&label);
+    let partition = index::label_partition(owner.as_str(), &label);
     let mut query = partition_query(ctx, &partition)
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(100));
@@ -330,9 +343,7 @@ async fn search(
         .last_evaluated_key()
         .and_then(|k| k.get(index::SORT_KEY))
         .and_then(|v| v.as_s().ok())
-        .map(|position| {
-            encode_search_token(&ctx.labels_table, &label, min_confidence, position, limit)
-        });
+        .map(|position| encode_search_token(&scope, &label, min_confidence, position, limit));
     Ok(json_response(200, &Page { items, next_token }))
 }
 
@@ -341,12 +352,13 @@ async fn search(
 async fn label_counts(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let min_confidence = parse_min_confidence(req.query_string_parameters.first("min_confidence"))?;
     let mut labels = Vec::new();
     let mut start = None;
     for _ in 0..MAX_COUNT_PAGES {
-        let out = partition_query(ctx, index::COUNTS_PARTITION)
+        let out = partition_query(ctx, &index::counts_partition(owner.as_str()))
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -393,6 +405,7 @@ fn count_of(item: &HashMap<String, AttributeValue>, min_confidence: u8) -> Optio
 async fn list(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let q = &req.query_string_parameters;
     let limit = parse_limit(q.first("limit"), ctx.default_limit)?;
@@ -402,28 +415,29 @@ async fn list(
             "min_confidence applies to a search: add label=..., or use GET /labels?min_confidence=",
         ));
     }
+    let scope = format!("{}/{owner}", ctx.table);
     let start = match q.first("next_token") {
         None => None,
-        Some(t) => Some(decode_token(&ctx.table, t, limit).map_err(bad_token)?),
+        Some(t) => Some(decode_token(&scope, t, limit).map_err(bad_token)?),
     };
-    let listing = || AttributeValue::S(index::LISTING_PARTITION.to_string());
+    let listing = || AttributeValue::S(owner.to_string());
     let mut query = ctx
         .dynamodb
         .query()
         .table_name(&ctx.table)
         .index_name(index::LISTING_INDEX)
-        .key_condition_expression("#listing = :listing")
-        .expression_attribute_names("#listing", index::LISTING_ATTRIBUTE)
-        .expression_attribute_values(":listing", listing())
+        .key_condition_expression("#owner = :owner")
+        .expression_attribute_names("#owner", index::OWNER)
+        .expression_attribute_values(":owner", listing())
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(100));
     if let Some(position) = start {
         // The token's position was checked when it was decoded: a timestamp, `#`, an id.
         let (uploaded_at, id) = position.rsplit_once('#').unwrap_or_default();
         query = query
-            .exclusive_start_key(index::LISTING_ATTRIBUTE, listing())
+            .exclusive_start_key(index::OWNER, listing())
             .exclusive_start_key(index::UPLOADED_AT, AttributeValue::S(uploaded_at.into()))
-            .exclusive_start_key("image_id", AttributeValue::S(id.into()));
+            .exclusive_start_key(index::IMAGE_ID, AttributeValue::S(id.into()));
     }
     let out = query.send().await.map_err(|e| {
         tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Query failed");
@@ -432,8 +446,8 @@ async fn list(
     let items = out.items().iter().map(from_item).collect();
     let next_token = out.last_evaluated_key().and_then(|k| {
         let s = |name: &str| k.get(name).and_then(|v| v.as_s().ok());
-        let position = index::entry_sort_key(s(index::UPLOADED_AT)?, s("image_id")?);
-        Some(encode_token(&ctx.table, &position, limit))
+        let position = index::entry_sort_key(s(index::UPLOADED_AT)?, s(index::IMAGE_ID)?);
+        Some(encode_token(&scope, &position, limit))
     });
     Ok(json_response(200, &Page { items, next_token }))
 }

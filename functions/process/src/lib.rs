@@ -28,7 +28,7 @@ use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::types::{Image, S3Object};
 use aws_sdk_s3::types::{Tag, Tagging};
 use chrono::{DateTime, SecondsFormat, Utc};
-use handler_shared::{ImageId, Vars, env_or, required_env};
+use handler_shared::{ImageId, Owner, Vars, env_or, required_env};
 use image_check::{MAX_S3_BYTES, REKOGNITION, Rejection};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -203,6 +203,7 @@ pub fn decode_key(raw: &str) -> Option<String> {
 struct Upload<'a> {
     bucket: &'a str,
     key: String,
+    owner: Owner,
     id: ImageId,
     version: Option<&'a str>,
     uploaded_at: chrono::DateTime<chrono::Utc>,
@@ -228,15 +229,17 @@ fn upload_of<'a>(ctx: &Ctx, record: &'a S3EventRecord) -> Result<Upload<'a>, Out
     let Some(key) = record.s3.object.key.as_deref().and_then(decode_key) else {
         return Err(Outcome::Skipped("record has no decodable key".into()));
     };
-    let Some(id) = ImageId::from_object_key(&key, &ctx.prefix) else {
+    // The owner comes from the key, which the upload function built from the verified token.
+    let Some((owner, id)) = ImageId::from_object_key(&key, &ctx.prefix) else {
         return Err(Outcome::Skipped(format!(
-            "key is not {}<image id>",
+            "key is not {}<owner>/<image id>",
             ctx.prefix
         )));
     };
     Ok(Upload {
         bucket,
         key,
+        owner,
         id,
         // The event names the version it is about; read that one, not whatever is newest.
         version: record
@@ -255,10 +258,12 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         Err(skipped) => return Ok(skipped),
     };
     let (id, key, version, uploaded_at) = (up.id, &up.key, up.version, up.uploaded_at);
+    let owner = &up.owner;
     let (first, size) = match read_first_bytes(ctx, key, version).await? {
         Read::Found { first, size } => (first, size),
         Read::Gone => {
             let item = Item::failed(
+                owner,
                 id,
                 FailureReason::ImageUnavailable,
                 "unknown".into(),
@@ -281,13 +286,13 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
             tracing::info!(image_id = %id, reason = reason.as_str(), size_bytes = size, "not an image Rekognition takes");
             tag_rejected(ctx, key, version).await?;
             let content_type = format.map_or("application/octet-stream", |f| f.mime());
-            let item = Item::failed(id, reason, content_type.into(), size, uploaded_at);
+            let item = Item::failed(owner, id, reason, content_type.into(), size, uploaded_at);
             return put(ctx, &item).await;
         }
     };
 
     // A presigned upload has just arrived: it is `processing` from now until its labels.
-    mark_processing(ctx, &id, &content_type, size, uploaded_at).await?;
+    mark_processing(ctx, owner, &id, &content_type, size, uploaded_at).await?;
     let item = detect(ctx, &up, content_type, size).await?;
     put_indexed(ctx, &item).await
 }
@@ -316,6 +321,7 @@ async fn detect(
         .await;
     let item = match detected {
         Ok(out) => Item {
+            owner: up.owner.clone(),
             image_id: id,
             status: Status::Labeled,
             labels: out
@@ -348,7 +354,7 @@ async fn detect(
                     message = meta.and_then(|m| aws_sdk_rekognition::error::ProvideErrorMetadata::message(m)).unwrap_or(""),
                     "Rekognition refused the image"
                 );
-                Item::failed(id, reason, content_type, size, uploaded_at)
+                Item::failed(&up.owner, id, reason, content_type, size, uploaded_at)
             }
             None => {
                 return Err(RetryableError(format!(
@@ -496,6 +502,7 @@ struct Label {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Item {
+    owner: Owner,
     image_id: ImageId,
     status: Status,
     labels: Vec<Label>,
@@ -508,6 +515,7 @@ struct Item {
 
 impl Item {
     fn failed(
+        owner: &Owner,
         image_id: ImageId,
         reason: FailureReason,
         content_type: String,
@@ -515,6 +523,7 @@ impl Item {
         uploaded_at: DateTime<Utc>,
     ) -> Self {
         Self {
+            owner: owner.clone(),
             image_id,
             status: Status::Failed,
             labels: Vec::new(),
@@ -529,7 +538,8 @@ impl Item {
     fn attributes(&self) -> HashMap<String, AttributeValue> {
         let s = |v: &str| AttributeValue::S(v.to_string());
         let mut m = HashMap::new();
-        m.insert("image_id".into(), s(&self.image_id.to_string()));
+        m.insert(index::OWNER.into(), s(self.owner.as_str()));
+        m.insert(index::IMAGE_ID.into(), s(&self.image_id.to_string()));
         m.insert(
             "status".into(),
             s(match self.status {
@@ -564,7 +574,6 @@ impl Item {
             AttributeValue::N(self.size_bytes.to_string()),
         );
         m.insert(index::UPLOADED_AT.into(), s(&timestamp(self.uploaded_at)));
-        m.insert(index::LISTING_ATTRIBUTE.into(), s(index::LISTING_PARTITION));
         m.insert("processed_at".into(), s(&timestamp(Utc::now())));
         if let Some(r) = self.failure_reason {
             m.insert("failure_reason".into(), s(r.as_str()));
@@ -598,6 +607,7 @@ fn status_values() -> HashMap<String, AttributeValue> {
 /// Moves an `awaiting_upload` item to `processing`; any other item (or none) is left alone.
 async fn mark_processing(
     ctx: &Ctx,
+    owner: &Owner,
     id: &ImageId,
     content_type: &str,
     size_bytes: i64,
@@ -605,7 +615,8 @@ async fn mark_processing(
 ) -> Result<(), RetryableError> {
     let s = |v: &str| AttributeValue::S(v.to_string());
     let item = HashMap::from([
-        ("image_id".to_string(), s(&id.to_string())),
+        (index::OWNER.to_string(), s(owner.as_str())),
+        (index::IMAGE_ID.to_string(), s(&id.to_string())),
         ("status".to_string(), s(ImageStatus::Processing.as_str())),
         ("content_type".to_string(), s(content_type)),
         (
@@ -613,10 +624,6 @@ async fn mark_processing(
             AttributeValue::N(size_bytes.to_string()),
         ),
         (index::UPLOADED_AT.to_string(), s(&timestamp(uploaded_at))),
-        (
-            index::LISTING_ATTRIBUTE.to_string(),
-            s(index::LISTING_PARTITION),
-        ),
     ]);
     let result = ctx
         .dynamodb
@@ -678,7 +685,7 @@ async fn put_indexed(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> 
         let mut entry = attributes.clone();
         entry.insert(
             index::PARTITION_KEY.into(),
-            AttributeValue::S(index::label_partition(key)),
+            AttributeValue::S(index::label_partition(item.owner.as_str(), key)),
         );
         entry.insert(
             index::SORT_KEY.into(),
@@ -706,7 +713,7 @@ async fn put_indexed(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> 
                         .table_name(&ctx.labels_table)
                         .key(
                             index::PARTITION_KEY,
-                            AttributeValue::S(index::COUNTS_PARTITION.into()),
+                            AttributeValue::S(index::counts_partition(item.owner.as_str())),
                         )
                         .key(index::SORT_KEY, AttributeValue::S(key.clone()))
                         .update_expression(

@@ -30,14 +30,64 @@ impl ImageId {
         (canonical == s && id.get_version_num() == 4).then_some(Self(id))
     }
 
-    /// The object key the image is stored under: `{prefix}{id}`.
-    pub fn object_key(&self, prefix: &str) -> String {
-        format!("{prefix}{self}")
+    /// The object key the image is stored under: `{prefix}{owner}/{id}`, so each user's
+    /// images share a prefix that a policy can name.
+    pub fn object_key(&self, prefix: &str, owner: &Owner) -> String {
+        format!("{prefix}{owner}/{self}")
     }
 
-    /// The id an object key names, if the key is exactly `{prefix}{id}`.
-    pub fn from_object_key(key: &str, prefix: &str) -> Option<Self> {
-        key.strip_prefix(prefix).and_then(Self::parse)
+    /// The owner and id an object key names, if the key is exactly `{prefix}{owner}/{id}`.
+    pub fn from_object_key(key: &str, prefix: &str) -> Option<(Owner, Self)> {
+        let (owner, id) = key.strip_prefix(prefix)?.split_once('/')?;
+        Some((Owner::parse(owner)?, Self::parse(id)?))
+    }
+}
+
+/// The signed-in user an image belongs to: the `sub` claim of the access token the API's
+/// authorizer verified. Never taken from a body, a query or a header.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner(String);
+
+impl Owner {
+    /// The longest `sub` accepted (Cognito's are 36-character UUIDs).
+    pub const MAX_CHARS: usize = 128;
+
+    /// Letters, digits and `-`, at most [`Self::MAX_CHARS`]: a `sub` can then be a key
+    /// segment and a partition prefix without escaping.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_CHARS
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then(|| Self(s.to_string()))
+    }
+
+    /// The owner of a request: the `sub` of the token the API's JWT authorizer verified.
+    /// A request that reached the function without one (a route deployed without the
+    /// authorizer, or a direct invocation) is refused, never served as someone.
+    pub fn of_request(req: &ApiGatewayV2httpRequest) -> Result<Self, ApiError> {
+        req.request_context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get("sub"))
+            .and_then(|sub| Self::parse(sub))
+            .ok_or_else(|| {
+                ApiError::new(
+                    401,
+                    "unauthorized",
+                    "sign in: this route needs a signed-in user's access token",
+                )
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -292,21 +342,42 @@ mod tests {
     #[test]
     fn object_keys_round_trip_only_under_the_prefix() {
         let id = ImageId::new_random();
-        let key = id.object_key("uploads/");
-        assert_eq!(key, format!("uploads/{id}"));
-        assert_eq!(ImageId::from_object_key(&key, "uploads/"), Some(id));
+        let owner = Owner::parse("0b5e0f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
+        let key = id.object_key("uploads/", &owner);
+        assert_eq!(key, format!("uploads/{owner}/{id}"));
         assert_eq!(
-            ImageId::from_object_key(&format!("other/{id}"), "uploads/"),
-            None
+            ImageId::from_object_key(&key, "uploads/"),
+            Some((owner.clone(), id))
         );
-        assert_eq!(
-            ImageId::from_object_key(&format!("{key}.jpg"), "uploads/"),
-            None
-        );
-        assert_eq!(
-            ImageId::from_object_key(&format!("uploads/x/{id}"), "uploads/"),
-            None
-        );
+        for bad in [
+            format!("other/{owner}/{id}"),
+            format!("{key}.jpg"),
+            format!("uploads/{id}"),
+            format!("uploads/{owner}/x/{id}"),
+            format!("uploads//{id}"),
+            format!("uploads/a.b/{id}"),
+        ] {
+            assert_eq!(ImageId::from_object_key(&bad, "uploads/"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_owner_is_the_verified_tokens_sub_and_nothing_else() {
+        let mut req = ApiGatewayV2httpRequest::default();
+        req.headers.insert("x-owner", HeaderValue::from_static("someone"));
+        let err = Owner::of_request(&req).unwrap_err();
+        assert_eq!((err.status, err.code), (401, "unauthorized"));
+        let event = serde_json::json!({
+            "requestContext": {
+                "http": {"method": "GET", "path": "/metadata"},
+                "authorizer": {"jwt": {"claims": {"sub": "abc-123"}, "scopes": []}}
+            }
+        });
+        let req: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        assert_eq!(Owner::of_request(&req).unwrap().as_str(), "abc-123");
+        for bad in ["", "a/b", "a#b", "../x", &"a".repeat(129)] {
+            assert_eq!(Owner::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The upload function. `POST /upload` takes the raw image as the body, checks what it really
-//! is, stores it under `uploads/{image_id}` and records it as `processing`; `POST /uploads`
+//! is, stores it under `uploads/{owner}/{image_id}` and records it as `processing`; `POST /uploads`
 //! records an `awaiting_upload` image and hands out a presigned S3 PUT for images too large to
 //! pass through API Gateway and Lambda.
 //!
@@ -19,7 +19,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
-use handler_shared::{ApiError, ImageId, RouteOf, Vars, echo, env_or, json_response, required_env};
+use handler_shared::{
+    ApiError, ImageId, Owner, RouteOf, Vars, echo, env_or, json_response, required_env,
+};
 use lambda_runtime::LambdaEvent;
 
 use image_check::{Format, REKOGNITION};
@@ -94,9 +96,10 @@ pub async fn handler(
 ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
     let req = event.payload;
     let route = RouteOf::of(&req);
-    let result = match route.route(ROUTES) {
-        Some(Route::Upload) => upload(ctx, &req).await,
-        Some(Route::PresignUpload) => presign(ctx, &req).await,
+    let result = match (route.route(ROUTES), Owner::of_request(&req)) {
+        (Some(_), Err(e)) => Err(e),
+        (Some(Route::Upload), Ok(owner)) => upload(ctx, &req, &owner).await,
+        (Some(Route::PresignUpload), Ok(owner)) => presign(ctx, &req, &owner).await,
         _ => Ok(route.not_routed(ROUTES)),
     };
     Ok(handler_shared::respond(result))
@@ -142,6 +145,7 @@ fn body_bytes(req: &ApiGatewayV2httpRequest, max: usize) -> Result<Cow<'_, [u8]>
 async fn upload(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let bytes = body_bytes(req, ctx.max_upload_bytes)?;
     if bytes.is_empty() {
@@ -185,7 +189,7 @@ async fn upload(
     ctx.s3
         .put_object()
         .bucket(&ctx.bucket)
-        .key(id.object_key(&ctx.prefix))
+        .key(id.object_key(&ctx.prefix, owner))
         .content_type(kind.mime())
         .body(ByteStream::from(bytes.into_owned()))
         .send()
@@ -198,6 +202,7 @@ async fn upload(
     // (the process function writes the item either way), so it is logged, not answered 503,
     // which would make the client upload the image a second time.
     let accepted = Accepted {
+        owner,
         id: &id,
         status: ImageStatus::Processing,
         content_type: kind.mime(),
@@ -239,6 +244,7 @@ fn set_location(resp: &mut ApiGatewayV2httpResponse, id: &ImageId) {
 async fn presign(
     ctx: &Ctx,
     req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     // A JSON body is small; 64 KiB is far more than a valid request needs.
     let bytes = body_bytes(req, 64 * 1024)?;
@@ -288,7 +294,7 @@ async fn presign(
         .s3
         .put_object()
         .bucket(&ctx.bucket)
-        .key(id.object_key(&ctx.prefix))
+        .key(id.object_key(&ctx.prefix, owner))
         .content_type(kind.mime())
         .content_length(ask.size_bytes)
         .if_none_match("*")
@@ -308,6 +314,7 @@ async fn presign(
         + ctx.presign_expires.as_secs()
         + AWAITING_GRACE_SECONDS;
     let accepted = Accepted {
+        owner,
         id: &id,
         status: ImageStatus::AwaitingUpload,
         content_type: kind.mime(),
@@ -339,6 +346,7 @@ async fn presign(
 
 /// An image as the upload function knows it when it accepts it.
 struct Accepted<'a> {
+    owner: &'a Owner,
     id: &'a ImageId,
     status: ImageStatus,
     content_type: &'a str,
@@ -351,7 +359,8 @@ impl Accepted<'_> {
     fn attributes(&self) -> HashMap<String, AttributeValue> {
         let s = |v: &str| AttributeValue::S(v.to_string());
         let mut m = HashMap::from([
-            ("image_id".to_string(), s(&self.id.to_string())),
+            (index::OWNER.to_string(), s(self.owner.as_str())),
+            (index::IMAGE_ID.to_string(), s(&self.id.to_string())),
             ("status".to_string(), s(self.status.as_str())),
             ("content_type".to_string(), s(self.content_type)),
             (
@@ -361,10 +370,6 @@ impl Accepted<'_> {
             (
                 index::UPLOADED_AT.to_string(),
                 s(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            ),
-            (
-                index::LISTING_ATTRIBUTE.to_string(),
-                s(index::LISTING_PARTITION),
             ),
         ]);
         if let Some(t) = self.expires_at {
