@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec, Names, REJECTED_EXPIRY_DAYS,
-    HttpRoute, REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage,
-    UPLOAD_PREFIX, outputs,
+    APP, App, Architecture, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec, HttpRoute, Names,
+    REJECTED_EXPIRY_DAYS, REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM,
+    STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -146,10 +146,7 @@ fn images_table(names: &Names) -> Table {
         // `GET /metadata`: a user's images, newest first, as one Query.
         global_secondary_indexes: vec![GlobalSecondaryIndex {
             index_name: index::LISTING_INDEX.into(),
-            key_schema: vec![
-                key(index::OWNER, "HASH"),
-                key(index::UPLOADED_AT, "RANGE"),
-            ],
+            key_schema: vec![key(index::OWNER, "HASH"), key(index::UPLOADED_AT, "RANGE")],
             projection: Projection {
                 projection_type: "ALL".into(),
             },

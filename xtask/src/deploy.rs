@@ -144,17 +144,28 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
                 c.display()
             ));
         }
-        s.push_str("try it:\n");
+        let place = match cacert {
+            Some(_) => "--local".to_string(),
+            None => format!("--region {}", r.identity.region),
+        };
+        let place = match r.stage.as_str() {
+            "dev" => place,
+            stage => format!("{place} --stage {stage}"),
+        };
+        s.push_str(&format!(
+            "try it (as a user of the stage: `IMAGE_PIPELINE_PASSWORD=… cargo xtask user add EMAIL {place}` adds one):\n"
+        ));
+        let auth = format!("-H \"Authorization: Bearer $(cargo xtask user token EMAIL {place})\"");
         // The photograph the smoke test uploads, by its real path: it is in every checkout.
         let photo = deployer::util::workspace_root()
             .join("deployer")
             .join("assets")
             .join("smoke-test.png");
         s.push_str(&format!(
-            "  {curl} -X POST --data-binary '@{}' -H 'content-type: image/png' '{api}/upload'\n",
+            "  {curl} {auth} -X POST --data-binary '@{}' -H 'content-type: image/png' '{api}/upload'\n",
             photo.display()
         ));
-        s.push_str(&format!("  {curl} '{api}/metadata/IMAGE_ID'\n"));
+        s.push_str(&format!("  {curl} {auth} '{api}/metadata/IMAGE_ID'\n"));
     }
     s.trim_end().to_string()
 }
@@ -227,6 +238,12 @@ mod tests {
             .unwrap_or_default();
         assert!(std::path::Path::new(path).is_file(), "{line}");
         assert!(line.contains("content-type: image/png"), "{line}");
+        assert!(
+            line.contains(
+                "-H \"Authorization: Bearer $(cargo xtask user token EMAIL --region us-east-1)\""
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod test;
 #[cfg(test)]
 mod tidy;
 mod trace;
+mod user;
 mod watch;
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,8 @@ enum Cmd {
     Watch(watch::Args),
     /// Show a deployed stage in one screen: stack, API, code deployed against built, template drift, failures, items
     Status(status::Args),
+    /// Manage a stage's users: add, remove (with all their images), list, print an access token
+    User(user::Args),
     /// Print the IAM policy the identity running deploy, smoke-test and teardown needs (after bootstrap)
     DeployerPolicy(DeployerPolicyArgs),
     /// Manage the local environment (AWS emulator and label service on 127.0.0.1)
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Watch(a) => watch::run(a),
         Cmd::Local(a) => local::run(a),
         Cmd::DeployerPolicy(a) => deployer_policy(a),
+        Cmd::User(a) => user::run(a),
         Cmd::Lint(a) => lint::run(a),
         Cmd::Model => model::run(),
         Cmd::Test(a) => test::run(a),

@@ -23,7 +23,8 @@ pub struct Args {
     /// Seconds to wait for the image's labels
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
-    /// Keep the uploaded image and its metadata
+    /// Keep the uploaded images, their metadata and the user who owns them (remove them with
+    /// `cargo xtask user remove EMAIL`)
     #[arg(long)]
     pub keep: bool,
     /// Output format
@@ -76,6 +77,11 @@ fn summary(r: &SmokeReport) -> String {
     );
     for c in &r.checks {
         s.push_str(&format!("  {}\n", check_line(c)));
+    }
+    if let Some(user) = &r.kept_user {
+        s.push_str(&format!(
+            "kept user {user} and their images (remove both with `cargo xtask user remove {user}`)\n"
+        ));
     }
     s.trim_end().to_string()
 }

@@ -285,6 +285,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sts: aws_sdk_sts::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub cognito: aws_sdk_cognitoidentityprovider::Client,
 }
 
 impl Clients {
@@ -302,6 +303,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            cognito: aws_sdk_cognitoidentityprovider::Client::new(config),
         }
     }
 }

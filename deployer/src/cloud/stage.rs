@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::cloud::aws::Target;
 use crate::cloud::cfn::{self, CfnError, StackInfo, StackStatus};
+use crate::cloud::cognito::Pool;
 
 #[derive(Debug, Error)]
 pub enum StageError {
@@ -74,6 +75,8 @@ pub struct Deployed {
     pub table: String,
     pub labels_table: String,
     pub failure_queue_url: String,
+    /// The stage's user pool and its app client.
+    pub pool: Pool,
     /// Every output, for the per-function ones (names, role ARNs).
     pub outputs: StackOutputs,
 }
@@ -87,6 +90,10 @@ impl Deployed {
             table: outputs.need(outputs::TABLE)?,
             labels_table: outputs.need(outputs::LABELS_TABLE)?,
             failure_queue_url: outputs.need(outputs::FAILURE_QUEUE_URL)?,
+            pool: Pool {
+                id: outputs.need(outputs::USER_POOL_ID)?,
+                client_id: outputs.need(outputs::USER_POOL_CLIENT_ID)?,
+            },
             outputs,
         })
     }

@@ -32,6 +32,13 @@
 //! - A stack deployed by a change set with a `RoleARN` keeps that role, and `DescribeStacks`
 //!   names it, as on AWS. MiniStack 1.5.33 dropped it, so the no-op check of `deploy` (which
 //!   compares the stack's role with the one it would pass) saw a difference on every run.
+//! - An HTTP API's JWT authorizer verifies a user pool's tokens against the pool's keys.
+//!   MiniStack 1.5.33 fetches them from `http://localhost:4566/{pool}/.well-known/jwks.json`,
+//!   plain HTTP on a port that speaks only TLS under `USE_SSL=1`, so every token, valid or
+//!   not, got 401 (measured). With the fix the authorizer reads the pool's keys where the
+//!   emulator keeps them; the signature, issuer, audience, expiry and scope checks are its
+//!   own. (Signing and verifying RS256 needs `cryptography`, pinned in
+//!   `tools/local-requirements.txt`; without it MiniStack signs with a static key.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -99,7 +106,23 @@ const FIXES: &[Fix] = &[
         anchor: "            f\"<Capabilities>{caps_xml}</Capabilities>\"\n            f\"<Parameters>{params_xml}</Parameters>\"\n            f\"<Outputs>{outputs_xml}</Outputs>\"\n",
         insert: "            # image-pipeline fidelity fix: DescribeStacks names the stack's role.\n            f\"{('<RoleARN>' + _esc(s['RoleARN']) + '</RoleARN>') if s.get('RoleARN') else ''}\"\n",
     },
+    // The JWT authorizer reads a user pool's signing keys in-process, not over plain HTTP.
+    Fix {
+        file: "services/apigateway.py",
+        anchor: "    cached = _jwks_cache.get(url)\n    now = time.time()\n",
+        insert: USER_POOL_KEYS,
+    },
 ];
+
+/// The start of `_fetch_jwks`: a user pool's JWKS URL on the emulator itself is answered from
+/// the pool's keys.
+const USER_POOL_KEYS: &str = r#"    # image-pipeline fidelity fix: a user pool's keys are read where the emulator keeps them.
+    _local = f"http://{_HOST}:{_PORT}/"
+    if url.startswith(_local) and url.endswith("/.well-known/jwks.json"):
+        from ministack.services import cognito as _cognito
+        _pool = url[len(_local):].split("/", 1)[0]
+        return json.loads(_cognito.well_known_jwks(_pool)[2])
+"#;
 
 /// Replaces `_simulate_principal_policy` (the dispatch table is built further down the
 /// module, so it takes this definition).

@@ -99,6 +99,8 @@ struct Image<'a> {
     clients: &'a aws::Clients,
     stage: &'a Deployed,
     account: &'a str,
+    /// The user the image belongs to (empty when no item names it).
+    owner: &'a str,
     id: &'a str,
     object_key: &'a str,
     now: i64,
@@ -165,7 +167,14 @@ async fn read_item(img: &Image<'_>, report: &mut TraceReport) {
         .dynamodb
         .get_item()
         .table_name(table)
-        .key("image_id", AttributeValue::S(img.id.to_string()))
+        .key(
+            api_types::index::OWNER,
+            AttributeValue::S(img.owner.to_string()),
+        )
+        .key(
+            api_types::index::IMAGE_ID,
+            AttributeValue::S(img.id.to_string()),
+        )
         .consistent_read(true)
         .send()
         .await;
@@ -207,6 +216,41 @@ async fn read_failures(img: &Image<'_>, report: &mut TraceReport) {
     }
 }
 
+/// The user an image belongs to. Its id alone does not name its partition, so this is a
+/// Scan of the images table for that id (an operator's read, page by page until found).
+async fn owner_of(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &str,
+) -> Result<Option<String>, String> {
+    let mut start = None;
+    loop {
+        let out = dynamodb
+            .scan()
+            .table_name(table)
+            .filter_expression("#id = :id")
+            .expression_attribute_names("#id", api_types::index::IMAGE_ID)
+            .expression_attribute_names("#owner", api_types::index::OWNER)
+            .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
+            .projection_expression("#owner")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| crate::cloud::error::chain(&e))?;
+        if let Some(owner) = out
+            .items()
+            .iter()
+            .find_map(|i| i.get(api_types::index::OWNER)?.as_s().ok().cloned())
+        {
+            return Ok(Some(owner));
+        }
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
 /// One image's life, from four readers: the logs, the object's versions, the item and the
 /// failure queue, on one timeline.
 pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceReport, TraceError> {
@@ -222,10 +266,19 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
         identity.arn
     ));
     let stage = crate::cloud::stage::read(&clients.cfn, &cfg.target, &cfg.stage).await?;
-    let object_key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+    let owner = match owner_of(&clients.dynamodb, &stage.table, &id).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => String::new(),
+        Err(e) => {
+            progress.step(&format!("cannot find the image's owner: {e}"));
+            String::new()
+        }
+    };
+    let object_key = format!("{}{owner}/{id}", stack::app::UPLOAD_PREFIX);
     let img = Image {
         clients: &clients,
         stage: &stage,
+        owner: &owner,
         account: &identity.account,
         id: &id,
         object_key: &object_key,

@@ -32,9 +32,12 @@ use Principal::{Deployer, Execution};
 /// uses no other.
 pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::ApiGatewayV2::Api",
+    "AWS::ApiGatewayV2::Authorizer",
     "AWS::ApiGatewayV2::Integration",
     "AWS::ApiGatewayV2::Route",
     "AWS::ApiGatewayV2::Stage",
+    "AWS::Cognito::UserPool",
+    "AWS::Cognito::UserPoolClient",
     "AWS::DynamoDB::Table",
     "AWS::IAM::Role",
     "AWS::Lambda::EventInvokeConfig",
@@ -185,6 +188,30 @@ impl Scoped {
         format!("{}/{}/*", self.assets_bucket(), self.stages)
     }
 
+    /// Every user pool of the region: pool ids are Cognito's, so a stage's pool is told
+    /// apart by its `stage` tag ([`Scoped::stage_tagged`]).
+    fn user_pools(&self) -> String {
+        format!(
+            "arn:{}:cognito-idp:{}:{}:userpool/*",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// `st`, limited to resources whose `stage` tag (and, when creating one, the requested
+    /// tag) is one of these stages; every stage needs no condition.
+    fn stage_tagged(&self, st: Statement<String>) -> Statement<String> {
+        if self.stages.is_all() {
+            return st;
+        }
+        let stage = self.stages.as_str();
+        let tag = |key: &str| (key.to_string(), vec![stage.to_string()]);
+        let c = BTreeMap::from([(
+            "StringLikeIfExists".to_string(),
+            BTreeMap::from([tag("aws:ResourceTag/stage"), tag("aws:RequestTag/stage")]),
+        )]);
+        when(st, c)
+    }
+
     fn bootstrap_resources(&self) -> [String; 2] {
         [
             self.iam(&format!("role/{}*", bootstrap::PREFIX)),
@@ -309,15 +336,25 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
         ),
         Statement::allow(
             // The smoke test removes its item; `status` counts items by status; `trace`
-            // reads one.
+            // reads one; `user remove` finds and removes a user's.
             "ItemsForSmokeTestStatusAndTrace",
-            actions(&["dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:GetItem"]),
+            actions(&[
+                "dynamodb:DeleteItem",
+                "dynamodb:Scan",
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+            ]),
             s.arn(&Names.table_arn()),
         ),
         Statement::allow(
-            // The smoke test removes its images' label entries and counts them down.
+            // The smoke test removes its images' label entries and counts them down;
+            // `user remove` finds and removes a user's.
             "LabelIndexForSmokeTest",
-            actions(&["dynamodb:DeleteItem", "dynamodb:UpdateItem"]),
+            actions(&[
+                "dynamodb:DeleteItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+            ]),
             s.arn(&Names.labels_table_arn()),
         ),
         Statement::allow(
@@ -337,6 +374,18 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
                 .flat_map(|a| [format!("{a}:*"), a])
                 .collect(),
         ),
+        // The smoke test's throwaway users, and `user add|remove|list|token`.
+        s.stage_tagged(Statement::allow(
+            "UsersOfTheseStages",
+            actions(&[
+                "cognito-idp:AdminCreateUser",
+                "cognito-idp:AdminSetUserPassword",
+                "cognito-idp:AdminGetUser",
+                "cognito-idp:AdminDeleteUser",
+                "cognito-idp:ListUsers",
+            ]),
+            vec![s.user_pools()],
+        )),
         Statement::allow(
             "VerifyDeployedCode",
             actions(&["lambda:GetFunction", "lambda:GetFunctionConfiguration"]),
@@ -474,6 +523,7 @@ pub fn execution_policy(
     statements.extend(table_and_queue(&s));
     statements.extend(logs(&s));
     statements.push(http_apis(&s));
+    statements.extend(user_pools(&s));
     statements.extend([
         deny(
             "NeverRemoveABoundary",
@@ -642,16 +692,37 @@ fn http_apis(s: &Scoped) -> Statement<String> {
             format!("arn:{p}:apigateway:{region}::/tags/*"),
         ],
     );
-    if s.stages.is_all() {
-        return st;
-    }
-    let stage = s.stages.as_str();
-    let tag = |key: &str| (key.to_string(), vec![stage.to_string()]);
-    let c = BTreeMap::from([(
-        "StringLikeIfExists".to_string(),
-        BTreeMap::from([tag("aws:ResourceTag/stage"), tag("aws:RequestTag/stage")]),
-    )]);
-    when(st, c)
+    s.stage_tagged(st)
+}
+
+/// The stages' user pools and their app clients. `CreateUserPool` names no pool yet (its
+/// resource is `*`); its requested `stage` tag must be one of these stages.
+fn user_pools(s: &Scoped) -> [Statement<String>; 2] {
+    [
+        s.stage_tagged(Statement::allow(
+            "CreateUserPoolsOfTheseStages",
+            actions(&["cognito-idp:CreateUserPool"]),
+            vec!["*".to_string()],
+        )),
+        s.stage_tagged(Statement::allow(
+            "UserPoolsOfTheseStages",
+            actions(&[
+                "cognito-idp:DescribeUserPool",
+                "cognito-idp:UpdateUserPool",
+                "cognito-idp:DeleteUserPool",
+                "cognito-idp:GetUserPoolMfaConfig",
+                "cognito-idp:SetUserPoolMfaConfig",
+                "cognito-idp:TagResource",
+                "cognito-idp:UntagResource",
+                "cognito-idp:ListTagsForResource",
+                "cognito-idp:CreateUserPoolClient",
+                "cognito-idp:DescribeUserPoolClient",
+                "cognito-idp:UpdateUserPoolClient",
+                "cognito-idp:DeleteUserPoolClient",
+            ]),
+            vec![s.user_pools()],
+        )),
+    ]
 }
 
 /// Who an escalation check is about.

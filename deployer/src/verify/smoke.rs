@@ -17,6 +17,7 @@ use stack::{App, Stage};
 use thiserror::Error;
 
 use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
+use crate::cloud::cognito::{self, Pool};
 use crate::cloud::error::chain;
 use crate::cloud::queue::queue_depth;
 use crate::cloud::stage::{self, StageError};
@@ -34,7 +35,7 @@ pub struct SmokeConfig {
     pub image: Option<Vec<u8>>,
     /// How long to wait for labels.
     pub timeout: Duration,
-    /// Leave the uploaded object and its item in place.
+    /// Leave the uploaded objects and items in place, and the user who owns them.
     pub keep: bool,
 }
 
@@ -42,6 +43,9 @@ pub struct SmokeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckName {
+    /// Two throwaway users are added to the stage's pool and sign in with SRP; the other
+    /// checks run as the first of them.
+    SignIn,
     /// `POST /upload` stores the image: 201 with an id.
     Upload,
     /// The image gets its labels.
@@ -54,6 +58,12 @@ pub enum CheckName {
     /// `GET /images/{id}` answers the uploaded bytes; `GET /images/{id}/thumbnail` a JPEG, the
     /// same bytes the second time (from the cache).
     Images,
+    /// Every signed-in route answers 401 with no token, a garbage one, one whose payload was
+    /// edited, or an ID token (which carries no scope); `GET /` needs none.
+    Unauthorized,
+    /// The second user sees, finds and reads none of the first user's images: 404 for its
+    /// metadata, bytes and thumbnail, absent from their listing, search and counts.
+    OtherUser,
     /// `GET /` answers the gallery page: HTML with nothing from elsewhere, under a
     /// Content-Security-Policy that names its inline script and style by hash.
     Gallery,
@@ -73,12 +83,15 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 12] = [
+    pub const ALL: [CheckName; 15] = [
+        CheckName::SignIn,
         CheckName::Upload,
         CheckName::Labels,
         CheckName::Listing,
         CheckName::LabelSearch,
         CheckName::Images,
+        CheckName::Unauthorized,
+        CheckName::OtherUser,
         CheckName::Gallery,
         CheckName::PresignedUpload,
         CheckName::BadUpload,
@@ -90,6 +103,9 @@ impl CheckName {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            CheckName::SignIn => "sign-in",
+            CheckName::Unauthorized => "unauthorized",
+            CheckName::OtherUser => "other-user",
             CheckName::Upload => "upload",
             CheckName::Labels => "labels",
             CheckName::Listing => "listing",
@@ -135,6 +151,12 @@ pub struct SmokeReport {
     pub target: String,
     pub api_url: String,
     pub image_id: Option<String>,
+    /// The `sub` of the user the checks ran as: the owner of `image_id`.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// With `--keep`, the user kept with their images (remove both with `user remove`).
+    #[serde(default)]
+    pub kept_user: Option<String>,
     pub labels: Vec<String>,
     pub checks: Vec<CheckResult>,
     pub passed: bool,
@@ -213,16 +235,51 @@ struct Run<'a> {
     presigned_id: Option<String>,
     rejected_id: Option<String>,
     labels: Vec<String>,
+    /// The stage's user pool.
+    pool: Pool,
+    /// The throwaway users, signed in: the checks run as the first.
+    users: Vec<SignedIn>,
+}
+
+/// A throwaway user of the smoke test and their tokens.
+struct SignedIn {
+    email: String,
+    sub: String,
+    access_token: String,
+    id_token: String,
 }
 
 impl Run<'_> {
-    /// Sends a GET of `path` under the API.
+    /// The first user's access token, as every signed-in request carries it.
+    fn bearer(&self) -> String {
+        self.users
+            .first()
+            .map(|u| format!("Bearer {}", u.access_token))
+            .unwrap_or_default()
+    }
+
+    /// Sends a GET of `path` under the API, as the first user.
     async fn send_get(&self, path: &str) -> Result<reqwest::Response, String> {
         self.http
             .get(format!("{}{path}", self.api))
+            .header("authorization", self.bearer())
             .send()
             .await
             .map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// A GET of `path` with `authorization` (none when `None`): the status and the body.
+    async fn get_with(
+        &mut self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Answer, String> {
+        let mut req = self.http.get(format!("{}{path}", self.api));
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
+        self.read(resp, &format!("GET {path}")).await
     }
 
     async fn get(&mut self, path: &str) -> Result<Answer, String> {
@@ -239,6 +296,7 @@ impl Run<'_> {
         let resp = self
             .http
             .post(format!("{}{path}", self.api))
+            .header("authorization", self.bearer())
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -260,6 +318,9 @@ impl Run<'_> {
     /// Runs one check.
     async fn check(&mut self, name: CheckName) -> Result<String, String> {
         match name {
+            CheckName::SignIn => self.sign_in().await,
+            CheckName::Unauthorized => self.unauthorized().await,
+            CheckName::OtherUser => self.other_user().await,
             CheckName::Upload => self.upload().await,
             CheckName::Labels => self.labels().await,
             CheckName::Listing => self.listing().await,
@@ -273,6 +334,161 @@ impl Run<'_> {
             CheckName::IamMatrix => self.iam_matrix().await,
             CheckName::FailureQueue => self.failure_queue().await,
         }
+    }
+
+    /// The first user's `sub`: the owner of everything the checks upload.
+    fn owner(&self) -> String {
+        self.users
+            .first()
+            .map(|u| u.sub.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds two throwaway users with random passwords and signs each in with SRP.
+    async fn sign_in(&mut self) -> Result<String, String> {
+        let tag = format!(
+            "{}-{}",
+            self.cfg.stage.as_str(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default()
+        );
+        for who in ["a", "b"] {
+            let email = format!("smoke-{tag}-{who}@example.com");
+            let password = throwaway_password()?;
+            let c = &self.clients.cognito;
+            cognito::add_user(c, &self.pool, &email, &password)
+                .await
+                .map_err(|e| format!("adding {email}: {e}"))?;
+            // Pushed before signing in, so the clean-up removes the user whatever follows.
+            self.users.push(SignedIn {
+                email: email.clone(),
+                sub: String::new(),
+                access_token: String::new(),
+                id_token: String::new(),
+            });
+            let sub = cognito::sub_of(c, &self.pool, &email)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tokens = cognito::sign_in(c, &self.pool, &email, &password)
+                .await
+                .map_err(|e| format!("signing in as {email}: {e}"))?;
+            if let Some(u) = self.users.last_mut() {
+                u.sub = sub;
+                u.access_token = tokens.access_token;
+                u.id_token = tokens.id_token;
+            }
+        }
+        Ok(format!(
+            "{} users added to pool {} and signed in with SRP",
+            self.users.len(),
+            self.pool.id
+        ))
+    }
+
+    /// Every signed-in route refuses a request without a valid access token, before any
+    /// handler runs; the page needs none.
+    async fn unauthorized(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let first = self
+            .users
+            .first()
+            .ok_or("not run: the sign-in check failed")?;
+        let edited = edit_payload(&first.access_token)?;
+        let id_token = format!("Bearer {}", first.id_token);
+        let tokens: [(&str, Option<&str>); 5] = [
+            ("no token", None),
+            ("garbage", Some("Bearer not.a.token")),
+            ("alg none", Some(ALG_NONE)),
+            ("an edited payload", Some(&edited)),
+            ("an ID token", Some(&id_token)),
+        ];
+        let paths = [
+            format!("/metadata/{id}"),
+            "/metadata".to_string(),
+            "/labels".to_string(),
+            format!("/images/{id}"),
+        ];
+        let mut refused = 0;
+        for (what, token) in tokens {
+            for path in &paths {
+                let a = self.get_with(path, token).await?;
+                // An ID token is well signed but lacks the route's scope: 403 on AWS.
+                if !matches!(a.status, 401 | 403) {
+                    return Err(format!(
+                        "GET {path} with {what} answered {}: {}",
+                        a.status,
+                        clip(&a.text)
+                    ));
+                }
+                refused += 1;
+            }
+        }
+        let page = self.get_with("/", None).await?;
+        if page.status != 200 {
+            return Err(format!("GET / without a token answered {}", page.status));
+        }
+        Ok(format!(
+            "{refused} requests with no, garbage, alg:none, edited or ID tokens refused; GET / open"
+        ))
+    }
+
+    /// The second user cannot see, find or read the first user's image.
+    async fn other_user(&mut self) -> Result<String, String> {
+        let id = self.uploaded()?;
+        let other = self
+            .users
+            .get(1)
+            .map(|u| format!("Bearer {}", u.access_token))
+            .ok_or("not run: the sign-in check failed")?;
+        for path in [
+            format!("/metadata/{id}"),
+            format!("/images/{id}"),
+            format!("/images/{id}/thumbnail"),
+        ] {
+            let a = self.get_with(&path, Some(&other)).await?;
+            if a.status != 404 {
+                return Err(format!(
+                    "the other user's GET {path} answered {}, not 404: {}",
+                    a.status,
+                    clip(&a.text)
+                ));
+            }
+        }
+        let listing: Page = self
+            .get_with("/metadata?limit=100", Some(&other))
+            .await?
+            .expect("GET /metadata", 200)?;
+        if listing.items.iter().any(|i| i.image_id == id) {
+            return Err("the other user's listing shows the image".into());
+        }
+        if let Some(label) = self.labels.first().cloned() {
+            let path = format!("/metadata?label={}", query_value(&label));
+            let found: Page = self
+                .get_with(&path, Some(&other))
+                .await?
+                .expect("GET /metadata?label=", 200)?;
+            if found.items.iter().any(|i| i.image_id == id) {
+                return Err(format!(
+                    "the other user's search for {label} finds the image"
+                ));
+            }
+            let counts: LabelCounts = self
+                .get_with("/labels", Some(&other))
+                .await?
+                .expect("GET /labels", 200)?;
+            if counts
+                .labels
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&label))
+            {
+                return Err(format!("the other user's label counts include {label}"));
+            }
+        }
+        Ok(format!(
+            "image {id}: 404 to the other user for metadata, bytes and thumbnail; absent from their listing, search and counts"
+        ))
     }
 
     fn uploaded(&self) -> Result<String, String> {
@@ -588,7 +804,7 @@ impl Run<'_> {
                 clip(&text)
             ));
         }
-        let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+        let key = format!("{}{}/{id}", stack::app::UPLOAD_PREFIX, self.owner());
         let tags = self
             .clients
             .s3
@@ -719,7 +935,8 @@ impl Run<'_> {
             .dynamodb
             .get_item()
             .table_name(table)
-            .key("image_id", AttributeValue::S(id.to_string()))
+            .key(index::OWNER, AttributeValue::S(self.owner()))
+            .key(index::IMAGE_ID, AttributeValue::S(id.to_string()))
             .consistent_read(true)
             .send()
             .await
@@ -758,7 +975,7 @@ impl Run<'_> {
                 .table_name(labels_table)
                 .key(
                     index::PARTITION_KEY,
-                    AttributeValue::S(index::label_partition(&key)),
+                    AttributeValue::S(index::label_partition(&self.owner(), &key)),
                 )
                 .key(
                     index::SORT_KEY,
@@ -783,7 +1000,7 @@ impl Run<'_> {
                 .table_name(labels_table)
                 .key(
                     index::PARTITION_KEY,
-                    AttributeValue::S(index::COUNTS_PARTITION.into()),
+                    AttributeValue::S(index::counts_partition(&self.owner())),
                 )
                 .key(index::SORT_KEY, AttributeValue::S(key))
                 .update_expression("ADD #count :minus")
@@ -796,9 +1013,34 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Removes what the checks uploaded (object versions and items) unless asked to keep
-    /// them; whether everything went.
+    /// Removes the throwaway users, and what the checks uploaded (object versions and items)
+    /// unless asked to keep it; whether everything went.
     async fn clean_up(&self, table: &str, labels_table: &str, progress: &dyn Progress) -> bool {
+        let mut all = true;
+        // With --keep, the first user stays with their images.
+        let skip = usize::from(self.cfg.keep);
+        for u in self.users.iter().skip(skip) {
+            if let Err(e) = cognito::remove_user(&self.clients.cognito, &self.pool, &u.email).await
+            {
+                all = false;
+                progress.step(&format!("could not remove the user {}: {e}", u.email));
+            }
+        }
+        if self.users.len() > skip {
+            progress.step(&format!(
+                "removed {} throwaway user(s)",
+                self.users.len() - skip
+            ));
+        }
+        all && self.remove_images(table, labels_table, progress).await
+    }
+
+    async fn remove_images(
+        &self,
+        table: &str,
+        labels_table: &str,
+        progress: &dyn Progress,
+    ) -> bool {
         let ids: Vec<&String> = self
             .image_id
             .iter()
@@ -816,13 +1058,15 @@ impl Run<'_> {
                     "could not remove image {id} from the label index: {e}"
                 ));
             }
-            let thumbnail = api_types::index::thumbnail_key(stack::app::THUMBNAIL_PREFIX, id);
+            let owner = self.owner();
+            let thumbnail =
+                api_types::index::thumbnail_key(stack::app::THUMBNAIL_PREFIX, &owner, id);
             if let Err(e) = delete_object_versions(&self.clients.s3, &self.bucket, &thumbnail).await
             {
                 all = false;
                 progress.step(&format!("could not remove the thumbnail {thumbnail}: {e}"));
             }
-            let key = format!("{}{id}", stack::app::UPLOAD_PREFIX);
+            let key = format!("{}{owner}/{id}", stack::app::UPLOAD_PREFIX);
             let objects = delete_object_versions(&self.clients.s3, &self.bucket, &key).await;
             let item = self
                 .clients
@@ -830,7 +1074,11 @@ impl Run<'_> {
                 .delete_item()
                 .table_name(table)
                 .key(
-                    "image_id",
+                    api_types::index::OWNER,
+                    aws_sdk_dynamodb::types::AttributeValue::S(owner.clone()),
+                )
+                .key(
+                    api_types::index::IMAGE_ID,
                     aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
                 )
                 .send()
@@ -851,6 +1099,38 @@ impl Run<'_> {
         }
         all
     }
+}
+
+/// An unsigned token (`alg: none`) claiming to be someone.
+const ALG_NONE: &str = "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJzb21lb25lIiwidG9rZW5fdXNlIjoiYWNjZXNzIiwic2NvcGUiOiJhd3MuY29nbml0by5zaWduaW4udXNlci5hZG1pbiJ9.";
+
+/// `token` with its payload's `sub` changed and its signature kept: a forgery.
+fn edit_payload(token: &str) -> Result<String, String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the access token is not a JWT".into());
+    };
+    let mut claims: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("the access token's payload is not JSON")?;
+    claims["sub"] = "00000000-0000-4000-8000-000000000000".into();
+    let edited = URL_SAFE_NO_PAD.encode(claims.to_string());
+    Ok(format!("Bearer {header}.{edited}.{signature}"))
+}
+
+/// A password the pool's policy accepts, random, never shown.
+fn throwaway_password() -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness for a password".to_string())?;
+    Ok(format!("Smoke-{}-Aa1", hex::encode(bytes)))
 }
 
 fn clip(s: &str) -> String {
@@ -897,6 +1177,8 @@ pub async fn smoke_test(
         presigned_id: None,
         rejected_id: None,
         labels: Vec::new(),
+        pool: stage.pool.clone(),
+        users: Vec::new(),
     };
     let mut checks = Vec::new();
     for name in CheckName::ALL {
@@ -918,6 +1200,12 @@ pub async fn smoke_test(
         api_url: api,
         passed: checks.iter().all(|c| c.passed),
         image_id: run.image_id,
+        owner: run.users.first().map(|u| u.sub.clone()),
+        kept_user: run
+            .users
+            .first()
+            .filter(|_| cfg.keep)
+            .map(|u| u.email.clone()),
         labels: run.labels,
         checks,
         cleaned_up,

@@ -136,9 +136,7 @@ async fn labeled(ctx: &Ctx, owner: &Owner, id: &ImageId) -> Result<Stored, ApiEr
             ApiError::unavailable("the image could not be looked up; try again")
         })?;
     let item = out.item().ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no image {id}: you have no upload with this id"
-        ))
+        ApiError::not_found(format!("no image {id}: you have no upload with this id"))
     })?;
     let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
     let status = s("status").map_or(ImageStatus::Unknown, |v| ImageStatus::parse(v));
@@ -168,7 +166,10 @@ fn binary(content_type: &str, bytes: Vec<u8>) -> ApiGatewayV2httpResponse {
     if let Ok(v) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

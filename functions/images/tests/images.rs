@@ -243,7 +243,10 @@ async fn an_original_too_large_for_lambda_is_a_short_lived_redirect() {
         .unwrap();
     assert_eq!(resp.status_code, 302);
     let location = header(&resp, "location").unwrap();
-    assert!(location.contains(&format!("/uploads/{OWNER}/{ID}")), "{location}");
+    assert!(
+        location.contains(&format!("/uploads/{OWNER}/{ID}")),
+        "{location}"
+    );
     assert!(location.contains("X-Amz-Expires=60"), "{location}");
     assert_eq!(header(&resp, "cache-control"), Some("no-store"));
 }

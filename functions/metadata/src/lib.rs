@@ -315,9 +315,9 @@ async fn search(
     let scope = format!("{}/{owner}", ctx.labels_table);
     let start = match q.first("next_token") {
         None => None,
-        Some(t) => Some(
-            decode_search_token(&scope, &label, min_confidence, t, limit).map_err(bad_token)?,
-        ),
+        Some(t) => {
+            Some(decode_search_token(&scope, &label, min_confidence, t, limit).map_err(bad_token)?)
+        }
     };
     let partition = index::label_partition(owner.as_str(), &label);
     let mut query = partition_query(ctx, &partition)

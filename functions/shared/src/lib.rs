@@ -364,7 +364,8 @@ mod tests {
     #[test]
     fn the_owner_is_the_verified_tokens_sub_and_nothing_else() {
         let mut req = ApiGatewayV2httpRequest::default();
-        req.headers.insert("x-owner", HeaderValue::from_static("someone"));
+        req.headers
+            .insert("x-owner", HeaderValue::from_static("someone"));
         let err = Owner::of_request(&req).unwrap_err();
         assert_eq!((err.status, err.code), (401, "unauthorized"));
         let event = serde_json::json!({

@@ -100,8 +100,10 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         .context("the local environment has no certificate")?;
     let stage = deployed.deployed(&target)?;
     let rt = crate::target::runtime()?;
+    let auth = rt.block_on(sign_in(&target))?;
     let result = rt.block_on(load(
         &target,
+        &auth,
         &stage.api_url,
         &stage.bucket,
         &stage.table,
@@ -111,8 +113,33 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
     result
 }
 
+/// Adds the stage's load user (a random password each run) and signs them in: the
+/// `Authorization` header every request carries.
+async fn sign_in(target: &Target) -> Result<String> {
+    use deployer::ops::users::{StageUsers, UsersConfig};
+    let users = StageUsers::connect(&UsersConfig {
+        target: target.clone(),
+        stage: stack::Stage::parse(ENV.stage)?,
+    })
+    .await?;
+    let password = format!("Load-{}-Aa1", uuid_like());
+    let email = "load@example.com";
+    users.add(email, &password).await?;
+    let tokens = users.token(email, &password).await?;
+    Ok(format!("Bearer {}", tokens.access_token))
+}
+
+/// 32 hexadecimal digits from the clock and the process: a password nobody needs to know.
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:08x}", t, std::process::id())
+}
+
 /// Sends every upload at once, one bad body in every BAD_EVERY: each answer and its time.
-async fn send_all(http: &reqwest::Client, api: &str) -> Result<Vec<Sent>> {
+async fn send_all(http: &reqwest::Client, auth: &str, api: &str) -> Result<Vec<Sent>> {
     let bad = bad_bodies();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..REQUESTS {
@@ -123,10 +150,12 @@ async fn send_all(http: &reqwest::Client, api: &str) -> Result<Vec<Sent>> {
             (true, "photograph", PHOTOS[i % PHOTOS.len()].to_vec(), "")
         };
         let (http, url) = (http.clone(), format!("{api}/upload"));
+        let auth = auth.to_string();
         tasks.spawn(async move {
             let t = Instant::now();
             let resp = http
                 .post(url)
+                .header("authorization", auth)
                 .header("content-type", "application/octet-stream")
                 .body(body)
                 .send()
@@ -186,7 +215,7 @@ fn judge(sent: &[Sent]) -> (Vec<String>, BTreeSet<String>) {
 /// Waits until every good image is labeled or failed (or something reached the failure
 /// queue, or time ran out): the ids still pending and the failures.
 async fn wait_labeled(
-    http: &reqwest::Client,
+    (http, auth): (&reqwest::Client, &str),
     clients: &Clients,
     (api, queue): (&str, &str),
     (good_ids, start): (&BTreeSet<String>, Instant),
@@ -196,7 +225,11 @@ async fn wait_labeled(
     let mut failed = Vec::new();
     while !pending.is_empty() && start.elapsed() < LABEL_TIMEOUT {
         for id in pending.clone() {
-            let resp = http.get(format!("{api}/metadata/{id}")).send().await;
+            let resp = http
+                .get(format!("{api}/metadata/{id}"))
+                .header("authorization", auth)
+                .send()
+                .await;
             let Ok(resp) = resp else { continue };
             if resp.status().as_u16() != 200 {
                 continue;
@@ -279,7 +312,10 @@ async fn stored_ids(clients: &Clients, bucket: &str) -> Result<BTreeSet<String>>
             .context("listing the uploads bucket")?;
         for v in page.versions() {
             if let Some(k) = v.key() {
-                stored.insert(k.trim_start_matches(stack::app::UPLOAD_PREFIX).to_string());
+                // uploads/{owner}/{id}: the id is the last segment.
+                if k.starts_with(stack::app::UPLOAD_PREFIX) {
+                    stored.insert(k.rsplit('/').next().unwrap_or_default().to_string());
+                }
             }
         }
         if page.is_truncated() != Some(true) {
@@ -404,15 +440,23 @@ fn check(f: &Found) -> Result<()> {
     Ok(())
 }
 
-async fn load(target: &Target, api: &str, bucket: &str, table: &str, queue: &str) -> Result<Value> {
+async fn load(
+    target: &Target,
+    auth: &str,
+    api: &str,
+    bucket: &str,
+    table: &str,
+    queue: &str,
+) -> Result<Value> {
     let (clients, _) = deployer::cloud::aws::connect(target).await?;
     let http = deployer::cloud::aws::http_client(target, Duration::from_secs(60))
         .map_err(|e| anyhow::anyhow!(e))?;
     let start = Instant::now();
-    let sent = send_all(&http, api).await?;
+    let sent = send_all(&http, auth, api).await?;
     let answered_in = start.elapsed().as_secs_f64();
     let (wrong, good_ids) = judge(&sent);
-    let (pending, failed) = wait_labeled(&http, &clients, (api, queue), (&good_ids, start)).await?;
+    let (pending, failed) =
+        wait_labeled((&http, auth), &clients, (api, queue), (&good_ids, start)).await?;
     let all_labeled_in = start.elapsed().as_secs_f64();
     // Exactly one labeled item per good image, nothing else; only good images stored.
     let items = items_by_id(&clients, table).await?;

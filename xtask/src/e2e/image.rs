@@ -166,41 +166,52 @@ pub fn look_at_the_image(id: &str, kept: &SmokeReport) -> Result<()> {
     Ok(())
 }
 
-/// The labels `GET /metadata/{id}` gives and the bytes of the image's object, read as root.
+/// The labels of image `id`'s item and the bytes of its object, read as root (its owner, a
+/// throwaway user of the smoke test, has no password anyone knows).
 pub async fn read_back(
     local: &LocalConfig,
-    api: &str,
-    bucket: &str,
+    stage: &deployer::cloud::stage::Deployed,
+    owner: &str,
     id: &str,
 ) -> Result<(Vec<String>, Vec<u8>)> {
+    use aws_sdk_dynamodb::types::AttributeValue;
     let target = local
         .target(LocalCredentials::root())
         .context("the local environment has no certificate")?;
-    let http = deployer::cloud::aws::http_client(&target, std::time::Duration::from_secs(30))
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let resp = http
-        .get(format!("{api}/metadata/{id}"))
+    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let got = clients
+        .dynamodb
+        .get_item()
+        .table_name(&stage.table)
+        .key(api_types::index::OWNER, AttributeValue::S(owner.into()))
+        .key(api_types::index::IMAGE_ID, AttributeValue::S(id.into()))
+        .consistent_read(true)
         .send()
         .await
-        .context("GET /metadata/{id}")?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    ensure!(status == 200, "GET /metadata/{id}: {status} {text}");
-    let m: api_types::ImageMetadata = serde_json::from_str(&text)?;
+        .with_context(|| format!("GetItem of image {id}"))?;
+    let item = got
+        .item()
+        .with_context(|| format!("no item for image {id}"))?;
+    let status = item.get("status").and_then(|v| v.as_s().ok());
     ensure!(
-        m.status == api_types::ImageStatus::Labeled,
-        "image {id} is {:?}",
-        m.status
+        status.map(String::as_str) == Some("labeled"),
+        "image {id} is {status:?}"
     );
-    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let labels = item
+        .get("labels")
+        .and_then(|v| v.as_l().ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_m().ok()?.get("name")?.as_s().ok().cloned())
+        .collect();
     let object = clients
         .s3
         .get_object()
-        .bucket(bucket)
-        .key(format!("{}{id}", stack::app::UPLOAD_PREFIX))
+        .bucket(&stage.bucket)
+        .key(format!("{}{owner}/{id}", stack::app::UPLOAD_PREFIX))
         .send()
         .await
         .with_context(|| format!("GetObject of image {id}"))?;
     let bytes = object.body.collect().await?.to_vec();
-    Ok((m.labels.into_iter().map(|l| l.name).collect(), bytes))
+    Ok((labels, bytes))
 }

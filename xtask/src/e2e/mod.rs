@@ -413,7 +413,11 @@ fn survives_a_kill(
         .target(LocalCredentials::root())
         .context("the local environment has no certificate")?;
     let stage = created.deployed(&target)?;
-    let (labels, bytes) = rt.block_on(read_back(local, &stage.api_url, &stage.bucket, &id))?;
+    let owner = kept
+        .owner
+        .clone()
+        .context("the smoke test names no owner")?;
+    let (labels, bytes) = rt.block_on(read_back(local, &stage, &owner, &id))?;
     ensure!(
         labels == kept.labels,
         "after the restart image {id} has labels {labels:?}, before {:?}",
@@ -433,7 +437,42 @@ fn survives_a_kill(
         "deploy after the restart: {:?}",
         after.status
     );
+    remove_the_kept_user(rt, local, &kept, &stage)
+}
 
+/// `user remove` deletes the kept user and everything they own; a second run finds nothing.
+fn remove_the_kept_user(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    kept: &SmokeReport,
+    stage: &deployer::cloud::stage::Deployed,
+) -> Result<()> {
+    let email = kept
+        .kept_user
+        .clone()
+        .context("the smoke test kept no user")?;
+    let (id, owner) = (
+        kept.image_id.clone().unwrap_or_default(),
+        kept.owner.clone().unwrap_or_default(),
+    );
+    let removed: deployer::ops::users::Removed = ok(&["user", "remove", &email])?;
+    ensure!(
+        removed.existed
+            && removed.items >= 3
+            && removed.object_versions >= 3
+            && removed.index_entries >= 1,
+        "user remove {email}: {removed:?}"
+    );
+    ensure!(
+        rt.block_on(read_back(local, stage, &owner, &id)).is_err(),
+        "image {id} is still there after user remove"
+    );
+    let again: deployer::ops::users::Removed = ok(&["user", "remove", &email])?;
+    ensure!(!again.existed, "user remove a second time: {again:?}");
+    eprintln!(
+        "e2e    user remove {email}: {} object versions, {} items, {} index entries; again: nothing",
+        removed.object_versions, removed.items, removed.index_entries
+    );
     Ok(())
 }
 
