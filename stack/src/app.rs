@@ -162,6 +162,8 @@ pub mod env {
     pub const IMAGES_TABLE: &str = "IMAGES_TABLE";
     pub const LABELS_TABLE: &str = "LABELS_TABLE";
     pub const THUMBNAIL_PREFIX: &str = "THUMBNAIL_PREFIX";
+    pub const USER_POOL_ID: &str = "USER_POOL_ID";
+    pub const USER_POOL_CLIENT_ID: &str = "USER_POOL_CLIENT_ID";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -498,6 +500,14 @@ pub enum EnvValue {
     Literal(String),
     /// A template parameter; the variable is left out entirely when the parameter is empty.
     OptionalParameter(&'static str),
+    /// The id of another resource of the stack (its `Ref`), known once it exists.
+    Resource(&'static str),
+}
+
+/// Logical ids of the stack's resources that the model itself refers to.
+pub mod logical {
+    pub const USER_POOL: &str = "UserPool";
+    pub const USER_POOL_CLIENT: &str = "UserPoolClient";
 }
 
 /// An API route a function serves: one of the API's routes (`api_types::Route`, which the
@@ -641,7 +651,8 @@ impl FunctionSpec {
             match v {
                 EnvValue::Name(t) => out.push((k.to_string(), t.resolve(b)?)),
                 EnvValue::Literal(s) => out.push((k.to_string(), s.clone())),
-                EnvValue::OptionalParameter(_) => {}
+                // Known only once deployed.
+                EnvValue::OptionalParameter(_) | EnvValue::Resource(_) => {}
             }
         }
         Ok(out)
@@ -838,8 +849,16 @@ fn web_function(names: &Names) -> FunctionSpec {
         description: "GET /: the gallery page (HTML, CSS and JS in one document, nothing from elsewhere)",
         memory_mb: 128,
         timeout_seconds: 3,
-        // For the page's Content-Security-Policy: where a presigned PUT goes.
-        env: vec![(env::UPLOAD_BUCKET, EnvValue::Name(names.bucket()))],
+        // For the page's Content-Security-Policy: where a presigned PUT goes; and the user
+        // pool the page signs in to.
+        env: vec![
+            (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+            (env::USER_POOL_ID, EnvValue::Resource(logical::USER_POOL)),
+            (
+                env::USER_POOL_CLIENT_ID,
+                EnvValue::Resource(logical::USER_POOL_CLIENT),
+            ),
+        ],
         // Its own logs only.
         touches: vec![],
         routes: vec![Route::Gallery.into()],

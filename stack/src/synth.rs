@@ -45,8 +45,8 @@ pub const API_ID: &str = "HttpApi";
 pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
 pub const API_LOG_GROUP_ID: &str = "HttpApiAccessLogGroup";
 pub const AUTHORIZER_ID: &str = "HttpApiAuthorizer";
-pub const USER_POOL_ID: &str = "UserPool";
-pub const USER_POOL_CLIENT_ID: &str = "UserPoolClient";
+pub const USER_POOL_ID: &str = crate::app::logical::USER_POOL;
+pub const USER_POOL_CLIENT_ID: &str = crate::app::logical::USER_POOL_CLIENT;
 pub const CONDITION_SELF_SIGN_UP: &str = "SelfSignUpEnabled";
 /// How long an access or ID token is good for, in minutes: short, since the authorizer
 /// cannot revoke one before it expires.
@@ -482,6 +482,7 @@ fn function_resource(f: &FunctionSpec, names: &Names) -> Function {
                     Expr::r#ref(*p),
                     Expr::NoValue,
                 ),
+                EnvValue::Resource(id) => Expr::r#ref(*id),
             };
             (k.to_string(), value)
         })

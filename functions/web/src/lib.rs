@@ -1,7 +1,8 @@
 //! The web function: `GET /` serves the gallery page. The page is one HTML document with its
 //! style and script inline, nothing fetched from elsewhere, and a Content-Security-Policy that
 //! allows exactly that style and script (by their SHA-256), images and API calls from the API
-//! itself, and the uploads bucket for a presigned PUT. The function reads no AWS resource.
+//! itself, the uploads bucket for a presigned PUT, and the stage's Cognito endpoint, which the
+//! page signs in to. The function reads no AWS resource.
 
 use api_types::Route;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -19,6 +20,13 @@ pub const ENV_REGION: &str = "AWS_REGION";
 /// The AWS SDK's endpoint overrides, which the upload function's presigner follows: a local
 /// deploy points them at the emulator, on AWS they are unset.
 pub const ENV_ENDPOINTS: [&str; 2] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
+/// The same for Cognito's user pools API, which the page signs in with.
+pub const ENV_COGNITO_ENDPOINTS: [&str; 2] = [
+    "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+    "AWS_ENDPOINT_URL",
+];
+pub const ENV_USER_POOL_ID: &str = "USER_POOL_ID";
+pub const ENV_USER_POOL_CLIENT_ID: &str = "USER_POOL_CLIENT_ID";
 
 /// The routes this function serves.
 pub const ROUTES: &[Route] = &[Route::Gallery];
@@ -40,18 +48,110 @@ impl Ctx {
         let region = required_env(vars, ENV_REGION)?;
         let endpoint = ENV_ENDPOINTS.iter().find_map(|name| vars(name));
         let origins = upload_origins(&bucket, &region, endpoint.as_deref())?;
+        let cognito = ENV_COGNITO_ENDPOINTS.iter().find_map(|name| vars(name));
+        let sign_in = SignIn {
+            endpoint: cognito_endpoint(&region, cognito.as_deref())?,
+            pool_id: plain_id(ENV_USER_POOL_ID, required_env(vars, ENV_USER_POOL_ID)?)?,
+            client_id: plain_id(
+                ENV_USER_POOL_CLIENT_ID,
+                required_env(vars, ENV_USER_POOL_CLIENT_ID)?,
+            )?,
+        };
         Ok(Self {
-            html: page(),
-            csp: content_security_policy(&origins),
+            html: page(&sign_in),
+            csp: content_security_policy(&origins, &sign_in.endpoint),
         })
     }
 }
 
-/// The page: the template with its style, script and the API's limits filled in.
-pub fn page() -> String {
+/// Where and as what the page signs in: the Cognito endpoint (an origin), the user pool and
+/// its app client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    pub endpoint: String,
+    pub pool_id: String,
+    pub client_id: String,
+}
+
+/// An id as Cognito writes them (`eu-west-1_AbC123`, `4f8a…`): letters, digits, `_` and `-`,
+/// so it goes into an attribute as it is.
+fn plain_id(name: &str, value: String) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(value)
+    } else {
+        Err(format!("{name} is not a Cognito id: {value:?}"))
+    }
+}
+
+/// The origin of Cognito's user pools API: the regional endpoint on AWS, or the override's
+/// origin.
+pub fn cognito_endpoint(region: &str, endpoint: Option<&str>) -> Result<String, String> {
+    check_region(region)?;
+    match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+        None => Ok(format!(
+            "https://cognito-idp.{region}.{}",
+            dns_suffix(region)
+        )),
+        Some(e) => {
+            let (scheme, authority) = origin_of(e)?;
+            Ok(format!("{scheme}://{authority}"))
+        }
+    }
+}
+
+fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    let region_ok = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if region_ok {
+        Ok(())
+    } else {
+        Err(format!("{ENV_REGION} is not a region: {region:?}"))
+    }
+}
+
+/// An endpoint override's scheme and authority, refusing what a policy could not name.
+fn origin_of(endpoint: &str) -> Result<(&str, &str), String> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .filter(|(s, _)| *s == "https" || *s == "http")
+        .ok_or_else(|| format!("the endpoint override {endpoint:?} is not an http(s) URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority_ok = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if !authority_ok {
+        return Err(format!(
+            "the endpoint override {endpoint:?} has no host a policy can name"
+        ));
+    }
+    Ok((scheme, authority))
+}
+
+/// The page: the template with its style, script, the API's limits and where to sign in
+/// filled in.
+pub fn page(sign_in: &SignIn) -> String {
     TEMPLATE
         .replace("{{style}}", STYLE)
         .replace("{{script}}", SCRIPT)
+        .replace("{{cognito_endpoint}}", &sign_in.endpoint)
+        .replace("{{user_pool_id}}", &sign_in.pool_id)
+        .replace("{{client_id}}", &sign_in.client_id)
         .replace(
             "{{max_upload_bytes}}",
             &api_types::MAX_DIRECT_UPLOAD_BYTES.to_string(),
@@ -70,17 +170,19 @@ pub fn hash_source(text: &str) -> String {
     )
 }
 
-/// Nothing by default; the inline style and script by hash; thumbnails, API calls and the
-/// page's own previews (`blob:`) from here; the presigned PUT to the uploads bucket; no
-/// framing, no `<base>`, no form posts.
-pub fn content_security_policy(upload_origins: &[String]) -> String {
+/// Nothing by default; the inline style and script by hash; API calls from here; images as
+/// the page's own `blob:` URLs (fetched with the user's token); the presigned PUT to the
+/// uploads bucket; sign-in at exactly the Cognito endpoint; no framing, no `<base>`, no form
+/// posts.
+pub fn content_security_policy(upload_origins: &[String], cognito: &str) -> String {
     let mut connect = vec!["'self'".to_string()];
     connect.extend(upload_origins.iter().cloned());
+    connect.push(cognito.to_string());
     [
         "default-src 'none'".to_string(),
         format!("script-src {}", hash_source(SCRIPT)),
         format!("style-src {}", hash_source(STYLE)),
-        "img-src 'self' blob:".to_string(),
+        "img-src blob:".to_string(),
         format!("connect-src {}", connect.join(" ")),
         "base-uri 'none'".to_string(),
         "form-action 'none'".to_string(),
@@ -106,39 +208,14 @@ pub fn upload_origins(
             "{ENV_UPLOAD_BUCKET} is not a bucket name: {bucket:?}"
         ));
     }
-    let region_ok = !region.is_empty()
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !region_ok {
-        return Err(format!("{ENV_REGION} is not a region: {region:?}"));
-    }
+    check_region(region)?;
     match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
-        None => {
-            let suffix = if region.starts_with("cn-") {
-                "amazonaws.com.cn"
-            } else {
-                "amazonaws.com"
-            };
-            Ok(vec![format!("https://{bucket}.s3.{region}.{suffix}")])
-        }
+        None => Ok(vec![format!(
+            "https://{bucket}.s3.{region}.{}",
+            dns_suffix(region)
+        )]),
         Some(endpoint) => {
-            let (scheme, rest) = endpoint
-                .split_once("://")
-                .filter(|(s, _)| *s == "https" || *s == "http")
-                .ok_or_else(|| {
-                    format!("the endpoint override {endpoint:?} is not an http(s) URL")
-                })?;
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            let authority_ok = !authority.is_empty()
-                && authority
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-            if !authority_ok {
-                return Err(format!(
-                    "the endpoint override {endpoint:?} has no host a policy can name"
-                ));
-            }
+            let (scheme, authority) = origin_of(endpoint)?;
             Ok(vec![
                 format!("{scheme}://{authority}"),
                 format!("{scheme}://{bucket}.{authority}"),
