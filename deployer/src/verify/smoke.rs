@@ -1538,6 +1538,19 @@ pub fn check_page(html: &str, csp: &str) -> Result<(), String> {
             return Err(format!("{name} is not {want}: {csp}"));
         }
     }
+    // The one address the page holds is where it signs in, which connect-src names exactly.
+    const ENDPOINT: &str = "data-cognito-endpoint=\"";
+    let endpoint = html
+        .split_once(ENDPOINT)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(e, _)| e)
+        .ok_or("the page names no sign-in endpoint")?;
+    if !directive("connect-src").iter().any(|c| c == endpoint) {
+        return Err(format!(
+            "connect-src does not name the sign-in endpoint {endpoint}: {csp}"
+        ));
+    }
+    let html = html.replacen(&format!("{ENDPOINT}{endpoint}\""), "", 1);
     if let Some(outside) = ["http://", "https://", "<link", "@import", " src="]
         .into_iter()
         .find(|o| html.contains(o))
@@ -1553,10 +1566,10 @@ pub fn check_page(html: &str, csp: &str) -> Result<(), String> {
 mod page_tests {
     use super::check_page;
 
-    const PAGE: &str = "<html><style>p{}</style><p>hi</p><script>go()</script></html>";
+    const PAGE: &str = "<html><style>p{}</style><body data-cognito-endpoint=\"https://cognito-idp.eu-west-1.amazonaws.com\"><p>hi</p><script>go()</script></body></html>";
     fn csp(script: &str, style: &str) -> String {
         format!(
-            "default-src 'none'; script-src {script}; style-src {style}; frame-ancestors 'none'"
+            "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com; frame-ancestors 'none'"
         )
     }
     fn hash(text: &str) -> String {
@@ -1587,6 +1600,13 @@ mod page_tests {
         );
         let outside = PAGE.replace("<p>hi</p>", "<img src=\"https://cdn.example/x.png\">");
         assert!(check_page(&outside, &good).is_err(), "an outside image");
+        let elsewhere = good.replace(" https://cognito-idp.eu-west-1.amazonaws.com", "");
+        assert!(
+            check_page(PAGE, &elsewhere).is_err(),
+            "sign-in at an endpoint the policy does not name"
+        );
+        let nowhere = PAGE.replace("data-cognito-endpoint", "data-x");
+        assert!(check_page(&nowhere, &good).is_err(), "no sign-in endpoint");
     }
 }
 

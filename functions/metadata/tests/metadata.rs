@@ -24,6 +24,13 @@ const GET_LIST: &str = include_str!("data/get-list.json");
 const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
 const TABLE: &str = "image-pipeline-dev-images";
 const LABELS: &str = "image-pipeline-dev-labels";
+/// The `sub` of the signed-in user in the test events.
+const OWNER: &str = "7d3f0c2e-5b1a-4c8e-9f60-2a4b6c8d0e1f";
+
+/// What a next token is bound to: the table and the user it was issued to.
+fn scope(table: &str) -> String {
+    format!("{table}/{OWNER}")
+}
 
 fn event(fixture: &str, edit: impl FnOnce(&mut Value)) -> LambdaEvent<ApiGatewayV2httpRequest> {
     let mut v: Value = serde_json::from_str(fixture).unwrap();
@@ -166,12 +173,12 @@ async fn pages_newest_first_with_an_opaque_token() {
         r.table_name() == Some(TABLE)
             && r.index_name() == Some("newest-first")
             && r.scan_index_forward() == Some(false)
-            && r.key_condition_expression() == Some("#listing = :listing")
+            && r.key_condition_expression() == Some("#owner = :owner")
             && r.expression_attribute_values()
-                .and_then(|v| v.get(":listing"))
+                .and_then(|v| v.get(":owner"))
                 .and_then(|v| v.as_s().ok())
                 .map(String::as_str)
-                == Some("images")
+                == Some(OWNER)
     };
     let first_page = mock!(Client::query)
         .match_requests(move |r| {
@@ -182,7 +189,7 @@ async fn pages_newest_first_with_an_opaque_token() {
                 .items(stored_item(ID))
                 .items(stored_item(second_id))
                 .last_evaluated_key("image_id", AttributeValue::S(second_id.into()))
-                .last_evaluated_key("listing", AttributeValue::S("images".into()))
+                .last_evaluated_key("owner", AttributeValue::S(OWNER.into()))
                 .last_evaluated_key("uploaded_at", AttributeValue::S(second_at.into()))
                 .build()
         });
@@ -197,7 +204,7 @@ async fn pages_newest_first_with_an_opaque_token() {
             is_listing(r)
                 && k("image_id").as_deref() == Some(second_id)
                 && k("uploaded_at").as_deref() == Some(second_at)
-                && k("listing").as_deref() == Some("images")
+                && k("owner").as_deref() == Some(OWNER)
         })
         .then_output(|| QueryOutput::builder().build());
     let c = ctx(&[&first_page, &second_page]);
@@ -313,6 +320,7 @@ fn bad_limits() -> Vec<BadInput> {
 struct Tokens {
     tampered: String,
     foreign: String,
+    other_user: String,
     other_limit: String,
     cat: String,
 }
@@ -320,7 +328,7 @@ struct Tokens {
 impl Tokens {
     fn new() -> Self {
         let tampered = {
-            let t = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+            let t = encode_token(&scope(TABLE), &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
             let mut chars: Vec<char> = t.chars().collect();
             chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
             chars.into_iter().collect::<String>()
@@ -330,10 +338,16 @@ impl Tokens {
             &format!("2026-11-26T21:00:00.123Z#{ID}"),
             20,
         );
+        // Issued to another user, for their own listing of this table.
+        let other_user = encode_token(
+            &format!("{TABLE}/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
+            &format!("2026-11-26T21:00:00.123Z#{ID}"),
+            20,
+        );
         // Issued for pages of 20 (the default), replayed with limit=5.
-        let other_limit = encode_token(TABLE, &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+        let other_limit = encode_token(&scope(TABLE), &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
         let cat = encode_search_token(
-            LABELS,
+            &scope(LABELS),
             "cat",
             0,
             &format!("2026-11-26T21:00:00.123Z#{ID}"),
@@ -342,6 +356,7 @@ impl Tokens {
         Self {
             tampered,
             foreign,
+            other_user,
             other_limit,
             cat,
         }
@@ -360,6 +375,12 @@ fn bad_tokens(t: &Tokens) -> Vec<BadInput> {
         (
             "foreign token",
             list_event(&[("next_token", &t.foreign)]),
+            400,
+            "invalid_next_token",
+        ),
+        (
+            "another user's token",
+            list_event(&[("next_token", &t.other_user)]),
             400,
             "invalid_next_token",
         ),
@@ -532,7 +553,7 @@ fn labels_event(query: &[(&str, &str)]) -> LambdaEvent<ApiGatewayV2httpRequest> 
 /// A label entry as the process function writes it: the item, plus its index keys.
 fn entry(id: &str, at: &str, confidence: &str) -> HashMap<String, AttributeValue> {
     let mut e = stored_item(id);
-    e.insert("pk".into(), AttributeValue::S("label#cat".into()));
+    e.insert("pk".into(), AttributeValue::S(format!("{OWNER}#label#cat")));
     e.insert("sk".into(), AttributeValue::S(format!("{at}#{id}")));
     e.insert("confidence".into(), AttributeValue::N(confidence.into()));
     e
@@ -549,7 +570,7 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
             r.table_name() == Some(LABELS)
                 && r.key_condition_expression() == Some("#pk = :pk")
                 && names.get("#pk").map(String::as_str) == Some("pk")
-                && values.get(":pk") == Some(&AttributeValue::S("label#cat".into()))
+                && values.get(":pk") == Some(&AttributeValue::S(format!("{OWNER}#label#cat")))
                 && r.scan_index_forward() == Some(false)
                 && r.limit() == Some(2)
                 && r.filter_expression() == Some("#confidence >= :min")
@@ -562,7 +583,7 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
                 QueryOutput::builder()
                     .items(entry(ID, "2026-11-26T21:00:00.123Z", "98.512"))
                     .items(entry(OTHER, "2026-11-26T20:00:00.000Z", "91.000"))
-                    .last_evaluated_key("pk", AttributeValue::S("label#cat".into()))
+                    .last_evaluated_key("pk", AttributeValue::S(format!("{OWNER}#label#cat")))
                     .last_evaluated_key("sk", AttributeValue::S(last.clone()))
                     .build()
             }
@@ -591,7 +612,7 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
     }
     let token = v["next_token"].as_str().unwrap();
     assert_eq!(
-        decode_search_token(LABELS, "cat", 90, token, 2),
+        decode_search_token(&scope(LABELS), "cat", 90, token, 2),
         Ok(last.clone())
     );
 
@@ -599,7 +620,7 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
     let next = mock!(Client::query)
         .match_requests(move |r| {
             r.exclusive_start_key().is_some_and(|k| {
-                k.get("pk") == Some(&AttributeValue::S("label#cat".into()))
+                k.get("pk") == Some(&AttributeValue::S(format!("{OWNER}#label#cat")))
                     && k.get("sk") == Some(&AttributeValue::S(last.clone()))
             })
         })
@@ -623,7 +644,7 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
 
 fn count_item(name: &str, buckets: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
     let mut m = HashMap::from([
-        ("pk".to_string(), AttributeValue::S("counts".into())),
+        ("pk".to_string(), AttributeValue::S(format!("{OWNER}#counts"))),
         ("sk".to_string(), AttributeValue::S(name.to_lowercase())),
         ("name".to_string(), AttributeValue::S(name.into())),
     ]);
@@ -639,7 +660,7 @@ async fn label_counts_are_summed_above_the_confidence_and_most_frequent_first() 
         .match_requests(|r| {
             r.table_name() == Some(LABELS)
                 && r.expression_attribute_values().and_then(|v| v.get(":pk"))
-                    == Some(&AttributeValue::S("counts".into()))
+                    == Some(&AttributeValue::S(format!("{OWNER}#counts")))
         })
         .then_output(|| {
             QueryOutput::builder()

@@ -36,6 +36,8 @@ const ONE: &str = include_str!("data/s3-put.json");
 const MANY: &str = include_str!("data/s3-put-many.json");
 const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
 const ENCODED_ID: &str = "8a1d2e3f-4b5c-4d6e-8f70-819a2b3c4d5e";
+/// The user the test events' objects belong to (their keys are `uploads/{OWNER}/{id}`).
+const OWNER: &str = "7d3f0c2e-5b1a-4c8e-9f60-2a4b6c8d0e1f";
 const BUCKET: &str = "image-pipeline-dev-123456789012-us-east-1";
 
 type Items = Arc<Mutex<Vec<HashMap<String, AttributeValue>>>>;
@@ -367,7 +369,8 @@ async fn labels_an_upload_and_writes_one_item() {
     assert_eq!(s(&item["label_model_version"]), "3.0");
     assert_eq!(s(&item["uploaded_at"]), "2026-11-26T21:00:00.123Z");
     // Listed by GET /metadata: the newest-first index's partition.
-    assert_eq!(s(&item["listing"]), "images");
+    // The owner, from the object's key.
+    assert_eq!(s(&item["owner"]), OWNER);
     assert!(s(&item["processed_at"]).ends_with('Z'));
     let labels = item["labels"].as_l().unwrap();
     assert_eq!(labels.len(), 2);
@@ -411,7 +414,7 @@ async fn every_record_is_decoded_and_only_image_keys_are_processed() {
     );
     assert_eq!(
         *head_keys.lock().unwrap(),
-        vec![format!("uploads/{ID}"), format!("uploads/{ENCODED_ID}")]
+        vec![format!("uploads/{OWNER}/{ID}"), format!("uploads/{OWNER}/{ENCODED_ID}")]
     );
     let ids: Vec<String> = items
         .lock()
@@ -568,7 +571,7 @@ async fn one_failing_record_does_not_lose_the_others() {
     let failing = mock!(aws_sdk_rekognition::Client::detect_labels)
         .match_requests(|r| {
             r.image().and_then(|i| i.s3_object()).and_then(|o| o.name())
-                == Some(&format!("uploads/{ID}"))
+                == Some(&format!("uploads/{OWNER}/{ID}"))
         })
         .sequence()
         .http_response(throttled)
@@ -716,7 +719,7 @@ async fn what_is_not_an_image_is_failed_tagged_and_never_sent_to_rekognition() {
         assert_eq!(
             *tagged.lock().unwrap(),
             vec![(
-                format!("uploads/{ID}"),
+                format!("uploads/{OWNER}/{ID}"),
                 Some(VERSION.to_string()),
                 "image-pipeline-rejected=true".to_string()
             )],
@@ -813,7 +816,7 @@ fn processed_records() -> Vec<(&'static str, Edit, &'static str)> {
         ),
         (
             "the id percent-encoded",
-            (key(format!("uploads/%33{}", &ID[1..]))),
+            (key(format!("uploads/{OWNER}/%33{}", &ID[1..]))),
             "labeled",
         ),
     ]
@@ -860,27 +863,33 @@ fn skipped_keys() -> Vec<(&'static str, Edit, &'static str)> {
             "skipped",
         ),
         ("the prefix alone", (key("uploads/".into())), "skipped"),
-        ("not a UUID", (key("uploads/cat.jpg".into())), "skipped"),
+        ("not a UUID", (key(format!("uploads/{OWNER}/cat.jpg"))), "skipped"),
+        ("no owner", (key(format!("uploads/{ID}"))), "skipped"),
+        (
+            "an owner that is not a sub",
+            (key(format!("uploads/a.b/{ID}"))),
+            "skipped",
+        ),
         (
             "an upper-case UUID",
-            (key(format!("uploads/{}", ID.to_uppercase()))),
+            (key(format!("uploads/{OWNER}/{}", ID.to_uppercase()))),
             "skipped",
         ),
         (
             "a UUID with a suffix",
-            (key(format!("uploads/{ID}/x"))),
+            (key(format!("uploads/{OWNER}/{ID}/x"))),
             "skipped",
         ),
         (
             "a UUID with an extension",
-            (key(format!("uploads/{ID}.png"))),
+            (key(format!("uploads/{OWNER}/{ID}.png"))),
             "skipped",
         ),
-        ("a trailing +", (key(format!("uploads/{ID}+"))), "skipped"),
-        ("a NUL byte", (key(format!("uploads/{ID}%00"))), "skipped"),
+        ("a trailing +", (key(format!("uploads/{OWNER}/{ID}+"))), "skipped"),
+        ("a NUL byte", (key(format!("uploads/{OWNER}/{ID}%00"))), "skipped"),
         (
             "a dot-dot path",
-            (key(format!("uploads/../uploads/{ID}"))),
+            (key(format!("uploads/../uploads/{OWNER}/{ID}"))),
             "skipped",
         ),
         ("another prefix", (key(format!("other/{ID}"))), "skipped"),
@@ -1052,6 +1061,11 @@ async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
         "the item keeps every label"
     );
     let sk = format!("2026-11-26T21:00:00.123Z#{ID}");
+    // The user's own partitions: every key of the index starts with its owner.
+    let (cat, whiskers) = (
+        format!("{OWNER}#label#cat"),
+        format!("{OWNER}#label#whiskers"),
+    );
     let entries: Vec<(&str, &str, &str)> = t
         .entries
         .iter()
@@ -1066,8 +1080,8 @@ async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
     assert_eq!(
         entries,
         [
-            ("label#cat", sk.as_str(), "98.512"),
-            ("label#whiskers", sk.as_str(), "81.000")
+            (cat.as_str(), sk.as_str(), "98.512"),
+            (whiskers.as_str(), sk.as_str(), "81.000")
         ]
     );
     // An entry carries the item's metadata, so a search needs no second read.
@@ -1079,9 +1093,9 @@ async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
     assert_eq!(
         t.counts,
         [
-            ("counts".to_string(), "cat".to_string(), "n98".to_string()),
+            (format!("{OWNER}#counts"), "cat".to_string(), "n98".to_string()),
             (
-                "counts".to_string(),
+                format!("{OWNER}#counts"),
                 "whiskers".to_string(),
                 "n81".to_string()
             )

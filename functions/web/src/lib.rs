@@ -177,7 +177,9 @@ pub fn hash_source(text: &str) -> String {
 pub fn content_security_policy(upload_origins: &[String], cognito: &str) -> String {
     let mut connect = vec!["'self'".to_string()];
     connect.extend(upload_origins.iter().cloned());
-    connect.push(cognito.to_string());
+    if !connect.iter().any(|c| c == cognito) {
+        connect.push(cognito.to_string());
+    }
     [
         "default-src 'none'".to_string(),
         format!("script-src {}", hash_source(SCRIPT)),

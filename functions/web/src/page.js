@@ -28,6 +28,204 @@
   let generation = 0;
   const polling = new Set();
   const previews = new Map();
+  const thumbnails = new Map();
+
+  // ---- Sign-in: Cognito's SRP (USER_SRP_AUTH) from the page, so the password never leaves
+  // it; the tokens live in this closure only (no storage), are refreshed before they expire,
+  // and are dropped on sign-out.
+  const cognitoEndpoint = document.body.dataset.cognitoEndpoint;
+  const poolId = document.body.dataset.userPoolId;
+  const clientId = document.body.dataset.clientId;
+  const poolName = poolId.split("_")[1] || poolId;
+  const N = BigInt("0x" +
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD" +
+    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED" +
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F" +
+    "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B" +
+    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510" +
+    "15728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7" +
+    "ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200C" +
+    "BBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A93AD2CAFFFFFFFFFFFFFFFF");
+  const G = 2n;
+  const utf8 = (text) => new TextEncoder().encode(text);
+  const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  const SIGN_IN_ERRORS = {
+    NotAuthorizedException: "Wrong email or password.",
+    UserNotFoundException: "Wrong email or password.",
+    PasswordResetRequiredException: "Your password must be reset before you can sign in.",
+    UserNotConfirmedException: "Your account is not confirmed yet.",
+    TooManyRequestsException: "Too many attempts: wait a moment and try again.",
+  };
+  let session = null; // { email, access, refresh, expiresAt }
+  let refreshTimer = null;
+
+  function bytesOf(n) {
+    let hex = n.toString(16);
+    if (hex.length % 2) hex = "0" + hex;
+    // Padded as Cognito pads: a leading zero byte when the high bit is set.
+    if (/^[89a-f]/.test(hex)) hex = "00" + hex;
+    const out = new Uint8Array(hex.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+    return out;
+  }
+
+  function bigOf(bytes) {
+    let hex = "0";
+    for (const b of bytes) hex += b.toString(16).padStart(2, "0");
+    return BigInt("0x" + hex);
+  }
+
+  function joined(parts) {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  const sha256 = async (...parts) => new Uint8Array(await crypto.subtle.digest("SHA-256", joined(parts)));
+
+  async function hmac(key, ...parts) {
+    const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    return new Uint8Array(await crypto.subtle.sign("HMAC", k, joined(parts)));
+  }
+
+  function modPow(base, exp, mod) {
+    let result = 1n;
+    base %= mod;
+    while (exp > 0n) {
+      if (exp & 1n) result = (result * base) % mod;
+      exp >>= 1n;
+      base = (base * base) % mod;
+    }
+    return result;
+  }
+
+  const base64 = (bytes) => btoa(String.fromCharCode(...bytes));
+  const unbase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  const two = (n) => String(n).padStart(2, "0");
+  const srpTimestamp = (d) => DAYS[d.getUTCDay()] + " " + MONTHS[d.getUTCMonth()] + " " + d.getUTCDate() + " " +
+    two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + ":" + two(d.getUTCSeconds()) + " UTC " + d.getUTCFullYear();
+
+  class AuthError extends Error {}
+
+  async function cognito(action, body) {
+    let resp;
+    try {
+      resp = await fetch(cognitoEndpoint + "/", {
+        method: "POST",
+        headers: { "content-type": "application/x-amz-json-1.1", "x-amz-target": "AWSCognitoIdentityProviderService." + action },
+        body: JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new AuthError("The sign-in service could not be reached (" + e.message + ").");
+    }
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      const type = String(data.__type || "").split("#").pop();
+      throw new AuthError(SIGN_IN_ERRORS[type] || "Sign-in failed: " + (data.message || "HTTP " + resp.status) + ".");
+    }
+    return data;
+  }
+
+  // The password claim for the pool's challenge: Cognito's SRP with HKDF ("Caldera Derived Key").
+  async function passwordClaim(a, A, challenge, password) {
+    const B = BigInt("0x" + challenge.SRP_B);
+    if (B % N === 0n) throw new AuthError("The sign-in service sent an invalid challenge.");
+    const k = bigOf(await sha256(bytesOf(N), bytesOf(G)));
+    const u = bigOf(await sha256(bytesOf(A), bytesOf(B)));
+    const userId = challenge.USER_ID_FOR_SRP;
+    const inner = await sha256(utf8(poolName + userId + ":" + password));
+    const x = bigOf(await sha256(bytesOf(BigInt("0x" + challenge.SALT)), inner));
+    const base = (((B - (k * modPow(G, x, N)) % N) % N) + N) % N;
+    const S = modPow(base, a + u * x, N);
+    const key = (await hmac(await hmac(bytesOf(u), bytesOf(S)), utf8("Caldera Derived Key"), new Uint8Array([1]))).slice(0, 16);
+    const timestamp = srpTimestamp(new Date());
+    const signature = await hmac(key, utf8(poolName + userId), unbase64(challenge.SECRET_BLOCK), utf8(timestamp));
+    return {
+      USERNAME: userId,
+      PASSWORD_CLAIM_SECRET_BLOCK: challenge.SECRET_BLOCK,
+      PASSWORD_CLAIM_SIGNATURE: base64(signature),
+      TIMESTAMP: timestamp,
+    };
+  }
+
+  function keep(email, result, refresh) {
+    session = {
+      email,
+      access: result.AccessToken,
+      refresh: result.RefreshToken || refresh,
+      expiresAt: Date.now() + (result.ExpiresIn || 900) * 1000,
+    };
+    clearTimeout(refreshTimer);
+    // Refreshed a minute before it expires.
+    refreshTimer = setTimeout(refresh_, Math.max(5000, session.expiresAt - Date.now() - 60000));
+  }
+
+  async function signIn(email, password) {
+    const a = bigOf(crypto.getRandomValues(new Uint8Array(128))) % N;
+    const A = modPow(G, a, N);
+    const started = await cognito("InitiateAuth", {
+      AuthFlow: "USER_SRP_AUTH",
+      ClientId: clientId,
+      AuthParameters: { USERNAME: email, SRP_A: A.toString(16) },
+    });
+    if (started.ChallengeName !== "PASSWORD_VERIFIER") {
+      throw new AuthError("Sign-in asked for " + started.ChallengeName + ", which this page does not support.");
+    }
+    const answered = await cognito("RespondToAuthChallenge", {
+      ChallengeName: "PASSWORD_VERIFIER",
+      ClientId: clientId,
+      Session: started.Session,
+      ChallengeResponses: await passwordClaim(a, A, started.ChallengeParameters, password),
+    });
+    if (!answered.AuthenticationResult) {
+      throw new AuthError("Sign-in asked for " + answered.ChallengeName + ", which this page does not support.");
+    }
+    keep(email, answered.AuthenticationResult, null);
+  }
+
+  async function refresh_() {
+    if (!session) return false;
+    try {
+      const out = await cognito("InitiateAuth", {
+        AuthFlow: "REFRESH_TOKEN_AUTH",
+        ClientId: clientId,
+        AuthParameters: { REFRESH_TOKEN: session.refresh },
+      });
+      keep(session.email, out.AuthenticationResult, session.refresh);
+      return true;
+    } catch (e) {
+      signOut("Your session ended: sign in again.");
+      return false;
+    }
+  }
+
+  function signOut(message) {
+    const ending = session;
+    session = null;
+    clearTimeout(refreshTimer);
+    if (ending && ending.refresh) {
+      cognito("RevokeToken", { Token: ending.refresh, ClientId: clientId }).catch(() => {});
+    }
+    for (const url of thumbnails.values()) URL.revokeObjectURL(url);
+    thumbnails.clear();
+    for (const url of previews.values()) URL.revokeObjectURL(url);
+    previews.clear();
+    generation++;
+    $("grid").replaceChildren();
+    $("labels").replaceChildren();
+    $("app").hidden = true;
+    $("account").hidden = true;
+    $("signin").hidden = false;
+    $("password").value = "";
+    const box = $("signin-error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
 
   class ApiError extends Error {
     constructor(message, status) {
@@ -36,13 +234,22 @@
     }
   }
 
-  async function call(path, options) {
+  // A request to the API with the signed-in user's access token; one refresh on a 401.
+  async function authorized(path, options, retried) {
+    if (!session) throw new ApiError("you are signed out", 401);
+    const headers = Object.assign({}, (options && options.headers) || {}, { authorization: "Bearer " + session.access });
     let resp;
     try {
-      resp = await fetch(base + path, options);
+      resp = await fetch(base + path, Object.assign({}, options || {}, { headers }));
     } catch (e) {
       throw new ApiError("the API could not be reached (" + e.message + ")", 0);
     }
+    if (resp.status === 401 && !retried && (await refresh_())) return authorized(path, options, true);
+    return resp;
+  }
+
+  async function call(path, options) {
+    const resp = await authorized(path, options);
     let data = null;
     if ((resp.headers.get("content-type") || "").includes("json")) {
       try {
@@ -104,7 +311,9 @@
     const preview = previews.get(item.image_id);
     if (item.status === "labeled") {
       const alt = labels.length ? "Photograph: " + labels.map((l) => l.name).join(", ") : "Photograph without labels";
-      frame.append(el("img", { alt, loading: "lazy", src: base + "images/" + encodeURIComponent(item.image_id) + "/thumbnail" }));
+      const img = el("img", { alt });
+      thumbnail(img, item.image_id);
+      frame.append(img);
     } else if (preview) {
       frame.append(el("img", { alt: "Your upload, being processed", src: preview }));
     } else {
@@ -129,8 +338,56 @@
         body.append(el("time", { className: "muted", dateTime: item.uploaded_at, textContent: "Uploaded " + when.toLocaleString() }));
       }
     }
+    body.append(deleteControls(item.image_id));
     li.replaceChildren(frame, body);
     return li;
+  }
+
+  // A private image is fetched with the token and shown as a blob: URL, made once per image.
+  async function thumbnail(img, id) {
+    if (!thumbnails.has(id)) {
+      let resp;
+      try {
+        resp = await authorized("images/" + encodeURIComponent(id) + "/thumbnail");
+      } catch (e) {
+        return;
+      }
+      if (!resp.ok || thumbnails.has(id)) return;
+      thumbnails.set(id, URL.createObjectURL(await resp.blob()));
+    }
+    img.src = thumbnails.get(id);
+  }
+
+  // Delete, then a confirmation in place: Delete again removes it for good, Keep cancels.
+  function deleteControls(id) {
+    const ask = el("button", { type: "button", className: "delete", textContent: "Delete" });
+    ask.setAttribute("aria-label", "Delete this image");
+    const box = el("div", { className: "actions" }, [ask]);
+    ask.addEventListener("click", () => {
+      const yes = el("button", { type: "button", className: "delete confirm", textContent: "Delete for good" });
+      const no = el("button", { type: "button", className: "delete", textContent: "Keep" });
+      box.replaceChildren(el("p", { className: "muted", textContent: "Delete this image and its labels?" }), yes, no);
+      no.addEventListener("click", () => box.replaceChildren(ask));
+      yes.addEventListener("click", () => remove(id, box));
+      yes.focus();
+    });
+    return box;
+  }
+
+  async function remove(id, box) {
+    try {
+      await call("images/" + encodeURIComponent(id), { method: "DELETE" });
+    } catch (e) {
+      box.append(el("p", { className: "error", textContent: "The image was not deleted: " + e.message }));
+      return;
+    }
+    for (const li of cardsOf(id)) li.remove();
+    if (thumbnails.has(id)) {
+      URL.revokeObjectURL(thumbnails.get(id));
+      thumbnails.delete(id);
+    }
+    describe();
+    refreshLabels();
   }
 
   const card = (item) => render(el("li", { className: "card" }), item);
@@ -317,12 +574,38 @@
     setFilter($("label").value);
   });
   $("clear").addEventListener("click", () => setFilter(null));
+  $("signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const email = $("email").value.trim();
+    const box = $("signin-error");
+    box.hidden = true;
+    $("signin-button").disabled = true;
+    try {
+      await signIn(email, $("password").value);
+    } catch (err) {
+      box.textContent = err instanceof AuthError ? err.message : "Sign-in failed: " + err.message;
+      box.hidden = false;
+      return;
+    } finally {
+      $("signin-button").disabled = false;
+      $("password").value = "";
+    }
+    $("who").textContent = email;
+    $("signin").hidden = true;
+    $("account").hidden = false;
+    $("app").hidden = false;
+    clearError();
+    filter = null;
+    nextToken = null;
+    refreshLabels();
+    load(true);
+  });
+  $("signout").addEventListener("click", () => signOut("Signed out."));
   $("more").addEventListener("click", () => load(false));
   document.addEventListener("click", (e) => {
     const target = e.target instanceof Element ? e.target.closest("button.chip") : null;
     if (target) setFilter(target.dataset.label);
   });
 
-  refreshLabels();
-  load(true);
+  $("email").focus();
 })();

@@ -16,6 +16,8 @@ fn ctx(endpoint: Option<&'static str>) -> Ctx {
         "UPLOAD_BUCKET" => Some(BUCKET.to_string()),
         "AWS_REGION" => Some("eu-west-1".to_string()),
         "AWS_ENDPOINT_URL" => endpoint.map(str::to_string),
+        "USER_POOL_ID" => Some("eu-west-1_AbCdEf123".to_string()),
+        "USER_POOL_CLIENT_ID" => Some("4f8a2c1e9b7d3a5c6e0f1b2d3c".to_string()),
         _ => None,
     };
     Ctx::from_env(&vars).unwrap()
@@ -77,12 +79,15 @@ async fn the_policy_allows_exactly_the_inline_style_and_script() {
     let style = hash_source(&inline(&html, "style"));
     assert_eq!(directive(csp, "script-src"), [script.as_str()]);
     assert_eq!(directive(csp, "style-src"), [style.as_str()]);
-    assert_eq!(directive(csp, "img-src"), ["'self'", "blob:"]);
+    // Images are the user's: fetched with their token, shown as blob: URLs.
+    assert_eq!(directive(csp, "img-src"), ["blob:"]);
+    // The API, the presigned PUT, and sign-in at exactly the region's Cognito endpoint.
     assert_eq!(
         directive(csp, "connect-src"),
         [
             "'self'",
-            &format!("https://{BUCKET}.s3.eu-west-1.amazonaws.com")
+            &format!("https://{BUCKET}.s3.eu-west-1.amazonaws.com"),
+            "https://cognito-idp.eu-west-1.amazonaws.com"
         ]
     );
     for d in ["base-uri", "form-action", "frame-ancestors"] {
@@ -108,6 +113,12 @@ async fn the_policy_allows_exactly_the_inline_style_and_script() {
 async fn the_page_loads_nothing_from_elsewhere() {
     let (_, html) = page(&ctx(None)).await;
     assert!(!html.contains("{{"), "every placeholder is filled");
+    // Where to sign in is the one address the page holds, as data for its script.
+    let endpoint = "data-cognito-endpoint=\"https://cognito-idp.eu-west-1.amazonaws.com\"";
+    assert!(html.contains(endpoint), "where to sign in");
+    assert!(html.contains("data-user-pool-id=\"eu-west-1_AbCdEf123\""));
+    assert!(html.contains("data-client-id=\"4f8a2c1e9b7d3a5c6e0f1b2d3c\""));
+    let html = html.replace(endpoint, "");
     for outside in [
         "http://", "https://", "<link", "@import", "url(", " src=", "//cdn",
     ] {
@@ -140,6 +151,26 @@ async fn a_local_endpoint_is_allowed_in_both_address_styles() {
             &format!("https://{BUCKET}.127.0.0.1:4566")
         ]
     );
+}
+
+#[test]
+fn the_cognito_endpoint_is_the_regions_or_the_overrides_origin() {
+    use web_function::cognito_endpoint;
+    assert_eq!(
+        cognito_endpoint("cn-north-1", None).unwrap(),
+        "https://cognito-idp.cn-north-1.amazonaws.com.cn"
+    );
+    assert_eq!(
+        cognito_endpoint("us-east-1", Some("https://127.0.0.1:4566/x?y")).unwrap(),
+        "https://127.0.0.1:4566"
+    );
+    for (region, endpoint) in [
+        ("eu west 1", None),
+        ("eu-west-1", Some("ftp://example.com")),
+        ("eu-west-1", Some("https://a b")),
+    ] {
+        assert!(cognito_endpoint(region, endpoint).is_err(), "{region} {endpoint:?}");
+    }
 }
 
 #[test]
