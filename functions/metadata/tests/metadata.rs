@@ -345,7 +345,8 @@ impl Tokens {
             20,
         );
         // Issued for pages of 20 (the default), replayed with limit=5.
-        let other_limit = encode_token(&scope(TABLE), &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
+        let other_limit =
+            encode_token(&scope(TABLE), &format!("2026-11-26T21:00:00.123Z#{ID}"), 20);
         let cat = encode_search_token(
             &scope(LABELS),
             "cat",
@@ -644,7 +645,10 @@ async fn a_label_search_queries_its_partition_newest_first_and_pages() {
 
 fn count_item(name: &str, buckets: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
     let mut m = HashMap::from([
-        ("pk".to_string(), AttributeValue::S(format!("{OWNER}#counts"))),
+        (
+            "pk".to_string(),
+            AttributeValue::S(format!("{OWNER}#counts")),
+        ),
         ("sk".to_string(), AttributeValue::S(name.to_lowercase())),
         ("name".to_string(), AttributeValue::S(name.into())),
     ]);

@@ -414,7 +414,10 @@ async fn every_record_is_decoded_and_only_image_keys_are_processed() {
     );
     assert_eq!(
         *head_keys.lock().unwrap(),
-        vec![format!("uploads/{OWNER}/{ID}"), format!("uploads/{OWNER}/{ENCODED_ID}")]
+        vec![
+            format!("uploads/{OWNER}/{ID}"),
+            format!("uploads/{OWNER}/{ENCODED_ID}")
+        ]
     );
     let ids: Vec<String> = items
         .lock()
@@ -863,7 +866,11 @@ fn skipped_keys() -> Vec<(&'static str, Edit, &'static str)> {
             "skipped",
         ),
         ("the prefix alone", (key("uploads/".into())), "skipped"),
-        ("not a UUID", (key(format!("uploads/{OWNER}/cat.jpg"))), "skipped"),
+        (
+            "not a UUID",
+            (key(format!("uploads/{OWNER}/cat.jpg"))),
+            "skipped",
+        ),
         ("no owner", (key(format!("uploads/{ID}"))), "skipped"),
         (
             "an owner that is not a sub",
@@ -885,8 +892,16 @@ fn skipped_keys() -> Vec<(&'static str, Edit, &'static str)> {
             (key(format!("uploads/{OWNER}/{ID}.png"))),
             "skipped",
         ),
-        ("a trailing +", (key(format!("uploads/{OWNER}/{ID}+"))), "skipped"),
-        ("a NUL byte", (key(format!("uploads/{OWNER}/{ID}%00"))), "skipped"),
+        (
+            "a trailing +",
+            (key(format!("uploads/{OWNER}/{ID}+"))),
+            "skipped",
+        ),
+        (
+            "a NUL byte",
+            (key(format!("uploads/{OWNER}/{ID}%00"))),
+            "skipped",
+        ),
         (
             "a dot-dot path",
             (key(format!("uploads/../uploads/{OWNER}/{ID}"))),
@@ -1093,7 +1108,11 @@ async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
     assert_eq!(
         t.counts,
         [
-            (format!("{OWNER}#counts"), "cat".to_string(), "n98".to_string()),
+            (
+                format!("{OWNER}#counts"),
+                "cat".to_string(),
+                "n98".to_string()
+            ),
             (
                 format!("{OWNER}#counts"),
                 "whiskers".to_string(),

@@ -241,11 +241,8 @@ fn set_location(resp: &mut ApiGatewayV2httpResponse, id: &ImageId) {
     }
 }
 
-async fn presign(
-    ctx: &Ctx,
-    req: &ApiGatewayV2httpRequest,
-    owner: &Owner,
-) -> Result<ApiGatewayV2httpResponse, ApiError> {
+/// What a presign request asks for: an accepted type and a size S3 and Rekognition take.
+fn presign_request(req: &ApiGatewayV2httpRequest) -> Result<(Format, u64, i64), ApiError> {
     // A JSON body is small; 64 KiB is far more than a valid request needs.
     let bytes = body_bytes(req, 64 * 1024)?;
     let ask: PresignRequest = serde_json::from_slice(&bytes).map_err(|e| {
@@ -282,6 +279,15 @@ async fn presign(
             ),
         ));
     }
+    Ok((kind, size, ask.size_bytes))
+}
+
+async fn presign(
+    ctx: &Ctx,
+    req: &ApiGatewayV2httpRequest,
+    owner: &Owner,
+) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    let (kind, size, size_bytes) = presign_request(req)?;
     let id = ImageId::new_random();
     let config = PresigningConfig::expires_in(ctx.presign_expires).map_err(|e| {
         tracing::error!(error = %e, "invalid presigning configuration");
@@ -296,7 +302,7 @@ async fn presign(
         .bucket(&ctx.bucket)
         .key(id.object_key(&ctx.prefix, owner))
         .content_type(kind.mime())
-        .content_length(ask.size_bytes)
+        .content_length(size_bytes)
         .if_none_match("*")
         .presigned(config)
         .await

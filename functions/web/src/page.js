@@ -218,6 +218,10 @@
     generation++;
     $("grid").replaceChildren();
     $("labels").replaceChildren();
+    $("label-names").replaceChildren();
+    setStatus("");
+    nextToken = null;
+    filter = null;
     $("app").hidden = true;
     $("account").hidden = true;
     $("signin").hidden = false;

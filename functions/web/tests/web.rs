@@ -169,7 +169,10 @@ fn the_cognito_endpoint_is_the_regions_or_the_overrides_origin() {
         ("eu-west-1", Some("ftp://example.com")),
         ("eu-west-1", Some("https://a b")),
     ] {
-        assert!(cognito_endpoint(region, endpoint).is_err(), "{region} {endpoint:?}");
+        assert!(
+            cognito_endpoint(region, endpoint).is_err(),
+            "{region} {endpoint:?}"
+        );
     }
 }
 

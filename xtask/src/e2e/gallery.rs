@@ -1,10 +1,12 @@
 //! The gallery page in a real browser: headless Chromium, driven over the W3C WebDriver
-//! protocol (chromedriver), against the stack the end-to-end test deployed. It uploads the cat
-//! photograph and the coffee, waits for their label chips, filters by "Cat" (by clicking the
-//! chip, and by typing) and sees exactly the cat, uploads a text file and reads the error,
-//! uploads an image over 4.5 MB (through the presigned PUT) and sees it labelled, filters by
-//! keyboard alone, checks the page fits a phone's width, and that no Content-Security-Policy
-//! violation happened.
+//! protocol (chromedriver), against the stack the end-to-end test deployed. A wrong password
+//! is refused in words; user A signs in (SRP, from the page), uploads the cat photograph and
+//! the coffee, waits for their label chips and thumbnails (fetched with the token), filters by
+//! "Cat" (by clicking the chip, and by typing) and sees exactly the cat, uploads a text file
+//! and reads the error, uploads an image over 4.5 MB (through the presigned PUT) and sees it
+//! labelled, filters by keyboard alone, checks the page fits a phone's width; then signs out,
+//! and user B signs in, sees none of A's images, uploads one and deletes it. No
+//! Content-Security-Policy violation may happen.
 //! Screenshots go to `target/browser/`.
 
 use std::path::Path;
@@ -26,7 +28,7 @@ const CARDS: &str = "return Array.from(document.querySelectorAll('#grid li.card'
     id: c.dataset.id,
     status: c.dataset.status,
     labels: Array.from(c.querySelectorAll('button.chip')).map(b => b.dataset.label),
-    thumbnail: (() => { const i = c.querySelector('img'); return !!i && i.complete && i.naturalWidth > 0 && !i.src.startsWith('blob:'); })(),
+    thumbnail: (() => { const i = c.querySelector('img'); return c.dataset.status === 'labeled' && !!i && i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:'); })(),
 }));";
 
 fn card<'a>(cards: &'a Value, id: &str) -> Option<&'a Value> {
@@ -111,8 +113,16 @@ fn large_gray_png(width: u32, height: u32) -> Result<Vec<u8>> {
     Ok(png)
 }
 
+/// Two users of the stage and the password they share.
+#[derive(Debug, Clone)]
+pub struct Users {
+    pub a: String,
+    pub b: String,
+    pub password: String,
+}
+
 /// The whole browser test against the API at `api` (its `GET /` is the page).
-pub async fn gallery_test(api: &str) -> Result<()> {
+pub async fn gallery_test(api: &str, users: &Users) -> Result<()> {
     ensure_installed()?;
     let root = deployer::util::workspace_root();
     let out = root.join("target").join("browser");
@@ -121,7 +131,7 @@ pub async fn gallery_test(api: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(&profile);
     let driver = Driver::start(&out.join("chromedriver.log"))?;
     let session = Session::new(&driver, &profile).await?;
-    let result = steps(&session, api, &root, &out).await;
+    let result = steps(&session, api, users, (&root, &out)).await;
     if result.is_err() {
         let _ = session.screenshot(&out.join("failure.png")).await;
     }
@@ -130,11 +140,60 @@ pub async fn gallery_test(api: &str) -> Result<()> {
     result
 }
 
-/// Opens the page and waits for its first listing (which needs its script to run).
+/// Opens the page: its sign-in form, with the app hidden until someone signs in.
 async fn open(s: &Session, page: &str) -> Result<()> {
     s.goto(page).await?;
     // Any Content-Security-Policy violation from here on is recorded.
     s.script(WATCH_CSP).await?;
+    let shown = s
+        .script("return [document.getElementById('signin').hidden, document.getElementById('app').hidden];")
+        .await?;
+    ensure!(
+        shown == serde_json::json!([false, true]),
+        "before sign-in the page shows [sign-in hidden, app hidden] = {shown}"
+    );
+    Ok(())
+}
+
+/// The text of the sign-in error box, empty while it is hidden.
+const SIGN_IN_ERROR: &str =
+    "const e = document.getElementById('signin-error'); return e.hidden ? '' : e.textContent;";
+
+/// A wrong password: refused, and the page says so in words.
+async fn wrong_password(s: &Session, email: &str) -> Result<()> {
+    s.type_into("#email", email).await?;
+    s.type_into("#password", "Not-the-password-1").await?;
+    s.click("#signin-button").await?;
+    let error = s
+        .wait_for(
+            "the error for a wrong password",
+            Duration::from_secs(30),
+            SIGN_IN_ERROR,
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await?;
+    ensure!(
+        error.as_str() == Some("Wrong email or password."),
+        "a wrong password shows {error}"
+    );
+    eprintln!("browser: a wrong password: {error}");
+    Ok(())
+}
+
+/// Signs in through the form and waits for the first listing (which needs the token).
+async fn sign_in(s: &Session, email: &str, password: &str) -> Result<()> {
+    s.script("document.getElementById('email').value = ''; return true;")
+        .await?;
+    s.type_into("#email", email).await?;
+    s.type_into("#password", password).await?;
+    s.click("#signin-button").await?;
+    s.wait_for(
+        &format!("{email} signed in"),
+        Duration::from_secs(30),
+        "return document.getElementById('app').hidden ? document.getElementById('signin-error').textContent : 'in';",
+        |v| v.as_str() == Some("in"),
+    )
+    .await?;
     s.wait_for(
         "the page's first listing",
         Duration::from_secs(30),
@@ -145,7 +204,7 @@ async fn open(s: &Session, page: &str) -> Result<()> {
         },
     )
     .await
-    .context("the page did not run its script (a CSP hash that does not match would do this)")?;
+    .context("the page did not list the images after sign-in")?;
     Ok(())
 }
 
@@ -323,17 +382,13 @@ async fn large_image_presigned(s: &Session, out: &Path) -> Result<()> {
 /// By keyboard alone: Tab from the top reaches the file picker, the filter and the label
 /// bar's chips, each with a visible focus ring; Enter on the Cat chip filters. A fresh load,
 /// so that Tab starts at the top of the page.
-async fn by_keyboard(s: &Session, page: &str, cat: &str) -> Result<()> {
+async fn by_keyboard(s: &Session, page: &str, a: (&str, &str), cat: &str) -> Result<()> {
     no_violations(s).await?;
-    s.goto(page).await?;
-    s.wait_for(
-        "the page's listing after a reload",
-        Duration::from_secs(30),
-        STATUS,
-        |v| v.as_str().is_some_and(|t| t.contains("newest first")),
-    )
-    .await?;
-    s.script(WATCH_CSP).await?;
+    // A reload forgets the tokens (they live in memory only): sign in again.
+    open(s, page).await?;
+    sign_in(s, a.0, a.1).await?;
+    s.script("document.activeElement.blur(); window.scrollTo(0, 0); return true;")
+        .await?;
     let focused = "const e = document.activeElement; return {
         name: e.id ? '#' + e.id : e.tagName.toLowerCase() + (e.dataset.label ? '[' + e.dataset.label + ']' : ''),
         in_label_bar: !!e.closest('#labels'),
@@ -391,16 +446,60 @@ async fn fits_a_phone(s: &Session, out: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn steps(s: &Session, api: &str, root: &Path, out: &Path) -> Result<()> {
+async fn steps(s: &Session, api: &str, u: &Users, (root, out): (&Path, &Path)) -> Result<()> {
     let page = format!("{}/", api.trim_end_matches('/'));
     open(s, &page).await?;
+    wrong_password(s, &u.a).await?;
+    sign_in(s, &u.a, &u.password).await?;
     let (cat, coffee) = two_labelled(s, root, out).await?;
     filter_by_cat(s, out, (&cat, &coffee)).await?;
     text_file_refused(s, out).await?;
     large_image_presigned(s, out).await?;
-    by_keyboard(s, &page, &cat).await?;
+    by_keyboard(s, &page, (&u.a, &u.password), &cat).await?;
     fits_a_phone(s, out).await?;
+    no_violations(s).await?;
+    another_user(s, u, root, &[cat, coffee]).await?;
     no_violations(s).await
+}
+
+/// A signs out; B signs in and sees none of A's images, uploads one, and deletes it.
+async fn another_user(s: &Session, u: &Users, root: &Path, of_a: &[String]) -> Result<()> {
+    s.click("#signout").await?;
+    let shown = s
+        .script("return [document.getElementById('signin').hidden, document.getElementById('app').hidden, document.querySelectorAll('#grid li').length];")
+        .await?;
+    ensure!(
+        shown == serde_json::json!([false, true, 0]),
+        "after sign-out [sign-in hidden, app hidden, cards] = {shown}"
+    );
+    sign_in(s, &u.b, &u.password).await?;
+    let cards = s.script(CARDS).await?;
+    let seen = ids(&cards);
+    ensure!(
+        seen.iter().all(|id| !of_a.contains(id)),
+        "B sees A's images: {seen:?}"
+    );
+    let labels = s
+        .script("return document.querySelectorAll('#labels button.chip').length;")
+        .await?;
+    ensure!(labels == 0, "B sees {labels} label chips of A's images");
+    let images = root.join("fixtures").join("images");
+    let mine = upload(s, &images.join("coffee.png"), &seen).await?;
+    let one = format!("li.card[data-id='{mine}']");
+    s.click(&format!("{one} button.delete")).await?;
+    s.click(&format!("{one} button.confirm")).await?;
+    s.wait_for(
+        "B's image gone after Delete for good",
+        Duration::from_secs(30),
+        CARDS,
+        |v| card(v, &mine).is_none(),
+    )
+    .await?;
+    eprintln!(
+        "browser: B saw none of A's {} images, uploaded {mine} and deleted it",
+        of_a.len()
+    );
+    Ok(())
 }
 
 /// Records every Content-Security-Policy violation of the page from now on.

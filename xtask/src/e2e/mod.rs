@@ -94,6 +94,14 @@ fn ok<T: DeserializeOwned>(args: &[&str]) -> Result<T> {
     finished(xtask(&all)?.run()?).report()
 }
 
+/// [`ok`] with a password in the environment, as `user add` and `user token` read it.
+fn ok_with_password<T: DeserializeOwned>(args: &[&str], password: &str) -> Result<T> {
+    let mut all = args.to_vec();
+    all.extend(["--local", "--stage", STAGE, "--output", "json"]);
+    let x = xtask(&all)?.env(crate::user::PASSWORD_ENV, password);
+    finished(x.run()?).report()
+}
+
 /// Runs the test. `labels_bin` is a detect-labels binary to use instead of building one.
 pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     let _ = LABELS_BIN.set(labels_bin);
@@ -299,10 +307,23 @@ fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployRe
     }
     ensure!(!smoke.labels.is_empty(), "no labels");
 
-    // The gallery page, in headless Chromium.
+    // The gallery page, in headless Chromium, as two users added for it.
     let api = created.api_url.clone().context("no API URL")?;
+    let users = gallery::Users {
+        a: "gallery-a@example.com".into(),
+        b: "gallery-b@example.com".into(),
+        password: "Gallery-Passw0rd".into(),
+    };
+    for email in [&users.a, &users.b] {
+        let added: serde_json::Value = ok_with_password(&["user", "add", email], &users.password)?;
+        ensure!(added["new"] == true, "user add {email}: {added}");
+    }
     eprintln!("e2e    the gallery page in headless Chromium: {api}/");
-    rt.block_on(gallery::gallery_test(&api))?;
+    rt.block_on(gallery::gallery_test(&api, &users))?;
+    for email in [&users.a, &users.b] {
+        let removed: deployer::ops::users::Removed = ok(&["user", "remove", email])?;
+        ensure!(removed.existed, "user remove {email}: {removed:?}");
+    }
     ensure!(
         created.scope == stack::app::bootstrap::Scope::Preview,
         "stage {STAGE} deployed with the {} execution role",
