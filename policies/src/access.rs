@@ -27,6 +27,11 @@ pub enum Access {
     /// carries no `s3:prefix` condition: a GetObject or HeadObject request has no `s3:prefix`
     /// key, so a conditioned grant would not count and S3 would still answer 403.
     S3ListBucket { bucket: ArnTemplate },
+    /// `s3:DeleteObjectVersion` on keys under `prefix`: removing each version of an object
+    /// (a version id is always named, `null` for one written before versioning).
+    S3DeleteVersions { bucket: ArnTemplate, prefix: String },
+    /// `s3:ListBucketVersions` on the bucket: the version ids of the keys to remove.
+    S3ListVersions { bucket: ArnTemplate },
     /// `rekognition:DetectLabels`, which has no resource-level permissions.
     DetectLabels,
     /// `dynamodb:PutItem` on one table.
@@ -37,6 +42,8 @@ pub enum Access {
     DynamoGet { table: ArnTemplate },
     /// `dynamodb:UpdateItem` on one table (an `ADD` to a counter).
     DynamoUpdate { table: ArnTemplate },
+    /// `dynamodb:DeleteItem` on one table.
+    DynamoDelete { table: ArnTemplate },
     /// `dynamodb:Query` on one table (not its indexes).
     DynamoQuery { table: ArnTemplate },
     /// `sqs:SendMessage` to one queue (an async-invoke OnFailure destination is sent with the
@@ -79,11 +86,14 @@ impl Access {
             Access::S3GetVersion { .. } => vec![act("s3:GetObjectVersion")],
             Access::S3TagVersion { .. } => vec![act("s3:PutObjectVersionTagging")],
             Access::S3ListBucket { .. } => vec![act("s3:ListBucket")],
+            Access::S3DeleteVersions { .. } => vec![act("s3:DeleteObjectVersion")],
+            Access::S3ListVersions { .. } => vec![act("s3:ListBucketVersions")],
             Access::DetectLabels => vec![act("rekognition:DetectLabels")],
             Access::DynamoPut { .. } => vec![act("dynamodb:PutItem")],
             Access::DynamoRead { .. } => vec![act("dynamodb:GetItem"), act("dynamodb:Scan")],
             Access::DynamoGet { .. } => vec![act("dynamodb:GetItem")],
             Access::DynamoUpdate { .. } => vec![act("dynamodb:UpdateItem")],
+            Access::DynamoDelete { .. } => vec![act("dynamodb:DeleteItem")],
             Access::DynamoQuery { .. } => vec![act("dynamodb:Query")],
             Access::SqsSend { .. } => vec![act("sqs:SendMessage")],
             Access::WriteLogs { .. } => {
@@ -99,13 +109,17 @@ impl Access {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
             | Access::S3GetVersion { bucket, prefix }
-            | Access::S3TagVersion { bucket, prefix } => vec![objects(bucket, prefix)],
-            Access::S3ListBucket { bucket } => vec![bucket.clone()],
+            | Access::S3TagVersion { bucket, prefix }
+            | Access::S3DeleteVersions { bucket, prefix } => vec![objects(bucket, prefix)],
+            Access::S3ListBucket { bucket } | Access::S3ListVersions { bucket } => {
+                vec![bucket.clone()]
+            }
             Access::DetectLabels => vec![ArnTemplate::any()],
             Access::DynamoPut { table }
             | Access::DynamoRead { table }
             | Access::DynamoGet { table }
             | Access::DynamoUpdate { table }
+            | Access::DynamoDelete { table }
             | Access::DynamoQuery { table } => vec![table.clone()],
             Access::SqsSend { queue } => vec![queue.clone()],
             Access::WriteLogs { log_group } => vec![streams(log_group)],
@@ -120,11 +134,14 @@ impl Access {
             Access::S3GetVersion { .. } => "ReadUploadedObjectVersions",
             Access::S3TagVersion { .. } => "TagUploadedObjectVersions",
             Access::S3ListBucket { .. } => "ListUploadsBucket",
+            Access::S3DeleteVersions { .. } => "DeleteObjectVersions",
+            Access::S3ListVersions { .. } => "ListObjectVersions",
             Access::DetectLabels => "DetectLabels",
             Access::DynamoPut { .. } => "WriteImageItems",
             Access::DynamoRead { .. } => "ReadImageItems",
             Access::DynamoGet { .. } => "GetImageItems",
             Access::DynamoUpdate { .. } => "UpdateItems",
+            Access::DynamoDelete { .. } => "DeleteItems",
             Access::DynamoQuery { .. } => "QueryItems",
             Access::SqsSend { .. } => "SendToFailureQueue",
             Access::WriteLogs { .. } => "WriteOwnLogs",
@@ -137,7 +154,8 @@ impl Access {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
             | Access::S3GetVersion { bucket, prefix }
-            | Access::S3TagVersion { bucket, prefix } => {
+            | Access::S3TagVersion { bucket, prefix }
+            | Access::S3DeleteVersions { bucket, prefix } => {
                 bucket.join(&format!("/{prefix}{SAMPLE_OBJECT}"))
             }
             Access::WriteLogs { log_group } => {
@@ -165,7 +183,25 @@ impl Access {
             Access::S3Put { bucket, prefix }
             | Access::S3Get { bucket, prefix }
             | Access::S3GetVersion { bucket, prefix }
-            | Access::S3TagVersion { bucket, prefix } => self.object_misses(bucket, prefix),
+            | Access::S3TagVersion { bucket, prefix }
+            | Access::S3DeleteVersions { bucket, prefix } => self.object_misses(bucket, prefix),
+            Access::S3ListVersions { bucket } => {
+                let mut out = each(
+                    &[
+                        "s3:DeleteBucket",
+                        "s3:PutBucketPolicy",
+                        "s3:PutBucketVersioning",
+                    ],
+                    bucket,
+                    "another action on the same bucket",
+                );
+                out.push(near(
+                    "s3:ListBucketVersions",
+                    bucket.join("-other"),
+                    "the same action on another bucket",
+                ));
+                out
+            }
             Access::S3ListBucket { bucket } => {
                 let mut out = each(
                     &[
@@ -198,6 +234,7 @@ impl Access {
             | Access::DynamoRead { table }
             | Access::DynamoGet { table }
             | Access::DynamoUpdate { table }
+            | Access::DynamoDelete { table }
             | Access::DynamoQuery { table } => self.table_misses(table),
             Access::SqsSend { queue } => {
                 let mut out = each(

@@ -842,6 +842,54 @@ fn images_function(names: &Names) -> FunctionSpec {
     }
 }
 
+/// `DELETE /images/{id}`: one user's image, with everything made from it.
+fn delete_function(names: &Names) -> FunctionSpec {
+    FunctionSpec {
+        name: "delete",
+        description: "DELETE /images/{id}: the owner's image (every version), its thumbnail, its item (a tombstone) and its label index entries",
+        memory_mb: 256,
+        timeout_seconds: 15,
+        env: vec![
+            (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+            (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+            (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
+            (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
+            (
+                env::THUMBNAIL_PREFIX,
+                EnvValue::Literal(THUMBNAIL_PREFIX.into()),
+            ),
+        ],
+        touches: vec![
+            // The item, turned into a tombstone that returns what it replaced.
+            Access::DynamoUpdate {
+                table: names.table_arn(),
+            },
+            // Its label entries removed, and each label's count taken down.
+            Access::DynamoDelete {
+                table: names.labels_table_arn(),
+            },
+            Access::DynamoUpdate {
+                table: names.labels_table_arn(),
+            },
+            // Every version of the original and of the thumbnail.
+            Access::S3ListVersions {
+                bucket: names.bucket_arn(),
+            },
+            Access::S3DeleteVersions {
+                bucket: names.bucket_arn(),
+                prefix: UPLOAD_PREFIX.into(),
+            },
+            Access::S3DeleteVersions {
+                bucket: names.bucket_arn(),
+                prefix: THUMBNAIL_PREFIX.into(),
+            },
+        ],
+        routes: vec![Route::DeleteImage.into()],
+        trigger: None,
+        on_failure: None,
+    }
+}
+
 /// The gallery page.
 fn web_function(names: &Names) -> FunctionSpec {
     FunctionSpec {
@@ -877,6 +925,7 @@ impl App {
                 process_function(&names),
                 metadata_function(&names),
                 images_function(&names),
+                delete_function(&names),
                 web_function(&names),
             ],
             names,

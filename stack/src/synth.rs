@@ -800,7 +800,7 @@ fn add_user_pool(resources: &mut BTreeMap<String, Resource>, names: &Names) {
             jwt_configuration: JwtConfiguration {
                 audience: vec![Expr::r#ref(USER_POOL_CLIENT_ID)],
                 issuer: Expr::sub(format!(
-                    "https://cognito-idp.${{AWS::Region}}.amazonaws.com/${{{USER_POOL_ID}}}"
+                    "https://cognito-idp.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{USER_POOL_ID}}}"
                 )),
             },
         })),

@@ -126,7 +126,7 @@ fn dangling_references_are_detected() {
 fn each_function_has_its_own_role() {
     let t = template_json(Architecture::Arm64);
     let functions = resources_of_type(&t, "AWS::Lambda::Function");
-    assert_eq!(functions.len(), 5);
+    assert_eq!(functions.len(), 6);
     let roles: BTreeSet<String> = functions
         .iter()
         .map(|(_, f)| {
@@ -328,23 +328,26 @@ fn table_queue_and_async_failure_path() {
     assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
     assert_eq!(
         table["KeySchema"],
-        serde_json::json!([{"AttributeName": "image_id", "KeyType": "HASH"}])
+        serde_json::json!([
+            {"AttributeName": "owner", "KeyType": "HASH"},
+            {"AttributeName": "image_id", "KeyType": "RANGE"}
+        ])
     );
     assert_eq!(
         table["AttributeDefinitions"],
         serde_json::json!([
+            {"AttributeName": "owner", "AttributeType": "S"},
             {"AttributeName": "image_id", "AttributeType": "S"},
-            {"AttributeName": "listing", "AttributeType": "S"},
             {"AttributeName": "uploaded_at", "AttributeType": "S"}
         ])
     );
-    // GET /metadata: every image newest first, one Query of this index.
+    // GET /metadata: a user's images newest first, one Query of this index.
     assert_eq!(
         table["GlobalSecondaryIndexes"],
         serde_json::json!([{
             "IndexName": "newest-first",
             "KeySchema": [
-                {"AttributeName": "listing", "KeyType": "HASH"},
+                {"AttributeName": "owner", "KeyType": "HASH"},
                 {"AttributeName": "uploaded_at", "KeyType": "RANGE"}
             ],
             "Projection": {"ProjectionType": "ALL"}
@@ -449,6 +452,10 @@ fn http_api_routes_each_go_to_their_function() {
                 "integrations/${WebIntegration}".to_string()
             ),
             (
+                "DELETE /images/{id}".to_string(),
+                "integrations/${DeleteIntegration}".to_string()
+            ),
+            (
                 "GET /images/{id}".to_string(),
                 "integrations/${ImagesIntegration}".to_string()
             ),
@@ -506,6 +513,60 @@ fn http_api_stage_auto_deploys_throttles_and_logs_access() {
     assert_eq!(format["requestId"], "$context.requestId");
 }
 
+/// Every route but the page needs a user pool access token: the JWT authorizer, whose issuer
+/// is the stage's pool and audience its app client, and the scope only access tokens carry.
+#[test]
+fn every_route_but_the_page_needs_an_access_token() {
+    let t = template_json(Architecture::Arm64);
+    let mut open = Vec::new();
+    for (_, r) in resources_of_type(&t, "AWS::ApiGatewayV2::Route") {
+        let p = &r["Properties"];
+        let key = p["RouteKey"].as_str().unwrap_or("").to_string();
+        if p["AuthorizationType"] == "NONE" {
+            open.push(key);
+            continue;
+        }
+        assert_eq!(p["AuthorizationType"], "JWT", "{key}");
+        assert_eq!(p["AuthorizerId"]["Ref"], "HttpApiAuthorizer", "{key}");
+        assert_eq!(
+            p["AuthorizationScopes"],
+            serde_json::json!(["aws.cognito.signin.user.admin"]),
+            "{key}"
+        );
+    }
+    assert_eq!(open, ["GET /"]);
+    let a = &t["Resources"]["HttpApiAuthorizer"]["Properties"];
+    assert_eq!(a["AuthorizerType"], "JWT");
+    assert_eq!(
+        a["IdentitySource"],
+        serde_json::json!(["$request.header.Authorization"])
+    );
+    assert_eq!(
+        a["JwtConfiguration"]["Issuer"]["Fn::Sub"],
+        "https://cognito-idp.${AWS::Region}.${AWS::URLSuffix}/${UserPool}"
+    );
+    assert_eq!(
+        a["JwtConfiguration"]["Audience"],
+        serde_json::json!([{"Ref": "UserPoolClient"}])
+    );
+    let client = &t["Resources"]["UserPoolClient"]["Properties"];
+    assert_eq!(client["GenerateSecret"], false);
+    assert_eq!(
+        client["ExplicitAuthFlows"],
+        serde_json::json!(["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])
+    );
+    assert_eq!(client["PreventUserExistenceErrors"], "ENABLED");
+    assert_eq!(client["AccessTokenValidity"], 15);
+    assert_eq!(client["WriteAttributes"], serde_json::json!(["email"]));
+    let pool = &t["Resources"]["UserPool"]["Properties"];
+    assert!(pool.get("Schema").is_none(), "no custom attribute");
+    assert_eq!(
+        pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"]["Fn::If"][0],
+        "SelfSignUpEnabled"
+    );
+    assert_eq!(t["Parameters"]["SelfSignUp"]["Default"], "false");
+}
+
 #[test]
 fn http_api_permissions_are_scoped_to_each_route() {
     let t = template_json(Architecture::Arm64);
@@ -525,6 +586,7 @@ fn http_api_permissions_are_scoped_to_each_route() {
         BTreeSet::from([
             // The page, `GET /`: the root path only.
             format!("{prefix}/*/GET/"),
+            format!("{prefix}/*/DELETE/images/*"),
             format!("{prefix}/*/GET/images/*"),
             format!("{prefix}/*/GET/images/*/thumbnail"),
             format!("{prefix}/*/GET/labels"),

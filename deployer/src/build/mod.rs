@@ -486,7 +486,7 @@ mod tests {
         let err = selected(&cfg).unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown function `resize`; the functions are upload, process, metadata, images, web"
+            "unknown function `resize`; the functions are upload, process, metadata, images, delete, web"
         );
         let all = selected(&BuildConfig {
             arch: BuildArch::Host,
@@ -494,7 +494,10 @@ mod tests {
             opt_level: None,
         })
         .unwrap();
-        assert_eq!(all, ["upload", "process", "metadata", "images", "web"]);
+        assert_eq!(
+            all,
+            ["upload", "process", "metadata", "images", "delete", "web"]
+        );
     }
 
     /// A scratch workspace with the files a handler build reads, and a few it does not.

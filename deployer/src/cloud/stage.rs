@@ -164,6 +164,8 @@ mod tests {
             (outputs::TABLE, "t"),
             (outputs::LABELS_TABLE, "l"),
             (outputs::FAILURE_QUEUE_URL, "q"),
+            (outputs::USER_POOL_ID, "us-east-1_AbC"),
+            (outputs::USER_POOL_CLIENT_ID, "c"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

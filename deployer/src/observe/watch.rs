@@ -88,11 +88,11 @@ mod tests {
             // Shared crates: everyone that depends on them.
             (
                 &["functions/api/src/lib.rs"],
-                &["upload", "process", "metadata", "images", "web"],
+                &["upload", "process", "metadata", "images", "delete", "web"],
             ),
             (
                 &["functions/shared/src/lib.rs"],
-                &["upload", "process", "metadata", "images", "web"],
+                &["upload", "process", "metadata", "images", "delete", "web"],
             ),
             // A crate only some functions are built from.
             (
@@ -100,16 +100,17 @@ mod tests {
                 &["upload", "process"],
             ),
             (&["functions/images/src/lib.rs"], &["images"]),
+            (&["functions/delete/src/lib.rs"], &["delete"]),
             // The page is compiled into the web function.
             (&["functions/web/src/page.js"], &["web"]),
             // Workspace-wide build inputs.
             (
                 &["Cargo.lock"],
-                &["upload", "process", "metadata", "images", "web"],
+                &["upload", "process", "metadata", "images", "delete", "web"],
             ),
             (
                 &[".cargo/config.toml"],
-                &["upload", "process", "metadata", "images", "web"],
+                &["upload", "process", "metadata", "images", "delete", "web"],
             ),
             // Two at once.
             (

@@ -69,6 +69,9 @@ pub enum CheckName {
     Gallery,
     /// `POST /uploads`, a PUT to the URL it hands out, then labels.
     PresignedUpload,
+    /// `DELETE /images/{id}` of that image: 204, then 404 to every read, gone from the
+    /// listing, the search and the counts, no object version left; a second DELETE is 204.
+    Delete,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
     BadUpload,
     /// Something that is not an image, PUT through a presigned URL: the item ends `failed`
@@ -83,7 +86,7 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 15] = [
+    pub const ALL: [CheckName; 16] = [
         CheckName::SignIn,
         CheckName::Upload,
         CheckName::Labels,
@@ -94,6 +97,7 @@ impl CheckName {
         CheckName::OtherUser,
         CheckName::Gallery,
         CheckName::PresignedUpload,
+        CheckName::Delete,
         CheckName::BadUpload,
         CheckName::PresignedNonImage,
         CheckName::NoS3Urls,
@@ -113,6 +117,7 @@ impl CheckName {
             CheckName::Images => "images",
             CheckName::Gallery => "gallery",
             CheckName::PresignedUpload => "presigned-upload",
+            CheckName::Delete => "delete",
             CheckName::BadUpload => "bad-upload",
             CheckName::PresignedNonImage => "presigned-non-image",
             CheckName::NoS3Urls => "no-s3-urls",
@@ -328,6 +333,7 @@ impl Run<'_> {
             CheckName::Images => self.images().await,
             CheckName::Gallery => self.gallery().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
+            CheckName::Delete => self.delete().await,
             CheckName::BadUpload => self.bad_upload().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
             CheckName::NoS3Urls => self.no_s3_urls(),
@@ -425,6 +431,12 @@ impl Run<'_> {
                 refused += 1;
             }
         }
+        // A DELETE with a forged token deletes nothing.
+        let a = self.delete_as(&format!("/images/{id}"), &edited).await?;
+        if !matches!(a.status, 401 | 403) {
+            return Err(format!("DELETE with an edited token answered {}", a.status));
+        }
+        refused += 1;
         let page = self.get_with("/", None).await?;
         if page.status != 200 {
             return Err(format!("GET / without a token answered {}", page.status));
@@ -455,6 +467,20 @@ impl Run<'_> {
                     clip(&a.text)
                 ));
             }
+        }
+        let a = self.delete_as(&format!("/images/{id}"), &other).await?;
+        if a.status != 404 {
+            return Err(format!(
+                "the other user's DELETE /images/{id} answered {}, not 404",
+                a.status
+            ));
+        }
+        let still = self.get(&format!("/metadata/{id}")).await?;
+        if still.status != 200 {
+            return Err(format!(
+                "after the other user's DELETE, the owner's GET answered {}",
+                still.status
+            ));
         }
         let listing: Page = self
             .get_with("/metadata?limit=100", Some(&other))
@@ -487,7 +513,7 @@ impl Run<'_> {
             }
         }
         Ok(format!(
-            "image {id}: 404 to the other user for metadata, bytes and thumbnail; absent from their listing, search and counts"
+            "image {id}: 404 to the other user for metadata, bytes, thumbnail and DELETE (which changed nothing); absent from their listing, search and counts"
         ))
     }
 
@@ -727,6 +753,98 @@ impl Run<'_> {
         Ok(format!(
             "image {id} awaiting_upload until its presigned PUT (a second PUT is refused with 412), then labeled ({} labels)",
             l.len()
+        ))
+    }
+
+    /// A DELETE as the first user: the status and the body.
+    async fn delete_as(&mut self, path: &str, authorization: &str) -> Result<Answer, String> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.api))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .map_err(|e| format!("DELETE {path}: {e}"))?;
+        self.read(resp, &format!("DELETE {path}")).await
+    }
+
+    /// How many images `GET /labels` counts under `name`.
+    async fn count_of(&mut self, name: &str) -> Result<u64, String> {
+        let counts: LabelCounts = self.get("/labels").await?.expect("GET /labels", 200)?;
+        Ok(counts
+            .labels
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map_or(0, |c| c.count))
+    }
+
+    async fn delete(&mut self) -> Result<String, String> {
+        let id = self
+            .presigned_id
+            .clone()
+            .ok_or("not run: the presigned upload failed")?;
+        let m: ImageMetadata = self
+            .get(&format!("/metadata/{id}"))
+            .await?
+            .expect("GET /metadata/{id}", 200)?;
+        let label = m.labels.first().map(|l| l.name.clone());
+        let before = match &label {
+            Some(l) => self.count_of(l).await?,
+            None => 0,
+        };
+        let path = format!("/images/{id}");
+        for attempt in ["DELETE", "a second DELETE"] {
+            let a = self.delete_as(&path, &self.bearer()).await?;
+            if a.status != 204 {
+                return Err(format!(
+                    "{attempt} answered {}: {}",
+                    a.status,
+                    clip(&a.text)
+                ));
+            }
+        }
+        for read in [format!("/metadata/{id}"), path.clone()] {
+            let a = self.get(&read).await?;
+            if a.status != 404 {
+                return Err(format!(
+                    "after the DELETE, GET {read} answered {}",
+                    a.status
+                ));
+            }
+        }
+        if let Found::OnPage(_) = self.find_in_pages("/metadata?limit=100", &id).await? {
+            return Err("after the DELETE the listing still shows the image".into());
+        }
+        let mut counted = String::new();
+        if let Some(l) = &label {
+            let after = self.count_of(l).await?;
+            if after + 1 != before {
+                return Err(format!(
+                    "GET /labels counted {before} {l} before the DELETE, {after} after"
+                ));
+            }
+            let search = format!("/metadata?label={}&limit=100", query_value(l));
+            if let Found::OnPage(_) = self.find_in_pages(&search, &id).await? {
+                return Err(format!("after the DELETE, GET {search} finds the image"));
+            }
+            counted = format!("; {l} counted {before} then {after}");
+        }
+        let key = format!("{}{}/{id}", stack::app::UPLOAD_PREFIX, self.owner());
+        let versions = self
+            .clients
+            .s3
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .map_err(|e| chain(&e))?;
+        let left = versions.versions().len() + versions.delete_markers().len();
+        if left > 0 {
+            return Err(format!("{left} versions of {key} left after the DELETE"));
+        }
+        Ok(format!(
+            "image {id}: 204 twice, then 404 to its reads, gone from the listing and search, no object version left{counted}"
         ))
     }
 

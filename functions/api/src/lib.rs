@@ -24,12 +24,14 @@ pub enum Route {
     GetImage,
     /// `GET /images/{id}/thumbnail`: its thumbnail.
     GetThumbnail,
+    /// `DELETE /images/{id}`: the image, its thumbnail, its item and its label index entries.
+    DeleteImage,
     /// `GET /`: the gallery page.
     Gallery,
 }
 
 impl Route {
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 9] = [
         Route::Upload,
         Route::PresignUpload,
         Route::ListMetadata,
@@ -37,6 +39,7 @@ impl Route {
         Route::ListLabels,
         Route::GetImage,
         Route::GetThumbnail,
+        Route::DeleteImage,
         Route::Gallery,
     ];
 
@@ -49,6 +52,7 @@ impl Route {
             | Route::GetImage
             | Route::GetThumbnail
             | Route::Gallery => "GET",
+            Route::DeleteImage => "DELETE",
         }
     }
 
@@ -62,6 +66,7 @@ impl Route {
             Route::ListLabels => "/labels",
             Route::GetImage => "/images/{id}",
             Route::GetThumbnail => "/images/{id}/thumbnail",
+            Route::DeleteImage => "/images/{id}",
             Route::Gallery => "/",
         }
     }
@@ -319,6 +324,11 @@ pub mod index {
     pub const OWNER: &str = "owner";
     /// The images table's sort key.
     pub const IMAGE_ID: &str = "image_id";
+    /// The status of a deleted image's item: a tombstone that answers 404 like no item, keeps
+    /// the process function from writing the image back, and expires.
+    pub const DELETED: &str = "deleted";
+    /// How long a tombstone stays, in seconds: past the last retry of the image's S3 event.
+    pub const TOMBSTONE_SECONDS: u64 = 7 * 24 * 3600;
     /// The images table's index of each user's images, newest first (`GET /metadata`):
     /// partitioned by [`OWNER`], sorted by upload time.
     pub const LISTING_INDEX: &str = "newest-first";

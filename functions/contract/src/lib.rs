@@ -109,8 +109,10 @@ fn read_action(version: Option<&str>) -> String {
 /// | S3 PutObject (also presigned: the URL is authorised as its signer when used) | `s3:PutObject` on the object |
 /// | S3 GetObject (ranged or not) and HeadObject | `s3:GetObject`, or `s3:GetObjectVersion` with a `versionId`; and `s3:ListBucket` on the bucket: without it S3 answers a missing key with 403, not the 404 the handlers test for |
 /// | S3 PutObjectTagging | `s3:PutObjectTagging`, or `s3:PutObjectVersionTagging` with a `versionId` |
+/// | S3 DeleteObject | `s3:DeleteObject`, or `s3:DeleteObjectVersion` with a `versionId` |
+/// | S3 ListObjectVersions | `s3:ListBucketVersions` on the bucket |
 /// | DynamoDB PutItem, conditional or not | `dynamodb:PutItem` on the table (a condition expression needs no other action) |
-/// | DynamoDB GetItem / Scan / Query / UpdateItem | `dynamodb:GetItem` / `dynamodb:Scan` / `dynamodb:Query` / `dynamodb:UpdateItem` on the table (a Query of an index would be on the index's ARN) |
+/// | DynamoDB GetItem / Scan / Query / UpdateItem / DeleteItem | `dynamodb:GetItem` / `dynamodb:Scan` / `dynamodb:Query` / `dynamodb:UpdateItem` / `dynamodb:DeleteItem` on the table (a Query of an index would be on the index's ARN) |
 /// | DynamoDB TransactWriteItems | not an IAM action: each write is authorised as the single-item action it performs (`Put`: `dynamodb:PutItem`, `Update`: `dynamodb:UpdateItem`, `Delete`: `dynamodb:DeleteItem`, `ConditionCheck`: `dynamodb:ConditionCheckItem`) on its own table |
 /// | Rekognition DetectLabels | `rekognition:DetectLabels` on `*`; with an `S3Object`, the caller's own read of it (`s3:GetObject`, or `s3:GetObjectVersion` with `Version`) |
 pub fn iam_requests(
@@ -159,6 +161,20 @@ fn s3_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, String)>
         };
         return Some(vec![(action.into(), object_arn(arns, i.bucket(), i.key()))]);
     }
+    if let Some(i) = input.downcast_ref::<s3::delete_object::DeleteObjectInput>() {
+        let action = if i.version_id().is_some() {
+            "s3:DeleteObjectVersion"
+        } else {
+            "s3:DeleteObject"
+        };
+        return Some(vec![(action.into(), object_arn(arns, i.bucket(), i.key()))]);
+    }
+    if let Some(i) = input.downcast_ref::<s3::list_object_versions::ListObjectVersionsInput>() {
+        return Some(vec![(
+            "s3:ListBucketVersions".into(),
+            bucket_arn(arns, i.bucket()),
+        )]);
+    }
     None
 }
 
@@ -187,6 +203,12 @@ fn dynamodb_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, St
     if let Some(i) = input.downcast_ref::<ddb::update_item::UpdateItemInput>() {
         return Some(vec![(
             "dynamodb:UpdateItem".into(),
+            table_arn(arns, i.table_name()),
+        )]);
+    }
+    if let Some(i) = input.downcast_ref::<ddb::delete_item::DeleteItemInput>() {
+        return Some(vec![(
+            "dynamodb:DeleteItem".into(),
             table_arn(arns, i.table_name()),
         )]);
     }
@@ -588,11 +610,42 @@ mod tests {
 
     #[test]
     fn an_unknown_operation_is_not_guessed() {
-        let i = s3::delete_object::DeleteObjectInput::builder()
+        let i = s3::copy_object::CopyObjectInput::builder()
             .bucket(BUCKET)
             .key("k")
+            .copy_source("b/other")
             .build()
             .unwrap();
         assert_eq!(iam_requests(&arns(), &Input::erase(i)), None);
+    }
+
+    #[test]
+    fn deleting_a_version_needs_delete_object_version_and_listing_them_list_bucket_versions() {
+        let delete = |version: Option<&str>| {
+            let i = s3::delete_object::DeleteObjectInput::builder()
+                .bucket(BUCKET)
+                .key("k")
+                .set_version_id(version.map(str::to_string))
+                .build()
+                .unwrap();
+            map(Input::erase(i))
+        };
+        assert_eq!(
+            delete(None),
+            pairs(&[("s3:DeleteObject", "arn:aws:s3:::b/k")])
+        );
+        assert_eq!(
+            delete(Some("v1")),
+            pairs(&[("s3:DeleteObjectVersion", "arn:aws:s3:::b/k")])
+        );
+        let list = s3::list_object_versions::ListObjectVersionsInput::builder()
+            .bucket(BUCKET)
+            .prefix("k")
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(list)),
+            pairs(&[("s3:ListBucketVersions", "arn:aws:s3:::b")])
+        );
     }
 }

@@ -431,6 +431,16 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(images_function::ENV_THUMBNAIL_PREFIX, env::THUMBNAIL_PREFIX);
     assert_eq!(process_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
     assert_eq!(web_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
+    assert_eq!(web_function::ENV_USER_POOL_ID, env::USER_POOL_ID);
+    assert_eq!(
+        web_function::ENV_USER_POOL_CLIENT_ID,
+        env::USER_POOL_CLIENT_ID
+    );
+    assert_eq!(delete_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    assert_eq!(delete_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
+    assert_eq!(delete_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
+    assert_eq!(delete_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
+    assert_eq!(delete_function::ENV_THUMBNAIL_PREFIX, env::THUMBNAIL_PREFIX);
     // And a handler refuses to start without them.
     let none = |_: &str| None;
     let s3 = mock_client!(aws_sdk_s3, []);
@@ -496,6 +506,9 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
         let vars = move |k: &str| match k {
             "AWS_REGION" => Some(region.to_string()),
             "AWS_ENDPOINT_URL" => endpoint.map(str::to_string),
+            // Known once the stack is deployed.
+            "USER_POOL_ID" => Some("us-east-1_AbC123".to_string()),
+            "USER_POOL_CLIENT_ID" => Some("4f8a2c1e9b7d3a5c6e0f1b2d3c".to_string()),
             _ => env(k),
         };
         let page = web_function::Ctx::from_env(&vars).unwrap();
@@ -510,4 +523,96 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
             "{url} is not within connect-src {connect}"
         );
     }
+}
+
+/// A labeled image deleted: the tombstone, its label entries and counts, and every version of
+/// the original and the thumbnail.
+#[tokio::test]
+async fn delete_stays_within_its_policy() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let rec = Recorder::new((&bindings()).into());
+    let owner = "7d3f0c2e-5b1a-4c8e-9f60-2a4b6c8d0e1f";
+    let id = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
+    let old = std::collections::HashMap::from([
+        (
+            "uploaded_at".to_string(),
+            AttributeValue::S("2026-11-26T21:00:00.123Z".into()),
+        ),
+        (
+            "labels".to_string(),
+            AttributeValue::L(vec![AttributeValue::M(std::collections::HashMap::from([
+                ("name".to_string(), AttributeValue::S("Cat".into())),
+            ]))]),
+        ),
+    ]);
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_output(move || {
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder()
+            .set_attributes(Some(old.clone()))
+            .build()
+    });
+    let entry = mock!(aws_sdk_dynamodb::Client::delete_item).then_output(|| {
+        aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder()
+            .attributes("confidence", AttributeValue::N("98.5".into()))
+            .build()
+    });
+    // Each key has one version until it is deleted.
+    let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let list = {
+        let deleted = deleted.clone();
+        mock!(aws_sdk_s3::Client::list_object_versions).then_compute_response(move |r| {
+            let key = r.prefix().unwrap_or_default().to_string();
+            let mut out =
+                aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder();
+            if !deleted.lock().unwrap().contains(&key) {
+                out = out.versions(
+                    aws_sdk_s3::types::ObjectVersion::builder()
+                        .key(key)
+                        .version_id("v1")
+                        .build(),
+                );
+            }
+            aws_smithy_mocks::MockResponse::Output(out.build())
+        })
+    };
+    let delete = mock!(aws_sdk_s3::Client::delete_object).then_compute_response(move |r| {
+        deleted
+            .lock()
+            .unwrap()
+            .push(r.key().unwrap_or_default().to_string());
+        aws_smithy_mocks::MockResponse::Output(
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build(),
+        )
+    });
+    let ctx = delete_function::Ctx::from_env(
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete], |c| c
+            .interceptor(rec.clone())),
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&update, &entry],
+            |c| c.interceptor(rec.clone())
+        ),
+        &env_of("delete"),
+    )
+    .unwrap();
+    let v = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "DELETE /images/{id}",
+        "rawPath": format!("/images/{id}"),
+        "requestContext": {
+            "http": {"method": "DELETE", "path": format!("/images/{id}")},
+            "routeKey": "DELETE /images/{id}",
+            "authorizer": {"jwt": {"claims": {"sub": owner}, "scopes": []}}
+        },
+        "pathParameters": {"id": id},
+        "isBase64Encoded": false
+    });
+    let resp = delete_function::handler(
+        &ctx,
+        LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 204);
+    check("delete", &rec.requests());
 }

@@ -104,11 +104,31 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     .await
                     .unwrap()
             }
+            "delete" => {
+                let update = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
+                });
+                let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&update]);
+                let list = mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
+                    aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder()
+                        .build()
+                });
+                let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list]);
+                let ctx = delete_function::Ctx::from_env(s3, ddb, &env_of("delete")).unwrap();
+                delete_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
+                    .await
+                    .unwrap()
+            }
             "web" => {
                 let env = env_of("web");
                 // Lambda sets the region; the app model does not.
                 let vars = move |k: &str| {
-                    env(k).or_else(|| (k == "AWS_REGION").then(|| "eu-west-1".to_string()))
+                    env(k).or_else(|| match k {
+                        "AWS_REGION" => Some("eu-west-1".to_string()),
+                        "USER_POOL_ID" => Some("eu-west-1_AbC".to_string()),
+                        "USER_POOL_CLIENT_ID" => Some("abc".to_string()),
+                        _ => None,
+                    })
                 };
                 let ctx = web_function::Ctx::from_env(&vars).unwrap();
                 web_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))

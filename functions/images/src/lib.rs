@@ -139,6 +139,9 @@ async fn labeled(ctx: &Ctx, owner: &Owner, id: &ImageId) -> Result<Stored, ApiEr
         ApiError::not_found(format!("no image {id}: you have no upload with this id"))
     })?;
     let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
+    if s("status").map(String::as_str) == Some(api_types::index::DELETED) {
+        return Err(ApiError::not_found(format!("image {id} was deleted")));
+    }
     let status = s("status").map_or(ImageStatus::Unknown, |v| ImageStatus::parse(v));
     if status != ImageStatus::Labeled {
         return Err(ApiError::new(

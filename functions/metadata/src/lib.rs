@@ -111,7 +111,13 @@ async fn one(ctx: &Ctx, owner: &Owner, raw: &str) -> Result<ApiGatewayV2httpResp
             tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "GetItem failed");
             ApiError::unavailable("metadata could not be read; try again")
         })?;
-    match out.item() {
+    let deleted = |item: &HashMap<String, AttributeValue>| {
+        item.get("status")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            == Some(index::DELETED)
+    };
+    match out.item().filter(|item| !deleted(item)) {
         Some(item) => Ok(json_response(200, &from_item(item))),
         // Another user's image is as absent as one never uploaded: its key names its owner.
         None => Err(ApiError::not_found(format!(
@@ -429,6 +435,10 @@ async fn list(
         .key_condition_expression("#owner = :owner")
         .expression_attribute_names("#owner", index::OWNER)
         .expression_attribute_values(":owner", listing())
+        // A deleted image's tombstone stays in the index until it expires.
+        .filter_expression("#status <> :deleted")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":deleted", AttributeValue::S(index::DELETED.into()))
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(100));
     if let Some(position) = start {

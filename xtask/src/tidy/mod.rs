@@ -81,7 +81,7 @@ fn libraries_never_print() {
 fn handlers_never_depend_on_the_deployer_side() {
     let root = workspace_root();
     for krate in [
-        "api", "shared", "upload", "process", "metadata", "images", "web",
+        "api", "shared", "upload", "process", "metadata", "images", "delete", "web",
     ] {
         let toml = read(&root.join("functions").join(krate).join("Cargo.toml"));
         for forbidden in ["stack", "deployer", "policies", "xtask"] {
@@ -241,6 +241,7 @@ fn host_builds_agree_on_the_features_of_shared_dependencies() {
                 "process-function",
                 "metadata-function",
                 "images-function",
+                "delete-function",
             ]),
         ),
     ];
