@@ -555,7 +555,6 @@ pub struct UserPool {
     pub admin_create_user_config: AdminCreateUserConfig,
     pub policies: UserPoolPolicies,
     pub account_recovery_setting: AccountRecoverySetting,
-    pub mfa_configuration: String,
     pub deletion_protection: String,
     pub user_pool_tags: BTreeMap<String, Expr>,
 }

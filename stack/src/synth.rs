@@ -757,7 +757,6 @@ fn add_user_pool(resources: &mut BTreeMap<String, Resource>, names: &Names) {
                 priority: 1,
             }],
         },
-        mfa_configuration: "OFF".into(),
         deletion_protection: "INACTIVE".into(),
         user_pool_tags: BTreeMap::from([("stage".to_string(), Expr::r#ref(STAGE_PARAM))]),
     };

@@ -242,15 +242,22 @@ pub async fn prove_enforcement(
     .await?;
 
     let http = aws::http_client(&target, std::time::Duration::from_secs(35)).map_err(fail)?;
-    let image_id = upload(&http, &api).await?;
-    let start = std::time::Instant::now();
-    let error = failure_record(&clients.sqs, &queue, &image_id).await?;
-    if !error.contains(REVOKED_ACTION) {
-        return Err(fail(format!(
-            "the failure record does not name {REVOKED_ACTION}: {error}"
-        )));
-    }
-    still_processing(&http, &api, &image_id).await?;
+    // The API needs a signed-in user: a throwaway one, removed at the end.
+    let (email, password) = (format!("enforcement-{stage}@example.com"), "Enforcement-Pass1");
+    let pool = &outputs.pool;
+    crate::cloud::cognito::add_user(&clients.cognito, pool, &email, password)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let signed_in = crate::cloud::cognito::sign_in(&clients.cognito, pool, &email, password).await;
+    let result = match signed_in {
+        Ok(t) => {
+            let auth = format!("Bearer {}", t.access_token);
+            prove_with(&http, (&api, &auth), &clients.sqs, &queue).await
+        }
+        Err(e) => Err(fail(e.to_string())),
+    };
+    let _ = crate::cloud::cognito::remove_user(&clients.cognito, pool, &email).await;
+    let (image_id, error, start) = result?;
     Ok(EnforcementProof {
         action: REVOKED_ACTION.into(),
         image_id,
@@ -259,11 +266,33 @@ pub async fn prove_enforcement(
     })
 }
 
+/// An upload as `auth`, its failure record naming the revoked action, and its item still
+/// `processing`: the image id, the record and when the wait began.
+async fn prove_with(
+    http: &reqwest::Client,
+    (api, auth): (&str, &str),
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+) -> Result<(String, String, std::time::Instant), LocalIamError> {
+    let fail = LocalIamError::Enforcement;
+    let image_id = upload(http, api, auth).await?;
+    let start = std::time::Instant::now();
+    let error = failure_record(sqs, queue, &image_id).await?;
+    if !error.contains(REVOKED_ACTION) {
+        return Err(fail(format!(
+            "the failure record does not name {REVOKED_ACTION}: {error}"
+        )));
+    }
+    still_processing(http, api, auth, &image_id).await?;
+    Ok((image_id, error, start))
+}
+
 /// Uploads the smoke-test image: its id.
-async fn upload(http: &reqwest::Client, api: &str) -> Result<String, LocalIamError> {
+async fn upload(http: &reqwest::Client, api: &str, auth: &str) -> Result<String, LocalIamError> {
     let fail = LocalIamError::Enforcement;
     let resp = http
         .post(format!("{api}/upload"))
+        .header("authorization", auth)
         .header("content-type", "image/png")
         .body(crate::verify::smoke::DEFAULT_IMAGE.to_vec())
         .send()
@@ -322,11 +351,13 @@ async fn failure_record(
 async fn still_processing(
     http: &reqwest::Client,
     api: &str,
+    auth: &str,
     image_id: &str,
 ) -> Result<(), LocalIamError> {
     let fail = LocalIamError::Enforcement;
     let resp = http
         .get(format!("{api}/metadata/{image_id}"))
+        .header("authorization", auth)
         .send()
         .await
         .map_err(|e| fail(format!("GET /metadata: {e}")))?;
