@@ -32,6 +32,13 @@ pub const REKOGNITION_ENDPOINT_PARAM: &str = "RekognitionEndpoint";
 /// The template parameter that lets people sign themselves up (`true`), or only the
 /// operator add them (`false`, the default).
 pub const SELF_SIGN_UP_PARAM: &str = "SelfSignUp";
+/// The images one user may upload per UTC day (direct and presigned together).
+pub const UPLOADS_PER_DAY_PARAM: &str = "UploadsPerUserPerDay";
+/// Its default: enough for anyone's photos, and a ceiling on what one account costs in
+/// Rekognition calls a day.
+pub const DEFAULT_UPLOADS_PER_DAY: u32 = 1000;
+/// The most a stage may allow.
+pub const MAX_UPLOADS_PER_DAY: u32 = 1_000_000;
 
 /// Keys of the stack's outputs (the per-function ones come from `FunctionSpec`).
 pub mod outputs {
@@ -42,6 +49,7 @@ pub mod outputs {
     pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
     pub const USER_POOL_ID: &str = "UserPoolId";
     pub const USER_POOL_CLIENT_ID: &str = "UserPoolClientId";
+    pub const UPLOADS_PER_DAY: &str = "UploadsPerUserPerDay";
 }
 
 /// The assets bucket, `image-pipeline-assets-<account>-<region>`: one per account and region,
@@ -164,6 +172,7 @@ pub mod env {
     pub const THUMBNAIL_PREFIX: &str = "THUMBNAIL_PREFIX";
     pub const USER_POOL_ID: &str = "USER_POOL_ID";
     pub const USER_POOL_CLIENT_ID: &str = "USER_POOL_CLIENT_ID";
+    pub const UPLOADS_PER_DAY: &str = "UPLOADS_PER_USER_PER_DAY";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -502,6 +511,8 @@ pub enum EnvValue {
     OptionalParameter(&'static str),
     /// The id of another resource of the stack (its `Ref`), known once it exists.
     Resource(&'static str),
+    /// A template parameter's value.
+    Parameter(&'static str),
 }
 
 /// Logical ids of the stack's resources that the model itself refers to.
@@ -652,7 +663,8 @@ impl FunctionSpec {
                 EnvValue::Name(t) => out.push((k.to_string(), t.resolve(b)?)),
                 EnvValue::Literal(s) => out.push((k.to_string(), s.clone())),
                 // Known only once deployed.
-                EnvValue::OptionalParameter(_) | EnvValue::Resource(_) => {}
+                EnvValue::OptionalParameter(_) | EnvValue::Resource(_) | EnvValue::Parameter(_) => {
+                }
             }
         }
         Ok(out)
@@ -677,8 +689,17 @@ fn upload_function(names: &Names) -> FunctionSpec {
             (env::UPLOAD_BUCKET, EnvValue::Name(names.bucket())),
             (env::UPLOAD_PREFIX, EnvValue::Literal(UPLOAD_PREFIX.into())),
             (env::IMAGES_TABLE, EnvValue::Name(names.table())),
+            (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+            (
+                env::UPLOADS_PER_DAY,
+                EnvValue::Parameter(UPLOADS_PER_DAY_PARAM),
+            ),
         ],
         touches: vec![
+            // The user's count of the day, before anything is stored: one conditional ADD.
+            Access::DynamoUpdate {
+                table: names.labels_table_arn(),
+            },
             Access::S3Put {
                 bucket: names.bucket_arn(),
                 prefix: UPLOAD_PREFIX.into(),

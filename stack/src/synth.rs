@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec, HttpRoute, Names,
-    REJECTED_EXPIRY_DAYS, REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM,
-    STAGE_PARAM, Stage, UPLOAD_PREFIX, outputs,
+    APP, App, Architecture, DEFAULT_UPLOADS_PER_DAY, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec,
+    HttpRoute, MAX_UPLOADS_PER_DAY, Names, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
+    REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX,
+    UPLOADS_PER_DAY_PARAM, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -187,7 +188,11 @@ fn labels_table(names: &Names) -> Table {
             sse_enabled: true,
             sse_type: Some("KMS".into()),
         },
-        time_to_live_specification: None,
+        // A day's upload count expires once the day is over.
+        time_to_live_specification: Some(TimeToLive {
+            attribute_name: EXPIRY_ATTRIBUTE.into(),
+            enabled: true,
+        }),
         global_secondary_indexes: Vec::new(),
     }
 }
@@ -370,6 +375,13 @@ fn add_outputs(outputs: &mut BTreeMap<String, Output>) {
         ),
     );
     outputs.insert(
+        outputs::UPLOADS_PER_DAY.into(),
+        output(
+            "Images one user may upload per UTC day",
+            Expr::r#ref(UPLOADS_PER_DAY_PARAM),
+        ),
+    );
+    outputs.insert(
         outputs::FAILURE_QUEUE_URL.into(),
         output(
             "Queue that receives S3 events the process function failed on",
@@ -423,6 +435,14 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
         )
         .default("false")
         .allowed(["false", "true"]),
+    );
+    p.insert(
+        UPLOADS_PER_DAY_PARAM.to_string(),
+        Parameter::number(
+            "Images one user may upload per UTC day, direct and presigned together; above it POST /upload and POST /uploads answer 429",
+        )
+        .default(DEFAULT_UPLOADS_PER_DAY.to_string())
+        .range(1, MAX_UPLOADS_PER_DAY),
     );
     let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
     bucket.min_length = Some(3);
@@ -482,7 +502,7 @@ fn function_resource(f: &FunctionSpec, names: &Names) -> Function {
                     Expr::r#ref(*p),
                     Expr::NoValue,
                 ),
-                EnvValue::Resource(id) => Expr::r#ref(*id),
+                EnvValue::Resource(id) | EnvValue::Parameter(id) => Expr::r#ref(*id),
             };
             (k.to_string(), value)
         })

@@ -47,6 +47,10 @@ pub struct Parameter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_value: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub constraint_description: Option<String>,
 }
 
@@ -60,6 +64,8 @@ impl Parameter {
             allowed_pattern: None,
             min_length: None,
             max_length: None,
+            min_value: None,
+            max_value: None,
             constraint_description: None,
         }
     }
@@ -73,6 +79,13 @@ impl Parameter {
 
     pub fn default(mut self, v: impl Into<String>) -> Self {
         self.default = Some(v.into());
+        self
+    }
+
+    /// A number's bounds, both inclusive.
+    pub fn range(mut self, min: u32, max: u32) -> Self {
+        self.min_value = Some(min);
+        self.max_value = Some(max);
         self
     }
 

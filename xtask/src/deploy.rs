@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use deployer::cloud::cfn::Outcome;
 use deployer::cloud::cfn::{Change, ChangeAction, Replacement};
-use deployer::ops::deploy::{DeployConfig, DeployReport, deploy};
+use deployer::ops::deploy::{DeployConfig, DeployReport, StageSettings, deploy};
 use stack::{Architecture, Stage};
 
 use crate::console::Console;
@@ -31,12 +31,38 @@ pub struct Args {
     /// Seconds to wait for another deployment of the same stack to finish
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub wait: u64,
+    /// Images one user may upload per UTC day, direct and presigned together; above it the
+    /// API answers 429. Default: as deployed, 1000 for a new stage
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(stack::app::MAX_UPLOADS_PER_DAY)))]
+    pub uploads_per_user_per_day: Option<u32>,
+    /// Whether people may sign themselves up (on), or only `user add` adds them (off).
+    /// Default: as deployed, off for a new stage
+    #[arg(long, value_name = "on|off")]
+    pub self_sign_up: Option<Switch>,
+}
+
+/// A stage setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Args {
+    /// The stage settings the flags give; the rest stay as deployed.
+    pub fn settings(&self) -> StageSettings {
+        StageSettings {
+            uploads_per_user_per_day: self.uploads_per_user_per_day,
+            self_sign_up: self.self_sign_up.map(|s| s == Switch::On),
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
     let resolved = a.place.resolve()?;
     // curl must trust the local environment's certificate, as every other client does.
     let cacert = a.place.local.then(|| a.place.ports.config().tls().cert);
+    let settings = a.settings();
     let cfg = DeployConfig {
         auto_bootstrap: may_bootstrap(&resolved.target),
         target: resolved.target,
@@ -47,6 +73,7 @@ pub fn run(a: Args) -> Result<()> {
         wait_for_other: Duration::from_secs(a.wait),
         timeout: Duration::from_secs(3600),
         rebuild: Vec::new(),
+        settings,
     };
     let console = Console::new("deploy");
     let result = runtime()?.block_on(deploy(&cfg, &console));
@@ -122,6 +149,11 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
         s.push_str(&change_line(c));
         s.push('\n');
     }
+    s.push_str(&format!(
+        "settings: {} uploads per user per day, self sign-up {}\n",
+        r.settings.uploads_per_user_per_day,
+        if r.settings.self_sign_up { "on" } else { "off" }
+    ));
     if r.status == Outcome::Planned {
         return s.trim_end().to_string();
     }
@@ -198,6 +230,10 @@ mod tests {
             permissions_boundary:
                 "arn:aws:iam::000000000000:policy/ImagePipelineBoundary-release-us-east-1".into(),
             outputs: Default::default(),
+            settings: deployer::ops::deploy::Settings {
+                uploads_per_user_per_day: 1000,
+                self_sign_up: false,
+            },
             api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
             timings: Timings {
                 preflight: 100,

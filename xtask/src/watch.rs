@@ -111,6 +111,8 @@ pub fn run(a: Args) -> Result<()> {
         wait_for_other: Duration::from_secs(600),
         timeout: Duration::from_secs(3600),
         rebuild: Vec::new(),
+        // The stage keeps the settings it was deployed with.
+        settings: Default::default(),
     };
     let stop = stop_flag();
     let root = workspace_root();

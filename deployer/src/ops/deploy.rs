@@ -43,6 +43,58 @@ pub struct DeployConfig {
     /// The functions to rebuild; empty means all. The others deploy the artifacts of their
     /// last build (`watch` rebuilds only what a change affects).
     pub rebuild: Vec<String>,
+    /// The operator's choices for the stage; what is not given stays as deployed.
+    pub settings: StageSettings,
+}
+
+/// What an operator chooses per stage. `None` keeps the deployed stage's value, or the
+/// template's default for a new stage, so a deploy without the flag changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageSettings {
+    /// Images one user may upload per UTC day (`UploadsPerUserPerDay`).
+    pub uploads_per_user_per_day: Option<u32>,
+    /// Whether people may sign themselves up (`SelfSignUp`).
+    pub self_sign_up: Option<bool>,
+}
+
+/// The settings a deploy leaves the stage with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub uploads_per_user_per_day: u32,
+    pub self_sign_up: bool,
+}
+
+impl StageSettings {
+    /// Each setting as given, else as `deployed` (the stack's parameters) has it, else the
+    /// template's default.
+    pub fn resolve(&self, deployed: Option<&BTreeMap<String, String>>) -> Settings {
+        let current = |name: &str| deployed.and_then(|p| p.get(name));
+        Settings {
+            uploads_per_user_per_day: self
+                .uploads_per_user_per_day
+                .or_else(|| current(stack::app::UPLOADS_PER_DAY_PARAM)?.parse().ok())
+                .unwrap_or(stack::app::DEFAULT_UPLOADS_PER_DAY),
+            self_sign_up: self
+                .self_sign_up
+                .or_else(|| current(stack::app::SELF_SIGN_UP_PARAM).map(|v| v == "true"))
+                .unwrap_or(false),
+        }
+    }
+}
+
+impl Settings {
+    fn parameters(&self) -> [(String, String); 2] {
+        [
+            (
+                stack::app::UPLOADS_PER_DAY_PARAM.to_string(),
+                self.uploads_per_user_per_day.to_string(),
+            ),
+            (
+                stack::app::SELF_SIGN_UP_PARAM.to_string(),
+                self.self_sign_up.to_string(),
+            ),
+        ]
+    }
 }
 
 /// Milliseconds spent in each phase of a deploy. The phases after the change set run only
@@ -78,6 +130,8 @@ pub struct DeployReport {
     /// The permissions boundary every function role of the stack carries.
     pub permissions_boundary: String,
     pub outputs: BTreeMap<String, String>,
+    /// The stage's settings after the deploy.
+    pub settings: Settings,
     /// The API's base URL as a client on this machine reaches it.
     pub api_url: Option<String>,
     pub timings: Timings,
@@ -388,7 +442,12 @@ pub async fn deploy(
         role_arn: Some(&pre.role),
     };
     let t = Instant::now();
-    let req = change_set_request(cfg, &app, arch, (&bucket, &pre.boundary), &artifacts)?;
+    let deployed = ops.describe().await?;
+    let settings = cfg
+        .settings
+        .resolve(deployed.as_ref().map(|d| &d.parameters));
+    let mut req = change_set_request(cfg, &app, arch, (&bucket, &pre.boundary), &artifacts)?;
+    req.parameters.extend(settings.parameters());
     let plan = plan(&ops, cfg, req).await?;
     timings.change_set = elapsed_ms(t);
 
@@ -406,6 +465,7 @@ pub async fn deploy(
         execution_role: pre.role.clone(),
         permissions_boundary: pre.boundary.clone(),
         outputs: BTreeMap::new(),
+        settings,
         api_url: None,
         timings,
         notes: pre.notes.clone(),

@@ -1,6 +1,7 @@
 //! `user add|remove|list|token`: a stage's users. Removing a user removes everything they
-//! own first (every version of their objects, their items, their label index), then the user:
-//! the account deletion a privacy law asks for, which can be run again if it stops halfway.
+//! own first (every version of their objects, their items, their label index and upload
+//! counts), then the user: the account deletion a privacy law asks for, which can be run
+//! again if it stops halfway.
 
 use std::collections::HashMap;
 
@@ -71,11 +72,16 @@ impl StageUsers {
     pub async fn connect(cfg: &UsersConfig) -> Result<Self, UsersError> {
         let (clients, identity) = aws::connect(&cfg.target).await?;
         let stage = stage::read(&clients.cfn, &cfg.target, &cfg.stage).await?;
-        Ok(Self {
+        Ok(Self::new(clients, identity, stage))
+    }
+
+    /// The users of a stage already read, reached with `clients`.
+    pub fn new(clients: Clients, identity: Identity, stage: Deployed) -> Self {
+        Self {
             clients,
             identity,
             stage,
-        })
+        }
     }
 
     /// Adds `email` with a permanent password; whether they are new.
@@ -195,14 +201,18 @@ impl StageUsers {
         Ok(n)
     }
 
-    /// The user's label entries (one partition per label, named by their counts) and counts.
+    /// The user's label entries (one partition per label, named by their counts), counts and
+    /// upload counts of the day.
     async fn remove_label_index(&self, sub: &str) -> Result<usize, UsersError> {
         let table = &self.stage.labels_table;
         let keys = (index::PARTITION_KEY, index::SORT_KEY);
+        let uploads = self
+            .keys_of(table, keys, &index::uploads_partition(sub))
+            .await?;
+        let mut n = self.delete_keys(table, uploads).await?;
         let counts = self
             .keys_of(table, keys, &index::counts_partition(sub))
             .await?;
-        let mut n = 0;
         for count in &counts {
             let Some(label) = count.get(index::SORT_KEY).and_then(|v| v.as_s().ok()) else {
                 continue;

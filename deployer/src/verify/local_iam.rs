@@ -243,7 +243,10 @@ pub async fn prove_enforcement(
 
     let http = aws::http_client(&target, std::time::Duration::from_secs(35)).map_err(fail)?;
     // The API needs a signed-in user: a throwaway one, removed at the end.
-    let (email, password) = (format!("enforcement-{stage}@example.com"), "Enforcement-Pass1");
+    let (email, password) = (
+        format!("enforcement-{stage}@example.com"),
+        "Enforcement-Pass1",
+    );
     let pool = &outputs.pool;
     crate::cloud::cognito::add_user(&clients.cognito, pool, &email, password)
         .await

@@ -20,9 +20,11 @@ use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
 use crate::cloud::cognito::{self, Pool};
 use crate::cloud::error::chain;
 use crate::cloud::queue::queue_depth;
-use crate::cloud::stage::{self, StageError};
+use crate::cloud::stage::{self, Deployed, StageError};
+use crate::ops::users::StageUsers;
 use crate::progress::Progress;
 use crate::util::elapsed_ms;
+use crate::verify::quota;
 
 /// The photograph uploaded when no `--image` is given (see `assets/ATTRIBUTION.md`).
 pub const DEFAULT_IMAGE: &[u8] = include_bytes!("../../assets/smoke-test.png");
@@ -74,6 +76,10 @@ pub enum CheckName {
     Delete,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
     BadUpload,
+    /// A third throwaway user, brought to 5 uploads short of the stage's daily quota, sends
+    /// 20 uploads at once: exactly 5 are stored, 15 get 429 with `Retry-After` and store
+    /// nothing, and a presign after them is refused too. The user and all they own are removed.
+    Quota,
     /// Something that is not an image, PUT through a presigned URL: the item ends `failed`
     /// with `unsupported_image`, and the object is tagged for the lifecycle to expire.
     PresignedNonImage,
@@ -86,7 +92,7 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 16] = [
+    pub const ALL: [CheckName; 17] = [
         CheckName::SignIn,
         CheckName::Upload,
         CheckName::Labels,
@@ -99,6 +105,7 @@ impl CheckName {
         CheckName::PresignedUpload,
         CheckName::Delete,
         CheckName::BadUpload,
+        CheckName::Quota,
         CheckName::PresignedNonImage,
         CheckName::NoS3Urls,
         CheckName::IamMatrix,
@@ -119,6 +126,7 @@ impl CheckName {
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::Delete => "delete",
             CheckName::BadUpload => "bad-upload",
+            CheckName::Quota => "quota",
             CheckName::PresignedNonImage => "presigned-non-image",
             CheckName::NoS3Urls => "no-s3-urls",
             CheckName::IamMatrix => "iam-matrix",
@@ -231,6 +239,8 @@ struct Run<'a> {
     http: reqwest::Client,
     api: String,
     outputs: &'a BTreeMap<String, String>,
+    /// The stage as deployed.
+    stage: &'a Deployed,
     bucket: String,
     queue: String,
     image: Vec<u8>,
@@ -335,6 +345,7 @@ impl Run<'_> {
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::Delete => self.delete().await,
             CheckName::BadUpload => self.bad_upload().await,
+            CheckName::Quota => self.quota().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
             CheckName::NoS3Urls => self.no_s3_urls(),
             CheckName::IamMatrix => self.iam_matrix().await,
@@ -393,6 +404,85 @@ impl Run<'_> {
         ))
     }
 
+    /// The quota race, as a third user of its own, who is removed with all they own after it.
+    async fn quota(&mut self) -> Result<String, String> {
+        let quota: u32 = self
+            .outputs
+            .get(stack::app::outputs::UPLOADS_PER_DAY)
+            .and_then(|q| q.parse().ok())
+            .ok_or("the stack has no UploadsPerUserPerDay output: deploy it again")?;
+        let email = format!(
+            "smoke-{}-{}-quota@example.com",
+            self.cfg.stage.as_str(),
+            std::process::id()
+        );
+        let password = throwaway_password()?;
+        let c = &self.clients.cognito;
+        cognito::add_user(c, &self.pool, &email, &password)
+            .await
+            .map_err(|e| format!("adding {email}: {e}"))?;
+        let raced = self.race_as(&email, &password, quota).await;
+        let users = StageUsers::new(
+            self.clients.clone(),
+            self.identity.clone(),
+            self.stage.clone(),
+        );
+        let removed = users.remove(&email, &|_: &str| {}).await;
+        let (raced, stored) = raced?;
+        let removed = removed.map_err(|e| format!("removing {email}: {e}"))?;
+        if removed.object_versions != raced.accepted.len() {
+            return Err(format!(
+                "{} object versions were removed with the quota user, not the {} accepted",
+                removed.object_versions,
+                raced.accepted.len()
+            ));
+        }
+        Ok(format!(
+            "quota {quota}: {} presigned, then {} of {} concurrent uploads stored and {} refused with 429 (Retry-After {} s), {stored} objects under the user's prefix; the user and their {} items removed",
+            raced.filled,
+            raced.accepted.len(),
+            quota::RACERS,
+            raced.refused.len(),
+            raced.refused.first().copied().unwrap_or_default(),
+            removed.items
+        ))
+    }
+
+    /// Signs `email` in and races; what the race showed and the objects under their prefix.
+    async fn race_as(
+        &self,
+        email: &str,
+        password: &str,
+        quota: u32,
+    ) -> Result<(quota::Raced, usize), String> {
+        let c = &self.clients.cognito;
+        let tokens = cognito::sign_in(c, &self.pool, email, password)
+            .await
+            .map_err(|e| format!("signing in as {email}: {e}"))?;
+        let sub = cognito::sub_of(c, &self.pool, email)
+            .await
+            .map_err(|e| e.to_string())?;
+        let authorization = format!("Bearer {}", tokens.access_token);
+        let racer = quota::Racer {
+            http: &self.http,
+            api: &self.api,
+            authorization: &authorization,
+            image: &self.image,
+            content_type: content_type(&self.image),
+        };
+        let raced = racer.race(quota).await?;
+        racer.settle(&raced.accepted, self.cfg.timeout).await?;
+        let prefix = format!("{}{sub}/", stack::app::UPLOAD_PREFIX);
+        let stored = count_objects(&self.clients.s3, &self.bucket, &prefix).await?;
+        if stored != raced.accepted.len() {
+            return Err(format!(
+                "{stored} objects under {prefix} after {} uploads were accepted: a refused upload was stored",
+                raced.accepted.len()
+            ));
+        }
+        Ok((raced, stored))
+    }
+
     /// Every signed-in route refuses a request without a valid access token, before any
     /// handler runs; the page needs none.
     async fn unauthorized(&mut self) -> Result<String, String> {
@@ -402,12 +492,14 @@ impl Run<'_> {
             .first()
             .ok_or("not run: the sign-in check failed")?;
         let edited = edit_payload(&first.access_token)?;
+        let resigned = resign_with_another_key(&first.access_token)?;
         let id_token = format!("Bearer {}", first.id_token);
-        let tokens: [(&str, Option<&str>); 5] = [
+        let tokens: [(&str, Option<&str>); 6] = [
             ("no token", None),
             ("garbage", Some("Bearer not.a.token")),
             ("alg none", Some(ALG_NONE)),
             ("an edited payload", Some(&edited)),
+            ("another key under the pool's kid", Some(&resigned)),
             ("an ID token", Some(&id_token)),
         ];
         let paths = [
@@ -879,7 +971,8 @@ impl Run<'_> {
     }
 
     async fn bad_upload(&mut self) -> Result<String, String> {
-        let before = count_uploads(&self.clients.s3, &self.bucket).await?;
+        let before =
+            count_objects(&self.clients.s3, &self.bucket, stack::app::UPLOAD_PREFIX).await?;
         let answer = self
             .post("/upload", "image/jpeg", b"this is not an image".to_vec())
             .await?;
@@ -893,7 +986,8 @@ impl Run<'_> {
                     clip(&answer.text)
                 )
             })?;
-        let after = count_uploads(&self.clients.s3, &self.bucket).await?;
+        let after =
+            count_objects(&self.clients.s3, &self.bucket, stack::app::UPLOAD_PREFIX).await?;
         if after != before {
             return Err(format!(
                 "rejected with {}, but uploads went from {before} to {after} objects",
@@ -1241,6 +1335,33 @@ fn edit_payload(token: &str) -> Result<String, String> {
     Ok(format!("Bearer {header}.{edited}.{signature}"))
 }
 
+/// A public RSA key that is no pool's (see `assets/ATTRIBUTION.md`).
+const FORGER_KEY: &[u8] = include_bytes!("../../assets/forger-rsa2048.pk8");
+
+/// `token` re-signed with RS256 by [`FORGER_KEY`], its header (and so the pool's `kid`) kept:
+/// a forgery that names a real key of the pool.
+fn resign_with_another_key(token: &str) -> Result<String, String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signed, _) = token
+        .rsplit_once('.')
+        .ok_or("the access token is not a JWT")?;
+    let key = ring::signature::RsaKeyPair::from_pkcs8(FORGER_KEY)
+        .map_err(|e| format!("the forger's key: {e}"))?;
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|e| format!("signing with the forger's key: {e}"))?;
+    Ok(format!(
+        "Bearer {signed}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
+}
+
 /// A password the pool's policy accepts, random, never shown.
 fn throwaway_password() -> Result<String, String> {
     use ring::rand::SecureRandom;
@@ -1287,6 +1408,7 @@ pub async fn smoke_test(
         identity,
         api: api.clone(),
         outputs: stage.outputs.values(),
+        stage: &stage,
         bucket: stage.bucket.clone(),
         queue: stage.failure_queue_url.clone(),
         image: cfg.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_vec()),
@@ -1331,14 +1453,19 @@ pub async fn smoke_test(
     })
 }
 
-async fn count_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<usize, String> {
+/// The objects under `prefix` (their current versions).
+async fn count_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<usize, String> {
     let mut n = 0;
     let mut token = None;
     loop {
         let out = s3
             .list_objects_v2()
             .bucket(bucket)
-            .prefix(stack::app::UPLOAD_PREFIX)
+            .prefix(prefix)
             .set_continuation_token(token)
             .send()
             .await
@@ -1737,5 +1864,36 @@ mod query_tests {
         assert_eq!(query_value("CAT"), "CAT");
         assert_eq!(query_value("BIG CAT"), "BIG%20CAT");
         assert_eq!(query_value("A&B=C/é"), "A%26B%3DC%2F%C3%A9");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_resigned_token_keeps_the_header_and_carries_a_valid_signature_of_another_key() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = URL_SAFE_NO_PAD.encode(r#"{"kid":"pool-key-1","alg":"RS256"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"someone","token_use":"access"}"#);
+        let token = format!("{header}.{payload}.c2lnbmF0dXJl");
+        let resigned = resign_with_another_key(&token).unwrap();
+        let jwt = resigned.strip_prefix("Bearer ").unwrap();
+        let (signed, signature) = jwt.rsplit_once('.').unwrap();
+        assert_eq!(signed, format!("{header}.{payload}"));
+        assert_ne!(signature, "c2lnbmF0dXJl");
+        let key = ring::signature::RsaKeyPair::from_pkcs8(FORGER_KEY).unwrap();
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key.public().as_ref(),
+        );
+        public
+            .verify(
+                signed.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(signature).unwrap(),
+            )
+            .unwrap();
     }
 }

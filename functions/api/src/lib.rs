@@ -364,6 +364,15 @@ pub mod index {
         format!("{owner}#counts")
     }
 
+    /// The partition of one user's upload counts: `{owner}#uploads`, one item per UTC day
+    /// (`sk` `2026-12-05`) holding [`UPLOADS`] and an `expires_at` for the time to live.
+    pub fn uploads_partition(owner: &str) -> String {
+        format!("{owner}#uploads")
+    }
+
+    /// An upload count's attribute: the images accepted from the user that day.
+    pub const UPLOADS: &str = "uploads";
+
     /// An entry's sort key: newest first is a descending query. RFC 3339 timestamps in UTC
     /// with milliseconds sort as text.
     pub fn entry_sort_key(uploaded_at: &str, image_id: &str) -> String {

@@ -78,8 +78,15 @@ async fn upload_stays_within_its_policy() {
         .interceptor(rec.clone()));
     let record = mock!(aws_sdk_dynamodb::Client::put_item)
         .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
-    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record], |c| c
-        .interceptor(rec.clone()));
+    let count = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
+    });
+    let ddb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&record, &count],
+        |c| c.interceptor(rec.clone())
+    );
     let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
 
     let mut direct: serde_json::Value =
@@ -103,13 +110,16 @@ async fn upload_stays_within_its_policy() {
 
     let recorded = rec.requests();
     let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
-    // The stored image and its `processing` item; the presigned PUT (authorised as the
-    // function when it is used) and its `awaiting_upload` item.
+    // Each counted against the user's day first; the stored image and its `processing` item;
+    // the presigned PUT (authorised as the function when it is used) and its `awaiting_upload`
+    // item.
     assert_eq!(
         actions,
         [
+            "dynamodb:UpdateItem",
             "s3:PutObject",
             "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
             "s3:PutObject",
             "dynamodb:PutItem"
         ],
@@ -414,6 +424,12 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(upload_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
     assert_eq!(upload_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
     assert_eq!(upload_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
+    assert_eq!(upload_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
+    assert_eq!(upload_function::ENV_UPLOADS_PER_DAY, env::UPLOADS_PER_DAY);
+    assert_eq!(
+        upload_function::DEFAULT_UPLOADS_PER_DAY,
+        u64::from(stack::app::DEFAULT_UPLOADS_PER_DAY)
+    );
     // The attribute the upload function writes is the one the table's time to live reads.
     assert_eq!(
         upload_function::EXPIRY_ATTRIBUTE,
@@ -483,7 +499,10 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
         let record = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| {
             aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
         });
-        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record]);
+        let count = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
+        });
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record, &count]);
         let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
         let presign =
             serde_json::from_str(include_str!("../../upload/tests/data/post-uploads.json"))

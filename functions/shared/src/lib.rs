@@ -116,6 +116,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// Seconds after which the same request may succeed: sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -124,6 +126,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same error, telling the client to come back in `seconds` (`Retry-After`).
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -142,7 +153,7 @@ impl ApiError {
 
     /// `{"error": {"code": …, "message": …}}`
     pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        json_response(
+        let mut resp = json_response(
             self.status,
             &ErrorBody {
                 error: ErrorDetail {
@@ -150,7 +161,12 @@ impl ApiError {
                     message: self.message,
                 },
             },
-        )
+        );
+        if let Some(seconds) = self.retry_after {
+            resp.headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        resp
     }
 }
 

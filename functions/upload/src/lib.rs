@@ -16,7 +16,7 @@ use api_types::{
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::{HeaderValue, header};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use handler_shared::{
@@ -39,6 +39,10 @@ pub const ENV_PRESIGN_SECONDS: &str = "PRESIGN_EXPIRES_SECONDS";
 pub const ENV_UPLOAD_BUCKET: &str = "UPLOAD_BUCKET";
 pub const ENV_UPLOAD_PREFIX: &str = "UPLOAD_PREFIX";
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
+pub const ENV_LABELS_TABLE: &str = "LABELS_TABLE";
+pub const ENV_UPLOADS_PER_DAY: &str = "UPLOADS_PER_USER_PER_DAY";
+/// The stack's default for [`ENV_UPLOADS_PER_DAY`].
+pub const DEFAULT_UPLOADS_PER_DAY: u64 = 1000;
 /// How long an `awaiting_upload` item outlives its presigned URL before DynamoDB's time to
 /// live removes it (`expires_at`): an image that never arrived stops being listed.
 pub const AWAITING_GRACE_SECONDS: u64 = 24 * 3600;
@@ -53,6 +57,10 @@ pub struct Ctx {
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// Where each user's upload count of the day is kept (`{owner}#uploads`).
+    pub labels_table: String,
+    /// The most images one user may upload per UTC day.
+    pub uploads_per_day: u64,
     pub bucket: String,
     pub prefix: String,
     pub max_upload_bytes: usize,
@@ -70,6 +78,8 @@ impl Ctx {
             s3,
             dynamodb,
             table: required_env(vars, ENV_IMAGES_TABLE)?,
+            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
+            uploads_per_day: env_or(vars, ENV_UPLOADS_PER_DAY, DEFAULT_UPLOADS_PER_DAY)?,
             bucket,
             prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
             max_upload_bytes: env_or(vars, ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
@@ -184,9 +194,10 @@ async fn upload(
             "content-type header ignored: the bytes decide"
         );
     }
+    let quota = take_quota(ctx, owner).await?;
     let id = ImageId::new_random();
     let size = bytes.len() as u64;
-    ctx.s3
+    let stored = ctx.s3
         .put_object()
         .bucket(&ctx.bucket)
         .key(id.object_key(&ctx.prefix, owner))
@@ -197,7 +208,11 @@ async fn upload(
         .map_err(|e| {
             tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "PutObject failed");
             ApiError::unavailable("the image could not be stored; try again")
-        })?;
+        });
+    if stored.is_err() {
+        give_back(ctx, owner, &quota).await;
+    }
+    stored?;
     // The image is stored and its event on the way: a failure to record it early loses nothing
     // (the process function writes the item either way), so it is logged, not answered 503,
     // which would make the client upload the image a second time.
@@ -288,6 +303,42 @@ async fn presign(
     owner: &Owner,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let (kind, size, size_bytes) = presign_request(req)?;
+    // A presigned URL promises an upload: it counts when it is handed out.
+    let quota = take_quota(ctx, owner).await?;
+    let issued = presign_and_record(ctx, owner, (kind, size, size_bytes)).await;
+    if issued.is_err() {
+        give_back(ctx, owner, &quota).await;
+    }
+    let (id, presigned) = issued?;
+    let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
+    tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
+    let headers = presigned
+        .headers()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let mut resp = json_response(
+        201,
+        &PresignedUpload {
+            image_id: id.to_string(),
+            status: ImageStatus::AwaitingUpload,
+            upload: PresignedPut {
+                method: "PUT".into(),
+                url: presigned.uri().to_string(),
+                headers,
+                expires_in_seconds: ctx.presign_expires.as_secs(),
+            },
+        },
+    );
+    set_location(&mut resp, &id);
+    Ok(resp)
+}
+
+/// A presigned PUT for a new id, recorded as `awaiting_upload` before it is handed out.
+async fn presign_and_record(
+    ctx: &Ctx,
+    owner: &Owner,
+    (kind, size, size_bytes): (Format, u64, i64),
+) -> Result<(ImageId, PresignedRequest), ApiError> {
     let id = ImageId::new_random();
     let config = PresigningConfig::expires_in(ctx.presign_expires).map_err(|e| {
         tracing::error!(error = %e, "invalid presigning configuration");
@@ -310,10 +361,6 @@ async fn presign(
             tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "presigning failed");
             ApiError::unavailable("a presigned upload could not be created; try again")
         })?;
-    let headers = presigned
-        .headers()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
     // Recorded before the URL is handed out, so the id answers 200 from the start; if that
     // fails, the client gets a 503 and nothing was promised.
     let expires_at = chrono::Utc::now().timestamp().max(0).unsigned_abs()
@@ -331,23 +378,98 @@ async fn presign(
         tracing::error!(image_id = %id, error = %e, "recording the presigned upload failed");
         ApiError::unavailable("a presigned upload could not be created; try again")
     })?;
-    let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
-    tracing::info!(image_id = %id, api_request_id, content_type = kind.mime(), size_bytes = size, "presigned upload issued");
-    let mut resp = json_response(
-        201,
-        &PresignedUpload {
-            image_id: id.to_string(),
-            status: ImageStatus::AwaitingUpload,
-            upload: PresignedPut {
-                method: "PUT".into(),
-                url: presigned.uri().to_string(),
-                headers,
-                expires_in_seconds: ctx.presign_expires.as_secs(),
-            },
-        },
-    );
-    set_location(&mut resp, &id);
-    Ok(resp)
+    Ok((id, presigned))
+}
+
+/// The UTC day an upload counts against: its count item's sort key, the seconds until the
+/// next day begins (a refused client's `Retry-After`), and when the count may expire (a day
+/// after its own day ends).
+pub fn quota_day(now: chrono::DateTime<chrono::Utc>) -> (String, u64, u64) {
+    let day = now.date_naive();
+    let next = day
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(now.timestamp() + 86_400, |t| t.and_utc().timestamp());
+    let retry_after = (next - now.timestamp()).clamp(1, 86_400).unsigned_abs();
+    let expires_at = (next + 86_400).max(0).unsigned_abs();
+    (day.format("%Y-%m-%d").to_string(), retry_after, expires_at)
+}
+
+/// One upload counted against the owner's day, to give back if nothing comes of it.
+struct Counted {
+    day: String,
+}
+
+/// Counts one upload against the owner's quota for the UTC day. A conditional `ADD` is atomic:
+/// however many uploads race for the last unit, at most the quota's worth succeed. Over it: 429
+/// with `Retry-After` (the start of the next UTC day), before anything is stored.
+async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
+    let (day, retry_after, expires_at) = quota_day(chrono::Utc::now());
+    let result = ctx
+        .dynamodb
+        .update_item()
+        .table_name(&ctx.labels_table)
+        .key(
+            index::PARTITION_KEY,
+            AttributeValue::S(index::uploads_partition(owner.as_str())),
+        )
+        .key(index::SORT_KEY, AttributeValue::S(day.clone()))
+        .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
+        .condition_expression("attribute_not_exists(#n) OR #n < :limit")
+        .expression_attribute_names("#n", index::UPLOADS)
+        .expression_attribute_names("#exp", EXPIRY_ATTRIBUTE)
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":limit", AttributeValue::N(ctx.uploads_per_day.to_string()))
+        .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(Counted { day }),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            let limit = ctx.uploads_per_day;
+            Err(ApiError::new(
+                429,
+                "upload_quota_exceeded",
+                format!(
+                    "you have uploaded {limit} images today (UTC), the most this stage accepts from one user in a day; try again after midnight UTC"
+                ),
+            )
+            .retry_after(retry_after))
+        }
+        Err(e) => {
+            tracing::error!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "counting the upload failed");
+            Err(ApiError::unavailable(
+                "the upload could not be counted against your daily quota; try again",
+            ))
+        }
+    }
+}
+
+/// Gives back an upload that was counted but not stored or handed out. Best effort: a failure
+/// here costs the user one upload of their day, and is logged.
+async fn give_back(ctx: &Ctx, owner: &Owner, counted: &Counted) {
+    let result = ctx
+        .dynamodb
+        .update_item()
+        .table_name(&ctx.labels_table)
+        .key(
+            index::PARTITION_KEY,
+            AttributeValue::S(index::uploads_partition(owner.as_str())),
+        )
+        .key(index::SORT_KEY, AttributeValue::S(counted.day.clone()))
+        .update_expression("ADD #n :minus_one")
+        .condition_expression("#n > :zero")
+        .expression_attribute_names("#n", index::UPLOADS)
+        .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .send()
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "an upload that failed still counts against the user's day");
+    }
 }
 
 /// An image as the upload function knows it when it accepts it.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_s3::Client;
@@ -22,6 +23,8 @@ use upload_function::{Ctx, handler};
 
 const POST_UPLOAD: &str = include_str!("data/post-upload.json");
 const POST_UPLOADS: &str = include_str!("data/post-uploads.json");
+/// The `sub` of the verified token in both fixtures: the owner of what they upload.
+const OWNER: &str = "7d3f0c2e-5b1a-4c8e-9f60-2a4b6c8d0e1f";
 
 fn photo(name: &str) -> Vec<u8> {
     let path = format!(
@@ -66,15 +69,26 @@ fn record_ok() -> Rule {
     mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build())
 }
 
+/// The day's count: under the quota.
+fn quota_ok() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build())
+}
+
 fn ctx(rules: &[&Rule], max: usize) -> Ctx {
     ctx_with(rules, &[&record_ok()], max)
 }
 
+/// `ddb` with the day's count under the quota when `ddb` says nothing about it.
 fn ctx_with(s3: &[&Rule], ddb: &[&Rule], max: usize) -> Ctx {
+    let quota = quota_ok();
+    let mut ddb = ddb.to_vec();
+    ddb.push(&quota);
     Ctx {
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &ddb),
         table: "image-pipeline-dev-images".into(),
+        labels_table: "image-pipeline-dev-labels".into(),
+        uploads_per_day: 1000,
         bucket: "image-pipeline-dev-123456789012-us-east-1".into(),
         prefix: "uploads/".into(),
         max_upload_bytes: max,
@@ -102,7 +116,7 @@ async fn stores_a_base64_png_under_a_server_generated_key() {
             move |r| {
                 r.bucket() == Some("image-pipeline-dev-123456789012-us-east-1")
                     && r.key().is_some_and(|k| {
-                        k.strip_prefix("uploads/")
+                        k.strip_prefix(&format!("uploads/{OWNER}/"))
                             .is_some_and(|id| handler_shared::ImageId::parse(id).is_some())
                     })
                     && r.content_type() == Some("image/png")
@@ -333,7 +347,7 @@ async fn presigned_put_binds_key_type_and_length() {
     // The URL cannot overwrite: the object must not exist yet.
     assert_eq!(v["upload"]["headers"]["if-none-match"], "*");
     let url = v["upload"]["url"].as_str().unwrap();
-    assert!(url.contains(&format!("/uploads/{id}")), "{url}");
+    assert!(url.contains(&format!("/uploads/{OWNER}/{id}")), "{url}");
     let signed = url
         .split("X-Amz-SignedHeaders=")
         .nth(1)
@@ -464,7 +478,7 @@ async fn a_stored_image_is_recorded_as_processing_where_no_item_exists() {
                 && attr(r, "image_id")
                     .is_some_and(|id| handler_shared::ImageId::parse(id).is_some())
                 && attr(r, "uploaded_at").is_some()
-                && attr(r, "listing") == Some("images")
+                && attr(r, "owner") == Some(OWNER)
                 && attr(r, "expires_at").is_none()
                 && attr(r, "labels").is_none()
         })
@@ -545,4 +559,131 @@ async fn a_presign_that_cannot_be_recorded_is_a_503_and_hands_out_no_url() {
     assert_eq!(resp.status_code, 503);
     let text = serde_json::to_string(&json(&resp)).unwrap();
     assert!(!text.contains("X-Amz"), "{text}");
+}
+
+fn over_quota() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+        UpdateItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder().build(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn each_upload_is_counted_on_the_owners_day_before_anything_is_stored() {
+    let owner = OWNER;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let counted = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| {
+            let key = |k: &str| r.key().and_then(|m| m.get(k)).and_then(|v| v.as_s().ok());
+            r.table_name() == Some("image-pipeline-dev-labels")
+                && key("pk").map(String::as_str) == Some(&format!("{owner}#uploads"))
+                && key("sk") == Some(&today)
+                && r.condition_expression() == Some("attribute_not_exists(#n) OR #n < :limit")
+                && r.expression_attribute_values()
+                    .and_then(|v| v.get(":limit"))
+                    .and_then(|v| v.as_n().ok())
+                    .map(String::as_str)
+                    == Some("1000")
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    for (route, e) in [
+        (
+            "upload",
+            upload_event(&b64(&photo("rocket.jpg")), true, None),
+        ),
+        (
+            "presign",
+            presign_event(r#"{"content_type": "image/png", "size_bytes": 100}"#),
+        ),
+    ] {
+        let c = ctx_with(&[&put_ok()], &[&record_ok(), &counted], 4_500_000);
+        let resp = handler(&c, e).await.unwrap();
+        assert_eq!(resp.status_code, 201, "{route}: {:?}", resp.body);
+    }
+    assert_eq!(counted.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn over_the_quota_is_a_429_with_retry_after_and_stores_nothing() {
+    for (route, e) in [
+        (
+            "upload",
+            upload_event(&b64(&photo("rocket.jpg")), true, None),
+        ),
+        (
+            "presign",
+            presign_event(r#"{"content_type": "image/png", "size_bytes": 100}"#),
+        ),
+    ] {
+        let (stored, recorded, over) = (put_ok(), record_ok(), over_quota());
+        let c = ctx_with(&[&stored], &[&recorded, &over], 4_500_000);
+        let resp = handler(&c, e).await.unwrap();
+        assert_eq!(resp.status_code, 429, "{route}: {:?}", resp.body);
+        assert_eq!(json(&resp)["error"]["code"], "upload_quota_exceeded");
+        let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+        assert!(
+            (1..=86_400).contains(&retry),
+            "{route}: Retry-After {retry}"
+        );
+        assert_eq!(
+            (stored.num_calls(), recorded.num_calls()),
+            (0, 0),
+            "{route}"
+        );
+        let text = serde_json::to_string(&json(&resp)).unwrap();
+        assert!(!text.contains("X-Amz"), "{route}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_image_does_not_count_and_a_counting_outage_is_a_503() {
+    let over = over_quota();
+    let c = ctx_with(&[&put_ok()], &[&over], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(b"not an image"), true, None))
+        .await
+        .unwrap();
+    assert!((400..500).contains(&resp.status_code), "{:?}", resp.body);
+    assert_eq!(over.num_calls(), 0);
+
+    let down = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_error(|| UpdateItemError::unhandled("simulated outage"));
+    let stored = put_ok();
+    let c = ctx_with(&[&stored], &[&down], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(&photo("rocket.jpg")), true, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 503, "{:?}", resp.body);
+    assert_eq!(stored.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_upload_that_is_not_stored_gives_its_count_back() {
+    let taken = quota_ok();
+    let given_back = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| r.update_expression() == Some("ADD #n :minus_one"))
+        .then_output(|| UpdateItemOutput::builder().build());
+    let failing =
+        mock!(Client::put_object).then_error(|| PutObjectError::unhandled("simulated outage"));
+    let c = ctx_with(&[&failing], &[&given_back, &taken], 4_500_000);
+    let resp = handler(&c, upload_event(&b64(&photo("rocket.jpg")), true, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!((taken.num_calls(), given_back.num_calls()), (1, 1));
+}
+
+#[test]
+fn the_quota_day_ends_at_midnight_utc() {
+    use chrono::TimeZone;
+    let t = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 31, 23, 59, 30)
+        .unwrap();
+    let (day, retry_after, expires_at) = upload_function::quota_day(t);
+    assert_eq!(day, "2026-12-31");
+    assert_eq!(retry_after, 30);
+    let next = chrono::Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(expires_at, next.timestamp().unsigned_abs() + 86_400);
+    let (day, retry_after, _) = upload_function::quota_day(next);
+    assert_eq!((day.as_str(), retry_after), ("2027-01-01", 86_400));
 }

@@ -272,6 +272,9 @@ fn fresh_environment() -> Result<LocalStatus> {
     Ok(status)
 }
 
+/// The stage's daily upload quota per user.
+const E2E_UPLOADS_PER_DAY: u32 = 25;
+
 /// The first deploy of the stage as the deploying user, its smoke test, and the gallery in
 /// a browser.
 fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployReport> {
@@ -283,11 +286,20 @@ fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployRe
         nothing.status
     );
 
-    let created: DeployReport = ok(&["deploy"])?;
+    // A small quota, so that each smoke test's race fills it cheaply; the deploys after this
+    // one give no flag, and keep it.
+    let quota = E2E_UPLOADS_PER_DAY.to_string();
+    let created: DeployReport = ok(&["deploy", "--uploads-per-user-per-day", &quota])?;
     ensure!(
         created.status == Outcome::Created,
         "first deploy: {:?}",
         created.status
+    );
+    ensure!(
+        created.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY
+            && !created.settings.self_sign_up,
+        "first deploy's settings: {:?}",
+        created.settings
     );
     ensure!(
         created
@@ -390,6 +402,11 @@ fn redeploy_changes_nothing() -> Result<()> {
         again.status
     );
     ensure!(again.changes.is_empty(), "second deploy changed things");
+    ensure!(
+        again.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY,
+        "a deploy without --uploads-per-user-per-day changed the quota: {:?}",
+        again.settings
+    );
     ensure!(
         again.artifacts.iter().all(|a| !a.uploaded),
         "second deploy uploaded artifacts again"
