@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{
-    AttributeType, AuthFlowType, ChallengeNameType, MessageActionType,
+    AttributeType, AuthFlowType, ChallengeNameType, ExplicitAuthFlowsType, MessageActionType,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -130,6 +130,48 @@ pub async fn add_user(
             _ => sdk("AdminSetUserPassword", &e),
         })?;
     Ok(new)
+}
+
+/// A user pool of its own with one public app client (SRP and refresh only), outside any
+/// stack: the local end-to-end test's "another pool". Delete it with [`delete_pool`].
+pub async fn create_pool(cognito: &Client, name: &str) -> Result<Pool, UserError> {
+    let pool = cognito
+        .create_user_pool()
+        .pool_name(name)
+        .send()
+        .await
+        .map_err(|e| sdk("CreateUserPool", &e))?;
+    let id = pool
+        .user_pool()
+        .and_then(|p| p.id())
+        .ok_or_else(|| UserError::Protocol("CreateUserPool answered no pool id".into()))?
+        .to_string();
+    let client = cognito
+        .create_user_pool_client()
+        .user_pool_id(&id)
+        .client_name(name)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
+        .send()
+        .await
+        .map_err(|e| sdk("CreateUserPoolClient", &e))?;
+    let client_id = client
+        .user_pool_client()
+        .and_then(|c| c.client_id())
+        .ok_or_else(|| UserError::Protocol("CreateUserPoolClient answered no client id".into()))?
+        .to_string();
+    Ok(Pool { id, client_id })
+}
+
+/// Deletes a pool [`create_pool`] made.
+pub async fn delete_pool(cognito: &Client, pool: &Pool) -> Result<(), UserError> {
+    cognito
+        .delete_user_pool()
+        .user_pool_id(&pool.id)
+        .send()
+        .await
+        .map_err(|e| sdk("DeleteUserPool", &e))?;
+    Ok(())
 }
 
 /// Deletes `email` from the pool. Returns whether they existed (removing one who does not is

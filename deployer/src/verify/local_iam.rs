@@ -209,6 +209,79 @@ impl std::fmt::Display for EnforcementProof {
     }
 }
 
+/// A token of another pool: signed, unexpired and an access token, but issued by a pool that
+/// is not the stage's. Makes that pool (as root), signs a user of it in, sends the token to the
+/// stage's API on a read and an upload, and expects 401 for both, then deletes the pool.
+pub async fn other_pool_refused(
+    cfg: &LocalConfig,
+    stage: &Deployed,
+) -> Result<String, LocalIamError> {
+    use crate::cloud::cognito;
+    let fail = LocalIamError::Enforcement;
+    let target = cfg.target(LocalCredentials::root())?;
+    let (clients, _) = aws::connect(&target).await?;
+    let c = &clients.cognito;
+    let pool = cognito::create_pool(c, "image-pipeline-e2e-other-pool")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let http = aws::http_client(&target, std::time::Duration::from_secs(35)).map_err(fail)?;
+    let answered = other_pool_answers(&http, c, &pool, &stage.api_url).await;
+    let deleted = cognito::delete_pool(c, &pool).await;
+    let answers = answered?;
+    deleted.map_err(|e| fail(e.to_string()))?;
+    if answers.iter().any(|(_, s)| *s != 401) {
+        return Err(fail(format!(
+            "a token of another pool was not refused with 401: {answers:?}"
+        )));
+    }
+    Ok(format!(
+        "a signed access token of another pool ({}) got 401 on {}",
+        pool.id,
+        answers
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ))
+}
+
+/// Signs a user of `pool` in and sends their token to two routes of `api`: each route and
+/// its status.
+async fn other_pool_answers(
+    http: &reqwest::Client,
+    c: &aws_sdk_cognitoidentityprovider::Client,
+    pool: &crate::cloud::cognito::Pool,
+    api: &str,
+) -> Result<Vec<(String, u16)>, LocalIamError> {
+    use crate::cloud::cognito;
+    let fail = LocalIamError::Enforcement;
+    let (email, password) = ("other-pool@example.com", "Other-Pool-Pass1");
+    cognito::add_user(c, pool, email, password)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let tokens = cognito::sign_in(c, pool, email, password)
+        .await
+        .map_err(|e| fail(format!("signing in to the other pool: {e}")))?;
+    let auth = format!("Bearer {}", tokens.access_token);
+    let mut answers = Vec::new();
+    for (method, path) in [("GET", "/metadata"), ("POST", "/upload")] {
+        let req = match method {
+            "GET" => http.get(format!("{api}{path}")),
+            _ => http
+                .post(format!("{api}{path}"))
+                .header("content-type", "image/png")
+                .body(crate::verify::smoke::DEFAULT_IMAGE.to_vec()),
+        };
+        let resp = req
+            .header("authorization", &auth)
+            .send()
+            .await
+            .map_err(|e| fail(format!("{method} {path}: {e}")))?;
+        answers.push((format!("{method} {path}"), resp.status().as_u16()));
+    }
+    Ok(answers)
+}
+
 /// The action the proof takes away from the process role: the read of the uploaded version.
 pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
 

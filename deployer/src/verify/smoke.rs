@@ -74,6 +74,10 @@ pub enum CheckName {
     /// `DELETE /images/{id}` of that image: 204, then 404 to every read, gone from the
     /// listing, the search and the counts, no object version left; a second DELETE is 204.
     Delete,
+    /// An upload deleted at once, while its processing is under way: 204, and over the next
+    /// [`RACE_WINDOW`] the image never comes back (404, not listed), no label count changes,
+    /// and no object version is left.
+    DeleteWhileProcessing,
     /// Something that is not an image: a 4xx JSON error, nothing stored.
     BadUpload,
     /// A third throwaway user, brought to 5 uploads short of the stage's daily quota, sends
@@ -92,7 +96,7 @@ pub enum CheckName {
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 17] = [
+    pub const ALL: [CheckName; 18] = [
         CheckName::SignIn,
         CheckName::Upload,
         CheckName::Labels,
@@ -104,6 +108,7 @@ impl CheckName {
         CheckName::Gallery,
         CheckName::PresignedUpload,
         CheckName::Delete,
+        CheckName::DeleteWhileProcessing,
         CheckName::BadUpload,
         CheckName::Quota,
         CheckName::PresignedNonImage,
@@ -125,6 +130,7 @@ impl CheckName {
             CheckName::Gallery => "gallery",
             CheckName::PresignedUpload => "presigned-upload",
             CheckName::Delete => "delete",
+            CheckName::DeleteWhileProcessing => "delete-while-processing",
             CheckName::BadUpload => "bad-upload",
             CheckName::Quota => "quota",
             CheckName::PresignedNonImage => "presigned-non-image",
@@ -344,6 +350,7 @@ impl Run<'_> {
             CheckName::Gallery => self.gallery().await,
             CheckName::PresignedUpload => self.presigned_upload().await,
             CheckName::Delete => self.delete().await,
+            CheckName::DeleteWhileProcessing => self.delete_while_processing().await,
             CheckName::BadUpload => self.bad_upload().await,
             CheckName::Quota => self.quota().await,
             CheckName::PresignedNonImage => self.presigned_non_image().await,
@@ -534,7 +541,7 @@ impl Run<'_> {
             return Err(format!("GET / without a token answered {}", page.status));
         }
         Ok(format!(
-            "{refused} requests with no, garbage, alg:none, edited or ID tokens refused; GET / open"
+            "{refused} requests with no, garbage, alg:none, edited, re-signed (another key, the pool's kid) or ID tokens refused; GET / open"
         ))
     }
 
@@ -940,6 +947,72 @@ impl Run<'_> {
         ))
     }
 
+    /// Every label's count, by name.
+    async fn all_counts(&mut self) -> Result<BTreeMap<String, u64>, String> {
+        let counts: LabelCounts = self.get("/labels").await?.expect("GET /labels", 200)?;
+        Ok(counts
+            .labels
+            .into_iter()
+            .map(|c| (c.name.to_lowercase(), c.count))
+            .collect())
+    }
+
+    async fn delete_while_processing(&mut self) -> Result<String, String> {
+        let before = self.all_counts().await?;
+        let image = self.image.clone();
+        let up: Uploaded = self
+            .post("/upload", content_type(&image), image)
+            .await?
+            .expect("POST /upload", 201)?;
+        let id = up.image_id;
+        let path = format!("/images/{id}");
+        let a = self.delete_as(&path, &self.bearer()).await?;
+        if a.status != 204 {
+            return Err(format!("DELETE answered {}: {}", a.status, clip(&a.text)));
+        }
+        let start = Instant::now();
+        let window = RACE_WINDOW.min(self.cfg.timeout);
+        while start.elapsed() < window {
+            let a = self.get(&format!("/metadata/{id}")).await?;
+            if a.status != 404 {
+                return Err(format!(
+                    "{} ms after the DELETE, GET /metadata/{id} answered {}: {}",
+                    start.elapsed().as_millis(),
+                    a.status,
+                    clip(&a.text)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Found::OnPage(_) = self.find_in_pages("/metadata?limit=100", &id).await? {
+            return Err("the listing shows the deleted image".into());
+        }
+        let after = self.all_counts().await?;
+        if after != before {
+            return Err(format!(
+                "the label counts changed: {before:?} before, {after:?} after"
+            ));
+        }
+        let key = format!("{}{}/{id}", stack::app::UPLOAD_PREFIX, self.owner());
+        let versions = self
+            .clients
+            .s3
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .map_err(|e| chain(&e))?;
+        let left = versions.versions().len() + versions.delete_markers().len();
+        if left > 0 {
+            return Err(format!("{left} versions of {key} left after the DELETE"));
+        }
+        Ok(format!(
+            "image {id} deleted at once: 404 for {} ms after, not listed, no label count changed, no object version left",
+            window.as_millis()
+        ))
+    }
+
     async fn gallery(&mut self) -> Result<String, String> {
         let resp = self
             .http
@@ -1312,6 +1385,10 @@ impl Run<'_> {
         all
     }
 }
+
+/// How long an image deleted during its processing is watched for coming back: well past the
+/// S3 event and the process function's run.
+const RACE_WINDOW: Duration = Duration::from_secs(10);
 
 /// An unsigned token (`alg: none`) claiming to be someone.
 const ALG_NONE: &str = "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJzb21lb25lIiwidG9rZW5fdXNlIjoiYWNjZXNzIiwic2NvcGUiOiJhd3MuY29nbml0by5zaWduaW4udXNlci5hZG1pbiJ9.";

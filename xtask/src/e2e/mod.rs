@@ -2,19 +2,19 @@
 //! enforcement and TLS on: a deploy before bootstrap fails naming the fix; bootstrap (as
 //! root, importing an assets bucket an earlier version left, then again with no changes, then
 //! a GitHub CI role); as an IAM user whose only policy is `cargo xtask deployer-policy
-//! --stages e2e*` (not as root), deploy, smoke-test (its IAM matrix includes the escalation
-//! paths of the execution role and of that user), the gallery page in headless Chromium
-//! (`e2e/gallery.rs`, over `e2e/webdriver.rs`), the user's paths into another stage and a
-//! pass of the release role refused, deploy again (no changes), kill the emulator with
-//! SIGKILL and start it again (the image, its item and the stack are all still there), change
-//! the upload function's
-//! code and deploy (only that function is updated); then take `s3:GetObjectVersion` away from
-//! the process role and show an upload failing into the failure queue with an error that names
-//! it; teardown, teardown again (nothing to do); the bootstrap removed, and again (nothing to
-//! do); and a deploy with no region anywhere fails
-//! saying so. Each step runs the real command as a user would, and its exit code and typed JSON
-//! report are checked. No tracked file is edited: the code change is a build note compiled into
-//! the upload function from the environment.
+//! --stages e2e*` (not as root), deploy with a daily upload quota of 25, smoke-test (its IAM
+//! matrix includes the escalation paths of the execution role and of that user, its quota
+//! check races at that quota), the gallery page in headless Chromium (`e2e/gallery.rs`, over
+//! `e2e/webdriver.rs`), the user's paths into another stage and a pass of the release role
+//! refused, a token of another user pool refused, deploy again (no changes, the quota kept),
+//! kill the emulator with SIGKILL and start it again (the image, its item and the stack are all
+//! still there), change the upload function's code and deploy (only that function is
+//! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
+//! failing into the failure queue with an error that names it; teardown, teardown again
+//! (nothing to do); the bootstrap removed, and again (nothing to do); and a deploy with no
+//! region anywhere fails saying so. Each step runs the real command as a user would, and its
+//! exit code and typed JSON report are checked. No tracked file is edited: the code change is a
+//! build note compiled into the upload function from the environment.
 
 mod gallery;
 mod image;
@@ -110,7 +110,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test, the gallery in headless Chromium, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -645,6 +645,15 @@ fn steps() -> Result<()> {
     let _ = DEPLOYER.set(user.clone());
     let created = first_deploy(&rt, &user_arn)?;
     other_stages_refused(&rt, &local, (&user, &user_arn), &created)?;
+    let refused = rt.block_on(deployer::verify::local_iam::other_pool_refused(
+        &local,
+        &created.deployed(
+            &local
+                .target(LocalCredentials::root())
+                .context("the local environment has no certificate")?,
+        )?,
+    ))?;
+    eprintln!("e2e    {refused}");
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
