@@ -39,6 +39,13 @@
 //!   emulator keeps them; the signature, issuer, audience, expiry and scope checks are its
 //!   own. (Signing and verifying RS256 needs `cryptography`, pinned in
 //!   `tools/local-requirements.txt`; without it MiniStack signs with a static key.)
+//! - A stack deletes its bucket as `DeleteBucket` does. MiniStack 1.5.33's CloudFormation
+//!   dropped the bucket from memory only: it deleted a bucket that still held objects (AWS
+//!   fails the stack's deletion with `BucketNotEmpty`), and left the bucket's folder of
+//!   persisted objects behind, so after `local down` and `local up` the deleted bucket was
+//!   back, empty, and the next deploy of the stage failed with a name conflict (measured).
+//!   Object and version deletions were already persisted (measured: a deleted version stays
+//!   deleted across a restart).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -112,7 +119,29 @@ const FIXES: &[Fix] = &[
         anchor: "    cached = _jwks_cache.get(url)\n    now = time.time()\n",
         insert: USER_POOL_KEYS,
     },
+    // A stack deletes its bucket as DeleteBucket does: refused while it holds anything, and
+    // gone from the persisted data too.
+    Fix {
+        file: "services/cloudformation/provisioners.py",
+        anchor: "    _s3._buckets.pop(physical_id, None)\n    _s3._bucket_versioning.pop(physical_id, None)\n",
+        insert: STACK_BUCKET_DELETE,
+    },
 ];
+
+/// The start of the CloudFormation provisioner's bucket deletion: the S3 service's own
+/// `DeleteBucket`, which refuses a bucket with objects or versions (as AWS does, failing the
+/// stack's deletion) and removes the bucket's persisted data.
+const STACK_BUCKET_DELETE: &str = r#"    # image-pipeline fidelity fix: a stack's bucket is deleted as DeleteBucket deletes it.
+    if physical_id in _s3._buckets:
+        _status = _s3._delete_bucket(physical_id)[0]
+        if _status == 409:
+            raise ValueError(
+                "The bucket you tried to delete is not empty. You must delete all versions in "
+                "the bucket. (Service: S3, Status Code: 409, Error Code: BucketNotEmpty)"
+            )
+        if _status >= 300 and _status != 404:
+            raise ValueError(f"DeleteBucket of {physical_id} answered {_status}")
+"#;
 
 /// The start of `_fetch_jwks`: a user pool's JWKS URL on the emulator itself is answered from
 /// the pool's keys.

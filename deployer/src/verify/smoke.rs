@@ -176,6 +176,9 @@ pub struct SmokeReport {
     /// With `--keep`, the user kept with their images (remove both with `user remove`).
     #[serde(default)]
     pub kept_user: Option<String>,
+    /// The images the checks deleted through the API (owned by `owner`).
+    #[serde(default)]
+    pub deleted: Vec<String>,
     pub labels: Vec<String>,
     pub checks: Vec<CheckResult>,
     pub passed: bool,
@@ -255,6 +258,8 @@ struct Run<'a> {
     image_id: Option<String>,
     presigned_id: Option<String>,
     rejected_id: Option<String>,
+    /// Images deleted through the API.
+    deleted: Vec<String>,
     labels: Vec<String>,
     /// The stage's user pool.
     pool: Pool,
@@ -892,6 +897,7 @@ impl Run<'_> {
             None => 0,
         };
         let path = format!("/images/{id}");
+        self.deleted.push(id.clone());
         for attempt in ["DELETE", "a second DELETE"] {
             let a = self.delete_as(&path, &self.bearer()).await?;
             if a.status != 204 {
@@ -966,6 +972,7 @@ impl Run<'_> {
             .expect("POST /upload", 201)?;
         let id = up.image_id;
         let path = format!("/images/{id}");
+        self.deleted.push(id.clone());
         let a = self.delete_as(&path, &self.bearer()).await?;
         if a.status != 204 {
             return Err(format!("DELETE answered {}: {}", a.status, clip(&a.text)));
@@ -1493,6 +1500,7 @@ pub async fn smoke_test(
         image_id: None,
         presigned_id: None,
         rejected_id: None,
+        deleted: Vec::new(),
         labels: Vec::new(),
         pool: stage.pool.clone(),
         users: Vec::new(),
@@ -1523,6 +1531,7 @@ pub async fn smoke_test(
             .first()
             .filter(|_| cfg.keep)
             .map(|u| u.email.clone()),
+        deleted: run.deleted,
         labels: run.labels,
         checks,
         cleaned_up,

@@ -215,3 +215,36 @@ pub async fn read_back(
     let bytes = object.body.collect().await?.to_vec();
     Ok((labels, bytes))
 }
+
+/// The object versions and delete markers under `prefix` of `bucket`, read as root.
+pub async fn versions_under(local: &LocalConfig, bucket: &str, prefix: &str) -> Result<usize> {
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let out = clients
+        .s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .with_context(|| format!("ListObjectVersions of {bucket}/{prefix}"))?;
+    Ok(out.versions().len() + out.delete_markers().len())
+}
+
+/// Whether `bucket` exists, asked as root.
+pub async fn bucket_exists(local: &LocalConfig, bucket: &str) -> Result<bool> {
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    match clients.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+        Err(e) => Err(anyhow::anyhow!(
+            "HeadBucket of {bucket}: {}",
+            deployer::cloud::error::chain(&e)
+        )),
+    }
+}

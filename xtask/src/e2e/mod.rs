@@ -466,8 +466,21 @@ fn survives_a_kill(
         "after the restart the object of image {id} differs ({} bytes)",
         bytes.len()
     );
+    for gone in &kept.deleted {
+        let prefix = format!("{}{owner}/{gone}", stack::app::UPLOAD_PREFIX);
+        let left = rt.block_on(image::versions_under(local, &stage.bucket, &prefix))?;
+        ensure!(
+            left == 0,
+            "after the restart, {left} versions of the deleted {prefix} are back"
+        );
+    }
+    ensure!(
+        !kept.deleted.is_empty(),
+        "the smoke test reports no deleted image"
+    );
     eprintln!(
-        "e2e    after kill -9 and local up: image {id}, its labels and its object are all there"
+        "e2e    after kill -9 and local up: image {id}, its labels and its object are all there; the {} images deleted before stay deleted",
+        kept.deleted.len()
     );
     let after: DeployReport = ok(&["deploy"])?;
     ensure!(
@@ -586,6 +599,25 @@ fn teardown_twice() -> Result<()> {
     Ok(())
 }
 
+/// The stage's uploads bucket, deleted with its stack, is still gone after `local down` and
+/// `local up`: a restart must not bring back what was deleted.
+fn a_deleted_bucket_stays_deleted(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    bucket: &str,
+) -> Result<()> {
+    for args in [["local", "down"], ["local", "up"]] {
+        let all = [args[0], args[1], "--output", "json"];
+        let _: serde_json::Value = finished(xtask(&all)?.run()?).report()?;
+    }
+    ensure!(
+        !rt.block_on(image::bucket_exists(local, bucket))?,
+        "after local down and local up the deleted bucket {bucket} is back"
+    );
+    eprintln!("e2e    after local down and local up the deleted bucket {bucket} is still gone");
+    Ok(())
+}
+
 /// The bootstrap goes last, as an administrator removes it: CI role, stack, bucket; then
 /// there is nothing left to remove.
 fn bootstrap_removed_twice() -> Result<()> {
@@ -668,6 +700,7 @@ fn steps() -> Result<()> {
     eprintln!("e2e    {report}");
 
     teardown_twice()?;
+    a_deleted_bucket_stays_deleted(&rt, &local, &created.deployed(&target)?.bucket)?;
     bootstrap_removed_twice()?;
     no_region_fails()
 }
