@@ -24,7 +24,7 @@ pub struct Args {
 pub enum UserCmd {
     /// Add a user who can sign in at once (password from IMAGE_PIPELINE_PASSWORD, or typed)
     Add(OneUser),
-    /// Delete a user and every image they own (objects, items, label index)
+    /// Delete a user and every image they own (objects, items, label index, upload counts)
     Remove(OneUser),
     /// List the stage's users
     List(Stagewide),

@@ -934,6 +934,14 @@ impl Run<'_> {
             }
             counted = format!("; {l} counted {before} then {after}");
         }
+        self.no_versions_left(&id).await?;
+        Ok(format!(
+            "image {id}: 204 twice, then 404 to its reads, gone from the listing and search, no object version left{counted}"
+        ))
+    }
+
+    /// None of the first user's image `id` is left in the bucket: no version, no delete marker.
+    async fn no_versions_left(&self, id: &str) -> Result<(), String> {
         let key = format!("{}{}/{id}", stack::app::UPLOAD_PREFIX, self.owner());
         let versions = self
             .clients
@@ -948,9 +956,7 @@ impl Run<'_> {
         if left > 0 {
             return Err(format!("{left} versions of {key} left after the DELETE"));
         }
-        Ok(format!(
-            "image {id}: 204 twice, then 404 to its reads, gone from the listing and search, no object version left{counted}"
-        ))
+        Ok(())
     }
 
     /// Every label's count, by name.
@@ -1000,20 +1006,7 @@ impl Run<'_> {
                 "the label counts changed: {before:?} before, {after:?} after"
             ));
         }
-        let key = format!("{}{}/{id}", stack::app::UPLOAD_PREFIX, self.owner());
-        let versions = self
-            .clients
-            .s3
-            .list_object_versions()
-            .bucket(&self.bucket)
-            .prefix(&key)
-            .send()
-            .await
-            .map_err(|e| chain(&e))?;
-        let left = versions.versions().len() + versions.delete_markers().len();
-        if left > 0 {
-            return Err(format!("{left} versions of {key} left after the DELETE"));
-        }
+        self.no_versions_left(&id).await?;
         Ok(format!(
             "image {id} deleted at once: 404 for {} ms after, not listed, no label count changed, no object version left",
             window.as_millis()

@@ -400,20 +400,28 @@ struct Counted {
     day: String,
 }
 
-/// Counts one upload against the owner's quota for the UTC day. A conditional `ADD` is atomic:
-/// however many uploads race for the last unit, at most the quota's worth succeed. Over it: 429
-/// with `Retry-After` (the start of the next UTC day), before anything is stored.
-async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
-    let (day, retry_after, expires_at) = quota_day(chrono::Utc::now());
-    let result = ctx
-        .dynamodb
+/// An update of the owner's upload count of `day`.
+fn day_count(
+    ctx: &Ctx,
+    owner: &Owner,
+    day: &str,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    ctx.dynamodb
         .update_item()
         .table_name(&ctx.labels_table)
         .key(
             index::PARTITION_KEY,
             AttributeValue::S(index::uploads_partition(owner.as_str())),
         )
-        .key(index::SORT_KEY, AttributeValue::S(day.clone()))
+        .key(index::SORT_KEY, AttributeValue::S(day.to_string()))
+}
+
+/// Counts one upload against the owner's quota for the UTC day. A conditional `ADD` is atomic:
+/// however many uploads race for the last unit, at most the quota's worth succeed. Over it: 429
+/// with `Retry-After` (the start of the next UTC day), before anything is stored.
+async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
+    let (day, retry_after, expires_at) = quota_day(chrono::Utc::now());
+    let result = day_count(ctx, owner, &day)
         .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
         .condition_expression("attribute_not_exists(#n) OR #n < :limit")
         .expression_attribute_names("#n", index::UPLOADS)
@@ -451,15 +459,7 @@ async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
 /// Gives back an upload that was counted but not stored or handed out. Best effort: a failure
 /// here costs the user one upload of their day, and is logged.
 async fn give_back(ctx: &Ctx, owner: &Owner, counted: &Counted) {
-    let result = ctx
-        .dynamodb
-        .update_item()
-        .table_name(&ctx.labels_table)
-        .key(
-            index::PARTITION_KEY,
-            AttributeValue::S(index::uploads_partition(owner.as_str())),
-        )
-        .key(index::SORT_KEY, AttributeValue::S(counted.day.clone()))
+    let result = day_count(ctx, owner, &counted.day)
         .update_expression("ADD #n :minus_one")
         .condition_expression("#n > :zero")
         .expression_attribute_names("#n", index::UPLOADS)

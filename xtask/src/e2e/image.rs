@@ -175,10 +175,7 @@ pub async fn read_back(
     id: &str,
 ) -> Result<(Vec<String>, Vec<u8>)> {
     use aws_sdk_dynamodb::types::AttributeValue;
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
-    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let clients = root_clients(local).await?;
     let got = clients
         .dynamodb
         .get_item()
@@ -218,10 +215,7 @@ pub async fn read_back(
 
 /// The object versions and delete markers under `prefix` of `bucket`, read as root.
 pub async fn versions_under(local: &LocalConfig, bucket: &str, prefix: &str) -> Result<usize> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
-    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let clients = root_clients(local).await?;
     let out = clients
         .s3
         .list_object_versions()
@@ -235,10 +229,7 @@ pub async fn versions_under(local: &LocalConfig, bucket: &str, prefix: &str) -> 
 
 /// Whether `bucket` exists, asked as root.
 pub async fn bucket_exists(local: &LocalConfig, bucket: &str) -> Result<bool> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
-    let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+    let clients = root_clients(local).await?;
     match clients.s3.head_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
@@ -247,4 +238,12 @@ pub async fn bucket_exists(local: &LocalConfig, bucket: &str) -> Result<bool> {
             deployer::cloud::error::chain(&e)
         )),
     }
+}
+
+/// The SDK clients of the local environment's root.
+async fn root_clients(local: &LocalConfig) -> Result<deployer::cloud::aws::Clients> {
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    Ok(deployer::cloud::aws::connect(&target).await?.0)
 }

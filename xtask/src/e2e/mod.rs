@@ -11,7 +11,8 @@
 //! still there), change the upload function's code and deploy (only that function is
 //! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
 //! failing into the failure queue with an error that names it; teardown, teardown again
-//! (nothing to do); the bootstrap removed, and again (nothing to do); and a deploy with no
+//! (nothing to do), and the stage's bucket still gone after `local down` and `local up`; the
+//! bootstrap removed, and again (nothing to do); and a deploy with no
 //! region anywhere fails saying so. Each step runs the real command as a user would, and its
 //! exit code and typed JSON report are checked. No tracked file is edited: the code change is a
 //! build note compiled into the upload function from the environment.
@@ -110,7 +111,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
