@@ -282,6 +282,87 @@ async fn other_pool_answers(
     Ok(answers)
 }
 
+/// An expired access token of the stage's own pool, signed with the pool's own key, gets 401;
+/// the same token re-signed with its expiry untouched gets 200, so the refusal is the expiry's.
+/// The local environment only: the key is read where the emulator keeps it
+/// (`state/cognito-pool-keys/{pool}-access.pem`), which no AWS account would show.
+pub async fn expired_token_refused(
+    cfg: &LocalConfig,
+    stage: &Deployed,
+) -> Result<String, LocalIamError> {
+    use crate::cloud::cognito;
+    let fail = LocalIamError::Enforcement;
+    let target = cfg.target(LocalCredentials::root())?;
+    let (clients, _) = aws::connect(&target).await?;
+    let c = &clients.cognito;
+    let pool = &stage.pool;
+    let key_file = cfg
+        .dir
+        .join("state")
+        .join("cognito-pool-keys")
+        .join(format!("{}-access.pem", pool.id));
+    let key = pkcs8_of_pem(&key_file).map_err(fail)?;
+    let (email, password) = ("expiry@example.com", "Expiry-Check-Pass1");
+    cognito::add_user(c, pool, email, password)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let answers = match cognito::sign_in(c, pool, email, password).await {
+        Ok(t) => expiry_answers(&target, &stage.api_url, &t.access_token, &key).await,
+        Err(e) => Err(fail(format!("signing in: {e}"))),
+    };
+    let removed = cognito::remove_user(c, pool, email).await;
+    let answers = answers?;
+    removed.map_err(|e| fail(e.to_string()))?;
+    if answers != [200, 401] {
+        return Err(fail(format!(
+            "GET /metadata answered {} to a token re-signed with the pool's key and {} to the same token expired a minute ago; expected 200 and 401",
+            answers[0], answers[1]
+        )));
+    }
+    Ok("an access token of the stage's pool, signed with its key but expired a minute ago, got 401 (re-signed unexpired: 200)".into())
+}
+
+/// `GET /metadata` with `token` re-signed by `key` as it is, then expired a minute ago: the
+/// two statuses.
+async fn expiry_answers(
+    target: &Target,
+    api: &str,
+    token: &str,
+    key: &[u8],
+) -> Result<Vec<u16>, LocalIamError> {
+    let fail = LocalIamError::Enforcement;
+    let http = aws::http_client(target, std::time::Duration::from_secs(35)).map_err(fail)?;
+    let now = chrono::Utc::now().timestamp();
+    let expire = |claims: &mut Value| {
+        claims["exp"] = (now - 60).into();
+        claims["iat"] = (now - 960).into();
+        claims["auth_time"] = (now - 960).into();
+    };
+    let kept = crate::verify::smoke::resign(token, key, None).map_err(fail)?;
+    let expired = crate::verify::smoke::resign(token, key, Some(&expire)).map_err(fail)?;
+    let mut answers = Vec::new();
+    for auth in [&kept, &expired] {
+        let resp = http
+            .get(format!("{api}/metadata"))
+            .header("authorization", auth.as_str())
+            .send()
+            .await
+            .map_err(|e| fail(format!("GET /metadata: {e}")))?;
+        answers.push(resp.status().as_u16());
+    }
+    Ok(answers)
+}
+
+/// The DER of a PKCS#8 PEM file.
+fn pkcs8_of_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| format!("{}: not PEM: {e}", path.display()))
+}
+
 /// The action the proof takes away from the process role: the read of the uploaded version.
 pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
 

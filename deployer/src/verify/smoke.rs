@@ -1418,13 +1418,33 @@ const FORGER_KEY: &[u8] = include_bytes!("../../assets/forger-rsa2048.pk8");
 /// `token` re-signed with RS256 by [`FORGER_KEY`], its header (and so the pool's `kid`) kept:
 /// a forgery that names a real key of the pool.
 fn resign_with_another_key(token: &str) -> Result<String, String> {
+    resign(token, FORGER_KEY, None).map_err(|e| format!("the forger's key: {e}"))
+}
+
+/// `Bearer` and `token` signed again with RS256 by the PKCS#8 key `pkcs8`: its header kept,
+/// its claims as `edit` leaves them (the payload's bytes kept when there is no edit).
+pub fn resign(
+    token: &str,
+    pkcs8: &[u8],
+    edit: Option<&dyn Fn(&mut serde_json::Value)>,
+) -> Result<String, String> {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let (signed, _) = token
-        .rsplit_once('.')
-        .ok_or("the access token is not a JWT")?;
-    let key = ring::signature::RsaKeyPair::from_pkcs8(FORGER_KEY)
-        .map_err(|e| format!("the forger's key: {e}"))?;
+    let (signed, _) = token.rsplit_once('.').ok_or("the token is not a JWT")?;
+    let signed = match (edit, signed.split_once('.')) {
+        (None, _) => signed.to_string(),
+        (Some(edit), Some((header, payload))) => {
+            let mut claims: serde_json::Value = URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or("the token's payload is not JSON")?;
+            edit(&mut claims);
+            format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()))
+        }
+        (Some(_), None) => return Err("the token is not a JWT".into()),
+    };
+    let key = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
     let mut signature = vec![0; key.public().modulus_len()];
     key.sign(
         &ring::signature::RSA_PKCS1_SHA256,
@@ -1432,7 +1452,7 @@ fn resign_with_another_key(token: &str) -> Result<String, String> {
         signed.as_bytes(),
         &mut signature,
     )
-    .map_err(|e| format!("signing with the forger's key: {e}"))?;
+    .map_err(|e| format!("signing: {e}"))?;
     Ok(format!(
         "Bearer {signed}.{}",
         URL_SAFE_NO_PAD.encode(signature)

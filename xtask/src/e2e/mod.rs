@@ -6,7 +6,7 @@
 //! matrix includes the escalation paths of the execution role and of that user, its quota
 //! check races at that quota), the gallery page in headless Chromium (`e2e/gallery.rs`, over
 //! `e2e/webdriver.rs`), the user's paths into another stage and a pass of the release role
-//! refused, a token of another user pool refused, deploy again (no changes, the quota kept),
+//! refused, a token of another user pool and an expired one of the stage's pool refused, deploy again (no changes, the quota kept),
 //! kill the emulator with SIGKILL and start it again (the image, its item and the stack are all
 //! still there), change the upload function's code and deploy (only that function is
 //! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
@@ -111,7 +111,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -687,6 +687,15 @@ fn steps() -> Result<()> {
         )?,
     ))?;
     eprintln!("e2e    {refused}");
+    let expired = rt.block_on(deployer::verify::local_iam::expired_token_refused(
+        &local,
+        &created.deployed(
+            &local
+                .target(LocalCredentials::root())
+                .context("the local environment has no certificate")?,
+        )?,
+    ))?;
+    eprintln!("e2e    {expired}");
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
