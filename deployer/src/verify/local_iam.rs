@@ -44,9 +44,15 @@ fn call<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) -
 
 /// The emulator's root: IAM client and identity.
 pub async fn root(cfg: &LocalConfig) -> Result<(aws_sdk_iam::Client, Identity), LocalIamError> {
+    let (_, clients, identity) = as_root(cfg).await?;
+    Ok((clients.iam, identity))
+}
+
+/// The emulator's root: its target, clients and identity.
+async fn as_root(cfg: &LocalConfig) -> Result<(Target, aws::Clients, Identity), LocalIamError> {
     let target = cfg.target(LocalCredentials::root())?;
     let (clients, identity) = aws::connect(&target).await?;
-    Ok((clients.iam, identity))
+    Ok((target, clients, identity))
 }
 
 /// Creates the IAM user `name` (replacing one of that name) with `policy` as its only
@@ -218,8 +224,7 @@ pub async fn other_pool_refused(
 ) -> Result<String, LocalIamError> {
     use crate::cloud::cognito;
     let fail = LocalIamError::Enforcement;
-    let target = cfg.target(LocalCredentials::root())?;
-    let (clients, _) = aws::connect(&target).await?;
+    let (target, clients, _) = as_root(cfg).await?;
     let c = &clients.cognito;
     let pool = cognito::create_pool(c, "image-pipeline-e2e-other-pool")
         .await
@@ -292,8 +297,7 @@ pub async fn expired_token_refused(
 ) -> Result<String, LocalIamError> {
     use crate::cloud::cognito;
     let fail = LocalIamError::Enforcement;
-    let target = cfg.target(LocalCredentials::root())?;
-    let (clients, _) = aws::connect(&target).await?;
+    let (target, clients, _) = as_root(cfg).await?;
     let c = &clients.cognito;
     let pool = &stage.pool;
     let key_file = cfg

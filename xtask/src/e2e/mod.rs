@@ -678,30 +678,21 @@ fn steps() -> Result<()> {
     let _ = DEPLOYER.set(user.clone());
     let created = first_deploy(&rt, &user_arn)?;
     other_stages_refused(&rt, &local, (&user, &user_arn), &created)?;
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let deployed = created.deployed(&target)?;
     let refused = rt.block_on(deployer::verify::local_iam::other_pool_refused(
-        &local,
-        &created.deployed(
-            &local
-                .target(LocalCredentials::root())
-                .context("the local environment has no certificate")?,
-        )?,
+        &local, &deployed,
     ))?;
     eprintln!("e2e    {refused}");
     let expired = rt.block_on(deployer::verify::local_iam::expired_token_refused(
-        &local,
-        &created.deployed(
-            &local
-                .target(LocalCredentials::root())
-                .context("the local environment has no certificate")?,
-        )?,
+        &local, &deployed,
     ))?;
     eprintln!("e2e    {expired}");
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
     let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
         &local,
         STAGE,
@@ -710,7 +701,7 @@ fn steps() -> Result<()> {
     eprintln!("e2e    {report}");
 
     teardown_twice()?;
-    a_deleted_bucket_stays_deleted(&rt, &local, &created.deployed(&target)?.bucket)?;
+    a_deleted_bucket_stays_deleted(&rt, &local, &deployed.bucket)?;
     bootstrap_removed_twice()?;
     no_region_fails()
 }
