@@ -46,6 +46,10 @@
 //!   back, empty, and the next deploy of the stage failed with a name conflict (measured).
 //!   Object and version deletions were already persisted (measured: a deleted version stays
 //!   deleted across a restart).
+//! - A DynamoDB request carries `dynamodb:LeadingKeys`: the partition key values of the items
+//!   it reads or writes. MiniStack 1.5.33 never set it, so a `ForAllValues` condition on it
+//!   (which holds for an absent key) let a session narrowed to one user read every user's
+//!   items. The end-to-end test's mutation check fails without the fix.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -126,7 +130,90 @@ const FIXES: &[Fix] = &[
         anchor: "    _s3._buckets.pop(physical_id, None)\n    _s3._bucket_versioning.pop(physical_id, None)\n",
         insert: STACK_BUCKET_DELETE,
     },
+    // A DynamoDB request carries `dynamodb:LeadingKeys`, the partition key values it names.
+    Fix {
+        file: "core/iam_actions.py",
+        anchor: "def dynamodb_service_context(body: bytes) -> dict:\n",
+        insert: LEADING_KEYS,
+    },
+    Fix {
+        file: "core/iam_actions.py",
+        anchor: "    select = data.get(\"Select\")\n",
+        insert: "    # image-pipeline fidelity fix: the partition key values the request names.\n    _leading = _image_pipeline_leading_keys(data)\n    if _leading:\n        context[\"dynamodb:LeadingKeys\"] = _leading\n",
+    },
 ];
+
+/// `dynamodb:LeadingKeys`: the partition key values of the items a request reads or writes
+/// (`Key`, `Item`, a `Query`'s equality on the partition key of the table or of the index it
+/// names, and every item of a batch or transaction). A `Scan` names none, as on AWS.
+const LEADING_KEYS: &str = r#"# image-pipeline fidelity fix: dynamodb:LeadingKeys, which IAM conditions on.
+def _image_pipeline_leading_keys(data):
+    import re as _re
+    from ministack.services import dynamodb as _ddb
+
+    def scalar(value):
+        if isinstance(value, dict):
+            for kind in ("S", "N", "B"):
+                if isinstance(value.get(kind), str):
+                    return value[kind]
+        return None
+
+    def hash_key(table_name, index_name=None):
+        name = str(table_name or "").rsplit("table/", 1)[-1].split("/", 1)[0]
+        table = _ddb._tables.get(name) if name else None
+        if not isinstance(table, dict):
+            return None
+        schema = table.get("KeySchema") or []
+        if index_name:
+            for index in (table.get("GlobalSecondaryIndexes") or []) + (table.get("LocalSecondaryIndexes") or []):
+                if index.get("IndexName") == index_name:
+                    schema = index.get("KeySchema") or []
+        return next((k.get("AttributeName") for k in schema if k.get("KeyType") == "HASH"), None)
+
+    def of_item(table_name, item):
+        key = hash_key(table_name)
+        value = scalar((item or {}).get(key)) if key and isinstance(item, dict) else None
+        return [value] if value is not None else []
+
+    def of_query(q):
+        key = hash_key(q.get("TableName"), q.get("IndexName"))
+        if not key:
+            return []
+        names = q.get("ExpressionAttributeNames") or {}
+        values = q.get("ExpressionAttributeValues") or {}
+        for left, right in _re.findall(r"([#\w.]+)\s*=\s*(:\w+)", q.get("KeyConditionExpression") or ""):
+            if names.get(left, left) == key and scalar(values.get(right)) is not None:
+                return [scalar(values.get(right))]
+        legacy = (q.get("KeyConditions") or {}).get(key) or {}
+        listed = [scalar(v) for v in legacy.get("AttributeValueList") or []]
+        return [v for v in listed if v is not None][:1]
+
+    keys = []
+    table = data.get("TableName")
+    if "Key" in data:
+        keys += of_item(table, data.get("Key"))
+    if "Item" in data:
+        keys += of_item(table, data.get("Item"))
+    if "KeyConditionExpression" in data or "KeyConditions" in data:
+        keys += of_query(data)
+    for name, request in (data.get("RequestItems") or {}).items():
+        if isinstance(request, dict):
+            for key in request.get("Keys") or []:
+                keys += of_item(name, key)
+        elif isinstance(request, list):
+            for write in request:
+                for member in ("PutRequest", "DeleteRequest"):
+                    detail = (write or {}).get(member) or {}
+                    keys += of_item(name, detail.get("Item") or detail.get("Key"))
+    for item in data.get("TransactItems") or []:
+        for member in ("Get", "Put", "Update", "Delete", "ConditionCheck"):
+            detail = (item or {}).get(member)
+            if isinstance(detail, dict):
+                keys += of_item(detail.get("TableName"), detail.get("Key") or detail.get("Item"))
+    return sorted(set(keys))
+
+
+"#;
 
 /// The start of the CloudFormation provisioner's bucket deletion: the S3 service's own
 /// `DeleteBucket`, which refuses a bucket with objects or versions (as AWS does, failing the
