@@ -51,6 +51,8 @@ pub enum Access {
     SqsSend { queue: ArnTemplate },
     /// `logs:CreateLogStream` and `logs:PutLogEvents` in the function's own log group.
     WriteLogs { log_group: ArnTemplate },
+    /// `sts:AssumeRole` of the function's own user role, whose sessions reach one user's data.
+    AssumeRole { role: ArnTemplate },
 }
 
 /// A request the function makes: one action on one concrete (template) resource.
@@ -99,6 +101,7 @@ impl Access {
             Access::WriteLogs { .. } => {
                 vec![act("logs:CreateLogStream"), act("logs:PutLogEvents")]
             }
+            Access::AssumeRole { .. } => vec![act("sts:AssumeRole")],
         }
     }
 
@@ -123,6 +126,7 @@ impl Access {
             | Access::DynamoQuery { table } => vec![table.clone()],
             Access::SqsSend { queue } => vec![queue.clone()],
             Access::WriteLogs { log_group } => vec![streams(log_group)],
+            Access::AssumeRole { role } => vec![role.clone()],
         }
     }
 
@@ -145,6 +149,7 @@ impl Access {
             Access::DynamoQuery { .. } => "QueryItems",
             Access::SqsSend { .. } => "SendToFailureQueue",
             Access::WriteLogs { .. } => "WriteOwnLogs",
+            Access::AssumeRole { .. } => "BecomeTheSignedInUser",
         }
     }
 
@@ -271,6 +276,7 @@ impl Access {
                 ));
                 out
             }
+            Access::AssumeRole { role } => role_misses(role),
         }
     }
 
@@ -366,6 +372,20 @@ impl Access {
         }
         out
     }
+}
+
+/// Near misses of assuming a role: changing the role, or tagging the session (which would
+/// let a session claim attributes the role's policies might trust).
+fn role_misses(role: &ArnTemplate) -> Vec<(Request, &'static str)> {
+    each(
+        &[
+            "sts:TagSession",
+            "iam:PutRolePolicy",
+            "iam:UpdateAssumeRolePolicy",
+        ],
+        role,
+        "another action on the same role",
+    )
 }
 
 /// A request that must be denied, and why it is a near miss.

@@ -79,6 +79,9 @@ pub enum Principal {
     Service(String),
     /// An identity provider, such as GitHub's OIDC provider.
     Federated(String),
+    /// A role of the same CloudFormation stack, by logical id: its ARN once created
+    /// (`{"AWS": {"Fn::GetAtt": [id, "Arn"]}}`).
+    StackRole(String),
 }
 
 impl Serialize for Principal {
@@ -87,6 +90,10 @@ impl Serialize for Principal {
             Principal::Everyone => s.serialize_str("*"),
             Principal::Service(name) => BTreeMap::from([("Service", name.as_str())]).serialize(s),
             Principal::Federated(arn) => BTreeMap::from([("Federated", arn.as_str())]).serialize(s),
+            Principal::StackRole(id) => {
+                let arn = BTreeMap::from([("Fn::GetAtt", [id.as_str(), "Arn"])]);
+                BTreeMap::from([("AWS", arn)]).serialize(s)
+            }
         }
     }
 }

@@ -173,6 +173,8 @@ pub mod env {
     pub const USER_POOL_ID: &str = "USER_POOL_ID";
     pub const USER_POOL_CLIENT_ID: &str = "USER_POOL_CLIENT_ID";
     pub const UPLOADS_PER_DAY: &str = "UPLOADS_PER_USER_PER_DAY";
+    /// The role whose sessions reach one user's data (`handler_shared::scope`).
+    pub const USER_ROLE_ARN: &str = "USER_ROLE_ARN";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -513,6 +515,8 @@ pub enum EnvValue {
     Resource(&'static str),
     /// A template parameter's value.
     Parameter(&'static str),
+    /// The ARN of the function's own user role (`FunctionSpec::user_role_id`).
+    UserRoleArn,
 }
 
 /// Logical ids of the stack's resources that the model itself refers to.
@@ -594,6 +598,11 @@ pub struct FunctionSpec {
     pub routes: Vec<HttpRoute>,
     pub trigger: Option<S3Trigger>,
     pub on_failure: Option<AsyncFailure>,
+    /// Whether the handler reaches what it `touches` only as the signed-in user: in sessions
+    /// of its own user role (`{Logical}UserRole`), each narrowed to one user by a session
+    /// policy. Its execution role then holds none of that access, only `sts:AssumeRole` of the
+    /// user role.
+    pub scoped: bool,
 }
 
 impl FunctionSpec {
@@ -625,6 +634,34 @@ impl FunctionSpec {
         format!("{}Role", self.logical())
     }
 
+    /// The role a scoped function's user sessions are sessions of.
+    pub fn user_role_id(&self) -> String {
+        format!("{}UserRole", self.logical())
+    }
+
+    /// The stack output holding the ARN of the function's user role.
+    pub fn user_role_arn_output(&self) -> String {
+        format!("{}UserRoleArn", self.logical())
+    }
+
+    /// The user role's ARN, its name as CloudFormation makes it with the suffix left open.
+    pub fn user_role_arn(&self, names: &Names) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("role/".into())];
+        parts.extend(
+            names
+                .function_role(&self.user_role_id(), "*")
+                .parts()
+                .iter()
+                .cloned(),
+        );
+        ArnTemplate::arn("iam", false, true, parts)
+    }
+
+    /// The name the user role's access goes by in the matrix and the boundary.
+    pub fn user_role_name(&self) -> String {
+        format!("{}-user", self.name)
+    }
+
     pub fn log_group_id(&self) -> String {
         format!("{}LogGroup", self.logical())
     }
@@ -633,9 +670,17 @@ impl FunctionSpec {
         format!("{}CodeKey", self.logical())
     }
 
-    /// Everything the function's role must allow.
+    /// Everything the function's execution role must allow: what it touches, or for a
+    /// scoped function only the assumption of its user role; then its failure destination and
+    /// its logs.
     pub fn access(&self, names: &Names) -> FunctionAccess {
-        let mut access = self.touches.clone();
+        let mut access = if self.scoped {
+            vec![Access::AssumeRole {
+                role: self.user_role_arn(names),
+            }]
+        } else {
+            self.touches.clone()
+        };
         if let Some(f) = &self.on_failure {
             access.push(Access::SqsSend {
                 queue: f.queue_arn.clone(),
@@ -654,6 +699,15 @@ impl FunctionSpec {
         self.access(names).policy()
     }
 
+    /// What a scoped function's user role allows: everything the function touches, for every
+    /// user (each session's policy narrows it to one).
+    pub fn user_access(&self) -> Option<FunctionAccess> {
+        self.scoped.then(|| FunctionAccess {
+            name: self.user_role_name(),
+            access: self.touches.clone(),
+        })
+    }
+
     /// The environment the function gets in one deployment; optional parameters are left
     /// out, as the template's condition leaves them out when empty.
     pub fn resolved_env(&self, b: &Bindings) -> Result<Vec<(String, String)>, ResolveError> {
@@ -663,8 +717,10 @@ impl FunctionSpec {
                 EnvValue::Name(t) => out.push((k.to_string(), t.resolve(b)?)),
                 EnvValue::Literal(s) => out.push((k.to_string(), s.clone())),
                 // Known only once deployed.
-                EnvValue::OptionalParameter(_) | EnvValue::Resource(_) | EnvValue::Parameter(_) => {
-                }
+                EnvValue::OptionalParameter(_)
+                | EnvValue::Resource(_)
+                | EnvValue::Parameter(_)
+                | EnvValue::UserRoleArn => {}
             }
         }
         Ok(out)
@@ -716,6 +772,7 @@ fn upload_function(names: &Names) -> FunctionSpec {
         ],
         trigger: None,
         on_failure: None,
+        scoped: false,
     }
 }
 
@@ -778,6 +835,7 @@ fn process_function(names: &Names) -> FunctionSpec {
             maximum_event_age_seconds: 3600,
             queue_arn: names.failure_queue_arn(),
         }),
+        scoped: false,
     }
 }
 
@@ -791,7 +849,9 @@ fn metadata_function(names: &Names) -> FunctionSpec {
         env: vec![
             (env::IMAGES_TABLE, EnvValue::Name(names.table())),
             (env::LABELS_TABLE, EnvValue::Name(names.labels_table())),
+            (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
         ],
+        // Read as the signed-in user only (in sessions of its user role).
         touches: vec![
             // One image's item.
             Access::DynamoGet {
@@ -813,6 +873,7 @@ fn metadata_function(names: &Names) -> FunctionSpec {
         ],
         trigger: None,
         on_failure: None,
+        scoped: true,
     }
 }
 
@@ -860,6 +921,7 @@ fn images_function(names: &Names) -> FunctionSpec {
         routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
         trigger: None,
         on_failure: None,
+        scoped: false,
     }
 }
 
@@ -908,6 +970,7 @@ fn delete_function(names: &Names) -> FunctionSpec {
         routes: vec![Route::DeleteImage.into()],
         trigger: None,
         on_failure: None,
+        scoped: false,
     }
 }
 
@@ -933,6 +996,7 @@ fn web_function(names: &Names) -> FunctionSpec {
         routes: vec![Route::Gallery.into()],
         trigger: None,
         on_failure: None,
+        scoped: false,
     }
 }
 
@@ -957,11 +1021,20 @@ impl App {
         self.functions.iter().find(|f| f.name == name)
     }
 
-    /// Every function's access, in declaration order (the input of the allow/deny matrix).
+    /// Every role's access, in declaration order (the input of the allow/deny matrix): each
+    /// function's execution role, followed by its user role if it has one.
     pub fn accesses(&self) -> Vec<FunctionAccess> {
+        self.roles().into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Every role with the stack output that holds its ARN, and its access.
+    pub fn roles(&self) -> Vec<(String, FunctionAccess)> {
         self.functions
             .iter()
-            .map(|f| f.access(&self.names))
+            .flat_map(|f| {
+                let user = f.user_access().map(|a| (f.user_role_arn_output(), a));
+                std::iter::once((f.role_arn_output(), f.access(&self.names))).chain(user)
+            })
             .collect()
     }
 }

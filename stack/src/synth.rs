@@ -488,6 +488,34 @@ fn function_role(f: &FunctionSpec, names: &Names) -> Role {
     }
 }
 
+/// A scoped function's user role: assumed only by the function's execution role, its one
+/// inline policy what the function touches for every user; each session's own policy narrows
+/// it to one user. Within the stage's permissions boundary, like every role of the stack.
+fn user_role(f: &FunctionSpec, access: &policies::FunctionAccess) -> Role {
+    let trust = PolicyDocument::new(vec![Statement {
+        sid: None,
+        effect: Effect::Allow,
+        principal: Some(Principal::StackRole(f.role_id())),
+        action: vec![act("sts:AssumeRole")],
+        resource: Vec::new(),
+        condition: None,
+    }]);
+    Role {
+        role_name: None,
+        description: Expr::sub(format!(
+            "{APP} ${{{STAGE_PARAM}}}: the {} function as one signed-in user (each session's policy names the user)",
+            f.name
+        )),
+        assume_role_policy_document: trust,
+        policies: vec![InlinePolicy {
+            policy_name: format!("{}-least-privilege", access.name),
+            policy_document: to_expr(&access.policy()),
+        }],
+        permissions_boundary: Some(Expr::r#ref(PARAM_PERMISSIONS_BOUNDARY)),
+        max_session_duration: None,
+    }
+}
+
 /// The function itself, with the environment variables the model names.
 fn function_resource(f: &FunctionSpec, names: &Names) -> Function {
     let variables = f
@@ -503,6 +531,7 @@ fn function_resource(f: &FunctionSpec, names: &Names) -> Function {
                     Expr::NoValue,
                 ),
                 EnvValue::Resource(id) | EnvValue::Parameter(id) => Expr::r#ref(*id),
+                EnvValue::UserRoleArn => Expr::get_att(f.user_role_id(), "Arn"),
             };
             (k.to_string(), value)
         })
@@ -610,6 +639,22 @@ fn add_function(
         .skip_check("CKV_AWS_338", LOG_RETENTION_REASON),
     );
     resources.insert(f.function_id(), function_with_checks(f, names));
+    if let Some(access) = f.user_access() {
+        resources.insert(
+            f.user_role_id(),
+            Resource::new(ResourceProps::Role(user_role(f, &access))),
+        );
+        outputs.insert(
+            f.user_role_arn_output(),
+            output(
+                &format!(
+                    "Role of the {} function's sessions as one signed-in user",
+                    f.name
+                ),
+                Expr::get_att(f.user_role_id(), "Arn"),
+            ),
+        );
+    }
     add_invoke_config(resources, f);
     outputs.insert(
         f.function_name_output(),

@@ -140,10 +140,31 @@ fn each_function_has_its_own_role() {
     for r in &roles {
         assert_eq!(t["Resources"][r]["Type"], "AWS::IAM::Role", "{r}");
     }
+    // Every other role is a scoped function's user role, trusted by that function's
+    // execution role alone.
+    let scoped = App::image_pipeline()
+        .functions
+        .iter()
+        .filter(|f| f.scoped)
+        .count();
+    assert!(scoped >= 1);
     assert_eq!(
         resources_of_type(&t, "AWS::IAM::Role").len(),
-        functions.len()
+        functions.len() + scoped
     );
+    for f in App::image_pipeline().functions.iter().filter(|f| f.scoped) {
+        let trust = &t["Resources"][f.user_role_id()]["Properties"]["AssumeRolePolicyDocument"];
+        assert_eq!(
+            trust["Statement"],
+            serde_json::json!([{
+                "Effect": "Allow",
+                "Principal": {"AWS": {"Fn::GetAtt": [f.role_id(), "Arn"]}},
+                "Action": ["sts:AssumeRole"]
+            }]),
+            "{}",
+            f.name
+        );
+    }
     // No managed policies: every permission is in the role's own inline policy.
     for (id, r) in resources_of_type(&t, "AWS::IAM::Role") {
         assert!(r["Properties"].get("ManagedPolicyArns").is_none(), "{id}");

@@ -445,8 +445,9 @@ fn function_arns(s: &Scoped) -> Vec<String> {
         .collect()
 }
 
-/// The permissions boundary of `stages`: every function's policy for those stages, so a
-/// function role may hold at most what some function of these stages needs.
+/// The permissions boundary of `stages`: every role's policy for those stages (each
+/// function's execution role and user role), so a role of the stack may hold at most what
+/// some role of these stages needs.
 pub fn boundary_policy(
     account: &str,
     region: &str,
@@ -454,12 +455,12 @@ pub fn boundary_policy(
 ) -> PolicyDocument<String> {
     let s = Scoped::new(account, region, stages);
     let mut statements = Vec::new();
-    for f in &App::image_pipeline().functions {
-        let Ok(doc) = f.policy(&Names).resolve(&s.bindings) else {
+    for role in &App::image_pipeline().accesses() {
+        let Ok(doc) = role.policy().resolve(&s.bindings) else {
             continue;
         };
         for (i, mut st) in doc.statement.into_iter().enumerate() {
-            st.sid = Some(format!("{}{}", stack::app::pascal(f.name), i));
+            st.sid = Some(format!("{}{}", stack::app::pascal(&role.name), i));
             statements.push(st);
         }
     }

@@ -1761,13 +1761,13 @@ async fn check_matrix(
     bindings: &Bindings,
 ) -> Result<String, String> {
     let app = App::image_pipeline();
+    let roles = app.roles();
     let all = app.accesses();
     let mut rows = 0;
     let mut wrong = Vec::new();
-    for (spec, access) in app.functions.iter().zip(&all) {
-        let key = spec.role_arn_output();
+    for (key, access) in &roles {
         let role = outputs
-            .get(&key)
+            .get(key)
             .ok_or_else(|| format!("the stack has no output {key}"))?;
         let mut by_resource: BTreeMap<String, Vec<(String, Expect)>> = BTreeMap::new();
         for check in matrix(access, &all) {
@@ -1775,7 +1775,7 @@ async fn check_matrix(
                 .request
                 .resource
                 .resolve(bindings)
-                .map_err(|e| format!("{}: {e}", spec.name))?;
+                .map_err(|e| format!("{}: {e}", access.name))?;
             by_resource
                 .entry(resource)
                 .or_default()
@@ -1805,7 +1805,7 @@ async fn check_matrix(
                 if !ok {
                     wrong.push(format!(
                         "{}: {action} on {resource} expected {expect:?}, IAM says {}",
-                        spec.name,
+                        access.name,
                         decision.as_ref().map_or("nothing", |d| d.as_str())
                     ));
                 }
@@ -1815,7 +1815,7 @@ async fn check_matrix(
     if wrong.is_empty() {
         Ok(format!(
             "{rows} decisions as expected across {} roles",
-            app.functions.len()
+            roles.len()
         ))
     } else {
         Err(format!(

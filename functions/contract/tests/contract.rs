@@ -31,8 +31,9 @@ fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
     }
 }
 
-/// Every recorded request must be allowed by the function's synthesized policy, and every
-/// declared access must have been exercised.
+/// Every recorded request must be allowed by the synthesized policy of the role that makes it
+/// (a scoped function's user role, whose sessions make its requests, or its execution role),
+/// and every declared access must have been exercised.
 fn check(function: &str, recorded: &[IamRequest]) {
     assert!(
         !recorded.is_empty(),
@@ -40,7 +41,10 @@ fn check(function: &str, recorded: &[IamRequest]) {
     );
     let app = App::image_pipeline();
     let f = app.function(function).unwrap();
-    let doc = f.policy(&app.names).resolve(&bindings()).unwrap();
+    let doc = match f.user_access() {
+        Some(user) => user.policy().resolve(&bindings()).unwrap(),
+        None => f.policy(&app.names).resolve(&bindings()).unwrap(),
+    };
     for r in recorded {
         let d = evaluate(&doc, &r.action, &r.resource);
         assert!(
@@ -243,7 +247,15 @@ async fn metadata_stays_within_its_policy() {
         [&get, &scan, &query],
         |c| c.interceptor(rec.clone())
     );
-    let ctx = metadata_function::Ctx::from_env(ddb, &env_of("metadata")).unwrap();
+    let env = env_of("metadata");
+    let vars = |k: &str| match k {
+        "USER_ROLE_ARN" => Some(handler_shared::scope::testing::ROLE_ARN.to_string()),
+        _ => env(k),
+    };
+    let sts = handler_shared::scope::testing::assume_role(|_| true);
+    let ctx =
+        metadata_function::Ctx::from_env(handler_shared::scope::testing::sts(&[&sts]), ddb, &vars)
+            .unwrap();
     let list: serde_json::Value =
         serde_json::from_str(include_str!("../../metadata/tests/data/get-list.json")).unwrap();
     let mut search = list.clone();

@@ -23,7 +23,11 @@ fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
         .unwrap()
         .resolved_env(&Bindings::example("dev"))
         .unwrap();
-    move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    // Known once deployed: the role a scoped function's user sessions are sessions of.
+    move |k: &str| match k {
+        "USER_ROLE_ARN" => Some(handler_shared::scope::testing::ROLE_ARN.to_string()),
+        _ => env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+    }
 }
 
 /// A request for `route` as API Gateway sends it (path parameters filled in).
@@ -85,7 +89,13 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     aws_sdk_dynamodb::operation::query::QueryOutput::builder().build()
                 });
                 let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan, &query]);
-                let ctx = metadata_function::Ctx::from_env(ddb, &env_of("metadata")).unwrap();
+                let sts = handler_shared::scope::testing::assume_role(|_| true);
+                let ctx = metadata_function::Ctx::from_env(
+                    handler_shared::scope::testing::sts(&[&sts]),
+                    ddb,
+                    &env_of("metadata"),
+                )
+                .unwrap();
                 metadata_function::handler(
                     &ctx,
                     LambdaEvent::new(request(route), Context::default()),

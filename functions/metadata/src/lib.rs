@@ -13,6 +13,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use handler_shared::scope::{Reach, UserScope};
 use handler_shared::{
     ApiError, ImageId, Owner, RouteOf, Vars, env_or, json_response, required_env,
 };
@@ -30,26 +31,44 @@ pub const DEFAULT_LIMIT: u32 = 20;
 /// The most items one page returns; larger `limit`s are capped to it.
 pub const MAX_LIMIT: u32 = 100;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ctx {
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// DynamoDB as the signed-in user: a session of the function's user role, narrowed to
+    /// the user's partitions.
+    pub users: UserScope<aws_sdk_dynamodb::Client>,
     pub table: String,
     pub labels_table: String,
     pub default_limit: u32,
 }
 
 impl Ctx {
-    pub fn from_env(dynamodb: aws_sdk_dynamodb::Client, vars: Vars) -> Result<Self, String> {
+    /// `dynamodb` is the function's own client: each user's client is a copy of it with that
+    /// user's session.
+    pub fn from_env(
+        sts: aws_sdk_sts::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        vars: Vars,
+    ) -> Result<Self, String> {
         let default_limit = env_or(vars, ENV_DEFAULT_LIMIT, DEFAULT_LIMIT)?;
         if !(1..=MAX_LIMIT).contains(&default_limit) {
             return Err(format!(
                 "{ENV_DEFAULT_LIMIT} must be between 1 and {MAX_LIMIT}"
             ));
         }
+        let table = required_env(vars, ENV_IMAGES_TABLE)?;
+        let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
+        let reach = Reach {
+            tables: vec![table.clone(), labels_table.clone()],
+            ..Reach::default()
+        };
+        let users = UserScope::from_env(sts, vars, reach, move |creds| {
+            let conf = dynamodb.config().to_builder().credentials_provider(creds);
+            aws_sdk_dynamodb::Client::from_conf(conf.build())
+        })?;
         Ok(Self {
-            dynamodb,
-            table: required_env(vars, ENV_IMAGES_TABLE)?,
-            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
+            users,
+            table,
+            labels_table,
             default_limit,
         })
     }
@@ -99,7 +118,9 @@ async fn one(ctx: &Ctx, owner: &Owner, raw: &str) -> Result<ApiGatewayV2httpResp
         )
     })?;
     let out = ctx
-        .dynamodb
+        .users
+        .clients(owner)
+        .await?
         .get_item()
         .table_name(&ctx.table)
         .key(index::OWNER, AttributeValue::S(owner.to_string()))
@@ -285,16 +306,20 @@ fn search_mac(
 }
 
 /// A Query of one partition of the label index.
-fn partition_query(
+async fn partition_query(
     ctx: &Ctx,
+    owner: &Owner,
     partition: &str,
-) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
-    ctx.dynamodb
+) -> Result<aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder, ApiError> {
+    Ok(ctx
+        .users
+        .clients(owner)
+        .await?
         .query()
         .table_name(&ctx.labels_table)
         .key_condition_expression("#pk = :pk")
         .expression_attribute_names("#pk", index::PARTITION_KEY)
-        .expression_attribute_values(":pk", AttributeValue::S(partition.to_string()))
+        .expression_attribute_values(":pk", AttributeValue::S(partition.to_string())))
 }
 
 /// `GET /metadata?label=cat`: the images with that label (any case), newest first, one
@@ -326,7 +351,8 @@ async fn search(
         }
     };
     let partition = index::label_partition(owner.as_str(), &label);
-    let mut query = partition_query(ctx, &partition)
+    let mut query = partition_query(ctx, owner, &partition)
+        .await?
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(100));
     if min_confidence > 0 {
@@ -364,7 +390,8 @@ async fn label_counts(
     let mut labels = Vec::new();
     let mut start = None;
     for _ in 0..MAX_COUNT_PAGES {
-        let out = partition_query(ctx, &index::counts_partition(owner.as_str()))
+        let out = partition_query(ctx, owner, &index::counts_partition(owner.as_str()))
+            .await?
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -428,7 +455,9 @@ async fn list(
     };
     let listing = || AttributeValue::S(owner.to_string());
     let mut query = ctx
-        .dynamodb
+        .users
+        .clients(owner)
+        .await?
         .query()
         .table_name(&ctx.table)
         .index_name(index::LISTING_INDEX)

@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
 use lambda_runtime::{Context, LambdaEvent};
 use metadata_function::{Ctx, decode_search_token, encode_search_token, encode_token, handler};
 use serde_json::Value;
@@ -57,12 +58,19 @@ fn list_event(query: &[(&str, &str)]) -> LambdaEvent<ApiGatewayV2httpRequest> {
 }
 
 fn ctx(rules: &[&Rule]) -> Ctx {
-    Ctx {
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules),
-        table: TABLE.into(),
-        labels_table: LABELS.into(),
-        default_limit: 20,
-    }
+    ctx_with_sts(rules, &assume_role(|_| true))
+}
+
+/// The function's context, its user sessions from an STS answering `sts`.
+fn ctx_with_sts(rules: &[&Rule], sts: &Rule) -> Ctx {
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules);
+    let vars = |name: &str| match name {
+        "IMAGES_TABLE" => Some(TABLE.to_string()),
+        "LABELS_TABLE" => Some(LABELS.to_string()),
+        "USER_ROLE_ARN" => Some(ROLE_ARN.to_string()),
+        _ => None,
+    };
+    Ctx::from_env(testing::sts(&[sts]), dynamodb, &vars).unwrap()
 }
 
 fn json(resp: &ApiGatewayV2httpResponse) -> Value {
@@ -675,7 +683,7 @@ async fn label_counts_are_summed_above_the_confidence_and_most_frequent_first() 
                 .items(count_item("Rocket", &[("n66", "0")]))
                 .build()
         });
-    let c = ctx(&[&counts]);
+    let c = std::sync::Arc::new(ctx(&[&counts]));
     let at = |min: Option<&'static str>| {
         let c = c.clone();
         async move {
@@ -705,4 +713,51 @@ async fn label_counts_are_summed_above_the_confidence_and_most_frequent_first() 
     assert_eq!(at(Some("91")).await, s(&[("Animal", 2), ("Cat", 2)]));
     assert_eq!(at(Some("92")).await, s(&[("Animal", 2), ("Cat", 1)]));
     assert_eq!(at(Some("100")).await, s(&[]));
+}
+
+/// Every read is made as the signed-in user: one `AssumeRole` of the user role whose session
+/// policy names the user's partitions, kept for the next requests of the same user.
+#[tokio::test]
+async fn reads_are_made_in_a_session_of_the_user_kept_while_warm() {
+    let get = mock!(Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(stored_item(ID)))
+            .build()
+    });
+    let sts = assume_role(|input| {
+        let policy = input.policy().unwrap_or_default();
+        input.role_arn() == Some(ROLE_ARN)
+            && input.role_session_name() == Some(OWNER)
+            && policy.contains(&format!("\"{OWNER}#*\""))
+            && policy.contains("dynamodb:LeadingKeys")
+    });
+    let ctx = ctx_with_sts(&[&get], &sts);
+    for _ in 0..3 {
+        let resp = handler(&ctx, item_event(ID)).await.unwrap();
+        assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    }
+    assert_eq!(sts.num_calls(), 1, "one session, reused while warm");
+    assert_eq!(get.num_calls(), 3);
+}
+
+/// Without a session there is no read: STS failing is a 503, and nothing is asked of the
+/// table with the function's own credentials.
+#[tokio::test]
+async fn no_session_no_read() {
+    let get = mock!(Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(stored_item(ID)))
+            .build()
+    });
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+            aws_sdk_sts::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .build(),
+        )
+    });
+    let ctx = ctx_with_sts(&[&get], &refused);
+    let resp = handler(&ctx, item_event(ID)).await.unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!(get.num_calls(), 0);
 }

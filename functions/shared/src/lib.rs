@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub mod scope;
+
 use api_types::{ErrorBody, ErrorDetail, Route};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;

@@ -690,6 +690,13 @@ fn steps() -> Result<()> {
         &local, &deployed,
     ))?;
     eprintln!("e2e    {expired}");
+    let isolation = rt.block_on(deployer::verify::isolation::prove_user_isolation(
+        &local, &deployed,
+    ))?;
+    eprintln!(
+        "e2e    IAM keeps a user's session to that user: {} reads checked, another user's keys refused (AccessDenied)",
+        isolation.rows.len()
+    );
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;

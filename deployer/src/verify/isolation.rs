@@ -1,0 +1,283 @@
+//! The mutation check of per-user isolation, under enforcement: a handler changed to read
+//! another user's key is refused by IAM, not only by its own code.
+//!
+//! The check acts as the metadata function does: a session of its execution role, then a
+//! session of its user role narrowed to user A by the session policy the handlers build
+//! (`handler_shared::scope::Reach`). With that session it makes the function's reads, once as
+//! written (A's keys) and once mutated (B's keys). A's are read; B's are `AccessDenied`. Two
+//! controls show the refusal comes from the session policy: the user role without a session
+//! policy reads B's item, and the execution role alone reads nothing at all.
+
+use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+use handler_shared::Owner;
+use handler_shared::scope::Reach;
+use stack::App;
+
+use crate::cloud::aws::{self, LocalCredentials};
+use crate::cloud::stage::Deployed;
+use crate::local::emulator::LocalConfig;
+use crate::verify::local_iam::LocalIamError;
+
+/// Two made-up users: the session's (A) and the one a mutated handler reaches for (B).
+pub const USER_A: &str = "0a0a0a0a-0000-4000-8000-00000000000a";
+pub const USER_B: &str = "0b0b0b0b-0000-4000-8000-00000000000b";
+const IMAGE: &str = "0c0c0c0c-0000-4000-8000-00000000000c";
+
+/// What the check saw: each read and whether IAM allowed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolationProof {
+    pub rows: Vec<(String, bool)>,
+}
+
+fn fail(reason: String) -> LocalIamError {
+    LocalIamError::Enforcement(reason)
+}
+
+fn owner(s: &str) -> Result<Owner, LocalIamError> {
+    Owner::parse(s).ok_or_else(|| fail(format!("{s} is not an owner")))
+}
+
+/// `AssumeRole` of `role` with `sts`, narrowed by `policy` when given.
+async fn assume(
+    sts: &aws_sdk_sts::Client,
+    role: &str,
+    session: &str,
+    policy: Option<String>,
+) -> Result<Credentials, LocalIamError> {
+    let out = sts
+        .assume_role()
+        .role_arn(role)
+        .role_session_name(session)
+        .set_policy(policy)
+        .send()
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "AssumeRole of {role}: {}",
+                crate::cloud::error::chain(&e)
+            ))
+        })?;
+    let c = out
+        .credentials()
+        .ok_or_else(|| fail(format!("AssumeRole of {role} returned no credentials")))?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "isolation-check",
+    ))
+}
+
+/// A read the metadata function makes, for `owner`'s key, with `db`: `Ok(true)` when IAM
+/// allowed it, `Ok(false)` on `AccessDenied`, an error on anything else.
+async fn read(
+    db: &aws_sdk_dynamodb::Client,
+    d: &Deployed,
+    what: Read,
+    owner: &str,
+) -> Result<bool, LocalIamError> {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let result = match what {
+        Read::Item => db
+            .get_item()
+            .table_name(&d.table)
+            .key(api_types::index::OWNER, s(owner))
+            .key(api_types::index::IMAGE_ID, s(IMAGE))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(refusal),
+        Read::Listing => db
+            .query()
+            .table_name(&d.table)
+            .index_name(api_types::index::LISTING_INDEX)
+            .key_condition_expression("#o = :o")
+            .expression_attribute_names("#o", api_types::index::OWNER)
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(refusal),
+        Read::Counts => db
+            .query()
+            .table_name(&d.labels_table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", api_types::index::PARTITION_KEY)
+            .expression_attribute_values(":pk", s(&api_types::index::counts_partition(owner)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(refusal),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(None) => Ok(false),
+        Err(Some(reason)) => Err(fail(format!("{what:?} of {owner}: {reason}"))),
+    }
+}
+
+/// `None` for IAM's refusal (`AccessDeniedException`), the error in words for anything else.
+fn refusal<E>(e: aws_sdk_dynamodb::error::SdkError<E>) -> Option<String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e.code() {
+        Some("AccessDeniedException") => None,
+        _ => Some(crate::cloud::error::chain(&e)),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Item,
+    Listing,
+    Counts,
+}
+
+/// Runs the check against the deployed stage `d` (see the module's documentation).
+pub async fn prove_user_isolation(
+    cfg: &LocalConfig,
+    d: &Deployed,
+) -> Result<IsolationProof, LocalIamError> {
+    let target = cfg.target(LocalCredentials::root())?;
+    let (root, _) = aws::connect(&target).await?;
+    let app = App::image_pipeline();
+    let metadata = app
+        .function("metadata")
+        .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
+    let exec_role = d.outputs.need(&metadata.role_arn_output())?;
+    let user_role = d.outputs.need(&metadata.user_role_arn_output())?;
+    let with = |c: Credentials| {
+        let sts = root
+            .sts
+            .config()
+            .to_builder()
+            .credentials_provider(c.clone());
+        let db = root.dynamodb.config().to_builder().credentials_provider(c);
+        (
+            aws_sdk_sts::Client::from_conf(sts.build()),
+            aws_sdk_dynamodb::Client::from_conf(db.build()),
+        )
+    };
+    // The function: a session of its execution role.
+    let (fn_sts, fn_db) = with(assume(&root.sts, &exec_role, "metadata", None).await?);
+    let reach = Reach {
+        tables: vec![d.table.clone(), d.labels_table.clone()],
+        ..Reach::default()
+    };
+    let policy = reach.session_policy("aws", &owner(USER_A)?).to_string();
+    let (_, as_a) = with(assume(&fn_sts, &user_role, USER_A, Some(policy)).await?);
+    let (_, unnarrowed) = with(assume(&fn_sts, &user_role, "unnarrowed", None).await?);
+    let mut rows = Vec::new();
+    let mut wrong = Vec::new();
+    for what in [Read::Item, Read::Listing, Read::Counts] {
+        for (who, db, owner, expect) in [
+            ("A's session", &as_a, USER_A, true),
+            ("A's session, mutated", &as_a, USER_B, false),
+            ("the execution role", &fn_db, USER_A, false),
+        ] {
+            let allowed = read(db, d, what, owner).await?;
+            let row = format!("{what:?} of {owner} as {who}");
+            if allowed != expect {
+                wrong.push(format!("{row}: allowed {allowed}, expected {expect}"));
+            }
+            rows.push((row, allowed));
+        }
+    }
+    // Control: the same role without the session policy reads B's item, so the refusal above
+    // is the session policy's doing.
+    let control = read(&unnarrowed, d, Read::Item, USER_B).await?;
+    rows.push((format!("Item of {USER_B} as the role, unnarrowed"), control));
+    if !control {
+        wrong.push("the user role without a session policy was refused B's item".into());
+    }
+    if wrong.is_empty() {
+        Ok(IsolationProof { rows })
+    } else {
+        Err(fail(format!(
+            "per-user isolation is not enforced by IAM: {}",
+            wrong.join("; ")
+        )))
+    }
+}
+
+/// Latencies, in milliseconds, of the metadata function's listing query (one user's newest
+/// images): as the handler made it before sessions were scoped (one session for every user),
+/// as the first
+/// request of a user makes it (`AssumeRole` of the user role with the session policy, then
+/// the query), and as every later request of that user makes it (the cached session's client).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionLatency {
+    pub execution_role_ms: Vec<f64>,
+    pub cold_ms: Vec<f64>,
+    pub warm_ms: Vec<f64>,
+}
+
+/// Measures [`SessionLatency`] against the deployed stage `d`, `samples` of each; cold
+/// samples each take a session for another made-up user.
+pub async fn session_latency(
+    cfg: &LocalConfig,
+    d: &Deployed,
+    samples: usize,
+) -> Result<SessionLatency, LocalIamError> {
+    let target = cfg.target(LocalCredentials::root())?;
+    let (root, _) = aws::connect(&target).await?;
+    let app = App::image_pipeline();
+    let metadata = app
+        .function("metadata")
+        .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
+    let exec_role = d.outputs.need(&metadata.role_arn_output())?;
+    let user_role = d.outputs.need(&metadata.user_role_arn_output())?;
+    let sts_as = |c: Credentials| {
+        aws_sdk_sts::Client::from_conf(
+            root.sts
+                .config()
+                .to_builder()
+                .credentials_provider(c)
+                .build(),
+        )
+    };
+    let db_as = |c: Credentials| {
+        aws_sdk_dynamodb::Client::from_conf(
+            root.dynamodb
+                .config()
+                .to_builder()
+                .credentials_provider(c)
+                .build(),
+        )
+    };
+    let reach = Reach {
+        tables: vec![d.table.clone(), d.labels_table.clone()],
+        ..Reach::default()
+    };
+    let fn_sts = sts_as(assume(&root.sts, &exec_role, "metadata", None).await?);
+    let mut out = SessionLatency::default();
+    // Today's path: a session that may read every user's items, as the execution role could
+    // before (the user role without a session policy holds exactly that access).
+    let fn_db = db_as(assume(&fn_sts, &user_role, "baseline", None).await?);
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1000.0;
+    let user = owner(USER_A)?;
+    let policy = reach.session_policy("aws", &user).to_string();
+    let warm = db_as(assume(&fn_sts, &user_role, USER_A, Some(policy)).await?);
+    for _ in 0..samples {
+        let t = std::time::Instant::now();
+        read(&fn_db, d, Read::Listing, USER_A).await?;
+        out.execution_role_ms.push(ms(t));
+        let t = std::time::Instant::now();
+        read(&warm, d, Read::Listing, USER_A).await?;
+        out.warm_ms.push(ms(t));
+    }
+    for i in 0..samples {
+        let sub = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
+        let user = owner(&sub)?;
+        let t = std::time::Instant::now();
+        let policy = reach.session_policy("aws", &user).to_string();
+        let db = db_as(assume(&fn_sts, &user_role, &sub, Some(policy)).await?);
+        read(&db, d, Read::Listing, &sub).await?;
+        out.cold_ms.push(ms(t));
+    }
+    Ok(out)
+}
