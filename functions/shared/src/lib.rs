@@ -1,5 +1,6 @@
-//! What all three handlers share, and nothing more: the image id and its object key, JSON
-//! responses and errors in the API's shape, and logging set-up.
+//! What the handlers share, and nothing more: the image id and its object key, the owner, JSON
+//! responses and errors in the API's shape, logging set-up, and (`scope`) sessions narrowed to
+//! one user.
 
 use std::fmt;
 

@@ -4,6 +4,7 @@
 mod deploy;
 mod labels;
 mod load;
+mod scoped;
 
 use std::fs;
 use std::time::Instant;
@@ -22,11 +23,12 @@ pub struct Args {
     /// DetectLabels: model load, latency, throughput) or opt-level (arm64 sizes of each
     /// function at opt-level s, z and 3; three cold builds) or deploy (local deploy, no-op
     /// redeploy and teardown times against the AWS CLI, upload-to-labels latency) or load (200
-    /// concurrent uploads, good and bad, against a local stack with IAM enforced); default: all
+    /// concurrent uploads, good and bad, against a local stack with IAM enforced) or scoped
+    /// (what per-user sessions add to the metadata function: cold and warm p50); default: all
     pub name: Option<String>,
 }
 
-const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy", "load"];
+const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy", "load", "scoped"];
 
 pub fn run(a: Args) -> Result<()> {
     let names: Vec<&str> = match a.name.as_deref() {
@@ -44,6 +46,7 @@ pub fn run(a: Args) -> Result<()> {
             "opt-level" => bench_opt_level()?,
             "deploy" => deploy::run()?,
             "load" => load::run()?,
+            "scoped" => scoped::run()?,
             _ => unreachable!("listed in BENCHES"),
         };
         let dir = workspace_root().join("target").join("bench");
