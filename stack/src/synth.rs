@@ -461,17 +461,22 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
     p
 }
 
-/// The function's role: assumed by Lambda only, its one inline policy derived from what the
-/// function touches, within the stage's permissions boundary.
-fn function_role(f: &FunctionSpec, names: &Names) -> Role {
-    let trust = PolicyDocument::new(vec![Statement {
+/// A trust policy that lets `principal`, and no one else, assume the role.
+fn trusting(principal: Principal) -> PolicyDocument<Expr> {
+    PolicyDocument::new(vec![Statement {
         sid: None,
         effect: Effect::Allow,
-        principal: Some(Principal::Service("lambda.amazonaws.com".into())),
+        principal: Some(principal),
         action: vec![act("sts:AssumeRole")],
         resource: Vec::new(),
         condition: None,
-    }]);
+    }])
+}
+
+/// The function's role: assumed by Lambda only, its one inline policy derived from what the
+/// function touches, within the stage's permissions boundary.
+fn function_role(f: &FunctionSpec, names: &Names) -> Role {
+    let trust = trusting(Principal::Service("lambda.amazonaws.com".into()));
     Role {
         role_name: None,
         description: Expr::sub(format!(
@@ -492,14 +497,7 @@ fn function_role(f: &FunctionSpec, names: &Names) -> Role {
 /// inline policy what the function touches for every user; each session's own policy narrows
 /// it to one user. Within the stage's permissions boundary, like every role of the stack.
 fn user_role(f: &FunctionSpec, access: &policies::FunctionAccess) -> Role {
-    let trust = PolicyDocument::new(vec![Statement {
-        sid: None,
-        effect: Effect::Allow,
-        principal: Some(Principal::StackRole(f.role_id())),
-        action: vec![act("sts:AssumeRole")],
-        resource: Vec::new(),
-        condition: None,
-    }]);
+    let trust = trusting(Principal::StackRole(f.role_id()));
     Role {
         role_name: None,
         description: Expr::sub(format!(

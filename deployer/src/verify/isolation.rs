@@ -137,40 +137,82 @@ enum Read {
     Counts,
 }
 
+/// The metadata function as the checks act it out: the emulator root's clients, the
+/// function's execution role and its user role in the deployed stage, and the reach its
+/// sessions are narrowed within.
+struct AsFunction {
+    root: aws::Clients,
+    exec_role: String,
+    user_role: String,
+    reach: Reach,
+}
+
+impl AsFunction {
+    async fn new(cfg: &LocalConfig, d: &Deployed) -> Result<Self, LocalIamError> {
+        let target = cfg.target(LocalCredentials::root())?;
+        let (root, _) = aws::connect(&target).await?;
+        let app = App::image_pipeline();
+        let metadata = app
+            .function("metadata")
+            .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
+        Ok(Self {
+            root,
+            exec_role: d.outputs.need(&metadata.role_arn_output())?,
+            user_role: d.outputs.need(&metadata.user_role_arn_output())?,
+            reach: Reach {
+                tables: vec![d.table.clone(), d.labels_table.clone()],
+                ..Reach::default()
+            },
+        })
+    }
+
+    fn sts(&self, c: Credentials) -> aws_sdk_sts::Client {
+        let conf = self.root.sts.config().to_builder().credentials_provider(c);
+        aws_sdk_sts::Client::from_conf(conf.build())
+    }
+
+    fn db(&self, c: Credentials) -> aws_sdk_dynamodb::Client {
+        let conf = self
+            .root
+            .dynamodb
+            .config()
+            .to_builder()
+            .credentials_provider(c);
+        aws_sdk_dynamodb::Client::from_conf(conf.build())
+    }
+
+    /// The function: a session of its execution role, and its STS client.
+    async fn function(&self) -> Result<(Credentials, aws_sdk_sts::Client), LocalIamError> {
+        let c = assume(&self.root.sts, &self.exec_role, "metadata", None).await?;
+        Ok((c.clone(), self.sts(c)))
+    }
+
+    /// A session of the user role from `fn_sts`: narrowed to `user` as the handlers narrow
+    /// it, or not at all.
+    async fn user(
+        &self,
+        fn_sts: &aws_sdk_sts::Client,
+        session: &str,
+        user: Option<&str>,
+    ) -> Result<aws_sdk_dynamodb::Client, LocalIamError> {
+        let policy = match user {
+            Some(u) => Some(self.reach.session_policy("aws", &owner(u)?).to_string()),
+            None => None,
+        };
+        Ok(self.db(assume(fn_sts, &self.user_role, session, policy).await?))
+    }
+}
+
 /// Runs the check against the deployed stage `d` (see the module's documentation).
 pub async fn prove_user_isolation(
     cfg: &LocalConfig,
     d: &Deployed,
 ) -> Result<IsolationProof, LocalIamError> {
-    let target = cfg.target(LocalCredentials::root())?;
-    let (root, _) = aws::connect(&target).await?;
-    let app = App::image_pipeline();
-    let metadata = app
-        .function("metadata")
-        .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
-    let exec_role = d.outputs.need(&metadata.role_arn_output())?;
-    let user_role = d.outputs.need(&metadata.user_role_arn_output())?;
-    let with = |c: Credentials| {
-        let sts = root
-            .sts
-            .config()
-            .to_builder()
-            .credentials_provider(c.clone());
-        let db = root.dynamodb.config().to_builder().credentials_provider(c);
-        (
-            aws_sdk_sts::Client::from_conf(sts.build()),
-            aws_sdk_dynamodb::Client::from_conf(db.build()),
-        )
-    };
-    // The function: a session of its execution role.
-    let (fn_sts, fn_db) = with(assume(&root.sts, &exec_role, "metadata", None).await?);
-    let reach = Reach {
-        tables: vec![d.table.clone(), d.labels_table.clone()],
-        ..Reach::default()
-    };
-    let policy = reach.session_policy("aws", &owner(USER_A)?).to_string();
-    let (_, as_a) = with(assume(&fn_sts, &user_role, USER_A, Some(policy)).await?);
-    let (_, unnarrowed) = with(assume(&fn_sts, &user_role, "unnarrowed", None).await?);
+    let f = AsFunction::new(cfg, d).await?;
+    let (fn_creds, fn_sts) = f.function().await?;
+    let fn_db = f.db(fn_creds);
+    let as_a = f.user(&fn_sts, USER_A, Some(USER_A)).await?;
+    let unnarrowed = f.user(&fn_sts, "unnarrowed", None).await?;
     let mut rows = Vec::new();
     let mut wrong = Vec::new();
     for what in [Read::Item, Read::Listing, Read::Counts] {
@@ -206,8 +248,7 @@ pub async fn prove_user_isolation(
 
 /// Latencies, in milliseconds, of the metadata function's listing query (one user's newest
 /// images): as the handler made it before sessions were scoped (one session for every user),
-/// as the first
-/// request of a user makes it (`AssumeRole` of the user role with the session policy, then
+/// as the first request of a user makes it (`AssumeRole` of the user role with the session policy, then
 /// the query), and as every later request of that user makes it (the cached session's client).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionLatency {
@@ -223,45 +264,14 @@ pub async fn session_latency(
     d: &Deployed,
     samples: usize,
 ) -> Result<SessionLatency, LocalIamError> {
-    let target = cfg.target(LocalCredentials::root())?;
-    let (root, _) = aws::connect(&target).await?;
-    let app = App::image_pipeline();
-    let metadata = app
-        .function("metadata")
-        .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
-    let exec_role = d.outputs.need(&metadata.role_arn_output())?;
-    let user_role = d.outputs.need(&metadata.user_role_arn_output())?;
-    let sts_as = |c: Credentials| {
-        aws_sdk_sts::Client::from_conf(
-            root.sts
-                .config()
-                .to_builder()
-                .credentials_provider(c)
-                .build(),
-        )
-    };
-    let db_as = |c: Credentials| {
-        aws_sdk_dynamodb::Client::from_conf(
-            root.dynamodb
-                .config()
-                .to_builder()
-                .credentials_provider(c)
-                .build(),
-        )
-    };
-    let reach = Reach {
-        tables: vec![d.table.clone(), d.labels_table.clone()],
-        ..Reach::default()
-    };
-    let fn_sts = sts_as(assume(&root.sts, &exec_role, "metadata", None).await?);
+    let f = AsFunction::new(cfg, d).await?;
+    let (_, fn_sts) = f.function().await?;
     let mut out = SessionLatency::default();
-    // Today's path: a session that may read every user's items, as the execution role could
-    // before (the user role without a session policy holds exactly that access).
-    let fn_db = db_as(assume(&fn_sts, &user_role, "baseline", None).await?);
+    // As before sessions were scoped: one session that may read every user's items, as the
+    // execution role could (the user role without a session policy holds exactly that).
+    let fn_db = f.user(&fn_sts, "baseline", None).await?;
     let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1000.0;
-    let user = owner(USER_A)?;
-    let policy = reach.session_policy("aws", &user).to_string();
-    let warm = db_as(assume(&fn_sts, &user_role, USER_A, Some(policy)).await?);
+    let warm = f.user(&fn_sts, USER_A, Some(USER_A)).await?;
     for _ in 0..samples {
         let t = std::time::Instant::now();
         read(&fn_db, d, Read::Listing, USER_A).await?;
@@ -272,10 +282,8 @@ pub async fn session_latency(
     }
     for i in 0..samples {
         let sub = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
-        let user = owner(&sub)?;
         let t = std::time::Instant::now();
-        let policy = reach.session_policy("aws", &user).to_string();
-        let db = db_as(assume(&fn_sts, &user_role, &sub, Some(policy)).await?);
+        let db = f.user(&fn_sts, &sub, Some(&sub)).await?;
         read(&db, d, Read::Listing, &sub).await?;
         out.cold_ms.push(ms(t));
     }
