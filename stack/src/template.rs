@@ -193,6 +193,12 @@ impl Template {
         Ok(s)
     }
 
+    /// The body sent to CloudFormation: compact JSON, which its inline limit (51,200 bytes)
+    /// is measured on.
+    pub fn to_compact_json(&self) -> Result<String, RenderError> {
+        Ok(serde_json::to_string(self)?)
+    }
+
     pub fn to_yaml(&self) -> Result<String, RenderError> {
         Ok(serde_yaml::to_string(self)?)
     }

@@ -17,6 +17,9 @@ use thiserror::Error;
 
 use crate::progress::Progress;
 
+/// CloudFormation's limit for an inline template body.
+pub const MAX_TEMPLATE_BODY: usize = 51_200;
+
 /// Prefix of the change sets this tool creates (so leftovers can be recognised as ours).
 pub const CHANGE_SET_PREFIX: &str = "image-pipeline-";
 

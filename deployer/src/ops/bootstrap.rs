@@ -99,6 +99,21 @@ pub fn template(spec: &Spec) -> Template {
     t
 }
 
+/// The template as CloudFormation gets it, inline: compact JSON within its limit.
+fn inline(template: &Template) -> Result<String, BootstrapError> {
+    let body = template
+        .to_compact_json()
+        .map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+    if body.len() > crate::cloud::cfn::MAX_TEMPLATE_BODY {
+        return Err(BootstrapError::Invalid(format!(
+            "the bootstrap template is {} bytes, over CloudFormation's inline limit of {}",
+            body.len(),
+            crate::cloud::cfn::MAX_TEMPLATE_BODY
+        )));
+    }
+    Ok(body)
+}
+
 /// A digest of the template: the same tool and spec give the same version.
 fn version(t: &Template) -> String {
     let json = serde_json::to_string(t).unwrap_or_default();
@@ -559,7 +574,7 @@ pub async fn bootstrap(
         let req = ChangeSetRequest {
             kind,
             template_body: only
-                .to_json()
+                .to_compact_json()
                 .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
             parameters: BTreeMap::new(),
             // An import may add nothing else, stack tags included; the update adds them.
@@ -616,9 +631,7 @@ async fn apply(
 ) -> Result<Outcome, BootstrapError> {
     let req = ChangeSetRequest {
         kind,
-        template_body: template
-            .to_json()
-            .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
+        template_body: inline(template)?,
         parameters: BTreeMap::new(),
         tags: tags.clone(),
         imports: Vec::new(),
@@ -986,6 +999,13 @@ mod tests {
             );
             assert!(role.get("PermissionsBoundary").is_none());
         }
+    }
+
+    /// `bootstrap` sends the template inline: it must stay within CloudFormation's limit.
+    #[test]
+    fn the_template_fits_an_inline_template_body() {
+        let body = inline(&template(&spec()));
+        assert!(body.is_ok(), "{body:?}");
     }
 
     #[test]

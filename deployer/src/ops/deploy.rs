@@ -20,8 +20,7 @@ use crate::cloud::stage::{Deployed, StackOutputs, StageError, client_api_url};
 use crate::ops::bootstrap::{self, BootstrapError};
 use crate::util::elapsed_ms;
 
-/// CloudFormation's limit for an inline template body.
-pub const MAX_TEMPLATE_BODY: usize = 51_200;
+pub use crate::cloud::cfn::MAX_TEMPLATE_BODY;
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
