@@ -18,9 +18,11 @@
 //!   request's `ContextEntries`, as IAM's simulator does. MiniStack 1.5.33 ignored both, so a
 //!   boundary that cut a needed permission, or a condition on `iam:PermissionsBoundary` or
 //!   `iam:PassedToService`, could not be seen locally.
-//! - Policy variables in `Resource`: `${aws:username}` is the calling (or simulated) user's
-//!   name, and a statement whose variable has no value matches nothing, as in IAM. MiniStack
-//!   1.5.33 compared the text literally.
+//! - Policy variables (`${aws:username}`, `${aws:userid}`, `${aws:PrincipalTag/…}`, any key of
+//!   the request's context, with IAM's defaults) in `Resource`, `NotResource` and condition
+//!   values take the calling (or simulated) principal's and the request's values, and an entry
+//!   whose variable has no value matches nothing, as in IAM. MiniStack 1.5.33 substituted
+//!   none of them but `${aws:username}` in `Resource`.
 //! - CloudFormation's `RoleARN` needs `iam:PassRole` on that role (`iam:PassedToService`
 //!   `cloudformation.amazonaws.com`) and the role must exist. MiniStack 1.5.33 accepted any
 //!   `RoleARN` from anyone, so passing a role one may not pass went unnoticed locally. (It
@@ -50,6 +52,14 @@
 //!   it reads or writes. MiniStack 1.5.33 never set it, so a `ForAllValues` condition on it
 //!   (which holds for an absent key) let a session narrowed to one user read every user's
 //!   items. The end-to-end test's mutation check fails without the fix.
+//! - Rekognition authenticates every AWS principal and authorizes `rekognition:DetectLabels` by
+//!   IAM. The local DetectLabels (a service of its own, which MiniStack 1.5.33 does not serve)
+//!   could verify only the keys it could derive: the functions' execution-role sessions and
+//!   the root key. An IAM user's valid key got `UnrecognizedClientException` (measured), a
+//!   session a function assumed was unknown, and nobody was refused for lacking the permission.
+//!   The fix lets the emulator's root ask the emulator who a key is: its secret (the label
+//!   service checks the signature with it, and reads S3 as that caller) and IAM's decision on
+//!   `rekognition:DetectLabels` for its principal, with its boundary and session policies.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -136,12 +146,73 @@ const FIXES: &[Fix] = &[
         anchor: "def dynamodb_service_context(body: bytes) -> dict:\n",
         insert: LEADING_KEYS,
     },
+    // The local DetectLabels learns from the emulator who a key is and what it may do.
+    Fix {
+        file: "core/iam_evaluator.py",
+        anchor: "def resolve_principal(access_key_id: str,\n",
+        insert: PRINCIPAL_LOOKUP,
+    },
+    Fix {
+        file: "app.py",
+        anchor: "    if await _send_if_handled(\n        send, await _handle_pre_body_request(method, path, headers, query_params, request_id), receive\n    ):\n",
+        insert: PRINCIPAL_ROUTE,
+    },
     Fix {
         file: "core/iam_actions.py",
         anchor: "    select = data.get(\"Select\")\n",
         insert: "    # image-pipeline fidelity fix: the partition key values the request names.\n    _leading = _image_pipeline_leading_keys(data)\n    if _leading:\n        context[\"dynamodb:LeadingKeys\"] = _leading\n",
     },
 ];
+
+/// What a key is: for a service the emulator does not serve itself (the local DetectLabels),
+/// which checks the request's signature with the secret and refuses what IAM refuses.
+const PRINCIPAL_LOOKUP: &str = r#"# image-pipeline fidelity fix: a key the emulator knows (its root, an IAM user's, an STS or a
+# function session's), its secret, and IAM's decision on one action its principal asks for on
+# "*" (identity policies, permissions boundary and session policies), for the local services.
+def image_pipeline_principal(access_key_id, action):
+    from ministack.core.responses import _account_from_sts_session, get_account_id, get_region
+    try:
+        account_id = (_account_from_sts_session(access_key_id)
+                      or find_iam_access_key_account(access_key_id) or get_account_id())
+    except AmbiguousAccessKeyError:
+        return 404, {"Code": "InvalidClientTokenId", "Message": "The key is ambiguous."}
+    credential = resolve_credential(access_key_id, account_id)
+    if isinstance(credential, CredentialResolutionError):
+        return 404, {"Code": credential.code, "Message": credential.message}
+    principal = resolve_principal(access_key_id, account_id, credential)
+    if isinstance(principal, AuthError):
+        return 404, {"Code": principal.code, "Message": principal.message}
+    decision = "Allow"
+    if principal.policies is not None:
+        ctx = EvalContext(principal_arn=principal.arn, principal_type=principal.type,
+                          principal_account=principal.account, action=action, resource_arn="*",
+                          region=get_region(), service_context={"aws:tagkeys": None},
+                          principal_keys=principal.keys)
+        decision = evaluate(ctx, principal.policies, *principal.limits).decision
+    return 200, {"AccessKeyId": access_key_id, "SecretAccessKey": credential.secret_access_key,
+                 "SessionToken": credential.session_token, "PrincipalArn": principal.arn,
+                 "Expiration": credential.expiration, "Decision": decision}
+
+
+"#;
+
+/// `GET /_image_pipeline/principal?AccessKeyId=…&Action=…`, asked by the emulator's root only.
+const PRINCIPAL_ROUTE: &str = r#"    # image-pipeline fidelity fix: the local services ask who a key is (the root only may ask).
+    if path == "/_image_pipeline/principal" and method == "GET":
+        from ministack.core.iam_evaluator import image_pipeline_principal, is_root_access_key
+        _asker = extract_access_key_id(headers, query_params)
+        _key = (query_params.get("AccessKeyId") or [""])[0]
+        _action = (query_params.get("Action") or [""])[0]
+        if not _asker or not is_root_access_key(_asker):
+            _status, _answer = 403, {"Code": "AccessDenied", "Message": "Only the emulator's root may ask."}
+        elif not _key or ":" not in _action:
+            _status, _answer = 400, {"Code": "ValidationError", "Message": "AccessKeyId and Action are required."}
+        else:
+            _status, _answer = image_pipeline_principal(_key, _action)
+        await _send_response(send, _status, {"Content-Type": "application/json"},
+                             json.dumps(_answer).encode())
+        return
+"#;
 
 /// `dynamodb:LeadingKeys`: the partition key values of the items a request reads or writes
 /// (`Key`, `Item`, a `Query`'s equality on the partition key of the table or of the index it
@@ -300,24 +371,84 @@ def _simulate_principal_policy(p):
 "#;
 
 /// Wraps `_first_match`, which `evaluate` looks up when it runs.
-const POLICY_VARIABLES: &str = r#"# image-pipeline fidelity fix: ${aws:username} in Resource is the principal's user name; a
-# statement whose variable has no value matches nothing.
+const POLICY_VARIABLES: &str = r#"# image-pipeline fidelity fix: policy variables in Resource, NotResource and condition values
+# (${aws:username}, ${aws:userid}, ${aws:PrincipalTag/k}, ${aws:PrincipalAccount},
+# ${aws:PrincipalType}, ${aws:SourceIp}, ${s3:prefix}, any key of the request's context, with an
+# optional default as in ${aws:PrincipalTag/k, 'x'}, and ${$} for a dollar sign) take the
+# request's values, as in IAM. A Resource entry or a condition value whose variable has no
+# value (and no default) matches nothing; so does a statement left with no Resource, no value
+# for a condition, or a NotResource entry it cannot resolve.
 _image_pipeline_first_match = _first_match
+_IMAGE_PIPELINE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _image_pipeline_value(spec, ctx):
+    name, _, default = spec.partition(",")
+    name, default = name.strip(), default.strip()
+    if name == "$":
+        return "$"
+    value = _resolve_condition_key(name, ctx) if name else None
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    if value is None or value == "":
+        if len(default) >= 2 and default[0] == default[-1] == "'":
+            return default[1:-1]
+        return None
+    return str(value)
+
+
+def _image_pipeline_text(text, ctx):
+    if not isinstance(text, str) or "${" not in text:
+        return text
+    missing = []
+
+    def one(m):
+        v = _image_pipeline_value(m.group(1), ctx)
+        if v is None:
+            missing.append(m.group(1))
+            return ""
+        return v
+
+    out = _IMAGE_PIPELINE_VARIABLE.sub(one, text)
+    return None if missing else out
+
+
+def _image_pipeline_values(values, ctx):
+    single = not isinstance(values, list)
+    out = [v for v in (_image_pipeline_text(v, ctx) for v in ([values] if single else values))
+           if v is not None]
+    return None if not out else (out[0] if single else out)
+
+
+def _image_pipeline_resolved(s, ctx):
+    resources = [r for r in (_image_pipeline_text(r, ctx) for r in s.resources) if r is not None]
+    not_resources = [r for r in (_image_pipeline_text(r, ctx) for r in s.not_resources)]
+    if (s.resources and not resources) or any(r is None for r in not_resources):
+        return None
+    conditions = {}
+    for operator, entries in (s.conditions or {}).items():
+        if not isinstance(entries, dict):
+            conditions[operator] = entries
+            continue
+        conditions[operator] = {}
+        for key, values in entries.items():
+            resolved = _image_pipeline_values(values, ctx)
+            if resolved is None:
+                return None
+            conditions[operator][key] = resolved
+    return replace(s, resources=resources, not_resources=not_resources, conditions=conditions)
 
 
 def _first_match(ctx, stmts, effect):
-    name = (ctx.principal_keys or {}).get("aws:username")
-
-    def resolved(patterns):
-        if name is None:
-            return [p for p in patterns if "${aws:username}" not in p] or ["\x00"]
-        return [p.replace("${aws:username}", name) for p in patterns]
-
-    stmts = [replace(s, resources=resolved(s.resources) if s.resources else s.resources,
-                     not_resources=resolved(s.not_resources) if s.not_resources else s.not_resources)
-             if any("${aws:username}" in r for r in s.resources + s.not_resources) else s
-             for s in stmts]
-    return _image_pipeline_first_match(ctx, stmts, effect)
+    resolved = []
+    for s in stmts:
+        if "${" not in repr((s.resources, s.not_resources, s.conditions)):
+            resolved.append(s)
+            continue
+        r = _image_pipeline_resolved(s, ctx)
+        if r is not None:
+            resolved.append(r)
+    return _image_pipeline_first_match(ctx, resolved, effect)
 
 
 "#;

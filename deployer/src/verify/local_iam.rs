@@ -62,6 +62,16 @@ pub async fn user_with_policy(
     name: &str,
     policy: &policies::PolicyDocument<String>,
 ) -> Result<LocalCredentials, LocalIamError> {
+    let policy = serde_json::to_value(policy).unwrap_or_default();
+    user_with_json_policy(iam, name, &policy).await
+}
+
+/// [`user_with_policy`] with a policy written as JSON (conditions, policy variables).
+pub async fn user_with_json_policy(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    policy: &Value,
+) -> Result<LocalCredentials, LocalIamError> {
     delete_user(iam, name).await?;
     iam.create_user()
         .user_name(name)
@@ -71,7 +81,7 @@ pub async fn user_with_policy(
     iam.put_user_policy()
         .user_name(name)
         .policy_name("deployer")
-        .policy_document(serde_json::to_string(policy).unwrap_or_default())
+        .policy_document(policy.to_string())
         .send()
         .await
         .map_err(call("PutUserPolicy"))?;

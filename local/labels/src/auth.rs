@@ -2,16 +2,14 @@
 //! secret, as AWS does before anything else, and the caller's credentials are kept so that
 //! an `S3Object` is read *as the caller* (Rekognition reads S3 with the caller's permissions).
 //!
-//! The secret comes from a [`KeyResolver`]. In the local environment that is
-//! [`EmulatorSessions`]: MiniStack (pinned at 1.5.33) gives each function a session of its
-//! execution role whose keys are derived from the function's and role's ARNs
-//! (`core/lambda_runtime.py`, `execution_credentials`). The service lists the functions through
-//! the emulator's Lambda API and derives the same keys. A key it cannot resolve, a wrong
-//! signature, a wrong session token or a stale date is refused, so a change of that scheme
-//! fails closed (every request refused), never open.
+//! The secret comes from a [`KeyResolver`]. In the local environment that is the emulator
+//! itself (`s3::Emulator`): it knows every key it issued (its root's, its IAM users', the
+//! sessions STS and Lambda handed out) and answers, to its root only, with the key's secret
+//! and IAM's decision on `rekognition:DetectLabels` for the key's principal (a fidelity fix of
+//! the deployer's `local::fidelity`). A key it does not know, a wrong signature, a wrong
+//! session token or a stale date is refused, and so is a principal IAM does not allow the
+//! action, as Rekognition refuses them.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -27,6 +25,8 @@ pub struct Caller {
     pub session_token: Option<String>,
     /// The principal, for logs (`arn:aws:sts::…:assumed-role/ROLE/SESSION`).
     pub principal_arn: String,
+    /// Whether IAM allows the principal `rekognition:DetectLabels`.
+    pub may_detect_labels: bool,
 }
 
 impl std::fmt::Debug for Caller {
@@ -70,79 +70,6 @@ impl std::fmt::Debug for AnyOf {
 impl KeyResolver for AnyOf {
     fn resolve(&self, access_key_id: &str) -> Option<Caller> {
         self.0.iter().find_map(|r| r.resolve(access_key_id))
-    }
-}
-
-/// One function as the emulator's Lambda API lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionRole {
-    pub account: String,
-    pub function_arn: String,
-    pub function_name: String,
-    pub role_arn: String,
-}
-
-/// The execution-role session MiniStack 1.5.33 gives `f` under `AUTH=true`.
-pub fn emulator_session(f: &FunctionRole) -> Caller {
-    let digest = hex::encode(Sha256::digest(
-        format!("{}:{}", f.function_arn, f.role_arn).as_bytes(),
-    ));
-    let role_name = f.role_arn.rsplit('/').next().unwrap_or_default();
-    let session: String = f.function_name.chars().take(64).collect();
-    Caller {
-        access_key_id: format!("ASIA{}", digest[..16].to_ascii_uppercase()),
-        secret_access_key: hex::encode(Sha256::digest(format!("secret:{digest}").as_bytes())),
-        session_token: Some(hex::encode(Sha256::digest(
-            format!("token:{digest}").as_bytes(),
-        ))),
-        principal_arn: format!(
-            "arn:aws:sts::{}:assumed-role/{role_name}/{session}",
-            f.account
-        ),
-    }
-}
-
-/// Resolves the emulator's function sessions; the functions come from `list`, asked again
-/// whenever a key is not known yet (a function deployed since the last look).
-pub struct EmulatorSessions {
-    list: Box<dyn Fn() -> Result<Vec<FunctionRole>, String> + Send + Sync>,
-    known: Mutex<HashMap<String, Caller>>,
-}
-
-impl std::fmt::Debug for EmulatorSessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatorSessions").finish_non_exhaustive()
-    }
-}
-
-impl EmulatorSessions {
-    pub fn new(
-        list: impl Fn() -> Result<Vec<FunctionRole>, String> + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            list: Box::new(list),
-            known: Mutex::default(),
-        }
-    }
-}
-
-impl KeyResolver for EmulatorSessions {
-    fn resolve(&self, access_key_id: &str) -> Option<Caller> {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = known.get(access_key_id) {
-            return Some(c.clone());
-        }
-        match (self.list)() {
-            Ok(functions) => {
-                known.clear();
-                for f in &functions {
-                    let c = emulator_session(f);
-                    known.insert(c.access_key_id.clone(), c);
-                }
-            }
-            Err(e) => eprintln!("detect-labels: cannot list the emulator's functions: {e}"),
-        }
-        known.get(access_key_id).cloned()
     }
 }
 
@@ -369,41 +296,5 @@ mod tests {
         assert!(parse_amz_date("20260229T000000Z").is_some());
         assert_eq!(parse_amz_date("2026-11-29"), None);
         assert_eq!(parse_amz_date("20261329T000000Z"), None);
-    }
-
-    #[test]
-    fn the_emulator_session_matches_ministack_s_derivation() {
-        // Computed with MiniStack 1.5.33's execution_credentials for this function and role.
-        let c = emulator_session(&FunctionRole {
-            account: "000000000000".into(),
-            function_arn:
-                "arn:aws:lambda:us-east-1:000000000000:function:image-pipeline-e2e-process".into(),
-            function_name: "image-pipeline-e2e-process".into(),
-            role_arn: "arn:aws:iam::000000000000:role/image-pipeline-e2e-process".into(),
-        });
-        assert_eq!(c.access_key_id, EXPECTED_KEY);
-        assert_eq!(c.secret_access_key, EXPECTED_SECRET);
-        assert_eq!(c.session_token.as_deref(), Some(EXPECTED_TOKEN));
-        assert_eq!(
-            c.principal_arn,
-            "arn:aws:sts::000000000000:assumed-role/image-pipeline-e2e-process/image-pipeline-e2e-process"
-        );
-    }
-
-    const EXPECTED_KEY: &str = "ASIAEB2C9710D98F0074";
-    const EXPECTED_SECRET: &str =
-        "732191753f64dc59c3c21a641dae2f75b990bd338dc706aba404e6a2da03b19f";
-    const EXPECTED_TOKEN: &str = "9fe23112f29ded4caa63be8b47fea718f9faa4aac5e03e49c293665a1848b72c";
-
-    #[test]
-    fn an_unknown_resolution_is_retried_once_per_request_and_then_refused() {
-        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = calls.clone();
-        let keys = EmulatorSessions::new(move || {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(vec![])
-        });
-        assert!(keys.resolve("ASIAUNKNOWN").is_none());
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

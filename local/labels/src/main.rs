@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use local_labels::auth::{AnyOf, Caller, EmulatorSessions, StaticKeys};
+use local_labels::auth::{AnyOf, Caller, StaticKeys};
 use local_labels::model::{Model, default_dir};
 use local_labels::s3::Emulator;
 use local_labels::server;
@@ -24,8 +24,8 @@ struct Args {
     /// Directory holding model.onnx and labels.json (made by `cargo xtask model`)
     #[arg(long, env = "LABELS_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// The AWS emulator: S3 (Image.S3Object is read from it as the caller) and Lambda (whose
-    /// functions' sessions are the keys that may sign requests)
+    /// The AWS emulator: S3 (Image.S3Object is read from it as the caller) and who a key is
+    /// (its secret, and whether IAM allows its principal rekognition:DetectLabels)
     #[arg(long, env = "LABELS_ENDPOINT")]
     endpoint: String,
     /// A PEM certificate to trust for the endpoint, besides the usual roots
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The emulator's own key, for listing its functions (S3 reads use each caller's).
+    // The emulator's root key, for asking who a key is (S3 reads use each caller's).
     let (Ok(key_id), Ok(secret)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
@@ -105,12 +105,12 @@ fn main() -> ExitCode {
             secret_access_key: secret.to_string(),
             session_token: None,
             principal_arn: format!("allowed key {id}"),
+            may_detect_labels: true,
         });
     }
-    let lister = emulator.clone();
     let keys = AnyOf(vec![
         Box::new(StaticKeys(fixed)),
-        Box::new(EmulatorSessions::new(move || lister.functions())),
+        Box::new(emulator.clone()),
     ]);
     let load_ms = model.load_time.as_millis();
     let service = Arc::new(Service {

@@ -1,12 +1,29 @@
 //! The emulator as the label service sees it: S3 objects read *as the caller* (with the
 //! caller's own credentials, so the emulator authorizes the read exactly as it would the
-//! caller's own GetObject), and the functions whose sessions may sign requests.
+//! caller's own GetObject), and who a key is: the emulator knows every key it issued and
+//! tells its root the key's secret and IAM's decision on `rekognition:DetectLabels`.
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use serde::Deserialize;
 use tokio::runtime::Runtime;
 
-use crate::auth::{Caller, FunctionRole};
+use crate::auth::{Caller, KeyResolver};
 use crate::service::{ApiError, MAX_S3_BYTES, ObjectSource};
+
+/// The emulator's answer about a key (`GET /_image_pipeline/principal`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Principal {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+    principal_arn: String,
+    /// `Allow`, `Deny` or `ImplicitDeny`.
+    decision: String,
+}
+
+/// The IAM action the service authorizes.
+pub const ACTION: &str = "rekognition:DetectLabels";
 
 /// What Rekognition answers (HTTP 400 `InvalidS3ObjectException`) when it cannot read an
 /// `S3Object`, whatever the reason (missing, denied), as the Rekognition Developer Guide's
@@ -17,14 +34,18 @@ pub const UNREADABLE: &str =
 #[derive(Debug)]
 pub struct Emulator {
     s3: aws_sdk_s3::Config,
-    lambda: aws_sdk_lambda::Client,
+    endpoint: String,
+    http: reqwest::Client,
+    /// The emulator's root key, the only one it tells about keys.
+    root_key_id: String,
+    region: String,
     rt: Runtime,
 }
 
 impl Emulator {
     /// Clients for `endpoint`, trusting `ca_pem` (the local environment's certificate) on
-    /// top of the usual roots. Listing functions uses the given key of the emulator; S3
-    /// reads use each caller's.
+    /// top of the usual roots. Asking who a key is uses the emulator's root key; S3 reads use
+    /// each caller's.
     pub fn new(
         endpoint: &str,
         ca_pem: Option<Vec<u8>>,
@@ -40,54 +61,93 @@ impl Emulator {
                 .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|_| "us-east-1".into()),
         );
-        let own = Credentials::new(access_key_id, secret_access_key, None, None, "emulator");
+        let own = Credentials::new(
+            access_key_id.clone(),
+            secret_access_key,
+            None,
+            None,
+            "emulator",
+        );
         let mut s3 = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(region.clone())
             .endpoint_url(endpoint)
             .force_path_style(true)
-            .credentials_provider(own.clone());
-        let mut lambda = aws_sdk_lambda::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(region)
-            .endpoint_url(endpoint)
             .credentials_provider(own);
+        let mut http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
-            let http = http_client(pem);
-            s3 = s3.http_client(http.clone());
-            lambda = lambda.http_client(http);
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(std::io::Error::other)?;
+            http = http.add_root_certificate(cert);
+            s3 = s3.http_client(http_client(pem));
         }
         Ok(Self {
             s3: s3.build(),
-            lambda: aws_sdk_lambda::Client::from_conf(lambda.build()),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            http: http.build().map_err(std::io::Error::other)?,
+            root_key_id: access_key_id,
+            region: region.to_string(),
             rt,
         })
     }
 
-    /// Every function of the emulator's account, with its execution role.
-    pub fn functions(&self) -> Result<Vec<FunctionRole>, String> {
+    /// Who `access_key_id` is, as the emulator knows it: `Ok(None)` for a key it does not
+    /// know (or no longer: an expired session).
+    pub fn principal(&self, access_key_id: &str) -> Result<Option<Caller>, String> {
+        // The emulator reads the asking key from the header; its root's is never verified.
+        let date = "20000101";
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={}/{date}/{}/sts/aws4_request, SignedHeaders=host, Signature=0",
+            self.root_key_id, self.region
+        );
         self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut pages = self.lambda.list_functions().into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|e| aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())?;
-                for f in page.functions() {
-                    let (Some(arn), Some(name), Some(role)) =
-                        (f.function_arn(), f.function_name(), f.role())
-                    else {
-                        continue;
-                    };
-                    out.push(FunctionRole {
-                        account: arn.split(':').nth(4).unwrap_or_default().to_string(),
-                        function_arn: arn.to_string(),
-                        function_name: name.to_string(),
-                        role_arn: role.to_string(),
-                    });
+            let resp = self
+                .http
+                .get(format!("{}/_image_pipeline/principal", self.endpoint))
+                .query(&[("AccessKeyId", access_key_id), ("Action", ACTION)])
+                .header("authorization", authorization)
+                .send()
+                .await
+                .map_err(|e| format!("asking the emulator about a key failed: {e}"))?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| format!("reading the emulator's answer failed: {e}"))?;
+            match status {
+                200 => {
+                    let p: Principal = serde_json::from_str(&text)
+                        .map_err(|e| format!("the emulator's answer is not a principal: {e}"))?;
+                    Ok(Some(Caller {
+                        access_key_id: p.access_key_id,
+                        secret_access_key: p.secret_access_key,
+                        session_token: p.session_token.filter(|t| !t.is_empty()),
+                        principal_arn: p.principal_arn,
+                        may_detect_labels: p.decision == "Allow",
+                    }))
                 }
+                404 => Ok(None),
+                _ => Err(format!(
+                    "the emulator answered {status} about a key (is its fidelity fix applied?): {text}"
+                )),
             }
-            Ok(out)
         })
+    }
+}
+
+impl KeyResolver for Emulator {
+    fn resolve(&self, access_key_id: &str) -> Option<Caller> {
+        self.principal(access_key_id).unwrap_or_else(|e| {
+            eprintln!("detect-labels: {e}");
+            None
+        })
+    }
+}
+
+impl<T: KeyResolver> KeyResolver for std::sync::Arc<T> {
+    fn resolve(&self, access_key_id: &str) -> Option<Caller> {
+        self.as_ref().resolve(access_key_id)
     }
 }
 

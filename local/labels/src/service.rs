@@ -269,6 +269,17 @@ pub fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ApiError> {
 impl Service {
     /// Handles one authenticated request body; `Ok` is the JSON response body.
     pub fn detect_labels(&self, caller: &Caller, body: &[u8]) -> Result<String, ApiError> {
+        // Authorized before anything in the request is looked at, as on AWS.
+        if !caller.may_detect_labels {
+            return Err(ApiError::new(
+                "AccessDeniedException",
+                400,
+                format!(
+                    "User: {} is not authorized to perform: rekognition:DetectLabels",
+                    caller.principal_arn
+                ),
+            ));
+        }
         let req: Request = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid_parameter(format!("request is not valid JSON: {e}")))?;
         let max_labels = match req.max_labels {

@@ -43,6 +43,8 @@ fn photo(name: &str) -> Vec<u8> {
 /// A caller S3 lets read, and one it does not.
 const READER: &str = "AKIDREADER";
 const NO_READ: &str = "AKIDNOREAD";
+/// A caller IAM does not allow `rekognition:DetectLabels`.
+const NOT_ALLOWED: &str = "AKIDNOTALLOWED";
 
 fn caller(id: &str) -> Caller {
     Caller {
@@ -50,6 +52,7 @@ fn caller(id: &str) -> Caller {
         secret_access_key: format!("{id}-secret"),
         session_token: None,
         principal_arn: format!("arn:aws:iam::000000000000:user/{id}"),
+        may_detect_labels: id != NOT_ALLOWED,
     }
 }
 
@@ -182,7 +185,11 @@ fn start_with(faults: Faults, max_attempts: u32, config: server::Config) -> Env 
             )
             .unwrap(),
         ),
-        keys: Box::new(StaticKeys(vec![caller(READER), caller(NO_READ)])),
+        keys: Box::new(StaticKeys(vec![
+            caller(READER),
+            caller(NO_READ),
+            caller(NOT_ALLOWED),
+        ])),
     });
     let running = server::start_with(service.clone(), "127.0.0.1:0", config).unwrap();
     let port = running.port;
@@ -536,6 +543,18 @@ async fn only_a_valid_signature_gets_an_answer_and_nothing_is_read_without_one()
     assert_eq!(
         code(env.client_as(READER, "not-the-secret", 1)).await,
         "InvalidSignatureException"
+    );
+    // A valid signature of a principal IAM does not allow the action.
+    let e = refused(
+        &env.client_as(NOT_ALLOWED, &caller(NOT_ALLOWED).secret_access_key, 1),
+        s3_image("chelsea"),
+    )
+    .await;
+    assert_eq!(e.code(), Some("AccessDeniedException"), "{e:?}");
+    assert!(
+        e.message()
+            .is_some_and(|m| m.contains("not authorized to perform: rekognition:DetectLabels")),
+        "{e:?}"
     );
     assert_eq!(
         env.s3_requests.load(Ordering::SeqCst),

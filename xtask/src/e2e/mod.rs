@@ -697,6 +697,10 @@ fn steps() -> Result<()> {
         "e2e    IAM keeps a user's session to that user: {} reads checked, another user's keys refused (AccessDenied)",
         isolation.rows.len()
     );
+    let principals = rt.block_on(deployer::verify::principals::prove_principals(
+        &local, &deployed,
+    ))?;
+    eprintln!("e2e    {principals}");
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
