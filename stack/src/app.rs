@@ -626,6 +626,11 @@ impl FunctionSpec {
         format!("{}-least-privilege", self.name)
     }
 
+    /// The name of the user role's inline policy.
+    pub fn user_policy_name(&self) -> String {
+        format!("{}-least-privilege", self.user_role_name())
+    }
+
     pub fn function_id(&self) -> String {
         format!("{}Function", self.logical())
     }
@@ -750,7 +755,9 @@ fn upload_function(names: &Names) -> FunctionSpec {
                 env::UPLOADS_PER_DAY,
                 EnvValue::Parameter(UPLOADS_PER_DAY_PARAM),
             ),
+            (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
         ],
+        // Written as the signed-in user only (in sessions of its user role).
         touches: vec![
             // The user's count of the day, before anything is stored: one conditional ADD.
             Access::DynamoUpdate {
@@ -772,7 +779,7 @@ fn upload_function(names: &Names) -> FunctionSpec {
         ],
         trigger: None,
         on_failure: None,
-        scoped: false,
+        scoped: true,
     }
 }
 
@@ -796,7 +803,9 @@ fn process_function(names: &Names) -> FunctionSpec {
                 env::REKOGNITION_ENDPOINT,
                 EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
             ),
+            (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
         ],
+        // Read, labeled and recorded as the image's owner only (in sessions of its user role).
         touches: vec![
             // The ranged GET of the first bytes and Rekognition (which reads an S3Object
             // with the caller's permissions) both read the version the event names.
@@ -835,7 +844,7 @@ fn process_function(names: &Names) -> FunctionSpec {
             maximum_event_age_seconds: 3600,
             queue_arn: names.failure_queue_arn(),
         }),
-        scoped: false,
+        scoped: true,
     }
 }
 
@@ -893,7 +902,9 @@ fn images_function(names: &Names) -> FunctionSpec {
                 env::THUMBNAIL_PREFIX,
                 EnvValue::Literal(THUMBNAIL_PREFIX.into()),
             ),
+            (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
         ],
+        // Read and written as the signed-in user only (in sessions of its user role).
         touches: vec![
             // The item's status, type and size: only labeled images are served.
             Access::DynamoGet {
@@ -921,7 +932,7 @@ fn images_function(names: &Names) -> FunctionSpec {
         routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
         trigger: None,
         on_failure: None,
-        scoped: false,
+        scoped: true,
     }
 }
 
@@ -941,7 +952,9 @@ fn delete_function(names: &Names) -> FunctionSpec {
                 env::THUMBNAIL_PREFIX,
                 EnvValue::Literal(THUMBNAIL_PREFIX.into()),
             ),
+            (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
         ],
+        // Changed as the signed-in user only (in sessions of its user role).
         touches: vec![
             // The item, turned into a tombstone that returns what it replaced.
             Access::DynamoUpdate {
@@ -970,7 +983,7 @@ fn delete_function(names: &Names) -> FunctionSpec {
         routes: vec![Route::DeleteImage.into()],
         trigger: None,
         on_failure: None,
-        scoped: false,
+        scoped: true,
     }
 }
 

@@ -506,7 +506,7 @@ fn user_role(f: &FunctionSpec, access: &policies::FunctionAccess) -> Role {
         )),
         assume_role_policy_document: trust,
         policies: vec![InlinePolicy {
-            policy_name: format!("{}-least-privilege", access.name),
+            policy_name: f.user_policy_name(),
             policy_document: to_expr(&access.policy()),
         }],
         permissions_boundary: Some(Expr::r#ref(PARAM_PERMISSIONS_BOUNDARY)),

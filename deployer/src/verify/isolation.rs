@@ -1,12 +1,13 @@
 //! The mutation check of per-user isolation, under enforcement: a handler changed to read
 //! another user's key is refused by IAM, not only by its own code.
 //!
-//! The check acts as the metadata function does: a session of its execution role, then a
-//! session of its user role narrowed to user A by the session policy the handlers build
-//! (`handler_shared::scope::Reach`). With that session it makes the function's reads, once as
-//! written (A's keys) and once mutated (B's keys). A's are read; B's are `AccessDenied`. Two
-//! controls show the refusal comes from the session policy: the user role without a session
-//! policy reads B's item, and the execution role alone reads nothing at all.
+//! The check acts as the metadata function does (DynamoDB) and as the images function does
+//! (S3): a session of the function's execution role, then a session of its user role narrowed
+//! to user A by the session policy the handlers build (`handler_shared::scope::Reach`). With
+//! that session it makes the function's reads, once as written (A's keys) and once mutated
+//! (B's keys). A's are read; B's are `AccessDenied`. Two controls show the refusal comes from
+//! the session policy: the user role without a session policy reads B's item and B's object,
+//! and the execution role alone reads nothing at all.
 
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -71,15 +72,17 @@ async fn assume(
     ))
 }
 
-/// A read the metadata function makes, for `owner`'s key, with `db`: `Ok(true)` when IAM
-/// allowed it, `Ok(false)` on `AccessDenied`, an error on anything else.
+/// A read the metadata or images function makes, for `owner`'s key, in session `c`:
+/// `Ok(true)` when IAM allowed it (a missing key's 404 included), `Ok(false)` on
+/// `AccessDenied`, an error on anything else.
 async fn read(
-    db: &aws_sdk_dynamodb::Client,
+    session: &Session,
     d: &Deployed,
     what: Read,
     owner: &str,
 ) -> Result<bool, LocalIamError> {
     let s = |v: &str| AttributeValue::S(v.to_string());
+    let db = &session.db;
     let result = match what {
         Read::Item => db
             .get_item()
@@ -111,6 +114,26 @@ async fn read(
             .await
             .map(|_| ())
             .map_err(refusal),
+        Read::Object => match session
+            .s3
+            .get_object()
+            .bucket(&d.bucket)
+            .key(format!("{UPLOADS}{owner}/{IMAGE}"))
+            .send()
+            .await
+        {
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
+            other => other.map(|_| ()).map_err(refusal),
+        },
+        Read::ObjectListing => session
+            .s3
+            .list_objects_v2()
+            .bucket(&d.bucket)
+            .prefix(format!("{UPLOADS}{owner}/"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(refusal),
     };
     match result {
         Ok(()) => Ok(true),
@@ -119,28 +142,44 @@ async fn read(
     }
 }
 
-/// `None` for IAM's refusal (`AccessDeniedException`), the error in words for anything else.
+/// `None` for IAM's refusal (DynamoDB's `AccessDeniedException`, S3's `AccessDenied`), the
+/// error in words for anything else.
 fn refusal<E>(e: aws_sdk_dynamodb::error::SdkError<E>) -> Option<String>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match e.code() {
-        Some("AccessDeniedException") => None,
+        Some("AccessDeniedException" | "AccessDenied") => None,
         _ => Some(crate::cloud::error::chain(&e)),
     }
 }
 
+/// The uploads' prefix, as the stack sets it.
+const UPLOADS: &str = stack::app::UPLOAD_PREFIX;
+
 #[derive(Debug, Clone, Copy)]
 enum Read {
+    /// The metadata function's: one item, the listing, the label counts.
     Item,
     Listing,
     Counts,
+    /// The images function's: one original, and (what a handler listing a user's images by
+    /// key would make) a listing of the user's prefix.
+    Object,
+    ObjectListing,
 }
 
-/// The metadata function as the checks act it out: the emulator root's clients, the
-/// function's execution role and its user role in the deployed stage, and the reach its
-/// sessions are narrowed within.
+/// One session's clients.
+struct Session {
+    db: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+/// A function as the checks act it out: the emulator root's clients, the function's
+/// execution role and its user role in the deployed stage, and the reach its sessions are
+/// narrowed within (as the handler builds it).
 struct AsFunction {
+    name: &'static str,
     root: aws::Clients,
     exec_role: String,
     user_role: String,
@@ -148,22 +187,58 @@ struct AsFunction {
 }
 
 impl AsFunction {
-    async fn new(cfg: &LocalConfig, d: &Deployed) -> Result<Self, LocalIamError> {
+    async fn new(
+        cfg: &LocalConfig,
+        d: &Deployed,
+        name: &'static str,
+    ) -> Result<Self, LocalIamError> {
         let target = cfg.target(LocalCredentials::root())?;
         let (root, _) = aws::connect(&target).await?;
         let app = App::image_pipeline();
-        let metadata = app
-            .function("metadata")
-            .ok_or_else(|| LocalIamError::NoFunction("metadata".into()))?;
-        Ok(Self {
-            root,
-            exec_role: d.outputs.need(&metadata.role_arn_output())?,
-            user_role: d.outputs.need(&metadata.user_role_arn_output())?,
-            reach: Reach {
+        let f = app
+            .function(name)
+            .ok_or_else(|| LocalIamError::NoFunction(name.into()))?;
+        let reach = match name {
+            "images" => Reach {
+                bucket: Some((
+                    d.bucket.clone(),
+                    vec![UPLOADS.into(), stack::app::THUMBNAIL_PREFIX.into()],
+                )),
+                tables: vec![d.table.clone()],
+                ..Reach::default()
+            },
+            _ => Reach {
                 tables: vec![d.table.clone(), d.labels_table.clone()],
                 ..Reach::default()
             },
+        };
+        Ok(Self {
+            name,
+            root,
+            exec_role: d.outputs.need(&f.role_arn_output())?,
+            user_role: d.outputs.need(&f.user_role_arn_output())?,
+            reach,
         })
+    }
+
+    /// The clients of a session, made once as the handlers make them.
+    fn session(&self, c: Credentials) -> Session {
+        let s3 = self
+            .root
+            .s3
+            .config()
+            .to_builder()
+            .credentials_provider(c.clone());
+        let db = self
+            .root
+            .dynamodb
+            .config()
+            .to_builder()
+            .credentials_provider(c);
+        Session {
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            db: aws_sdk_dynamodb::Client::from_conf(db.build()),
+        }
     }
 
     fn sts(&self, c: Credentials) -> aws_sdk_sts::Client {
@@ -171,20 +246,10 @@ impl AsFunction {
         aws_sdk_sts::Client::from_conf(conf.build())
     }
 
-    fn db(&self, c: Credentials) -> aws_sdk_dynamodb::Client {
-        let conf = self
-            .root
-            .dynamodb
-            .config()
-            .to_builder()
-            .credentials_provider(c);
-        aws_sdk_dynamodb::Client::from_conf(conf.build())
-    }
-
     /// The function: a session of its execution role, and its STS client.
-    async fn function(&self) -> Result<(Credentials, aws_sdk_sts::Client), LocalIamError> {
-        let c = assume(&self.root.sts, &self.exec_role, "metadata", None).await?;
-        Ok((c.clone(), self.sts(c)))
+    async fn function(&self) -> Result<(Session, aws_sdk_sts::Client), LocalIamError> {
+        let c = assume(&self.root.sts, &self.exec_role, self.name, None).await?;
+        Ok((self.session(c.clone()), self.sts(c)))
     }
 
     /// A session of the user role from `fn_sts`: narrowed to `user` as the handlers narrow
@@ -194,12 +259,12 @@ impl AsFunction {
         fn_sts: &aws_sdk_sts::Client,
         session: &str,
         user: Option<&str>,
-    ) -> Result<aws_sdk_dynamodb::Client, LocalIamError> {
+    ) -> Result<Session, LocalIamError> {
         let policy = match user {
             Some(u) => Some(self.reach.session_policy("aws", &owner(u)?).to_string()),
             None => None,
         };
-        Ok(self.db(assume(fn_sts, &self.user_role, session, policy).await?))
+        Ok(self.session(assume(fn_sts, &self.user_role, session, policy).await?))
     }
 }
 
@@ -208,33 +273,33 @@ pub async fn prove_user_isolation(
     cfg: &LocalConfig,
     d: &Deployed,
 ) -> Result<IsolationProof, LocalIamError> {
-    let f = AsFunction::new(cfg, d).await?;
-    let (fn_creds, fn_sts) = f.function().await?;
-    let fn_db = f.db(fn_creds);
-    let as_a = f.user(&fn_sts, USER_A, Some(USER_A)).await?;
-    let unnarrowed = f.user(&fn_sts, "unnarrowed", None).await?;
     let mut rows = Vec::new();
     let mut wrong = Vec::new();
-    for what in [Read::Item, Read::Listing, Read::Counts] {
-        for (who, db, owner, expect) in [
-            ("A's session", &as_a, USER_A, true),
-            ("A's session, mutated", &as_a, USER_B, false),
-            ("the execution role", &fn_db, USER_A, false),
-        ] {
-            let allowed = read(db, d, what, owner).await?;
-            let row = format!("{what:?} of {owner} as {who}");
-            if allowed != expect {
-                wrong.push(format!("{row}: allowed {allowed}, expected {expect}"));
+    for (function, reads) in [
+        ("metadata", &[Read::Item, Read::Listing, Read::Counts][..]),
+        ("images", &[Read::Object, Read::ObjectListing][..]),
+    ] {
+        let f = AsFunction::new(cfg, d, function).await?;
+        let (fn_creds, fn_sts) = f.function().await?;
+        let as_a = f.user(&fn_sts, USER_A, Some(USER_A)).await?;
+        let unnarrowed = f.user(&fn_sts, "unnarrowed", None).await?;
+        for &what in reads {
+            for (who, c, owner, expect) in [
+                ("A's session", &as_a, USER_A, true),
+                ("A's session, mutated", &as_a, USER_B, false),
+                ("the execution role", &fn_creds, USER_A, false),
+                // Control: the same role without the session policy reads B's keys, so the
+                // refusal above is the session policy's doing.
+                ("the role, unnarrowed", &unnarrowed, USER_B, true),
+            ] {
+                let allowed = read(c, d, what, owner).await?;
+                let row = format!("{function}: {what:?} of {owner} as {who}");
+                if allowed != expect {
+                    wrong.push(format!("{row}: allowed {allowed}, expected {expect}"));
+                }
+                rows.push((row, allowed));
             }
-            rows.push((row, allowed));
         }
-    }
-    // Control: the same role without the session policy reads B's item, so the refusal above
-    // is the session policy's doing.
-    let control = read(&unnarrowed, d, Read::Item, USER_B).await?;
-    rows.push((format!("Item of {USER_B} as the role, unnarrowed"), control));
-    if !control {
-        wrong.push("the user role without a session policy was refused B's item".into());
     }
     if wrong.is_empty() {
         Ok(IsolationProof { rows })
@@ -264,7 +329,7 @@ pub async fn session_latency(
     d: &Deployed,
     samples: usize,
 ) -> Result<SessionLatency, LocalIamError> {
-    let f = AsFunction::new(cfg, d).await?;
+    let f = AsFunction::new(cfg, d, "metadata").await?;
     let (_, fn_sts) = f.function().await?;
     let mut out = SessionLatency::default();
     // As before sessions were scoped: one session that may read every user's items, as the
@@ -283,8 +348,8 @@ pub async fn session_latency(
     for i in 0..samples {
         let sub = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
         let t = std::time::Instant::now();
-        let db = f.user(&fn_sts, &sub, Some(&sub)).await?;
-        read(&db, d, Read::Listing, &sub).await?;
+        let session = f.user(&fn_sts, &sub, Some(&sub)).await?;
+        read(&session, d, Read::Listing, &sub).await?;
         out.cold_ms.push(ms(t));
     }
     Ok(out)

@@ -151,8 +151,9 @@ pub async fn delete_user(iam: &aws_sdk_iam::Client, name: &str) -> Result<(), Lo
     Ok(())
 }
 
-/// Replaces the inline policy of `function`'s deployed role (`role_arn`) with the app
-/// model's policy for `stage` minus `action`: the role then lacks exactly that permission.
+/// Replaces the inline policy of the deployed role (`role_arn`) that makes `function`'s
+/// requests (a scoped function's user role, or its execution role) with the app model's
+/// policy for `stage` minus `action`: the role then lacks exactly that permission.
 pub async fn revoke_action(
     iam: &aws_sdk_iam::Client,
     identity: &Identity,
@@ -175,10 +176,11 @@ pub async fn revoke_action(
         function: function.to_string(),
         reason,
     };
-    let doc = spec
-        .policy(&Names)
-        .resolve(&bindings)
-        .map_err(|e| bad(e.to_string()))?;
+    let (policy, policy_name) = match spec.user_access() {
+        Some(user) => (user.policy(), spec.user_policy_name()),
+        None => (spec.policy(&Names), spec.policy_name()),
+    };
+    let doc = policy.resolve(&bindings).map_err(|e| bad(e.to_string()))?;
     let mut doc = serde_json::to_value(&doc).map_err(|e| bad(e.to_string()))?;
     let mut removed = false;
     if let Some(statements) = doc["Statement"].as_array_mut() {
@@ -197,7 +199,7 @@ pub async fn revoke_action(
     let role = role_arn.rsplit('/').next().unwrap_or(role_arn);
     iam.put_role_policy()
         .role_name(role)
-        .policy_name(spec.policy_name())
+        .policy_name(policy_name)
         .policy_document(doc.to_string())
         .send()
         .await
@@ -380,7 +382,8 @@ fn pkcs8_of_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// The action the proof takes away from the process role: the read of the uploaded version.
 pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
 
-/// Takes [`REVOKED_ACTION`] away from the deployed process role of `stage`, uploads the
+/// Takes [`REVOKED_ACTION`] away from the deployed process user role of `stage` (whose
+/// sessions read each upload as its owner), uploads the
 /// smoke-test image, and expects what AWS would do: no labels, and the event in the failure
 /// queue with an error naming the action. With enforcement off the image would be labeled
 /// and this fails. Leaves the role without the action: tear the stage down afterwards.
@@ -396,7 +399,7 @@ pub async fn prove_enforcement(
     let process = app
         .function("process")
         .ok_or_else(|| LocalIamError::NoFunction("process".into()))?;
-    let role = outputs.outputs.need(&process.role_arn_output())?;
+    let role = outputs.outputs.need(&process.user_role_arn_output())?;
     let queue = outputs.failure_queue_url.clone();
     let api = outputs.api_url.clone();
     revoke_action(

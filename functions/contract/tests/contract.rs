@@ -24,11 +24,20 @@ fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
         .function(function)
         .unwrap_or_else(|| panic!("no function {function}"));
     let env = f.resolved_env(&bindings()).unwrap();
-    move |k: &str| {
-        env.iter()
+    let scoped = f.scoped;
+    // Known once deployed: the role a scoped function's user sessions are sessions of.
+    move |k: &str| match k {
+        "USER_ROLE_ARN" if scoped => Some(handler_shared::scope::testing::ROLE_ARN.to_string()),
+        _ => env
+            .iter()
             .find(|(name, _)| name == k)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.clone()),
     }
+}
+
+/// An STS that gives every user a session.
+fn sts() -> aws_sdk_sts::Client {
+    handler_shared::scope::testing::sts(&[&handler_shared::scope::testing::assume_role(|_| true)])
 }
 
 /// Every recorded request must be allowed by the synthesized policy of the role that makes it
@@ -91,7 +100,7 @@ async fn upload_stays_within_its_policy() {
         [&record, &count],
         |c| c.interceptor(rec.clone())
     );
-    let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
+    let ctx = upload_function::Ctx::from_env(sts(), s3, ddb, &env_of("upload")).unwrap();
 
     let mut direct: serde_json::Value =
         serde_json::from_str(include_str!("../../upload/tests/data/post-upload.json")).unwrap();
@@ -166,6 +175,7 @@ async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<I
     });
     let vars = env_of("process");
     let ctx = process_function::Ctx::from_env(
+        sts(),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &tag], |c| c
             .interceptor(rec.clone())),
         mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
@@ -247,15 +257,7 @@ async fn metadata_stays_within_its_policy() {
         [&get, &scan, &query],
         |c| c.interceptor(rec.clone())
     );
-    let env = env_of("metadata");
-    let vars = |k: &str| match k {
-        "USER_ROLE_ARN" => Some(handler_shared::scope::testing::ROLE_ARN.to_string()),
-        _ => env(k),
-    };
-    let sts = handler_shared::scope::testing::assume_role(|_| true);
-    let ctx =
-        metadata_function::Ctx::from_env(handler_shared::scope::testing::sts(&[&sts]), ddb, &vars)
-            .unwrap();
+    let ctx = metadata_function::Ctx::from_env(sts(), ddb, &env_of("metadata")).unwrap();
     let list: serde_json::Value =
         serde_json::from_str(include_str!("../../metadata/tests/data/get-list.json")).unwrap();
     let mut search = list.clone();
@@ -332,6 +334,7 @@ fn images_ctx(
     let put = mock!(aws_sdk_s3::Client::put_object)
         .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
     images_function::Ctx::from_env(
+        sts(),
         mock_client!(
             aws_sdk_s3,
             RuleMode::MatchAny,
@@ -473,7 +476,7 @@ fn handlers_read_the_variables_the_stack_sets() {
     let none = |_: &str| None;
     let s3 = mock_client!(aws_sdk_s3, []);
     let ddb = mock_client!(aws_sdk_dynamodb, []);
-    let err = upload_function::Ctx::from_env(s3, ddb, &none).unwrap_err();
+    let err = upload_function::Ctx::from_env(sts(), s3, ddb, &none).unwrap_err();
     assert!(err.contains("UPLOAD_BUCKET"), "{err}");
 }
 
@@ -515,7 +518,7 @@ async fn the_page_may_put_where_the_upload_function_presigns() {
             aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build()
         });
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record, &count]);
-        let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
+        let ctx = upload_function::Ctx::from_env(sts(), s3, ddb, &env_of("upload")).unwrap();
         let presign =
             serde_json::from_str(include_str!("../../upload/tests/data/post-uploads.json"))
                 .unwrap();
@@ -615,6 +618,7 @@ async fn delete_stays_within_its_policy() {
         )
     });
     let ctx = delete_function::Ctx::from_env(
+        sts(),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list, &delete], |c| c
             .interceptor(rec.clone())),
         mock_client!(

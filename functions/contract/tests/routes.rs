@@ -30,6 +30,11 @@ fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
     }
 }
 
+/// An STS that gives every user a session.
+fn sts() -> aws_sdk_sts::Client {
+    handler_shared::scope::testing::sts(&[&handler_shared::scope::testing::assume_role(|_| true)])
+}
+
 /// A request for `route` as API Gateway sends it (path parameters filled in).
 fn request(route: Route) -> ApiGatewayV2httpRequest {
     let id = "6f1c2a8e-4b7d-4c3e-9a51-0d2e8f7b6c45";
@@ -73,7 +78,8 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build()
                 });
                 let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&record]);
-                let ctx = upload_function::Ctx::from_env(s3, ddb, &env_of("upload")).unwrap();
+                let ctx =
+                    upload_function::Ctx::from_env(sts(), s3, ddb, &env_of("upload")).unwrap();
                 upload_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
                     .await
                     .unwrap()
@@ -89,13 +95,8 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                     aws_sdk_dynamodb::operation::query::QueryOutput::builder().build()
                 });
                 let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &scan, &query]);
-                let sts = handler_shared::scope::testing::assume_role(|_| true);
-                let ctx = metadata_function::Ctx::from_env(
-                    handler_shared::scope::testing::sts(&[&sts]),
-                    ddb,
-                    &env_of("metadata"),
-                )
-                .unwrap();
+                let ctx =
+                    metadata_function::Ctx::from_env(sts(), ddb, &env_of("metadata")).unwrap();
                 metadata_function::handler(
                     &ctx,
                     LambdaEvent::new(request(route), Context::default()),
@@ -109,7 +110,8 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                 });
                 let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get]);
                 let s3 = mock_client!(aws_sdk_s3, []);
-                let ctx = images_function::Ctx::from_env(s3, ddb, &env_of("images")).unwrap();
+                let ctx =
+                    images_function::Ctx::from_env(sts(), s3, ddb, &env_of("images")).unwrap();
                 images_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
                     .await
                     .unwrap()
@@ -124,7 +126,8 @@ async fn answered_by(function: &str) -> BTreeSet<Route> {
                         .build()
                 });
                 let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&list]);
-                let ctx = delete_function::Ctx::from_env(s3, ddb, &env_of("delete")).unwrap();
+                let ctx =
+                    delete_function::Ctx::from_env(sts(), s3, ddb, &env_of("delete")).unwrap();
                 delete_function::handler(&ctx, LambdaEvent::new(request(route), Context::default()))
                     .await
                     .unwrap()

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use api_types::{Route, index};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use handler_shared::scope::{Clients, Reach, UserScope};
 use handler_shared::{ApiError, ImageId, Owner, RouteOf, Vars, required_env};
 use lambda_runtime::LambdaEvent;
 
@@ -30,10 +31,11 @@ pub const ENV_THUMBNAIL_PREFIX: &str = "THUMBNAIL_PREFIX";
 pub const ROUTES: &[Route] = &[Route::DeleteImage];
 
 /// Clients and configuration, built once per cold start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ctx {
-    pub s3: aws_sdk_s3::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// S3 and DynamoDB as the signed-in user: a session of the function's user role, narrowed
+    /// to the user's prefixes and partitions.
+    pub users: UserScope<Clients>,
     pub table: String,
     pub labels_table: String,
     pub bucket: String,
@@ -42,19 +44,34 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// `s3` and `dynamodb` are the function's own clients: each user's are copies of them
+    /// with that user's session.
     pub fn from_env(
+        sts: aws_sdk_sts::Client,
         s3: aws_sdk_s3::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         vars: Vars,
     ) -> Result<Self, String> {
+        let table = required_env(vars, ENV_IMAGES_TABLE)?;
+        let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
+        let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
+        let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
+        let thumbnail_prefix = required_env(vars, ENV_THUMBNAIL_PREFIX)?;
+        let reach = Reach {
+            bucket: Some((
+                bucket.clone(),
+                vec![prefix.clone(), thumbnail_prefix.clone()],
+            )),
+            tables: vec![table.clone(), labels_table.clone()],
+            ..Reach::default()
+        };
         Ok(Self {
-            s3,
-            dynamodb,
-            table: required_env(vars, ENV_IMAGES_TABLE)?,
-            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
-            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
-            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
-            thumbnail_prefix: required_env(vars, ENV_THUMBNAIL_PREFIX)?,
+            users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
+            table,
+            labels_table,
+            bucket,
+            prefix,
+            thumbnail_prefix,
         })
     }
 }
@@ -97,14 +114,15 @@ async fn delete(
     owner: &Owner,
     id: &ImageId,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-    let old = tombstone(ctx, owner, id).await?;
-    let entries = unindex(ctx, owner, id, &old).await?;
+    let c = ctx.users.clients(owner).await?;
+    let old = tombstone(ctx, &c, owner, id).await?;
+    let entries = unindex(ctx, &c, owner, id, &old).await?;
     let mut versions = 0;
     for key in [
         id.object_key(&ctx.prefix, owner),
         index::thumbnail_key(&ctx.thumbnail_prefix, owner.as_str(), &id.to_string()),
     ] {
-        versions += delete_versions(ctx, &key).await?;
+        versions += delete_versions(ctx, &c, &key).await?;
     }
     tracing::info!(image_id = %id, owner = %owner, entries, versions, "image deleted");
     let mut r = ApiGatewayV2httpResponse::default();
@@ -116,11 +134,12 @@ async fn delete(
 /// key (never uploaded, another user's, or expired) is 404.
 async fn tombstone(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     id: &ImageId,
 ) -> Result<HashMap<String, AttributeValue>, ApiError> {
     let expires = chrono::Utc::now().timestamp().max(0).unsigned_abs() + index::TOMBSTONE_SECONDS;
-    let result = ctx
+    let result = c
         .dynamodb
         .update_item()
         .table_name(&ctx.table)
@@ -165,6 +184,7 @@ pub fn indexed_labels(item: &HashMap<String, AttributeValue>) -> BTreeSet<String
 /// Removes the item's label entries and counts each one down; how many were there.
 async fn unindex(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     id: &ImageId,
     item: &HashMap<String, AttributeValue>,
@@ -175,7 +195,7 @@ async fn unindex(
     let sort_key = index::entry_sort_key(uploaded_at, &id.to_string());
     let mut removed = 0;
     for label in indexed_labels(item) {
-        let deleted = ctx
+        let deleted = c
             .dynamodb
             .delete_item()
             .table_name(&ctx.labels_table)
@@ -202,7 +222,7 @@ async fn unindex(
         else {
             continue;
         };
-        ctx.dynamodb
+        c.dynamodb
             .update_item()
             .table_name(&ctx.labels_table)
             .key(
@@ -227,23 +247,22 @@ async fn unindex(
 }
 
 /// Deletes every version and delete marker of exactly `key`; how many.
-async fn delete_versions(ctx: &Ctx, key: &str) -> Result<usize, ApiError> {
+async fn delete_versions(ctx: &Ctx, c: &Clients, key: &str) -> Result<usize, ApiError> {
     let mut deleted = 0;
     // A versioned bucket empties a key in one round; a few more allow for a concurrent write.
     for _ in 0..5 {
-        let page = ctx
-            .s3
-            .list_object_versions()
-            .bucket(&ctx.bucket)
-            .prefix(key)
-            .send()
-            .await
-            .map_err(|e| {
-                unavailable(
-                    "ListObjectVersions",
-                    aws_sdk_s3::error::DisplayErrorContext(&e),
-                )
-            })?;
+        let page =
+            c.s3.list_object_versions()
+                .bucket(&ctx.bucket)
+                .prefix(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    unavailable(
+                        "ListObjectVersions",
+                        aws_sdk_s3::error::DisplayErrorContext(&e),
+                    )
+                })?;
         let versions: Vec<Option<String>> = page
             .versions()
             .iter()
@@ -260,8 +279,7 @@ async fn delete_versions(ctx: &Ctx, key: &str) -> Result<usize, ApiError> {
             return Ok(deleted);
         }
         for v in versions {
-            ctx.s3
-                .delete_object()
+            c.s3.delete_object()
                 .bucket(&ctx.bucket)
                 .key(key)
                 // Always a version: `null` names the one written before versioning, and a

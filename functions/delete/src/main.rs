@@ -8,6 +8,7 @@ async fn main() -> Result<(), Error> {
     handler_shared::init_logging();
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ctx = Ctx::from_env(
+        aws_sdk_sts::Client::new(&config),
         aws_sdk_s3::Client::new(&config),
         aws_sdk_dynamodb::Client::new(&config),
         &handler_shared::process_env,

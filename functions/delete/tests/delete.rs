@@ -18,6 +18,7 @@ use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use delete_function::{Ctx, handler};
+use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
 use lambda_runtime::{Context, LambdaEvent};
 
 const ID: &str = "3f2b8c1e-5d4a-4b6f-9c2d-1a2b3c4d5e6f";
@@ -78,15 +79,30 @@ fn labeled_item(status: &str) -> HashMap<String, AttributeValue> {
 type Seen = Arc<Mutex<Vec<String>>>;
 
 fn ctx(s3: &[&Rule], ddb: &[&Rule]) -> Ctx {
-    Ctx {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-        table: "image-pipeline-dev-images".into(),
-        labels_table: "image-pipeline-dev-labels".into(),
-        bucket: "image-pipeline-dev-123456789012-us-east-1".into(),
-        prefix: "uploads/".into(),
-        thumbnail_prefix: "thumbnails/".into(),
-    }
+    ctx_with_sts(s3, ddb, &assume_role(|_| true))
+}
+
+/// The function's context, its user sessions from an STS answering `sts`.
+fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
+    let vars = |name: &str| {
+        match name {
+            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
+            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
+            "UPLOAD_BUCKET" => Some("image-pipeline-dev-123456789012-us-east-1"),
+            "UPLOAD_PREFIX" => Some("uploads/"),
+            "THUMBNAIL_PREFIX" => Some("thumbnails/"),
+            "USER_ROLE_ARN" => Some(ROLE_ARN),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    Ctx::from_env(
+        testing::sts(&[sts]),
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        &vars,
+    )
+    .unwrap()
 }
 
 /// The tombstone write: on the caller's key only, answering `old` (None: no such item).
@@ -273,4 +289,48 @@ async fn a_second_delete_finishes_and_counts_nothing_down_twice() {
     assert_eq!(resp.status_code, 204);
     assert_eq!(c.num_calls(), 0, "no count taken down twice");
     assert_eq!(e.num_calls(), 2, "each entry asked for again");
+}
+
+/// Every change is made as the signed-in user: one `AssumeRole` of the user role whose
+/// session policy names the user's prefixes and partitions. Without a session nothing is
+/// deleted: STS failing is a 503, and nothing is asked with the function's own credentials.
+#[tokio::test]
+async fn deletes_are_made_in_a_session_of_the_user_and_none_without_one() {
+    let seen: Seen = Arc::default();
+    let t = tombstone(Some(labeled_item("labeled")));
+    let (e, c) = (entries(seen.clone(), true), counts(seen.clone()));
+    let (list, del) = versions(seen.clone());
+    let sts = assume_role(|input| {
+        let policy = input.policy().unwrap_or_default();
+        input.role_arn() == Some(ROLE_ARN)
+            && input.role_session_name() == Some(OWNER)
+            && policy.contains(&format!("/uploads/{OWNER}/*"))
+            && policy.contains(&format!("/thumbnails/{OWNER}/*"))
+            && policy.contains(&format!("\"{OWNER}#*\""))
+    });
+    let resp = handler(
+        &ctx_with_sts(&[&list, &del], &[&t, &e, &c], &sts),
+        request(Some(OWNER), ID),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 204);
+    assert_eq!(sts.num_calls(), 1);
+
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+            aws_sdk_sts::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .build(),
+        )
+    });
+    let calls = (t.num_calls(), list.num_calls());
+    let resp = handler(
+        &ctx_with_sts(&[&list, &del], &[&t, &e, &c], &refused),
+        request(Some(OWNER), ID),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!((t.num_calls(), list.num_calls()), calls, "nothing asked");
 }

@@ -19,6 +19,7 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
+use handler_shared::scope::{Clients, Reach, UserScope};
 use handler_shared::{ApiError, ImageId, Owner, RouteOf, Vars, env_or, required_env};
 use lambda_runtime::LambdaEvent;
 
@@ -43,10 +44,11 @@ pub const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 /// The routes this function serves.
 pub const ROUTES: &[Route] = &[Route::GetImage, Route::GetThumbnail];
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ctx {
-    pub s3: aws_sdk_s3::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// S3 and DynamoDB as the signed-in user: a session of the function's user role, narrowed
+    /// to the user's prefixes and partitions.
+    pub users: UserScope<Clients>,
     pub table: String,
     pub bucket: String,
     pub prefix: String,
@@ -55,18 +57,32 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// `s3` and `dynamodb` are the function's own clients: each user's are copies of them
+    /// with that user's session.
     pub fn from_env(
+        sts: aws_sdk_sts::Client,
         s3: aws_sdk_s3::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         vars: Vars,
     ) -> Result<Self, String> {
+        let table = required_env(vars, ENV_IMAGES_TABLE)?;
+        let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
+        let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
+        let thumbnail_prefix = required_env(vars, ENV_THUMBNAIL_PREFIX)?;
+        let reach = Reach {
+            bucket: Some((
+                bucket.clone(),
+                vec![prefix.clone(), thumbnail_prefix.clone()],
+            )),
+            tables: vec![table.clone()],
+            ..Reach::default()
+        };
         Ok(Self {
-            s3,
-            dynamodb,
-            table: required_env(vars, ENV_IMAGES_TABLE)?,
-            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
-            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
-            thumbnail_prefix: required_env(vars, ENV_THUMBNAIL_PREFIX)?,
+            users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
+            table,
+            bucket,
+            prefix,
+            thumbnail_prefix,
             redirect_expires: Duration::from_secs(env_or(
                 vars,
                 ENV_REDIRECT_SECONDS,
@@ -102,8 +118,11 @@ pub async fn handler(
                     "invalid_id",
                     "an image id is the UUID returned by POST /upload (36 characters, lowercase)",
                 )),
-                Some(id) if r == Route::GetImage => original(ctx, &owner, &id).await,
-                Some(id) => thumbnail(ctx, &owner, &id).await,
+                Some(id) => match ctx.users.clients(&owner).await {
+                    Err(e) => Err(e),
+                    Ok(c) if r == Route::GetImage => original(ctx, &c, &owner, &id).await,
+                    Ok(c) => thumbnail(ctx, &c, &owner, &id).await,
+                },
             }
         }
         _ => Ok(route.not_routed(ROUTES)),
@@ -119,8 +138,8 @@ struct Stored {
 
 /// The item's status, type and size (nothing else is read); an image that is not `labeled`
 /// is not served.
-async fn labeled(ctx: &Ctx, owner: &Owner, id: &ImageId) -> Result<Stored, ApiError> {
-    let out = ctx
+async fn labeled(ctx: &Ctx, c: &Clients, owner: &Owner, id: &ImageId) -> Result<Stored, ApiError> {
+    let out = c
         .dynamodb
         .get_item()
         .table_name(&ctx.table)
@@ -186,14 +205,8 @@ fn binary(content_type: &str, bytes: Vec<u8>) -> ApiGatewayV2httpResponse {
 }
 
 /// Reads an object whole: `Ok(None)` when there is no such key.
-async fn read(ctx: &Ctx, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    let got = ctx
-        .s3
-        .get_object()
-        .bucket(&ctx.bucket)
-        .key(key)
-        .send()
-        .await;
+async fn read(ctx: &Ctx, c: &Clients, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let got = c.s3.get_object().bucket(&ctx.bucket).key(key).send().await;
     let out = match got {
         Ok(out) => out,
         Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
@@ -219,22 +232,25 @@ fn gone(id: &ImageId) -> ApiError {
 
 async fn original(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     id: &ImageId,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-    let stored = labeled(ctx, owner, id).await?;
+    let stored = labeled(ctx, c, owner, id).await?;
     let key = id.object_key(&ctx.prefix, owner);
     if stored.size_bytes > MAX_INLINE_BYTES {
-        return redirect(ctx, id, &key).await;
+        return redirect(ctx, c, id, &key).await;
     }
-    let bytes = read(ctx, &key).await?.ok_or_else(|| gone(id))?;
+    let bytes = read(ctx, c, &key).await?.ok_or_else(|| gone(id))?;
     Ok(binary(&stored.content_type, bytes))
 }
 
 /// A 302 to a presigned GET of the original, valid for `redirect_expires`: the exception to
-/// "no S3 URL in a response", for originals Lambda cannot carry.
+/// "no S3 URL in a response", for originals Lambda cannot carry. It is signed by the user's
+/// session, which has more than that left (`scope::MIN_REMAINING`).
 async fn redirect(
     ctx: &Ctx,
+    c: &Clients,
     id: &ImageId,
     key: &str,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
@@ -242,7 +258,7 @@ async fn redirect(
         tracing::error!(error = %e, "invalid presigning configuration");
         ApiError::unavailable("large images are misconfigured")
     })?;
-    let presigned = ctx
+    let presigned = c
         .s3
         .get_object()
         .bucket(&ctx.bucket)
@@ -266,15 +282,16 @@ async fn redirect(
 
 async fn thumbnail(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     id: &ImageId,
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-    labeled(ctx, owner, id).await?;
+    labeled(ctx, c, owner, id).await?;
     let key = ctx.thumbnail_key(owner, id);
-    if let Some(cached) = read(ctx, &key).await? {
+    if let Some(cached) = read(ctx, c, &key).await? {
         return Ok(binary("image/jpeg", cached));
     }
-    let original = read(ctx, &id.object_key(&ctx.prefix, owner))
+    let original = read(ctx, c, &id.object_key(&ctx.prefix, owner))
         .await?
         .ok_or_else(|| gone(id))?;
     let jpeg = make_thumbnail(&original).map_err(|e| {
@@ -285,7 +302,7 @@ async fn thumbnail(
             "the thumbnail could not be made from the stored image",
         )
     })?;
-    ctx.s3
+    c.s3
         .put_object()
         .bucket(&ctx.bucket)
         .key(&key)

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -17,6 +16,7 @@ use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
+use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
 use images_function::{Ctx, THUMBNAIL_MAX_SIDE, handler, make_thumbnail};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
@@ -96,15 +96,30 @@ fn object(key: String, bytes: Option<Vec<u8>>) -> Rule {
 }
 
 fn ctx(s3: &[&Rule], ddb: &[&Rule]) -> Ctx {
-    Ctx {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-        table: "image-pipeline-dev-images".into(),
-        bucket: BUCKET.into(),
-        prefix: "uploads/".into(),
-        thumbnail_prefix: "thumbnails/".into(),
-        redirect_expires: Duration::from_secs(60),
-    }
+    ctx_with_sts(s3, ddb, &assume_role(|_| true))
+}
+
+/// The function's context, its user sessions from an STS answering `sts`.
+fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
+    let vars = |name: &str| {
+        match name {
+            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
+            "UPLOAD_BUCKET" => Some(BUCKET),
+            "UPLOAD_PREFIX" => Some("uploads/"),
+            "THUMBNAIL_PREFIX" => Some("thumbnails/"),
+            "IMAGE_REDIRECT_SECONDS" => Some("60"),
+            "USER_ROLE_ARN" => Some(ROLE_ARN),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    Ctx::from_env(
+        testing::sts(&[sts]),
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        &vars,
+    )
+    .unwrap()
 }
 
 fn header<'a>(r: &'a ApiGatewayV2httpResponse, name: &str) -> Option<&'a str> {
@@ -248,6 +263,11 @@ async fn an_original_too_large_for_lambda_is_a_short_lived_redirect() {
         "{location}"
     );
     assert!(location.contains("X-Amz-Expires=60"), "{location}");
+    // Signed by the user's session, not by the function's own role.
+    assert!(
+        location.contains("X-Amz-Credential=ASIAUSERSESSION"),
+        "{location}"
+    );
     assert_eq!(header(&resp, "cache-control"), Some("no-store"));
 }
 
@@ -321,4 +341,47 @@ fn thumbnails_fit_320_pixels_keep_the_aspect_ratio_and_are_deterministic() {
     let mut huge = photo("chelsea.png");
     huge[16..20].copy_from_slice(&20_000u32.to_be_bytes());
     assert!(make_thumbnail(&huge).is_err());
+}
+
+/// Every read is made as the signed-in user: one `AssumeRole` of the user role whose session
+/// policy names the user's upload and thumbnail prefixes and partitions, kept while warm.
+#[tokio::test]
+async fn reads_are_made_in_a_session_of_the_user_kept_while_warm() {
+    let it = item("labeled", 16);
+    let obj = object(format!("uploads/{OWNER}/{ID}"), Some(vec![0; 16]));
+    let sts = assume_role(|input| {
+        let policy = input.policy().unwrap_or_default();
+        input.role_arn() == Some(ROLE_ARN)
+            && input.role_session_name() == Some(OWNER)
+            && policy.contains(&format!("{BUCKET}/uploads/{OWNER}/*"))
+            && policy.contains(&format!("{BUCKET}/thumbnails/{OWNER}/*"))
+            && policy.contains(&format!("\"{OWNER}#*\""))
+    });
+    let ctx = ctx_with_sts(&[&obj], &[&it], &sts);
+    for _ in 0..3 {
+        let resp = handler(&ctx, request("", ID)).await.unwrap();
+        assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    }
+    assert_eq!(sts.num_calls(), 1, "one session, reused while warm");
+    assert_eq!(it.num_calls(), 3);
+}
+
+/// Without a session nothing is read: STS failing is a 503, and neither the table nor the
+/// bucket is asked with the function's own credentials.
+#[tokio::test]
+async fn no_session_no_read() {
+    let it = item("labeled", 16);
+    let obj = object(format!("uploads/{OWNER}/{ID}"), Some(vec![0; 16]));
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+            aws_sdk_sts::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .build(),
+        )
+    });
+    let resp = handler(&ctx_with_sts(&[&obj], &[&it], &refused), request("", ID))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!((it.num_calls(), obj.num_calls()), (0, 0));
 }

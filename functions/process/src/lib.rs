@@ -28,6 +28,7 @@ use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::types::{Image, S3Object};
 use aws_sdk_s3::types::{Tag, Tagging};
 use chrono::{DateTime, SecondsFormat, Utc};
+use handler_shared::scope::{Reach, UserScope};
 use handler_shared::{ImageId, Owner, Vars, env_or, required_env};
 use image_check::{MAX_S3_BYTES, REKOGNITION, Rejection};
 use lambda_runtime::LambdaEvent;
@@ -52,11 +53,21 @@ pub const DEFAULT_MIN_CONFIDENCE: f32 = api_types::DEFAULT_MIN_CONFIDENCE as f32
 /// every file, the header with the dimensions.
 pub const SNIFF_BYTES: u64 = 64 * 1024;
 
+/// One owner's S3, Rekognition and DynamoDB: copies of the function's own clients that sign
+/// with that owner's session. Rekognition reads an `S3Object` with its caller's permissions,
+/// so the labels too are asked for as the owner.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub rekognition: aws_sdk_rekognition::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+#[derive(Debug)]
+pub struct Ctx {
+    /// The clients of each image's owner: a session of the function's user role, narrowed to
+    /// the owner's prefix and partitions.
+    pub users: UserScope<Clients>,
     pub table: String,
     pub labels_table: String,
     /// The uploads bucket: records naming any other bucket are skipped.
@@ -69,7 +80,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// `s3`, `rekognition` and `dynamodb` are the function's own clients: each owner's are
+    /// copies of them with that owner's session.
     pub fn from_env(
+        sts: aws_sdk_sts::Client,
         s3: aws_sdk_s3::Client,
         rekognition: aws_sdk_rekognition::Client,
         dynamodb: aws_sdk_dynamodb::Client,
@@ -91,14 +105,36 @@ impl Ctx {
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .ok_or_else(|| format!("{ENV_REJECTED_TAG} must be key=value, not `{tag}`"))?;
+        let table = required_env(vars, ENV_IMAGES_TABLE)?;
+        let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
+        let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
+        let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
+        let reach = Reach {
+            bucket: Some((bucket.clone(), vec![prefix.clone()])),
+            tables: vec![table.clone(), labels_table.clone()],
+            detect_labels: true,
+        };
+        let maker = handler_shared::scope::Clients::maker(s3, dynamodb);
+        let users = UserScope::from_env(sts, vars, reach, move |creds| {
+            let both = maker(creds.clone());
+            Clients {
+                s3: both.s3,
+                rekognition: aws_sdk_rekognition::Client::from_conf(
+                    rekognition
+                        .config()
+                        .to_builder()
+                        .credentials_provider(creds)
+                        .build(),
+                ),
+                dynamodb: both.dynamodb,
+            }
+        })?;
         Ok(Self {
-            s3,
-            rekognition,
-            dynamodb,
-            table: required_env(vars, ENV_IMAGES_TABLE)?,
-            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
-            bucket: required_env(vars, ENV_UPLOAD_BUCKET)?,
-            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
+            users,
+            table,
+            labels_table,
+            bucket,
+            prefix,
             rejected_tag,
             max_labels,
             min_confidence,
@@ -259,7 +295,12 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
     };
     let (id, key, version, uploaded_at) = (up.id, &up.key, up.version, up.uploaded_at);
     let owner = &up.owner;
-    let (first, size) = match read_first_bytes(ctx, key, version).await? {
+    // Everything about the image is read and written as its owner.
+    let c =
+        &ctx.users.clients(owner).await.map_err(|e| {
+            RetryableError(format!("no session of the image's owner: {}", e.message))
+        })?;
+    let (first, size) = match read_first_bytes(ctx, c, key, version).await? {
         Read::Found { first, size } => (first, size),
         Read::Gone => {
             let item = Item::failed(
@@ -270,7 +311,7 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
                 record.s3.object.size.unwrap_or(0),
                 uploaded_at,
             );
-            return put(ctx, &item).await;
+            return put(ctx, c, &item).await;
         }
     };
     let format = image_check::Format::from_signature(&first);
@@ -284,23 +325,24 @@ async fn process_record(ctx: &Ctx, record: &S3EventRecord) -> Result<Outcome, Re
         Ok(inspected) => inspected.format.mime().to_string(),
         Err(reason) => {
             tracing::info!(image_id = %id, reason = reason.as_str(), size_bytes = size, "not an image Rekognition takes");
-            tag_rejected(ctx, key, version).await?;
+            tag_rejected(ctx, c, key, version).await?;
             let content_type = format.map_or("application/octet-stream", |f| f.mime());
             let item = Item::failed(owner, id, reason, content_type.into(), size, uploaded_at);
-            return put(ctx, &item).await;
+            return put(ctx, c, &item).await;
         }
     };
 
     // A presigned upload has just arrived: it is `processing` from now until its labels.
-    mark_processing(ctx, owner, &id, &content_type, size, uploaded_at).await?;
-    let item = detect(ctx, &up, content_type, size).await?;
-    put_indexed(ctx, &item).await
+    mark_processing(ctx, c, owner, &id, &content_type, size, uploaded_at).await?;
+    let item = detect(ctx, c, &up, content_type, size).await?;
+    put_indexed(ctx, c, &item).await
 }
 
 /// Asks Rekognition for the image's labels: the labeled item, the failed one when
 /// Rekognition refuses the image itself, or an error to retry.
 async fn detect(
     ctx: &Ctx,
+    c: &Clients,
     up: &Upload<'_>,
     content_type: String,
     size: i64,
@@ -311,7 +353,7 @@ async fn detect(
     if let Some(v) = version {
         image = image.version(v);
     }
-    let detected = ctx
+    let detected = c
         .rekognition
         .detect_labels()
         .image(Image::builder().s3_object(image.build()).build())
@@ -376,18 +418,18 @@ enum Read {
 /// A ranged GET of the first [`SNIFF_BYTES`] of the version the event names.
 async fn read_first_bytes(
     ctx: &Ctx,
+    c: &Clients,
     key: &str,
     version: Option<&str>,
 ) -> Result<Read, RetryableError> {
-    let got = ctx
-        .s3
-        .get_object()
-        .bucket(&ctx.bucket)
-        .key(key)
-        .set_version_id(version.map(str::to_string))
-        .range(format!("bytes=0-{}", SNIFF_BYTES - 1))
-        .send()
-        .await;
+    let got =
+        c.s3.get_object()
+            .bucket(&ctx.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .range(format!("bytes=0-{}", SNIFF_BYTES - 1))
+            .send()
+            .await;
     let out = match got {
         Ok(out) => out,
         Err(e) => {
@@ -435,7 +477,12 @@ async fn read_first_bytes(
 }
 
 /// Tags the version so that the bucket's lifecycle expires it.
-async fn tag_rejected(ctx: &Ctx, key: &str, version: Option<&str>) -> Result<(), RetryableError> {
+async fn tag_rejected(
+    ctx: &Ctx,
+    c: &Clients,
+    key: &str,
+    version: Option<&str>,
+) -> Result<(), RetryableError> {
     let (k, v) = &ctx.rejected_tag;
     let tagging = Tag::builder()
         .key(k)
@@ -443,8 +490,7 @@ async fn tag_rejected(ctx: &Ctx, key: &str, version: Option<&str>) -> Result<(),
         .build()
         .and_then(|tag| Tagging::builder().tag_set(tag).build())
         .map_err(|e| RetryableError(format!("building the rejection tag failed: {e}")))?;
-    ctx.s3
-        .put_object_tagging()
+    c.s3.put_object_tagging()
         .bucket(&ctx.bucket)
         .key(key)
         .set_version_id(version.map(str::to_string))
@@ -607,6 +653,7 @@ fn status_values() -> HashMap<String, AttributeValue> {
 /// Moves an `awaiting_upload` item to `processing`; any other item (or none) is left alone.
 async fn mark_processing(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     id: &ImageId,
     content_type: &str,
@@ -625,7 +672,7 @@ async fn mark_processing(
         ),
         (index::UPLOADED_AT.to_string(), s(&timestamp(uploaded_at))),
     ]);
-    let result = ctx
+    let result = c
         .dynamodb
         .put_item()
         .table_name(&ctx.table)
@@ -656,10 +703,10 @@ async fn mark_processing(
 /// Writes a labeled item and its index in one transaction: the item (on the final-write
 /// condition), an entry under each label, and each label's count. A cancelled condition is a
 /// duplicate or late event, and nothing of the transaction is written.
-async fn put_indexed(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
+async fn put_indexed(ctx: &Ctx, c: &Clients, item: &Item) -> Result<Outcome, RetryableError> {
     let labels = index_labels(&item.labels);
     if item.status != Status::Labeled || labels.is_empty() {
-        return put(ctx, item).await;
+        return put(ctx, c, item).await;
     }
     let attributes = item.attributes();
     let built = |e: aws_sdk_dynamodb::error::BuildError| {
@@ -732,7 +779,7 @@ async fn put_indexed(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> 
                 .build(),
         );
     }
-    let result = ctx
+    let result = c
         .dynamodb
         .transact_write_items()
         .set_transact_items(Some(writes))
@@ -785,8 +832,8 @@ fn index_labels(labels: &[Label]) -> Vec<(String, &Label)> {
 }
 
 /// Writes the final item once: over nothing, or over an item that is not final yet.
-async fn put(ctx: &Ctx, item: &Item) -> Result<Outcome, RetryableError> {
-    let result = ctx
+async fn put(ctx: &Ctx, c: &Clients, item: &Item) -> Result<Outcome, RetryableError> {
+    let result = c
         .dynamodb
         .put_item()
         .table_name(&ctx.table)

@@ -10,6 +10,7 @@ async fn main() -> Result<(), Error> {
     // DetectLabels service, on AWS it is unset and the regional endpoint is used.
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ctx = Ctx::from_env(
+        aws_sdk_sts::Client::new(&config),
         aws_sdk_s3::Client::new(&config),
         aws_sdk_rekognition::Client::new(&config),
         aws_sdk_dynamodb::Client::new(&config),

@@ -29,6 +29,7 @@ use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
+use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
 use lambda_runtime::{Context, LambdaEvent};
 use process_function::{Ctx, FINAL_WRITE_CONDITION, Summary, handler};
 
@@ -326,19 +327,34 @@ fn fast_retries() -> RetryConfig {
 }
 
 fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
-    Ctx {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
+    ctx_with_sts(s3, rek, ddb, &assume_role(|_| true))
+}
+
+/// The function's context, its owners' sessions from an STS answering `sts`.
+fn ctx_with_sts(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
+    let vars = |name: &str| {
+        match name {
+            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
+            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
+            "UPLOAD_BUCKET" => Some(BUCKET),
+            "UPLOAD_PREFIX" => Some("uploads/"),
+            "REJECTED_TAG" => Some("image-pipeline-rejected=true"),
+            "MAX_LABELS" => Some("10"),
+            "MIN_CONFIDENCE" => Some("70"),
+            "USER_ROLE_ARN" => Some(ROLE_ARN),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    Ctx::from_env(
+        testing::sts(&[sts]),
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
             .retry_config(fast_retries())),
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-        table: "image-pipeline-dev-images".into(),
-        labels_table: "image-pipeline-dev-labels".into(),
-        bucket: BUCKET.into(),
-        prefix: "uploads/".into(),
-        rejected_tag: ("image-pipeline-rejected".into(), "true".into()),
-        max_labels: 10,
-        min_confidence: 70.0,
-    }
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        &vars,
+    )
+    .unwrap()
 }
 
 fn s(v: &AttributeValue) -> &str {
@@ -1133,4 +1149,39 @@ async fn a_labeled_image_without_labels_is_one_put() {
     assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
     assert_eq!(items.lock().unwrap().len(), 1);
     assert_eq!(put.0[1].num_calls(), 0, "no transaction");
+}
+
+/// An image is read, labeled and recorded as its owner: one `AssumeRole` of the user role
+/// whose session policy names the owner (from the object's key) and allows DetectLabels.
+/// Without a session nothing is read or written, and the event is handed back to be retried.
+#[tokio::test]
+async fn an_image_is_processed_in_a_session_of_its_owner_and_retried_without_one() {
+    let items = Items::default();
+    let (head, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
+    let sts = assume_role(|input| {
+        let policy = input.policy().unwrap_or_default();
+        input.role_arn() == Some(ROLE_ARN)
+            && input.role_session_name() == Some(OWNER)
+            && policy.contains(&format!("{BUCKET}/uploads/{OWNER}/*"))
+            && policy.contains(&format!("\"{OWNER}#*\""))
+            && policy.contains("rekognition:DetectLabels")
+    });
+    let c = ctx_with_sts(&[&head], &[&rek], &put.rules(), &sts);
+    let summary = handler(&c, event(ONE)).await.unwrap();
+    assert_eq!(summary.labeled, 1);
+    assert_eq!(sts.num_calls(), 1);
+
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+            aws_sdk_sts::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .build(),
+        )
+    });
+    let calls = (head.num_calls(), rek.num_calls());
+    let c = ctx_with_sts(&[&head], &[&rek], &put.rules(), &refused);
+    let err = handler(&c, event(ONE)).await.unwrap_err();
+    assert!(err.to_string().contains("will be retried"), "{err}");
+    assert_eq!((head.num_calls(), rek.num_calls()), calls, "nothing read");
+    assert_eq!(items.lock().unwrap().len(), 1, "nothing written");
 }

@@ -109,6 +109,38 @@ impl Reach {
     }
 }
 
+/// One user's S3 and DynamoDB: copies of the function's own clients that sign with that
+/// user's session.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// What turns a session into a user's clients, for [`UserScope::new`].
+    pub fn maker(
+        s3: aws_sdk_s3::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> impl Fn(Credentials) -> Self + Send + Sync + 'static {
+        move |creds: Credentials| Self {
+            s3: aws_sdk_s3::Client::from_conf(
+                s3.config()
+                    .to_builder()
+                    .credentials_provider(creds.clone())
+                    .build(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                dynamodb
+                    .config()
+                    .to_builder()
+                    .credentials_provider(creds)
+                    .build(),
+            ),
+        }
+    }
+}
+
 /// Credentials of an assumed session, or why there are none.
 pub type Session = Result<Credentials, ApiError>;
 

@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
+use handler_shared::scope::{Clients, Reach, UserScope};
 use handler_shared::{
     ApiError, ImageId, Owner, RouteOf, Vars, echo, env_or, json_response, required_env,
 };
@@ -52,10 +53,12 @@ pub const EXPIRY_ATTRIBUTE: &str = "expires_at";
 const ACCEPTED: &str = "image/jpeg or image/png";
 
 /// Clients and configuration, built once per cold start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ctx {
-    pub s3: aws_sdk_s3::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// S3 and DynamoDB as the signed-in user: a session of the function's user role, narrowed
+    /// to the user's prefix and partitions. A presigned PUT is signed by that session, which
+    /// has more than `presign_expires` left (`scope::MIN_REMAINING`).
+    pub users: UserScope<Clients>,
     pub table: String,
     /// Where each user's upload count of the day is kept (`{owner}#uploads`).
     pub labels_table: String,
@@ -68,20 +71,30 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// `s3` and `dynamodb` are the function's own clients: each user's are copies of them
+    /// with that user's session.
     pub fn from_env(
+        sts: aws_sdk_sts::Client,
         s3: aws_sdk_s3::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         vars: Vars,
     ) -> Result<Self, String> {
         let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
+        let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
+        let table = required_env(vars, ENV_IMAGES_TABLE)?;
+        let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
+        let reach = Reach {
+            bucket: Some((bucket.clone(), vec![prefix.clone()])),
+            tables: vec![table.clone(), labels_table.clone()],
+            ..Reach::default()
+        };
         Ok(Self {
-            s3,
-            dynamodb,
-            table: required_env(vars, ENV_IMAGES_TABLE)?,
-            labels_table: required_env(vars, ENV_LABELS_TABLE)?,
+            users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
+            table,
+            labels_table,
             uploads_per_day: env_or(vars, ENV_UPLOADS_PER_DAY, DEFAULT_UPLOADS_PER_DAY)?,
             bucket,
-            prefix: required_env(vars, ENV_UPLOAD_PREFIX)?,
+            prefix,
             max_upload_bytes: env_or(vars, ENV_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_BYTES)?,
             presign_expires: Duration::from_secs(env_or(
                 vars,
@@ -194,10 +207,11 @@ async fn upload(
             "content-type header ignored: the bytes decide"
         );
     }
-    let quota = take_quota(ctx, owner).await?;
+    let c = &ctx.users.clients(owner).await?;
+    let quota = take_quota(ctx, c, owner).await?;
     let id = ImageId::new_random();
     let size = bytes.len() as u64;
-    let stored = ctx.s3
+    let stored = c.s3
         .put_object()
         .bucket(&ctx.bucket)
         .key(id.object_key(&ctx.prefix, owner))
@@ -210,7 +224,7 @@ async fn upload(
             ApiError::unavailable("the image could not be stored; try again")
         });
     if stored.is_err() {
-        give_back(ctx, owner, &quota).await;
+        give_back(ctx, c, owner, &quota).await;
     }
     stored?;
     // The image is stored and its event on the way: a failure to record it early loses nothing
@@ -224,7 +238,7 @@ async fn upload(
         size_bytes: size,
         expires_at: None,
     };
-    if let Err(e) = record(ctx, &accepted).await {
+    if let Err(e) = record(ctx, c, &accepted).await {
         tracing::warn!(image_id = %id, error = %e, "the image is stored but not yet listed as processing: it appears once labeled");
     }
     // API Gateway's id of the request, which its access log carries: `trace` joins the two.
@@ -304,10 +318,11 @@ async fn presign(
 ) -> Result<ApiGatewayV2httpResponse, ApiError> {
     let (kind, size, size_bytes) = presign_request(req)?;
     // A presigned URL promises an upload: it counts when it is handed out.
-    let quota = take_quota(ctx, owner).await?;
-    let issued = presign_and_record(ctx, owner, (kind, size, size_bytes)).await;
+    let c = &ctx.users.clients(owner).await?;
+    let quota = take_quota(ctx, c, owner).await?;
+    let issued = presign_and_record(ctx, c, owner, (kind, size, size_bytes)).await;
     if issued.is_err() {
-        give_back(ctx, owner, &quota).await;
+        give_back(ctx, c, owner, &quota).await;
     }
     let (id, presigned) = issued?;
     let api_request_id = req.request_context.request_id.as_deref().unwrap_or("");
@@ -336,6 +351,7 @@ async fn presign(
 /// A presigned PUT for a new id, recorded as `awaiting_upload` before it is handed out.
 async fn presign_and_record(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     (kind, size, size_bytes): (Format, u64, i64),
 ) -> Result<(ImageId, PresignedRequest), ApiError> {
@@ -347,7 +363,7 @@ async fn presign_and_record(
     // Content type, length and `If-None-Match: *` are request headers of the signed PUT: S3
     // refuses any other type or length, and a second PUT to the same URL (the object exists by
     // then) answers 412 instead of overwriting.
-    let presigned = ctx
+    let presigned = c
         .s3
         .put_object()
         .bucket(&ctx.bucket)
@@ -374,7 +390,7 @@ async fn presign_and_record(
         size_bytes: size,
         expires_at: Some(expires_at),
     };
-    record(ctx, &accepted).await.map_err(|e| {
+    record(ctx, c, &accepted).await.map_err(|e| {
         tracing::error!(image_id = %id, error = %e, "recording the presigned upload failed");
         ApiError::unavailable("a presigned upload could not be created; try again")
     })?;
@@ -403,10 +419,11 @@ struct Counted {
 /// An update of the owner's upload count of `day`.
 fn day_count(
     ctx: &Ctx,
+    c: &Clients,
     owner: &Owner,
     day: &str,
 ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-    ctx.dynamodb
+    c.dynamodb
         .update_item()
         .table_name(&ctx.labels_table)
         .key(
@@ -419,9 +436,9 @@ fn day_count(
 /// Counts one upload against the owner's quota for the UTC day. A conditional `ADD` is atomic:
 /// however many uploads race for the last unit, at most the quota's worth succeed. Over it: 429
 /// with `Retry-After` (the start of the next UTC day), before anything is stored.
-async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
+async fn take_quota(ctx: &Ctx, c: &Clients, owner: &Owner) -> Result<Counted, ApiError> {
     let (day, retry_after, expires_at) = quota_day(chrono::Utc::now());
-    let result = day_count(ctx, owner, &day)
+    let result = day_count(ctx, c, owner, &day)
         .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
         .condition_expression("attribute_not_exists(#n) OR #n < :limit")
         .expression_attribute_names("#n", index::UPLOADS)
@@ -458,8 +475,8 @@ async fn take_quota(ctx: &Ctx, owner: &Owner) -> Result<Counted, ApiError> {
 
 /// Gives back an upload that was counted but not stored or handed out. Best effort: a failure
 /// here costs the user one upload of their day, and is logged.
-async fn give_back(ctx: &Ctx, owner: &Owner, counted: &Counted) {
-    let result = day_count(ctx, owner, &counted.day)
+async fn give_back(ctx: &Ctx, c: &Clients, owner: &Owner, counted: &Counted) {
+    let result = day_count(ctx, c, owner, &counted.day)
         .update_expression("ADD #n :minus_one")
         .condition_expression("#n > :zero")
         .expression_attribute_names("#n", index::UPLOADS)
@@ -512,8 +529,8 @@ impl Accepted<'_> {
 
 /// Writes the accepted image's item unless one exists: an existing item is further along
 /// (the process function got there first) and is left as it is.
-async fn record(ctx: &Ctx, accepted: &Accepted<'_>) -> Result<(), String> {
-    let result = ctx
+async fn record(ctx: &Ctx, c: &Clients, accepted: &Accepted<'_>) -> Result<(), String> {
+    let result = c
         .dynamodb
         .put_item()
         .table_name(&ctx.table)

@@ -5,8 +5,6 @@
 // Test code: fixtures and mocks are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
@@ -17,6 +15,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use base64::Engine;
+use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use upload_function::{Ctx, handler};
@@ -83,17 +82,33 @@ fn ctx_with(s3: &[&Rule], ddb: &[&Rule], max: usize) -> Ctx {
     let quota = quota_ok();
     let mut ddb = ddb.to_vec();
     ddb.push(&quota);
-    Ctx {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &ddb),
-        table: "image-pipeline-dev-images".into(),
-        labels_table: "image-pipeline-dev-labels".into(),
-        uploads_per_day: 1000,
-        bucket: "image-pipeline-dev-123456789012-us-east-1".into(),
-        prefix: "uploads/".into(),
-        max_upload_bytes: max,
-        presign_expires: Duration::from_secs(300),
-    }
+    ctx_with_sts(s3, &ddb, max, &assume_role(|_| true))
+}
+
+/// The function's context, its user sessions from an STS answering `sts`.
+fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], max: usize, sts: &Rule) -> Ctx {
+    let max = max.to_string();
+    let vars = move |name: &str| {
+        match name {
+            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
+            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
+            "UPLOADS_PER_USER_PER_DAY" => Some("1000"),
+            "UPLOAD_BUCKET" => Some("image-pipeline-dev-123456789012-us-east-1"),
+            "UPLOAD_PREFIX" => Some("uploads/"),
+            "MAX_UPLOAD_BYTES" => Some(max.as_str()),
+            "PRESIGN_EXPIRES_SECONDS" => Some("300"),
+            "USER_ROLE_ARN" => Some(ROLE_ARN),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    Ctx::from_env(
+        testing::sts(&[sts]),
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        &vars,
+    )
+    .unwrap()
 }
 
 fn json(resp: &ApiGatewayV2httpResponse) -> Value {
@@ -362,6 +377,8 @@ async fn presigned_put_binds_key_type_and_length() {
         );
     }
     assert!(url.contains("X-Amz-Expires=300"));
+    // Signed by the user's session, which S3 authorizes for the user's prefix only.
+    assert!(url.contains("X-Amz-Credential=ASIAUSERSESSION"), "{url}");
     assert_eq!(
         header(&resp, "location"),
         Some(format!("/metadata/{id}").as_str())
@@ -686,4 +703,57 @@ fn the_quota_day_ends_at_midnight_utc() {
     assert_eq!(expires_at, next.timestamp().unsigned_abs() + 86_400);
     let (day, retry_after, _) = upload_function::quota_day(next);
     assert_eq!((day.as_str(), retry_after), ("2027-01-01", 86_400));
+}
+
+/// Every write is made as the signed-in user: one `AssumeRole` of the user role whose session
+/// policy names the user's prefix and partitions, after the body is checked (a bad body costs
+/// no session). Without a session nothing is counted or stored: STS failing is a 503.
+#[tokio::test]
+async fn uploads_are_made_in_a_session_of_the_user_and_none_without_one() {
+    let png = photo("chelsea.png");
+    let stored = put_ok();
+    let quota = quota_ok();
+    let recorded = record_ok();
+    let sts = assume_role(|input| {
+        let policy = input.policy().unwrap_or_default();
+        input.role_arn() == Some(ROLE_ARN)
+            && input.role_session_name() == Some(OWNER)
+            && policy.contains(&format!("/uploads/{OWNER}/*"))
+            && policy.contains(&format!("\"{OWNER}#*\""))
+    });
+    let c = ctx_with_sts(&[&stored], &[&recorded, &quota], 4_500_000, &sts);
+    let bad = handler(
+        &c,
+        upload_event(&b64(b"not an image"), true, Some("image/png")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status_code, 415, "{:?}", bad.body);
+    assert_eq!(sts.num_calls(), 0, "a bad body costs no session");
+    for _ in 0..2 {
+        let resp = handler(&c, upload_event(&b64(&png), true, Some("image/png")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status_code, 201, "{:?}", resp.body);
+    }
+    assert_eq!(sts.num_calls(), 1, "one session, reused while warm");
+
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+            aws_sdk_sts::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .build(),
+        )
+    });
+    let calls = (stored.num_calls(), quota.num_calls());
+    let c = ctx_with_sts(&[&stored], &[&recorded, &quota], 4_500_000, &refused);
+    let resp = handler(&c, upload_event(&b64(&png), true, Some("image/png")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 503);
+    assert_eq!(
+        (stored.num_calls(), quota.num_calls()),
+        calls,
+        "nothing counted or stored"
+    );
 }
