@@ -84,18 +84,13 @@ fn ctx(s3: &[&Rule], ddb: &[&Rule]) -> Ctx {
 
 /// The function's context, its user sessions from an STS answering `sts`.
 fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
-    let vars = |name: &str| {
-        match name {
-            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
-            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
-            "UPLOAD_BUCKET" => Some("image-pipeline-dev-123456789012-us-east-1"),
-            "UPLOAD_PREFIX" => Some("uploads/"),
-            "THUMBNAIL_PREFIX" => Some("thumbnails/"),
-            "USER_ROLE_ARN" => Some(ROLE_ARN),
-            _ => None,
-        }
-        .map(str::to_string)
-    };
+    let vars = testing::vars(&[
+        ("IMAGES_TABLE", "image-pipeline-dev-images"),
+        ("LABELS_TABLE", "image-pipeline-dev-labels"),
+        ("UPLOAD_BUCKET", "image-pipeline-dev-123456789012-us-east-1"),
+        ("UPLOAD_PREFIX", "uploads/"),
+        ("THUMBNAIL_PREFIX", "thumbnails/"),
+    ]);
     Ctx::from_env(
         testing::sts(&[sts]),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
@@ -317,13 +312,7 @@ async fn deletes_are_made_in_a_session_of_the_user_and_none_without_one() {
     assert_eq!(resp.status_code, 204);
     assert_eq!(sts.num_calls(), 1);
 
-    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
-        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
-            aws_sdk_sts::error::ErrorMetadata::builder()
-                .code("AccessDenied")
-                .build(),
-        )
-    });
+    let refused = testing::refusing();
     let calls = (t.num_calls(), list.num_calls());
     let resp = handler(
         &ctx_with_sts(&[&list, &del], &[&t, &e, &c], &refused),

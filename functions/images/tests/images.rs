@@ -101,18 +101,13 @@ fn ctx(s3: &[&Rule], ddb: &[&Rule]) -> Ctx {
 
 /// The function's context, its user sessions from an STS answering `sts`.
 fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
-    let vars = |name: &str| {
-        match name {
-            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
-            "UPLOAD_BUCKET" => Some(BUCKET),
-            "UPLOAD_PREFIX" => Some("uploads/"),
-            "THUMBNAIL_PREFIX" => Some("thumbnails/"),
-            "IMAGE_REDIRECT_SECONDS" => Some("60"),
-            "USER_ROLE_ARN" => Some(ROLE_ARN),
-            _ => None,
-        }
-        .map(str::to_string)
-    };
+    let vars = testing::vars(&[
+        ("IMAGES_TABLE", "image-pipeline-dev-images"),
+        ("UPLOAD_BUCKET", BUCKET),
+        ("UPLOAD_PREFIX", "uploads/"),
+        ("THUMBNAIL_PREFIX", "thumbnails/"),
+        ("IMAGE_REDIRECT_SECONDS", "60"),
+    ]);
     Ctx::from_env(
         testing::sts(&[sts]),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
@@ -372,13 +367,7 @@ async fn reads_are_made_in_a_session_of_the_user_kept_while_warm() {
 async fn no_session_no_read() {
     let it = item("labeled", 16);
     let obj = object(format!("uploads/{OWNER}/{ID}"), Some(vec![0; 16]));
-    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
-        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
-            aws_sdk_sts::error::ErrorMetadata::builder()
-                .code("AccessDenied")
-                .build(),
-        )
-    });
+    let refused = testing::refusing();
     let resp = handler(&ctx_with_sts(&[&obj], &[&it], &refused), request("", ID))
         .await
         .unwrap();

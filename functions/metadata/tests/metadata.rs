@@ -749,13 +749,7 @@ async fn no_session_no_read() {
             .set_item(Some(stored_item(ID)))
             .build()
     });
-    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
-        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
-            aws_sdk_sts::error::ErrorMetadata::builder()
-                .code("AccessDenied")
-                .build(),
-        )
-    });
+    let refused = testing::refusing();
     let ctx = ctx_with_sts(&[&get], &refused);
     let resp = handler(&ctx, item_event(ID)).await.unwrap();
     assert_eq!(resp.status_code, 503);

@@ -332,20 +332,15 @@ fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
 
 /// The function's context, its owners' sessions from an STS answering `sts`.
 fn ctx_with_sts(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
-    let vars = |name: &str| {
-        match name {
-            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
-            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
-            "UPLOAD_BUCKET" => Some(BUCKET),
-            "UPLOAD_PREFIX" => Some("uploads/"),
-            "REJECTED_TAG" => Some("image-pipeline-rejected=true"),
-            "MAX_LABELS" => Some("10"),
-            "MIN_CONFIDENCE" => Some("70"),
-            "USER_ROLE_ARN" => Some(ROLE_ARN),
-            _ => None,
-        }
-        .map(str::to_string)
-    };
+    let vars = testing::vars(&[
+        ("IMAGES_TABLE", "image-pipeline-dev-images"),
+        ("LABELS_TABLE", "image-pipeline-dev-labels"),
+        ("UPLOAD_BUCKET", BUCKET),
+        ("UPLOAD_PREFIX", "uploads/"),
+        ("REJECTED_TAG", "image-pipeline-rejected=true"),
+        ("MAX_LABELS", "10"),
+        ("MIN_CONFIDENCE", "70"),
+    ]);
     Ctx::from_env(
         testing::sts(&[sts]),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
@@ -1171,13 +1166,7 @@ async fn an_image_is_processed_in_a_session_of_its_owner_and_retried_without_one
     assert_eq!(summary.labeled, 1);
     assert_eq!(sts.num_calls(), 1);
 
-    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
-        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
-            aws_sdk_sts::error::ErrorMetadata::builder()
-                .code("AccessDenied")
-                .build(),
-        )
-    });
+    let refused = testing::refusing();
     let calls = (head.num_calls(), rek.num_calls());
     let c = ctx_with_sts(&[&head], &[&rek], &put.rules(), &refused);
     let err = handler(&c, event(ONE)).await.unwrap_err();

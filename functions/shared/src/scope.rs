@@ -375,4 +375,30 @@ pub mod testing {
     pub fn sts(rules: &[&Rule]) -> aws_sdk_sts::Client {
         mock_client!(aws_sdk_sts, RuleMode::MatchAny, rules)
     }
+
+    /// An `AssumeRole` rule that refuses every call with `AccessDenied`.
+    pub fn refusing() -> Rule {
+        mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+            aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+                aws_sdk_sts::error::ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .build(),
+            )
+        })
+    }
+
+    /// A function's environment: `pairs`, and [`ROLE_ARN`] as its `USER_ROLE_ARN`.
+    pub fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .chain([(super::ENV_USER_ROLE_ARN.to_string(), ROLE_ARN.to_string())])
+            .collect();
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
 }

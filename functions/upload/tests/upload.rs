@@ -88,20 +88,15 @@ fn ctx_with(s3: &[&Rule], ddb: &[&Rule], max: usize) -> Ctx {
 /// The function's context, its user sessions from an STS answering `sts`.
 fn ctx_with_sts(s3: &[&Rule], ddb: &[&Rule], max: usize, sts: &Rule) -> Ctx {
     let max = max.to_string();
-    let vars = move |name: &str| {
-        match name {
-            "IMAGES_TABLE" => Some("image-pipeline-dev-images"),
-            "LABELS_TABLE" => Some("image-pipeline-dev-labels"),
-            "UPLOADS_PER_USER_PER_DAY" => Some("1000"),
-            "UPLOAD_BUCKET" => Some("image-pipeline-dev-123456789012-us-east-1"),
-            "UPLOAD_PREFIX" => Some("uploads/"),
-            "MAX_UPLOAD_BYTES" => Some(max.as_str()),
-            "PRESIGN_EXPIRES_SECONDS" => Some("300"),
-            "USER_ROLE_ARN" => Some(ROLE_ARN),
-            _ => None,
-        }
-        .map(str::to_string)
-    };
+    let vars = testing::vars(&[
+        ("IMAGES_TABLE", "image-pipeline-dev-images"),
+        ("LABELS_TABLE", "image-pipeline-dev-labels"),
+        ("UPLOADS_PER_USER_PER_DAY", "1000"),
+        ("UPLOAD_BUCKET", "image-pipeline-dev-123456789012-us-east-1"),
+        ("UPLOAD_PREFIX", "uploads/"),
+        ("MAX_UPLOAD_BYTES", max.as_str()),
+        ("PRESIGN_EXPIRES_SECONDS", "300"),
+    ]);
     Ctx::from_env(
         testing::sts(&[sts]),
         mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
@@ -738,13 +733,7 @@ async fn uploads_are_made_in_a_session_of_the_user_and_none_without_one() {
     }
     assert_eq!(sts.num_calls(), 1, "one session, reused while warm");
 
-    let refused = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
-        aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
-            aws_sdk_sts::error::ErrorMetadata::builder()
-                .code("AccessDenied")
-                .build(),
-        )
-    });
+    let refused = testing::refusing();
     let calls = (stored.num_calls(), quota.num_calls());
     let c = ctx_with_sts(&[&stored], &[&recorded, &quota], 4_500_000, &refused);
     let resp = handler(&c, upload_event(&b64(&png), true, Some("image/png")))
