@@ -35,6 +35,11 @@ pub struct Ports {
     /// Run this detect-labels binary instead of building one
     #[arg(long, value_name = "PATH", env = "IMAGE_PIPELINE_LABELS_BIN")]
     pub labels_bin: Option<std::path::PathBuf>,
+    /// Make the local label service a quota: at most Q DetectLabels calls per second, and
+    /// Rekognition's over-quota error above it (0: no limit; unset: keep the running
+    /// service's rate). A changed rate restarts the service
+    #[arg(long, value_name = "Q", env = "IMAGE_PIPELINE_LABELS_TPS")]
+    pub labels_tps: Option<u32>,
     /// Call the local environment as this IAM user of the emulator (default: its root);
     /// the secret comes from IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY
     #[arg(
@@ -56,7 +61,12 @@ pub struct Ports {
 impl Ports {
     pub fn config(&self) -> LocalConfig {
         LocalConfig {
-            labels_binary: self.labels_bin.clone(),
+            // The services start in their own directory: a relative path is the caller's.
+            labels_binary: self
+                .labels_bin
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            labels_tps: self.labels_tps,
             ..LocalConfig::for_ports(self.local_port, self.labels_port)
         }
     }

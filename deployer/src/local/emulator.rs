@@ -37,6 +37,9 @@ pub struct LocalConfig {
     /// A `detect-labels` binary to run instead of building one (the test command passes the
     /// one its test build just made).
     pub labels_binary: Option<PathBuf>,
+    /// The label service as a quota: at most this many DetectLabels calls per second (0: no
+    /// limit). `None` keeps a running service's rate, and starts one without a limit.
+    pub labels_tps: Option<u32>,
 }
 
 impl Default for LocalConfig {
@@ -57,6 +60,7 @@ impl LocalConfig {
                 .join("local")
                 .join(port.to_string()),
             labels_binary: None,
+            labels_tps: None,
         }
     }
 
@@ -196,6 +200,20 @@ fn labels_healthy(port: u16) -> bool {
     matches!(tls::get_plain(port, "/health"), Ok((200, _)))
 }
 
+/// Whether the running label service holds callers to the rate `cfg` asks for (any rate,
+/// when it asks for none).
+fn labels_rate_as_asked(cfg: &LocalConfig) -> bool {
+    let Some(wanted) = cfg.labels_tps else {
+        return true;
+    };
+    let running = tls::get_plain(cfg.labels_port, "/stats")
+        .ok()
+        .filter(|(status, _)| *status == 200)
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|v| v["tps"].as_u64().unwrap_or(0));
+    running == Some(u64::from(wanted))
+}
+
 fn port_open(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
@@ -259,6 +277,16 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
     }
     if !healthy(cfg, Service::Ministack) {
         start_ministack(cfg, &tls, progress)?;
+    }
+    if healthy(cfg, Service::Labels) && !labels_rate_as_asked(cfg) {
+        progress.step(&format!(
+            "restarting detect-labels: its rate changes to {}",
+            match cfg.labels_tps {
+                Some(q) if q > 0 => format!("{q} calls per second"),
+                _ => "no limit".into(),
+            }
+        ));
+        stop(cfg, Service::Labels)?;
     }
     if !healthy(cfg, Service::Labels) {
         start_labels(cfg, &tls, labels_build, progress)?;
@@ -357,10 +385,12 @@ fn start_labels(
         .arg("--endpoint")
         .arg(cfg.endpoint())
         .arg("--ca-file")
-        .arg(&tls.cert);
+        .arg(&tls.cert)
+        .arg("--tps")
+        .arg(cfg.labels_tps.unwrap_or(0).to_string());
     // The service's own identity (as Rekognition has one) is the emulator's dummy root:
-    // it only lists functions to learn who signed a request; S3 is read with the
-    // caller's credentials.
+    // it only asks the emulator who signed a request; S3 is read with the caller's
+    // credentials.
     without_caller_credentials(&mut cmd, std::env::vars_os());
     spawn(cfg, Service::Labels, cmd)?;
     wait_healthy(cfg, Service::Labels, Duration::from_secs(60))
@@ -691,6 +721,7 @@ mod tests {
             labels_port: 2,
             dir: dir.clone(),
             labels_binary: None,
+            labels_tps: None,
         };
         let st = status(&cfg);
         assert!(st.services.iter().all(|s| s.pid.is_none() && !s.healthy));
@@ -711,6 +742,7 @@ mod tests {
             labels_port: 2,
             dir: dir.clone(),
             labels_binary: None,
+            labels_tps: None,
         };
         // Our own pid is alive but is not ministack.
         fs::write(

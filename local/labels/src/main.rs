@@ -38,6 +38,15 @@ struct Args {
     /// Worker threads (concurrent requests)
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Admit at most Q DetectLabels calls per second; above it answer as Rekognition does
+    /// over its quota (ProvisionedThroughputExceededException). 0: no limit
+    #[arg(long, env = "LABELS_TPS", default_value_t = 0)]
+    tps: u32,
+    /// Stub mode for scale runs: answer every readable image after MS milliseconds with one
+    /// label named "Stub (not the model)" (LabelModelVersion "stub") instead of running the
+    /// model; signatures, IAM, the rate and S3 reads stay real
+    #[arg(long, value_name = "MS", env = "LABELS_STUB_LATENCY_MS")]
+    stub_latency_ms: Option<u64>,
     /// Fail the first N DetectLabels calls (fault injection)
     #[arg(long, env = "LABELS_FAIL_FIRST", default_value_t = 0)]
     fail_first: u64,
@@ -123,6 +132,8 @@ fn main() -> ExitCode {
         ),
         objects: Box::new(emulator),
         keys: Box::new(keys),
+        meter: local_labels::meter::Meter::new(Some(args.tps)),
+        stub: args.stub_latency_ms.map(std::time::Duration::from_millis),
     });
     match server::start(service, &format!("127.0.0.1:{}", args.port), args.workers) {
         Ok(running) => {

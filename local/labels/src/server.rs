@@ -440,6 +440,14 @@ fn throttle(shared: &Shared, stream: TcpStream) {
 /// Answers one request; the flag says whether the connection must close after it (when the
 /// body was not read, the stream is no longer at a request boundary).
 fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (Reply, bool) {
+    if head.method == "GET" && head.target == "/stats" {
+        let reply = Reply {
+            status: 200,
+            body: serde_json::to_string(&shared.service.meter.stats()).unwrap_or_default(),
+            error: None,
+        };
+        return (reply, head.close);
+    }
     if head.method == "GET" && head.target == "/health" {
         let service = &shared.service;
         let body = serde_json::json!({
@@ -495,9 +503,11 @@ fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (
         shared.service.keys.as_ref(),
     )
     .and_then(|caller| {
+        // Over the rate, refused before any work; in flight until answered.
+        let _in_flight = shared.service.meter.admit()?;
         // A panic while handling one image answers that request with an error and leaves
         // the service serving the next.
-        shared.inference.run(|| {
+        let answer = shared.inference.run(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 shared.service.detect_labels(&caller, &body)
             }))
@@ -506,7 +516,11 @@ fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (
                     "the service failed on this request; it keeps serving others",
                 ))
             })
-        })
+        });
+        if answer.is_ok() {
+            shared.service.meter.served();
+        }
+        answer
     });
     let reply = match result {
         Ok(json) => Reply {

@@ -198,6 +198,23 @@ pub struct Response {
     pub image_properties: Option<ImageProperties>,
 }
 
+/// What stub mode answers.
+fn stub_answer() -> Result<String, ApiError> {
+    serde_json::to_string(&Response {
+        labels: vec![LabelOut {
+            name: STUB_LABEL.into(),
+            confidence: 99.0,
+            parents: Vec::new(),
+            instances: Vec::new(),
+            aliases: Vec::new(),
+            categories: Vec::new(),
+        }],
+        label_model_version: STUB_MODEL_VERSION,
+        image_properties: None,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// Reads the object an `S3Object` names, as `caller` (Rekognition reads S3 with the caller's
 /// permissions); a missing or forbidden object is `InvalidS3ObjectException`.
 pub trait ObjectSource: Send + Sync {
@@ -229,7 +246,18 @@ pub struct Service {
     pub objects: Box<dyn ObjectSource>,
     /// Who may sign requests.
     pub keys: Box<dyn KeyResolver>,
+    /// The rate calls are admitted at, and the counts of `GET /stats`.
+    pub meter: crate::meter::Meter,
+    /// Stub mode, for scale runs: every well-formed call whose image can be read answers
+    /// after this long with [`STUB_LABEL`] from [`STUB_MODEL_VERSION`], and the model is not
+    /// run. Authentication, authorization, the rate and the S3 read as the caller stay real.
+    pub stub: Option<std::time::Duration>,
 }
+
+/// The one label stub mode answers: named so that nobody takes it for the model's.
+pub const STUB_LABEL: &str = "Stub (not the model)";
+/// The `LabelModelVersion` of stub answers.
+pub const STUB_MODEL_VERSION: &str = "stub";
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,6 +339,10 @@ impl Service {
         // Faults apply to well-formed requests, as throttling would.
         self.faults.check()?;
         let bytes = self.image_bytes(caller, image)?;
+        if let Some(latency) = self.stub {
+            std::thread::sleep(latency);
+            return stub_answer();
+        }
         let img = decode(&bytes)?;
         let labels = if features.iter().any(|f| f == "GENERAL_LABELS") {
             self.labels(&img, max_labels, min_confidence as f32)?

@@ -20,6 +20,7 @@ use aws_sdk_rekognition::operation::detect_labels::DetectLabelsError;
 use aws_sdk_rekognition::primitives::Blob;
 use aws_sdk_rekognition::types::{DetectLabelsFeatureName, Image, S3Object};
 use local_labels::auth::{Caller, StaticKeys};
+use local_labels::meter::Meter;
 use local_labels::model::{Model, default_dir};
 use local_labels::s3::Emulator;
 use local_labels::server::{self, Running};
@@ -155,6 +156,17 @@ fn start(faults: Faults, max_attempts: u32) -> Env {
 }
 
 fn start_with(faults: Faults, max_attempts: u32, config: server::Config) -> Env {
+    start_at_rate(faults, max_attempts, config, (None, None))
+}
+
+/// The service admitting at most `tps` calls per second (`None`: no limit), in stub mode with
+/// `stub` latency when given.
+fn start_at_rate(
+    faults: Faults,
+    max_attempts: u32,
+    config: server::Config,
+    (tps, stub): (Option<u32>, Option<Duration>),
+) -> Env {
     let objects = HashMap::from([
         ("images/uploads/chelsea".to_string(), photo("chelsea.png")),
         ("images/uploads/coffee".to_string(), photo("coffee.png")),
@@ -190,6 +202,8 @@ fn start_with(faults: Faults, max_attempts: u32, config: server::Config) -> Env 
             caller(NO_READ),
             caller(NOT_ALLOWED),
         ])),
+        meter: Meter::new(tps),
+        stub,
     });
     let running = server::start_with(service.clone(), "127.0.0.1:0", config).unwrap();
     let port = running.port;
@@ -958,4 +972,81 @@ fn connections_over_the_limit_get_a_throttling_answer() {
     std::thread::sleep(Duration::from_millis(200));
     let answer = raw_get(env.port, "/health");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Above `--tps` a call gets Rekognition's over-quota error, and `GET /stats` counts what was
+/// served, refused and the peaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_above_the_rate_are_refused_as_over_quota_and_counted() {
+    let env = start_at_rate(
+        Faults::none(),
+        1,
+        server::Config::with_workers(4),
+        (Some(2), None),
+    );
+    let calls = (0..8).map(|_| {
+        let c = env.client.clone();
+        tokio::spawn(async move {
+            c.detect_labels()
+                .image(
+                    Image::builder()
+                        .bytes(Blob::new(photo("coffee.png")))
+                        .build(),
+                )
+                .send()
+                .await
+        })
+    });
+    let mut refused = 0;
+    for call in calls.collect::<Vec<_>>() {
+        if let Err(e) = call.await.unwrap() {
+            let e = e.into_service_error();
+            assert!(e.is_provisioned_throughput_exceeded_exception(), "{e:?}");
+            refused += 1;
+        }
+    }
+    let stats = raw_get(env.port, "/stats");
+    let body: serde_json::Value =
+        serde_json::from_str(stats.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["throttled"], refused, "{body}");
+    assert_eq!(body["served"], 8 - refused, "{body}");
+    assert!(
+        refused >= 4,
+        "8 calls within a second or two at 2 per second: {body}"
+    );
+    assert!(body["peak_per_second"].as_u64().unwrap() <= 2, "{body}");
+    assert!(body["peak_in_flight"].as_u64().unwrap() >= 1, "{body}");
+    assert_eq!(body["tps"], 2);
+}
+
+/// Stub mode answers with a label nobody takes for the model's, after its latency, and keeps
+/// the S3 read as the caller real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stub_mode_answers_without_the_model_and_still_reads_as_the_caller() {
+    let latency = Duration::from_millis(50);
+    let env = start_at_rate(
+        Faults::none(),
+        1,
+        server::Config::with_workers(4),
+        (None, Some(latency)),
+    );
+    let started = std::time::Instant::now();
+    let out = env
+        .client
+        .detect_labels()
+        .image(s3_image("chelsea"))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= latency);
+    let names: Vec<&str> = out.labels().iter().filter_map(|l| l.name()).collect();
+    assert_eq!(names, [local_labels::service::STUB_LABEL]);
+    assert_eq!(out.label_model_version(), Some("stub"));
+    let denied = caller(NO_READ);
+    let e = refused(
+        &env.client_as(NO_READ, &denied.secret_access_key, 1),
+        s3_image("chelsea"),
+    )
+    .await;
+    assert!(e.is_invalid_s3_object_exception(), "{e:?}");
 }
