@@ -199,18 +199,12 @@ impl AsFunction {
             .function(name)
             .ok_or_else(|| LocalIamError::NoFunction(name.into()))?;
         let reach = match name {
-            "images" => Reach {
-                bucket: Some((
-                    d.bucket.clone(),
-                    vec![UPLOADS.into(), stack::app::THUMBNAIL_PREFIX.into()],
-                )),
-                tables: vec![d.table.clone()],
-                ..Reach::default()
-            },
-            _ => Reach {
-                tables: vec![d.table.clone(), d.labels_table.clone()],
-                ..Reach::default()
-            },
+            "images" => Reach::objects_and_items(
+                &d.bucket,
+                &[UPLOADS, stack::app::THUMBNAIL_PREFIX],
+                &[&d.table],
+            ),
+            _ => Reach::items(&[&d.table, &d.labels_table]),
         };
         Ok(Self {
             name,

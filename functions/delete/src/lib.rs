@@ -57,14 +57,11 @@ impl Ctx {
         let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
         let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
         let thumbnail_prefix = required_env(vars, ENV_THUMBNAIL_PREFIX)?;
-        let reach = Reach {
-            bucket: Some((
-                bucket.clone(),
-                vec![prefix.clone(), thumbnail_prefix.clone()],
-            )),
-            tables: vec![table.clone(), labels_table.clone()],
-            ..Reach::default()
-        };
+        let reach = Reach::objects_and_items(
+            &bucket,
+            &[&prefix, &thumbnail_prefix],
+            &[&table, &labels_table],
+        );
         Ok(Self {
             users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
             table,

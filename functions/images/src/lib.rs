@@ -69,14 +69,7 @@ impl Ctx {
         let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
         let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
         let thumbnail_prefix = required_env(vars, ENV_THUMBNAIL_PREFIX)?;
-        let reach = Reach {
-            bucket: Some((
-                bucket.clone(),
-                vec![prefix.clone(), thumbnail_prefix.clone()],
-            )),
-            tables: vec![table.clone()],
-            ..Reach::default()
-        };
+        let reach = Reach::objects_and_items(&bucket, &[&prefix, &thumbnail_prefix], &[&table]);
         Ok(Self {
             users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
             table,

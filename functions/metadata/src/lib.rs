@@ -57,10 +57,7 @@ impl Ctx {
         }
         let table = required_env(vars, ENV_IMAGES_TABLE)?;
         let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
-        let reach = Reach {
-            tables: vec![table.clone(), labels_table.clone()],
-            ..Reach::default()
-        };
+        let reach = Reach::items(&[&table, &labels_table]);
         let users = UserScope::from_env(sts, vars, reach, move |creds| {
             let conf = dynamodb.config().to_builder().credentials_provider(creds);
             aws_sdk_dynamodb::Client::from_conf(conf.build())

@@ -110,9 +110,8 @@ impl Ctx {
         let bucket = required_env(vars, ENV_UPLOAD_BUCKET)?;
         let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
         let reach = Reach {
-            bucket: Some((bucket.clone(), vec![prefix.clone()])),
-            tables: vec![table.clone(), labels_table.clone()],
             detect_labels: true,
+            ..Reach::objects_and_items(&bucket, &[&prefix], &[&table, &labels_table])
         };
         let maker = handler_shared::scope::Clients::maker(s3, dynamodb);
         let users = UserScope::from_env(sts, vars, reach, move |creds| {

@@ -39,6 +39,25 @@ pub struct Reach {
 }
 
 impl Reach {
+    /// Objects under each of `prefixes` in `bucket`, and items of `tables`.
+    pub fn objects_and_items(bucket: &str, prefixes: &[&str], tables: &[&str]) -> Self {
+        Self {
+            bucket: Some((
+                bucket.to_string(),
+                prefixes.iter().map(|p| (*p).to_string()).collect(),
+            )),
+            ..Self::items(tables)
+        }
+    }
+
+    /// Items of `tables` only.
+    pub fn items(tables: &[&str]) -> Self {
+        Self {
+            tables: tables.iter().map(|t| (*t).to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
     /// The session policy that narrows a role session to `owner`: objects under each prefix's
     /// `{owner}/`, listings of those prefixes only, and items whose partition key is the
     /// owner's `sub` or starts with `{sub}#`. Actions are left broad on purpose: the role's own

@@ -83,11 +83,7 @@ impl Ctx {
         let prefix = required_env(vars, ENV_UPLOAD_PREFIX)?;
         let table = required_env(vars, ENV_IMAGES_TABLE)?;
         let labels_table = required_env(vars, ENV_LABELS_TABLE)?;
-        let reach = Reach {
-            bucket: Some((bucket.clone(), vec![prefix.clone()])),
-            tables: vec![table.clone(), labels_table.clone()],
-            ..Reach::default()
-        };
+        let reach = Reach::objects_and_items(&bucket, &[&prefix], &[&table, &labels_table]);
         Ok(Self {
             users: UserScope::from_env(sts, vars, reach, Clients::maker(s3, dynamodb))?,
             table,

@@ -600,18 +600,23 @@ fn unsigned_post(mut s: std::net::TcpStream, port: u16) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_objects_are_read_as_the_caller() {
-    let env = start(Faults::none(), 1);
+/// An object S3 does not let the caller read gets Rekognition's answer for an object it
+/// cannot read with the caller's permissions.
+async fn unreadable_to_a_caller_s3_refuses(env: &Env) {
     let denied = caller(NO_READ);
     let e = refused(
         &env.client_as(NO_READ, &denied.secret_access_key, 1),
         s3_image("chelsea"),
     )
     .await;
-    // Rekognition's answer when it cannot read the object with the caller's permissions.
     assert!(e.is_invalid_s3_object_exception(), "{e:?}");
     assert_eq!(e.message(), Some(local_labels::s3::UNREADABLE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_are_read_as_the_caller() {
+    let env = start(Faults::none(), 1);
+    unreadable_to_a_caller_s3_refuses(&env).await;
     // The same object for a caller S3 lets read.
     assert!(!top3(&env.client, s3_image("chelsea")).await.is_empty());
 }
@@ -1042,11 +1047,5 @@ async fn stub_mode_answers_without_the_model_and_still_reads_as_the_caller() {
     let names: Vec<&str> = out.labels().iter().filter_map(|l| l.name()).collect();
     assert_eq!(names, [local_labels::service::STUB_LABEL]);
     assert_eq!(out.label_model_version(), Some("stub"));
-    let denied = caller(NO_READ);
-    let e = refused(
-        &env.client_as(NO_READ, &denied.secret_access_key, 1),
-        s3_image("chelsea"),
-    )
-    .await;
-    assert!(e.is_invalid_s3_object_exception(), "{e:?}");
+    unreadable_to_a_caller_s3_refuses(&env).await;
 }
