@@ -46,9 +46,12 @@ pub enum Access {
     DynamoDelete { table: ArnTemplate },
     /// `dynamodb:Query` on one table (not its indexes).
     DynamoQuery { table: ArnTemplate },
-    /// `sqs:SendMessage` to one queue (an async-invoke OnFailure destination is sent with the
-    /// function's own role).
-    SqsSend { queue: ArnTemplate },
+    /// `sqs:ReceiveMessage`, `sqs:DeleteMessage` and `sqs:GetQueueAttributes` on one queue:
+    /// exactly what Lambda's event source mapping polls it with, as the function's own role.
+    SqsPoll { queue: ArnTemplate },
+    /// `sqs:ChangeMessageVisibility` on one queue: the function holds back a message it must
+    /// retry later (its back-off), instead of leaving it to the visibility timeout.
+    SqsDelay { queue: ArnTemplate },
     /// `logs:CreateLogStream` and `logs:PutLogEvents` in the function's own log group.
     WriteLogs { log_group: ArnTemplate },
     /// `sts:AssumeRole` of the function's own user role, whose sessions reach one user's data.
@@ -97,7 +100,12 @@ impl Access {
             Access::DynamoUpdate { .. } => vec![act("dynamodb:UpdateItem")],
             Access::DynamoDelete { .. } => vec![act("dynamodb:DeleteItem")],
             Access::DynamoQuery { .. } => vec![act("dynamodb:Query")],
-            Access::SqsSend { .. } => vec![act("sqs:SendMessage")],
+            Access::SqsPoll { .. } => vec![
+                act("sqs:ReceiveMessage"),
+                act("sqs:DeleteMessage"),
+                act("sqs:GetQueueAttributes"),
+            ],
+            Access::SqsDelay { .. } => vec![act("sqs:ChangeMessageVisibility")],
             Access::WriteLogs { .. } => {
                 vec![act("logs:CreateLogStream"), act("logs:PutLogEvents")]
             }
@@ -124,7 +132,7 @@ impl Access {
             | Access::DynamoUpdate { table }
             | Access::DynamoDelete { table }
             | Access::DynamoQuery { table } => vec![table.clone()],
-            Access::SqsSend { queue } => vec![queue.clone()],
+            Access::SqsPoll { queue } | Access::SqsDelay { queue } => vec![queue.clone()],
             Access::WriteLogs { log_group } => vec![streams(log_group)],
             Access::AssumeRole { role } => vec![role.clone()],
         }
@@ -147,7 +155,8 @@ impl Access {
             Access::DynamoUpdate { .. } => "UpdateItems",
             Access::DynamoDelete { .. } => "DeleteItems",
             Access::DynamoQuery { .. } => "QueryItems",
-            Access::SqsSend { .. } => "SendToFailureQueue",
+            Access::SqsPoll { .. } => "PollWorkQueue",
+            Access::SqsDelay { .. } => "BackOffWorkQueueMessages",
             Access::WriteLogs { .. } => "WriteOwnLogs",
             Access::AssumeRole { .. } => "BecomeTheSignedInUser",
         }
@@ -241,24 +250,28 @@ impl Access {
             | Access::DynamoUpdate { table }
             | Access::DynamoDelete { table }
             | Access::DynamoQuery { table } => self.table_misses(table),
-            Access::SqsSend { queue } => {
-                let mut out = each(
-                    &[
+            Access::SqsPoll { queue } | Access::SqsDelay { queue } => {
+                let others: &[&str] = match self {
+                    Access::SqsPoll { .. } => &[
+                        "sqs:SendMessage",
+                        "sqs:PurgeQueue",
+                        "sqs:SetQueueAttributes",
+                        "sqs:ChangeMessageVisibility",
+                    ],
+                    _ => &[
+                        "sqs:SendMessage",
                         "sqs:ReceiveMessage",
                         "sqs:DeleteMessage",
                         "sqs:PurgeQueue",
-                        "sqs:SetQueueAttributes",
                     ],
-                    queue,
-                    "another action on the same queue",
+                };
+                let mut out = each(others, queue, "another action on the same queue");
+                out.extend(
+                    self.same_actions(&queue.join("-other"), "the same action on another queue"),
                 );
-                out.push(near(
-                    "sqs:SendMessage",
-                    queue.join("-other"),
-                    "the same action on another queue",
-                ));
                 out
             }
+
             Access::WriteLogs { log_group } => {
                 let mut out = each(
                     &[

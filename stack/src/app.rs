@@ -32,6 +32,13 @@ pub const REKOGNITION_ENDPOINT_PARAM: &str = "RekognitionEndpoint";
 /// The template parameter that lets people sign themselves up (`true`), or only the
 /// operator add them (`false`, the default).
 pub const SELF_SIGN_UP_PARAM: &str = "SelfSignUp";
+/// The DetectLabels quota the process function is paced for, in calls a second
+/// ([`Pacing`]).
+pub const LABELS_TPS_PARAM: &str = "DetectLabelsTps";
+/// The event source mapping's `MaximumConcurrency` ([`Pacing::max_concurrency`]).
+pub const PROCESS_CONCURRENCY_PARAM: &str = "ProcessMaximumConcurrency";
+/// The process function's pace ([`Pacing::interval_ms`]).
+pub const LABELS_INTERVAL_PARAM: &str = "DetectLabelsIntervalMs";
 /// The images one user may upload per UTC day (direct and presigned together).
 pub const UPLOADS_PER_DAY_PARAM: &str = "UploadsPerUserPerDay";
 /// Its default: enough for anyone's photos, and a ceiling on what one account costs in
@@ -46,7 +53,9 @@ pub mod outputs {
     pub const BUCKET: &str = "UploadsBucketName";
     pub const TABLE: &str = "ImagesTableName";
     pub const LABELS_TABLE: &str = "LabelsTableName";
-    pub const FAILURE_QUEUE_URL: &str = "ProcessFailureQueueUrl";
+    pub const WORK_QUEUE_URL: &str = "WorkQueueUrl";
+    pub const DEAD_LETTER_QUEUE_URL: &str = "DeadLetterQueueUrl";
+    pub const LABELS_TPS: &str = "DetectLabelsTps";
     pub const USER_POOL_ID: &str = "UserPoolId";
     pub const USER_POOL_CLIENT_ID: &str = "UserPoolClientId";
     pub const UPLOADS_PER_DAY: &str = "UploadsPerUserPerDay";
@@ -175,6 +184,12 @@ pub mod env {
     pub const UPLOADS_PER_DAY: &str = "UPLOADS_PER_USER_PER_DAY";
     /// The role whose sessions reach one user's data (`handler_shared::scope`).
     pub const USER_ROLE_ARN: &str = "USER_ROLE_ARN";
+    /// The work queue the process function holds records back in.
+    pub const WORK_QUEUE_URL: &str = "WORK_QUEUE_URL";
+    /// The process function's pace: one DetectLabels call per batch per this many ms.
+    pub const LABELS_INTERVAL_MS: &str = "LABELS_INTERVAL_MS";
+    /// The longest the process function holds a record back.
+    pub const MAX_BACKOFF_SECONDS: &str = "MAX_BACKOFF_SECONDS";
     /// Honoured by the AWS SDK itself: a service-specific endpoint override.
     pub const REKOGNITION_ENDPOINT: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 }
@@ -441,12 +456,22 @@ impl Names {
         ArnTemplate::arn("dynamodb", true, true, parts)
     }
 
-    pub fn failure_queue(&self) -> ArnTemplate {
-        named("-process-failures")
+    /// The work queue: an S3 event per upload, waiting for the process function.
+    pub fn work_queue(&self) -> ArnTemplate {
+        named("-work")
     }
 
-    pub fn failure_queue_arn(&self) -> ArnTemplate {
-        ArnTemplate::arn("sqs", true, true, self.failure_queue().parts().to_vec())
+    pub fn work_queue_arn(&self) -> ArnTemplate {
+        ArnTemplate::arn("sqs", true, true, self.work_queue().parts().to_vec())
+    }
+
+    /// The work queue's dead-letter queue: events retried for hours without an answer.
+    pub fn dead_letter_queue(&self) -> ArnTemplate {
+        named("-work-dead-letters")
+    }
+
+    pub fn dead_letter_queue_arn(&self) -> ArnTemplate {
+        ArnTemplate::arn("sqs", true, true, self.dead_letter_queue().parts().to_vec())
     }
 
     /// The stack, `image-pipeline-{Stage}`: CloudFormation also starts the names it
@@ -523,6 +548,75 @@ pub enum EnvValue {
 pub mod logical {
     pub const USER_POOL: &str = "UserPool";
     pub const USER_POOL_CLIENT: &str = "UserPoolClient";
+    pub const WORK_QUEUE: &str = "WorkQueue";
+    pub const DEAD_LETTER_QUEUE: &str = "WorkDeadLetterQueue";
+}
+
+/// How the process function keeps its DetectLabels calls below the account's quota of `Q`
+/// calls a second. A concurrency cap alone does not bound the rate (a fast call frees its
+/// slot at once), so both are derived from `Q`:
+///
+/// - the event source mapping runs at most [`max_concurrency`](Self::max_concurrency) batches
+///   at once;
+/// - a batch starts a call only on the wall clock's grid of
+///   [`interval_ms`](Self::interval_ms) (every instant that is a multiple of it since the
+///   epoch), at most one per grid point.
+///
+/// So no grid point starts more than `max_concurrency` calls, whichever instances run the
+/// batches and however fast the calls return, and the rate is at most
+/// `max_concurrency × 1000 / interval_ms`, which is at most [`HEADROOM`](Self::HEADROOM) × Q.
+/// For Q ≥ 2 no one-second window holds more than Q calls either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub quota_tps: u32,
+    pub max_concurrency: u32,
+    pub interval_ms: u32,
+}
+
+impl Pacing {
+    /// The share of the quota the function uses: the rest is left for bursts of clock skew
+    /// and for anything else in the account that calls DetectLabels.
+    pub const HEADROOM: f64 = 0.8;
+    /// Calls a second one batch is asked for: about what one instance does with Rekognition's
+    /// latency of a few hundred milliseconds.
+    pub const PER_BATCH_TPS: f64 = 3.0;
+    /// Lambda's bounds on an SQS mapping's `MaximumConcurrency`.
+    pub const MIN_CONCURRENCY: u32 = 2;
+    pub const MAX_CONCURRENCY: u32 = 1000;
+    /// The quota a stage is paced for when nothing says otherwise: DetectLabels' lowest
+    /// regional default.
+    pub const DEFAULT_QUOTA_TPS: u32 = 5;
+    /// The largest quota accepted (Rekognition's quotas are raised by request, in the tens or
+    /// hundreds).
+    pub const MAX_QUOTA_TPS: u32 = 10_000;
+
+    /// The pace for a quota of `quota_tps` calls a second (at least 1).
+    pub fn from_quota(quota_tps: u32) -> Self {
+        let q = quota_tps.clamp(1, Self::MAX_QUOTA_TPS);
+        let budget = f64::from(q) * Self::HEADROOM;
+        let wanted = (budget / Self::PER_BATCH_TPS).ceil() as u32;
+        let max_concurrency = wanted.clamp(Self::MIN_CONCURRENCY, Self::MAX_CONCURRENCY);
+        let mut interval_ms = (1000.0 * f64::from(max_concurrency) / budget).ceil() as u32;
+        // Grid points in any one-second window: at most floor(999 / interval) + 1.
+        while interval_ms < 1000 && max_concurrency * (999 / interval_ms + 1) > q {
+            interval_ms += 1;
+        }
+        Self {
+            quota_tps: q,
+            max_concurrency,
+            interval_ms,
+        }
+    }
+
+    /// The most calls a second this pace allows, over time.
+    pub fn calls_per_second(&self) -> f64 {
+        f64::from(self.max_concurrency) * 1000.0 / f64::from(self.interval_ms)
+    }
+
+    /// The most calls any one-second window can hold.
+    pub fn peak_in_any_second(&self) -> u32 {
+        self.max_concurrency * (999 / self.interval_ms + 1)
+    }
 }
 
 /// An API route a function serves: one of the API's routes (`api_types::Route`, which the
@@ -569,20 +663,30 @@ impl HttpRoute {
     }
 }
 
-/// S3 `ObjectCreated` events under a prefix of the uploads bucket invoke the function.
+/// S3 `ObjectCreated` events under a prefix of the uploads bucket go to the work queue, and
+/// an event source mapping hands them to the function in batches. The function reports each
+/// record it must retry (`ReportBatchItemFailures`) and holds it back itself; a record
+/// received [`MAX_RECEIVES`] times goes to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Trigger {
+pub struct QueueTrigger {
     pub prefix: &'static str,
-}
-
-/// Async invocations: how long and how often Lambda retries, and where failures go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AsyncFailure {
-    pub maximum_retry_attempts: u32,
-    pub maximum_event_age_seconds: u32,
-    /// The SQS queue that receives events that exhausted their retries.
+    /// Records per invocation (at most 10 for an SQS mapping without a batching window).
+    pub batch_size: u32,
     pub queue_arn: ArnTemplate,
 }
+
+/// Receives before a record goes to the dead-letter queue. With the function's back-off
+/// (starting at a few seconds, doubling to [`MAX_BACKOFF_SECONDS`]) a record is retried for
+/// about six hours first.
+pub const MAX_RECEIVES: u32 = 30;
+/// The longest the function holds a record back between two tries.
+pub const MAX_BACKOFF_SECONDS: u32 = 900;
+/// How much longer than the function's timeout the work queue's visibility timeout is: AWS's
+/// advice for an SQS event source, so a record is never received twice while a try is running.
+pub const VISIBILITY_TIMEOUT_FACTOR: u32 = 6;
+/// How long an event waits in either queue: S3 events of an outage of up to two weeks are
+/// still processed.
+pub const QUEUE_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -592,12 +696,11 @@ pub struct FunctionSpec {
     pub memory_mb: u32,
     pub timeout_seconds: u32,
     pub env: Vec<(&'static str, EnvValue)>,
-    /// What the handler code touches; the function's own log group and failure destination
-    /// are added by `access()`.
+    /// What the handler code touches; the function's own log group and work queue are added
+    /// by `access()`.
     pub touches: Vec<Access>,
     pub routes: Vec<HttpRoute>,
-    pub trigger: Option<S3Trigger>,
-    pub on_failure: Option<AsyncFailure>,
+    pub queue: Option<QueueTrigger>,
     /// Whether the handler reaches what it `touches` only as the signed-in user: in sessions
     /// of its own user role (`{Logical}UserRole`), each narrowed to one user by a session
     /// policy. Its execution role then holds none of that access, only `sts:AssumeRole` of the
@@ -676,8 +779,8 @@ impl FunctionSpec {
     }
 
     /// Everything the function's execution role must allow: what it touches, or for a
-    /// scoped function only the assumption of its user role; then its failure destination and
-    /// its logs.
+    /// scoped function only the assumption of its user role; then its work queue (what the
+    /// event source mapping polls with, and the function's back-off) and its logs.
     pub fn access(&self, names: &Names) -> FunctionAccess {
         let mut access = if self.scoped {
             vec![Access::AssumeRole {
@@ -686,9 +789,12 @@ impl FunctionSpec {
         } else {
             self.touches.clone()
         };
-        if let Some(f) = &self.on_failure {
-            access.push(Access::SqsSend {
-                queue: f.queue_arn.clone(),
+        if let Some(q) = &self.queue {
+            access.push(Access::SqsPoll {
+                queue: q.queue_arn.clone(),
+            });
+            access.push(Access::SqsDelay {
+                queue: q.queue_arn.clone(),
             });
         }
         access.push(Access::WriteLogs {
@@ -777,8 +883,7 @@ fn upload_function(names: &Names) -> FunctionSpec {
             // Presigned PUT for images larger than API Gateway and Lambda can carry.
             Route::PresignUpload.into(),
         ],
-        trigger: None,
-        on_failure: None,
+        queue: None,
         scoped: true,
     }
 }
@@ -787,7 +892,8 @@ fn upload_function(names: &Names) -> FunctionSpec {
 fn process_function(names: &Names) -> FunctionSpec {
     FunctionSpec {
         name: "process",
-        description: "S3 ObjectCreated under uploads/: labels the image with Rekognition and records it in DynamoDB",
+        description: "S3 ObjectCreated under uploads/, through the work queue: labels the image with Rekognition at the stage's pace and records it in DynamoDB",
+
         memory_mb: 256,
         timeout_seconds: 60,
         env: vec![
@@ -804,6 +910,15 @@ fn process_function(names: &Names) -> FunctionSpec {
                 EnvValue::OptionalParameter(REKOGNITION_ENDPOINT_PARAM),
             ),
             (env::USER_ROLE_ARN, EnvValue::UserRoleArn),
+            (env::WORK_QUEUE_URL, EnvValue::Resource(logical::WORK_QUEUE)),
+            (
+                env::LABELS_INTERVAL_MS,
+                EnvValue::Parameter(LABELS_INTERVAL_PARAM),
+            ),
+            (
+                env::MAX_BACKOFF_SECONDS,
+                EnvValue::Literal(MAX_BACKOFF_SECONDS.to_string()),
+            ),
         ],
         // Read, labeled and recorded as the image's owner only (in sessions of its user role).
         touches: vec![
@@ -836,13 +951,10 @@ fn process_function(names: &Names) -> FunctionSpec {
             },
         ],
         routes: vec![],
-        trigger: Some(S3Trigger {
+        queue: Some(QueueTrigger {
             prefix: UPLOAD_PREFIX,
-        }),
-        on_failure: Some(AsyncFailure {
-            maximum_retry_attempts: 2,
-            maximum_event_age_seconds: 3600,
-            queue_arn: names.failure_queue_arn(),
+            batch_size: 10,
+            queue_arn: names.work_queue_arn(),
         }),
         scoped: true,
     }
@@ -880,8 +992,7 @@ fn metadata_function(names: &Names) -> FunctionSpec {
             Route::GetMetadata.into(),
             Route::ListLabels.into(),
         ],
-        trigger: None,
-        on_failure: None,
+        queue: None,
         scoped: true,
     }
 }
@@ -930,8 +1041,7 @@ fn images_function(names: &Names) -> FunctionSpec {
             },
         ],
         routes: vec![Route::GetImage.into(), Route::GetThumbnail.into()],
-        trigger: None,
-        on_failure: None,
+        queue: None,
         scoped: true,
     }
 }
@@ -981,8 +1091,7 @@ fn delete_function(names: &Names) -> FunctionSpec {
             },
         ],
         routes: vec![Route::DeleteImage.into()],
-        trigger: None,
-        on_failure: None,
+        queue: None,
         scoped: true,
     }
 }
@@ -1007,8 +1116,7 @@ fn web_function(names: &Names) -> FunctionSpec {
         // Its own logs only.
         touches: vec![],
         routes: vec![Route::Gallery.into()],
-        trigger: None,
-        on_failure: None,
+        queue: None,
         scoped: false,
     }
 }
@@ -1108,6 +1216,43 @@ mod tests {
     }
 
     #[test]
+    fn the_pace_stays_below_the_quota_for_every_quota() {
+        for q in 1..=2000 {
+            let p = Pacing::from_quota(q);
+            assert!(
+                (Pacing::MIN_CONCURRENCY..=Pacing::MAX_CONCURRENCY).contains(&p.max_concurrency),
+                "Q={q}: {p:?}"
+            );
+            assert!(
+                p.calls_per_second() <= Pacing::HEADROOM * f64::from(q) + 1e-9,
+                "Q={q}: {p:?} allows {} a second",
+                p.calls_per_second()
+            );
+            // Two batches at once cannot keep one second under a quota of 1.
+            if q >= 2 {
+                assert!(p.peak_in_any_second() <= q, "Q={q}: {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_pace_uses_most_of_the_budget() {
+        for q in [5, 10, 20, 50, 100, 500] {
+            let p = Pacing::from_quota(q);
+            let budget = Pacing::HEADROOM * f64::from(q);
+            assert!(p.calls_per_second() >= 0.9 * budget, "Q={q}: {p:?}");
+        }
+        assert_eq!(
+            Pacing::from_quota(20),
+            Pacing {
+                quota_tps: 20,
+                max_concurrency: 6,
+                interval_ms: 375
+            }
+        );
+    }
+
+    #[test]
     fn every_derived_name_fits_aws_limits_at_the_longest_stage() {
         let stage = "a".repeat(MAX_STAGE_LEN);
         let mut b = Bindings::example(&stage);
@@ -1117,7 +1262,9 @@ mod tests {
         assert!(len(n.bucket()) <= 63, "bucket");
         assert!(len(n.table()) <= 255, "table");
         assert!(len(n.labels_table()) <= 255, "labels table");
-        assert!(len(n.failure_queue()) <= 80, "queue");
+        assert!(len(n.work_queue()) <= 80, "queue");
+        assert!(len(n.dead_letter_queue()) <= 80, "dead-letter queue");
+
         for f in App::image_pipeline().functions {
             assert!(len(n.function(f.name)) <= 64, "function {}", f.name);
             assert!(len(n.log_group(f.name)) <= 512, "log group {}", f.name);

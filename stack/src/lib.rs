@@ -8,7 +8,7 @@ pub mod resources;
 pub mod synth;
 pub mod template;
 
-pub use app::{App, Architecture, Stage};
+pub use app::{App, Architecture, Pacing, Stage};
 pub use expr::Expr;
 pub use synth::{SynthOptions, synthesize};
 pub use template::Template;

@@ -31,8 +31,10 @@ pub enum ResourceProps {
     Function(Box<Function>),
     #[serde(rename = "AWS::Lambda::Permission")]
     Permission(Permission),
-    #[serde(rename = "AWS::Lambda::EventInvokeConfig")]
-    EventInvokeConfig(EventInvokeConfig),
+    #[serde(rename = "AWS::SQS::QueuePolicy")]
+    QueuePolicy(QueuePolicy),
+    #[serde(rename = "AWS::Lambda::EventSourceMapping")]
+    EventSourceMapping(EventSourceMapping),
     #[serde(rename = "AWS::ApiGatewayV2::Api")]
     HttpApi(HttpApi),
     #[serde(rename = "AWS::ApiGatewayV2::Integration")]
@@ -62,7 +64,8 @@ impl ResourceProps {
             ResourceProps::LogGroup(_) => "AWS::Logs::LogGroup",
             ResourceProps::Function(_) => "AWS::Lambda::Function",
             ResourceProps::Permission(_) => "AWS::Lambda::Permission",
-            ResourceProps::EventInvokeConfig(_) => "AWS::Lambda::EventInvokeConfig",
+            ResourceProps::QueuePolicy(_) => "AWS::SQS::QueuePolicy",
+            ResourceProps::EventSourceMapping(_) => "AWS::Lambda::EventSourceMapping",
             ResourceProps::HttpApi(_) => "AWS::ApiGatewayV2::Api",
             ResourceProps::Integration(_) => "AWS::ApiGatewayV2::Integration",
             ResourceProps::Route(_) => "AWS::ApiGatewayV2::Route",
@@ -238,15 +241,15 @@ pub struct NoncurrentVersionExpiration {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Notification {
-    pub lambda_configurations: Vec<LambdaNotification>,
+    pub queue_configurations: Vec<QueueNotification>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct LambdaNotification {
+pub struct QueueNotification {
     pub event: String,
     pub filter: NotificationFilter,
-    pub function: Expr,
+    pub queue: Expr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -352,6 +355,58 @@ pub struct Queue {
     pub queue_name: Expr,
     pub message_retention_period: u32,
     pub sqs_managed_sse_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_policy: Option<RedrivePolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_allow_policy: Option<RedriveAllowPolicy>,
+}
+
+/// Where a message received `max_receive_count` times goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedrivePolicy {
+    pub dead_letter_target_arn: Expr,
+    pub max_receive_count: u32,
+}
+
+/// Which queues may use this one as their dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveAllowPolicy {
+    /// `byQueue`: only the queues named in `source_queue_arns`.
+    pub redrive_permission: String,
+    pub source_queue_arns: Vec<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueuePolicy {
+    pub queues: Vec<Expr>,
+    pub policy_document: ResourcePolicy,
+}
+
+/// A resource policy whose condition values may be intrinsic functions (an `aws:SourceArn`
+/// built with `Fn::Sub`, an `aws:SourceAccount` that is `Ref: AWS::AccountId`), which
+/// [`PolicyDocument`]'s plain strings cannot be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourcePolicy {
+    pub version: &'static str,
+    pub statement: Vec<ResourceStatement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceStatement {
+    pub sid: String,
+    pub effect: policies::Effect,
+    pub principal: policies::Principal,
+    pub action: Vec<policies::Action>,
+    pub resource: Vec<Expr>,
+    /// operator -> key -> value.
+    pub condition: BTreeMap<String, BTreeMap<String, Expr>>,
 }
 
 // --------------------------------------------------------------------------------------- IAM
@@ -449,24 +504,19 @@ pub struct Permission {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct EventInvokeConfig {
+pub struct EventSourceMapping {
+    pub event_source_arn: Expr,
     pub function_name: Expr,
-    pub qualifier: String,
-    pub maximum_retry_attempts: u32,
-    pub maximum_event_age_in_seconds: u32,
-    pub destination_config: DestinationConfig,
+    pub batch_size: u32,
+    pub enabled: bool,
+    pub function_response_types: Vec<String>,
+    pub scaling_config: ScalingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct DestinationConfig {
-    pub on_failure: Destination,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Destination {
-    pub destination: Expr,
+pub struct ScalingConfig {
+    pub maximum_concurrency: Expr,
 }
 
 // ------------------------------------------------------------------------ API Gateway (HTTP)

@@ -7,9 +7,10 @@ use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Sta
 
 use crate::app::{
     APP, App, Architecture, DEFAULT_UPLOADS_PER_DAY, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec,
-    HttpRoute, MAX_UPLOADS_PER_DAY, Names, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
+    HttpRoute, LABELS_INTERVAL_PARAM, LABELS_TPS_PARAM, MAX_RECEIVES, MAX_UPLOADS_PER_DAY, Names,
+    PROCESS_CONCURRENCY_PARAM, Pacing, QUEUE_RETENTION_SECONDS, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
     REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX,
-    UPLOADS_PER_DAY_PARAM, outputs,
+    UPLOADS_PER_DAY_PARAM, VISIBILITY_TIMEOUT_FACTOR, logical, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -41,7 +42,9 @@ pub const BUCKET_ID: &str = "UploadsBucket";
 pub const BUCKET_POLICY_ID: &str = "UploadsBucketPolicy";
 pub const TABLE_ID: &str = "ImagesTable";
 pub const LABELS_TABLE_ID: &str = "LabelsTable";
-pub const QUEUE_ID: &str = "ProcessFailureQueue";
+pub const QUEUE_ID: &str = logical::WORK_QUEUE;
+pub const DEAD_LETTER_QUEUE_ID: &str = logical::DEAD_LETTER_QUEUE;
+pub const QUEUE_POLICY_ID: &str = "WorkQueuePolicy";
 pub const API_ID: &str = "HttpApi";
 pub const API_STAGE_ID: &str = "HttpApiDefaultStage";
 pub const API_LOG_GROUP_ID: &str = "HttpApiAccessLogGroup";
@@ -79,6 +82,7 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
     let mut outputs = BTreeMap::new();
     let mut parameters = base_parameters(opts);
     add_storage(&mut resources, &app.names);
+    add_queues(&mut resources, app);
     for f in &app.functions {
         add_function(&mut resources, &mut parameters, &mut outputs, app, f);
     }
@@ -197,7 +201,7 @@ fn labels_table(names: &Names) -> Table {
     }
 }
 
-/// The images table, the label index and the process function's failure queue.
+/// The images table and the label index.
 fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
     for (id, table) in [
         (TABLE_ID, images_table(names)),
@@ -210,19 +214,117 @@ fn add_storage(resources: &mut BTreeMap<String, Resource>, names: &Names) {
                 .skip_check("CKV_AWS_119", AWS_MANAGED_KEY),
         );
     }
-    let queue = Queue {
-        queue_name: sub(&names.failure_queue()),
-        message_retention_period: 14 * 24 * 3600,
+}
+
+const SQS_SSE_REASON: &str = "encrypted at rest with SQS managed keys (SqsManagedSseEnabled), which this check does not recognise; a KMS key would add kms permissions to the role, and S3 can send only to a queue whose key policy admits it, for no gain";
+
+/// The work queue between S3 and the process function, its dead-letter queue, and the
+/// queue policy that admits the uploads bucket's events and nothing else.
+fn add_queues(resources: &mut BTreeMap<String, Resource>, app: &App) {
+    let names = &app.names;
+    // A try may run for the function's whole timeout; the queue must not hand the record to
+    // a second batch meanwhile.
+    let timeout = app
+        .functions
+        .iter()
+        .filter(|f| f.queue.is_some())
+        .map(|f| f.timeout_seconds)
+        .max()
+        .unwrap_or(60);
+    let work = Queue {
+        queue_name: sub(&names.work_queue()),
+        message_retention_period: QUEUE_RETENTION_SECONDS,
         sqs_managed_sse_enabled: true,
+        visibility_timeout: Some(VISIBILITY_TIMEOUT_FACTOR * timeout),
+        redrive_policy: Some(RedrivePolicy {
+            dead_letter_target_arn: Expr::get_att(DEAD_LETTER_QUEUE_ID, "Arn"),
+            max_receive_count: MAX_RECEIVES,
+        }),
+        redrive_allow_policy: None,
     };
+    let dead = Queue {
+        queue_name: sub(&names.dead_letter_queue()),
+        message_retention_period: QUEUE_RETENTION_SECONDS,
+        sqs_managed_sse_enabled: true,
+        visibility_timeout: None,
+        redrive_policy: None,
+        redrive_allow_policy: Some(RedriveAllowPolicy {
+            redrive_permission: "byQueue".into(),
+            source_queue_arns: vec![sub(&names.work_queue_arn())],
+        }),
+    };
+    for (id, q) in [(QUEUE_ID, work), (DEAD_LETTER_QUEUE_ID, dead)] {
+        resources.insert(
+            id.to_string(),
+            Resource::new(ResourceProps::Queue(q))
+                .deleted_with_stack()
+                .skip_check("CKV_AWS_27", SQS_SSE_REASON),
+        );
+    }
     resources.insert(
-        QUEUE_ID.to_string(),
-        Resource::new(ResourceProps::Queue(queue))
-            .deleted_with_stack()
-            .skip_check(
-                "CKV_AWS_27",
-                "encrypted at rest with SQS managed keys (SqsManagedSseEnabled), which this check does not recognise; a KMS key would add kms permissions to the role for no gain",
-            ),
+        QUEUE_POLICY_ID.to_string(),
+        Resource::new(ResourceProps::QueuePolicy(QueuePolicy {
+            queues: vec![Expr::r#ref(QUEUE_ID)],
+            policy_document: work_queue_policy(names),
+        })),
+    );
+}
+
+/// S3 may send the uploads bucket's events, from this account, and nothing else; nobody
+/// reaches the queue without TLS.
+fn work_queue_policy(names: &Names) -> ResourcePolicy {
+    let queue = Expr::get_att(QUEUE_ID, "Arn");
+    let one = |op: &str, key: &str, value: Expr| {
+        (op.to_string(), BTreeMap::from([(key.to_string(), value)]))
+    };
+    ResourcePolicy {
+        version: policies::document::POLICY_VERSION,
+        statement: vec![
+            ResourceStatement {
+                sid: "UploadsBucketEvents".into(),
+                effect: Effect::Allow,
+                principal: Principal::Service("s3.amazonaws.com".into()),
+                action: vec![act("sqs:SendMessage")],
+                resource: vec![queue.clone()],
+                condition: BTreeMap::from([
+                    one("ArnEquals", "aws:SourceArn", sub(&names.bucket_arn())),
+                    one(
+                        "StringEquals",
+                        "aws:SourceAccount",
+                        Expr::r#ref("AWS::AccountId"),
+                    ),
+                ]),
+            },
+            ResourceStatement {
+                sid: "DenyInsecureTransport".into(),
+                effect: Effect::Deny,
+                principal: Principal::Everyone,
+                action: vec![act("sqs:*")],
+                resource: vec![queue],
+                condition: BTreeMap::from([one("Bool", "aws:SecureTransport", Expr::str("false"))]),
+            },
+        ],
+    }
+}
+
+/// The mapping that hands the work queue's records to the function in batches, at most
+/// `ProcessMaximumConcurrency` at once, each record it reports failed kept for a later try.
+fn add_event_source_mapping(resources: &mut BTreeMap<String, Resource>, f: &FunctionSpec) {
+    let Some(q) = &f.queue else { return };
+    resources.insert(
+        format!("{}QueueMapping", f.logical()),
+        Resource::new(ResourceProps::EventSourceMapping(EventSourceMapping {
+            event_source_arn: Expr::get_att(QUEUE_ID, "Arn"),
+            function_name: Expr::r#ref(f.function_id()),
+            batch_size: q.batch_size,
+            enabled: true,
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            scaling_config: ScalingConfig {
+                maximum_concurrency: Expr::r#ref(PROCESS_CONCURRENCY_PARAM),
+            },
+        }))
+        // Lambda checks the role's SQS permissions when the mapping is created.
+        .depends_on(&f.role_id()),
     );
 }
 
@@ -262,47 +364,35 @@ fn lifecycle_rules() -> Vec<LifecycleRule> {
     ]
 }
 
-/// The uploads bucket, its TLS-only policy, and the S3 trigger of every function that has one.
+/// The uploads bucket, its TLS-only policy, and its events to the work queue.
 fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
     let names = &app.names;
-    // The notification needs the permission, and the permission's SourceArn needs the
-    // bucket. The bucket's name is deterministic, so the SourceArn is built from that name
-    // instead of a reference, and the bucket waits for the permission: no cycle.
-    let mut bucket_depends = Vec::new();
-    let mut notifications = Vec::new();
-    for f in app.functions.iter().filter(|f| f.trigger.is_some()) {
-        let Some(trigger) = &f.trigger else { continue };
-        let permission_id = format!("{}UploadsPermission", f.logical());
-        resources.insert(
-            permission_id.clone(),
-            Resource::new(ResourceProps::Permission(Permission {
-                action: "lambda:InvokeFunction".into(),
-                function_name: Expr::get_att(f.function_id(), "Arn"),
-                principal: "s3.amazonaws.com".into(),
-                source_arn: sub(&names.bucket_arn()),
-                source_account: Some(Expr::r#ref("AWS::AccountId")),
-            })),
-        );
-        bucket_depends.push(permission_id);
-        notifications.push(LambdaNotification {
+    // S3 checks that it may send to the queue when the notification is set: the bucket waits
+    // for the queue policy. The policy's SourceArn is built from the bucket's deterministic
+    // name, not a reference to it: no cycle.
+    let notifications = app
+        .functions
+        .iter()
+        .filter_map(|f| f.queue.as_ref())
+        .map(|q| QueueNotification {
             event: "s3:ObjectCreated:*".into(),
             filter: NotificationFilter {
                 s3_key: KeyFilter {
                     rules: vec![FilterRule {
                         name: "prefix".into(),
-                        value: trigger.prefix.into(),
+                        value: q.prefix.into(),
                     }],
                 },
             },
-            function: Expr::get_att(f.function_id(), "Arn"),
-        });
-    }
+            queue: Expr::get_att(QUEUE_ID, "Arn"),
+        })
+        .collect();
     let bucket = Bucket {
         lifecycle_configuration: Some(Lifecycle {
             rules: lifecycle_rules(),
         }),
         notification_configuration: Some(Notification {
-            lambda_configurations: notifications,
+            queue_configurations: notifications,
         }),
         // The gallery page PUTs large images with the URL `POST /uploads` presigned. The
         // signature is what authorizes the PUT (anyone holding the URL can use it, browser or
@@ -324,7 +414,7 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
             "CKV_AWS_18",
             "server access logging needs a second, long-lived log bucket per stage; every write arrives through the HTTP API, whose access log records it, and object-level auditing belongs to the account's CloudTrail",
         );
-    bucket_resource.depends_on = bucket_depends;
+    bucket_resource.depends_on = vec![QUEUE_POLICY_ID.to_string()];
     resources.insert(BUCKET_ID.to_string(), bucket_resource);
     resources.insert(
         BUCKET_POLICY_ID.to_string(),
@@ -382,10 +472,24 @@ fn add_outputs(outputs: &mut BTreeMap<String, Output>) {
         ),
     );
     outputs.insert(
-        outputs::FAILURE_QUEUE_URL.into(),
+        outputs::WORK_QUEUE_URL.into(),
         output(
-            "Queue that receives S3 events the process function failed on",
+            "Queue of S3 events waiting for the process function",
             Expr::r#ref(QUEUE_ID),
+        ),
+    );
+    outputs.insert(
+        outputs::DEAD_LETTER_QUEUE_URL.into(),
+        output(
+            "Queue of S3 events the process function gave up on after hours of tries",
+            Expr::r#ref(DEAD_LETTER_QUEUE_ID),
+        ),
+    );
+    outputs.insert(
+        outputs::LABELS_TPS.into(),
+        output(
+            "The DetectLabels quota (calls a second) the process function is paced for",
+            Expr::r#ref(LABELS_TPS_PARAM),
         ),
     );
 }
@@ -444,7 +548,9 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
         .default(DEFAULT_UPLOADS_PER_DAY.to_string())
         .range(1, MAX_UPLOADS_PER_DAY),
     );
+    pacing_parameters(&mut p);
     let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
+
     bucket.min_length = Some(3);
     bucket.max_length = Some(63);
     p.insert(PARAM_ARTIFACT_BUCKET.to_string(), bucket);
@@ -459,6 +565,36 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
         Some("the ARN of a boundary policy of the bootstrap stack".into());
     p.insert(PARAM_PERMISSIONS_BOUNDARY.to_string(), boundary);
     p
+}
+
+/// The DetectLabels quota and the pace derived from it ([`Pacing`]): the deployer sets all
+/// three from one quota; the defaults are those of [`Pacing::DEFAULT_QUOTA_TPS`].
+fn pacing_parameters(p: &mut BTreeMap<String, Parameter>) {
+    let pace = Pacing::from_quota(Pacing::DEFAULT_QUOTA_TPS);
+    p.insert(
+        LABELS_TPS_PARAM.to_string(),
+        Parameter::number(
+            "The account's DetectLabels quota in calls a second, which the process function stays below",
+        )
+        .default(pace.quota_tps.to_string())
+        .range(1, Pacing::MAX_QUOTA_TPS),
+    );
+    p.insert(
+        PROCESS_CONCURRENCY_PARAM.to_string(),
+        Parameter::number(
+            "Batches of the work queue processed at once (derived from DetectLabelsTps by the deployer)",
+        )
+        .default(pace.max_concurrency.to_string())
+        .range(Pacing::MIN_CONCURRENCY, Pacing::MAX_CONCURRENCY),
+    );
+    p.insert(
+        LABELS_INTERVAL_PARAM.to_string(),
+        Parameter::number(
+            "Milliseconds between two DetectLabels calls of one batch (derived from DetectLabelsTps by the deployer)",
+        )
+        .default(pace.interval_ms.to_string())
+        .range(1, 3_600_000),
+    );
 }
 
 /// A trust policy that lets `principal`, and no one else, assume the role.
@@ -573,10 +709,10 @@ fn function_with_checks(f: &FunctionSpec, names: &Names) -> Resource {
             "CKV_AWS_173",
             "environment variables hold only resource names and tuning values, no secrets; they are encrypted at rest with the Lambda service key",
         );
-    fr = if f.on_failure.is_some() {
+    fr = if f.queue.is_some() {
         fr.skip_check(
             "CKV_AWS_116",
-            "async failures go to an EventInvokeConfig OnFailure destination (an SQS queue), which records the event, the error and the attempts; a DLQ would be a second, poorer copy",
+            "invoked by an SQS event source mapping: a record it gives up on goes to the work queue's own dead-letter queue (its redrive policy); a function dead-letter queue applies to asynchronous invocations only",
         )
     } else {
         fr.skip_check(
@@ -585,27 +721,6 @@ fn function_with_checks(f: &FunctionSpec, names: &Names) -> Resource {
         )
     };
     fr
-}
-
-/// Asynchronous invocations' retries and where a failed event goes.
-fn add_invoke_config(resources: &mut BTreeMap<String, Resource>, f: &FunctionSpec) {
-    if let Some(failure) = &f.on_failure {
-        resources.insert(
-            format!("{}InvokeConfig", f.logical()),
-            Resource::new(ResourceProps::EventInvokeConfig(EventInvokeConfig {
-                function_name: Expr::r#ref(f.function_id()),
-                qualifier: "$LATEST".into(),
-                maximum_retry_attempts: failure.maximum_retry_attempts,
-                maximum_event_age_in_seconds: failure.maximum_event_age_seconds,
-                destination_config: DestinationConfig {
-                    on_failure: Destination {
-                        destination: sub(&failure.queue_arn),
-                    },
-                },
-            }))
-            .depends_on(QUEUE_ID),
-        );
-    }
 }
 
 fn add_function(
@@ -653,7 +768,7 @@ fn add_function(
             ),
         );
     }
-    add_invoke_config(resources, f);
+    add_event_source_mapping(resources, f);
     outputs.insert(
         f.function_name_output(),
         output(

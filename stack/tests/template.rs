@@ -110,6 +110,9 @@ fn dangling_references_are_detected() {
         queue_name: Expr::sub("${Nope}-${AWS::Bogus}-${Stage}-${!Escaped}"),
         message_retention_period: 60,
         sqs_managed_sse_enabled: true,
+        visibility_timeout: None,
+        redrive_policy: None,
+        redrive_allow_policy: None,
     }))
     .depends_on("Missing");
     bad.condition = Some("NoSuchCondition".into());
@@ -287,7 +290,7 @@ fn no_literal_region_account_or_partition() {
 }
 
 #[test]
-fn uploads_bucket_is_locked_down_and_triggers_process_without_a_cycle() {
+fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_a_cycle() {
     let t = template_json(Architecture::Arm64);
     let b = &t["Resources"]["UploadsBucket"];
     let p = &b["Properties"];
@@ -304,32 +307,56 @@ fn uploads_bucket_is_locked_down_and_triggers_process_without_a_cycle() {
             ["SSEAlgorithm"],
         "AES256"
     );
-    let n = &p["NotificationConfiguration"]["LambdaConfigurations"][0];
+    let n = &p["NotificationConfiguration"]["QueueConfigurations"][0];
     assert_eq!(n["Event"], "s3:ObjectCreated:*");
     assert_eq!(
         n["Filter"]["S3Key"]["Rules"][0],
         serde_json::json!({"Name": "prefix", "Value": "uploads/"})
     );
-    assert_eq!(n["Function"]["Fn::GetAtt"][0], "ProcessFunction");
-    // The cycle is broken: the bucket waits for the permission, whose SourceArn is built
-    // from the bucket's deterministic name rather than a reference to the bucket.
     assert_eq!(
-        b["DependsOn"],
-        serde_json::json!(["ProcessUploadsPermission"])
+        n["Queue"],
+        serde_json::json!({"Fn::GetAtt": ["WorkQueue", "Arn"]})
     );
-    let perm = &t["Resources"]["ProcessUploadsPermission"]["Properties"];
-    assert_eq!(perm["Principal"], "s3.amazonaws.com");
+    assert!(
+        p["NotificationConfiguration"]
+            .get("LambdaConfigurations")
+            .is_none()
+    );
+    // S3 checks it may send when the notification is set: the bucket waits for the queue
+    // policy, whose SourceArn is built from the bucket's deterministic name rather than a
+    // reference to the bucket.
+    assert_eq!(b["DependsOn"], serde_json::json!(["WorkQueuePolicy"]));
+    let qp = &t["Resources"]["WorkQueuePolicy"]["Properties"];
+    assert_eq!(qp["Queues"], serde_json::json!([{"Ref": "WorkQueue"}]));
+    let allow = &qp["PolicyDocument"]["Statement"][0];
+    assert_eq!(allow["Effect"], "Allow");
     assert_eq!(
-        perm["SourceArn"]["Fn::Sub"],
+        allow["Principal"],
+        serde_json::json!({"Service": "s3.amazonaws.com"})
+    );
+    assert_eq!(allow["Action"], serde_json::json!(["sqs:SendMessage"]));
+    assert_eq!(
+        allow["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"],
         format!(
             "arn:${{AWS::Partition}}:s3:::{}",
             p["BucketName"]["Fn::Sub"].as_str().unwrap_or("?")
         )
     );
-    assert!(!perm.to_string().contains("UploadsBucket"));
     assert_eq!(
-        perm["SourceAccount"],
+        allow["Condition"]["StringEquals"]["aws:SourceAccount"],
         serde_json::json!({"Ref": "AWS::AccountId"})
+    );
+    assert!(!qp.to_string().contains("\"UploadsBucket\""));
+    let deny = &qp["PolicyDocument"]["Statement"][1];
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    // No function is invoked by S3 directly any more.
+    assert!(
+        !t["Resources"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|r| r["Properties"]["Principal"] == "s3.amazonaws.com")
     );
     // TLS only.
     let pol =
@@ -343,7 +370,7 @@ fn uploads_bucket_is_locked_down_and_triggers_process_without_a_cycle() {
 }
 
 #[test]
-fn table_queue_and_async_failure_path() {
+fn table_work_queue_and_dead_letter_path() {
     let t = template_json(Architecture::Arm64);
     let table = &t["Resources"]["ImagesTable"]["Properties"];
     assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
@@ -378,23 +405,48 @@ fn table_queue_and_async_failure_path() {
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
         true
     );
-    let cfg = &t["Resources"]["ProcessInvokeConfig"]["Properties"];
+    // The work queue: retried for hours before the dead-letter queue, never handed to a
+    // second batch while a try can still be running.
+    let work = &t["Resources"]["WorkQueue"]["Properties"];
+    let timeout = t["Resources"]["ProcessFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .unwrap();
+    assert!(work["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
     assert_eq!(
-        cfg["FunctionName"],
+        work["RedrivePolicy"],
+        serde_json::json!({
+            "deadLetterTargetArn": {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]},
+            "maxReceiveCount": stack::app::MAX_RECEIVES
+        })
+    );
+    assert_eq!(work["SqsManagedSseEnabled"], true);
+    let dead = &t["Resources"]["WorkDeadLetterQueue"]["Properties"];
+    assert_eq!(dead["RedriveAllowPolicy"]["redrivePermission"], "byQueue");
+    assert_eq!(dead["MessageRetentionPeriod"], 14 * 24 * 3600);
+    // The mapping: partial batch failures, at most the stage's concurrency.
+    let m = &t["Resources"]["ProcessQueueMapping"]["Properties"];
+    assert_eq!(
+        m["FunctionName"],
         serde_json::json!({"Ref": "ProcessFunction"})
     );
-    assert_eq!(cfg["Qualifier"], "$LATEST");
-    let dest = cfg["DestinationConfig"]["OnFailure"]["Destination"]["Fn::Sub"]
-        .as_str()
-        .unwrap_or("");
-    let queue_name = t["Resources"]["ProcessFailureQueue"]["Properties"]["QueueName"]["Fn::Sub"]
-        .as_str()
-        .unwrap_or("?");
-    assert!(
-        dest.ends_with(queue_name) && dest.contains(":sqs:"),
-        "{dest}"
+    assert_eq!(
+        m["EventSourceArn"],
+        serde_json::json!({"Fn::GetAtt": ["WorkQueue", "Arn"]})
     );
-    assert!(cfg["MaximumRetryAttempts"].as_u64().is_some_and(|n| n <= 2));
+    assert_eq!(
+        m["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        m["ScalingConfig"]["MaximumConcurrency"],
+        serde_json::json!({"Ref": "ProcessMaximumConcurrency"})
+    );
+    assert!(
+        m["BatchSize"]
+            .as_u64()
+            .is_some_and(|n| (1..=10).contains(&n))
+    );
+    assert!(t["Resources"].get("ProcessInvokeConfig").is_none());
 }
 
 #[test]
@@ -630,7 +682,9 @@ fn outputs_name_what_the_deployer_needs() {
         "ApiUrl",
         "UploadsBucketName",
         "ImagesTableName",
-        "ProcessFailureQueueUrl",
+        "WorkQueueUrl",
+        "DeadLetterQueueUrl",
+        "DetectLabelsTps",
         "UploadFunctionName",
         "ProcessFunctionName",
         "MetadataFunctionName",
@@ -776,8 +830,12 @@ fn other_functions_needs_are_denied() {
         ),
         ("rekognition:DetectLabels", "*".to_string()),
         (
-            "sqs:SendMessage",
-            "arn:aws:sqs:us-east-1:123456789012:image-pipeline-dev-process-failures".to_string(),
+            "sqs:ReceiveMessage",
+            "arn:aws:sqs:us-east-1:123456789012:image-pipeline-dev-work".to_string(),
+        ),
+        (
+            "sqs:ChangeMessageVisibility",
+            "arn:aws:sqs:us-east-1:123456789012:image-pipeline-dev-work".to_string(),
         ),
     ] {
         assert!(

@@ -98,12 +98,12 @@ pub fn summary(r: &StatusReport) -> String {
     if r.functions.iter().any(|f| f.state == CodeState::Stale) {
         s.push_str("          (stale: the code built here is not what runs; `cargo xtask deploy` deploys it)\n");
     }
-    match r.failure_queue_depth {
+    match r.dead_letter_depth {
         Some(0) => s.push_str("failures  the failure queue is empty\n"),
         Some(n) => s.push_str(&format!(
             "failures  {n} message(s) in the failure queue ({})\n",
             r.outputs
-                .get(stack::app::outputs::FAILURE_QUEUE_URL)
+                .get(stack::app::outputs::DEAD_LETTER_QUEUE_URL)
                 .map_or("", String::as_str)
         )),
         None => {}

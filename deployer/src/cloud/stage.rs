@@ -74,7 +74,7 @@ pub struct Deployed {
     pub bucket: String,
     pub table: String,
     pub labels_table: String,
-    pub failure_queue_url: String,
+    pub dead_letter_queue_url: String,
     /// The stage's user pool and its app client.
     pub pool: Pool,
     /// Every output, for the per-function ones (names, role ARNs).
@@ -89,7 +89,7 @@ impl Deployed {
             bucket: outputs.need(outputs::BUCKET)?,
             table: outputs.need(outputs::TABLE)?,
             labels_table: outputs.need(outputs::LABELS_TABLE)?,
-            failure_queue_url: outputs.need(outputs::FAILURE_QUEUE_URL)?,
+            dead_letter_queue_url: outputs.need(outputs::DEAD_LETTER_QUEUE_URL)?,
             pool: Pool {
                 id: outputs.need(outputs::USER_POOL_ID)?,
                 client_id: outputs.need(outputs::USER_POOL_CLIENT_ID)?,
@@ -163,7 +163,7 @@ mod tests {
             (outputs::BUCKET, "b"),
             (outputs::TABLE, "t"),
             (outputs::LABELS_TABLE, "l"),
-            (outputs::FAILURE_QUEUE_URL, "q"),
+            (outputs::DEAD_LETTER_QUEUE_URL, "q"),
             (outputs::USER_POOL_ID, "us-east-1_AbC"),
             (outputs::USER_POOL_CLIENT_ID, "c"),
         ]

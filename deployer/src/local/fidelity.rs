@@ -60,6 +60,11 @@
 //!   The fix lets the emulator's root ask the emulator who a key is: its secret (the label
 //!   service checks the signature with it, and reads S3 as that caller) and IAM's decision on
 //!   `rekognition:DetectLabels` for its principal, with its boundary and session policies.
+//! - An SQS event source mapping's `MaximumConcurrency` is a number. When CloudFormation set it
+//!   from a `Number` parameter, MiniStack 1.5.33 kept the parameter's string, and its poller
+//!   failed on every pass comparing it (`'>=' not supported between instances of 'int' and
+//!   'str'`, measured): nothing was ever delivered. AWS converts the value to the property's
+//!   integer.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -161,6 +166,11 @@ const FIXES: &[Fix] = &[
         file: "core/iam_actions.py",
         anchor: "    select = data.get(\"Select\")\n",
         insert: "    # image-pipeline fidelity fix: the partition key values the request names.\n    _leading = _image_pipeline_leading_keys(data)\n    if _leading:\n        context[\"dynamodb:LeadingKeys\"] = _leading\n",
+    },
+    Fix {
+        file: "services/lambda_svc.py",
+        anchor: "    reserved = _reserved_concurrency(func_rec, config)\n",
+        insert: "    # image-pipeline fidelity fix: CloudFormation gives MaximumConcurrency as its schema's integer.\n    limit = int(limit)\n",
     },
 ];
 

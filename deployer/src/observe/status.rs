@@ -86,7 +86,7 @@ pub struct StatusReport {
     pub functions: Vec<FunctionStatus>,
     pub template: TemplateState,
     /// Messages waiting in the process function's failure queue.
-    pub failure_queue_depth: Option<u64>,
+    pub dead_letter_depth: Option<u64>,
     /// Items of the images table by `status` (a full read of the table).
     pub items: Option<BTreeMap<String, u64>>,
     /// What could not be read, and why.
@@ -131,7 +131,7 @@ pub async fn status(
         api_url: None,
         functions: Vec::new(),
         template: TemplateState::Unknown,
-        failure_queue_depth: None,
+        dead_letter_depth: None,
         items: None,
         problems: Vec::new(),
     };
@@ -192,9 +192,9 @@ async fn read_queue_and_items(
     outputs: &StackOutputs,
     report: &mut StatusReport,
 ) {
-    match outputs.need(stack::app::outputs::FAILURE_QUEUE_URL) {
+    match outputs.need(stack::app::outputs::DEAD_LETTER_QUEUE_URL) {
         Ok(url) => match queue_depth(&clients.sqs, &url).await {
-            Ok(n) => report.failure_queue_depth = Some(n),
+            Ok(n) => report.dead_letter_depth = Some(n),
             Err(e) => report
                 .problems
                 .push(format!("cannot read the failure queue: {e}")),

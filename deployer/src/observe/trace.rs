@@ -198,16 +198,16 @@ async fn read_item(img: &Image<'_>, report: &mut TraceReport) {
     }
 }
 
-/// The failure queue, without taking anything off it.
+/// The dead-letter queue, without taking anything off it.
 async fn read_failures(img: &Image<'_>, report: &mut TraceReport) {
-    let queue = &img.stage.failure_queue_url;
+    let queue = &img.stage.dead_letter_queue_url;
     match failure_messages(&img.clients.sqs, queue, img.id).await {
         Ok(found) => {
             for (ts, body) in &found {
                 report.timeline.push(Step {
                     timestamp: *ts,
-                    kind: "failure-queue".into(),
-                    summary: format!("failure-queue message: {}", truncate(body, 300)),
+                    kind: "dead-letter".into(),
+                    summary: format!("dead-letter queue message: {}", truncate(body, 300)),
                 });
             }
             report.failure_messages = found.into_iter().map(|(_, b)| b).collect();

@@ -40,13 +40,14 @@ pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::Cognito::UserPoolClient",
     "AWS::DynamoDB::Table",
     "AWS::IAM::Role",
-    "AWS::Lambda::EventInvokeConfig",
+    "AWS::Lambda::EventSourceMapping",
     "AWS::Lambda::Function",
     "AWS::Lambda::Permission",
     "AWS::Logs::LogGroup",
     "AWS::S3::Bucket",
     "AWS::S3::BucketPolicy",
     "AWS::SQS::Queue",
+    "AWS::SQS::QueuePolicy",
 ];
 
 /// What only the bootstrap stack may change about the assets bucket. Its name starts like the
@@ -358,11 +359,15 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
             s.arn(&Names.labels_table_arn()),
         ),
         Statement::allow(
-            // Its depth (smoke test, `status`); `trace` reads messages with a zero
+            // Their depths (smoke test, `status`); `trace` reads the dead letters with a zero
             // visibility timeout, leaving them on the queue.
-            "FailureQueue",
+            "WorkQueues",
             actions(&["sqs:GetQueueAttributes", "sqs:ReceiveMessage"]),
-            s.arn(&Names.failure_queue_arn()),
+            [
+                s.arn(&Names.work_queue_arn()),
+                s.arn(&Names.dead_letter_queue_arn()),
+            ]
+            .concat(),
         ),
         Statement::allow(
             // `logs` and `trace` read the functions' logs and the API's access log.
@@ -521,6 +526,7 @@ pub fn execution_policy(
     ];
     statements.extend(uploads_buckets(&s));
     statements.push(functions(&s));
+    statements.extend(event_source_mappings(&s));
     statements.extend(table_and_queue(&s));
     statements.extend(logs(&s));
     statements.push(http_apis(&s));
@@ -585,16 +591,47 @@ fn functions(s: &Scoped) -> Statement<String> {
             "lambda:UpdateFunctionConfiguration",
             "lambda:AddPermission",
             "lambda:RemovePermission",
-            "lambda:PutFunctionEventInvokeConfig",
-            "lambda:UpdateFunctionEventInvokeConfig",
-            "lambda:GetFunctionEventInvokeConfig",
-            "lambda:DeleteFunctionEventInvokeConfig",
             "lambda:TagResource",
             "lambda:UntagResource",
             "lambda:ListTags",
         ]),
         function_arns(s),
     )
+}
+
+/// The work queue's event source mapping. A mapping's id is Lambda's to choose, so
+/// `CreateEventSourceMapping` names no resource (`*`) and the others any mapping of the
+/// account and region; each names the function it acts on in `lambda:FunctionArn`, which
+/// must be one of the stages' functions.
+fn event_source_mappings(s: &Scoped) -> [Statement<String>; 2] {
+    let functions = function_arns(s);
+    let refs: Vec<&str> = functions.iter().map(String::as_str).collect();
+    let mappings = format!(
+        "arn:{}:lambda:{}:{}:event-source-mapping:*",
+        s.bindings.partition, s.bindings.region, s.bindings.account
+    );
+    [
+        when(
+            Statement::allow(
+                "CreateWorkQueueMappings",
+                actions(&["lambda:CreateEventSourceMapping"]),
+                vec!["*".to_string()],
+            ),
+            condition("ArnLike", "lambda:FunctionArn", &refs),
+        ),
+        when(
+            Statement::allow(
+                "WorkQueueMappings",
+                actions(&[
+                    "lambda:GetEventSourceMapping",
+                    "lambda:UpdateEventSourceMapping",
+                    "lambda:DeleteEventSourceMapping",
+                ]),
+                vec![mappings],
+            ),
+            condition("ArnLike", "lambda:FunctionArn", &refs),
+        ),
+    ]
 }
 
 fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
@@ -617,7 +654,7 @@ fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
             [s.arn(&Names.table_arn()), s.arn(&Names.labels_table_arn())].concat(),
         ),
         Statement::allow(
-            "FailureQueues",
+            "WorkQueues",
             actions(&[
                 "sqs:CreateQueue",
                 "sqs:DeleteQueue",
@@ -628,7 +665,11 @@ fn table_and_queue(s: &Scoped) -> [Statement<String>; 2] {
                 "sqs:UntagQueue",
                 "sqs:ListQueueTags",
             ]),
-            s.arn(&Names.failure_queue_arn()),
+            [
+                s.arn(&Names.work_queue_arn()),
+                s.arn(&Names.dead_letter_queue_arn()),
+            ]
+            .concat(),
         ),
     ]
 }
@@ -1331,6 +1372,9 @@ mod tests {
                                 // conditioned for a scope short of every stage.
                                 || sid == "CreateUserPoolsOfTheseStages"
                                 || sid == "NeverReconfigureTheAssetsBucket"
+                                // A mapping's id is Lambda's to choose; conditioned on
+                                // the stages' functions.
+                                || sid == "CreateWorkQueueMappings"
                                 || sid.starts_with("Process")
                                     && s.action
                                         .iter()

@@ -213,7 +213,7 @@ pub struct EnforcementProof {
     pub action: String,
     pub image_id: String,
     pub waited_ms: u64,
-    /// The function's error as the failure queue recorded it.
+    /// The function's error as its back-off logged it.
     pub error: String,
 }
 
@@ -221,7 +221,7 @@ impl std::fmt::Display for EnforcementProof {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "without {} the process role failed image {} into the failure queue after {} ms: {}",
+            "without {} the process function held image {} back in the work queue after {} ms: {}",
             self.action, self.image_id, self.waited_ms, self.error
         )
     }
@@ -384,8 +384,8 @@ pub const REVOKED_ACTION: &str = "s3:GetObjectVersion";
 
 /// Takes [`REVOKED_ACTION`] away from the deployed process user role of `stage` (whose
 /// sessions read each upload as its owner), uploads the
-/// smoke-test image, and expects what AWS would do: no labels, and the event in the failure
-/// queue with an error naming the action. With enforcement off the image would be labeled
+/// smoke-test image, and expects what AWS would do: no labels, and the process function holding
+/// the work queue's record back with an error naming the action (its log says so). With enforcement off the image would be labeled
 /// and this fails. Leaves the role without the action: tear the stage down afterwards.
 pub async fn prove_enforcement(
     cfg: &LocalConfig,
@@ -400,7 +400,11 @@ pub async fn prove_enforcement(
         .function("process")
         .ok_or_else(|| LocalIamError::NoFunction("process".into()))?;
     let role = outputs.outputs.need(&process.user_role_arn_output())?;
-    let queue = outputs.failure_queue_url.clone();
+    let stage_name = stack::Stage::parse(stage).map_err(|e| fail(format!("stage {stage}: {e}")))?;
+    let groups =
+        crate::observe::logs::log_groups(&clients.cfn, &stage_name, &["process".to_string()])
+            .await
+            .map_err(|e| fail(e.to_string()))?;
     let api = outputs.api_url.clone();
     revoke_action(
         &clients.iam,
@@ -426,7 +430,7 @@ pub async fn prove_enforcement(
     let result = match signed_in {
         Ok(t) => {
             let auth = format!("Bearer {}", t.access_token);
-            prove_with(&http, (&api, &auth), &clients.sqs, &queue).await
+            prove_with(&http, (&api, &auth), &clients.logs, &groups).await
         }
         Err(e) => Err(fail(e.to_string())),
     };
@@ -440,21 +444,22 @@ pub async fn prove_enforcement(
     })
 }
 
-/// An upload as `auth`, its failure record naming the revoked action, and its item still
-/// `processing`: the image id, the record and when the wait began.
+/// An upload as `auth`, the process function's back-off of it naming the revoked action, and
+/// its item still `processing`: the image id, the error and when the wait began.
 async fn prove_with(
     http: &reqwest::Client,
     (api, auth): (&str, &str),
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    groups: &[(String, String)],
 ) -> Result<(String, String, std::time::Instant), LocalIamError> {
     let fail = LocalIamError::Enforcement;
+    let since = crate::observe::logs::now_ms() - 60_000;
     let image_id = upload(http, api, auth).await?;
     let start = std::time::Instant::now();
-    let error = failure_record(sqs, queue, &image_id).await?;
+    let error = backed_off(logs, groups, since, &image_id).await?;
     if !error.contains(REVOKED_ACTION) {
         return Err(fail(format!(
-            "the failure record does not name {REVOKED_ACTION}: {error}"
+            "the back-off does not name {REVOKED_ACTION}: {error}"
         )));
     }
     still_processing(http, api, auth, &image_id).await?;
@@ -484,40 +489,35 @@ async fn upload(http: &reqwest::Client, api: &str, auth: &str) -> Result<String,
     }
 }
 
-/// The error of the failure record for `image_id`, waiting up to 90 s for it.
-async fn failure_record(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
+/// The error of the process function's first back-off of `image_id` (its log line
+/// `record backed off`), waiting up to 90 s for it.
+async fn backed_off(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    groups: &[(String, String)],
+    since: i64,
     image_id: &str,
 ) -> Result<String, LocalIamError> {
     let fail = LocalIamError::Enforcement;
     let start = std::time::Instant::now();
     loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
+        let events = crate::observe::logs::fetch(logs, groups, since)
             .await
-            .map_err(call("sqs:ReceiveMessage"))?;
-        if let Some(m) = got
-            .messages()
+            .map_err(|e| fail(e.to_string()))?;
+        let found = events
             .iter()
-            .find(|m| m.body().is_some_and(|b| b.contains(image_id)))
-        {
-            let record: Value = serde_json::from_str(m.body().unwrap_or_default())
-                .map_err(|e| fail(format!("the failure record is not JSON: {e}")))?;
-            return Ok(record["responsePayload"]["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string());
+            .find(|e| e.message.contains(image_id) && e.message.contains("record backed off"));
+        if let Some(e) = found {
+            return Ok(e
+                .field("error")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| e.message.clone()));
         }
         if start.elapsed() > std::time::Duration::from_secs(90) {
             return Err(fail(format!(
-                "no failure record for image {image_id} within 90 s: was the upload processed despite the missing {REVOKED_ACTION}?"
+                "the process function did not back off image {image_id} within 90 s: was the upload processed despite the missing {REVOKED_ACTION}?"
             )));
         }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -1157,7 +1157,10 @@ impl Run<'_> {
     async fn failure_queue(&mut self) -> Result<String, String> {
         match queue_depth(&self.clients.sqs, &self.queue).await? {
             0 => Ok("empty".to_string()),
-            n => Err(format!("{n} failed events are waiting in {}", self.queue)),
+            n => Err(format!(
+                "{n} events gave up on are waiting in the dead-letter queue {}",
+                self.queue
+            )),
         }
     }
 
@@ -1507,7 +1510,7 @@ pub async fn smoke_test(
         outputs: stage.outputs.values(),
         stage: &stage,
         bucket: stage.bucket.clone(),
-        queue: stage.failure_queue_url.clone(),
+        queue: stage.dead_letter_queue_url.clone(),
         image: cfg.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_vec()),
         bodies: Vec::new(),
         image_id: None,

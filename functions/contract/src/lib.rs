@@ -115,6 +115,7 @@ fn read_action(version: Option<&str>) -> String {
 /// | DynamoDB GetItem / Scan / Query / UpdateItem / DeleteItem | `dynamodb:GetItem` / `dynamodb:Scan` / `dynamodb:Query` / `dynamodb:UpdateItem` / `dynamodb:DeleteItem` on the table (a Query of an index would be on the index's ARN) |
 /// | DynamoDB TransactWriteItems | not an IAM action: each write is authorised as the single-item action it performs (`Put`: `dynamodb:PutItem`, `Update`: `dynamodb:UpdateItem`, `Delete`: `dynamodb:DeleteItem`, `ConditionCheck`: `dynamodb:ConditionCheckItem`) on its own table |
 /// | Rekognition DetectLabels | `rekognition:DetectLabels` on `*`; with an `S3Object`, the caller's own read of it (`s3:GetObject`, or `s3:GetObjectVersion` with `Version`) |
+/// | SQS ChangeMessageVisibility | `sqs:ChangeMessageVisibility` on the queue its URL names |
 pub fn iam_requests(
     arns: &ArnContext,
     input: &aws_smithy_runtime_api::client::interceptors::context::Input,
@@ -122,6 +123,31 @@ pub fn iam_requests(
     s3_requests(arns, input)
         .or_else(|| dynamodb_requests(arns, input))
         .or_else(|| rekognition_requests(arns, input))
+        .or_else(|| sqs_requests(arns, input))
+}
+
+/// The queue a queue URL (`https://sqs.{region}.amazonaws.com/{account}/{name}`) names.
+fn queue_arn(arns: &ArnContext, url: Option<&str>) -> String {
+    let url = url.unwrap_or("");
+    let host = url.split("://").nth(1).unwrap_or(url).split('/').next();
+    let region = match host.map(|h| h.split('.').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() > 2 && parts[0] == "sqs" => parts[1].to_string(),
+        _ => arns.region.clone(),
+    };
+    let mut segments = url.trim_end_matches('/').rsplit('/');
+    let name = segments.next().unwrap_or("?");
+    let account = segments.next().unwrap_or("?");
+    format!("arn:{}:sqs:{region}:{account}:{name}", arns.partition)
+}
+
+/// SQS's ChangeMessageVisibility (the process function's back-off).
+fn sqs_requests(arns: &ArnContext, input: &Input) -> Option<Vec<(String, String)>> {
+    use aws_sdk_sqs::operation as sqs;
+    let i = input.downcast_ref::<sqs::change_message_visibility::ChangeMessageVisibilityInput>()?;
+    Some(vec![(
+        "sqs:ChangeMessageVisibility".into(),
+        queue_arn(arns, i.queue_url()),
+    )])
 }
 
 type Input = aws_smithy_runtime_api::client::interceptors::context::Input;
@@ -562,6 +588,23 @@ mod tests {
                 ("dynamodb:DeleteItem", &t("c")),
                 ("dynamodb:ConditionCheckItem", &t("d")),
             ])
+        );
+    }
+
+    #[test]
+    fn holding_a_message_back_needs_change_message_visibility_on_its_queue() {
+        let i = aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityInput::builder()
+            .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/image-pipeline-dev-work")
+            .receipt_handle("r")
+            .visibility_timeout(5)
+            .build()
+            .unwrap();
+        assert_eq!(
+            map(Input::erase(i)),
+            pairs(&[(
+                "sqs:ChangeMessageVisibility",
+                "arn:aws:sqs:us-east-1:123456789012:image-pipeline-dev-work"
+            )])
         );
     }
 

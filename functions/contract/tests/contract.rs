@@ -25,9 +25,19 @@ fn env_of(function: &str) -> impl Fn(&str) -> Option<String> {
         .unwrap_or_else(|| panic!("no function {function}"));
     let env = f.resolved_env(&bindings()).unwrap();
     let scoped = f.scoped;
-    // Known once deployed: the role a scoped function's user sessions are sessions of.
+    let b = bindings();
+    let queue = app.names.work_queue().resolve(&b).unwrap();
+    let queue_url = format!(
+        "https://sqs.{}.amazonaws.com/{}/{queue}",
+        b.region, b.account
+    );
+    let interval = stack::Pacing::from_quota(stack::Pacing::DEFAULT_QUOTA_TPS).interval_ms;
+    // Known once deployed: the role a scoped function's user sessions are sessions of, the
+    // work queue's URL, the pace the deployer derives.
     move |k: &str| match k {
         "USER_ROLE_ARN" if scoped => Some(handler_shared::scope::testing::ROLE_ARN.to_string()),
+        "WORK_QUEUE_URL" => Some(queue_url.clone()),
+        "LABELS_INTERVAL_MS" => Some(interval.to_string()),
         _ => env
             .iter()
             .find(|(name, _)| name == k)
@@ -141,12 +151,40 @@ async fn upload_stays_within_its_policy() {
     check("upload", &recorded);
 }
 
-/// Runs the process function on one event about `object`, recording every IAM request its
-/// SDK calls imply; returns the summary and the requests.
-async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<IamRequest>) {
+/// Checks each request against the synthesized policy of the role that makes it.
+fn check_against(
+    function: &str,
+    role: &str,
+    doc: &policies::PolicyDocument<String>,
+    recorded: &[IamRequest],
+) {
+    for r in recorded {
+        let d = evaluate(doc, &r.action, &r.resource);
+        assert!(
+            d.is_allowed(),
+            "{function} ({role}): {} needs {} on {}, which its policy does not allow ({d:?})",
+            r.operation,
+            r.action,
+            r.resource
+        );
+    }
+}
+
+/// What one run of the process function asked for: as the image's owner (S3, Rekognition,
+/// DynamoDB) and as itself (the work queue).
+struct ProcessRun {
+    as_owner: Vec<IamRequest>,
+    as_itself: Vec<IamRequest>,
+    backed_off: usize,
+}
+
+/// Runs the process function on one work queue record whose S3 event is about `object`
+/// (DetectLabels throttled if `throttle`), recording every IAM request its SDK calls imply.
+async fn run_process(object: &'static [u8], throttle: bool) -> ProcessRun {
     let rec = Recorder::new((&bindings()).into());
+    let own = Recorder::new((&bindings()).into());
     let get = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
-        let end = object.len().min(65_536);
+        let end = object.len().min(64 * 1024);
         aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
             .content_range(format!("bytes 0-{}/{}", end - 1, object.len()))
             .body(aws_sdk_s3::primitives::ByteStream::from_static(
@@ -157,34 +195,47 @@ async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<I
     let tag = mock!(aws_sdk_s3::Client::put_object_tagging).then_output(|| {
         aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
     });
-    let labels = mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
-        aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder()
-            .labels(
-                aws_sdk_rekognition::types::Label::builder()
-                    .name("Cat")
-                    .confidence(91.6)
-                    .build(),
+    let labels = if throttle {
+        mock!(aws_sdk_rekognition::Client::detect_labels).then_error(|| {
+            aws_sdk_rekognition::operation::detect_labels::DetectLabelsError::ThrottlingException(
+                aws_sdk_rekognition::types::error::ThrottlingException::builder().build(),
             )
-            .build()
-    });
+        })
+    } else {
+        mock!(aws_sdk_rekognition::Client::detect_labels).then_output(|| {
+            aws_sdk_rekognition::operation::detect_labels::DetectLabelsOutput::builder()
+                .labels(
+                    aws_sdk_rekognition::types::Label::builder()
+                        .name("Cat")
+                        .confidence(91.6)
+                        .build(),
+                )
+                .build()
+        })
+    };
     let put = mock!(aws_sdk_dynamodb::Client::put_item)
         .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
     let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_output(|| {
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder()
             .build()
     });
+    let hold = mock!(aws_sdk_sqs::Client::change_message_visibility).then_output(|| {
+        aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityOutput::builder()
+            .build()
+    });
     let vars = env_of("process");
-    let ctx = process_function::Ctx::from_env(
-        sts(),
-        mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &tag], |c| c
+    let clients = process_function::OwnClients {
+        sts: sts(),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &tag], |c| c
             .interceptor(rec.clone())),
-        mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
+        rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, [&labels], |c| c
             .interceptor(rec.clone())),
-        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &tx], |c| c
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &tx], |c| c
             .interceptor(rec.clone())),
-        &vars,
-    )
-    .unwrap();
+        sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&hold], |c| c
+            .interceptor(own.clone())),
+    };
+    let ctx = process_function::Ctx::from_env(clients, &vars).unwrap();
     // The event names the bucket the stack really creates.
     let bucket = App::image_pipeline()
         .names
@@ -194,23 +245,40 @@ async fn run_process(object: &'static [u8]) -> (process_function::Summary, Vec<I
     let mut ev: serde_json::Value =
         serde_json::from_str(include_str!("../../process/tests/data/s3-put.json")).unwrap();
     ev["Records"][0]["s3"]["bucket"]["name"] = bucket.into();
-    let summary = process_function::handler(
+    let batch = serde_json::json!({"Records": [{
+        "messageId": "m1",
+        "receiptHandle": "r1",
+        "body": ev.to_string(),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "eventSource": "aws:sqs"
+    }]});
+    let answer = process_function::queue::handler(
         &ctx,
-        LambdaEvent::new(serde_json::from_value(ev).unwrap(), Context::default()),
+        LambdaEvent::new(serde_json::from_value(batch).unwrap(), Context::default()),
     )
     .await
     .unwrap();
-    (summary, rec.requests())
+    ProcessRun {
+        as_owner: rec.requests(),
+        as_itself: own.requests(),
+        backed_off: answer.batch_item_failures.len(),
+    }
 }
 
-/// An image is labeled; a non-image (what a presigned URL can store) is tagged and failed.
-/// Together they use every action the process function declares, and nothing else.
+/// An image is labeled; a non-image (what a presigned URL can store) is tagged and failed;
+/// a throttled one is held back in the work queue. Together they use every action the
+/// process function declares, and nothing else: as the owner within the user role's
+/// policy, as itself within the execution role's.
 #[tokio::test]
 async fn process_stays_within_its_policy() {
-    let (summary, mut recorded) =
-        run_process(include_bytes!("../../../fixtures/images/chelsea.png")).await;
-    assert_eq!(summary.labeled, 1);
-    let actions: Vec<&str> = recorded.iter().map(|r| r.action.as_str()).collect();
+    let labeled = run_process(
+        include_bytes!("../../../fixtures/images/chelsea.png"),
+        false,
+    )
+    .await;
+    assert_eq!(labeled.backed_off, 0);
+    assert!(labeled.as_itself.is_empty(), "{:?}", labeled.as_itself);
+    let actions: Vec<&str> = labeled.as_owner.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -226,9 +294,13 @@ async fn process_stays_within_its_policy() {
             "dynamodb:UpdateItem"
         ]
     );
-    let (summary, rejected) = run_process(b"%PDF-1.7 not an image").await;
-    assert_eq!(summary.failed, 1);
-    let actions: Vec<&str> = rejected.iter().map(|r| r.action.as_str()).collect();
+    let rejected = run_process(b"%PDF-1.7 not an image", false).await;
+    assert_eq!(rejected.backed_off, 0);
+    let actions: Vec<&str> = rejected
+        .as_owner
+        .iter()
+        .map(|r| r.action.as_str())
+        .collect();
     assert_eq!(
         actions,
         [
@@ -238,8 +310,26 @@ async fn process_stays_within_its_policy() {
             "dynamodb:PutItem"
         ]
     );
-    recorded.extend(rejected);
+    let throttled = run_process(include_bytes!("../../../fixtures/images/chelsea.png"), true).await;
+    assert_eq!(throttled.backed_off, 1);
+    let actions: Vec<&str> = throttled
+        .as_itself
+        .iter()
+        .map(|r| r.action.as_str())
+        .collect();
+    assert_eq!(actions, ["sqs:ChangeMessageVisibility"]);
+
+    let mut recorded = labeled.as_owner;
+    recorded.extend(rejected.as_owner);
     check("process", &recorded);
+    let app = App::image_pipeline();
+    let own = app
+        .function("process")
+        .unwrap()
+        .policy(&app.names)
+        .resolve(&bindings())
+        .unwrap();
+    check_against("process", "execution role", &own, &throttled.as_itself);
 }
 
 #[tokio::test]
@@ -454,6 +544,18 @@ fn handlers_read_the_variables_the_stack_sets() {
     assert_eq!(process_function::ENV_UPLOAD_PREFIX, env::UPLOAD_PREFIX);
     assert_eq!(process_function::ENV_UPLOAD_BUCKET, env::UPLOAD_BUCKET);
     assert_eq!(process_function::ENV_REJECTED_TAG, env::REJECTED_TAG);
+    assert_eq!(
+        process_function::queue::ENV_WORK_QUEUE_URL,
+        env::WORK_QUEUE_URL
+    );
+    assert_eq!(
+        process_function::queue::ENV_MAX_BACKOFF_SECONDS,
+        env::MAX_BACKOFF_SECONDS
+    );
+    assert_eq!(
+        process_function::pace::ENV_INTERVAL_MS,
+        env::LABELS_INTERVAL_MS
+    );
     assert_eq!(metadata_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);
     assert_eq!(metadata_function::ENV_LABELS_TABLE, env::LABELS_TABLE);
     assert_eq!(images_function::ENV_IMAGES_TABLE, env::IMAGES_TABLE);

@@ -14,9 +14,15 @@
 //! turns a `labeled` image back.
 //!
 //! Failure policy: what the image itself causes (not an image, too large, unreadable) becomes a
-//! `failed` item and is not retried; what the services cause (throttling, 5xx) is retried by
-//! the SDK and, if it persists, returned as an error so that Lambda's async retries and the
-//! OnFailure queue take over. Every record of an event is attempted either way.
+//! `failed` item and is not retried; what the services cause (throttling, 5xx, an outage) is
+//! returned as an error, and [`queue`] holds the work queue's record back and tries it again
+//! later, for hours. Every record of an event is attempted either way.
+//!
+//! The events arrive through the work queue ([`queue::handler`]), and every DetectLabels call
+//! waits for its turn on the stage's pace ([`pace::Pace`]).
+
+pub mod pace;
+pub mod queue;
 
 use std::collections::HashMap;
 
@@ -31,7 +37,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use handler_shared::scope::{Reach, UserScope};
 use handler_shared::{ImageId, Owner, Vars, env_or, required_env};
 use image_check::{MAX_S3_BYTES, REKOGNITION, Rejection};
-use lambda_runtime::LambdaEvent;
+
 use serde::Serialize;
 
 pub const ENV_IMAGES_TABLE: &str = "IMAGES_TABLE";
@@ -77,18 +83,25 @@ pub struct Ctx {
     pub rejected_tag: (String, String),
     pub max_labels: i32,
     pub min_confidence: f32,
+    /// When each DetectLabels call may start.
+    pub pace: pace::Pace,
+    /// The work queue, where a record to try later is held back.
+    pub work_queue: queue::WorkQueue,
 }
 
 impl Ctx {
     /// `s3`, `rekognition` and `dynamodb` are the function's own clients: each owner's are
-    /// copies of them with that owner's session.
-    pub fn from_env(
-        sts: aws_sdk_sts::Client,
-        s3: aws_sdk_s3::Client,
-        rekognition: aws_sdk_rekognition::Client,
-        dynamodb: aws_sdk_dynamodb::Client,
-        vars: Vars,
-    ) -> Result<Self, String> {
+    /// copies of them with that owner's session. `sqs` holds records back in the work queue.
+    pub fn from_env(clients: OwnClients, vars: Vars) -> Result<Self, String> {
+        let OwnClients {
+            sts,
+            s3,
+            rekognition,
+            dynamodb,
+            sqs,
+        } = clients;
+        let pace = pace::Pace::from_env(vars)?;
+        let work_queue = queue::WorkQueue::from_env(sqs, vars)?;
         let max_labels = env_or(vars, ENV_MAX_LABELS, DEFAULT_MAX_LABELS)?;
         let min_confidence = env_or(vars, ENV_MIN_CONFIDENCE, DEFAULT_MIN_CONFIDENCE)?;
         if !(1..=MAX_LABELS).contains(&max_labels) {
@@ -137,8 +150,22 @@ impl Ctx {
             rejected_tag,
             max_labels,
             min_confidence,
+            pace,
+            work_queue,
         })
     }
+}
+
+/// The function's own clients, as the runtime builds them.
+#[derive(Debug, Clone)]
+pub struct OwnClients {
+    pub sts: aws_sdk_sts::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// Without retries of its own: a call the SDK repeated would start off the pace, so a
+    /// throttled or failed call goes back to the queue instead.
+    pub rekognition: aws_sdk_rekognition::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 /// What happened to the records of one event (returned as the invocation's result).
@@ -175,13 +202,11 @@ impl std::fmt::Display for RetryableError {
 
 impl std::error::Error for RetryableError {}
 
-pub async fn handler(
-    ctx: &Ctx,
-    event: LambdaEvent<S3Event>,
-) -> Result<Summary, lambda_runtime::Error> {
+/// Every record of one S3 event: what became of them, or the records to try again later.
+pub async fn process_event(ctx: &Ctx, event: &S3Event) -> Result<Summary, RetryableError> {
     let mut summary = Summary::default();
     let mut errors = Vec::new();
-    for record in &event.payload.records {
+    for record in &event.records {
         match process_record(ctx, record).await {
             Ok(Outcome::Written(Status::Labeled)) => summary.labeled += 1,
             Ok(Outcome::Written(Status::Failed)) => summary.failed += 1,
@@ -191,7 +216,7 @@ pub async fn handler(
                 summary.skipped += 1;
             }
             Err(e) => {
-                tracing::error!(key = record.s3.object.key.as_deref().unwrap_or(""), error = %e, "record failed; the event will be retried");
+                tracing::warn!(key = record.s3.object.key.as_deref().unwrap_or(""), error = %e, "record failed; the event will be tried again");
                 errors.push(e.0);
             }
         }
@@ -200,12 +225,12 @@ pub async fn handler(
     if errors.is_empty() {
         Ok(summary)
     } else {
-        Err(Box::new(RetryableError(format!(
-            "{} of {} records failed and will be retried: {}",
+        Err(RetryableError(format!(
+            "{} of {} records failed and will be tried again: {}",
             errors.len(),
-            event.payload.records.len(),
+            event.records.len(),
             errors.join("; ")
-        ))))
+        )))
     }
 }
 
@@ -352,6 +377,8 @@ async fn detect(
     if let Some(v) = version {
         image = image.version(v);
     }
+    // Only on the pace: at most one call per tick of the stage's grid.
+    ctx.pace.wait().await;
     let detected = c
         .rekognition
         .detect_labels()

@@ -1,7 +1,9 @@
 //! Lambda entry point of the process function.
 
+use aws_config::retry::RetryConfig;
 use lambda_runtime::{Error, run, service_fn};
-use process_function::{Ctx, handler};
+use process_function::queue::handler;
+use process_function::{Ctx, OwnClients};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -9,12 +11,18 @@ async fn main() -> Result<(), Error> {
     // The SDK reads AWS_ENDPOINT_URL_REKOGNITION itself: local deploys point it at the local
     // DetectLabels service, on AWS it is unset and the regional endpoint is used.
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ctx = Ctx::from_env(
-        aws_sdk_sts::Client::new(&config),
-        aws_sdk_s3::Client::new(&config),
-        aws_sdk_rekognition::Client::new(&config),
-        aws_sdk_dynamodb::Client::new(&config),
-        &handler_shared::process_env,
-    )?;
+    // No retries of DetectLabels by the SDK: each call must start on the pace, so a throttled
+    // or failed call goes back to the work queue and is tried again after its back-off.
+    let rekognition = aws_sdk_rekognition::config::Builder::from(&config)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let clients = OwnClients {
+        sts: aws_sdk_sts::Client::new(&config),
+        s3: aws_sdk_s3::Client::new(&config),
+        rekognition: aws_sdk_rekognition::Client::from_conf(rekognition),
+        dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        sqs: aws_sdk_sqs::Client::new(&config),
+    };
+    let ctx = Ctx::from_env(clients, &handler_shared::process_env)?;
     run(service_fn(|event| handler(&ctx, event))).await
 }

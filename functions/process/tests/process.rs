@@ -1,13 +1,13 @@
-//! The process function against mocked S3, Rekognition and DynamoDB: labelling, key decoding,
-//! skipping, idempotency, and the failure policy (image-side errors become failed items,
-//! service-side errors are retried and then returned).
+//! The process function's work on one S3 event against mocked S3, Rekognition and DynamoDB:
+//! labelling, key decoding, skipping, idempotency, and the failure policy (image-side errors
+//! become failed items, service-side errors are returned for a later try). The work queue's
+//! side (back-off, batch item failures) is in `queue.rs`.
 
 // Test code: fixtures and mocks are ours, so a panic is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use aws_lambda_events::s3::S3Event;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
@@ -30,8 +30,7 @@ use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use handler_shared::scope::testing::{self, ROLE_ARN, assume_role};
-use lambda_runtime::{Context, LambdaEvent};
-use process_function::{Ctx, FINAL_WRITE_CONDITION, Summary, handler};
+use process_function::{Ctx, FINAL_WRITE_CONDITION, OwnClients, Summary, process_event};
 
 const ONE: &str = include_str!("data/s3-put.json");
 const MANY: &str = include_str!("data/s3-put-many.json");
@@ -43,8 +42,8 @@ const BUCKET: &str = "image-pipeline-dev-123456789012-us-east-1";
 
 type Items = Arc<Mutex<Vec<HashMap<String, AttributeValue>>>>;
 
-fn event(fixture: &str) -> LambdaEvent<S3Event> {
-    LambdaEvent::new(serde_json::from_str(fixture).unwrap(), Context::default())
+fn event(fixture: &str) -> S3Event {
+    serde_json::from_str(fixture).unwrap()
 }
 
 const CAT: &[u8] = include_bytes!("../../../fixtures/images/chelsea.png");
@@ -319,13 +318,6 @@ fn fake_table(table: &Arc<Mutex<HashMap<String, Item>>>, history: &Arc<Mutex<Vec
     Ddb(vec![put, tx])
 }
 
-/// Standard retries (3 attempts) without the waiting.
-fn fast_retries() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1))
-}
-
 fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
     ctx_with_sts(s3, rek, ddb, &assume_role(|_| true))
 }
@@ -340,16 +332,23 @@ fn ctx_with_sts(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
         ("REJECTED_TAG", "image-pipeline-rejected=true"),
         ("MAX_LABELS", "10"),
         ("MIN_CONFIDENCE", "70"),
+        (
+            "WORK_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/work",
+        ),
+        ("LABELS_INTERVAL_MS", "1"),
+        ("MAX_BACKOFF_SECONDS", "900"),
     ]);
-    Ctx::from_env(
-        testing::sts(&[sts]),
-        mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-        mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
-            .retry_config(fast_retries())),
-        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-        &vars,
-    )
-    .unwrap()
+    let clients = OwnClients {
+        sts: testing::sts(&[sts]),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+        // As the function builds it: no retries of its own.
+        rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
+            .retry_config(RetryConfig::disabled())),
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+        sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[]),
+    };
+    Ctx::from_env(clients, &vars).unwrap()
 }
 
 fn s(v: &AttributeValue) -> &str {
@@ -361,7 +360,7 @@ async fn labels_an_upload_and_writes_one_item() {
     let items = Items::default();
     let (head, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(
         summary,
         Summary {
@@ -412,7 +411,7 @@ async fn every_record_is_decoded_and_only_image_keys_are_processed() {
     };
     let (rek, put) = (labels_ok(), put_recording(&items));
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(MANY)).await.unwrap();
+    let summary = process_event(&c, &event(MANY)).await.unwrap();
     // The valid key, the %2F-encoded one; the key with spaces, the foreign prefix and the
     // removal event are skipped.
     assert_eq!(
@@ -446,14 +445,14 @@ async fn a_duplicate_delivery_is_success_and_writes_nothing_new() {
     let items = Items::default();
     let first = put_recording(&items);
     let c = ctx(&[&head], &[&rek], &first.rules());
-    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    assert_eq!(process_event(&c, &event(ONE)).await.unwrap().labeled, 1);
     // Second delivery: DynamoDB's condition finds the item.
     let dup = Ddb(vec![
         mock!(aws_sdk_dynamodb::Client::put_item).then_error(check_failed),
         mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(cancelled),
     ]);
     let c = ctx(&[&head], &[&rek], &dup.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(
         summary,
         Summary {
@@ -471,12 +470,13 @@ fn throttled() -> Response {
     )
 }
 
+/// A throttled call is not repeated by the SDK (a repeat would start off the pace): the
+/// record is returned at once for the work queue to hold back, and its next try succeeds.
 #[tokio::test]
-async fn throttling_is_retried_then_succeeds_with_one_item() {
+async fn a_throttled_call_is_returned_at_once_and_its_next_try_labels_the_image() {
     let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
         .sequence()
         .http_response(throttled)
-        .times(2)
         .output(|| {
             DetectLabelsOutput::builder()
                 .label_model_version("3.0")
@@ -486,33 +486,18 @@ async fn throttling_is_retried_then_succeeds_with_one_item() {
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let err = process_event(&c, &event(ONE)).await.unwrap_err();
+    assert!(err.to_string().contains("ThrottlingException"), "{err}");
+    assert_eq!(rek.num_calls(), 1, "one call, no retry by the SDK");
+    assert!(items.lock().unwrap().is_empty(), "nothing recorded yet");
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(summary.labeled, 1);
-    assert_eq!(rek.num_calls(), 3, "two throttled attempts, then success");
+    assert_eq!(rek.num_calls(), 2);
     assert_eq!(items.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn throttling_beyond_retries_returns_an_error_and_writes_nothing() {
-    let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
-        .sequence()
-        .http_response(throttled)
-        .repeatedly()
-        .build();
-    let items = Items::default();
-    let (head, put) = (head_ok(), put_recording(&items));
-    let c = ctx(&[&head], &[&rek], &put.rules());
-    let err = handler(&c, event(ONE)).await.unwrap_err();
-    assert!(err.to_string().contains("ThrottlingException"), "{err}");
-    assert_eq!(rek.num_calls(), 3);
-    assert!(
-        items.lock().unwrap().is_empty(),
-        "Lambda retries; nothing is recorded yet"
-    );
-}
-
-#[tokio::test]
-async fn server_errors_are_retried_then_returned() {
+async fn server_errors_are_returned_for_a_later_try() {
     let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
         .sequence()
         .http_status(
@@ -524,8 +509,8 @@ async fn server_errors_are_retried_then_returned() {
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
     let c = ctx(&[&head], &[&rek], &put.rules());
-    assert!(handler(&c, event(ONE)).await.is_err());
-    assert_eq!(rek.num_calls(), 3);
+    assert!(process_event(&c, &event(ONE)).await.is_err());
+    assert_eq!(rek.num_calls(), 1);
     assert!(items.lock().unwrap().is_empty());
 }
 
@@ -547,7 +532,7 @@ async fn an_invalid_image_becomes_a_failed_item_without_retry() {
     let items = Items::default();
     let (head, put) = (head_ok(), put_recording(&items));
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(
         summary,
         Summary {
@@ -570,7 +555,7 @@ async fn an_object_deleted_before_processing_is_recorded_as_failed() {
     let items = Items::default();
     let put = put_recording(&items);
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(summary.failed, 1);
     assert_eq!(rek.num_calls(), 0);
     assert_eq!(
@@ -596,7 +581,7 @@ async fn one_failing_record_does_not_lose_the_others() {
     let items = Items::default();
     let put = put_recording(&items);
     let c = ctx(&[&head], &[&failing, &working], &put.rules());
-    let err = handler(&c, event(MANY)).await.unwrap_err();
+    let err = process_event(&c, &event(MANY)).await.unwrap_err();
     assert!(err.to_string().contains("1 of 5 records failed"), "{err}");
     let ids: Vec<String> = items
         .lock()
@@ -612,7 +597,7 @@ async fn a_dynamodb_outage_is_returned_for_retry() {
     let put = ddb_down();
     let (head, rek) = (head_ok(), labels_ok());
     let c = ctx(&[&head], &[&rek], &put.rules());
-    assert!(handler(&c, event(ONE)).await.is_err());
+    assert!(process_event(&c, &event(ONE)).await.is_err());
 }
 
 #[tokio::test]
@@ -632,7 +617,7 @@ async fn the_event_s_version_is_read_both_by_the_ranged_get_and_detect_labels() 
     let items = Items::default();
     let put = put_recording(&items);
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(summary.labeled, 1);
     assert_eq!((head.num_calls(), rek.num_calls()), (1, 1));
 }
@@ -645,7 +630,10 @@ async fn a_denied_read_is_retried_and_names_the_permission_it_needed() {
     let items = Items::default();
     let put = put_recording(&items);
     let c = ctx(&[&head], &[&rek], &put.rules());
-    let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
+    let err = process_event(&c, &event(ONE))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("denied (403)"), "{err}");
     assert!(err.contains("s3:GetObjectVersion"), "{err}");
     assert_eq!(rek.num_calls(), 0);
@@ -723,7 +711,7 @@ async fn what_is_not_an_image_is_failed_tagged_and_never_sent_to_rekognition() {
         let items = Items::default();
         let put = put_recording(&items);
         let c = ctx(&[&get, &tag], &[&rek], &put.rules());
-        let summary = handler(&c, event(ONE)).await.unwrap();
+        let summary = process_event(&c, &event(ONE)).await.unwrap();
         assert_eq!(summary.failed, 1, "{name}");
         assert_eq!(rek.num_calls(), 0, "{name}: never sent to Rekognition");
         let items = items.lock().unwrap();
@@ -748,7 +736,7 @@ async fn the_stored_content_type_is_the_sniffed_one() {
     let items = Items::default();
     let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
     let c = ctx(&[&get], &[&rek], &put.rules());
-    handler(&c, event(ONE)).await.unwrap();
+    process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(s(&items.lock().unwrap()[0]["content_type"]), "image/png");
     assert_eq!(
         items.lock().unwrap()[0]["size_bytes"].as_n().unwrap(),
@@ -762,7 +750,7 @@ async fn a_record_about_another_bucket_is_skipped() {
     let items = Items::default();
     let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
     let c = ctx(&[&get], &[&rek], &put.rules());
-    let summary = handler(&c, event(&fixture)).await.unwrap();
+    let summary = process_event(&c, &event(&fixture)).await.unwrap();
     assert_eq!(summary.skipped, 1);
     assert_eq!((get.num_calls(), rek.num_calls()), (0, 0));
     assert!(items.lock().unwrap().is_empty());
@@ -776,7 +764,10 @@ async fn a_failed_tagging_is_retried_and_records_nothing() {
     let items = Items::default();
     let (rek, put) = (labels_ok(), put_recording(&items));
     let c = ctx(&[&get, &tag], &[&rek], &put.rules());
-    let err = handler(&c, event(ONE)).await.unwrap_err().to_string();
+    let err = process_event(&c, &event(ONE))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tagging the rejected upload"), "{err}");
     assert!(items.lock().unwrap().is_empty());
 }
@@ -953,8 +944,8 @@ async fn hostile_s3_records_are_processed_or_skipped_exactly() {
         let items = Items::default();
         let (get, rek, put) = (head_ok(), labels_ok(), put_recording(&items));
         let c = ctx(&[&get], &[&rek], &put.rules());
-        let event = LambdaEvent::new(serde_json::from_value(ev).unwrap(), Context::default());
-        let summary = handler(&c, event).await.unwrap();
+        let event: S3Event = serde_json::from_value(ev).unwrap();
+        let summary = process_event(&c, &event).await.unwrap();
         let got = match (summary.labeled, summary.skipped) {
             (1, 0) => "labeled",
             (0, 1) => "skipped",
@@ -1046,7 +1037,7 @@ async fn statuses_only_move_forward() {
         let history = Arc::default();
         let (head, rek, put) = (head_ok(), labels_ok(), fake_table(&table, &history));
         let c = ctx(&[&head], &[&rek], &put.rules());
-        let got = handler(&c, event(ONE)).await.unwrap();
+        let got = process_event(&c, &event(ONE)).await.unwrap();
         assert_eq!(got, summary, "from {before:?}");
         assert_eq!(*history.lock().unwrap(), written, "from {before:?}");
         let t = table.lock().unwrap();
@@ -1076,7 +1067,7 @@ async fn a_labeled_image_is_indexed_with_its_item_in_one_transaction() {
     });
     let head = head_ok();
     let c = ctx(&[&head], &[&rek], &[&none_awaiting, &tx]);
-    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    assert_eq!(process_event(&c, &event(ONE)).await.unwrap().labeled, 1);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "one transaction");
     let t = &seen[0];
@@ -1141,7 +1132,7 @@ async fn a_labeled_image_without_labels_is_one_put() {
         .then_output(|| DetectLabelsOutput::builder().build());
     let head = head_ok();
     let c = ctx(&[&head], &[&rek], &put.rules());
-    assert_eq!(handler(&c, event(ONE)).await.unwrap().labeled, 1);
+    assert_eq!(process_event(&c, &event(ONE)).await.unwrap().labeled, 1);
     assert_eq!(items.lock().unwrap().len(), 1);
     assert_eq!(put.0[1].num_calls(), 0, "no transaction");
 }
@@ -1162,15 +1153,157 @@ async fn an_image_is_processed_in_a_session_of_its_owner_and_retried_without_one
             && policy.contains("rekognition:DetectLabels")
     });
     let c = ctx_with_sts(&[&head], &[&rek], &put.rules(), &sts);
-    let summary = handler(&c, event(ONE)).await.unwrap();
+    let summary = process_event(&c, &event(ONE)).await.unwrap();
     assert_eq!(summary.labeled, 1);
     assert_eq!(sts.num_calls(), 1);
 
     let refused = testing::refusing();
     let calls = (head.num_calls(), rek.num_calls());
     let c = ctx_with_sts(&[&head], &[&rek], &put.rules(), &refused);
-    let err = handler(&c, event(ONE)).await.unwrap_err();
-    assert!(err.to_string().contains("will be retried"), "{err}");
+    let err = process_event(&c, &event(ONE)).await.unwrap_err();
+    assert!(err.to_string().contains("will be tried again"), "{err}");
     assert_eq!((head.num_calls(), rek.num_calls()), calls, "nothing read");
     assert_eq!(items.lock().unwrap().len(), 1, "nothing written");
+}
+
+mod work_queue {
+    use super::*;
+    use aws_lambda_events::sqs::SqsEvent;
+    use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityOutput;
+    use lambda_runtime::{Context, LambdaEvent};
+    use process_function::queue::handler;
+
+    const TEST_EVENT: &str = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-01T00:00:00.000Z","Bucket":"b","RequestId":"r","HostId":"h"}"#;
+
+    /// An SQS record as the event source mapping sends it.
+    fn record(id: &str, body: &str, receive_count: u32) -> serde_json::Value {
+        serde_json::json!({
+            "messageId": id,
+            "receiptHandle": format!("receipt-{id}"),
+            "body": body,
+            "attributes": {"ApproximateReceiveCount": receive_count.to_string()},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work",
+            "awsRegion": "us-east-1"
+        })
+    }
+
+    fn batch(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
+        let event = serde_json::json!({ "Records": records });
+        LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
+    }
+
+    type Held = Arc<Mutex<Vec<(String, i32)>>>;
+
+    fn holding(held: &Held) -> Rule {
+        let held = held.clone();
+        mock!(aws_sdk_sqs::Client::change_message_visibility).then_compute_output(move |r| {
+            held.lock().unwrap().push((
+                r.receipt_handle().unwrap_or("").to_string(),
+                r.visibility_timeout().unwrap_or(-1),
+            ));
+            ChangeMessageVisibilityOutput::builder().build()
+        })
+    }
+
+    fn ctx_with_sqs(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sqs: &Rule) -> Ctx {
+        let vars = testing::vars(&[
+            ("IMAGES_TABLE", "image-pipeline-dev-images"),
+            ("LABELS_TABLE", "image-pipeline-dev-labels"),
+            ("UPLOAD_BUCKET", BUCKET),
+            ("UPLOAD_PREFIX", "uploads/"),
+            ("REJECTED_TAG", "image-pipeline-rejected=true"),
+            (
+                "WORK_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/work",
+            ),
+            ("LABELS_INTERVAL_MS", "1"),
+            ("MAX_BACKOFF_SECONDS", "900"),
+        ]);
+        let clients = OwnClients {
+            sts: testing::sts(&[&assume_role(|_| true)]),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
+            rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
+                .retry_config(RetryConfig::disabled())),
+            dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
+            sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[sqs]),
+        };
+        Ctx::from_env(clients, &vars).unwrap()
+    }
+
+    /// A batch of a test event, a good upload and a throttled one: only the throttled
+    /// record is reported, and it is held back by the first back-off before it returns.
+    #[tokio::test]
+    async fn only_the_record_to_retry_is_reported_and_held_back() {
+        let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+            .sequence()
+            .output(|| {
+                DetectLabelsOutput::builder()
+                    .label_model_version("3.0")
+                    .build()
+            })
+            .http_response(throttled)
+            .build();
+        let items = Items::default();
+        let held = Held::default();
+        let (head, put, sqs) = (head_ok(), put_recording(&items), holding(&held));
+        let c = ctx_with_sqs(&[&head], &[&rek], &put.rules(), &sqs);
+        let answer = handler(
+            &c,
+            batch(vec![
+                record("test", TEST_EVENT, 1),
+                record("good", ONE, 1),
+                record("throttled", ONE, 1),
+            ]),
+        )
+        .await
+        .unwrap();
+        let failed: Vec<&str> = answer
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["throttled"]);
+        assert_eq!(items.lock().unwrap().len(), 1, "the good one is labeled");
+        let held = held.lock().unwrap().clone();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].0, "receipt-throttled");
+        assert!((3..=5).contains(&held[0].1), "first back-off {}", held[0].1);
+    }
+
+    /// The back-off grows with the receives: the ninth receive waits between half and all of
+    /// the cap.
+    #[tokio::test]
+    async fn a_record_received_often_waits_longer() {
+        let rek = mock!(aws_sdk_rekognition::Client::detect_labels)
+            .sequence()
+            .http_response(throttled)
+            .repeatedly()
+            .build();
+        let held = Held::default();
+        let (head, put, sqs) = (head_ok(), put_recording(&Items::default()), holding(&held));
+        let c = ctx_with_sqs(&[&head], &[&rek], &put.rules(), &sqs);
+        let answer = handler(&c, batch(vec![record("m", ONE, 9)])).await.unwrap();
+        assert_eq!(answer.batch_item_failures.len(), 1);
+        let held = held.lock().unwrap().clone();
+        assert!((450..=900).contains(&held[0].1), "{held:?}");
+    }
+
+    /// A body that is no S3 event is kept for a person to read: reported at the longest
+    /// back-off, so that it ends in the dead-letter queue instead of being deleted unread.
+    #[tokio::test]
+    async fn an_unreadable_body_is_kept_at_the_longest_back_off() {
+        let held = Held::default();
+        let sqs = holding(&held);
+        let c = ctx_with_sqs(&[], &[], &[], &sqs);
+        let answer = handler(&c, batch(vec![record("junk", "{\"hello\":1}", 1)]))
+            .await
+            .unwrap();
+        assert_eq!(answer.batch_item_failures.len(), 1);
+        assert_eq!(
+            held.lock().unwrap().clone(),
+            [("receipt-junk".to_string(), 900)]
+        );
+    }
 }

@@ -107,7 +107,7 @@ fn measure(cfg: &LocalConfig) -> Result<Value> {
         &stage.api_url,
         &stage.bucket,
         &stage.table,
-        &stage.failure_queue_url,
+        &stage.dead_letter_queue_url,
     ));
     xtask::<TeardownReport>(&["teardown"])?;
     result
@@ -400,7 +400,7 @@ fn report(sent: &[Sent], f: &Found) -> Value {
         "items_not_exactly_once": f.not_once.len(),
         "stray_items": f.stray_items.len(),
         "stray_objects": f.stray_objects.len(),
-        "failure_queue_depth": f.depth,
+        "dead_letter_depth": f.depth,
     })
 }
 

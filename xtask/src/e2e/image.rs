@@ -33,9 +33,9 @@ fn status_is_true() -> Result<()> {
         st.functions
     );
     ensure!(
-        st.failure_queue_depth == Some(0),
+        st.dead_letter_depth == Some(0),
         "status: failure queue {:?}",
-        st.failure_queue_depth
+        st.dead_letter_depth
     );
     let labeled = st
         .items

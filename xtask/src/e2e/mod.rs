@@ -10,7 +10,7 @@
 //! kill the emulator with SIGKILL and start it again (the image, its item and the stack are all
 //! still there), change the upload function's code and deploy (only that function is
 //! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
-//! failing into the failure queue with an error that names it; teardown, teardown again
+//! held back in the work queue with an error that names it; teardown, teardown again
 //! (nothing to do), and the stage's bucket still gone after `local down` and `local up`; the
 //! bootstrap removed, and again (nothing to do); and a deploy with no
 //! region anywhere fails saying so. Each step runs the real command as a user would, and its
