@@ -324,6 +324,11 @@ fn ctx(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule]) -> Ctx {
 
 /// The function's context, its owners' sessions from an STS answering `sts`.
 fn ctx_with_sts(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
+    ctx_of(s3, rek, ddb, sts, &[])
+}
+
+/// The function's context over mocked clients; `sqs` answers the work queue's calls.
+fn ctx_of(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule, sqs: &[&Rule]) -> Ctx {
     let vars = testing::vars(&[
         ("IMAGES_TABLE", "image-pipeline-dev-images"),
         ("LABELS_TABLE", "image-pipeline-dev-labels"),
@@ -346,7 +351,7 @@ fn ctx_with_sts(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sts: &Rule) -> Ctx {
         rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
             .retry_config(RetryConfig::disabled())),
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-        sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[]),
+        sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, sqs),
     };
     Ctx::from_env(clients, &vars).unwrap()
 }
@@ -1208,28 +1213,7 @@ mod work_queue {
     }
 
     fn ctx_with_sqs(s3: &[&Rule], rek: &[&Rule], ddb: &[&Rule], sqs: &Rule) -> Ctx {
-        let vars = testing::vars(&[
-            ("IMAGES_TABLE", "image-pipeline-dev-images"),
-            ("LABELS_TABLE", "image-pipeline-dev-labels"),
-            ("UPLOAD_BUCKET", BUCKET),
-            ("UPLOAD_PREFIX", "uploads/"),
-            ("REJECTED_TAG", "image-pipeline-rejected=true"),
-            (
-                "WORK_QUEUE_URL",
-                "https://sqs.us-east-1.amazonaws.com/123456789012/work",
-            ),
-            ("LABELS_INTERVAL_MS", "1"),
-            ("MAX_BACKOFF_SECONDS", "900"),
-        ]);
-        let clients = OwnClients {
-            sts: testing::sts(&[&assume_role(|_| true)]),
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3),
-            rekognition: mock_client!(aws_sdk_rekognition, RuleMode::MatchAny, rek, |c| c
-                .retry_config(RetryConfig::disabled())),
-            dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb),
-            sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[sqs]),
-        };
-        Ctx::from_env(clients, &vars).unwrap()
+        ctx_of(s3, rek, ddb, &assume_role(|_| true), &[sqs])
     }
 
     /// A batch of a test event, a good upload and a throttled one: only the throttled
