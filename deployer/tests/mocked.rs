@@ -796,3 +796,89 @@ async fn a_stack_refused_before_any_resource_says_why() {
     assert!(msg.contains("CREATE_FAILED: Validation failed"), "{msg}");
     assert!(!msg.contains("reported no failed resource"), "{msg}");
 }
+
+mod labels_quota {
+    use super::*;
+    use aws_sdk_servicequotas::Client as Quotas;
+    use aws_sdk_servicequotas::operation::list_aws_default_service_quotas::ListAwsDefaultServiceQuotasOutput;
+    use aws_sdk_servicequotas::operation::list_service_quotas::{
+        ListServiceQuotasError, ListServiceQuotasOutput,
+    };
+    use aws_sdk_servicequotas::types::ServiceQuota;
+    use deployer::cloud::quotas::{QuotaSource, detect_labels_quota};
+
+    const DETECT_LABELS: &str = "Transactions per second per account for the Amazon Rekognition Image operation DetectLabels";
+
+    fn quota(name: &str, value: f64) -> ServiceQuota {
+        ServiceQuota::builder()
+            .service_code("rekognition")
+            .quota_code("L-0000")
+            .quota_name(name)
+            .value(value)
+            .build()
+    }
+
+    fn client(rules: &[&Rule]) -> Quotas {
+        mock_client!(aws_sdk_servicequotas, RuleMode::MatchAny, rules)
+    }
+
+    fn run(c: &Quotas) -> Result<Option<(f64, QuotaSource)>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(detect_labels_quota(c))
+            .map(|found| found.map(|(f, source)| (f.value, source)))
+    }
+
+    #[test]
+    fn the_applied_value_wins_over_the_default() {
+        let applied = mock!(Quotas::list_service_quotas)
+            .match_requests(|r| r.service_code() == Some("rekognition"))
+            .then_output(|| {
+                ListServiceQuotasOutput::builder()
+                    .quotas(quota("Transactions per second for DetectFaces", 50.0))
+                    .quotas(quota(DETECT_LABELS, 20.0))
+                    .build()
+            });
+        let defaults = mock!(Quotas::list_aws_default_service_quotas).then_output(|| {
+            ListAwsDefaultServiceQuotasOutput::builder()
+                .quotas(quota(DETECT_LABELS, 5.0))
+                .build()
+        });
+        let c = client(&[&applied, &defaults]);
+        assert_eq!(run(&c), Ok(Some((20.0, QuotaSource::Applied))));
+        assert_eq!(defaults.num_calls(), 0);
+    }
+
+    #[test]
+    fn without_an_applied_value_the_region_s_default_is_used() {
+        let applied = mock!(Quotas::list_service_quotas)
+            .then_output(|| ListServiceQuotasOutput::builder().build());
+        let defaults = mock!(Quotas::list_aws_default_service_quotas).then_output(|| {
+            ListAwsDefaultServiceQuotasOutput::builder()
+                .quotas(quota(DETECT_LABELS, 5.0))
+                .build()
+        });
+        let c = client(&[&applied, &defaults]);
+        assert_eq!(run(&c), Ok(Some((5.0, QuotaSource::AwsDefault))));
+    }
+
+    #[test]
+    fn a_refusal_names_the_call_that_was_refused() {
+        let refused = mock!(Quotas::list_service_quotas).then_error(|| {
+            ListServiceQuotasError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: servicequotas:ListServiceQuotas")
+                    .build(),
+            )
+        });
+        let c = client(&[&refused]);
+        let e = run(&c).unwrap_err();
+        assert!(
+            e.starts_with("servicequotas:ListServiceQuotas: ") && e.contains("AccessDenied"),
+            "{e}"
+        );
+    }
+}

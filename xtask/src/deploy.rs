@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use deployer::cloud::cfn::Outcome;
 use deployer::cloud::cfn::{Change, ChangeAction, Replacement};
+use deployer::cloud::quotas::QuotaSource;
 use deployer::ops::deploy::{DeployConfig, DeployReport, StageSettings, deploy};
 use stack::{Architecture, Stage};
 
@@ -63,7 +64,9 @@ pub fn run(a: Args) -> Result<()> {
     // curl must trust the local environment's certificate, as every other client does.
     let cacert = a.place.local.then(|| a.place.ports.config().tls().cert);
     let settings = a.settings();
+    let labels_quota = labels_quota(&a.place, resolved.labels_rate)?;
     let cfg = DeployConfig {
+        labels_quota,
         auto_bootstrap: may_bootstrap(&resolved.target),
         target: resolved.target,
         stage: a.stage,
@@ -84,6 +87,21 @@ pub fn run(a: Args) -> Result<()> {
         Output::Text => println!("{}", summary(&report, cacert.as_deref())),
     }
     Ok(())
+}
+
+/// The DetectLabels quota the stage is paced for when this machine knows it: `--labels-tps`,
+/// else the local label service's rate. `None` leaves it to Service Quotas on AWS, and to the
+/// deployed value locally.
+pub fn labels_quota(place: &Where, local_rate: Option<u32>) -> Result<Option<(u32, QuotaSource)>> {
+    match place.ports.labels_tps {
+        Some(0) if !place.local => {
+            anyhow::bail!(
+                "--labels-tps must be at least 1: it is the DetectLabels quota the stage is paced for"
+            )
+        }
+        Some(q) if q > 0 => Ok(Some((q, QuotaSource::Flag))),
+        _ => Ok(local_rate.map(|q| (q, QuotaSource::LocalService))),
+    }
 }
 
 /// A deploy bootstraps the account itself only as the local environment's root: there is no
@@ -153,6 +171,15 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
         "settings: {} uploads per user per day, self sign-up {}\n",
         r.settings.uploads_per_user_per_day,
         if r.settings.self_sign_up { "on" } else { "off" }
+    ));
+    let pace = &r.settings.labels;
+    s.push_str(&format!(
+        "pace: DetectLabels quota {}/s ({}): at most {} batches at once, one call each every {} ms (at most {:.1}/s)\n",
+        pace.quota_tps,
+        pace.source.describe(),
+        pace.max_concurrency,
+        pace.interval_ms,
+        pace.calls_per_second()
     ));
     if r.status == Outcome::Planned {
         return s.trim_end().to_string();
@@ -233,6 +260,7 @@ mod tests {
             settings: deployer::ops::deploy::Settings {
                 uploads_per_user_per_day: 1000,
                 self_sign_up: false,
+                labels: deployer::ops::deploy::LabelsPace::new(20, QuotaSource::Applied),
             },
             api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
             timings: Timings {

@@ -35,11 +35,21 @@ pub struct Ports {
     /// Run this detect-labels binary instead of building one
     #[arg(long, value_name = "PATH", env = "IMAGE_PIPELINE_LABELS_BIN")]
     pub labels_bin: Option<std::path::PathBuf>,
-    /// Make the local label service a quota: at most Q DetectLabels calls per second, and
-    /// Rekognition's over-quota error above it (0: no limit; unset: keep the running
-    /// service's rate). A changed rate restarts the service
+    /// The DetectLabels quota, in calls a second. With --local the label service becomes
+    /// that quota: at most Q calls a second, Rekognition's over-quota error above it (0: no
+    /// limit; unset: keep the running service's rate; a change restarts it). `deploy` paces
+    /// the stage below Q (on AWS instead of the quota Service Quotas gives)
     #[arg(long, value_name = "Q", env = "IMAGE_PIPELINE_LABELS_TPS")]
     pub labels_tps: Option<u32>,
+    /// Stub mode for scale runs: the local label service answers every readable image after
+    /// MS milliseconds with one label named "Stub (not the model)" instead of running the
+    /// model (`off`: the model; unset: keep the running service's). A change restarts it
+    #[arg(
+        long,
+        value_name = "MS|off",
+        env = "IMAGE_PIPELINE_LABELS_STUB_LATENCY_MS"
+    )]
+    pub labels_stub_latency_ms: Option<local::LabelsAnswer>,
     /// Call the local environment as this IAM user of the emulator (default: its root);
     /// the secret comes from IMAGE_PIPELINE_LOCAL_SECRET_ACCESS_KEY
     #[arg(
@@ -67,15 +77,18 @@ impl Ports {
                 .as_ref()
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
             labels_tps: self.labels_tps,
+            labels_answer: self.labels_stub_latency_ms,
             ..LocalConfig::for_ports(self.local_port, self.labels_port)
         }
     }
 }
 
-/// The resolved target, plus the label endpoint when it is local.
+/// The resolved target, plus the label endpoint and its rate when it is local.
 pub struct Resolved {
     pub target: Target,
     pub labels_endpoint: Option<String>,
+    /// The local label service's rate in calls a second, when it has one.
+    pub labels_rate: Option<u32>,
 }
 
 impl Where {
@@ -88,6 +101,9 @@ impl Where {
                 eprintln!("local  the local environment is not running; starting it");
                 local::up(&cfg, &Console::new("local"))
                     .context("cannot start the local environment")?;
+            } else if !local::labels_as_asked(&cfg) {
+                local::up(&cfg, &Console::new("local"))
+                    .context("cannot restart the local label service")?;
             }
             let credentials = match (
                 &self.ports.local_access_key_id,
@@ -110,6 +126,7 @@ impl Where {
                     credentials,
                 },
                 labels_endpoint: Some(cfg.labels_endpoint()),
+                labels_rate: local::labels_rate(&cfg),
             });
         }
         let (region, source) = runtime()?.block_on(deployer::cloud::aws::resolve_region(
@@ -129,6 +146,7 @@ impl Where {
                 profile: self.profile.clone(),
             },
             labels_endpoint: None,
+            labels_rate: None,
         })
     }
 }

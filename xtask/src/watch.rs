@@ -111,8 +111,10 @@ pub fn run(a: Args) -> Result<()> {
         wait_for_other: Duration::from_secs(600),
         timeout: Duration::from_secs(3600),
         rebuild: Vec::new(),
-        // The stage keeps the settings it was deployed with.
+        // The stage keeps the settings it was deployed with, and is paced for the label
+        // service's rate when it has one.
         settings: Default::default(),
+        labels_quota: crate::deploy::labels_quota(&a.place, resolved.labels_rate)?,
     };
     let stop = stop_flag();
     let root = workspace_root();

@@ -286,6 +286,8 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub cognito: aws_sdk_cognitoidentityprovider::Client,
+    pub quotas: aws_sdk_servicequotas::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -304,6 +306,8 @@ impl Clients {
             sts: aws_sdk_sts::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             cognito: aws_sdk_cognitoidentityprovider::Client::new(config),
+            quotas: aws_sdk_servicequotas::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
         }
     }
 }

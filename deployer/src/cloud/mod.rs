@@ -1,7 +1,7 @@
 //! AWS mechanics every command shares: where a command runs and its SDK clients (`aws`),
 //! CloudFormation (`cfn`), content-addressed artifacts (`assets`), one typed view of a
-//! deployed stage (`stage`), SDK errors in words (`error`), and a stage's users and sign-in
-//! (`cognito`).
+//! deployed stage (`stage`), SDK errors in words (`error`), a stage's users and sign-in
+//! (`cognito`), its queues (`queue`) and the account's DetectLabels quota (`quotas`).
 
 pub mod assets;
 pub mod aws;
@@ -9,4 +9,5 @@ pub mod cfn;
 pub mod cognito;
 pub mod error;
 pub mod queue;
+pub mod quotas;
 pub mod stage;

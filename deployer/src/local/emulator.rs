@@ -40,6 +40,43 @@ pub struct LocalConfig {
     /// The label service as a quota: at most this many DetectLabels calls per second (0: no
     /// limit). `None` keeps a running service's rate, and starts one without a limit.
     pub labels_tps: Option<u32>,
+    /// What the label service answers with. `None` keeps a running service's answer, and
+    /// starts one with the model.
+    pub labels_answer: Option<LabelsAnswer>,
+}
+
+/// What the label service answers a DetectLabels call with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelsAnswer {
+    /// The model's labels.
+    Model,
+    /// Stub mode, for scale runs: one fixed label named "Stub (not the model)", after this
+    /// many milliseconds; the model is not run.
+    Stub { latency_ms: u64 },
+}
+
+impl std::str::FromStr for LabelsAnswer {
+    type Err = String;
+    /// `off` (the model), or the stub's latency in milliseconds.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Model);
+        }
+        s.parse()
+            .map(|latency_ms| Self::Stub { latency_ms })
+            .map_err(|_| format!("`{s}` is neither a number of milliseconds nor `off`"))
+    }
+}
+
+impl std::fmt::Display for LabelsAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Model => write!(f, "the model's labels"),
+            Self::Stub { latency_ms } => {
+                write!(f, "a stub label (not the model) after {latency_ms} ms")
+            }
+        }
+    }
 }
 
 impl Default for LocalConfig {
@@ -61,6 +98,7 @@ impl LocalConfig {
                 .join(port.to_string()),
             labels_binary: None,
             labels_tps: None,
+            labels_answer: None,
         }
     }
 
@@ -200,18 +238,53 @@ fn labels_healthy(port: u16) -> bool {
     matches!(tls::get_plain(port, "/health"), Ok((200, _)))
 }
 
-/// Whether the running label service holds callers to the rate `cfg` asks for (any rate,
-/// when it asks for none).
-fn labels_rate_as_asked(cfg: &LocalConfig) -> bool {
-    let Some(wanted) = cfg.labels_tps else {
-        return true;
+/// The running label service's rate (0: no limit) and answer, from its `GET /stats`.
+fn labels_settings(port: u16) -> Option<(u32, LabelsAnswer)> {
+    let (status, body) = tls::get_plain(port, "/stats").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+    let tps = v["tps"]
+        .as_u64()
+        .and_then(|q| u32::try_from(q).ok())
+        .unwrap_or(0);
+    let answer = match v["stub_latency_ms"].as_u64() {
+        Some(latency_ms) => LabelsAnswer::Stub { latency_ms },
+        None => LabelsAnswer::Model,
     };
-    let running = tls::get_plain(cfg.labels_port, "/stats")
-        .ok()
-        .filter(|(status, _)| *status == 200)
-        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-        .map(|v| v["tps"].as_u64().unwrap_or(0));
-    running == Some(u64::from(wanted))
+    Some((tps, answer))
+}
+
+/// The running label service's rate in calls a second, when it has one.
+pub fn labels_rate(cfg: &LocalConfig) -> Option<u32> {
+    labels_settings(cfg.labels_port)
+        .map(|(tps, _)| tps)
+        .filter(|q| *q > 0)
+}
+
+/// Whether the running label service has the rate and answer `cfg` asks for.
+pub fn labels_as_asked(cfg: &LocalConfig) -> bool {
+    labels_changes(cfg).is_empty()
+}
+
+/// What differs between the running label service and what `cfg` asks for (nothing, when it
+/// asks for nothing).
+fn labels_changes(cfg: &LocalConfig) -> Vec<String> {
+    let Some((tps, answer)) = labels_settings(cfg.labels_port) else {
+        return Vec::new();
+    };
+    let mut changes = Vec::new();
+    if let Some(wanted) = cfg.labels_tps.filter(|q| *q != tps) {
+        changes.push(match wanted {
+            0 => "its rate changes to no limit".to_string(),
+            q => format!("its rate changes to {q} calls per second"),
+        });
+    }
+    if let Some(wanted) = cfg.labels_answer.filter(|a| *a != answer) {
+        changes.push(format!("it now answers with {wanted}"));
+    }
+    changes
 }
 
 fn port_open(port: u16) -> bool {
@@ -278,14 +351,9 @@ pub fn up(cfg: &LocalConfig, progress: &dyn Progress) -> Result<LocalStatus, Loc
     if !healthy(cfg, Service::Ministack) {
         start_ministack(cfg, &tls, progress)?;
     }
-    if healthy(cfg, Service::Labels) && !labels_rate_as_asked(cfg) {
-        progress.step(&format!(
-            "restarting detect-labels: its rate changes to {}",
-            match cfg.labels_tps {
-                Some(q) if q > 0 => format!("{q} calls per second"),
-                _ => "no limit".into(),
-            }
-        ));
+    let changes = labels_changes(cfg);
+    if healthy(cfg, Service::Labels) && !changes.is_empty() {
+        progress.step(&format!("restarting detect-labels: {}", changes.join("; ")));
         stop(cfg, Service::Labels)?;
     }
     if !healthy(cfg, Service::Labels) {
@@ -388,6 +456,9 @@ fn start_labels(
         .arg(&tls.cert)
         .arg("--tps")
         .arg(cfg.labels_tps.unwrap_or(0).to_string());
+    if let Some(LabelsAnswer::Stub { latency_ms }) = cfg.labels_answer {
+        cmd.arg("--stub-latency-ms").arg(latency_ms.to_string());
+    }
     // The service's own identity (as Rekognition has one) is the emulator's dummy root:
     // it only asks the emulator who signed a request; S3 is read with the caller's
     // credentials.
@@ -722,6 +793,7 @@ mod tests {
             dir: dir.clone(),
             labels_binary: None,
             labels_tps: None,
+            labels_answer: None,
         };
         let st = status(&cfg);
         assert!(st.services.iter().all(|s| s.pid.is_none() && !s.healthy));
@@ -743,6 +815,7 @@ mod tests {
             dir: dir.clone(),
             labels_binary: None,
             labels_tps: None,
+            labels_answer: None,
         };
         // Our own pid is alive but is not ministack.
         fs::write(

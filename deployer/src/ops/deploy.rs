@@ -16,6 +16,7 @@ use crate::cloud::cfn::StackInfo;
 use crate::cloud::cfn::{
     CfnError, Change, ChangeSetRequest, Outcome, Planned, Prepared, StackOps, StackProgress,
 };
+use crate::cloud::quotas::{self, QuotaSource};
 use crate::cloud::stage::{Deployed, StackOutputs, StageError, client_api_url};
 use crate::ops::bootstrap::{self, BootstrapError};
 use crate::util::elapsed_ms;
@@ -44,6 +45,10 @@ pub struct DeployConfig {
     pub rebuild: Vec<String>,
     /// The operator's choices for the stage; what is not given stays as deployed.
     pub settings: StageSettings,
+    /// The DetectLabels quota to pace the process function for, when the caller knows it
+    /// (`--labels-tps`, or the local label service's rate). Otherwise a deploy to AWS asks
+    /// Service Quotas, and a local one keeps the deployed value.
+    pub labels_quota: Option<(u32, QuotaSource)>,
 }
 
 /// What an operator chooses per stage. `None` keeps the deployed stage's value, or the
@@ -61,14 +66,74 @@ pub struct StageSettings {
 pub struct Settings {
     pub uploads_per_user_per_day: u32,
     pub self_sign_up: bool,
+    /// The DetectLabels quota the process function is paced for, and the pace.
+    pub labels: LabelsPace,
+}
+
+/// The DetectLabels quota a stage is paced for, where it came from, and the pace derived
+/// from it (`stack::Pacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelsPace {
+    /// Calls a second.
+    pub quota_tps: u32,
+    pub source: QuotaSource,
+    /// Batches of the work queue processed at once.
+    pub max_concurrency: u32,
+    /// Milliseconds between two calls of one batch, on the wall clock's grid.
+    pub interval_ms: u32,
+}
+
+impl LabelsPace {
+    pub fn new(quota_tps: u32, source: QuotaSource) -> Self {
+        let p = stack::Pacing::from_quota(quota_tps);
+        Self {
+            quota_tps: p.quota_tps,
+            source,
+            max_concurrency: p.max_concurrency,
+            interval_ms: p.interval_ms,
+        }
+    }
+
+    /// The most calls a second the pace allows over time.
+    pub fn calls_per_second(&self) -> f64 {
+        f64::from(self.max_concurrency) * 1000.0 / f64::from(self.interval_ms)
+    }
+
+    fn parameters(&self) -> [(String, String); 3] {
+        [
+            (
+                stack::app::LABELS_TPS_PARAM.to_string(),
+                self.quota_tps.to_string(),
+            ),
+            (
+                stack::app::PROCESS_CONCURRENCY_PARAM.to_string(),
+                self.max_concurrency.to_string(),
+            ),
+            (
+                stack::app::LABELS_INTERVAL_PARAM.to_string(),
+                self.interval_ms.to_string(),
+            ),
+        ]
+    }
 }
 
 impl StageSettings {
     /// Each setting as given, else as `deployed` (the stack's parameters) has it, else the
-    /// template's default.
-    pub fn resolve(&self, deployed: Option<&BTreeMap<String, String>>) -> Settings {
+    /// template's default. The DetectLabels quota is `quota` when something gave it.
+    pub fn resolve(
+        &self,
+        deployed: Option<&BTreeMap<String, String>>,
+        quota: Option<(u32, QuotaSource)>,
+    ) -> Settings {
         let current = |name: &str| deployed.and_then(|p| p.get(name));
+        let (quota_tps, source) = quota
+            .or_else(|| {
+                let q = current(stack::app::LABELS_TPS_PARAM)?.parse().ok()?;
+                Some((q, QuotaSource::AsDeployed))
+            })
+            .unwrap_or((stack::Pacing::DEFAULT_QUOTA_TPS, QuotaSource::Default));
         Settings {
+            labels: LabelsPace::new(quota_tps, source),
             uploads_per_user_per_day: self
                 .uploads_per_user_per_day
                 .or_else(|| current(stack::app::UPLOADS_PER_DAY_PARAM)?.parse().ok())
@@ -82,8 +147,8 @@ impl StageSettings {
 }
 
 impl Settings {
-    fn parameters(&self) -> [(String, String); 2] {
-        [
+    fn parameters(&self) -> impl Iterator<Item = (String, String)> {
+        let own = [
             (
                 stack::app::UPLOADS_PER_DAY_PARAM.to_string(),
                 self.uploads_per_user_per_day.to_string(),
@@ -92,7 +157,8 @@ impl Settings {
                 stack::app::SELF_SIGN_UP_PARAM.to_string(),
                 self.self_sign_up.to_string(),
             ),
-        ]
+        ];
+        own.into_iter().chain(self.labels.parameters())
     }
 }
 
@@ -236,6 +302,8 @@ struct Preflight {
     scope: stack::app::bootstrap::Scope,
     role: String,
     boundary: String,
+    /// The DetectLabels quota, when the caller or Service Quotas gave it.
+    labels_quota: Option<(u32, QuotaSource)>,
     notes: Vec<String>,
 }
 
@@ -272,6 +340,42 @@ async fn read_or_bootstrap(
     }
 }
 
+/// The account's DetectLabels quota from Service Quotas; when it cannot be read, a note says
+/// why and the stage keeps its deployed quota (or the default).
+async fn read_labels_quota(
+    client: &aws_sdk_servicequotas::Client,
+    region: &str,
+    notes: &mut Vec<String>,
+    progress: &dyn StackProgress,
+) -> Option<(u32, QuotaSource)> {
+    let fallback = "the stage keeps its deployed quota (a new stage: the default); `deploy --labels-tps Q` sets it";
+    match quotas::detect_labels_quota(client).await {
+        Ok(Some((found, source))) => {
+            progress.step(&format!(
+                "DetectLabels quota: {} calls a second ({}: \"{}\" {})",
+                found.value,
+                source.describe(),
+                found.name,
+                found.code
+            ));
+            Some((quotas::whole_calls(found.value), source))
+        }
+        Ok(None) => {
+            notes.push(format!(
+                "Service Quotas lists no DetectLabels rate for {} in {region}; {fallback}",
+                quotas::REKOGNITION
+            ));
+            None
+        }
+        Err(e) => {
+            notes.push(format!(
+                "cannot read the DetectLabels quota ({e}); {fallback}"
+            ));
+            None
+        }
+    }
+}
+
 /// Who we are, and the bootstrap's execution role and boundary for this stage: known before
 /// anything is built, so a missing or outdated bootstrap fails at once.
 async fn preflight(
@@ -302,7 +406,15 @@ async fn preflight(
         "stage {} deploys with the {scope} execution role {role}",
         cfg.stage
     ));
+    let labels_quota = match cfg.labels_quota {
+        Some(given) => Some(given),
+        None if !cfg.target.is_local() => {
+            read_labels_quota(&clients.quotas, &identity.region, &mut notes, progress).await
+        }
+        None => None,
+    };
     Ok(Preflight {
+        labels_quota,
         clients,
         identity,
         boot,
@@ -444,7 +556,7 @@ pub async fn deploy(
     let deployed = ops.describe().await?;
     let settings = cfg
         .settings
-        .resolve(deployed.as_ref().map(|d| &d.parameters));
+        .resolve(deployed.as_ref().map(|d| &d.parameters), pre.labels_quota);
     let mut req = change_set_request(cfg, &app, arch, (&bucket, &pre.boundary), &artifacts)?;
     req.parameters.extend(settings.parameters());
     let plan = plan(&ops, cfg, req).await?;

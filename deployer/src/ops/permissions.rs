@@ -434,6 +434,16 @@ pub fn deployer_policy(
     ]
     .concat();
     statements.push(simulate_statement(&s));
+    statements.push(Statement::allow(
+        // `deploy` paces the process function below the account's DetectLabels quota. These
+        // calls name no resource: IAM knows no narrower one.
+        "ReadTheDetectLabelsQuota",
+        actions(&[
+            "servicequotas:ListServiceQuotas",
+            "servicequotas:ListAWSDefaultServiceQuotas",
+        ]),
+        vec!["*".to_string()],
+    ));
     statements.push(deny(
         "NeverReconfigureTheAssetsBucket",
         actions(ASSETS_BUCKET_SETTINGS),
@@ -1372,6 +1382,8 @@ mod tests {
                                 // conditioned for a scope short of every stage.
                                 || sid == "CreateUserPoolsOfTheseStages"
                                 || sid == "NeverReconfigureTheAssetsBucket"
+                                // Service Quotas' list calls name no resource.
+                                || sid == "ReadTheDetectLabelsQuota"
                                 // A mapping's id is Lambda's to choose; conditioned on
                                 // the stages' functions.
                                 || sid == "CreateWorkQueueMappings"

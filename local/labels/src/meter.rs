@@ -25,6 +25,9 @@ pub struct Stats {
     pub peak_in_flight: u64,
     /// The rate, when there is one.
     pub tps: Option<u32>,
+    /// Stub mode's latency in milliseconds, when the service runs as a stub instead of the
+    /// model (the server sets it).
+    pub stub_latency_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +178,7 @@ mod tests {
                 peak_per_second: 2,
                 peak_in_flight: 2,
                 tps: None,
+                stub_latency_ms: None,
             }
         );
         // No limit: a thousand calls in one second are all admitted.

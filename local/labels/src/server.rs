@@ -441,9 +441,16 @@ fn throttle(shared: &Shared, stream: TcpStream) {
 /// body was not read, the stream is no longer at a request boundary).
 fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (Reply, bool) {
     if head.method == "GET" && head.target == "/stats" {
+        let stats = crate::meter::Stats {
+            stub_latency_ms: shared
+                .service
+                .stub
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ..shared.service.meter.stats()
+        };
         let reply = Reply {
             status: 200,
-            body: serde_json::to_string(&shared.service.meter.stats()).unwrap_or_default(),
+            body: serde_json::to_string(&stats).unwrap_or_default(),
             error: None,
         };
         return (reply, head.close);

@@ -250,7 +250,10 @@ fn fresh_environment() -> Result<LocalStatus> {
     finished(xtask(&["local", "down", "--wipe", "--output", "json"])?.run()?)
         .report::<Stopped>()?;
     // Real-looking credentials in the caller's environment must not reach the local services.
-    let up = xtask(&["local", "up", "--output", "json"])?
+    // The label service is a quota of E2E_LABELS_TPS calls a second, which the deploys pace
+    // the stage for.
+    let tps = E2E_LABELS_TPS.to_string();
+    let up = xtask(&["local", "--labels-tps", &tps, "up", "--output", "json"])?
         .env("AWS_ACCESS_KEY_ID", CANARY)
         .env("AWS_SECRET_ACCESS_KEY", CANARY)
         .env("AWS_SESSION_TOKEN", CANARY)
@@ -275,6 +278,16 @@ fn fresh_environment() -> Result<LocalStatus> {
 
 /// The stage's daily upload quota per user.
 const E2E_UPLOADS_PER_DAY: u32 = 25;
+/// The local label service's DetectLabels quota, in calls a second.
+const E2E_LABELS_TPS: u32 = 10;
+
+/// The pace a deploy must report: for the label service's quota, found by asking it.
+fn expected_pace() -> deployer::ops::deploy::LabelsPace {
+    deployer::ops::deploy::LabelsPace::new(
+        E2E_LABELS_TPS,
+        deployer::cloud::quotas::QuotaSource::LocalService,
+    )
+}
 
 /// The first deploy of the stage as the deploying user, its smoke test, and the gallery in
 /// a browser.
@@ -298,7 +311,8 @@ fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployRe
     );
     ensure!(
         created.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY
-            && !created.settings.self_sign_up,
+            && !created.settings.self_sign_up
+            && created.settings.labels == expected_pace(),
         "first deploy's settings: {:?}",
         created.settings
     );
@@ -404,8 +418,9 @@ fn redeploy_changes_nothing() -> Result<()> {
     );
     ensure!(again.changes.is_empty(), "second deploy changed things");
     ensure!(
-        again.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY,
-        "a deploy without --uploads-per-user-per-day changed the quota: {:?}",
+        again.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY
+            && again.settings.labels == expected_pace(),
+        "a deploy without --uploads-per-user-per-day changed the quota, or the pace moved: {:?}",
         again.settings
     );
     ensure!(
