@@ -16,6 +16,7 @@ mod lint;
 mod local;
 mod logs;
 mod model;
+mod redrive;
 mod smoke;
 mod status;
 mod synth;
@@ -59,11 +60,13 @@ enum Cmd {
     Teardown(teardown::Args),
     /// Print the functions' logs and the API's access log as one time-ordered stream
     Logs(logs::Args),
-    /// Follow one image through the pipeline: API request, object versions, S3 event, process runs, item, failures
+    /// Follow one image through the pipeline: API request, object versions, S3 event, receives and back-offs, item, dead letters
     Trace(trace::Args),
+    /// Move the messages the work queue gave up on (its dead-letter queue) back to it, after a fix
+    Redrive(redrive::Args),
     /// Keep the local environment's stage deployed: rebuild and redeploy what a saved change affects
     Watch(watch::Args),
-    /// Show a deployed stage in one screen: stack, API, code deployed against built, template drift, failures, items
+    /// Show a deployed stage in one screen: stack, API, code deployed against built, template drift, pace, queues, alarms, items
     Status(status::Args),
     /// Manage a stage's users: add, remove (with all their images), list, print an access token
     User(user::Args),
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Logs(a) => logs::run(a),
         Cmd::Trace(a) => trace::run(a),
         Cmd::Watch(a) => watch::run(a),
+        Cmd::Redrive(a) => redrive::run(a),
         Cmd::Local(a) => local::run(a),
         Cmd::DeployerPolicy(a) => deployer_policy(a),
         Cmd::User(a) => user::run(a),

@@ -98,10 +98,27 @@ pub fn summary(r: &StatusReport) -> String {
     if r.functions.iter().any(|f| f.state == CodeState::Stale) {
         s.push_str("          (stale: the code built here is not what runs; `cargo xtask deploy` deploys it)\n");
     }
+    if let Some(p) = &r.pace {
+        s.push_str(&format!(
+            "pace      DetectLabels quota {}/s: at most {} batches at once, one call each every {} ms\n",
+            p.quota_tps, p.max_concurrency, p.interval_ms
+        ));
+    }
+    if let Some(q) = &r.work_queue {
+        let age = match (r.oldest_message_age, &r.oldest_message_note) {
+            (Some(a), _) => format!("oldest message {a} s old"),
+            (None, Some(note)) => format!("oldest message's age unknown: {note}"),
+            (None, None) => "oldest message's age unknown".to_string(),
+        };
+        s.push_str(&format!(
+            "queue     {} waiting, {} in flight or held back, {} delayed; {age}\n",
+            q.visible, q.in_flight, q.delayed
+        ));
+    }
     match r.dead_letter_depth {
-        Some(0) => s.push_str("failures  the failure queue is empty\n"),
+        Some(0) => s.push_str("dead      the dead-letter queue is empty\n"),
         Some(n) => s.push_str(&format!(
-            "failures  {n} message(s) in the failure queue ({})\n",
+            "dead      {n} message(s) in the dead-letter queue ({}); after a fix, `cargo xtask redrive` moves them back\n",
             r.outputs
                 .get(stack::app::outputs::DEAD_LETTER_QUEUE_URL)
                 .map_or("", String::as_str)

@@ -63,15 +63,10 @@ pub fn summary(r: &TraceReport) -> String {
             step.summary
         ));
     }
-    let retries = r.process_invocations.len().saturating_sub(1);
     s.push_str(&format!(
-        "{} process invocation(s){}; {} object version(s); {} failure-queue message(s)\n",
+        "{} receive(s) from the work queue, {} back-off(s); {} object version(s); {} dead-letter message(s)\n",
         r.process_invocations.len(),
-        if retries > 0 {
-            format!(" ({retries} after the first)")
-        } else {
-            String::new()
-        },
+        r.backoffs.len(),
         r.versions.len(),
         r.failure_messages.len()
     ));

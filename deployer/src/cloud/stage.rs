@@ -75,6 +75,7 @@ pub struct Deployed {
     pub table: String,
     pub labels_table: String,
     pub dead_letter_queue_url: String,
+    pub work_queue_url: String,
     /// The stage's user pool and its app client.
     pub pool: Pool,
     /// Every output, for the per-function ones (names, role ARNs).
@@ -90,6 +91,7 @@ impl Deployed {
             table: outputs.need(outputs::TABLE)?,
             labels_table: outputs.need(outputs::LABELS_TABLE)?,
             dead_letter_queue_url: outputs.need(outputs::DEAD_LETTER_QUEUE_URL)?,
+            work_queue_url: outputs.need(outputs::WORK_QUEUE_URL)?,
             pool: Pool {
                 id: outputs.need(outputs::USER_POOL_ID)?,
                 client_id: outputs.need(outputs::USER_POOL_CLIENT_ID)?,
@@ -164,6 +166,7 @@ mod tests {
             (outputs::TABLE, "t"),
             (outputs::LABELS_TABLE, "l"),
             (outputs::DEAD_LETTER_QUEUE_URL, "q"),
+            (outputs::WORK_QUEUE_URL, "w"),
             (outputs::USER_POOL_ID, "us-east-1_AbC"),
             (outputs::USER_POOL_CLIENT_ID, "c"),
         ]

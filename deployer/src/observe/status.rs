@@ -1,6 +1,7 @@
 //! `status`: one look at a deployed stage. The stack's state, outputs and API URL; each
 //! function's deployed code against what was built here; whether the template this checkout
-//! synthesizes differs from the deployed one; the failure queue's depth; the items by status.
+//! synthesizes differs from the deployed one; the pace the stage was deployed with; the work
+//! queue (depth, its oldest message's age) and its dead-letter queue; the items by status.
 //! What cannot be read is reported as a problem beside the rest, never hidden.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use stack::{App, Architecture, Stage};
 use crate::build::{self, BuildArch, Manifest};
 use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
 use crate::cloud::cfn::{CfnError, StackOps, StackProgress};
-use crate::cloud::queue::queue_depth;
+use crate::cloud::queue::{QueueCounts, oldest_message_age, queue_counts};
 use crate::cloud::stage::{StackOutputs, client_api_url};
 use crate::ops::deploy::template_body;
 
@@ -70,6 +71,26 @@ pub enum TemplateState {
     Unknown,
 }
 
+/// The pace a stage was deployed with (its `DetectLabelsTps`, `ProcessMaximumConcurrency` and
+/// `DetectLabelsIntervalMs` parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pace {
+    pub quota_tps: u32,
+    pub max_concurrency: u32,
+    pub interval_ms: u32,
+}
+
+impl Pace {
+    fn of(parameters: &BTreeMap<String, String>) -> Option<Self> {
+        let n = |k: &str| parameters.get(k)?.parse().ok();
+        Some(Self {
+            quota_tps: n(stack::app::LABELS_TPS_PARAM)?,
+            max_concurrency: n(stack::app::PROCESS_CONCURRENCY_PARAM)?,
+            interval_ms: n(stack::app::LABELS_INTERVAL_PARAM)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub stack: String,
@@ -85,7 +106,15 @@ pub struct StatusReport {
     pub api_url: Option<String>,
     pub functions: Vec<FunctionStatus>,
     pub template: TemplateState,
-    /// Messages waiting in the process function's failure queue.
+    /// The DetectLabels quota the stage is paced for, and the pace, from its parameters.
+    pub pace: Option<Pace>,
+    /// The work queue's messages: waiting, in flight or held back, delayed.
+    pub work_queue: Option<QueueCounts>,
+    /// The age in seconds of the work queue's oldest message (CloudWatch's
+    /// `ApproximateAgeOfOldestMessage`); `None` with `oldest_message_note` saying why.
+    pub oldest_message_age: Option<u64>,
+    pub oldest_message_note: Option<String>,
+    /// Messages in the work queue's dead-letter queue, visible or in flight.
     pub dead_letter_depth: Option<u64>,
     /// Items of the images table by `status` (a full read of the table).
     pub items: Option<BTreeMap<String, u64>>,
@@ -131,6 +160,10 @@ pub async fn status(
         api_url: None,
         functions: Vec::new(),
         template: TemplateState::Unknown,
+        pace: None,
+        work_queue: None,
+        oldest_message_age: None,
+        oldest_message_note: None,
         dead_letter_depth: None,
         items: None,
         problems: Vec::new(),
@@ -146,6 +179,7 @@ pub async fn status(
         .get(stack::app::outputs::API_URL)
         .map(|u| client_api_url(&cfg.target, u));
     report.outputs = info.outputs.clone();
+    report.pace = Pace::of(&info.parameters);
 
     // The architecture the stack runs; the local environment builds for the host.
     let arch: Option<Architecture> = info
@@ -186,18 +220,43 @@ pub async fn status(
     Ok(report)
 }
 
-/// The failure queue's depth and the items by status; what cannot be read is a problem.
+/// How far back `status` looks for the oldest message's age: SQS publishes it each minute.
+const AGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The work queue (depth, and its oldest message's age), the dead-letter queue's depth and
+/// the items by status; what cannot be read is a problem.
 async fn read_queue_and_items(
     clients: &aws::Clients,
     outputs: &StackOutputs,
     report: &mut StatusReport,
 ) {
+    match outputs.need(stack::app::outputs::WORK_QUEUE_URL) {
+        Ok(url) => {
+            match queue_counts(&clients.sqs, &url).await {
+                Ok(c) => report.work_queue = Some(c),
+                Err(e) => report
+                    .problems
+                    .push(format!("cannot read the work queue: {e}")),
+            }
+            match oldest_message_age(&clients.cloudwatch, &url, AGE_WINDOW).await {
+                Ok(Some(age)) => report.oldest_message_age = Some(age),
+                Ok(None) => {
+                    report.oldest_message_note = Some(
+                        "no ApproximateAgeOfOldestMessage datapoint in the last 5 minutes (SQS publishes one a minute for an active queue; the local environment publishes none)"
+                            .into(),
+                    )
+                }
+                Err(e) => report.problems.push(e),
+            }
+        }
+        Err(e) => report.problems.push(e.to_string()),
+    }
     match outputs.need(stack::app::outputs::DEAD_LETTER_QUEUE_URL) {
-        Ok(url) => match queue_depth(&clients.sqs, &url).await {
-            Ok(n) => report.dead_letter_depth = Some(n),
+        Ok(url) => match queue_counts(&clients.sqs, &url).await {
+            Ok(c) => report.dead_letter_depth = Some(c.visible + c.in_flight),
             Err(e) => report
                 .problems
-                .push(format!("cannot read the failure queue: {e}")),
+                .push(format!("cannot read the dead-letter queue: {e}")),
         },
         Err(e) => report.problems.push(e.to_string()),
     }

@@ -1,8 +1,8 @@
 //! `trace`: the life of one image as a timeline, from what the services hold about it. The
 //! API request (the access log line of the request the upload function names), the object
-//! and its versions, the S3 event (as the process function received it), each process
-//! invocation with retries and the DetectLabels outcome, the item as stored, and any
-//! failure-queue message about it.
+//! and its versions, the S3 event (as the process function received it from the work queue),
+//! each receive with the DetectLabels outcome and any back-off, the item as stored, and any
+//! dead-letter queue message about it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,12 +46,14 @@ pub enum TraceError {
 pub struct Step {
     /// Milliseconds since the epoch.
     pub timestamp: i64,
-    /// `api`, `upload`, `object`, `s3-event`, `process`, `item`, `metadata` or `failure-queue`.
+    /// `api`, `upload`, `object`, `s3-event`, `receive`, `process`, `back-off`, `item`,
+    /// `metadata` or `dead-letter`.
     pub kind: String,
     pub summary: String,
 }
 
-/// One run of the process function for this image (a retry is another).
+/// One run of the process function for this image (each receive from the work queue is
+/// another).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invocation {
     pub request_id: String,
@@ -68,13 +70,53 @@ pub struct TraceReport {
     /// Versions of the object, oldest first (`delete-marker` ones included).
     pub versions: Vec<ObjectVersion>,
     pub process_invocations: Vec<Invocation>,
+    /// Each time a receive held the image's record back for a later try.
+    pub backoffs: Vec<Backoff>,
     /// The item as DynamoDB holds it, in plain JSON; `None` when there is none.
     pub item: Option<Value>,
-    /// Bodies of failure-queue messages that name the image.
+    /// Bodies of dead-letter queue messages that name the image.
     pub failure_messages: Vec<String>,
     pub timeline: Vec<Step>,
     /// What could not be read, and why.
     pub problems: Vec<String>,
+}
+
+/// A receive of the image's record that held it back: the process function's "record backed
+/// off" line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub timestamp: i64,
+    /// The record's receives so far (SQS's `ApproximateReceiveCount`).
+    pub receive_count: u64,
+    /// How long the record stays invisible before the next receive.
+    pub backoff_seconds: u64,
+    pub error: String,
+}
+
+/// The message the process function logs when it holds a record back.
+pub const BACKED_OFF: &str = "record backed off";
+
+/// The back-offs among the image's lines, in order.
+pub fn backoffs(mine: &[LogEvent]) -> Vec<Backoff> {
+    mine.iter()
+        .filter(|e| e.source == "process")
+        .filter(|e| {
+            e.message_and_fields()
+                .is_some_and(|(m, _)| m.starts_with(BACKED_OFF))
+        })
+        .map(|e| {
+            let n = |k: &str| e.field(k).and_then(|v| v.as_u64()).unwrap_or_default();
+            Backoff {
+                timestamp: e.timestamp,
+                receive_count: n("receive_count"),
+                backoff_seconds: n("backoff_seconds"),
+                error: e
+                    .field("error")
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,10 +158,18 @@ async fn read_logs(
     let since_ms = i64::try_from(cfg.since.as_millis()).unwrap_or(i64::MAX);
     let events = logs::fetch(&img.clients.logs, &groups, img.now.saturating_sub(since_ms)).await?;
     let mut filter = Filter::new(Some(img.id.to_string()), None);
-    let mine: Vec<LogEvent> = filter.apply(&events).into_iter().cloned().collect();
+    // A process invocation takes a batch of up to ten images: of its lines, only the
+    // runtime's and those naming this image are about it.
+    let mine: Vec<LogEvent> = filter
+        .apply(&events)
+        .into_iter()
+        .filter(|e| e.source != "process" || is_platform(e) || e.message.contains(img.id))
+        .cloned()
+        .collect();
     let access: Vec<&LogEvent> = events.iter().filter(|e| e.source == API_SOURCE).collect();
     report.timeline.extend(from_logs(&mine, &access));
     report.process_invocations = invocations(&mine);
+    report.backoffs = backoffs(&mine);
     Ok(())
 }
 
@@ -290,6 +340,7 @@ pub async fn trace(cfg: &TraceConfig, progress: &dyn Progress) -> Result<TraceRe
         object_key: object_key.clone(),
         versions: Vec::new(),
         process_invocations: Vec::new(),
+        backoffs: Vec::new(),
         item: None,
         failure_messages: Vec::new(),
         timeline: Vec::new(),
@@ -331,8 +382,9 @@ fn is_platform(e: &LogEvent) -> bool {
     t.starts_with("START ") || t.starts_with("END ") || t.starts_with("REPORT ")
 }
 
-/// The steps the logs show: the API request, what the upload function did, each process
-/// invocation (the first one is the S3 event's delivery), and reads of the metadata.
+/// The steps the logs show: the API request, what the upload function did, each receive of
+/// the image's record from the work queue (the first one is the S3 event's delivery) and
+/// each back-off, and reads of the metadata.
 pub fn from_logs(mine: &[LogEvent], access: &[&LogEvent]) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut process_runs: Vec<String> = Vec::new();
@@ -346,12 +398,14 @@ pub fn from_logs(mine: &[LogEvent], access: &[&LogEvent]) -> Vec<Step> {
                 let n = process_runs.len();
                 steps.push(Step {
                     timestamp: e.timestamp,
-                    kind: if n == 1 { "s3-event" } else { "process" }.into(),
+                    kind: if n == 1 { "s3-event" } else { "receive" }.into(),
                     summary: if n == 1 {
-                        format!("S3 event delivered: process invocation {rid} starts")
+                        format!(
+                            "the work queue delivers the S3 event: process invocation {rid} starts"
+                        )
                     } else {
                         format!(
-                            "process invocation {n} ({rid}) starts: a retry or a duplicate delivery"
+                            "receive {n}: process invocation {rid} starts (a try after a back-off, or a duplicate delivery)"
                         )
                     },
                 });
@@ -360,6 +414,17 @@ pub fn from_logs(mine: &[LogEvent], access: &[&LogEvent]) -> Vec<Step> {
         }
         let summary = words(e);
         if summary.is_empty() {
+            continue;
+        }
+        if let Some(b) = backoffs(std::slice::from_ref(e)).pop() {
+            steps.push(Step {
+                timestamp: e.timestamp,
+                kind: "back-off".into(),
+                summary: format!(
+                    "held back {} s after receive {}: {}",
+                    b.backoff_seconds, b.receive_count, b.error
+                ),
+            });
             continue;
         }
         // The API request the upload function names, from the access log.
@@ -644,7 +709,7 @@ mod tests {
             13,
             r#"{"requestId":"XyZ=","routeKey":"POST /upload","status":"201","responseLatency":"80"}"#,
         );
-        let run = |ts: i64, rid: &str, msg: &str| {
+        let run = |ts: i64, rid: &str, fields: &str| {
             vec![
                 e(
                     "process",
@@ -655,7 +720,7 @@ mod tests {
                     "process",
                     ts + 1,
                     &format!(
-                        r#"{{"level":"ERROR","fields":{{"message":"{msg}","key":"uploads/{ID}"}},"span":{{"requestId":"{rid}"}}}}"#
+                        r#"{{"level":"WARN","fields":{{{fields},"keys":"[\"uploads/u/{ID}\"]"}},"span":{{"requestId":"{rid}"}}}}"#
                     ),
                 ),
             ]
@@ -664,32 +729,42 @@ mod tests {
         mine.extend(run(
             20,
             "22222222-0000-0000-0000-000000000000",
-            "record failed; the event will be retried",
+            r#""message":"record backed off; it will be tried again","message_id":"m-1","receive_count":1,"backoff_seconds":4,"error":"DetectLabels: ProvisionedThroughputExceededException""#,
         ));
         mine.extend(run(
             40,
             "33333333-0000-0000-0000-000000000000",
-            "item written",
+            r#""message":"item written""#,
         ));
         let steps = from_logs(&mine, &[&access, &other_access]);
         let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["api", "upload", "s3-event", "process", "process", "process"]
+            [
+                "api", "upload", "s3-event", "back-off", "receive", "process"
+            ]
         );
         assert_eq!(
             steps[0].summary,
             "POST /upload answered 201 in 80 ms (API request AbC=)"
         );
-        assert!(steps[4].summary.contains("invocation 2"), "{:?}", steps[4]);
+        assert_eq!(
+            steps[3].summary,
+            "held back 4 s after receive 1: DetectLabels: ProvisionedThroughputExceededException"
+        );
+        assert!(steps[4].summary.starts_with("receive 2:"), "{:?}", steps[4]);
         let runs = invocations(&mine);
         assert_eq!(runs.len(), 2);
         assert_eq!(
-            runs[0].outcome,
-            [format!(
-                "record failed; the event will be retried (key=uploads/{ID})"
-            )]
+            backoffs(&mine),
+            [Backoff {
+                timestamp: 21,
+                receive_count: 1,
+                backoff_seconds: 4,
+                error: "DetectLabels: ProvisionedThroughputExceededException".into(),
+            }]
         );
+        assert!(runs[1].outcome[0].starts_with("item written"), "{runs:?}");
     }
 
     #[test]

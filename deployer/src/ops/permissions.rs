@@ -370,6 +370,17 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
             .concat(),
         ),
         Statement::allow(
+            // `redrive` deletes a dead letter once the work queue has it.
+            "RedriveFromTheDeadLetterQueue",
+            actions(&["sqs:DeleteMessage"]),
+            s.arn(&Names.dead_letter_queue_arn()),
+        ),
+        Statement::allow(
+            "RedriveToTheWorkQueue",
+            actions(&["sqs:SendMessage"]),
+            s.arn(&Names.work_queue_arn()),
+        ),
+        Statement::allow(
             // `logs` and `trace` read the functions' logs and the API's access log.
             "ReadLogs",
             actions(&["logs:FilterLogEvents"]),
@@ -435,12 +446,14 @@ pub fn deployer_policy(
     .concat();
     statements.push(simulate_statement(&s));
     statements.push(Statement::allow(
-        // `deploy` paces the process function below the account's DetectLabels quota. These
-        // calls name no resource: IAM knows no narrower one.
-        "ReadTheDetectLabelsQuota",
+        // `deploy` paces the process function below the account's DetectLabels quota;
+        // `status` reads the age of the work queue's oldest message. These calls name no
+        // resource: IAM knows no narrower one.
+        "ReadTheDetectLabelsQuotaAndQueueMetrics",
         actions(&[
             "servicequotas:ListServiceQuotas",
             "servicequotas:ListAWSDefaultServiceQuotas",
+            "cloudwatch:GetMetricStatistics",
         ]),
         vec!["*".to_string()],
     ));
@@ -1383,7 +1396,7 @@ mod tests {
                                 || sid == "CreateUserPoolsOfTheseStages"
                                 || sid == "NeverReconfigureTheAssetsBucket"
                                 // Service Quotas' list calls name no resource.
-                                || sid == "ReadTheDetectLabelsQuota"
+                                || sid == "ReadTheDetectLabelsQuotaAndQueueMetrics"
                                 // A mapping's id is Lambda's to choose; conditioned on
                                 // the stages' functions.
                                 || sid == "CreateWorkQueueMappings"
@@ -1436,9 +1449,14 @@ mod tests {
                             && s.resource.iter().all(|r| r.ends_with("-labels"))),
                     "deployer holds {a}"
                 );
+                // Reads of both queues; `redrive` deletes only dead letters, and sends only to
+                // the work queue.
+                let only_on = |suffix: &str| s.resource.iter().all(|r| r.ends_with(suffix));
                 assert!(
                     !a.starts_with("sqs:")
-                        || ["sqs:GetQueueAttributes", "sqs:ReceiveMessage"].contains(&a),
+                        || ["sqs:GetQueueAttributes", "sqs:ReceiveMessage"].contains(&a)
+                        || (a == "sqs:DeleteMessage" && only_on("-work-dead-letters"))
+                        || (a == "sqs:SendMessage" && only_on("-work")),
                     "deployer holds {a}"
                 );
                 assert!(!a.contains('*'), "deployer holds a wildcard action {a}");

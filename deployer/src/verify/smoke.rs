@@ -91,8 +91,8 @@ pub enum CheckName {
     NoS3Urls,
     /// Every row of the allow/deny matrix, asked of IAM for the deployed roles.
     IamMatrix,
-    /// Nothing waits in the failure queue.
-    FailureQueue,
+    /// Nothing waits in the work queue's dead-letter queue.
+    DeadLetters,
 }
 
 impl CheckName {
@@ -114,7 +114,7 @@ impl CheckName {
         CheckName::PresignedNonImage,
         CheckName::NoS3Urls,
         CheckName::IamMatrix,
-        CheckName::FailureQueue,
+        CheckName::DeadLetters,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,7 +136,7 @@ impl CheckName {
             CheckName::PresignedNonImage => "presigned-non-image",
             CheckName::NoS3Urls => "no-s3-urls",
             CheckName::IamMatrix => "iam-matrix",
-            CheckName::FailureQueue => "failure-queue",
+            CheckName::DeadLetters => "dead-letters",
         }
     }
 }
@@ -361,7 +361,7 @@ impl Run<'_> {
             CheckName::PresignedNonImage => self.presigned_non_image().await,
             CheckName::NoS3Urls => self.no_s3_urls(),
             CheckName::IamMatrix => self.iam_matrix().await,
-            CheckName::FailureQueue => self.failure_queue().await,
+            CheckName::DeadLetters => self.dead_letters().await,
         }
     }
 
@@ -1154,7 +1154,7 @@ impl Run<'_> {
         Ok(format!("{functions}; {escalation}"))
     }
 
-    async fn failure_queue(&mut self) -> Result<String, String> {
+    async fn dead_letters(&mut self) -> Result<String, String> {
         match queue_depth(&self.clients.sqs, &self.queue).await? {
             0 => Ok("empty".to_string()),
             n => Err(format!(

@@ -1,5 +1,6 @@
 //! What the end-to-end test reads of one image: `status`, `logs --image` and `trace` on an
-//! image the smoke test kept, and the image read back after the emulator was killed.
+//! image the smoke test kept, the image read back after the emulator was killed, and its S3
+//! event moved from the dead-letter queue back to work by `redrive`.
 
 use anyhow::{Context, Result, ensure};
 use deployer::cloud::aws::LocalCredentials;
@@ -34,8 +35,28 @@ fn status_is_true() -> Result<()> {
     );
     ensure!(
         st.dead_letter_depth == Some(0),
-        "status: failure queue {:?}",
+        "status: dead-letter queue {:?}",
         st.dead_letter_depth
+    );
+    let pace = super::expected_pace();
+    ensure!(
+        st.pace
+            == Some(deployer::observe::status::Pace {
+                quota_tps: pace.quota_tps,
+                max_concurrency: pace.max_concurrency,
+                interval_ms: pace.interval_ms,
+            }),
+        "status: pace {:?}, deployed with {pace:?}",
+        st.pace
+    );
+    ensure!(
+        st.work_queue.is_some()
+            && st.oldest_message_age.is_none()
+            && st.oldest_message_note.is_some(),
+        "status: work queue {:?}, oldest message {:?} ({:?}): the local environment publishes no SQS metrics",
+        st.work_queue,
+        st.oldest_message_age,
+        st.oldest_message_note
     );
     let labeled = st
         .items
@@ -246,4 +267,77 @@ async fn root_clients(local: &LocalConfig) -> Result<deployer::cloud::aws::Clien
         .target(LocalCredentials::root())
         .context("the local environment has no certificate")?;
     Ok(deployer::cloud::aws::connect(&target).await?.0)
+}
+
+/// A dead letter moved back to work: the S3 event of the kept image, put in the dead-letter
+/// queue as root (as 30 receives would have), is moved by `redrive` as the deploying user;
+/// the process function receives it again and the image stays labeled with the same labels;
+/// a second `redrive` has nothing to move.
+pub fn redrive_moves_a_dead_letter(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    stage: &deployer::cloud::stage::Deployed,
+    (owner, id, labels): (&str, &str, &[String]),
+) -> Result<()> {
+    use deployer::ops::redrive::RedriveReport;
+    let key = format!("{}{owner}/{id}", stack::app::UPLOAD_PREFIX);
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-01-01T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": stage.bucket, "arn": format!("arn:aws:s3:::{}", stage.bucket)},
+            "object": {"key": key, "size": deployer::verify::smoke::DEFAULT_IMAGE.len()}
+        }
+    }]});
+    let before = receives(id)?;
+    rt.block_on(async {
+        let clients = root_clients(local).await?;
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&stage.dead_letter_queue_url)
+            .message_body(event.to_string())
+            .send()
+            .await
+            .context("SendMessage to the dead-letter queue")?;
+        anyhow::Ok(())
+    })?;
+    let moved: RedriveReport = ok(&["redrive"])?;
+    ensure!(
+        moved.moved == 1 && moved.failed.is_empty() && moved.after.total() == 0,
+        "redrive: {moved:?}"
+    );
+    // The process function receives it again: one more receive in the image's trace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while receives(id)? <= before {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the redriven event of image {id} was not received again within 90 s"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let (after, _) = rt.block_on(read_back(local, stage, owner, id))?;
+    ensure!(
+        after == labels,
+        "after the redrive image {id} has labels {after:?}, before {labels:?}"
+    );
+    let again: RedriveReport = ok(&["redrive"])?;
+    ensure!(
+        again.moved == 0 && again.before.total() == 0,
+        "a second redrive: {again:?}"
+    );
+    eprintln!(
+        "e2e    redrive moved image {id}'s dead letter back to the work queue; it was received again and stayed labeled; a second redrive had nothing to move"
+    );
+    Ok(())
+}
+
+/// The receives of image `id`'s record that `trace` finds.
+fn receives(id: &str) -> Result<usize> {
+    let tr: TraceReport = ok(&["trace", id, "--since", "1h"])?;
+    Ok(tr.process_invocations.len())
 }

@@ -8,7 +8,8 @@
 //! `e2e/webdriver.rs`), the user's paths into another stage and a pass of the release role
 //! refused, a token of another user pool and an expired one of the stage's pool refused, deploy again (no changes, the quota kept),
 //! kill the emulator with SIGKILL and start it again (the image, its item and the stack are all
-//! still there), change the upload function's code and deploy (only that function is
+//! still there; its S3 event, put in the dead-letter queue, moved back by `redrive` and
+//! received again), change the upload function's code and deploy (only that function is
 //! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
 //! held back in the work queue with an error that names it; teardown, teardown again
 //! (nothing to do), and the stage's bucket still gone after `local down` and `local up`; the
@@ -111,7 +112,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, a dead letter redriven, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -472,6 +473,7 @@ fn survives_a_kill(
         .clone()
         .context("the smoke test names no owner")?;
     let (labels, bytes) = rt.block_on(read_back(local, &stage, &owner, &id))?;
+    image::redrive_moves_a_dead_letter(rt, local, &stage, (&owner, &id, &labels))?;
     ensure!(
         labels == kept.labels,
         "after the restart image {id} has labels {labels:?}, before {:?}",
