@@ -288,6 +288,7 @@ async fn delete_failed_is_refused_with_the_fix() {
 fn request(kind: Prepared) -> ChangeSetRequest {
     ChangeSetRequest {
         kind,
+        template_url: None,
         template_body: "{}".into(),
         parameters: Default::default(),
         tags: Default::default(),

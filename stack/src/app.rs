@@ -39,6 +39,28 @@ pub const LABELS_TPS_PARAM: &str = "DetectLabelsTps";
 pub const PROCESS_CONCURRENCY_PARAM: &str = "ProcessMaximumConcurrency";
 /// The process function's pace ([`Pacing::interval_ms`]).
 pub const LABELS_INTERVAL_PARAM: &str = "DetectLabelsIntervalMs";
+/// An SNS topic the stage's alarms notify (empty: none given).
+pub const ALARM_TOPIC_PARAM: &str = "AlarmTopicArn";
+/// An email address the stage's alarms notify through a topic of the stack (empty: none).
+pub const ALARM_EMAIL_PARAM: &str = "AlarmEmail";
+/// The age in seconds of the work queue's oldest message above which its alarm fires.
+pub const OLDEST_MESSAGE_ALARM_PARAM: &str = "OldestMessageAlarmSeconds";
+/// Its default: an hour. A record held back through a Rekognition outage waits up to 15
+/// minutes between tries, so a queue that is only slow stays below it.
+pub const DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS: u32 = 3600;
+/// The stage's alarms, by the suffix of their names.
+pub mod alarms {
+    /// Anything in the work queue's dead-letter queue.
+    pub const DEAD_LETTERS: &str = "dead-letters";
+    /// The work queue's oldest message older than `OldestMessageAlarmSeconds`.
+    pub const OLDEST_MESSAGE: &str = "oldest-message";
+    /// Any error of the process function.
+    pub const PROCESS_ERRORS: &str = "process-errors";
+    pub const ALL: [&str; 3] = [DEAD_LETTERS, OLDEST_MESSAGE, PROCESS_ERRORS];
+    /// The CloudWatch dimensions they watch: an SQS queue's name, a Lambda function's.
+    pub const QUEUE_DIMENSION: &str = "QueueName";
+    pub const FUNCTION_DIMENSION: &str = "FunctionName";
+}
 /// The images one user may upload per UTC day (direct and presigned together).
 pub const UPLOADS_PER_DAY_PARAM: &str = "UploadsPerUserPerDay";
 /// Its default: enough for anyone's photos, and a ceiling on what one account costs in
@@ -472,6 +494,26 @@ impl Names {
 
     pub fn dead_letter_queue_arn(&self) -> ArnTemplate {
         ArnTemplate::arn("sqs", true, true, self.dead_letter_queue().parts().to_vec())
+    }
+
+    /// One of the stage's CloudWatch alarms, `image-pipeline-{Stage}-{short}` ([`alarms`]).
+    pub fn alarm(&self, short: &str) -> ArnTemplate {
+        named(&format!("-{short}"))
+    }
+
+    pub fn alarm_arn(&self, short: &str) -> ArnTemplate {
+        let mut parts = vec![Part::Lit("alarm:".into())];
+        parts.extend(self.alarm(short).parts().iter().cloned());
+        ArnTemplate::arn("cloudwatch", true, true, parts)
+    }
+
+    /// The SNS topic the stack makes when the alarms notify an email address.
+    pub fn alarm_topic(&self) -> ArnTemplate {
+        named("-alarms")
+    }
+
+    pub fn alarm_topic_arn(&self) -> ArnTemplate {
+        ArnTemplate::arn("sns", true, true, self.alarm_topic().parts().to_vec())
     }
 
     /// The stack, `image-pipeline-{Stage}`: CloudFormation also starts the names it

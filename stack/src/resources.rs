@@ -49,6 +49,10 @@ pub enum ResourceProps {
     UserPool(Box<UserPool>),
     #[serde(rename = "AWS::Cognito::UserPoolClient")]
     UserPoolClient(Box<UserPoolClient>),
+    #[serde(rename = "AWS::CloudWatch::Alarm")]
+    Alarm(Box<Alarm>),
+    #[serde(rename = "AWS::SNS::Topic")]
+    Topic(Topic),
 }
 
 impl ResourceProps {
@@ -73,6 +77,8 @@ impl ResourceProps {
             ResourceProps::Authorizer(_) => "AWS::ApiGatewayV2::Authorizer",
             ResourceProps::UserPool(_) => "AWS::Cognito::UserPool",
             ResourceProps::UserPoolClient(_) => "AWS::Cognito::UserPoolClient",
+            ResourceProps::Alarm(_) => "AWS::CloudWatch::Alarm",
+            ResourceProps::Topic(_) => "AWS::SNS::Topic",
         }
     }
 }
@@ -592,6 +598,50 @@ pub struct RouteSettings {
 pub struct AccessLogSettings {
     pub destination_arn: Expr,
     pub format: String,
+}
+
+// ---------------------------------------------------------------------------- CloudWatch, SNS
+
+/// A CloudWatch alarm on one metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Alarm {
+    pub alarm_name: Expr,
+    pub alarm_description: String,
+    pub namespace: String,
+    pub metric_name: String,
+    pub dimensions: Vec<MetricDimension>,
+    pub statistic: String,
+    pub period: u32,
+    pub evaluation_periods: u32,
+    pub threshold: Expr,
+    pub comparison_operator: String,
+    pub treat_missing_data: String,
+    /// Where the alarm notifies, when it goes to ALARM and back to OK (`NoValue`: nowhere).
+    pub alarm_actions: Expr,
+    #[serde(rename = "OKActions")]
+    pub ok_actions: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MetricDimension {
+    pub name: String,
+    pub value: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Topic {
+    pub topic_name: Expr,
+    pub subscription: Vec<Subscription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Subscription {
+    pub endpoint: Expr,
+    pub protocol: String,
 }
 
 // ------------------------------------------------------------------------------------ Cognito

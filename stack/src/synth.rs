@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use policies::{Action, ArnTemplate, Effect, Part, PolicyDocument, Principal, Statement};
 
 use crate::app::{
-    APP, App, Architecture, DEFAULT_UPLOADS_PER_DAY, EXPIRY_ATTRIBUTE, EnvValue, FunctionSpec,
-    HttpRoute, LABELS_INTERVAL_PARAM, LABELS_TPS_PARAM, MAX_RECEIVES, MAX_UPLOADS_PER_DAY, Names,
-    PROCESS_CONCURRENCY_PARAM, Pacing, QUEUE_RETENTION_SECONDS, REJECTED_EXPIRY_DAYS, REJECTED_TAG,
-    REKOGNITION_ENDPOINT_PARAM, SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX,
-    UPLOADS_PER_DAY_PARAM, VISIBILITY_TIMEOUT_FACTOR, logical, outputs,
+    ALARM_EMAIL_PARAM, ALARM_TOPIC_PARAM, APP, App, Architecture,
+    DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS, DEFAULT_UPLOADS_PER_DAY, EXPIRY_ATTRIBUTE, EnvValue,
+    FunctionSpec, HttpRoute, LABELS_INTERVAL_PARAM, LABELS_TPS_PARAM, MAX_RECEIVES,
+    MAX_UPLOADS_PER_DAY, Names, OLDEST_MESSAGE_ALARM_PARAM, PROCESS_CONCURRENCY_PARAM, Pacing,
+    QUEUE_RETENTION_SECONDS, REJECTED_EXPIRY_DAYS, REJECTED_TAG, REKOGNITION_ENDPOINT_PARAM,
+    SELF_SIGN_UP_PARAM, STAGE_PARAM, Stage, UPLOAD_PREFIX, UPLOADS_PER_DAY_PARAM,
+    VISIBILITY_TIMEOUT_FACTOR, alarms, logical, outputs,
 };
 use crate::expr::Expr;
 use crate::resources::*;
@@ -52,6 +54,9 @@ pub const AUTHORIZER_ID: &str = "HttpApiAuthorizer";
 pub const USER_POOL_ID: &str = crate::app::logical::USER_POOL;
 pub const USER_POOL_CLIENT_ID: &str = crate::app::logical::USER_POOL_CLIENT;
 pub const CONDITION_SELF_SIGN_UP: &str = "SelfSignUpEnabled";
+pub const CONDITION_ALARMS_TO_TOPIC: &str = "AlarmsToTopic";
+pub const CONDITION_ALARMS_TO_EMAIL: &str = "AlarmsToEmail";
+pub const ALARM_TOPIC_ID: &str = "AlarmTopic";
 /// How long an access or ID token is good for, in minutes: short, since the authorizer
 /// cannot revoke one before it expires.
 pub const ACCESS_TOKEN_MINUTES: u32 = 15;
@@ -89,6 +94,7 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
     add_uploads_bucket(&mut resources, app);
     add_user_pool(&mut resources, &app.names);
     add_http_api(&mut resources, app);
+    add_alarms(&mut resources, app);
     add_outputs(&mut outputs);
     Template {
         format_version: crate::template::FORMAT_VERSION,
@@ -110,6 +116,20 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
                     Box::new(Expr::r#ref(SELF_SIGN_UP_PARAM)),
                     Box::new(Expr::str("true")),
                 ),
+            ),
+            (
+                CONDITION_ALARMS_TO_TOPIC.to_string(),
+                Expr::Not(Box::new(Expr::Equals(
+                    Box::new(Expr::r#ref(ALARM_TOPIC_PARAM)),
+                    Box::new(Expr::str("")),
+                ))),
+            ),
+            (
+                CONDITION_ALARMS_TO_EMAIL.to_string(),
+                Expr::Not(Box::new(Expr::Equals(
+                    Box::new(Expr::r#ref(ALARM_EMAIL_PARAM)),
+                    Box::new(Expr::str("")),
+                ))),
             ),
         ]),
         resources,
@@ -549,6 +569,7 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
         .range(1, MAX_UPLOADS_PER_DAY),
     );
     pacing_parameters(&mut p);
+    alarm_parameters(&mut p);
     let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
 
     bucket.min_length = Some(3);
@@ -595,6 +616,129 @@ fn pacing_parameters(p: &mut BTreeMap<String, Parameter>) {
         .default(pace.interval_ms.to_string())
         .range(1, 3_600_000),
     );
+}
+
+/// Where the alarms notify, and when the oldest message is too old.
+fn alarm_parameters(p: &mut BTreeMap<String, Parameter>) {
+    let mut topic = Parameter::string(
+        "An SNS topic the stage's alarms notify (empty: none; it must let CloudWatch publish)",
+    )
+    .default("");
+    topic.allowed_pattern =
+        Some(r"^$|^arn:[a-z-]+:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$".into());
+    topic.constraint_description = Some("empty, or an SNS topic ARN".into());
+    p.insert(ALARM_TOPIC_PARAM.to_string(), topic);
+    let mut email = Parameter::string(
+        "An email address the stage's alarms notify through a topic of the stack (empty: none; AWS asks the address to confirm)",
+    )
+    .default("");
+    email.allowed_pattern = Some(r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$".into());
+    email.constraint_description = Some("empty, or an email address".into());
+    p.insert(ALARM_EMAIL_PARAM.to_string(), email);
+    p.insert(
+        OLDEST_MESSAGE_ALARM_PARAM.to_string(),
+        Parameter::number(
+            "Seconds the work queue's oldest message may wait before its alarm fires",
+        )
+        .default(DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS.to_string())
+        .range(60, QUEUE_RETENTION_SECONDS),
+    );
+}
+
+const SNS_KMS_REASON: &str = "alarm notifications carry only alarm names and states; CloudWatch cannot publish to a topic encrypted with the AWS managed SNS key, and a customer managed key per stage adds key policy administration for no protection of data";
+
+/// The stage's alarms (dead letters, the oldest message's age, the process function's errors)
+/// and, when they notify an email address, the topic that sends it.
+fn add_alarms(resources: &mut BTreeMap<String, Resource>, app: &App) {
+    let names = &app.names;
+    let notify = Expr::if_(
+        CONDITION_ALARMS_TO_TOPIC,
+        Expr::List(vec![Expr::r#ref(ALARM_TOPIC_PARAM)]),
+        Expr::if_(
+            CONDITION_ALARMS_TO_EMAIL,
+            Expr::List(vec![Expr::r#ref(ALARM_TOPIC_ID)]),
+            Expr::NoValue,
+        ),
+    );
+    let mut topic = Resource::new(ResourceProps::Topic(Topic {
+        topic_name: sub(&names.alarm_topic()),
+        subscription: vec![Subscription {
+            endpoint: Expr::r#ref(ALARM_EMAIL_PARAM),
+            protocol: "email".into(),
+        }],
+    }))
+    .skip_check("CKV_AWS_26", SNS_KMS_REASON);
+    topic.condition = Some(CONDITION_ALARMS_TO_EMAIL.into());
+    resources.insert(ALARM_TOPIC_ID.to_string(), topic);
+    let process = app
+        .functions
+        .iter()
+        .find(|f| f.queue.is_some())
+        .map(|f| f.function_id())
+        .unwrap_or_default();
+    let queue = |id: &str| MetricDimension {
+        name: alarms::QUEUE_DIMENSION.into(),
+        value: Expr::get_att(id, "QueueName"),
+    };
+    let alarm = |short: &str, description: &str, metric: (&str, &str, MetricDimension)| Alarm {
+        alarm_name: sub(&names.alarm(short)),
+        alarm_description: description.into(),
+        namespace: metric.0.into(),
+        metric_name: metric.1.into(),
+        dimensions: vec![metric.2],
+        statistic: "Maximum".into(),
+        period: 60,
+        evaluation_periods: 1,
+        threshold: Expr::Int(0),
+        comparison_operator: "GreaterThanThreshold".into(),
+        treat_missing_data: "notBreaching".into(),
+        alarm_actions: notify.clone(),
+        ok_actions: notify.clone(),
+    };
+    let dead = alarm(
+        alarms::DEAD_LETTERS,
+        "Images the work queue gave up on wait in its dead-letter queue: fix the cause, then `cargo xtask redrive`",
+        (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            queue(DEAD_LETTER_QUEUE_ID),
+        ),
+    );
+    let oldest = Alarm {
+        threshold: Expr::r#ref(OLDEST_MESSAGE_ALARM_PARAM),
+        period: 300,
+        ..alarm(
+            alarms::OLDEST_MESSAGE,
+            "The work queue's oldest message is older than OldestMessageAlarmSeconds: images wait (a Rekognition outage, throttling, or a stopped mapping)",
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue(QUEUE_ID)),
+        )
+    };
+    let errors = Alarm {
+        statistic: "Sum".into(),
+        period: 300,
+        ..alarm(
+            alarms::PROCESS_ERRORS,
+            "The process function failed (an error or a timeout, not a record it held back)",
+            (
+                "AWS/Lambda",
+                "Errors",
+                MetricDimension {
+                    name: alarms::FUNCTION_DIMENSION.into(),
+                    value: Expr::r#ref(process),
+                },
+            ),
+        )
+    };
+    for (id, a) in [
+        ("DeadLettersAlarm", dead),
+        ("OldestMessageAlarm", oldest),
+        ("ProcessErrorsAlarm", errors),
+    ] {
+        resources.insert(
+            id.to_string(),
+            Resource::new(ResourceProps::Alarm(Box::new(a))),
+        );
+    }
 }
 
 /// A trust policy that lets `principal`, and no one else, assume the role.

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use policies::{Bindings, Expect, PolicyDocument, evaluate, matrix};
-use serde_json::Value;
+use serde_json::{Value, json};
 use stack::synth::{Format, render};
 use stack::template::sub_variables;
 use stack::{App, Architecture, Stage, SynthOptions, synthesize};
@@ -863,4 +863,59 @@ fn every_checkov_suppression_has_a_reason_and_is_listed_in_the_security_notes() 
             "docs/threat-model.md, \"Security notes\", lacks {id}"
         );
     }
+}
+
+#[test]
+fn three_alarms_watch_the_queues_and_the_process_function_and_notify_as_the_stage_says() {
+    let t = template_json(Architecture::Arm64);
+    let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
+    let watched: Vec<(String, Value)> = alarms
+        .iter()
+        .map(|(_, a)| {
+            let p = &a["Properties"];
+            (
+                format!(
+                    "{}/{}",
+                    p["Namespace"].as_str().unwrap_or(""),
+                    p["MetricName"].as_str().unwrap_or("")
+                ),
+                p["Dimensions"][0]["Value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        watched,
+        [
+            (
+                "AWS/SQS/ApproximateNumberOfMessagesVisible".to_string(),
+                json!({"Fn::GetAtt": ["WorkDeadLetterQueue", "QueueName"]})
+            ),
+            (
+                "AWS/SQS/ApproximateAgeOfOldestMessage".to_string(),
+                json!({"Fn::GetAtt": ["WorkQueue", "QueueName"]})
+            ),
+            (
+                "AWS/Lambda/Errors".to_string(),
+                json!({"Ref": "ProcessFunction"})
+            ),
+        ]
+    );
+    let oldest = &t["Resources"]["OldestMessageAlarm"]["Properties"];
+    assert_eq!(
+        oldest["Threshold"],
+        json!({"Ref": "OldestMessageAlarmSeconds"})
+    );
+    // A topic given wins; an email gets the stack's own topic; neither, no action at all.
+    let notify = json!({"Fn::If": ["AlarmsToTopic", [{"Ref": "AlarmTopicArn"}],
+        {"Fn::If": ["AlarmsToEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}]});
+    for (_, a) in &alarms {
+        assert_eq!(a["Properties"]["AlarmActions"], notify);
+        assert_eq!(a["Properties"]["OKActions"], notify);
+    }
+    let topic = &t["Resources"]["AlarmTopic"];
+    assert_eq!(topic["Condition"], "AlarmsToEmail");
+    assert_eq!(
+        topic["Properties"]["Subscription"],
+        json!([{"Endpoint": {"Ref": "AlarmEmail"}, "Protocol": "email"}])
+    );
 }

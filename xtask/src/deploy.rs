@@ -40,6 +40,16 @@ pub struct Args {
     /// Default: as deployed, off for a new stage
     #[arg(long, value_name = "on|off")]
     pub self_sign_up: Option<Switch>,
+    /// Where the stage's alarms (dead letters, the oldest message's age, process errors)
+    /// notify: an SNS topic ARN (it must let CloudWatch publish), an email address (through a
+    /// topic the stack makes; AWS asks the address to confirm), or `none`. Default: as
+    /// deployed, none for a new stage
+    #[arg(long, value_name = "ARN|EMAIL|none")]
+    pub alarms_to: Option<deployer::ops::deploy::AlarmsTo>,
+    /// Seconds the work queue's oldest message may wait before its alarm fires. Default: as
+    /// deployed, 3600 for a new stage
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(60..=i64::from(stack::app::QUEUE_RETENTION_SECONDS)))]
+    pub oldest_message_alarm_seconds: Option<u32>,
 }
 
 /// A stage setting that is on or off.
@@ -55,6 +65,8 @@ impl Args {
         StageSettings {
             uploads_per_user_per_day: self.uploads_per_user_per_day,
             self_sign_up: self.self_sign_up.map(|s| s == Switch::On),
+            alarms_to: self.alarms_to.clone(),
+            oldest_message_alarm_seconds: self.oldest_message_alarm_seconds,
         }
     }
 }
@@ -129,6 +141,30 @@ fn change_line(c: &Change) -> String {
     s
 }
 
+/// The stage's settings after the deploy, a line each.
+fn settings_lines(st: &deployer::ops::deploy::Settings) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "settings: {} uploads per user per day, self sign-up {}\n",
+        st.uploads_per_user_per_day,
+        if st.self_sign_up { "on" } else { "off" }
+    ));
+    s.push_str(&format!(
+        "alarms: notify {}; the oldest message may wait {} s\n",
+        st.alarms_to, st.oldest_message_alarm_seconds
+    ));
+    let pace = &st.labels;
+    s.push_str(&format!(
+        "pace: DetectLabels quota {}/s ({}): at most {} batches at once, one call each every {} ms (at most {:.1}/s)\n",
+        pace.quota_tps,
+        pace.source.describe(),
+        pace.max_concurrency,
+        pace.interval_ms,
+        pace.calls_per_second()
+    ));
+    s
+}
+
 /// The report for a person; `cacert` is the certificate the API's curl examples must trust.
 pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
     let mut s = String::new();
@@ -167,20 +203,7 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
         s.push_str(&change_line(c));
         s.push('\n');
     }
-    s.push_str(&format!(
-        "settings: {} uploads per user per day, self sign-up {}\n",
-        r.settings.uploads_per_user_per_day,
-        if r.settings.self_sign_up { "on" } else { "off" }
-    ));
-    let pace = &r.settings.labels;
-    s.push_str(&format!(
-        "pace: DetectLabels quota {}/s ({}): at most {} batches at once, one call each every {} ms (at most {:.1}/s)\n",
-        pace.quota_tps,
-        pace.source.describe(),
-        pace.max_concurrency,
-        pace.interval_ms,
-        pace.calls_per_second()
-    ));
+    s.push_str(&settings_lines(&r.settings));
     if r.status == Outcome::Planned {
         return s.trim_end().to_string();
     }
@@ -261,6 +284,8 @@ mod tests {
                 uploads_per_user_per_day: 1000,
                 self_sign_up: false,
                 labels: deployer::ops::deploy::LabelsPace::new(20, QuotaSource::Applied),
+                alarms_to: deployer::ops::deploy::AlarmsTo::Nobody,
+                oldest_message_alarm_seconds: 3600,
             },
             api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
             timings: Timings {

@@ -49,6 +49,47 @@ fn short(sha: Option<&str>) -> String {
     sha.map_or_else(|| "-".to_string(), |s| s.chars().take(12).collect())
 }
 
+/// The pace, the queues and the alarms, a line each.
+fn pipeline_lines(r: &StatusReport) -> String {
+    let mut s = String::new();
+    if let Some(p) = &r.pace {
+        s.push_str(&format!(
+            "pace      DetectLabels quota {}/s: at most {} batches at once, one call each every {} ms\n",
+            p.quota_tps, p.max_concurrency, p.interval_ms
+        ));
+    }
+    if let Some(q) = &r.work_queue {
+        let age = match (r.oldest_message_age, &r.oldest_message_note) {
+            (Some(a), _) => format!("oldest message {a} s old"),
+            (None, Some(note)) => format!("oldest message's age unknown: {note}"),
+            (None, None) => "oldest message's age unknown".to_string(),
+        };
+        s.push_str(&format!(
+            "queue     {} waiting, {} in flight or held back, {} delayed; {age}\n",
+            q.visible, q.in_flight, q.delayed
+        ));
+    }
+    match r.dead_letter_depth {
+        Some(0) => s.push_str("dead      the dead-letter queue is empty\n"),
+        Some(n) => s.push_str(&format!(
+            "dead      {n} message(s) in the dead-letter queue ({}); after a fix, `cargo xtask redrive` moves them back\n",
+            r.outputs
+                .get(stack::app::outputs::DEAD_LETTER_QUEUE_URL)
+                .map_or("", String::as_str)
+        )),
+        None => {}
+    }
+    for a in &r.alarms {
+        s.push_str(&format!(
+            "alarm     {:<40} {:<17} {}\n",
+            a.name,
+            a.state,
+            a.since.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
 /// The report for a person, in one screen.
 pub fn summary(r: &StatusReport) -> String {
     let mut s = String::new();
@@ -98,33 +139,7 @@ pub fn summary(r: &StatusReport) -> String {
     if r.functions.iter().any(|f| f.state == CodeState::Stale) {
         s.push_str("          (stale: the code built here is not what runs; `cargo xtask deploy` deploys it)\n");
     }
-    if let Some(p) = &r.pace {
-        s.push_str(&format!(
-            "pace      DetectLabels quota {}/s: at most {} batches at once, one call each every {} ms\n",
-            p.quota_tps, p.max_concurrency, p.interval_ms
-        ));
-    }
-    if let Some(q) = &r.work_queue {
-        let age = match (r.oldest_message_age, &r.oldest_message_note) {
-            (Some(a), _) => format!("oldest message {a} s old"),
-            (None, Some(note)) => format!("oldest message's age unknown: {note}"),
-            (None, None) => "oldest message's age unknown".to_string(),
-        };
-        s.push_str(&format!(
-            "queue     {} waiting, {} in flight or held back, {} delayed; {age}\n",
-            q.visible, q.in_flight, q.delayed
-        ));
-    }
-    match r.dead_letter_depth {
-        Some(0) => s.push_str("dead      the dead-letter queue is empty\n"),
-        Some(n) => s.push_str(&format!(
-            "dead      {n} message(s) in the dead-letter queue ({}); after a fix, `cargo xtask redrive` moves them back\n",
-            r.outputs
-                .get(stack::app::outputs::DEAD_LETTER_QUEUE_URL)
-                .map_or("", String::as_str)
-        )),
-        None => {}
-    }
+    s.push_str(&pipeline_lines(r));
     if let Some(items) = &r.items {
         let total: u64 = items.values().sum();
         let by: Vec<String> = items.iter().map(|(k, v)| format!("{k} {v}")).collect();

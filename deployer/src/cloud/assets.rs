@@ -48,6 +48,56 @@ pub fn key_of(stage: &str, architecture: &str, function: &str, sha256: &str) -> 
     format!("{stage}/lambda/{architecture}/{function}/{sha256}.zip")
 }
 
+/// Whether `key` is in `bucket` (of `owner`).
+async fn exists(
+    s3: &Client,
+    (bucket, owner): (&str, &str),
+    key: &str,
+) -> Result<bool, AssetsError> {
+    match s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .expected_bucket_owner(owner)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(false),
+        Err(e) => Err(call("HeadObject", bucket, e)),
+    }
+}
+
+/// The content-addressed key of a stack template of `stage`.
+pub fn template_key(stage: &str, body: &str) -> String {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    format!("{stage}/templates/{sha}.json")
+}
+
+/// Puts `body` at its [`template_key`] in the bucket of `owner`, unless it is there; the key.
+pub async fn upload_template(
+    (s3, owner): (&Client, &str),
+    bucket: &str,
+    stage: &str,
+    body: &str,
+) -> Result<String, AssetsError> {
+    let key = template_key(stage, body);
+    let exists = exists(s3, (bucket, owner), &key).await?;
+    if !exists {
+        s3.put_object()
+            .bucket(bucket)
+            .key(&key)
+            .expected_bucket_owner(owner)
+            .content_type("application/json")
+            .body(ByteStream::from(body.as_bytes().to_vec()))
+            .send()
+            .await
+            .map_err(|e| call("PutObject", bucket, e))?;
+    }
+    Ok(key)
+}
+
 /// One artifact in the assets bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {
@@ -72,18 +122,7 @@ pub async fn upload_artifacts(
     let mut out = Vec::new();
     for a in &report.manifest.functions {
         let key = artifact_key(stage, &report.manifest.architecture, a);
-        let exists = match s3
-            .head_object()
-            .bucket(bucket)
-            .key(&key)
-            .expected_bucket_owner(owner)
-            .send()
-            .await
-        {
-            Ok(_) => true,
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => false,
-            Err(e) => return Err(call("HeadObject", bucket, e)),
-        };
+        let exists = exists(s3, (bucket, owner), &key).await?;
         if !exists {
             let path = report.zip_path(a);
             let body = std::fs::read(&path).map_err(|source| AssetsError::Read {

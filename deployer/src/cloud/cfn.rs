@@ -19,6 +19,8 @@ use crate::progress::Progress;
 
 /// CloudFormation's limit for an inline template body.
 pub const MAX_TEMPLATE_BODY: usize = 51_200;
+/// CloudFormation's limit on a template it reads from S3 (`TemplateURL`), in bytes.
+pub const MAX_TEMPLATE_URL_BODY: usize = 1_000_000;
 
 /// Prefix of the change sets this tool creates (so leftovers can be recognised as ours).
 pub const CHANGE_SET_PREFIX: &str = "image-pipeline-";
@@ -370,6 +372,9 @@ pub enum Prepared {
 #[derive(Debug, Clone)]
 pub struct ChangeSetRequest {
     pub kind: Prepared,
+    /// Where CloudFormation reads the template from when it is over the inline limit: an
+    /// object holding exactly `template_body`, which the no-op check compares.
+    pub template_url: Option<String>,
     pub template_body: String,
     pub parameters: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
@@ -697,7 +702,12 @@ impl StackOps<'_> {
             .stack_name(stack)
             .change_set_name(&name)
             .change_set_type(kind)
-            .template_body(&req.template_body)
+            .set_template_body(
+                req.template_url
+                    .is_none()
+                    .then(|| req.template_body.clone()),
+            )
+            .set_template_url(req.template_url.clone())
             .capabilities(Capability::CapabilityIam)
             .capabilities(Capability::CapabilityNamedIam)
             .set_role_arn(self.role_arn.map(str::to_string))
@@ -1127,6 +1137,7 @@ mod tests {
     fn request() -> ChangeSetRequest {
         ChangeSetRequest {
             kind: Prepared::Update,
+            template_url: None,
             template_body: r#"{"Parameters":{"Stage":{"Type":"String"},"Endpoint":{"Type":"String","Default":""},"UploadCodeKey":{"Type":"String"}},"Resources":{"T":{"Type":"AWS::DynamoDB::Table"}}}"#.into(),
             parameters: BTreeMap::from([
                 ("Stage".into(), "dev".into()),

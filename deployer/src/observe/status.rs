@@ -91,6 +91,17 @@ impl Pace {
     }
 }
 
+/// One of the stage's CloudWatch alarms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmStatus {
+    pub name: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub reason: String,
+    /// When the state last changed (RFC 3339).
+    pub since: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub stack: String,
@@ -116,6 +127,8 @@ pub struct StatusReport {
     pub oldest_message_note: Option<String>,
     /// Messages in the work queue's dead-letter queue, visible or in flight.
     pub dead_letter_depth: Option<u64>,
+    /// The stage's alarms and their states.
+    pub alarms: Vec<AlarmStatus>,
     /// Items of the images table by `status` (a full read of the table).
     pub items: Option<BTreeMap<String, u64>>,
     /// What could not be read, and why.
@@ -165,6 +178,7 @@ pub async fn status(
         oldest_message_age: None,
         oldest_message_note: None,
         dead_letter_depth: None,
+        alarms: Vec::new(),
         items: None,
         problems: Vec::new(),
     };
@@ -217,7 +231,55 @@ pub async fn status(
     }
 
     read_queue_and_items(&clients, &outputs, &mut report).await;
+    read_alarms(&clients.cloudwatch, &cfg.stage, &mut report).await;
     Ok(report)
+}
+
+/// The stage's alarms (`DescribeAlarms` by name); one that does not exist is a problem.
+async fn read_alarms(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    stage: &Stage,
+    report: &mut StatusReport,
+) {
+    let names: Vec<String> = stack::app::alarms::ALL
+        .iter()
+        .map(|a| format!("{}-{a}", stage.stack_name()))
+        .collect();
+    let out = match cloudwatch
+        .describe_alarms()
+        .set_alarm_names(Some(names.clone()))
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) => {
+            report.problems.push(sdk("cannot read the alarms", e));
+            return;
+        }
+    };
+    for name in names {
+        let Some(a) = out
+            .metric_alarms()
+            .iter()
+            .find(|a| a.alarm_name() == Some(name.as_str()))
+        else {
+            report.problems.push(format!(
+                "alarm {name} does not exist (a stage deployed before the alarms: deploy it again)"
+            ));
+            continue;
+        };
+        report.alarms.push(AlarmStatus {
+            state: a
+                .state_value()
+                .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+            reason: a.state_reason().unwrap_or_default().to_string(),
+            since: a.state_updated_timestamp().and_then(|t| {
+                t.fmt(aws_sdk_cloudwatch::primitives::DateTimeFormat::DateTime)
+                    .ok()
+            }),
+            name,
+        });
+    }
 }
 
 /// How far back `status` looks for the oldest message's age: SQS publishes it each minute.

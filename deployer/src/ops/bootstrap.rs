@@ -573,6 +573,7 @@ pub async fn bootstrap(
         only.outputs.clear();
         let req = ChangeSetRequest {
             kind,
+            template_url: None,
             template_body: only
                 .to_compact_json()
                 .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
@@ -631,6 +632,7 @@ async fn apply(
 ) -> Result<Outcome, BootstrapError> {
     let req = ChangeSetRequest {
         kind,
+        template_url: None,
         template_body: inline(template)?,
         parameters: BTreeMap::new(),
         tags: tags.clone(),

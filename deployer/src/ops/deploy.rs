@@ -21,7 +21,7 @@ use crate::cloud::stage::{Deployed, StackOutputs, StageError, client_api_url};
 use crate::ops::bootstrap::{self, BootstrapError};
 use crate::util::elapsed_ms;
 
-pub use crate::cloud::cfn::MAX_TEMPLATE_BODY;
+pub use crate::cloud::cfn::{MAX_TEMPLATE_BODY, MAX_TEMPLATE_URL_BODY};
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
@@ -59,6 +59,102 @@ pub struct StageSettings {
     pub uploads_per_user_per_day: Option<u32>,
     /// Whether people may sign themselves up (`SelfSignUp`).
     pub self_sign_up: Option<bool>,
+    /// Where the stage's alarms notify (`AlarmTopicArn`, `AlarmEmail`).
+    pub alarms_to: Option<AlarmsTo>,
+    /// The work queue's oldest message's age that raises its alarm
+    /// (`OldestMessageAlarmSeconds`).
+    pub oldest_message_alarm_seconds: Option<u32>,
+}
+
+/// Where a stage's alarms notify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlarmsTo {
+    /// Nobody: the alarms only change state (`status` shows it).
+    Nobody,
+    /// An SNS topic of the operator's, which must let CloudWatch publish.
+    Topic(String),
+    /// An email address, through a topic the stack makes; AWS asks the address to confirm.
+    Email(String),
+}
+
+impl std::str::FromStr for AlarmsTo {
+    type Err = String;
+    /// `none`, an SNS topic ARN, or an email address.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Self::Nobody);
+        }
+        if s.starts_with("arn:") {
+            let parts: Vec<&str> = s.split(':').collect();
+            return match parts.as_slice() {
+                [_, _, "sns", region, account, name]
+                    if !region.is_empty()
+                        && account.len() == 12
+                        && account.bytes().all(|b| b.is_ascii_digit())
+                        && !name.is_empty() =>
+                {
+                    Ok(Self::Topic(s.to_string()))
+                }
+                _ => Err(format!(
+                    "`{s}` is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                )),
+            };
+        }
+        match s.split_once('@') {
+            Some((user, domain))
+                if !user.is_empty()
+                    && domain.contains('.')
+                    && !s.chars().any(|c| c.is_whitespace()) =>
+            {
+                Ok(Self::Email(s.to_string()))
+            }
+            _ => Err(format!(
+                "`{s}` is neither `none`, an SNS topic ARN nor an email address"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AlarmsTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nobody => write!(f, "nobody"),
+            Self::Topic(arn) => write!(f, "topic {arn}"),
+            Self::Email(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+impl AlarmsTo {
+    /// As the stack's parameters hold it.
+    fn of(parameters: &BTreeMap<String, String>) -> Option<Self> {
+        let get = |k: &str| parameters.get(k).filter(|v| !v.is_empty()).cloned();
+        let topic = get(stack::app::ALARM_TOPIC_PARAM).map(Self::Topic);
+        let email = get(stack::app::ALARM_EMAIL_PARAM).map(Self::Email);
+        match (topic, email) {
+            (Some(t), _) => Some(t),
+            (None, Some(e)) => Some(e),
+            // An older stack without the parameters has no alarms to say anything of.
+            (None, None) if parameters.contains_key(stack::app::ALARM_TOPIC_PARAM) => {
+                Some(Self::Nobody)
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn parameters(&self) -> [(String, String); 2] {
+        let (topic, email) = match self {
+            Self::Nobody => ("", ""),
+            Self::Topic(arn) => (arn.as_str(), ""),
+            Self::Email(address) => ("", address.as_str()),
+        };
+        [
+            (stack::app::ALARM_TOPIC_PARAM.to_string(), topic.to_string()),
+            (stack::app::ALARM_EMAIL_PARAM.to_string(), email.to_string()),
+        ]
+    }
 }
 
 /// The settings a deploy leaves the stage with.
@@ -68,6 +164,8 @@ pub struct Settings {
     pub self_sign_up: bool,
     /// The DetectLabels quota the process function is paced for, and the pace.
     pub labels: LabelsPace,
+    pub alarms_to: AlarmsTo,
+    pub oldest_message_alarm_seconds: u32,
 }
 
 /// The DetectLabels quota a stage is paced for, where it came from, and the pace derived
@@ -142,6 +240,19 @@ impl StageSettings {
                 .self_sign_up
                 .or_else(|| current(stack::app::SELF_SIGN_UP_PARAM).map(|v| v == "true"))
                 .unwrap_or(false),
+            alarms_to: self
+                .alarms_to
+                .clone()
+                .or_else(|| AlarmsTo::of(deployed?))
+                .unwrap_or(AlarmsTo::Nobody),
+            oldest_message_alarm_seconds: self
+                .oldest_message_alarm_seconds
+                .or_else(|| {
+                    current(stack::app::OLDEST_MESSAGE_ALARM_PARAM)?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(stack::app::DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS),
         }
     }
 }
@@ -158,7 +269,14 @@ impl Settings {
                 self.self_sign_up.to_string(),
             ),
         ];
-        own.into_iter().chain(self.labels.parameters())
+        let oldest = (
+            stack::app::OLDEST_MESSAGE_ALARM_PARAM.to_string(),
+            self.oldest_message_alarm_seconds.to_string(),
+        );
+        own.into_iter()
+            .chain(self.labels.parameters())
+            .chain(self.alarms_to.parameters())
+            .chain([oldest])
     }
 }
 
@@ -225,7 +343,9 @@ pub enum DeployError {
     Bootstrap(#[from] BootstrapError),
     #[error("cannot synthesize the template: {0}")]
     Synth(String),
-    #[error("the template is {0} bytes, over CloudFormation's inline limit of {MAX_TEMPLATE_BODY}")]
+    #[error(
+        "the template is {0} bytes, over CloudFormation's limit of {MAX_TEMPLATE_URL_BODY} for a template in S3"
+    )]
     TemplateTooLarge(usize),
     #[error(
         "{function}: Lambda runs code with CodeSha256 {deployed}, but the artifact built is {built}"
@@ -250,10 +370,25 @@ pub fn template_body(app: &App, stage: &Stage, arch: Architecture) -> Result<Str
         synth::render(app, &opts, Format::Json).map_err(|e| DeployError::Synth(e.to_string()))?;
     let value = serde_json::to_value(&s.template).map_err(|e| DeployError::Synth(e.to_string()))?;
     let body = serde_json::to_string(&value).map_err(|e| DeployError::Synth(e.to_string()))?;
-    if body.len() > MAX_TEMPLATE_BODY {
+    if body.len() > MAX_TEMPLATE_URL_BODY {
         return Err(DeployError::TemplateTooLarge(body.len()));
     }
     Ok(body)
+}
+
+/// The URL CloudFormation reads `key` of the assets bucket at: path-style on the local
+/// endpoint, the bucket's regional virtual-hosted name on AWS.
+pub fn template_url(target: &Target, identity: &Identity, bucket: &str, key: &str) -> String {
+    match target {
+        Target::Local { endpoint, .. } => format!("{endpoint}/{bucket}/{key}"),
+        Target::Aws { .. } => {
+            let suffix = match identity.partition.as_str() {
+                "aws-cn" => "amazonaws.com.cn",
+                _ => "amazonaws.com",
+            };
+            format!("https://{bucket}.s3.{}.{suffix}/{key}", identity.region)
+        }
+    }
 }
 
 /// The stack's parameters for a deploy.
@@ -559,6 +694,14 @@ pub async fn deploy(
         .resolve(deployed.as_ref().map(|d| &d.parameters), pre.labels_quota);
     let mut req = change_set_request(cfg, &app, arch, (&bucket, &pre.boundary), &artifacts)?;
     req.parameters.extend(settings.parameters());
+    if req.template_body.len() > MAX_TEMPLATE_BODY {
+        // Over the inline limit, CloudFormation reads it from the assets bucket, where it is
+        // kept by its hash beside the stage's artifacts.
+        let s3 = (&pre.clients.s3, pre.identity.account.as_str());
+        let key =
+            assets::upload_template(s3, &bucket, cfg.stage.as_str(), &req.template_body).await?;
+        req.template_url = Some(template_url(&cfg.target, &pre.identity, &bucket, &key));
+    }
     let plan = plan(&ops, cfg, req).await?;
     timings.change_set = elapsed_ms(t);
 
@@ -601,6 +744,7 @@ fn change_set_request(
 ) -> Result<ChangeSetRequest, DeployError> {
     Ok(ChangeSetRequest {
         kind: Prepared::Update,
+        template_url: None,
         template_body: template_body(app, &cfg.stage, arch)?,
         parameters: parameters(
             app,
@@ -733,7 +877,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn template_fits_inline_and_parameters_cover_every_function() {
+    fn alarms_go_to_nobody_a_topic_or_an_address_and_nothing_else() {
+        let parse = |s: &str| s.parse::<AlarmsTo>();
+        assert_eq!(parse("none"), Ok(AlarmsTo::Nobody));
+        let topic = "arn:aws:sns:eu-west-1:123456789012:ops-alarms";
+        assert_eq!(parse(topic), Ok(AlarmsTo::Topic(topic.into())));
+        assert_eq!(
+            parse("ops@example.com"),
+            Ok(AlarmsTo::Email("ops@example.com".into()))
+        );
+        for bad in [
+            "arn:aws:sqs:eu-west-1:123456789012:q",
+            "arn:aws:sns:eu-west-1:1234:t",
+            "ops",
+            "ops@localhost",
+            "a b@example.com",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was taken");
+        }
+    }
+
+    #[test]
+    fn unset_alarm_settings_keep_what_is_deployed() {
+        let deployed = BTreeMap::from([
+            (stack::app::ALARM_TOPIC_PARAM.to_string(), String::new()),
+            (
+                stack::app::ALARM_EMAIL_PARAM.to_string(),
+                "ops@example.com".to_string(),
+            ),
+            (
+                stack::app::OLDEST_MESSAGE_ALARM_PARAM.to_string(),
+                "900".to_string(),
+            ),
+        ]);
+        let kept = StageSettings::default().resolve(Some(&deployed), None);
+        assert_eq!(kept.alarms_to, AlarmsTo::Email("ops@example.com".into()));
+        assert_eq!(kept.oldest_message_alarm_seconds, 900);
+        let params: BTreeMap<String, String> = kept.parameters().collect();
+        assert_eq!(params[stack::app::ALARM_EMAIL_PARAM], "ops@example.com");
+        assert_eq!(params[stack::app::ALARM_TOPIC_PARAM], "");
+        let none = StageSettings {
+            alarms_to: Some(AlarmsTo::Nobody),
+            ..StageSettings::default()
+        }
+        .resolve(Some(&deployed), None);
+        assert_eq!(none.alarms_to, AlarmsTo::Nobody);
+        let fresh = StageSettings::default().resolve(None, None);
+        assert_eq!(
+            (fresh.alarms_to, fresh.oldest_message_alarm_seconds),
+            (
+                AlarmsTo::Nobody,
+                stack::app::DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS
+            )
+        );
+    }
+
+    #[test]
+    fn template_synthesizes_and_parameters_cover_every_function() {
         let app = App::image_pipeline();
         let stage = Stage::default();
         let body = template_body(&app, &stage, Architecture::Arm64);

@@ -36,6 +36,7 @@ pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::ApiGatewayV2::Integration",
     "AWS::ApiGatewayV2::Route",
     "AWS::ApiGatewayV2::Stage",
+    "AWS::CloudWatch::Alarm",
     "AWS::Cognito::UserPool",
     "AWS::Cognito::UserPoolClient",
     "AWS::DynamoDB::Table",
@@ -46,6 +47,7 @@ pub const COVERED_RESOURCE_TYPES: &[&str] = &[
     "AWS::Logs::LogGroup",
     "AWS::S3::Bucket",
     "AWS::S3::BucketPolicy",
+    "AWS::SNS::Topic",
     "AWS::SQS::Queue",
     "AWS::SQS::QueuePolicy",
 ];
@@ -359,28 +361,6 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
             s.arn(&Names.labels_table_arn()),
         ),
         Statement::allow(
-            // Their depths (smoke test, `status`); `trace` reads the dead letters with a zero
-            // visibility timeout, leaving them on the queue.
-            "WorkQueues",
-            actions(&["sqs:GetQueueAttributes", "sqs:ReceiveMessage"]),
-            [
-                s.arn(&Names.work_queue_arn()),
-                s.arn(&Names.dead_letter_queue_arn()),
-            ]
-            .concat(),
-        ),
-        Statement::allow(
-            // `redrive` deletes a dead letter once the work queue has it.
-            "RedriveFromTheDeadLetterQueue",
-            actions(&["sqs:DeleteMessage"]),
-            s.arn(&Names.dead_letter_queue_arn()),
-        ),
-        Statement::allow(
-            "RedriveToTheWorkQueue",
-            actions(&["sqs:SendMessage"]),
-            s.arn(&Names.work_queue_arn()),
-        ),
-        Statement::allow(
             // `logs` and `trace` read the functions' logs and the API's access log.
             "ReadLogs",
             actions(&["logs:FilterLogEvents"]),
@@ -406,6 +386,44 @@ fn stage_data_statements(s: &Scoped) -> Vec<Statement<String>> {
             "VerifyDeployedCode",
             actions(&["lambda:GetFunction", "lambda:GetFunctionConfiguration"]),
             function_arns(s),
+        ),
+    ]
+}
+
+/// The work queue and its dead-letter queue as `status`, `trace`, the smoke test and
+/// `redrive` use them, and the stage's alarms as `status` reads them.
+fn queue_statements(s: &Scoped) -> Vec<Statement<String>> {
+    vec![
+        Statement::allow(
+            // Their depths (smoke test, `status`); `trace` reads the dead letters with a zero
+            // visibility timeout, leaving them on the queue.
+            "WorkQueues",
+            actions(&["sqs:GetQueueAttributes", "sqs:ReceiveMessage"]),
+            [
+                s.arn(&Names.work_queue_arn()),
+                s.arn(&Names.dead_letter_queue_arn()),
+            ]
+            .concat(),
+        ),
+        Statement::allow(
+            // `status` shows the stage's alarms.
+            "ReadTheAlarms",
+            actions(&["cloudwatch:DescribeAlarms"]),
+            stack::app::alarms::ALL
+                .iter()
+                .flat_map(|a| s.arn(&Names.alarm_arn(a)))
+                .collect(),
+        ),
+        Statement::allow(
+            // `redrive` deletes a dead letter once the work queue has it.
+            "RedriveFromTheDeadLetterQueue",
+            actions(&["sqs:DeleteMessage"]),
+            s.arn(&Names.dead_letter_queue_arn()),
+        ),
+        Statement::allow(
+            "RedriveToTheWorkQueue",
+            actions(&["sqs:SendMessage"]),
+            s.arn(&Names.work_queue_arn()),
         ),
     ]
 }
@@ -442,6 +460,7 @@ pub fn deployer_policy(
         stack_statements(&s),
         artifact_statements(&s),
         stage_data_statements(&s),
+        queue_statements(&s),
     ]
     .concat();
     statements.push(simulate_statement(&s));
@@ -554,6 +573,7 @@ pub fn execution_policy(
     statements.extend(logs(&s));
     statements.push(http_apis(&s));
     statements.extend(user_pools(&s));
+    statements.extend(alarms(&s));
     statements.extend([
         deny(
             "NeverRemoveABoundary",
@@ -575,6 +595,51 @@ pub fn execution_policy(
         ),
     ]);
     PolicyDocument::new(statements)
+}
+
+/// The stage's alarms, and the topic the stack makes when they notify an email address.
+fn alarms(s: &Scoped) -> [Statement<String>; 3] {
+    let alarm_arns = stack::app::alarms::ALL
+        .iter()
+        .flat_map(|a| s.arn(&Names.alarm_arn(a)))
+        .collect();
+    let topic = s.arn(&Names.alarm_topic_arn());
+    [
+        Statement::allow(
+            "Alarms",
+            actions(&[
+                "cloudwatch:PutMetricAlarm",
+                "cloudwatch:DeleteAlarms",
+                "cloudwatch:DescribeAlarms",
+                "cloudwatch:TagResource",
+                "cloudwatch:UntagResource",
+                "cloudwatch:ListTagsForResource",
+            ]),
+            alarm_arns,
+        ),
+        Statement::allow(
+            "AlarmTopic",
+            actions(&[
+                "sns:CreateTopic",
+                "sns:DeleteTopic",
+                "sns:GetTopicAttributes",
+                "sns:SetTopicAttributes",
+                "sns:Subscribe",
+                "sns:ListSubscriptionsByTopic",
+                "sns:TagResource",
+                "sns:UntagResource",
+                "sns:ListTagsForResource",
+            ]),
+            topic,
+        ),
+        Statement::allow(
+            // A changed address unsubscribes the old one. IAM knows no resource for
+            // Unsubscribe, so it is on `*`; only CloudFormation can act as this role.
+            "UnsubscribeAnOldAlarmAddress",
+            actions(&["sns:Unsubscribe"]),
+            vec!["*".to_string()],
+        ),
+    ]
 }
 
 fn uploads_buckets(s: &Scoped) -> [Statement<String>; 1] {
@@ -1397,6 +1462,7 @@ mod tests {
                                 || sid == "NeverReconfigureTheAssetsBucket"
                                 // Service Quotas' list calls name no resource.
                                 || sid == "ReadTheDetectLabelsQuotaAndQueueMetrics"
+                                || sid == "UnsubscribeAnOldAlarmAddress"
                                 // A mapping's id is Lambda's to choose; conditioned on
                                 // the stages' functions.
                                 || sid == "CreateWorkQueueMappings"

@@ -162,6 +162,14 @@ fn aws_cli_deploys(cfg: &LocalConfig, warm: &DeployReport) -> Result<(Vec<f64>, 
     .map(|s| s.to_string())
     .collect();
     deploy_args.push(template.display().to_string());
+    // Over CloudFormation's inline limit the CLI, as the deploy, hands the template over
+    // through the assets bucket.
+    deploy_args.extend([
+        "--s3-bucket".to_string(),
+        warm.assets_bucket.clone(),
+        "--s3-prefix".to_string(),
+        format!("{CLI_STAGE}/templates"),
+    ]);
     deploy_args.push("--parameter-overrides".into());
     deploy_args.extend(params.iter().map(|(k, v)| format!("{k}={v}")));
     let endpoint = cfg.endpoint();

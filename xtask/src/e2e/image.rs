@@ -58,6 +58,23 @@ fn status_is_true() -> Result<()> {
         st.oldest_message_age,
         st.oldest_message_note
     );
+    let alarms: Vec<(&str, &str)> = st
+        .alarms
+        .iter()
+        .map(|a| (a.name.as_str(), a.state.as_str()))
+        .collect();
+    ensure!(
+        alarms.len() == stack::app::alarms::ALL.len()
+            && st
+                .alarms
+                .iter()
+                .zip(stack::app::alarms::ALL)
+                .all(|(a, short)| {
+                    a.name == format!("{}-{STAGE}-{short}", stack::app::APP)
+                        && ["OK", "INSUFFICIENT_DATA"].contains(&a.state.as_str())
+                }),
+        "status: alarms {alarms:?} (none may be in ALARM: nothing is dead, old or failing)"
+    );
     let labeled = st
         .items
         .as_ref()

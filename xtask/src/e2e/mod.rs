@@ -279,6 +279,8 @@ fn fresh_environment() -> Result<LocalStatus> {
 
 /// The stage's daily upload quota per user.
 const E2E_UPLOADS_PER_DAY: u32 = 25;
+/// Where the stage's alarms notify: an address, so the stack makes its topic.
+const E2E_ALARMS_TO: &str = "e2e-alarms@example.com";
 /// The local label service's DetectLabels quota, in calls a second.
 const E2E_LABELS_TPS: u32 = 10;
 
@@ -304,7 +306,13 @@ fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployRe
     // A small quota, so that each smoke test's race fills it cheaply; the deploys after this
     // one give no flag, and keep it.
     let quota = E2E_UPLOADS_PER_DAY.to_string();
-    let created: DeployReport = ok(&["deploy", "--uploads-per-user-per-day", &quota])?;
+    let created: DeployReport = ok(&[
+        "deploy",
+        "--uploads-per-user-per-day",
+        &quota,
+        "--alarms-to",
+        E2E_ALARMS_TO,
+    ])?;
     ensure!(
         created.status == Outcome::Created,
         "first deploy: {:?}",
@@ -313,7 +321,9 @@ fn first_deploy(rt: &tokio::runtime::Runtime, user_arn: &str) -> Result<DeployRe
     ensure!(
         created.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY
             && !created.settings.self_sign_up
-            && created.settings.labels == expected_pace(),
+            && created.settings.labels == expected_pace()
+            && created.settings.alarms_to
+                == deployer::ops::deploy::AlarmsTo::Email(E2E_ALARMS_TO.into()),
         "first deploy's settings: {:?}",
         created.settings
     );
@@ -420,7 +430,9 @@ fn redeploy_changes_nothing() -> Result<()> {
     ensure!(again.changes.is_empty(), "second deploy changed things");
     ensure!(
         again.settings.uploads_per_user_per_day == E2E_UPLOADS_PER_DAY
-            && again.settings.labels == expected_pace(),
+            && again.settings.labels == expected_pace()
+            && again.settings.alarms_to
+                == deployer::ops::deploy::AlarmsTo::Email(E2E_ALARMS_TO.into()),
         "a deploy without --uploads-per-user-per-day changed the quota, or the pace moved: {:?}",
         again.settings
     );
