@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the project's test command. Prepares the label model, runs the offline
 //! Rust test suite, validates the template and policies (`lint`), builds the arm64 Lambda
-//! artifacts twice, checking each zip and binary and that the second build changes nothing, and
-//! runs the end-to-end test on the local environment (`e2e`).
+//! artifacts twice, checking each zip and binary and that the second build changes nothing,
+//! runs the end-to-end test on the local environment (`e2e`), and a burst of uploads through a
+//! Rekognition outage that must lose nothing.
 
 use anyhow::{Context, Result, bail, ensure};
 use deployer::build::{BuildArch, BuildConfig, build};
@@ -20,6 +21,10 @@ pub struct Args {
     /// Skip the end-to-end test on the local environment
     #[arg(long)]
     pub no_e2e: bool,
+    /// Skip the burst through an outage (300 uploads at a quota of 10 calls a second, the label
+    /// service stopped 20 s in the middle)
+    #[arg(long)]
+    pub no_burst: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -48,6 +53,36 @@ pub fn run(a: Args) -> Result<()> {
         let labels = deployer::local::emulator::labels_binary("debug");
         crate::e2e::run(labels.is_file().then_some(labels))?;
     }
+    if !a.no_burst {
+        burst_through_an_outage()?;
+    }
+    Ok(())
+}
+
+/// 300 uploads as fast as the API takes them, against a label service that is a quota of 10
+/// calls a second and stops for 20 s once half are answered, with IAM enforced: every image
+/// labeled once, nothing dead. (`cargo xtask bench burst` is the same at scale.)
+fn burst_through_an_outage() -> Result<()> {
+    use crate::bench::burst::{Burst, judge, run};
+    let labels = deployer::local::emulator::labels_binary("debug");
+    let b = Burst {
+        images: 300,
+        tps: 10,
+        outage_seconds: Some(20),
+        stub_latency_ms: Some(50),
+        concurrency: 8,
+        labels_binary: labels.is_file().then_some(labels),
+    };
+    let v = run(&b)?;
+    judge(&b, &v)?;
+    println!(
+        "burst: {} images through a {} s outage at {} calls a second: all labeled once, none dead, at most {} calls in one second, {:.0} s",
+        b.images,
+        20,
+        b.tps,
+        v["peak_per_second"],
+        v["wall_s"].as_f64().unwrap_or(f64::NAN)
+    );
     Ok(())
 }
 

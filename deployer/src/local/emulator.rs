@@ -256,6 +256,20 @@ fn labels_settings(port: u16) -> Option<(u32, LabelsAnswer)> {
     Some((tps, answer))
 }
 
+/// Stops the label service alone (an outage of the local DetectLabels); `up` starts it again
+/// with `cfg`'s settings. Whether it was running.
+pub fn stop_labels(cfg: &LocalConfig) -> Result<bool, LocalError> {
+    stop(cfg, Service::Labels)
+}
+
+/// The running label service's `GET /stats`, as JSON.
+pub fn labels_stats(cfg: &LocalConfig) -> Option<serde_json::Value> {
+    let (status, body) = tls::get_plain(cfg.labels_port, "/stats").ok()?;
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
 /// The running label service's rate in calls a second, when it has one.
 pub fn labels_rate(cfg: &LocalConfig) -> Option<u32> {
     labels_settings(cfg.labels_port)

@@ -65,6 +65,11 @@
 //!   failed on every pass comparing it (`'>=' not supported between instances of 'int' and
 //!   'str'`, measured): nothing was ever delivered. AWS converts the value to the property's
 //!   integer.
+//! - An SQS batch (`SendMessageBatch`, `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`)
+//!   is authorized as the action it batches (`sqs:SendMessage`, …): IAM has no batch actions
+//!   (Service Authorization Reference for SQS). MiniStack 1.5.33 asked for
+//!   `sqs:SendMessageBatch`, which no policy can grant, so `redrive` as the deploying user was
+//!   refused locally (measured) where AWS allows it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -172,7 +177,22 @@ const FIXES: &[Fix] = &[
         anchor: "    reserved = _reserved_concurrency(func_rec, config)\n",
         insert: "    # image-pipeline fidelity fix: CloudFormation gives MaximumConcurrency as its schema's integer.\n    limit = int(limit)\n",
     },
+    Fix {
+        file: "core/iam_actions.py",
+        anchor: "    # Tier 1: Action query param (query-protocol services)\n",
+        insert: SQS_BATCHES,
+    },
 ];
+
+const SQS_BATCHES: &str = r#"    # image-pipeline fidelity fix: an SQS batch is authorized as the action it batches.
+    if service == "sqs":
+        _one = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
+                "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
+        _op = (_action_from_query(query_params, body, headers.get("content-type", ""))
+               or _action_from_target(headers))
+        if _op in _one:
+            return f"sqs:{_one[_op]}"
+"#;
 
 /// What a key is: for a service the emulator does not serve itself (the local DetectLabels),
 /// which checks the request's signature with the secret and refuses what IAM refuses.

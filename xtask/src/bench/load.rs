@@ -130,7 +130,7 @@ async fn sign_in(target: &Target) -> Result<String> {
 }
 
 /// 32 hexadecimal digits from the clock and the process: a password nobody needs to know.
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

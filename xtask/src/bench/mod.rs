@@ -1,6 +1,7 @@
 //! `cargo xtask bench [NAME]`: measured figures, printed as a table and written as JSON under
 //! `target/bench/`, with the machine they were taken on. The figures in docs/figures.md come from here.
 
+pub mod burst;
 mod deploy;
 mod labels;
 mod load;
@@ -24,23 +25,68 @@ pub struct Args {
     /// function at opt-level s, z and 3; three cold builds) or deploy (local deploy, no-op
     /// redeploy and teardown times against the AWS CLI, upload-to-labels latency) or load (200
     /// concurrent uploads, good and bad, against a local stack with IAM enforced) or scoped
-    /// (what per-user sessions add to the metadata function: cold and warm p50); default: all
+    /// (what per-user sessions add to the metadata function: cold and warm p50) or burst
+    /// (N uploads against a label service that is a quota of Q calls a second, with an optional
+    /// outage; not part of the default run); default: all but burst
     pub name: Option<String>,
+    /// burst: how many images to upload
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub images: usize,
+    /// burst: the label service's DetectLabels quota, in calls a second (the stage is paced
+    /// for it)
+    #[arg(long, value_name = "Q", default_value_t = 20)]
+    pub tps: u32,
+    /// burst: stop the label service for S seconds once half the uploads are answered
+    #[arg(long, value_name = "S")]
+    pub outage_seconds: Option<u64>,
+    /// burst: the label service answers as a stub after MS milliseconds (not the model), or
+    /// `off` for the model
+    #[arg(long, value_name = "MS|off", default_value = "50")]
+    pub stub_latency_ms: deployer::local::emulator::LabelsAnswer,
+    /// burst: uploads in flight at once
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 const BENCHES: &[&str] = &["build", "labels", "opt-level", "deploy", "load", "scoped"];
+/// Benchmarks run only by name: they take their figures from flags.
+const BY_NAME: &[&str] = &["burst"];
 
 pub fn run(a: Args) -> Result<()> {
     let names: Vec<&str> = match a.name.as_deref() {
         None => BENCHES.to_vec(),
-        Some(n) if BENCHES.contains(&n) => vec![n],
+        Some(n) if BENCHES.contains(&n) || BY_NAME.contains(&n) => vec![n],
         Some(n) => bail!(
-            "unknown benchmark `{n}`; the benchmarks are {}",
-            BENCHES.join(", ")
+            "unknown benchmark `{n}`; the benchmarks are {}, {}",
+            BENCHES.join(", "),
+            BY_NAME.join(", ")
         ),
     };
     for name in names {
+        let mut file = name.to_string();
         let result = match name {
+            "burst" => {
+                let b = burst::Burst {
+                    images: a.images,
+                    tps: a.tps,
+                    outage_seconds: a.outage_seconds,
+                    stub_latency_ms: match a.stub_latency_ms {
+                        deployer::local::emulator::LabelsAnswer::Stub { latency_ms } => {
+                            Some(latency_ms)
+                        }
+                        deployer::local::emulator::LabelsAnswer::Model => None,
+                    },
+                    concurrency: a.concurrency.max(1),
+                    labels_binary: None,
+                };
+                if b.outage_seconds.is_some() {
+                    file = "burst-outage".into();
+                }
+                let v = burst::run(&b)?;
+                write(&file, &v)?;
+                burst::judge(&b, &v)?;
+                continue;
+            }
             "build" => bench_build()?,
             "labels" => labels::run()?,
             "opt-level" => bench_opt_level()?,
@@ -49,14 +95,20 @@ pub fn run(a: Args) -> Result<()> {
             "scoped" => scoped::run()?,
             _ => unreachable!("listed in BENCHES"),
         };
-        let dir = workspace_root().join("target").join("bench");
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(format!("{name}.json"));
-        let doc = json!({ "benchmark": name, "machine": machine(), "results": result });
-        fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        write(&file, &result)?;
     }
+    Ok(())
+}
+
+/// Writes `target/bench/NAME.json` with the machine it was measured on.
+fn write(name: &str, result: &Value) -> Result<()> {
+    let dir = workspace_root().join("target").join("bench");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    let doc = json!({ "benchmark": name, "machine": machine(), "results": result });
+    fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 
@@ -77,7 +129,16 @@ impl LocalBench {
         &self,
         measure: impl FnOnce(&deployer::local::emulator::LocalConfig) -> Result<T>,
     ) -> Result<T> {
-        let cfg = self.config();
+        self.run_configured(self.config(), measure)
+    }
+
+    /// [`run`](Self::run) with the environment's settings given (the label service's rate and
+    /// answer).
+    pub fn run_configured<T>(
+        &self,
+        cfg: deployer::local::emulator::LocalConfig,
+        measure: impl FnOnce(&deployer::local::emulator::LocalConfig) -> Result<T>,
+    ) -> Result<T> {
         // From nothing, every time: what an earlier run left (a stack, a retained bucket)
         // would change what is measured.
         deployer::local::emulator::down(&cfg)?;
