@@ -298,16 +298,31 @@ pub fn redrive_moves_a_dead_letter(
 ) -> Result<()> {
     use deployer::ops::redrive::RedriveReport;
     let key = format!("{}{owner}/{id}", stack::app::UPLOAD_PREFIX);
+    // The event as S3 sends it (every field of its record, as the AWS S3 event reference
+    // shows one).
     let event = serde_json::json!({"Records": [{
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
         "awsRegion": "us-east-1",
         "eventTime": "2026-01-01T00:00:00.000Z",
         "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
         "s3": {
             "s3SchemaVersion": "1.0",
-            "bucket": {"name": stage.bucket, "arn": format!("arn:aws:s3:::{}", stage.bucket)},
-            "object": {"key": key, "size": deployer::verify::smoke::DEFAULT_IMAGE.len()}
+            "configurationId": "uploads",
+            "bucket": {
+                "name": stage.bucket,
+                "ownerIdentity": {"principalId": "EXAMPLE"},
+                "arn": format!("arn:aws:s3:::{}", stage.bucket)
+            },
+            "object": {
+                "key": key,
+                "size": deployer::verify::smoke::DEFAULT_IMAGE.len(),
+                "eTag": "0123456789abcdef0123456789abcdef",
+                "sequencer": "0A1B2C3D4E5F678901"
+            }
         }
     }]});
     let before = receives(id)?;
