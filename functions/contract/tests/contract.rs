@@ -252,9 +252,15 @@ async fn run_process(object: &'static [u8], throttle: bool) -> ProcessRun {
         "attributes": {"ApproximateReceiveCount": "1"},
         "eventSource": "aws:sqs"
     }]});
+    // A minute to run, as the function has.
+    let mut context = Context::default();
+    context.deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64 + 60_000)
+        .unwrap_or(u64::MAX);
     let answer = process_function::queue::handler(
         &ctx,
-        LambdaEvent::new(serde_json::from_value(batch).unwrap(), Context::default()),
+        LambdaEvent::new(serde_json::from_value(batch).unwrap(), context),
     )
     .await
     .unwrap();

@@ -24,6 +24,10 @@ pub const ENV_MAX_BACKOFF_SECONDS: &str = "MAX_BACKOFF_SECONDS";
 /// The first back-off: long enough for a throttled second to pass, short enough that a
 /// record of a burst is soon tried again.
 pub const FIRST_BACKOFF_SECONDS: u32 = 5;
+/// The time a record is given: none is started with less left before the function's
+/// deadline (a call to S3, Rekognition and DynamoDB each, and the pace's wait, take seconds
+/// when a service is slow).
+pub const RECORD_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 /// SQS's limit on a message's visibility timeout.
 pub const MAX_VISIBILITY_SECONDS: u32 = 12 * 3600;
 
@@ -142,6 +146,7 @@ pub async fn handler(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let mut response = SqsBatchResponse::default();
+    let deadline = event.context.deadline();
     for m in &event.payload.records {
         let Some(id) = m.message_id.as_deref() else {
             // Without its id a record cannot be reported; the mapping always sends one.
@@ -149,6 +154,24 @@ pub async fn handler(
             continue;
         };
         let body = parse_body(m.body.as_deref());
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left < RECORD_TIME {
+            // Not started: back to the queue now, rather than with the whole batch after the
+            // queue's visibility timeout when the function times out.
+            if let Some(receipt) = m.receipt_handle.as_deref() {
+                ctx.work_queue.hold_back(receipt, 0).await;
+            }
+            tracing::warn!(
+                message_id = id,
+                keys = ?keys(&body),
+                left_ms = left.as_millis(),
+                "record handed back unstarted: the batch ran out of time"
+            );
+            response.add_failure(id);
+            continue;
+        }
         let received = receive_count(m);
         let retry = match &body {
             Body::Test => {

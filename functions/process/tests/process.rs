@@ -1195,8 +1195,19 @@ mod work_queue {
     }
 
     fn batch(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
+        batch_due_in(records, 60_000)
+    }
+
+    /// A batch whose invocation must end `ms` from now (negative: already past).
+    fn batch_due_in(records: Vec<serde_json::Value>, ms: i64) -> LambdaEvent<SqsEvent> {
         let event = serde_json::json!({ "Records": records });
-        LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut context = Context::default();
+        context.deadline = u64::try_from(now + ms).unwrap_or(0);
+        LambdaEvent::new(serde_json::from_value(event).unwrap(), context)
     }
 
     type Held = Arc<Mutex<Vec<(String, i32)>>>;
@@ -1272,6 +1283,33 @@ mod work_queue {
         assert_eq!(answer.batch_item_failures.len(), 1);
         let held = held.lock().unwrap().clone();
         assert!((450..=900).contains(&held[0].1), "{held:?}");
+    }
+
+    /// Records a batch has no time left for are not started: each goes back to the queue at
+    /// once (visibility 0), reported, instead of returning with the whole batch after the
+    /// queue's visibility timeout when the function times out.
+    #[tokio::test]
+    async fn records_without_time_left_go_back_at_once() {
+        let held = Held::default();
+        let sqs = holding(&held);
+        let c = ctx_with_sqs(&[], &[], &[], &sqs);
+        let short = i64::try_from(process_function::queue::RECORD_TIME.as_millis()).unwrap() - 1;
+        let answer = handler(
+            &c,
+            batch_due_in(vec![record("a", ONE, 1), record("b", ONE, 2)], short),
+        )
+        .await
+        .unwrap();
+        let failed: Vec<&str> = answer
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a", "b"]);
+        assert_eq!(
+            held.lock().unwrap().clone(),
+            [("receipt-a".to_string(), 0), ("receipt-b".to_string(), 0)]
+        );
     }
 
     /// A body that is no S3 event is kept for a person to read: reported at the longest

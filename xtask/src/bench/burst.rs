@@ -157,7 +157,10 @@ async fn upload_all(
             Ok(Err(e)) => errors.push(e),
             Err(e) => errors.push(format!("an upload task failed: {e}")),
         };
-    for _ in 0..b.images {
+    for i in 0..b.images {
+        if i > 0 && i % 1000 == 0 {
+            eprintln!("bench  {i} of {} uploads sent", b.images);
+        }
         if signed_in.elapsed() > Duration::from_secs(600) {
             auth = up.auth().await?;
             signed_in = Instant::now();
@@ -251,10 +254,20 @@ async fn items(clients: &Clients, table: &str) -> Result<BTreeMap<String, Vec<St
 /// `processing`, or `limit` has passed since `start`.
 async fn drain(clients: &Clients, stage: &Deployed, start: Instant, limit: Duration) -> Result<()> {
     let mut empty_polls = 0;
+    let mut said = Instant::now();
     while start.elapsed() < limit {
         let c = deployer::cloud::queue::queue_counts(&clients.sqs, &stage.work_queue_url)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
+        if said.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "bench  the work queue: {} waiting, {} in flight or held back ({:.0} s)",
+                c.visible,
+                c.in_flight,
+                start.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
+        }
         empty_polls = if c.total() == 0 { empty_polls + 1 } else { 0 };
         if empty_polls >= 2 {
             let all = items(clients, &stage.table).await?;
