@@ -1173,7 +1173,7 @@ async fn an_image_is_processed_in_a_session_of_its_owner_and_retried_without_one
 
 mod work_queue {
     use super::*;
-    use aws_lambda_events::sqs::SqsEvent;
+    use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
     use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityOutput;
     use lambda_runtime::{Context, LambdaEvent};
     use process_function::queue::handler;
@@ -1192,6 +1192,15 @@ mod work_queue {
             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work",
             "awsRegion": "us-east-1"
         })
+    }
+
+    /// The ids of the records a batch's answer reports for a later try.
+    fn failed_ids(answer: &SqsBatchResponse) -> Vec<&str> {
+        answer
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
     }
 
     fn batch(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
@@ -1254,11 +1263,7 @@ mod work_queue {
         )
         .await
         .unwrap();
-        let failed: Vec<&str> = answer
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
+        let failed = failed_ids(&answer);
         assert_eq!(failed, ["throttled"]);
         assert_eq!(items.lock().unwrap().len(), 1, "the good one is labeled");
         let held = held.lock().unwrap().clone();
@@ -1300,11 +1305,7 @@ mod work_queue {
         )
         .await
         .unwrap();
-        let failed: Vec<&str> = answer
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
+        let failed = failed_ids(&answer);
         assert_eq!(failed, ["a", "b"]);
         assert_eq!(
             held.lock().unwrap().clone(),

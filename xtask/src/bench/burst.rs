@@ -219,7 +219,7 @@ fn outage(
 }
 
 /// Items of the images table by id: how many, and their statuses.
-async fn items(clients: &Clients, table: &str) -> Result<BTreeMap<String, Vec<String>>> {
+pub(crate) async fn items(clients: &Clients, table: &str) -> Result<BTreeMap<String, Vec<String>>> {
     let mut items: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut key = None;
     loop {

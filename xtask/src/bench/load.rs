@@ -266,33 +266,14 @@ async fn wait_labeled(
 /// Items of the images table by id: how many, and the status of the first.
 async fn items_by_id(clients: &Clients, table: &str) -> Result<BTreeMap<String, (usize, String)>> {
     // Exactly one labeled item per good image, nothing else.
-    let mut items: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    let mut key = None;
-    loop {
-        let page = clients
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(key)
-            .send()
-            .await
-            .context("scanning the images table")?;
-        for item in page.items() {
-            let s = |k: &str| {
-                item.get(k)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let e = items.entry(s("image_id")).or_insert((0, s("status")));
-            e.0 += 1;
-        }
-        key = page.last_evaluated_key().cloned();
-        if key.is_none() {
-            break;
-        }
-    }
-    Ok(items)
+    Ok(super::burst::items(clients, table)
+        .await?
+        .into_iter()
+        .map(|(id, statuses)| {
+            let first = statuses.first().cloned().unwrap_or_default();
+            (id, (statuses.len(), first))
+        })
+        .collect())
 }
 
 /// The image ids with an object version in the uploads bucket.
