@@ -239,12 +239,8 @@ fn labels_healthy(port: u16) -> bool {
 }
 
 /// The running label service's rate (0: no limit) and answer, from its `GET /stats`.
-fn labels_settings(port: u16) -> Option<(u32, LabelsAnswer)> {
-    let (status, body) = tls::get_plain(port, "/stats").ok()?;
-    if status != 200 {
-        return None;
-    }
-    let v = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+fn labels_settings(cfg: &LocalConfig) -> Option<(u32, LabelsAnswer)> {
+    let v = labels_stats(cfg)?;
     let tps = v["tps"]
         .as_u64()
         .and_then(|q| u32::try_from(q).ok())
@@ -272,9 +268,7 @@ pub fn labels_stats(cfg: &LocalConfig) -> Option<serde_json::Value> {
 
 /// The running label service's rate in calls a second, when it has one.
 pub fn labels_rate(cfg: &LocalConfig) -> Option<u32> {
-    labels_settings(cfg.labels_port)
-        .map(|(tps, _)| tps)
-        .filter(|q| *q > 0)
+    labels_settings(cfg).map(|(tps, _)| tps).filter(|q| *q > 0)
 }
 
 /// Whether the running label service has the rate and answer `cfg` asks for.
@@ -285,7 +279,7 @@ pub fn labels_as_asked(cfg: &LocalConfig) -> bool {
 /// What differs between the running label service and what `cfg` asks for (nothing, when it
 /// asks for nothing).
 fn labels_changes(cfg: &LocalConfig) -> Vec<String> {
-    let Some((tps, answer)) = labels_settings(cfg.labels_port) else {
+    let Some((tps, answer)) = labels_settings(cfg) else {
         return Vec::new();
     };
     let mut changes = Vec::new();
