@@ -28,6 +28,11 @@ pub const FIRST_BACKOFF_SECONDS: u32 = 5;
 /// deadline (a call to S3, Rekognition and DynamoDB each, and the pace's wait, take seconds
 /// when a service is slow).
 pub const RECORD_TIME: std::time::Duration = std::time::Duration::from_secs(15);
+/// The most a record may take: a call that does not answer (a service or a connection that
+/// hangs) ends the record there, and it is backed off like any failure. What is left of
+/// [`RECORD_TIME`] is for holding it back and answering, so a batch never times out on a
+/// record and never returns whole after the queue's visibility timeout.
+pub const RECORD_LIMIT: std::time::Duration = std::time::Duration::from_secs(12);
 /// SQS's limit on a message's visibility timeout.
 pub const MAX_VISIBILITY_SECONDS: u32 = 12 * 3600;
 
@@ -36,6 +41,8 @@ pub struct WorkQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
     max_backoff_seconds: u32,
+    /// The most one record may take ([`RECORD_LIMIT`]).
+    pub record_limit: std::time::Duration,
 }
 
 impl WorkQueue {
@@ -55,6 +62,7 @@ impl WorkQueue {
             sqs,
             url,
             max_backoff_seconds,
+            record_limit: RECORD_LIMIT,
         })
     }
 
@@ -178,10 +186,20 @@ pub async fn handler(
                 tracing::info!(message_id = id, "s3:TestEvent skipped");
                 continue;
             }
-            Body::Event(event) => match process_event(ctx, event).await {
-                Ok(_) => continue,
-                Err(RetryableError(e)) => (e, false),
-            },
+            Body::Event(event) => {
+                let limit = ctx.work_queue.record_limit;
+                match tokio::time::timeout(limit, process_event(ctx, event)).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RetryableError(e))) => (e, false),
+                    Err(_) => (
+                        format!(
+                            "the record took over {} ms (a call did not answer in time); stopped there",
+                            limit.as_millis()
+                        ),
+                        false,
+                    ),
+                }
+            }
             Body::Unreadable(why) => (why.clone(), true),
         };
         let (error, unreadable) = retry;

@@ -1313,6 +1313,28 @@ mod work_queue {
         );
     }
 
+    /// A record that does not finish within its limit (here its pace's turn is hours away, as
+    /// a call that never answers would be) is stopped and backed off like any failure, and
+    /// the next record still runs: the batch answers before the function's timeout.
+    #[tokio::test]
+    async fn a_record_that_hangs_is_stopped_and_backed_off() {
+        let held = Held::default();
+        let (head, put, sqs) = (head_ok(), put_recording(&Items::default()), holding(&held));
+        let mut c = ctx_with_sqs(&[&head], &[], &put.rules(), &sqs);
+        c.pace = process_function::pace::Pace::new(86_400_000);
+        c.work_queue.record_limit = std::time::Duration::from_millis(100);
+        let answer = handler(
+            &c,
+            batch(vec![record("stuck", ONE, 1), record("next", ONE, 1)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(failed_ids(&answer), ["stuck", "next"]);
+        let held = held.lock().unwrap().clone();
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(held.iter().all(|(_, s)| (3..=5).contains(s)), "{held:?}");
+    }
+
     /// A body that is no S3 event is kept for a person to read: reported at the longest
     /// back-off, so that it ends in the dead-letter queue instead of being deleted unread.
     #[tokio::test]

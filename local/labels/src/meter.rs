@@ -3,8 +3,12 @@
 //! transactions-per-second quota, and the counts `GET /stats` reports.
 //!
 //! Seconds are counted from the service's start; a call is admitted into the second it
-//! arrives in, so at most `tps` calls start in any one of them.
+//! arrives in, so at most `tps` calls start in any one of them. A call answered with labels is
+//! counted in the second it arrived in, as a quota counts it (an answer that completes later,
+//! bunched with others, does not move it), so with a rate `peak_per_second` cannot exceed it:
+//! a caller over the rate shows as `throttled`.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -19,7 +23,7 @@ pub struct Stats {
     pub served: u64,
     /// Calls refused for the rate.
     pub throttled: u64,
-    /// The most calls answered with labels in any one second.
+    /// The most calls answered with labels that arrived in any one second.
     pub peak_per_second: u64,
     /// The most admitted calls in flight at once.
     pub peak_in_flight: u64,
@@ -32,20 +36,23 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The second the per-second counts are about.
+    /// The second `admitted` is about.
     second: u64,
     admitted: u32,
-    succeeded: u64,
+    /// Calls answered with labels, by the second they arrived in (recent seconds only).
+    succeeded: BTreeMap<u64, u64>,
     in_flight: u64,
     stats: Stats,
 }
+
+/// How long a second's count of answered calls is kept: longer than any call takes.
+const KEEP_SECONDS: u64 = 600;
 
 impl State {
     fn at(&mut self, second: u64) -> &mut Self {
         if second != self.second {
             self.second = second;
             self.admitted = 0;
-            self.succeeded = 0;
         }
         self
     }
@@ -59,13 +66,30 @@ pub struct Meter {
     state: Mutex<State>,
 }
 
-/// An admitted call: in flight until dropped.
+/// An admitted call, and the second it arrived in: in flight until dropped.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a Meter);
+pub struct InFlight<'a> {
+    meter: &'a Meter,
+    second: u64,
+}
+
+impl InFlight<'_> {
+    /// Counts the call as answered with labels, in the second it arrived in.
+    pub fn served(&self) {
+        let mut s = self.meter.lock();
+        let n = s.succeeded.entry(self.second).or_default();
+        *n += 1;
+        let n = *n;
+        s.stats.served += 1;
+        s.stats.peak_per_second = s.stats.peak_per_second.max(n);
+        let oldest = self.second.saturating_sub(KEEP_SECONDS);
+        s.succeeded = s.succeeded.split_off(&oldest);
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
+        let mut s = self.meter.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
     }
 }
@@ -111,21 +135,10 @@ impl Meter {
         s.in_flight += 1;
         s.stats.peak_in_flight = s.stats.peak_in_flight.max(s.in_flight);
         drop(guard);
-        Ok(InFlight(self))
-    }
-
-    /// Counts a call answered with labels now.
-    pub fn served(&self) {
-        self.served_at(self.now());
-    }
-
-    /// [`Meter::served`] in `second`.
-    pub fn served_at(&self, second: u64) {
-        let mut guard = self.lock();
-        let s = guard.at(second);
-        s.succeeded += 1;
-        s.stats.served += 1;
-        s.stats.peak_per_second = s.stats.peak_per_second.max(s.succeeded);
+        Ok(InFlight {
+            meter: self,
+            second,
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -164,19 +177,22 @@ mod tests {
         let m = Meter::new(None);
         let a = m.admit_at(1).unwrap();
         let b = m.admit_at(1).unwrap();
-        m.served_at(1);
-        m.served_at(1);
-        drop((a, b));
         let c = m.admit_at(2).unwrap();
-        m.served_at(2);
+        // Answered out of order and later: each counts in the second it arrived in.
+        c.served();
         drop(c);
+        b.served();
+        a.served();
+        drop((a, b));
+        // Admitted but not answered with labels: not counted as served.
+        drop(m.admit_at(2).unwrap());
         assert_eq!(
             m.stats(),
             Stats {
                 served: 3,
                 throttled: 0,
                 peak_per_second: 2,
-                peak_in_flight: 2,
+                peak_in_flight: 3,
                 tps: None,
                 stub_latency_ms: None,
             }

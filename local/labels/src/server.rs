@@ -511,7 +511,7 @@ fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (
     )
     .and_then(|caller| {
         // Over the rate, refused before any work; in flight until answered.
-        let _in_flight = shared.service.meter.admit()?;
+        let in_flight = shared.service.meter.admit()?;
         // A panic while handling one image answers that request with an error and leaves
         // the service serving the next.
         let answer = shared.inference.run(|| {
@@ -525,7 +525,7 @@ fn respond(shared: &Shared, reader: &mut BufReader<TcpStream>, head: &Head) -> (
             })
         });
         if answer.is_ok() {
-            shared.service.meter.served();
+            in_flight.served();
         }
         answer
     });
