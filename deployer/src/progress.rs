@@ -16,6 +16,11 @@ pub trait Progress {
     }
     /// Cargo finished compiling one more unit (`count` so far).
     fn compiled(&self, _unit: &str, _count: usize) {}
+    /// Asks the person running the command a yes-or-no question: `None` when there is nobody
+    /// to ask (not a terminal), which a caller must take as no.
+    fn confirm(&self, _question: &str) -> Option<bool> {
+        None
+    }
 }
 
 impl<F: Fn(&str)> Progress for F {

@@ -293,6 +293,8 @@ fn request(kind: Prepared) -> ChangeSetRequest {
         parameters: Default::default(),
         tags: Default::default(),
         imports: Vec::new(),
+        rollback: None,
+        revert_drift: false,
     }
 }
 
@@ -881,5 +883,140 @@ mod labels_quota {
             e.starts_with("servicequotas:ListServiceQuotas: ") && e.contains("AccessDenied"),
             "{e}"
         );
+    }
+}
+
+/// `deploy` asks CloudFormation to roll an update back when one of the stage's alarms goes
+/// into ALARM while it runs or for the monitoring time after it.
+mod rollback {
+    use super::*;
+    use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
+    use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+    use aws_sdk_cloudwatch::Client as CloudWatch;
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+    use aws_sdk_cloudwatch::types::MetricAlarm;
+    use deployer::cloud::cfn::RollbackTriggers;
+    use deployer::ops::deploy::{default_rollback_minutes, rollback_triggers};
+
+    const ARN: &str = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:image-pipeline-prod-";
+
+    fn alarm(short: &str) -> MetricAlarm {
+        MetricAlarm::builder()
+            .alarm_name(format!("image-pipeline-prod-{short}"))
+            .alarm_arn(format!("{ARN}{short}"))
+            .build()
+    }
+
+    fn triggers(
+        out: DescribeAlarmsOutput,
+        minutes: u32,
+    ) -> (Option<RollbackTriggers>, Vec<String>) {
+        let names: Vec<String> = stack::app::alarms::ALL
+            .iter()
+            .map(|a| format!("image-pipeline-prod-{a}"))
+            .collect();
+        let describe = mock!(CloudWatch::describe_alarms)
+            .match_requests(move |r| r.alarm_names() == names.as_slice())
+            .then_output(move || out.clone());
+        let c: CloudWatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&describe]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stage = stack::Stage::parse("prod").unwrap();
+        let mut notes = Vec::new();
+        let found = rt
+            .block_on(rollback_triggers(&c, &stage, minutes, &mut notes))
+            .unwrap();
+        assert_eq!(describe.num_calls(), usize::from(minutes > 0));
+        (found, notes)
+    }
+
+    #[test]
+    fn the_stage_s_alarms_become_the_triggers() {
+        let out = DescribeAlarmsOutput::builder()
+            .metric_alarms(alarm("process-errors"))
+            .metric_alarms(alarm("dead-letters"))
+            .build();
+        let (found, notes) = triggers(out, 10);
+        assert_eq!(
+            found,
+            Some(RollbackTriggers {
+                alarm_arns: vec![format!("{ARN}dead-letters"), format!("{ARN}process-errors")],
+                minutes: 10,
+            })
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn no_alarm_yet_means_no_trigger_and_a_note() {
+        let (found, notes) = triggers(DescribeAlarmsOutput::builder().build(), 10);
+        assert_eq!(found, None);
+        assert!(notes[0].contains("no alarms yet"), "{notes:?}");
+    }
+
+    #[test]
+    fn zero_minutes_asks_nothing() {
+        let (found, _) = triggers(DescribeAlarmsOutput::builder().build(), 0);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn prod_is_watched_by_default_and_the_others_are_not() {
+        let stage = |s: &str| stack::Stage::parse(s).unwrap();
+        assert_eq!(default_rollback_minutes(&stage("prod")), 10);
+        assert_eq!(default_rollback_minutes(&stage("dev")), 0);
+        assert_eq!(default_rollback_minutes(&stage("pr-42")), 0);
+    }
+
+    /// The request CreateChangeSet gets: each alarm as an `AWS::CloudWatch::Alarm` trigger,
+    /// and the monitoring time; without triggers, no rollback configuration at all.
+    async fn create_with(rollback: Option<RollbackTriggers>) -> usize {
+        let want = rollback.clone();
+        let create = mock!(Cfn::create_change_set)
+            .match_requests(move |r| match (&want, r.rollback_configuration()) {
+                (None, None) => true,
+                (Some(w), Some(rc)) => {
+                    let arns: Vec<&str> = rc
+                        .rollback_triggers()
+                        .iter()
+                        .filter(|t| t.r#type() == Some("AWS::CloudWatch::Alarm"))
+                        .filter_map(|t| t.arn())
+                        .collect();
+                    rc.monitoring_time_in_minutes() == i32::try_from(w.minutes).ok()
+                        && arns == w.alarm_arns.iter().map(String::as_str).collect::<Vec<_>>()
+                }
+                _ => false,
+            })
+            .then_output(|| {
+                CreateChangeSetOutput::builder()
+                    .id("cs")
+                    .stack_id("stack")
+                    .build()
+            });
+        let describe = mock!(Cfn::describe_change_set).then_output(|| {
+            DescribeChangeSetOutput::builder()
+                .status(ChangeSetStatus::CreateComplete)
+                .build()
+        });
+        let c = cfn_client(&[&create, &describe]);
+        let mut req = request(Prepared::Update);
+        req.rollback = rollback;
+        ops(&c, &Said::default())
+            .create_change_set(&req, Duration::from_secs(5))
+            .await
+            .unwrap();
+        create.num_calls()
+    }
+
+    #[tokio::test]
+    async fn the_change_set_carries_the_triggers_and_the_monitoring_time() {
+        let triggers = RollbackTriggers {
+            alarm_arns: vec![format!("{ARN}dead-letters"), format!("{ARN}process-errors")],
+            minutes: 10,
+        };
+        assert_eq!(create_with(Some(triggers)).await, 1);
+        assert_eq!(create_with(None).await, 1);
     }
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use deployer::ops::bootstrap::{
     BootstrapConfig, BootstrapReport, CiSubject, GithubCi, RemoveReport, bootstrap, remove,
 };
+use deployer::ops::workflow::{self, WorkflowSpec};
 use stack::app::StagePattern;
 use stack::app::bootstrap::{DEFAULT_PREVIEW_STAGES, Scope};
 
@@ -47,6 +48,20 @@ pub struct Args {
     /// Stages the CI role may deploy: `*`, or the preview stages
     #[arg(long, value_name = "PATTERN", default_value = "*", requires = "ci")]
     pub stages: StagePattern,
+    /// Where `--ci github` writes the GitHub Actions workflow for its role (default: a
+    /// preview workflow at .github/workflows/image-pipeline-preview.yml for an environment's
+    /// role, a release workflow at .github/workflows/image-pipeline-release.yml for a
+    /// branch's), replacing what is there
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "ci",
+        conflicts_with = "no_workflow"
+    )]
+    pub workflow: Option<std::path::PathBuf>,
+    /// With `--ci github`, write no workflow file
+    #[arg(long, requires = "ci")]
+    pub no_workflow: bool,
     /// Remove the bootstrap instead: its CI role stacks, the bootstrap stack and the assets
     /// bucket (refused while any stage is deployed; the OIDC provider stays)
     #[arg(long, conflicts_with = "ci")]
@@ -95,11 +110,47 @@ pub fn run(a: Args) -> Result<()> {
     let result = runtime()?.block_on(bootstrap(&cfg, &console));
     console.finish();
     let report = result?;
+    if !a.no_workflow
+        && let (Some(ci), Some(made)) = (&cfg.ci, &report.ci)
+    {
+        let spec = WorkflowSpec {
+            role_arn: made.role_arn.clone(),
+            region: report.identity.region.clone(),
+            subject: ci.subject.clone(),
+            stages: ci.stages.clone(),
+        };
+        let path = a
+            .workflow
+            .clone()
+            .unwrap_or_else(|| workflow::default_path(&ci.subject).into());
+        // A line for people, on stderr: stdout holds only the report.
+        eprintln!("bootstrap  {}", write_workflow(&spec, &path)?);
+    }
     match a.output {
         Output::Json => print_json(&report)?,
         Output::Text => println!("{}", summary(&report)),
     }
     Ok(())
+}
+
+/// Writes the workflow for the CI role at `path` (its folders made as needed): what was done,
+/// or why no workflow fits the role.
+fn write_workflow(spec: &WorkflowSpec, path: &std::path::Path) -> Result<String> {
+    let yaml = match workflow::github(spec) {
+        Ok(y) => y,
+        Err(why) => return Ok(format!("no workflow written: {why}")),
+    };
+    if std::fs::read_to_string(path).is_ok_and(|old| old == yaml) {
+        return Ok(format!("workflow {} is up to date", path.display()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(format!(
+        "wrote the workflow {} (commit it; `cargo xtask lint` checks it with actionlint and zizmor)",
+        path.display()
+    ))
 }
 
 fn removed(r: &RemoveReport) -> String {
@@ -172,4 +223,39 @@ fn summary(r: &BootstrapReport) -> String {
         }
     }
     s.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deployer::ops::bootstrap::CiSubject;
+
+    fn spec(stages: &str) -> WorkflowSpec {
+        WorkflowSpec {
+            role_arn: "arn:aws:iam::123456789012:role/ImagePipelineCi-0123456789-eu-west-1".into(),
+            region: "eu-west-1".into(),
+            subject: CiSubject::Environment("preview".into()),
+            stages: stages.parse().unwrap_or_else(|e| panic!("{e:?}")),
+        }
+    }
+
+    #[test]
+    fn the_workflow_is_written_once_then_left_alone_and_not_written_for_the_wrong_stages() {
+        let dir = deployer::util::workspace_root()
+            .join("target")
+            .join("test-bootstrap-workflow");
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(".github").join("workflows").join("preview.yml");
+        let said = write_workflow(&spec("pr-*"), &path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(said.starts_with("wrote the workflow"), "{said}");
+        let written = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Ok(written), workflow::github(&spec("pr-*")));
+        let again = write_workflow(&spec("pr-*"), &path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.ends_with("is up to date"), "{again}");
+        let other = dir.join("other.yml");
+        let refused = write_workflow(&spec("e2e*"), &other).unwrap_or_else(|e| panic!("{e}"));
+        assert!(refused.starts_with("no workflow written"), "{refused}");
+        assert!(!other.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -120,6 +120,17 @@ impl Progress for Console {
         });
         bar.set_message(format!("compiled {count} units, last {unit}"));
     }
+
+    fn confirm(&self, question: &str) -> Option<bool> {
+        if !(self.tty && std::io::stdin().is_terminal()) {
+            return None;
+        }
+        self.set_bar(None);
+        eprint!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok()?;
+        Some(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+    }
 }
 
 impl StackProgress for Console {

@@ -26,6 +26,20 @@ pub struct Args {
     /// Show what would change, then stop (the change set is deleted)
     #[arg(long)]
     pub plan: bool,
+    /// Execute a change that broadens a permission (a statement added to a role, a resource
+    /// policy or a Lambda permission that grants more) without asking. Without it, such a
+    /// deploy asks on a terminal and is refused elsewhere; narrowing never needs approval
+    #[arg(long)]
+    pub approve_broadening: bool,
+    /// Make a drift-aware change set: besides the template's changes, put back every
+    /// property changed outside CloudFormation (with --plan, list every drifted property)
+    #[arg(long)]
+    pub revert_drift: bool,
+    /// Minutes CloudFormation watches the stage's alarms (dead letters, the oldest message,
+    /// process errors) after an update; one in ALARM rolls the update back. 0: off. Default:
+    /// 10 for the stage prod, 0 for the others
+    #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(0..=180))]
+    pub rollback_minutes: Option<u32>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -84,6 +98,9 @@ pub fn run(a: Args) -> Result<()> {
         stage: a.stage,
         arch: a.arch,
         plan: a.plan,
+        approve_broadening: a.approve_broadening,
+        revert_drift: a.revert_drift,
+        rollback_minutes: a.rollback_minutes,
         rekognition_endpoint: resolved.labels_endpoint,
         wait_for_other: Duration::from_secs(a.wait),
         timeout: Duration::from_secs(3600),
@@ -165,6 +182,23 @@ fn settings_lines(st: &deployer::ops::deploy::Settings) -> String {
     s
 }
 
+/// The security table: each statement added (+) or removed (-), broadening ones marked.
+fn security_lines(changes: &[deployer::ops::security::SecurityChange]) -> String {
+    if changes.is_empty() {
+        return String::new();
+    }
+    let wide = changes.iter().filter(|c| c.broadens).count();
+    let mut s = format!(
+        "permissions: {} statement(s) added or removed, {wide} broadening\n",
+        changes.len()
+    );
+    for c in changes {
+        let mark = if c.broadens { "BROADENS" } else { "" };
+        s.push_str(&format!("  {mark:<9}{}\n", c.line()));
+    }
+    s
+}
+
 /// The report for a person; `cacert` is the certificate the API's curl examples must trust.
 pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
     let mut s = String::new();
@@ -202,6 +236,20 @@ pub fn summary(r: &DeployReport, cacert: Option<&std::path::Path>) -> String {
     for c in &r.changes {
         s.push_str(&change_line(c));
         s.push('\n');
+    }
+    if let Some(rb) = &r.rollback {
+        s.push_str(&format!(
+            "rollback: {} alarm(s) watched for {} minutes after the update\n",
+            rb.alarm_arns.len(),
+            rb.minutes
+        ));
+    }
+    s.push_str(&security_lines(&r.security));
+    if !r.drift_overwritten.is_empty() {
+        s.push_str("drift this deploy would overwrite (changes made outside CloudFormation):\n");
+        for line in &r.drift_overwritten {
+            s.push_str(&format!("  {line}\n"));
+        }
     }
     s.push_str(&settings_lines(&r.settings));
     if r.status == Outcome::Planned {
@@ -272,6 +320,9 @@ mod tests {
             architecture: "x86_64".into(),
             status: Outcome::Created,
             changes: Vec::new(),
+            security: Vec::new(),
+            rollback: None,
+            drift_overwritten: Vec::new(),
             artifacts: Vec::new(),
             assets_bucket: stack::app::assets_bucket_name("000000000000", "us-east-1"),
             scope: stack::app::bootstrap::Scope::Release,

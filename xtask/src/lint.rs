@@ -1,7 +1,10 @@
 //! `cargo xtask lint`: synthesizes the template for every architecture and format and
-//! validates it with the tools the AWS world trusts: cfn-lint, checkov and parliament. Every
+//! validates it with the tools the AWS world trusts: cfn-lint, checkov and parliament; and the
+//! CI workflows `bootstrap --ci github` writes, with actionlint and zizmor (`workflows`). Every
 //! finding fails the run. Each tool must also reject a deliberately bad canary, so a tool that
 //! quietly stops checking cannot make the run pass.
+
+mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,11 +170,12 @@ pub fn run(a: Args) -> Result<()> {
     ] {
         failed.extend(check(&venv, tool, &target)?);
     }
+    failed.extend(workflows::check(&venv, &out)?);
     if !failed.is_empty() {
         bail!("validation failed: {}", failed.join(", "));
     }
     println!(
-        "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap"
+        "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap; actionlint and zizmor nothing for the CI workflows"
     );
     Ok(())
 }

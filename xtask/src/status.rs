@@ -14,6 +14,10 @@ pub struct Args {
     /// Stage of the stack to look at
     #[arg(long, default_value = "dev")]
     pub stage: Stage,
+    /// Also run CloudFormation drift detection: name each resource changed or deleted
+    /// outside CloudFormation and each drifted property path, and exit 1 when there is any
+    #[arg(long)]
+    pub drift: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -24,6 +28,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = StatusConfig {
         target: resolved.target,
         stage: a.stage,
+        drift: a.drift,
     };
     let console = Console::new("status");
     let result = runtime()?.block_on(status(&cfg, &console));
@@ -40,6 +45,14 @@ pub fn run(a: Args) -> Result<()> {
         bail!(
             "{} part(s) of the status could not be read",
             report.problems.len()
+        );
+    }
+    if let Some(d) = report.drift.as_ref().filter(|d| d.is_drifted()) {
+        bail!(
+            "{} resource(s) of {} drifted from the template (a deploy puts back what it changes; `cargo xtask deploy --revert-drift` puts back all of it):\n{}",
+            d.drifted.len(),
+            report.stack,
+            d.lines().join("\n")
         );
     }
     Ok(())
@@ -86,6 +99,19 @@ fn pipeline_lines(r: &StatusReport) -> String {
             a.state,
             a.since.as_deref().unwrap_or("")
         ));
+    }
+    if let Some(d) = &r.drift {
+        s.push_str(&format!(
+            "drift     {}{}\n",
+            d.stack_status,
+            d.reason
+                .as_deref()
+                .map(|why| format!(" (detection incomplete: {why})"))
+                .unwrap_or_default()
+        ));
+        for line in d.lines() {
+            s.push_str(&format!("          {line}\n"));
+        }
     }
     s
 }

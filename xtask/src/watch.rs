@@ -107,6 +107,10 @@ pub fn run(a: Args) -> Result<()> {
         stage: a.stage,
         arch: Architecture::Arm64,
         plan: false,
+        approve_broadening: false,
+        revert_drift: false,
+        // A development loop does not wait for alarms after each save.
+        rollback_minutes: Some(0),
         rekognition_endpoint: resolved.labels_endpoint,
         wait_for_other: Duration::from_secs(600),
         timeout: Duration::from_secs(3600),

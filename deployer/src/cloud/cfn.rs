@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
 use aws_sdk_cloudformation::types::{
-    Capability, ChangeSetStatus, ChangeSetType, ChangeSource, ExecutionStatus, Parameter,
+    Capability, ChangeSetStatus, ChangeSetType, ChangeSource, DeploymentMode, ExecutionStatus,
+    Parameter,
 };
 /// The SDK's enums this module's types carry, for callers without the SDK as a dependency.
 pub use aws_sdk_cloudformation::types::{ChangeAction, Replacement, ResourceStatus, StackStatus};
@@ -381,6 +382,52 @@ pub struct ChangeSetRequest {
     /// Existing resources to bring under the stack: an IMPORT change set (the template then
     /// holds only these resources, on top of the stack's current ones).
     pub imports: Vec<Import>,
+    /// Alarms that roll the change set's execution back.
+    pub rollback: Option<RollbackTriggers>,
+    /// A drift-aware change set (`DeploymentMode` `REVERT_DRIFT`): it also puts back what
+    /// was changed outside CloudFormation. Updates only.
+    pub revert_drift: bool,
+}
+
+impl ChangeSetRequest {
+    /// A change set of `kind` for `template_body` inline, with no parameters, tags, imports,
+    /// rollback triggers or drift reversal.
+    pub fn new(kind: Prepared, template_body: String) -> Self {
+        Self {
+            kind,
+            template_url: None,
+            template_body,
+            parameters: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            imports: Vec::new(),
+            rollback: None,
+            revert_drift: false,
+        }
+    }
+}
+
+/// Alarms CloudFormation watches while it executes a change set and for `minutes` after the
+/// last resource is done: one in ALARM rolls the stack back to what it was
+/// (`RollbackConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackTriggers {
+    pub alarm_arns: Vec<String>,
+    pub minutes: u32,
+}
+
+impl RollbackTriggers {
+    fn configuration(&self) -> aws_sdk_cloudformation::types::RollbackConfiguration {
+        let triggers = self.alarm_arns.iter().map(|arn| {
+            aws_sdk_cloudformation::types::RollbackTrigger::builder()
+                .arn(arn)
+                .r#type("AWS::CloudWatch::Alarm")
+                .build()
+        });
+        aws_sdk_cloudformation::types::RollbackConfiguration::builder()
+            .set_rollback_triggers(Some(triggers.collect()))
+            .monitoring_time_in_minutes(i32::try_from(self.minutes).unwrap_or(i32::MAX))
+            .build()
+    }
 }
 
 /// A resource that exists outside any stack, to import: its logical id in the template, its
@@ -676,6 +723,7 @@ impl StackOps<'_> {
             Prepared::Create => ChangeSetType::Create,
             Prepared::Update => ChangeSetType::Update,
         };
+        let revert = req.revert_drift && kind == ChangeSetType::Update;
         let imports = req.imports.iter().map(|i| {
             aws_sdk_cloudformation::types::ResourceToImport::builder()
                 .logical_resource_id(&i.logical_id)
@@ -714,6 +762,8 @@ impl StackOps<'_> {
             .set_resources_to_import((!imports.is_empty()).then_some(imports))
             .set_parameters(Some(parameters.collect()))
             .set_tags(Some(tags.collect()))
+            .set_rollback_configuration(req.rollback.as_ref().map(RollbackTriggers::configuration))
+            .set_deployment_mode(revert.then_some(DeploymentMode::RevertDrift))
             .send()
             .await
             .map_err(|e| self.error("CreateChangeSet", e))?;
@@ -1145,6 +1195,8 @@ mod tests {
             ]),
             tags: BTreeMap::from([("stage".into(), "dev".into())]),
             imports: Vec::new(),
+            rollback: None,
+            revert_drift: false,
         }
     }
 

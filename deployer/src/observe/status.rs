@@ -14,6 +14,7 @@ use stack::{App, Architecture, Stage};
 use crate::build::{self, BuildArch, Manifest};
 use crate::cloud::aws::{self, AwsError, Clients, Identity, Target};
 use crate::cloud::cfn::{CfnError, StackOps, StackProgress};
+use crate::cloud::drift::{self, DriftReport};
 use crate::cloud::queue::{QueueCounts, oldest_message_age, queue_counts};
 use crate::cloud::stage::{StackOutputs, client_api_url};
 use crate::ops::deploy::template_body;
@@ -22,6 +23,8 @@ use crate::ops::deploy::template_body;
 pub struct StatusConfig {
     pub target: Target,
     pub stage: Stage,
+    /// Also run CloudFormation drift detection on the stack (`--drift`).
+    pub drift: bool,
 }
 
 /// How a function's deployed code compares with the artifact built in this checkout.
@@ -131,6 +134,8 @@ pub struct StatusReport {
     pub alarms: Vec<AlarmStatus>,
     /// Items of the images table by `status` (a full read of the table).
     pub items: Option<BTreeMap<String, u64>>,
+    /// What drift detection found (`--drift` only).
+    pub drift: Option<DriftReport>,
     /// What could not be read, and why.
     pub problems: Vec<String>,
 }
@@ -180,6 +185,7 @@ pub async fn status(
         dead_letter_depth: None,
         alarms: Vec::new(),
         items: None,
+        drift: None,
         problems: Vec::new(),
     };
     let Some(info) = ops.describe().await? else {
@@ -232,6 +238,9 @@ pub async fn status(
 
     read_queue_and_items(&clients, &outputs, &mut report).await;
     read_alarms(&clients.cloudwatch, &cfg.stage, &mut report).await;
+    if cfg.drift {
+        read_drift(&clients.cfn, cfg, progress, &mut report).await;
+    }
     Ok(report)
 }
 
@@ -281,6 +290,24 @@ async fn read_alarms(
         });
     }
 }
+
+/// Runs drift detection on the stage's stack; what it found, or a problem saying why not.
+async fn read_drift(
+    cfn: &aws_sdk_cloudformation::Client,
+    cfg: &StatusConfig,
+    progress: &dyn StackProgress,
+    report: &mut StatusReport,
+) {
+    progress.step("detecting drift (CloudFormation compares every resource it can read)");
+    let poll = aws::poll_interval(&cfg.target);
+    match drift::detect(cfn, &report.stack, poll, DRIFT_TIMEOUT).await {
+        Ok(d) => report.drift = Some(d),
+        Err(e) => report.problems.push(e),
+    }
+}
+
+/// How long drift detection may take (AWS: "up to several minutes").
+const DRIFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// How far back `status` looks for the oldest message's age: SQS publishes it each minute.
 const AGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);

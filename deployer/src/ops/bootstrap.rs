@@ -571,20 +571,17 @@ pub async fn bootstrap(
         let mut only = full.clone();
         only.resources.retain(|k, _| k == BUCKET_ID);
         only.outputs.clear();
+        let body = only
+            .to_compact_json()
+            .map_err(|e| BootstrapError::Invalid(e.to_string()))?;
+        // An import may add nothing else, stack tags included; the update adds them.
         let req = ChangeSetRequest {
-            kind,
-            template_url: None,
-            template_body: only
-                .to_compact_json()
-                .map_err(|e| BootstrapError::Invalid(e.to_string()))?,
-            parameters: BTreeMap::new(),
-            // An import may add nothing else, stack tags included; the update adds them.
-            tags: BTreeMap::new(),
             imports: vec![Import {
                 logical_id: BUCKET_ID.into(),
                 resource_type: "AWS::S3::Bucket".into(),
                 identifier: ("BucketName".into(), legacy.clone()),
             }],
+            ..ChangeSetRequest::new(kind, body)
         };
         if let Planned::Changes {
             name, id, stack_id, ..
@@ -631,12 +628,8 @@ async fn apply(
     progress: &dyn StackProgress,
 ) -> Result<Outcome, BootstrapError> {
     let req = ChangeSetRequest {
-        kind,
-        template_url: None,
-        template_body: inline(template)?,
-        parameters: BTreeMap::new(),
         tags: tags.clone(),
-        imports: Vec::new(),
+        ..ChangeSetRequest::new(kind, inline(template)?)
     };
     match ops.create_change_set(&req, timeout).await? {
         Planned::NoChanges => {

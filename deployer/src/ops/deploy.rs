@@ -14,11 +14,13 @@ use crate::cloud::assets::{self, AssetsError, Uploaded};
 use crate::cloud::aws::{self, AwsError, Identity, Target};
 use crate::cloud::cfn::StackInfo;
 use crate::cloud::cfn::{
-    CfnError, Change, ChangeSetRequest, Outcome, Planned, Prepared, StackOps, StackProgress,
+    CfnError, Change, ChangeSetRequest, Outcome, Planned, Prepared, RollbackTriggers, StackOps,
+    StackProgress,
 };
 use crate::cloud::quotas::{self, QuotaSource};
 use crate::cloud::stage::{Deployed, StackOutputs, StageError, client_api_url};
 use crate::ops::bootstrap::{self, BootstrapError};
+use crate::ops::security::{self, SecurityChange};
 use crate::util::elapsed_ms;
 
 pub use crate::cloud::cfn::{MAX_TEMPLATE_BODY, MAX_TEMPLATE_URL_BODY};
@@ -31,6 +33,15 @@ pub struct DeployConfig {
     pub arch: Architecture,
     /// Stop after showing the change set.
     pub plan: bool,
+    /// Minutes CloudFormation watches the stage's alarms after an update, rolling it back
+    /// when one is in ALARM (0: not at all). `None`: [`default_rollback_minutes`].
+    pub rollback_minutes: Option<u32>,
+    /// Make a drift-aware change set that also puts back what was changed outside
+    /// CloudFormation (`--revert-drift`).
+    pub revert_drift: bool,
+    /// Execute a change set that broadens a permission without asking (`--approve-broadening`).
+    /// Without it such a change set is executed only when the person at the terminal says yes.
+    pub approve_broadening: bool,
     /// The Rekognition endpoint the process function calls (the local label service).
     pub rekognition_endpoint: Option<String>,
     /// How long to wait for another deployment of the same stack to finish.
@@ -49,6 +60,53 @@ pub struct DeployConfig {
     /// (`--labels-tps`, or the local label service's rate). Otherwise a deploy to AWS asks
     /// Service Quotas, and a local one keeps the deployed value.
     pub labels_quota: Option<(u32, QuotaSource)>,
+}
+
+/// How long CloudFormation watches the alarms after an update when the deploy does not say:
+/// 10 minutes for the stage `prod`, none for the others (a preview or development stage
+/// would wait that long on every deploy).
+pub fn default_rollback_minutes(stage: &Stage) -> u32 {
+    if stage.as_str() == "prod" { 10 } else { 0 }
+}
+
+/// The rollback triggers of an update: the stage's alarms that exist, watched for `minutes`.
+/// None when `minutes` is 0 or no alarm exists yet (a new stage makes them: the next deploy
+/// is watched), which a note says.
+pub async fn rollback_triggers(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    stage: &Stage,
+    minutes: u32,
+    notes: &mut Vec<String>,
+) -> Result<Option<RollbackTriggers>, DeployError> {
+    if minutes == 0 {
+        return Ok(None);
+    }
+    let names: Vec<String> = stack::app::alarms::ALL
+        .iter()
+        .map(|a| format!("{}-{a}", stage.stack_name()))
+        .collect();
+    let out = cloudwatch
+        .describe_alarms()
+        .set_alarm_names(Some(names))
+        .send()
+        .await
+        .map_err(|e| DeployError::Alarms(crate::cloud::error::chain(&e)))?;
+    let mut alarm_arns: Vec<String> = out
+        .metric_alarms()
+        .iter()
+        .filter_map(|a| a.alarm_arn().map(str::to_string))
+        .collect();
+    alarm_arns.sort();
+    if alarm_arns.is_empty() {
+        notes.push(format!(
+            "no rollback triggers: the stage has no alarms yet (this deploy makes them; the next one is watched for {minutes} minutes)"
+        ));
+        return Ok(None);
+    }
+    Ok(Some(RollbackTriggers {
+        alarm_arns,
+        minutes,
+    }))
 }
 
 /// What an operator chooses per stage. `None` keeps the deployed stage's value, or the
@@ -305,6 +363,14 @@ pub struct DeployReport {
     pub architecture: String,
     pub status: Outcome,
     pub changes: Vec<Change>,
+    /// Every statement the change set adds to or removes from a role, a resource policy or a
+    /// Lambda permission, and whether it broadens a permission.
+    pub security: Vec<SecurityChange>,
+    /// The alarms that would roll the update back, and for how long after it they are watched.
+    pub rollback: Option<RollbackTriggers>,
+    /// With `--plan`: each drifted property of a resource the change set changes or
+    /// removes, which the deploy would overwrite (or why drift could not be checked).
+    pub drift_overwritten: Vec<String>,
     pub artifacts: Vec<Uploaded>,
     pub assets_bucket: String,
     /// The bootstrap scope (`release` or `preview`) whose execution role CloudFormation used.
@@ -357,6 +423,17 @@ pub enum DeployError {
     },
     #[error("cannot read the deployed {function} function: {reason}")]
     Function { function: String, reason: String },
+    #[error(
+        "this deploy broadens permissions, and nobody approved it (nothing was changed; give --approve-broadening, or run it on a terminal to be asked):\n{}",
+        .0.join("\n")
+    )]
+    Broadening(Vec<String>),
+    #[error("this deploy broadens permissions and was declined; nothing was changed")]
+    Declined,
+    #[error("cannot read the deployed template as JSON: {0}")]
+    DeployedTemplate(String),
+    #[error("cannot read the stage's alarms for the rollback triggers (DescribeAlarms): {0}")]
+    Alarms(String),
 }
 
 /// The template body sent to CloudFormation: compact JSON (YAML needs quoting care, and JSON
@@ -575,11 +652,18 @@ async fn plan(
     cfg: &DeployConfig,
     mut req: ChangeSetRequest,
 ) -> Result<Plan, DeployError> {
-    let current = match ops.up_to_date(&req).await? {
-        Ok(info) => Some(info),
-        Err(why) => {
-            ops.progress.step(&format!("a change set is needed: {why}"));
-            None
+    let current = if cfg.revert_drift {
+        // The deployed template may be the same; what differs is outside CloudFormation.
+        ops.progress
+            .step("a drift-aware change set (REVERT_DRIFT): it also puts back what drifted");
+        None
+    } else {
+        match ops.up_to_date(&req).await? {
+            Ok(info) => Some(info),
+            Err(why) => {
+                ops.progress.step(&format!("a change set is needed: {why}"));
+                None
+            }
         }
     };
     let kind = match current {
@@ -639,9 +723,17 @@ async fn apply(
         ) => {
             report.changes = changes;
             if cfg.plan {
+                if plan.kind == Prepared::Update {
+                    report.drift_overwritten = drift_overwritten(ops, cfg, &report.changes).await;
+                }
                 ops.discard(&name, &stack_id, plan.kind).await?;
                 report.status = Outcome::Planned;
                 return Ok(None);
+            }
+            let approved = cfg.approve_broadening;
+            if let Err(refused) = gate(ops.progress, approved, plan.kind, &report.security) {
+                ops.discard(&name, &stack_id, plan.kind).await?;
+                return Err(refused);
             }
             let app = App::image_pipeline();
             let outputs = execute(ops, lambda, (&name, &id, &stack_id), cfg, &app, report).await?;
@@ -651,6 +743,94 @@ async fn apply(
             };
             Ok(Some(outputs))
         }
+    }
+}
+
+/// With `--plan`, runs drift detection and keeps the drift of the resources the change set
+/// changes or removes: a deploy would put their template values back over it (a drifted
+/// resource it does not touch stays drifted, unless `--revert-drift`). A detection that
+/// cannot run is one line saying why, not a failure of the plan.
+async fn drift_overwritten(
+    ops: &StackOps<'_>,
+    cfg: &DeployConfig,
+    changes: &[Change],
+) -> Vec<String> {
+    let poll = aws::poll_interval(&cfg.target);
+    let timeout = Duration::from_secs(15 * 60);
+    ops.progress
+        .step("detecting drift: what the deploy would overwrite");
+    let report = match crate::cloud::drift::detect(ops.cfn, ops.name, poll, timeout).await {
+        Ok(r) => r,
+        Err(e) => return vec![format!("drift could not be checked: {e}")],
+    };
+    let touched: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.action != crate::cloud::cfn::ChangeAction::Add)
+        .map(|c| c.logical_id.as_str())
+        .collect();
+    let kept = crate::cloud::drift::DriftReport {
+        drifted: report
+            .drifted
+            .into_iter()
+            .filter(|d| cfg.revert_drift || touched.contains(d.logical_id.as_str()))
+            .collect(),
+        ..report
+    };
+    kept.lines()
+}
+
+/// The statements the change set adds and removes: against the deployed template for an
+/// update, against nothing for a new stack; none when there is nothing to change.
+async fn security_changes(
+    ops: &StackOps<'_>,
+    plan: &Plan,
+    new_body: &str,
+) -> Result<Vec<SecurityChange>, DeployError> {
+    if !matches!(plan.planned, Planned::Changes { .. }) {
+        return Ok(Vec::new());
+    }
+    let json = |t: &str| {
+        serde_json::from_str::<serde_json::Value>(t)
+            .map_err(|e| DeployError::DeployedTemplate(e.to_string()))
+    };
+    let old = match plan.kind {
+        Prepared::Create => None,
+        Prepared::Update => Some(json(&ops.template().await?)?),
+    };
+    Ok(security::changes(old.as_ref(), &json(new_body)?))
+}
+
+/// Lets a change set that broadens a permission through only when `--approve-broadening`
+/// says so or the person at the terminal does. A new stack widens nothing that was there
+/// (its table is shown all the same), and taking a permission away never needs approval.
+fn gate(
+    progress: &dyn StackProgress,
+    approved: bool,
+    kind: Prepared,
+    changes: &[SecurityChange],
+) -> Result<(), DeployError> {
+    let wide: Vec<String> = security::broadening(changes)
+        .iter()
+        .map(|c| c.line())
+        .collect();
+    if kind == Prepared::Create || wide.is_empty() {
+        return Ok(());
+    }
+    if approved {
+        progress.step(&format!(
+            "broadening approved by --approve-broadening:\n{}",
+            wide.join("\n")
+        ));
+        return Ok(());
+    }
+    let question = format!(
+        "this deploy broadens permissions:\n{}\nexecute it?",
+        wide.join("\n")
+    );
+    match progress.confirm(&question) {
+        Some(true) => Ok(()),
+        Some(false) => Err(DeployError::Declined),
+        None => Err(DeployError::Broadening(wide)),
     }
 }
 
@@ -702,7 +882,25 @@ pub async fn deploy(
             assets::upload_template(s3, &bucket, cfg.stage.as_str(), &req.template_body).await?;
         req.template_url = Some(template_url(&cfg.target, &pre.identity, &bucket, &key));
     }
+    let mut notes = pre.notes.clone();
+    if deployed.is_some() {
+        let minutes = cfg
+            .rollback_minutes
+            .unwrap_or_else(|| default_rollback_minutes(&cfg.stage));
+        let cw = &pre.clients.cloudwatch;
+        req.rollback = rollback_triggers(cw, &cfg.stage, minutes, &mut notes).await?;
+    }
+    if let Some(r) = &req.rollback {
+        progress.step(&format!(
+            "rollback triggers: {} alarm(s), watched for {} minutes after the update",
+            r.alarm_arns.len(),
+            r.minutes
+        ));
+    }
+    let new_body = req.template_body.clone();
+    let req_rollback = req.rollback.clone();
     let plan = plan(&ops, cfg, req).await?;
+    let security = security_changes(&ops, &plan, &new_body).await?;
     timings.change_set = elapsed_ms(t);
 
     let mut report = DeployReport {
@@ -713,6 +911,9 @@ pub async fn deploy(
         architecture: arch.as_str().to_string(),
         status: Outcome::NoChanges,
         changes: Vec::new(),
+        security,
+        rollback: req_rollback,
+        drift_overwritten: Vec::new(),
         artifacts,
         assets_bucket: bucket,
         scope: pre.scope,
@@ -722,7 +923,7 @@ pub async fn deploy(
         settings,
         api_url: None,
         timings,
-        notes: pre.notes.clone(),
+        notes,
     };
     if let Some(outputs) = apply(&ops, &pre.clients.lambda, cfg, plan, &mut report).await? {
         report.api_url = outputs
@@ -759,6 +960,8 @@ fn change_set_request(
             ("stage".to_string(), cfg.stage.as_str().to_string()),
         ]),
         imports: Vec::new(),
+        rollback: None,
+        revert_drift: cfg.revert_drift,
     })
 }
 
@@ -875,6 +1078,107 @@ pub async fn verify_code(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The synthesized template of a stage, as JSON.
+    fn template() -> serde_json::Value {
+        let stage = Stage::parse("dev").unwrap_or_else(|e| panic!("{e}"));
+        let body = template_body(&App::image_pipeline(), &stage, Architecture::Arm64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The first statement list of the process function's role policy.
+    fn process_statements(t: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
+        let id = App::image_pipeline()
+            .function("process")
+            .map(|f| f.role_id())
+            .unwrap_or_else(|| panic!("no process function"));
+        t["Resources"][&id]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("{id} has no policy statements"))
+    }
+
+    /// A progress that records its steps and answers every question with `answer`.
+    struct Asked {
+        answer: Option<bool>,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl crate::progress::Progress for Asked {
+        fn step(&self, _: &str) {}
+        fn confirm(&self, question: &str) -> Option<bool> {
+            if let Ok(mut a) = self.asked.lock() {
+                a.push(question.to_string());
+            }
+            self.answer
+        }
+    }
+
+    impl StackProgress for Asked {}
+
+    fn asked(answer: Option<bool>) -> Asked {
+        Asked {
+            answer,
+            asked: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn a_deploy_adding_s3_star_on_star_is_refused_and_named() {
+        let old = template();
+        let mut new = old.clone();
+        process_statements(&mut new).push(serde_json::json!({
+            "Effect": "Allow", "Action": "s3:*", "Resource": "*"
+        }));
+        let changes = security::changes(Some(&old), &new);
+        let nobody = asked(None);
+        match gate(&nobody, false, Prepared::Update, &changes) {
+            Err(DeployError::Broadening(lines)) => {
+                assert_eq!(lines.len(), 1, "{lines:?}");
+                assert!(lines[0].contains("Allow s3:* on *"), "{lines:?}");
+                assert!(lines[0].starts_with("+ ProcessRole"), "{lines:?}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        let no = asked(Some(false));
+        assert!(matches!(
+            gate(&no, false, Prepared::Update, &changes),
+            Err(DeployError::Declined)
+        ));
+        assert!(no.asked.lock().unwrap_or_else(|p| p.into_inner())[0].contains("s3:*"));
+        assert!(gate(&asked(Some(true)), false, Prepared::Update, &changes).is_ok());
+        assert!(gate(&asked(None), true, Prepared::Update, &changes).is_ok());
+        // A new stage widens nothing that was there.
+        assert!(gate(&asked(None), false, Prepared::Create, &changes).is_ok());
+    }
+
+    #[test]
+    fn a_deploy_removing_an_action_passes_without_asking() {
+        let old = template();
+        let mut new = old.clone();
+        let statements = process_statements(&mut new);
+        let with_two = statements
+            .iter_mut()
+            .find(|s| s["Action"].as_array().is_some_and(|a| a.len() >= 2))
+            .unwrap_or_else(|| panic!("no statement with two actions"));
+        if let Some(a) = with_two["Action"].as_array_mut() {
+            a.pop();
+        }
+        let changes = security::changes(Some(&old), &new);
+        assert_eq!(changes.len(), 2, "{changes:#?}");
+        assert!(security::broadening(&changes).is_empty(), "{changes:#?}");
+        let nobody = asked(None);
+        assert!(gate(&nobody, false, Prepared::Update, &changes).is_ok());
+        assert!(
+            nobody
+                .asked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        );
+        // The deployed template against itself: nothing to show.
+        assert!(security::changes(Some(&old), &old).is_empty());
+    }
 
     #[test]
     fn alarms_go_to_nobody_a_topic_or_an_address_and_nothing_else() {

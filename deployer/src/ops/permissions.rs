@@ -266,6 +266,27 @@ fn stack_statements(s: &Scoped) -> Vec<Statement<String>> {
             ],
         ),
         Statement::allow(
+            // `status --drift` and `deploy --plan`: CloudFormation's drift detection of the
+            // stages' stacks (DetectStackDrift is also authorized as DetectStackResourceDrift
+            // for each resource). CloudFormation reads the resources with the caller's own
+            // permissions: what this policy cannot read is reported as not checked.
+            "DetectDriftOfTheseStages",
+            actions(&[
+                "cloudformation:DetectStackDrift",
+                "cloudformation:DetectStackResourceDrift",
+                "cloudformation:DescribeStackResourceDrifts",
+            ]),
+            vec![format!(
+                "arn:{p}:cloudformation:{region}:{account}:stack/{stacks}/*"
+            )],
+        ),
+        Statement::allow(
+            // A detection's status is read by its id, which names no stack.
+            "ReadDriftDetectionStatus",
+            actions(&["cloudformation:DescribeStackDriftDetectionStatus"]),
+            vec!["*".to_string()],
+        ),
+        Statement::allow(
             "ReadTheBootstrapStack",
             actions(&["cloudformation:DescribeStacks"]),
             vec![format!(
@@ -1291,6 +1312,14 @@ fn other_stage_deployer_checks(o: &OtherStage) -> Vec<EscalationCheck> {
         ),
         check(
             Deployer,
+            "run drift detection on another stage's stack",
+            "cloudformation:DetectStackDrift",
+            &o.stack,
+            none(),
+            Denied,
+        ),
+        check(
+            Deployer,
             "replace another stage's artifact",
             "s3:PutObject",
             &o.artifact,
@@ -1462,6 +1491,8 @@ mod tests {
                                 || sid == "NeverReconfigureTheAssetsBucket"
                                 // Service Quotas' list calls name no resource.
                                 || sid == "ReadTheDetectLabelsQuotaAndQueueMetrics"
+                                // A drift detection's status is read by its id alone.
+                                || sid == "ReadDriftDetectionStatus"
                                 || sid == "UnsubscribeAnOldAlarmAddress"
                                 // A mapping's id is Lambda's to choose; conditioned on
                                 // the stages' functions.

@@ -560,7 +560,18 @@ fn remove_the_kept_user(
 /// Changes the upload function's code (a note compiled into it) and nothing else: only that
 /// function is updated.
 fn change_one_function() -> Result<DeployReport> {
-    let deploy = vec!["deploy", "--local", "--stage", STAGE, "--output", "json"];
+    // Watched by the stage's alarms for a minute: the request carries them as rollback
+    // triggers (the emulator accepts them and does not act on them).
+    let deploy = vec![
+        "deploy",
+        "--local",
+        "--stage",
+        STAGE,
+        "--rollback-minutes",
+        "1",
+        "--output",
+        "json",
+    ];
     eprintln!("e2e    (with {BUILD_NOTE_VAR} set)");
     let updated: DeployReport = finished(
         xtask(&deploy)?
@@ -607,8 +618,102 @@ fn change_one_function() -> Result<DeployReport> {
         uploaded == ["upload"],
         "only the upload artifact is new, got {uploaded:?}"
     );
+    ensure!(
+        updated.security.is_empty(),
+        "a code change changed no permission, yet the gate saw {:?}",
+        updated.security
+    );
+    let triggers = updated
+        .rollback
+        .as_ref()
+        .context("the update had no rollback triggers")?;
+    ensure!(
+        triggers.minutes == 1
+            && triggers.alarm_arns.len() == stack::app::alarms::ALL.len()
+            && triggers
+                .alarm_arns
+                .iter()
+                .all(|a| a.contains(":alarm:image-pipeline-e2e-")),
+        "the rollback triggers are not the stage's alarms for a minute: {triggers:?}"
+    );
 
     Ok(updated)
+}
+
+/// A function's environment changed outside CloudFormation (as root, as in a console fix
+/// during an incident): `status --drift`, as the deploying user, exits 1 naming the function
+/// and the property path; after the change is undone, it finds nothing.
+fn drift_is_found(
+    rt: &tokio::runtime::Runtime,
+    local: &LocalConfig,
+    created: &DeployReport,
+) -> Result<()> {
+    let target = local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")?;
+    let spec = stack::App::image_pipeline();
+    let metadata = spec.function("metadata").context("no metadata function")?;
+    let name = created
+        .outputs
+        .get(&metadata.function_name_output())
+        .context("no metadata function name in the outputs")?
+        .clone();
+    let set_drift = |extra: Option<&str>| -> Result<()> {
+        rt.block_on(async {
+            let (clients, _) = deployer::cloud::aws::connect(&target).await?;
+            let config = clients
+                .lambda
+                .get_function_configuration()
+                .function_name(&name)
+                .send()
+                .await
+                .context("reading the metadata function's configuration")?;
+            let mut vars = config
+                .environment()
+                .and_then(|e| e.variables())
+                .cloned()
+                .unwrap_or_default();
+            match extra {
+                Some(v) => vars.insert("E2E_DRIFT".into(), v.into()),
+                None => vars.remove("E2E_DRIFT"),
+            };
+            clients
+                .lambda
+                .update_function_configuration()
+                .function_name(&name)
+                .environment(
+                    aws_sdk_lambda::types::Environment::builder()
+                        .set_variables(Some(vars))
+                        .build(),
+                )
+                .send()
+                .await
+                .context("changing the metadata function's environment as root")?;
+            anyhow::Ok(())
+        })
+    };
+    set_drift(Some("changed-in-the-console"))?;
+    let args = ["status", "--drift", "--local", "--stage", STAGE];
+    let run = finished(xtask(&args)?.stderr(Stderr::Capture).run()?);
+    ensure!(
+        run.code == 1
+            && run.stderr.contains("MetadataFunction")
+            && run.stderr.contains("/Environment/Variables/E2E_DRIFT"),
+        "status --drift should exit 1 naming MetadataFunction and /Environment/Variables/E2E_DRIFT; exit {}:\n{}",
+        run.code,
+        run.stderr
+    );
+    set_drift(None)?;
+    let report: deployer::observe::status::StatusReport = ok(&["status", "--drift"])?;
+    ensure!(
+        report.drift.as_ref().is_some_and(|d| !d.is_drifted()),
+        "status --drift still finds drift after it was undone: {:?}",
+        report.drift
+    );
+    eprintln!(
+        "e2e    status --drift names a function environment changed outside CloudFormation, and nothing once it is undone"
+    );
+    Ok(())
 }
 
 /// Teardown, then teardown again with nothing to do.
@@ -733,6 +838,7 @@ fn steps() -> Result<()> {
     redeploy_changes_nothing()?;
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
+    drift_is_found(&rt, &local, &created)?;
     let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
         &local,
         STAGE,
