@@ -268,8 +268,8 @@ fn stack_statements(s: &Scoped) -> Vec<Statement<String>> {
         Statement::allow(
             // `status --drift` and `deploy --plan`: CloudFormation's drift detection of the
             // stages' stacks (DetectStackDrift is also authorized as DetectStackResourceDrift
-            // for each resource). CloudFormation reads the resources with the caller's own
-            // permissions: what this policy cannot read is reported as not checked.
+            // for each resource). CloudFormation is said to read the resources with the
+            // caller's permissions; a detection that ends incomplete says why.
             "DetectDriftOfTheseStages",
             actions(&[
                 "cloudformation:DetectStackDrift",

@@ -246,35 +246,13 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// IAM's wildcard match: `*` any run of characters, `?` one; actions ignore case.
+/// IAM's wildcard match (`*` any run of characters, `?` one); actions ignore case.
 fn pattern_matches(pattern: &str, value: &str, case_blind: bool) -> bool {
-    let (p, v): (Vec<char>, Vec<char>) = if case_blind {
-        (
-            pattern.to_lowercase().chars().collect(),
-            value.to_lowercase().chars().collect(),
-        )
+    if case_blind {
+        policies::eval::action_matches(pattern, value)
     } else {
-        (pattern.chars().collect(), value.chars().collect())
-    };
-    // Iterative glob match with backtracking to the last `*`.
-    let (mut pi, mut vi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
-            pi += 1;
-            vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, vi));
-            pi += 1;
-        } else if let Some((sp, sv)) = star {
-            pi = sp + 1;
-            vi = sv + 1;
-            star = Some((sp, sv + 1));
-        } else {
-            return false;
-        }
+        policies::eval::wildcard_match(pattern, value)
     }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// The statement with `Action`, `NotAction`, `Resource` and `NotResource` as sorted lists

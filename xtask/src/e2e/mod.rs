@@ -9,8 +9,9 @@
 //! refused, a token of another user pool and an expired one of the stage's pool refused, deploy again (no changes, the quota kept),
 //! kill the emulator with SIGKILL and start it again (the image, its item and the stack are all
 //! still there; its S3 event, put in the dead-letter queue, moved back by `redrive` and
-//! received again), change the upload function's code and deploy (only that function is
-//! updated); then take `s3:GetObjectVersion` away from the process role and show an upload
+//! received again), change the upload function's code and deploy with the stage's alarms as
+//! rollback triggers (only that function is updated, no permission changes); change a
+//! function's environment as root and find it with `status --drift`; then take `s3:GetObjectVersion` away from the process role and show an upload
 //! held back in the work queue with an error that names it; teardown, teardown again
 //! (nothing to do), and the stage's bucket still gone after `local down` and `local up`; the
 //! bootstrap removed, and again (nothing to do); and a deploy with no
@@ -112,7 +113,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, a dead letter redriven, one-function update, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, a dead letter redriven, one-function update with rollback triggers and no permission change, drift found and named, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
