@@ -60,6 +60,14 @@ pub mod alarms {
     /// The CloudWatch dimensions they watch: an SQS queue's name, a Lambda function's.
     pub const QUEUE_DIMENSION: &str = "QueueName";
     pub const FUNCTION_DIMENSION: &str = "FunctionName";
+
+    /// The physical names of a stage's alarms, `image-pipeline-{stage}-{short}`, in [`ALL`]'s
+    /// order.
+    pub fn names(stage: &crate::Stage) -> Vec<String> {
+        ALL.iter()
+            .map(|a| format!("{}-{a}", stage.stack_name()))
+            .collect()
+    }
 }
 /// The images one user may upload per UTC day (direct and presigned together).
 pub const UPLOADS_PER_DAY_PARAM: &str = "UploadsPerUserPerDay";

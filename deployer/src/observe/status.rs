@@ -250,10 +250,7 @@ async fn read_alarms(
     stage: &Stage,
     report: &mut StatusReport,
 ) {
-    let names: Vec<String> = stack::app::alarms::ALL
-        .iter()
-        .map(|a| format!("{}-{a}", stage.stack_name()))
-        .collect();
+    let names = stack::app::alarms::names(stage);
     let out = match cloudwatch
         .describe_alarms()
         .set_alarm_names(Some(names.clone()))

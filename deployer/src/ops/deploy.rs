@@ -81,10 +81,7 @@ pub async fn rollback_triggers(
     if minutes == 0 {
         return Ok(None);
     }
-    let names: Vec<String> = stack::app::alarms::ALL
-        .iter()
-        .map(|a| format!("{}-{a}", stage.stack_name()))
-        .collect();
+    let names = stack::app::alarms::names(stage);
     let out = cloudwatch
         .describe_alarms()
         .set_alarm_names(Some(names))
