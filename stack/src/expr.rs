@@ -26,6 +26,10 @@ pub enum Expr {
     Not(Box<Expr>),
     /// `Ref: AWS::NoValue`: removes the property it stands for.
     NoValue,
+    /// `Fn::Join` of the values with the separator.
+    Join(String, Vec<Expr>),
+    /// A property object (for one that is there or not by a condition).
+    Object(std::collections::BTreeMap<String, Expr>),
 }
 
 impl Expr {
@@ -97,6 +101,8 @@ impl Serialize for Expr {
             Expr::If(c, a, b) => single(s, "Fn::If", &(c, a, b)),
             Expr::Equals(a, b) => single(s, "Fn::Equals", &[a, b]),
             Expr::Not(a) => single(s, "Fn::Not", &[a]),
+            Expr::Join(sep, items) => single(s, "Fn::Join", &(sep, items)),
+            Expr::Object(fields) => fields.serialize(s),
         }
     }
 }
@@ -130,6 +136,13 @@ mod tests {
                 Box::new(Expr::str(""))
             )))),
             json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "P"}, ""]}]})
+        );
+        assert_eq!(
+            js(&Expr::Join(
+                String::new(),
+                vec![Expr::get_att("B", "Arn"), Expr::str("/*")]
+            )),
+            json!({"Fn::Join": ["", [{"Fn::GetAtt": ["B", "Arn"]}, "/*"]]})
         );
         assert_eq!(
             js(&Expr::List(vec![Expr::Int(1), Expr::Bool(true)])),

@@ -99,6 +99,9 @@ pub struct Bucket {
     pub notification_configuration: Option<Notification>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_configuration: Option<Cors>,
+    /// Server access logging, when a condition turns it on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging_configuration: Option<Expr>,
 }
 
 /// Which cross-origin requests browsers may make to the bucket.
@@ -128,7 +131,9 @@ impl Bucket {
                 server_side_encryption_configuration: vec![EncryptionRule {
                     server_side_encryption_by_default: EncryptionByDefault {
                         sse_algorithm: "AES256".into(),
+                        kms_master_key_id: None,
                     },
+                    bucket_key_enabled: None,
                 }],
             },
             ownership_controls: OwnershipControls {
@@ -142,6 +147,7 @@ impl Bucket {
             lifecycle_configuration: None,
             notification_configuration: None,
             cors_configuration: None,
+            logging_configuration: None,
         }
     }
 }
@@ -176,12 +182,19 @@ pub struct BucketEncryption {
 #[serde(rename_all = "PascalCase")]
 pub struct EncryptionRule {
     pub server_side_encryption_by_default: EncryptionByDefault,
+    /// An S3 Bucket Key, which spares most KMS requests of `aws:kms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_key_enabled: Option<Expr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EncryptionByDefault {
+    /// `AES256`, or `aws:kms` (possibly chosen by a condition).
     #[serde(rename = "SSEAlgorithm")]
-    pub sse_algorithm: String,
+    pub sse_algorithm: Expr,
+    /// The customer managed key of `aws:kms`.
+    #[serde(rename = "KMSMasterKeyID", skip_serializing_if = "Option::is_none")]
+    pub kms_master_key_id: Option<Expr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -281,7 +294,7 @@ pub struct FilterRule {
 #[serde(rename_all = "PascalCase")]
 pub struct BucketPolicy {
     pub bucket: Expr,
-    pub policy_document: PolicyDocument<Expr>,
+    pub policy_document: ResourcePolicy,
 }
 
 // ---------------------------------------------------------------------------------- DynamoDB
@@ -455,6 +468,9 @@ pub struct InlinePolicy {
 pub struct LogGroup {
     pub log_group_name: Expr,
     pub retention_in_days: Expr,
+    /// The customer managed key that encrypts it (possibly chosen by a condition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<Expr>,
 }
 
 // ------------------------------------------------------------------------------------ Lambda
@@ -634,14 +650,8 @@ pub struct MetricDimension {
 #[serde(rename_all = "PascalCase")]
 pub struct Topic {
     pub topic_name: Expr,
-    pub subscription: Vec<Subscription>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Subscription {
-    pub endpoint: Expr,
-    pub protocol: String,
+    /// The topic's subscriptions: a list, or a condition choosing one.
+    pub subscription: Expr,
 }
 
 // ------------------------------------------------------------------------------------ Cognito

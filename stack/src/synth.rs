@@ -39,6 +39,12 @@ pub const PARAM_LOG_RETENTION: &str = "LogRetentionInDays";
 pub const PARAM_ARTIFACT_BUCKET: &str = "ArtifactBucket";
 pub const PARAM_PERMISSIONS_BOUNDARY: &str = "PermissionsBoundaryArn";
 pub const CONDITION_REKOGNITION_ENDPOINT: &str = "HasRekognitionEndpoint";
+/// A customer managed KMS key for the uploads bucket and the log groups (empty: none).
+pub const PARAM_KMS_KEY: &str = "KmsKeyArn";
+pub const CONDITION_KMS_KEY: &str = "HasKmsKey";
+/// A bucket of the operator's for the uploads bucket's server access logs (empty: none).
+pub const PARAM_ACCESS_LOG_BUCKET: &str = "AccessLogBucket";
+pub const CONDITION_ACCESS_LOGS: &str = "HasAccessLogBucket";
 
 pub const BUCKET_ID: &str = "UploadsBucket";
 pub const BUCKET_POLICY_ID: &str = "UploadsBucketPolicy";
@@ -56,6 +62,7 @@ pub const USER_POOL_CLIENT_ID: &str = crate::app::logical::USER_POOL_CLIENT;
 pub const CONDITION_SELF_SIGN_UP: &str = "SelfSignUpEnabled";
 pub const CONDITION_ALARMS_TO_TOPIC: &str = "AlarmsToTopic";
 pub const CONDITION_ALARMS_TO_EMAIL: &str = "AlarmsToEmail";
+pub const CONDITION_ALARMS_TO_STACK_TOPIC: &str = "AlarmsToStackTopic";
 pub const ALARM_TOPIC_ID: &str = "AlarmTopic";
 /// How long an access or ID token is good for, in minutes: short, since the authorizer
 /// cannot revoke one before it expires.
@@ -102,39 +109,44 @@ pub fn synthesize(app: &App, opts: &SynthOptions) -> Template {
             "{APP}: serverless image upload, labelling and metadata API (synthesized by cargo xtask synth)"
         ),
         parameters,
-        conditions: BTreeMap::from([
-            (
-                CONDITION_REKOGNITION_ENDPOINT.to_string(),
-                Expr::Not(Box::new(Expr::Equals(
-                    Box::new(Expr::r#ref(REKOGNITION_ENDPOINT_PARAM)),
-                    Box::new(Expr::str("")),
-                ))),
-            ),
-            (
-                CONDITION_SELF_SIGN_UP.to_string(),
-                Expr::Equals(
-                    Box::new(Expr::r#ref(SELF_SIGN_UP_PARAM)),
-                    Box::new(Expr::str("true")),
-                ),
-            ),
-            (
-                CONDITION_ALARMS_TO_TOPIC.to_string(),
-                Expr::Not(Box::new(Expr::Equals(
-                    Box::new(Expr::r#ref(ALARM_TOPIC_PARAM)),
-                    Box::new(Expr::str("")),
-                ))),
-            ),
-            (
-                CONDITION_ALARMS_TO_EMAIL.to_string(),
-                Expr::Not(Box::new(Expr::Equals(
-                    Box::new(Expr::r#ref(ALARM_EMAIL_PARAM)),
-                    Box::new(Expr::str("")),
-                ))),
-            ),
-        ]),
+        conditions: conditions(),
         resources,
         outputs,
     }
+}
+
+/// Whether a string parameter is set (not empty).
+fn set(param: &str) -> Expr {
+    Expr::Not(Box::new(Expr::Equals(
+        Box::new(Expr::r#ref(param)),
+        Box::new(Expr::str("")),
+    )))
+}
+
+/// The template's conditions, each on the parameters.
+fn conditions() -> BTreeMap<String, Expr> {
+    let unset = |param: &str| Expr::Equals(Box::new(Expr::r#ref(param)), Box::new(Expr::str("")));
+    BTreeMap::from([
+        (
+            CONDITION_REKOGNITION_ENDPOINT,
+            set(REKOGNITION_ENDPOINT_PARAM),
+        ),
+        (
+            CONDITION_SELF_SIGN_UP,
+            Expr::Equals(
+                Box::new(Expr::r#ref(SELF_SIGN_UP_PARAM)),
+                Box::new(Expr::str("true")),
+            ),
+        ),
+        (CONDITION_ALARMS_TO_TOPIC, set(ALARM_TOPIC_PARAM)),
+        (CONDITION_ALARMS_TO_STACK_TOPIC, unset(ALARM_TOPIC_PARAM)),
+        (CONDITION_ALARMS_TO_EMAIL, set(ALARM_EMAIL_PARAM)),
+        (CONDITION_KMS_KEY, set(PARAM_KMS_KEY)),
+        (CONDITION_ACCESS_LOGS, set(PARAM_ACCESS_LOG_BUCKET)),
+    ])
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn key(name: &str, key_type: &str) -> KeySchemaElement {
@@ -348,6 +360,30 @@ fn add_event_source_mapping(resources: &mut BTreeMap<String, Resource>, f: &Func
     );
 }
 
+/// A bucket policy that denies every request to `bucket` and `objects` not made over TLS,
+/// its condition's value a plain string (the form Control Tower's CT.S3.PR.8 recognises).
+pub fn tls_only(bucket: Expr, objects: Expr) -> ResourcePolicy {
+    ResourcePolicy {
+        version: policies::document::POLICY_VERSION,
+        statement: vec![ResourceStatement {
+            sid: "DenyInsecureTransport".into(),
+            effect: Effect::Deny,
+            principal: Principal::Everyone,
+            action: vec![act("s3:*")],
+            resource: vec![bucket, objects],
+            condition: BTreeMap::from([(
+                "Bool".to_string(),
+                BTreeMap::from([("aws:SecureTransport".to_string(), Expr::str("false"))]),
+            )]),
+        }],
+    }
+}
+
+/// The stage's KMS key where one is given, else nothing (the service's own key).
+fn kms_key() -> Expr {
+    Expr::if_(CONDITION_KMS_KEY, Expr::r#ref(PARAM_KMS_KEY), Expr::NoValue)
+}
+
 /// Old versions expire after 30 days; what the process function found not to be an image is
 /// current for a day, then noncurrent for a day, then gone.
 fn lifecycle_rules() -> Vec<LifecycleRule> {
@@ -426,13 +462,45 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
                 max_age: 600,
             }],
         }),
+        logging_configuration: Some(Expr::if_(
+            CONDITION_ACCESS_LOGS,
+            Expr::Object(BTreeMap::from([
+                (
+                    "DestinationBucketName".to_string(),
+                    Expr::r#ref(PARAM_ACCESS_LOG_BUCKET),
+                ),
+                ("LogFilePrefix".to_string(), sub(&names.bucket().join("/"))),
+            ])),
+            Expr::NoValue,
+        )),
+        bucket_encryption: BucketEncryption {
+            server_side_encryption_configuration: vec![EncryptionRule {
+                server_side_encryption_by_default: EncryptionByDefault {
+                    sse_algorithm: Expr::if_(
+                        CONDITION_KMS_KEY,
+                        Expr::str("aws:kms"),
+                        Expr::str("AES256"),
+                    ),
+                    kms_master_key_id: Some(kms_key()),
+                },
+                bucket_key_enabled: Some(Expr::if_(
+                    CONDITION_KMS_KEY,
+                    Expr::Bool(true),
+                    Expr::NoValue,
+                )),
+            }],
+        },
         ..Bucket::locked_down(sub(&names.bucket()))
     };
     let mut bucket_resource = Resource::new(ResourceProps::Bucket(Box::new(bucket)))
         .deleted_with_stack()
         .skip_check(
+            "CKV_AWS_19",
+            "encrypted either way: SSEAlgorithm is AES256, or aws:kms with the stage's key when it sets --kms-key, a condition (Fn::If) this check cannot read",
+        )
+        .skip_check(
             "CKV_AWS_18",
-            "server access logging needs a second, long-lived log bucket per stage; every write arrives through the HTTP API, whose access log records it, and object-level auditing belongs to the account's CloudTrail",
+            "server access logging is the stage option --access-log-bucket, off by default: it needs a long-lived log bucket outside the stage; every write arrives through the HTTP API, whose access log records it, and object-level auditing belongs to the account's CloudTrail",
         );
     bucket_resource.depends_on = vec![QUEUE_POLICY_ID.to_string()];
     resources.insert(BUCKET_ID.to_string(), bucket_resource);
@@ -440,9 +508,14 @@ fn add_uploads_bucket(resources: &mut BTreeMap<String, Resource>, app: &App) {
         BUCKET_POLICY_ID.to_string(),
         Resource::new(ResourceProps::BucketPolicy(BucketPolicy {
             bucket: Expr::r#ref(BUCKET_ID),
-            policy_document: PolicyDocument::tls_only(
-                sub(&names.bucket_arn()),
-                sub(&names.bucket_arn().join("/*")),
+            // The bucket's ARN attribute and its objects under it (not the name written
+            // out): the form CT.S3.PR.8 recognises in a template.
+            policy_document: tls_only(
+                Expr::get_att(BUCKET_ID, "Arn"),
+                Expr::Join(
+                    String::new(),
+                    vec![Expr::get_att(BUCKET_ID, "Arn"), Expr::str("/*")],
+                ),
             ),
         })),
     );
@@ -570,6 +643,7 @@ fn base_parameters(opts: &SynthOptions) -> BTreeMap<String, Parameter> {
     );
     pacing_parameters(&mut p);
     alarm_parameters(&mut p);
+    compliance_parameters(&mut p);
     let mut bucket = Parameter::string("Bucket holding the function artifacts (same region)");
 
     bucket.min_length = Some(3);
@@ -618,6 +692,26 @@ fn pacing_parameters(p: &mut BTreeMap<String, Parameter>) {
     );
 }
 
+/// What a stage may turn on for compliance at a cost: a customer managed KMS key of the
+/// operator's, and a bucket of the operator's for the uploads bucket's access logs.
+fn compliance_parameters(p: &mut BTreeMap<String, Parameter>) {
+    let mut key = Parameter::string(
+        "A customer managed KMS key (ARN) that encrypts the uploads bucket and the log groups (empty: S3 and CloudWatch Logs service keys); its key policy must let S3 and CloudWatch Logs use it",
+    )
+    .default("");
+    key.allowed_pattern =
+        Some(r"^$|^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/(mrk-)?[0-9a-f-]{32,36}$".into());
+    key.constraint_description = Some("empty, or a KMS key ARN".into());
+    p.insert(PARAM_KMS_KEY.to_string(), key);
+    let mut logs = Parameter::string(
+        "A bucket (same account and region) that receives the uploads bucket's server access logs (empty: none); its policy must let logging.s3.amazonaws.com write",
+    )
+    .default("");
+    logs.allowed_pattern = Some(r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$".into());
+    logs.constraint_description = Some("empty, or an S3 bucket name".into());
+    p.insert(PARAM_ACCESS_LOG_BUCKET.to_string(), logs);
+}
+
 /// Where the alarms notify, and when the oldest message is too old.
 fn alarm_parameters(p: &mut BTreeMap<String, Parameter>) {
     let mut topic = Parameter::string(
@@ -648,27 +742,30 @@ fn alarm_parameters(p: &mut BTreeMap<String, Parameter>) {
 const SNS_KMS_REASON: &str = "alarm notifications carry only alarm names and states; CloudWatch cannot publish to a topic encrypted with the AWS managed SNS key, and a customer managed key per stage adds key policy administration for no protection of data";
 
 /// The stage's alarms (dead letters, the oldest message's age, the process function's errors)
-/// and, when they notify an email address, the topic that sends it.
+/// and, unless they notify the operator's own topic, the stage's topic they publish to (with
+/// the operator's address subscribed, if one is given). An alarm thus always has an action,
+/// as Control Tower's CT.CLOUDWATCH.PR.1 requires, and anyone may subscribe later.
 fn add_alarms(resources: &mut BTreeMap<String, Resource>, app: &App) {
     let names = &app.names;
-    let notify = Expr::if_(
+    let notify = Expr::List(vec![Expr::if_(
         CONDITION_ALARMS_TO_TOPIC,
-        Expr::List(vec![Expr::r#ref(ALARM_TOPIC_PARAM)]),
-        Expr::if_(
-            CONDITION_ALARMS_TO_EMAIL,
-            Expr::List(vec![Expr::r#ref(ALARM_TOPIC_ID)]),
-            Expr::NoValue,
-        ),
-    );
+        Expr::r#ref(ALARM_TOPIC_PARAM),
+        Expr::r#ref(ALARM_TOPIC_ID),
+    )]);
+    let email = Expr::Object(BTreeMap::from([
+        ("Endpoint".to_string(), Expr::r#ref(ALARM_EMAIL_PARAM)),
+        ("Protocol".to_string(), Expr::str("email")),
+    ]));
     let mut topic = Resource::new(ResourceProps::Topic(Topic {
         topic_name: sub(&names.alarm_topic()),
-        subscription: vec![Subscription {
-            endpoint: Expr::r#ref(ALARM_EMAIL_PARAM),
-            protocol: "email".into(),
-        }],
+        subscription: Expr::if_(
+            CONDITION_ALARMS_TO_EMAIL,
+            Expr::List(vec![email]),
+            Expr::NoValue,
+        ),
     }))
     .skip_check("CKV_AWS_26", SNS_KMS_REASON);
-    topic.condition = Some(CONDITION_ALARMS_TO_EMAIL.into());
+    topic.condition = Some(CONDITION_ALARMS_TO_STACK_TOPIC.into());
     resources.insert(ALARM_TOPIC_ID.to_string(), topic);
     let process = app
         .functions
@@ -890,6 +987,7 @@ fn add_function(
         Resource::new(ResourceProps::LogGroup(LogGroup {
             log_group_name: sub(&names.log_group(f.name)),
             retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
+            kms_key_id: Some(kms_key()),
         }))
         .deleted_with_stack()
         .skip_check("CKV_AWS_158", LOG_KMS_REASON)
@@ -929,8 +1027,8 @@ fn add_function(
     );
 }
 
-const LOG_KMS_REASON: &str = "CloudWatch Logs encrypts every log group at rest with a service key; a customer managed key per stage adds key policy administration for logs that carry no secrets";
-const LOG_RETENTION_REASON: &str = "retention is the LogRetentionInDays parameter (default 30 days) because stages are short-lived development and CI environments; production stages set 365 or more";
+const LOG_KMS_REASON: &str = "a customer managed key is the stage option --kms-key, off by default: CloudWatch Logs encrypts every log group at rest with a service key, and a key of the operator's adds key policy administration for logs that carry no secrets";
+const LOG_RETENTION_REASON: &str = "retention is the stage option --log-retention-days (the LogRetentionInDays parameter, default 30 days) because stages are short-lived development and CI environments; production stages set 365 or more";
 
 fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
     let names = &app.names;
@@ -947,6 +1045,7 @@ fn add_http_api(resources: &mut BTreeMap<String, Resource>, app: &App) {
         Resource::new(ResourceProps::LogGroup(LogGroup {
             log_group_name: sub(&names.api_access_log_group()),
             retention_in_days: Expr::r#ref(PARAM_LOG_RETENTION),
+            kms_key_id: Some(kms_key()),
         }))
         .deleted_with_stack()
         .skip_check("CKV_AWS_158", LOG_KMS_REASON)

@@ -302,11 +302,44 @@ fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_
     ] {
         assert_eq!(p["PublicAccessBlockConfiguration"][flag], true, "{flag}");
     }
+    // AES-256, or the stage's KMS key (with a Bucket Key) when one is given.
+    let sse = &p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
     assert_eq!(
-        p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
-            ["SSEAlgorithm"],
-        "AES256"
+        sse["ServerSideEncryptionByDefault"],
+        serde_json::json!({
+            "SSEAlgorithm": {"Fn::If": ["HasKmsKey", "aws:kms", "AES256"]},
+            "KMSMasterKeyID": {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+        })
     );
+    assert_eq!(
+        sse["BucketKeyEnabled"],
+        serde_json::json!({"Fn::If": ["HasKmsKey", true, {"Ref": "AWS::NoValue"}]})
+    );
+    // Server access logs go to the operator's bucket when one is given.
+    assert_eq!(
+        p["LoggingConfiguration"]["Fn::If"][1]["DestinationBucketName"],
+        serde_json::json!({"Ref": "AccessLogBucket"})
+    );
+    assert_eq!(
+        t["Conditions"]["HasAccessLogBucket"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AccessLogBucket"}, ""]}]})
+    );
+    // Every log group is encrypted with the stage's key when one is given.
+    let groups = t["Resources"]
+        .as_object()
+        .map(|r| {
+            r.values()
+                .filter(|v| v["Type"] == "AWS::Logs::LogGroup")
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(groups.len() > 1);
+    for g in groups {
+        assert_eq!(
+            g["Properties"]["KmsKeyId"],
+            serde_json::json!({"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]})
+        );
+    }
     let n = &p["NotificationConfiguration"]["QueueConfigurations"][0];
     assert_eq!(n["Event"], "s3:ObjectCreated:*");
     assert_eq!(
@@ -362,11 +395,15 @@ fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_
     let pol =
         &t["Resources"]["UploadsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
     assert_eq!(pol["Effect"], "Deny");
+    assert_eq!(pol["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    // The bucket's ARN attribute and its objects under it: the form CT.S3.PR.8 reads.
     assert_eq!(
-        pol["Condition"]["Bool"]["aws:SecureTransport"],
-        serde_json::json!(["false"])
+        pol["Resource"],
+        serde_json::json!([
+            {"Fn::GetAtt": ["UploadsBucket", "Arn"]},
+            {"Fn::Join": ["", [{"Fn::GetAtt": ["UploadsBucket", "Arn"]}, "/*"]]}
+        ])
     );
-    assert_eq!(pol["Resource"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]
@@ -905,17 +942,23 @@ fn three_alarms_watch_the_queues_and_the_process_function_and_notify_as_the_stag
         oldest["Threshold"],
         json!({"Ref": "OldestMessageAlarmSeconds"})
     );
-    // A topic given wins; an email gets the stack's own topic; neither, no action at all.
-    let notify = json!({"Fn::If": ["AlarmsToTopic", [{"Ref": "AlarmTopicArn"}],
-        {"Fn::If": ["AlarmsToEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}]});
+    // A topic given wins; otherwise the stack's own topic, so an alarm always has an action.
+    let notify =
+        json!([{"Fn::If": ["AlarmsToTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}]);
     for (_, a) in &alarms {
         assert_eq!(a["Properties"]["AlarmActions"], notify);
         assert_eq!(a["Properties"]["OKActions"], notify);
     }
+    // The stack's topic exists unless the operator's is given; an address is subscribed.
     let topic = &t["Resources"]["AlarmTopic"];
-    assert_eq!(topic["Condition"], "AlarmsToEmail");
+    assert_eq!(topic["Condition"], "AlarmsToStackTopic");
+    assert_eq!(
+        t["Conditions"]["AlarmsToStackTopic"],
+        json!({"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]})
+    );
     assert_eq!(
         topic["Properties"]["Subscription"],
-        json!([{"Endpoint": {"Ref": "AlarmEmail"}, "Protocol": "email"}])
+        json!({"Fn::If": ["AlarmsToEmail",
+            [{"Endpoint": {"Ref": "AlarmEmail"}, "Protocol": "email"}], {"Ref": "AWS::NoValue"}]})
     );
 }

@@ -64,6 +64,21 @@ pub struct Args {
     /// deployed, 3600 for a new stage
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(60..=i64::from(stack::app::QUEUE_RETENTION_SECONDS)))]
     pub oldest_message_alarm_seconds: Option<u32>,
+    /// Days the function and API access logs are kept (1, 3, 5, 7, 14, 30, 60, 90, 120, 150,
+    /// 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653). Default: as
+    /// deployed, 30 for a new stage; Control Tower's CT.CLOUDWATCH.PR.2 wants 365 or more
+    #[arg(long, value_name = "DAYS", value_parser = deployer::ops::deploy::parse_log_retention)]
+    pub log_retention_days: Option<u32>,
+    /// A customer managed KMS key (ARN) that encrypts the uploads bucket and the log groups,
+    /// or `none` for the services' own keys. Its key policy must let S3 and CloudWatch Logs
+    /// use it. Default: as deployed, none for a new stage
+    #[arg(long, value_name = "ARN|none", value_parser = deployer::ops::deploy::parse_kms_key)]
+    pub kms_key: Option<String>,
+    /// A bucket of yours (same account and region) that receives the uploads bucket's server
+    /// access logs, or `none`. Its policy must let logging.s3.amazonaws.com write. Default: as
+    /// deployed, none for a new stage
+    #[arg(long, value_name = "BUCKET|none", value_parser = deployer::ops::deploy::parse_access_log_bucket)]
+    pub access_log_bucket: Option<String>,
 }
 
 /// A stage setting that is on or off.
@@ -81,6 +96,9 @@ impl Args {
             self_sign_up: self.self_sign_up.map(|s| s == Switch::On),
             alarms_to: self.alarms_to.clone(),
             oldest_message_alarm_seconds: self.oldest_message_alarm_seconds,
+            log_retention_days: self.log_retention_days,
+            kms_key: self.kms_key.clone(),
+            access_log_bucket: self.access_log_bucket.clone(),
         }
     }
 }
@@ -169,6 +187,14 @@ fn settings_lines(st: &deployer::ops::deploy::Settings) -> String {
     s.push_str(&format!(
         "alarms: notify {}; the oldest message may wait {} s\n",
         st.alarms_to, st.oldest_message_alarm_seconds
+    ));
+    s.push_str(&format!(
+        "logs: kept {} days; encrypted with {}; bucket access logs {}\n",
+        st.log_retention_days,
+        st.kms_key.as_deref().unwrap_or("the services' own keys"),
+        st.access_log_bucket
+            .as_deref()
+            .map_or("off".to_string(), |b| format!("to {b}"))
     ));
     let pace = &st.labels;
     s.push_str(&format!(
@@ -337,6 +363,9 @@ mod tests {
                 labels: deployer::ops::deploy::LabelsPace::new(20, QuotaSource::Applied),
                 alarms_to: deployer::ops::deploy::AlarmsTo::Nobody,
                 oldest_message_alarm_seconds: 3600,
+                log_retention_days: 30,
+                kms_key: None,
+                access_log_bucket: None,
             },
             api_url: Some("https://127.0.0.1:4566/_aws/execute-api/abc/$default".into()),
             timings: Timings {

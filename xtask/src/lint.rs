@@ -4,6 +4,9 @@
 //! finding fails the run. Each tool must also reject a deliberately bad canary, so a tool that
 //! quietly stops checking cannot make the run pass.
 
+mod guard;
+mod npm;
+mod resolve;
 mod workflows;
 
 use std::path::{Path, PathBuf};
@@ -171,13 +174,67 @@ pub fn run(a: Args) -> Result<()> {
         failed.extend(check(&venv, tool, &target)?);
     }
     failed.extend(workflows::check(&venv, &out)?);
+    failed.extend(control_tower(&out)?);
     if !failed.is_empty() {
         bail!("validation failed: {}", failed.join(", "));
     }
     println!(
-        "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap; actionlint and zizmor nothing for the CI workflows"
+        "lint: cfn-lint, checkov and parliament report nothing for arm64, x86_64 and the bootstrap; actionlint and zizmor nothing for the CI workflows; Control Tower's rules decide what the README's table says"
     );
     Ok(())
+}
+
+/// Control Tower's proactive controls on the stack ([`guard`]): prints each one's verdicts;
+/// fails when they differ from the README's table, or when the rules pass the canary.
+fn control_tower(out: &Path) -> Result<Option<String>> {
+    let root = workspace_root();
+    let started = Instant::now();
+    let guard = guard::Guard::install()?;
+    let dir = out.join("control-tower");
+    let canary = root.join("xtask").join("canaries").join("template.yaml");
+    if !guard.rejects(&canary, &dir)? {
+        bail!(
+            "Control Tower's rules found nothing wrong in the deliberately bad {}, as a file or as hooks: they are not checking",
+            canary.display()
+        );
+    }
+    let template = out
+        .join(format!("{}-json", Architecture::Arm64))
+        .join("template.json");
+    let body: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&template)?)?;
+    let verdicts = guard.judge(&template, &guard::stage_settings(&body), &dir)?;
+    eprintln!(
+        "{:<16} {:<8} {:<8} {:<8}",
+        "control", "template", "deploy", "options"
+    );
+    for (control, row) in &verdicts.0 {
+        eprintln!(
+            "{control:<16} {:<8} {:<8} {:<8}",
+            row[0].word(),
+            row[1].word(),
+            row[2].word()
+        );
+    }
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let differences = guard::differences(&verdicts, &readme);
+    eprintln!(
+        "{:<10} {} {} Control Tower rules apply ({:.1}s)",
+        "cfn-guard",
+        if differences.is_empty() {
+            "ok  "
+        } else {
+            "FAIL"
+        },
+        verdicts.0.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if differences.is_empty() {
+        return Ok(None);
+    }
+    eprintln!("{}\n", differences.join("\n"));
+    Ok(Some(
+        "cfn-guard (Control Tower's rules) against the README's table".to_string(),
+    ))
 }
 
 /// Runs `tool` on `target` and prints its verdict; what failed, if it did.

@@ -143,7 +143,7 @@ fn unversioned(spec: &Spec) -> Template {
         BUCKET_POLICY_ID.to_string(),
         Resource::new(ResourceProps::BucketPolicy(BucketPolicy {
             bucket: Expr::r#ref(BUCKET_ID),
-            policy_document: PolicyDocument::tls_only(
+            policy_document: stack::synth::tls_only(
                 Expr::str(bucket_arn.clone()),
                 Expr::str(format!("{bucket_arn}/*")),
             ),

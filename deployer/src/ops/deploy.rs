@@ -119,13 +119,84 @@ pub struct StageSettings {
     /// The work queue's oldest message's age that raises its alarm
     /// (`OldestMessageAlarmSeconds`).
     pub oldest_message_alarm_seconds: Option<u32>,
+    /// Days the function and API access logs are kept (`LogRetentionInDays`).
+    pub log_retention_days: Option<u32>,
+    /// A customer managed KMS key for the uploads bucket and the log groups (`KmsKeyArn`);
+    /// empty turns it off.
+    pub kms_key: Option<String>,
+    /// The operator's bucket for the uploads bucket's access logs (`AccessLogBucket`);
+    /// empty turns them off.
+    pub access_log_bucket: Option<String>,
+}
+
+/// `--log-retention-days`: one of the values CloudWatch Logs accepts.
+pub fn parse_log_retention(s: &str) -> Result<u32, String> {
+    let days: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of days"))?;
+    if stack::synth::LOG_RETENTION_DAYS.contains(&days) {
+        Ok(days)
+    } else {
+        Err(format!(
+            "CloudWatch Logs keeps logs for one of {:?} days, not {days}",
+            stack::synth::LOG_RETENTION_DAYS
+        ))
+    }
+}
+
+/// `--kms-key`: a KMS key ARN, or `none` (empty).
+pub fn parse_kms_key(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(String::new());
+    }
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        ["arn", _, "kms", region, account, key]
+            if !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && key.strip_prefix("key/").is_some_and(|id| {
+                    let id = id.strip_prefix("mrk-").unwrap_or(id);
+                    (32..=36).contains(&id.len())
+                        && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+                }) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID; an alias will not do) or `none`"
+        )),
+    }
+}
+
+/// `--access-log-bucket`: an S3 bucket name, or `none` (empty).
+pub fn parse_access_log_bucket(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(String::new());
+    }
+    let ok = (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !s.starts_with(['.', '-'])
+        && !s.ends_with(['.', '-']);
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens) or `none`"
+        ))
+    }
 }
 
 /// Where a stage's alarms notify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlarmsTo {
-    /// Nobody: the alarms only change state (`status` shows it).
+    /// Nobody: the alarms publish to the stage's topic `image-pipeline-STAGE-alarms`, to which
+    /// nobody is subscribed (`status` shows their states).
     Nobody,
     /// An SNS topic of the operator's, which must let CloudWatch publish.
     Topic(String),
@@ -221,6 +292,16 @@ pub struct Settings {
     pub labels: LabelsPace,
     pub alarms_to: AlarmsTo,
     pub oldest_message_alarm_seconds: u32,
+    /// Days the function and API access logs are kept.
+    #[serde(default)]
+    pub log_retention_days: u32,
+    /// The customer managed KMS key of the bucket and the log groups; `None`: the services'
+    /// own keys.
+    #[serde(default)]
+    pub kms_key: Option<String>,
+    /// The bucket that receives the uploads bucket's access logs; `None`: not logged.
+    #[serde(default)]
+    pub access_log_bucket: Option<String>,
 }
 
 /// The DetectLabels quota a stage is paced for, where it came from, and the pace derived
@@ -308,8 +389,26 @@ impl StageSettings {
                         .ok()
                 })
                 .unwrap_or(stack::app::DEFAULT_OLDEST_MESSAGE_ALARM_SECONDS),
+            log_retention_days: self
+                .log_retention_days
+                .or_else(|| current(stack::synth::PARAM_LOG_RETENTION)?.parse().ok())
+                .unwrap_or(stack::synth::DEFAULT_LOG_RETENTION_DAYS),
+            kms_key: optional(&self.kms_key, current(stack::synth::PARAM_KMS_KEY)),
+            access_log_bucket: optional(
+                &self.access_log_bucket,
+                current(stack::synth::PARAM_ACCESS_LOG_BUCKET),
+            ),
         }
     }
+}
+
+/// A setting that may be off (empty): as given, else as deployed; `None` when off.
+fn optional(given: &Option<String>, deployed: Option<&String>) -> Option<String> {
+    given
+        .as_ref()
+        .or(deployed)
+        .filter(|v| !v.is_empty())
+        .cloned()
 }
 
 impl Settings {
@@ -328,10 +427,25 @@ impl Settings {
             stack::app::OLDEST_MESSAGE_ALARM_PARAM.to_string(),
             self.oldest_message_alarm_seconds.to_string(),
         );
+        let compliance = [
+            (
+                stack::synth::PARAM_LOG_RETENTION.to_string(),
+                self.log_retention_days.to_string(),
+            ),
+            (
+                stack::synth::PARAM_KMS_KEY.to_string(),
+                self.kms_key.clone().unwrap_or_default(),
+            ),
+            (
+                stack::synth::PARAM_ACCESS_LOG_BUCKET.to_string(),
+                self.access_log_bucket.clone().unwrap_or_default(),
+            ),
+        ];
         own.into_iter()
             .chain(self.labels.parameters())
             .chain(self.alarms_to.parameters())
             .chain([oldest])
+            .chain(compliance)
     }
 }
 
@@ -1195,6 +1309,79 @@ mod tests {
             "a b@example.com",
         ] {
             assert!(parse(bad).is_err(), "{bad} was taken");
+        }
+    }
+
+    #[test]
+    fn compliance_options_parse_and_refuse_what_aws_would() {
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/0123abcd-4567-89ab-cdef-0123456789ab";
+        assert_eq!(parse_kms_key(key).as_deref(), Ok(key));
+        let mrk = "arn:aws:kms:eu-west-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef";
+        assert_eq!(parse_kms_key(mrk).as_deref(), Ok(mrk));
+        assert_eq!(parse_kms_key("none").as_deref(), Ok(""));
+        for bad in [
+            "arn:aws:kms:eu-west-1:123456789012:alias/logs",
+            "arn:aws:kms:eu-west-1:1234:key/0123abcd-4567-89ab-cdef-0123456789ab",
+            "arn:aws:s3:::bucket",
+            "0123abcd-4567-89ab-cdef-0123456789ab",
+        ] {
+            assert!(parse_kms_key(bad).is_err(), "{bad} was taken");
+        }
+        assert_eq!(
+            parse_access_log_bucket("my-logs.example").as_deref(),
+            Ok("my-logs.example")
+        );
+        assert_eq!(parse_access_log_bucket("NONE").as_deref(), Ok(""));
+        for bad in ["ab", "My-Logs", "-logs", "logs-", "a_b_c"] {
+            assert!(parse_access_log_bucket(bad).is_err(), "{bad} was taken");
+        }
+        assert_eq!(parse_log_retention("365"), Ok(365));
+        assert!(parse_log_retention("364").is_err());
+        assert!(parse_log_retention("a year").is_err());
+    }
+
+    #[test]
+    fn compliance_options_keep_what_is_deployed_and_none_turns_them_off() {
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/0123abcd-4567-89ab-cdef-0123456789ab";
+        let deployed = BTreeMap::from([
+            (
+                stack::synth::PARAM_LOG_RETENTION.to_string(),
+                "365".to_string(),
+            ),
+            (stack::synth::PARAM_KMS_KEY.to_string(), key.to_string()),
+            (
+                stack::synth::PARAM_ACCESS_LOG_BUCKET.to_string(),
+                "logs".to_string(),
+            ),
+        ]);
+        let kept = StageSettings::default().resolve(Some(&deployed), None);
+        assert_eq!(kept.log_retention_days, 365);
+        assert_eq!(kept.kms_key.as_deref(), Some(key));
+        assert_eq!(kept.access_log_bucket.as_deref(), Some("logs"));
+        let off = StageSettings {
+            kms_key: Some(String::new()),
+            access_log_bucket: Some(String::new()),
+            log_retention_days: Some(30),
+            ..StageSettings::default()
+        }
+        .resolve(Some(&deployed), None);
+        assert_eq!((&off.kms_key, &off.access_log_bucket), (&None, &None));
+        let params: BTreeMap<String, String> = off.parameters().collect();
+        assert_eq!(params[stack::synth::PARAM_KMS_KEY], "");
+        assert_eq!(params[stack::synth::PARAM_LOG_RETENTION], "30");
+        let fresh = StageSettings::default().resolve(None, None);
+        assert_eq!(
+            fresh.log_retention_days,
+            stack::synth::DEFAULT_LOG_RETENTION_DAYS
+        );
+        assert_eq!((fresh.kms_key, fresh.access_log_bucket), (None, None));
+        // Every parameter a deploy sets is one the template declares.
+        let template = stack::synth::synthesize(
+            &stack::App::image_pipeline(),
+            &stack::synth::SynthOptions::default(),
+        );
+        for name in params.keys() {
+            assert!(template.parameters.contains_key(name), "{name}");
         }
     }
 

@@ -66,6 +66,7 @@ const ASSETS_BUCKET_SETTINGS: &[&str] = &[
     "s3:PutBucketNotification",
     "s3:PutBucketOwnershipControls",
     "s3:PutBucketTagging",
+    "s3:PutBucketLogging",
 ];
 
 /// The service CloudFormation is when it assumes a role.
@@ -683,6 +684,9 @@ fn uploads_buckets(s: &Scoped) -> [Statement<String>; 1] {
             "s3:GetBucketPolicy",
             "s3:DeleteBucketPolicy",
             "s3:PutBucketTagging",
+            // Server access logging to the operator's bucket (`--access-log-bucket`).
+            "s3:PutBucketLogging",
+            "s3:GetBucketLogging",
         ]),
         s.arn(&Names.bucket_arn()),
     )]
@@ -801,6 +805,9 @@ fn logs(s: &Scoped) -> [Statement<String>; 2] {
                 "logs:TagResource",
                 "logs:UntagResource",
                 "logs:ListTagsForResource",
+                // The stage's KMS key on its log groups (`--kms-key`).
+                "logs:AssociateKmsKey",
+                "logs:DisassociateKmsKey",
             ]),
             log_groups,
         ),

