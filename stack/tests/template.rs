@@ -290,18 +290,9 @@ fn no_literal_region_account_or_partition() {
 }
 
 #[test]
-fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_a_cycle() {
+fn the_compliance_options_turn_on_kms_and_access_logs_by_condition() {
     let t = template_json(Architecture::Arm64);
-    let b = &t["Resources"]["UploadsBucket"];
-    let p = &b["Properties"];
-    for flag in [
-        "BlockPublicAcls",
-        "BlockPublicPolicy",
-        "IgnorePublicAcls",
-        "RestrictPublicBuckets",
-    ] {
-        assert_eq!(p["PublicAccessBlockConfiguration"][flag], true, "{flag}");
-    }
+    let p = &t["Resources"]["UploadsBucket"]["Properties"];
     // AES-256, or the stage's KMS key (with a Bucket Key) when one is given.
     let sse = &p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
     assert_eq!(
@@ -339,6 +330,21 @@ fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_
             g["Properties"]["KmsKeyId"],
             serde_json::json!({"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]})
         );
+    }
+}
+
+#[test]
+fn uploads_bucket_is_locked_down_and_sends_its_events_to_the_work_queue_without_a_cycle() {
+    let t = template_json(Architecture::Arm64);
+    let b = &t["Resources"]["UploadsBucket"];
+    let p = &b["Properties"];
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(p["PublicAccessBlockConfiguration"][flag], true, "{flag}");
     }
     let n = &p["NotificationConfiguration"]["QueueConfigurations"][0];
     assert_eq!(n["Event"], "s3:ObjectCreated:*");
