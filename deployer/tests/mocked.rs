@@ -373,6 +373,40 @@ fn event(id: &str, logical: &str, kind: &str, status: ResourceStatus, reason: &s
         .build()
 }
 
+/// An update rolled back by a trigger's alarm has no failed resource: the stack's own
+/// rollback event says why, and the error says it.
+#[tokio::test]
+async fn an_update_rolled_back_by_an_alarm_says_which() {
+    let exec = mock!(Cfn::execute_change_set).then_output(|| {
+        aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput::builder()
+            .build()
+    });
+    let d = mock!(Cfn::describe_stacks)
+        .sequence()
+        .output(|| stack(StackStatus::UpdateInProgress))
+        .output(|| stack(StackStatus::UpdateRollbackComplete))
+        .repeatedly()
+        .build();
+    let why = "Rollback trigger arn:aws:cloudwatch:eu-west-1:123456789012:alarm:image-pipeline-prod-process-errors is in ALARM";
+    let ev = mock!(Cfn::describe_stack_events).then_output(move || {
+        aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput::builder()
+            .stack_events(event("4", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateRollbackComplete, ""))
+            .stack_events(event("3", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateRollbackInProgress, why))
+            .stack_events(event("2", "ProcessFunction", "AWS::Lambda::Function", ResourceStatus::UpdateComplete, ""))
+            .stack_events(event("1", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateInProgress, "User Initiated"))
+            .build()
+    });
+    let c = cfn_client(&[&exec, &d, &ev]);
+    let err = ops(&c, &Said::default())
+        .execute("image-pipeline-1", ("", ""), 20, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("ended in UPDATE_ROLLBACK_COMPLETE"), "{msg}");
+    assert!(msg.contains(why), "{msg}");
+    assert!(!msg.contains("reported no failed resource"), "{msg}");
+}
+
 #[tokio::test]
 async fn a_failed_create_names_each_failed_resource_and_why() {
     let exec = mock!(Cfn::execute_change_set).then_output(|| {
@@ -907,10 +941,7 @@ mod rollback {
             .build()
     }
 
-    fn triggers(
-        out: DescribeAlarmsOutput,
-        minutes: u32,
-    ) -> (Option<RollbackTriggers>, Vec<String>) {
+    fn triggers(out: DescribeAlarmsOutput, minutes: u32) -> (RollbackTriggers, Vec<String>) {
         let names: Vec<String> = stack::app::alarms::ALL
             .iter()
             .map(|a| format!("image-pipeline-prod-{a}"))
@@ -941,10 +972,10 @@ mod rollback {
         let (found, notes) = triggers(out, 10);
         assert_eq!(
             found,
-            Some(RollbackTriggers {
+            RollbackTriggers {
                 alarm_arns: vec![format!("{ARN}dead-letters"), format!("{ARN}process-errors")],
                 minutes: 10,
-            })
+            }
         );
         assert!(notes.is_empty(), "{notes:?}");
     }
@@ -952,14 +983,14 @@ mod rollback {
     #[test]
     fn no_alarm_yet_means_no_trigger_and_a_note() {
         let (found, notes) = triggers(DescribeAlarmsOutput::builder().build(), 10);
-        assert_eq!(found, None);
+        assert_eq!(found, RollbackTriggers::none());
         assert!(notes[0].contains("no alarms yet"), "{notes:?}");
     }
 
     #[test]
     fn zero_minutes_asks_nothing() {
         let (found, _) = triggers(DescribeAlarmsOutput::builder().build(), 0);
-        assert_eq!(found, None);
+        assert_eq!(found, RollbackTriggers::none());
     }
 
     #[test]
@@ -971,7 +1002,8 @@ mod rollback {
     }
 
     /// The request CreateChangeSet gets: each alarm as an `AWS::CloudWatch::Alarm` trigger,
-    /// and the monitoring time; without triggers, no rollback configuration at all.
+    /// and the monitoring time; no triggers are sent as an empty list (which clears those an
+    /// earlier update set); only a request without any sends no configuration.
     async fn create_with(rollback: Option<RollbackTriggers>) -> usize {
         let want = rollback.clone();
         let create = mock!(Cfn::create_change_set)
@@ -984,7 +1016,8 @@ mod rollback {
                         .filter(|t| t.r#type() == Some("AWS::CloudWatch::Alarm"))
                         .filter_map(|t| t.arn())
                         .collect();
-                    rc.monitoring_time_in_minutes() == i32::try_from(w.minutes).ok()
+                    rc.rollback_triggers.is_some()
+                        && rc.monitoring_time_in_minutes() == i32::try_from(w.minutes).ok()
                         && arns == w.alarm_arns.iter().map(String::as_str).collect::<Vec<_>>()
                 }
                 _ => false,
@@ -1017,6 +1050,7 @@ mod rollback {
             minutes: 10,
         };
         assert_eq!(create_with(Some(triggers)).await, 1);
+        assert_eq!(create_with(Some(RollbackTriggers::none())).await, 1);
         assert_eq!(create_with(None).await, 1);
     }
 }

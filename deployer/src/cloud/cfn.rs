@@ -382,7 +382,9 @@ pub struct ChangeSetRequest {
     /// Existing resources to bring under the stack: an IMPORT change set (the template then
     /// holds only these resources, on top of the stack's current ones).
     pub imports: Vec<Import>,
-    /// Alarms that roll the change set's execution back.
+    /// Alarms that roll the change set's execution back. `None` sends no rollback
+    /// configuration, and CloudFormation keeps the triggers the stack was last given; an
+    /// update states them every time, [`RollbackTriggers::none`] to clear them.
     pub rollback: Option<RollbackTriggers>,
     /// A drift-aware change set (`DeploymentMode` `REVERT_DRIFT`): it also puts back what
     /// was changed outside CloudFormation. Updates only.
@@ -416,6 +418,20 @@ pub struct RollbackTriggers {
 }
 
 impl RollbackTriggers {
+    /// No trigger and no monitoring time: sent, it clears what an earlier update set.
+    pub fn none() -> Self {
+        Self {
+            alarm_arns: Vec::new(),
+            minutes: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alarm_arns.is_empty()
+    }
+
+    /// The configuration sent: an empty trigger list is sent as such, which is how
+    /// CloudFormation is told to drop the triggers it kept from an earlier update.
     fn configuration(&self) -> aws_sdk_cloudformation::types::RollbackConfiguration {
         let triggers = self.alarm_arns.iter().map(|arn| {
             aws_sdk_cloudformation::types::RollbackTrigger::builder()
@@ -1065,9 +1081,24 @@ impl StackOps<'_> {
         target: &str,
         token: Option<&str>,
     ) -> Result<Vec<Failure>, CfnError> {
-        let failed: Vec<Failure> = self
-            .events(target, token)
-            .await?
+        let events = self.events(target, token).await?;
+        // Why the stack began to roll back, when no resource failed: a rollback trigger's
+        // alarm, or a cancelled update.
+        let rollback_started: Vec<Failure> = events
+            .iter()
+            .filter(|e| {
+                e.resource_type == STACK_TYPE
+                    && e.status.as_str().ends_with("ROLLBACK_IN_PROGRESS")
+                    && !e.reason.is_empty()
+            })
+            .map(|e| Failure {
+                logical_id: e.logical_id.clone(),
+                resource_type: e.resource_type.clone(),
+                status: e.status.clone(),
+                reason: e.reason.clone(),
+            })
+            .collect();
+        let failed: Vec<Failure> = events
             .into_iter()
             .filter(|e| is_failed(&e.status))
             .map(|e| Failure {
@@ -1099,6 +1130,7 @@ impl StackOps<'_> {
                     _ => stack,
                 }
             }
+            (true, true) if stack.is_empty() => rollback_started,
             (true, true) => stack,
         })
     }

@@ -68,6 +68,18 @@
 //!   failed on every pass comparing it (`'>=' not supported between instances of 'int' and
 //!   'str'`, measured): nothing was ever delivered. AWS converts the value to the property's
 //!   integer.
+//! - CloudFormation's rollback triggers roll an update back. MiniStack 1.5.33 accepted a
+//!   change set's `RollbackConfiguration` and ignored it. With the fix the stack keeps the
+//!   configuration as the API reference says (given triggers replace its own, an empty list
+//!   clears them, none given keeps them), and after the last resource of an update each
+//!   trigger's alarm is watched for the monitoring time: one in `ALARM`, or one that does not
+//!   exist, rolls the update back with MiniStack's own rollback, the reason on the stack's
+//!   `UPDATE_ROLLBACK_IN_PROGRESS` event.
+//! - An alarm watches the metric of its own dimensions and judges a metric a service records
+//!   when it arrives, and an invocation by an SQS event source mapping counts in `AWS/Lambda`.
+//!   MiniStack 1.5.33 matched namespace and name only (one function's errors set off another
+//!   function's alarm), evaluated alarms only on `PutMetricData`, and recorded no metric for a
+//!   mapping's invocations, so a failing process function never set off its alarm.
 //! - An SQS batch (`SendMessageBatch`, `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`)
 //!   is authorized as the action it batches (`sqs:SendMessage`, …): IAM has no batch actions
 //!   (Service Authorization Reference for SQS). MiniStack 1.5.33 asked for
@@ -185,7 +197,128 @@ const FIXES: &[Fix] = &[
         anchor: "    # Tier 1: Action query param (query-protocol services)\n",
         insert: SQS_BATCHES,
     },
+    // CloudFormation's rollback triggers: kept from the change set, watched after the last
+    // resource of an update, and an alarm in ALARM rolls the update back.
+    Fix {
+        file: "services/cloudformation/changesets.py",
+        anchor: "def _execute_change_set(params):\n",
+        insert: ROLLBACK_CONFIGURATION,
+    },
+    Fix {
+        file: "services/cloudformation/changesets.py",
+        anchor: "        \"OnStackFailure\": on_stack_failure,\n",
+        insert: "        # image-pipeline fidelity fix: the rollback configuration, as given (None: not given).\n        \"_image_pipeline_rollback\": _image_pipeline_rollback_given(params),\n",
+    },
+    Fix {
+        file: "services/cloudformation/changesets.py",
+        anchor: "    stack[\"LastUpdatedTime\"] = now_iso()\n    stack[\"_template_body\"] = template_body\n",
+        insert: "    # image-pipeline fidelity fix: the stack keeps the rollback configuration it was last given.\n    _image_pipeline_keep_rollback(stack, cs.get(\"_image_pipeline_rollback\"))\n",
+    },
+    Fix {
+        file: "services/cloudformation/stacks.py",
+        anchor: "async def _deploy_stack_async(stack_name: str, stack_id: str, template: dict,\n",
+        insert: WATCH_TRIGGERS,
+    },
+    Fix {
+        file: "services/cloudformation/stacks.py",
+        anchor: "    # Replacement cleanup (update case): delete each replaced resource's\n",
+        insert: ROLL_BACK_ON_ALARM,
+    },
+    // An alarm watches the metric of its own dimensions, and judges a metric a service
+    // records (Lambda's, for one) when it arrives.
+    Fix {
+        file: "services/cloudwatch.py",
+        anchor: "    if not all_pts:\n        return\n\n    period = alarm.get(\"Period\", 60)\n",
+        insert: "    # image-pipeline fidelity fix: a metric is its namespace, name and every dimension.\n    _want = {d.get(\"Name\"): d.get(\"Value\") for d in alarm.get(\"Dimensions\") or []}\n    all_pts = [p for p in all_pts if (p.get(\"Dimensions\") or {}) == _want]\n",
+    },
+    Fix {
+        file: "services/cloudwatch.py",
+        anchor: "    except Exception:\n        logger.debug(\"record_metric failed for %s/%s\", namespace, metric_name, exc_info=True)\n",
+        insert: "        # image-pipeline fidelity fix: the alarms on this metric judge it as it arrives.\n        for _alarm in list(_alarms.values()):\n            if _alarm.get(\"Namespace\") == namespace and _alarm.get(\"MetricName\") == metric_name:\n                _evaluate_alarm(_alarm)\n",
+    },
+    // A function an SQS event source mapping invokes counts its invocations and errors.
+    Fix {
+        file: "services/lambda_svc.py",
+        anchor: "    if result.get(\"error\"):\n        err_body = result.get(\"body\") or {}\n        err_type = err_body.get(\"errorType\") if isinstance(err_body, dict) else None\n",
+        insert: "    # image-pipeline fidelity fix: an invocation by the mapping is an invocation, an error an error.\n    if not result.get(\"throttle\"):\n        _emit_lambda_metrics((func_rec.get(\"config\") or func_rec).get(\"FunctionName\") or func_name,\n                             duration_ms=0.0, error=bool(result.get(\"error\")), throttle=False)\n",
+    },
 ];
+
+/// A change set's `RollbackConfiguration` as the request gives it (`None` when it gives
+/// none), and how a stack keeps it: triggers given replace the stack's (an empty list clears
+/// them), triggers not given keep the stack's, as the API reference says.
+const ROLLBACK_CONFIGURATION: &str = r#"# image-pipeline fidelity fix: RollbackConfiguration.
+def _image_pipeline_rollback_given(params):
+    prefix = "RollbackConfiguration."
+    if not any(str(k).startswith(prefix) for k in params):
+        return None
+    triggers = None
+    if any(str(k).startswith(prefix + "RollbackTriggers") for k in params):
+        triggers = []
+        i = 1
+        while _p(params, f"{prefix}RollbackTriggers.member.{i}.Arn"):
+            triggers.append({"Arn": _p(params, f"{prefix}RollbackTriggers.member.{i}.Arn"),
+                             "Type": _p(params, f"{prefix}RollbackTriggers.member.{i}.Type")})
+            i += 1
+    minutes = _p(params, prefix + "MonitoringTimeInMinutes", "")
+    return {"RollbackTriggers": triggers, "MonitoringTimeInMinutes": int(minutes) if minutes else None}
+
+
+def _image_pipeline_keep_rollback(stack, given):
+    if given is None:
+        return
+    kept = dict(stack.get("_image_pipeline_rollback") or {})
+    if given.get("RollbackTriggers") is not None:
+        kept["RollbackTriggers"] = given["RollbackTriggers"]
+    if given.get("MonitoringTimeInMinutes") is not None:
+        kept["MonitoringTimeInMinutes"] = given["MonitoringTimeInMinutes"]
+    stack["_image_pipeline_rollback"] = kept
+
+
+"#;
+
+/// Watches a stack's rollback triggers for its monitoring time: the reason to roll back (the
+/// first trigger in ALARM, or one whose alarm does not exist), or `None`.
+const WATCH_TRIGGERS: &str = r#"# image-pipeline fidelity fix: CloudFormation's rollback triggers, watched after the last
+# resource of an update for the monitoring time.
+async def _image_pipeline_watch_triggers(stack):
+    import time as _time
+    from ministack.services import cloudwatch as _cw
+    config = stack.get("_image_pipeline_rollback") or {}
+    arns = [t.get("Arn") for t in config.get("RollbackTriggers") or [] if t.get("Arn")]
+    if not arns:
+        return None
+    deadline = _time.time() + 60 * int(config.get("MonitoringTimeInMinutes") or 0)
+    while True:
+        for arn in arns:
+            name = _cw._alarm_name_from_local_arn(arn)
+            alarm = _cw._alarms.get(name) if name else None
+            if alarm is None:
+                return f"Rollback trigger {arn} does not exist."
+            if alarm.get("StateValue") == "ALARM":
+                return f"Rollback trigger {arn} is in ALARM: {alarm.get('StateReason', '')}"
+        if _time.time() >= deadline:
+            return None
+        await asyncio.sleep(1)
+
+
+"#;
+
+/// In an update, after the last resource and before the cleanup: a trigger's alarm rolls
+/// the whole update back, with its reason on the stack's rollback event.
+const ROLL_BACK_ON_ALARM: &str = r#"    # image-pipeline fidelity fix: a rollback trigger in ALARM rolls the update back.
+    if not failed and is_update and previous_stack:
+        _trigger = await _image_pipeline_watch_triggers(stack)
+        if _trigger:
+            _operation = _failed_operation(
+                is_update, previous_stack, created_in_this_run, None, None,
+                [entry[0] for entry in replaced_resources], False, template,
+                param_values, retain_except_on_create, stack_tags, previous_tags, imports)
+            await _roll_back_operation(stack_name, stack_id, stack, _operation,
+                                       reason_override=_trigger)
+            return
+
+"#;
 
 const SQS_BATCHES: &str = r#"    # image-pipeline fidelity fix: an SQS batch is authorized as the action it batches.
     if service == "sqs":

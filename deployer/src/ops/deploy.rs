@@ -70,16 +70,17 @@ pub fn default_rollback_minutes(stage: &Stage) -> u32 {
 }
 
 /// The rollback triggers of an update: the stage's alarms that exist, watched for `minutes`.
-/// None when `minutes` is 0 or no alarm exists yet (a new stage makes them: the next deploy
-/// is watched), which a note says.
+/// Empty when `minutes` is 0 or no alarm exists yet (a new stage makes them: the next deploy
+/// is watched, which a note says). An update sends them even when empty: CloudFormation
+/// would otherwise keep the triggers of an earlier update.
 pub async fn rollback_triggers(
     cloudwatch: &aws_sdk_cloudwatch::Client,
     stage: &Stage,
     minutes: u32,
     notes: &mut Vec<String>,
-) -> Result<Option<RollbackTriggers>, DeployError> {
+) -> Result<RollbackTriggers, DeployError> {
     if minutes == 0 {
-        return Ok(None);
+        return Ok(RollbackTriggers::none());
     }
     let names = stack::app::alarms::names(stage);
     let out = cloudwatch
@@ -98,12 +99,12 @@ pub async fn rollback_triggers(
         notes.push(format!(
             "no rollback triggers: the stage has no alarms yet (this deploy makes them; the next one is watched for {minutes} minutes)"
         ));
-        return Ok(None);
+        return Ok(RollbackTriggers::none());
     }
-    Ok(Some(RollbackTriggers {
+    Ok(RollbackTriggers {
         alarm_arns,
         minutes,
-    }))
+    })
 }
 
 /// What an operator chooses per stage. `None` keeps the deployed stage's value, or the
@@ -999,9 +1000,9 @@ pub async fn deploy(
             .rollback_minutes
             .unwrap_or_else(|| default_rollback_minutes(&cfg.stage));
         let cw = &pre.clients.cloudwatch;
-        req.rollback = rollback_triggers(cw, &cfg.stage, minutes, &mut notes).await?;
+        req.rollback = Some(rollback_triggers(cw, &cfg.stage, minutes, &mut notes).await?);
     }
-    if let Some(r) = &req.rollback {
+    if let Some(r) = req.rollback.as_ref().filter(|r| !r.is_empty()) {
         progress.step(&format!(
             "rollback triggers: {} alarm(s), watched for {} minutes after the update",
             r.alarm_arns.len(),
@@ -1009,7 +1010,7 @@ pub async fn deploy(
         ));
     }
     let new_body = req.template_body.clone();
-    let req_rollback = req.rollback.clone();
+    let req_rollback = req.rollback.clone().filter(|r| !r.is_empty());
     let plan = plan(&ops, cfg, req).await?;
     let security = security_changes(&ops, &plan, &new_body).await?;
     timings.change_set = elapsed_ms(t);

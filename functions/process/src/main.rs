@@ -5,6 +5,12 @@ use lambda_runtime::{Error, run, service_fn};
 use process_function::queue::handler;
 use process_function::{Ctx, OwnClients};
 
+/// A fault compiled in from `IMAGE_PIPELINE_PROCESS_FAULT` at build time: each batch then
+/// fails as a whole with that text, a function error. It lets a broken process function be
+/// deployed on purpose (the end-to-end test shows an alarm rolling that update back); a build
+/// without the variable has no such path.
+const FAULT: Option<&str> = option_env!("IMAGE_PIPELINE_PROCESS_FAULT");
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     handler_shared::init_logging();
@@ -24,5 +30,11 @@ async fn main() -> Result<(), Error> {
         sqs: aws_sdk_sqs::Client::new(&config),
     };
     let ctx = Ctx::from_env(clients, &handler_shared::process_env)?;
-    run(service_fn(|event| handler(&ctx, event))).await
+    run(service_fn(|event| async {
+        match FAULT {
+            Some(fault) => Err(Error::from(fault)),
+            None => handler(&ctx, event).await,
+        }
+    }))
+    .await
 }

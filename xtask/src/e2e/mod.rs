@@ -21,6 +21,7 @@
 
 mod gallery;
 mod image;
+mod rollback;
 mod webdriver;
 
 use std::path::PathBuf;
@@ -113,7 +114,7 @@ pub fn run(labels_bin: Option<PathBuf>) -> Result<()> {
     result?;
     down?;
     println!(
-        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, a dead letter redriven, one-function update with rollback triggers and no permission change, drift found and named, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
+        "e2e: IAM enforced over TLS: deploy refused before bootstrap, bootstrap (import, no-op, CI role), as a least-privileged preview IAM user: deploy, escalation paths closed, smoke test (quota race included), the gallery in headless Chromium, another pool's token and an expired one refused, status, logs and trace of its image, no-op deploy, nothing lost to a killed emulator, a dead letter redriven, one-function update with rollback triggers and no permission change, drift found and named (and in the plan that would overwrite it), a failing process function rolled back by its alarm, a revoked permission failing as on AWS, teardown twice, the deleted bucket still gone after a restart, the bootstrap removed twice, a region that cannot be found: all as expected"
     );
     Ok(())
 }
@@ -704,6 +705,20 @@ fn drift_is_found(
         run.code,
         run.stderr
     );
+    // A plan that would put the drift back says so (`--revert-drift` makes a change set even
+    // with nothing else to change, and the emulator ignores its drift-aware mode).
+    let plan: DeployReport = ok(&["deploy", "--plan", "--revert-drift"])?;
+    ensure!(
+        plan.status == Outcome::Planned
+            && plan
+                .drift_overwritten
+                .iter()
+                .any(|l| l.contains("MetadataFunction")
+                    && l.contains("/Environment/Variables/E2E_DRIFT")),
+        "deploy --plan --revert-drift should list the drift it would overwrite: {:?} {:?}",
+        plan.status,
+        plan.drift_overwritten
+    );
     set_drift(None)?;
     let report: deployer::observe::status::StatusReport = ok(&["status", "--drift"])?;
     ensure!(
@@ -712,7 +727,7 @@ fn drift_is_found(
         report.drift
     );
     eprintln!(
-        "e2e    status --drift names a function environment changed outside CloudFormation, and nothing once it is undone"
+        "e2e    status --drift names a function environment changed outside CloudFormation, deploy --plan lists it as what it would overwrite, and status finds nothing once it is undone"
     );
     Ok(())
 }
@@ -840,6 +855,7 @@ fn steps() -> Result<()> {
     survives_a_kill(&rt, &local, &status, &created)?;
     let updated = change_one_function()?;
     drift_is_found(&rt, &local, &created)?;
+    rollback::an_alarm_rolls_back_a_failing_process_function(&rt, &local, &updated)?;
     let report = rt.block_on(deployer::verify::local_iam::prove_enforcement(
         &local,
         STAGE,
