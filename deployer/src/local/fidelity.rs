@@ -234,7 +234,7 @@ const FIXES: &[Fix] = &[
     Fix {
         file: "services/cloudwatch.py",
         anchor: "    except Exception:\n        logger.debug(\"record_metric failed for %s/%s\", namespace, metric_name, exc_info=True)\n",
-        insert: "        # image-pipeline fidelity fix: the alarms on this metric judge it as it arrives.\n        for _alarm in list(_alarms.values()):\n            if _alarm.get(\"Namespace\") == namespace and _alarm.get(\"MetricName\") == metric_name:\n                _evaluate_alarm(_alarm)\n",
+        insert: ALARMS_ON_ARRIVAL,
     },
     // A function an SQS event source mapping invokes counts its invocations and errors.
     Fix {
@@ -243,6 +243,16 @@ const FIXES: &[Fix] = &[
         insert: "    # image-pipeline fidelity fix: an invocation by the mapping is an invocation, an error an error.\n    if not result.get(\"throttle\"):\n        _emit_lambda_metrics((func_rec.get(\"config\") or func_rec).get(\"FunctionName\") or func_name,\n                             duration_ms=0.0, error=bool(result.get(\"error\")), throttle=False)\n",
     },
 ];
+
+/// Inside `record_metric`, after the point is kept: the alarms on exactly this metric (its
+/// namespace, name and dimensions) judge it.
+const ALARMS_ON_ARRIVAL: &str = r#"        # image-pipeline fidelity fix: the alarms on this metric judge it as it arrives.
+        for _alarm in list(_alarms.values()):
+            _on = {d.get("Name"): d.get("Value") for d in _alarm.get("Dimensions") or []}
+            if (_alarm.get("Namespace") == namespace and _alarm.get("MetricName") == metric_name
+                    and _on == dict(dims)):
+                _evaluate_alarm(_alarm)
+"#;
 
 /// A change set's `RollbackConfiguration` as the request gives it (`None` when it gives
 /// none), and how a stack keeps it: triggers given replace the stack's (an empty list clears

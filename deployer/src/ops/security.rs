@@ -304,6 +304,60 @@ fn condition_values(keys: Value) -> Value {
         .into()
 }
 
+/// `document` with each bucket ARN written one way: a bucket's `Arn` attribute, and a
+/// `Fn::Join` of it with a literal, become the `Fn::Sub` of the ARN from the bucket's name, so
+/// the same resources written either way compare equal.
+fn by_bucket_name(template: &Value, document: &Value) -> Value {
+    let bucket_arn = |v: &Value| -> Option<String> {
+        let [Value::String(id), Value::String(attr)] = v.get("Fn::GetAtt")?.as_array()?.as_slice()
+        else {
+            return None;
+        };
+        let bucket = template.get("Resources")?.get(id)?;
+        if attr != "Arn" || bucket.get("Type")?.as_str()? != "AWS::S3::Bucket" {
+            return None;
+        }
+        let name = bucket.get("Properties")?.get("BucketName")?;
+        let name = name
+            .get("Fn::Sub")
+            .and_then(Value::as_str)
+            .or_else(|| name.as_str().filter(|n| !n.contains("${")))?;
+        Some(format!("arn:${{AWS::Partition}}:s3:::{name}"))
+    };
+    let written = |v: &Value| -> Option<String> {
+        if let Some(arn) = bucket_arn(v) {
+            return Some(arn);
+        }
+        let [Value::String(sep), Value::Array(parts)] = v.get("Fn::Join")?.as_array()?.as_slice()
+        else {
+            return None;
+        };
+        if !sep.is_empty() {
+            return None;
+        }
+        parts
+            .iter()
+            .map(|p| match p {
+                Value::String(lit) if !lit.contains("${") => Some(lit.clone()),
+                other => bucket_arn(other),
+            })
+            .collect()
+    };
+    fn walk(v: &Value, f: &dyn Fn(&Value) -> Option<String>) -> Value {
+        if let Some(sub) = f(v) {
+            return serde_json::json!({ "Fn::Sub": sub });
+        }
+        match v {
+            Value::Array(a) => Value::Array(a.iter().map(|x| walk(x, f)).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), walk(x, f))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    walk(document, &written)
+}
+
 /// The statements of one policy document (`Statement` is an object or a list).
 fn statements(doc: Option<&Value>) -> Vec<Value> {
     match doc.and_then(|d| d.get("Statement")) {
@@ -354,7 +408,10 @@ fn grants(template: &Value) -> Vec<Grant> {
             "AWS::IAM::ManagedPolicy" | "AWS::IAM::Policy" => {
                 doc(id.clone(), "managed policy", prop("PolicyDocument"));
             }
-            "AWS::S3::BucketPolicy" => doc(id.clone(), "bucket policy", prop("PolicyDocument")),
+            "AWS::S3::BucketPolicy" => {
+                let written = prop("PolicyDocument").map(|d| by_bucket_name(template, d));
+                doc(id.clone(), "bucket policy", written.as_ref())
+            }
             "AWS::SQS::QueuePolicy" => doc(id.clone(), "queue policy", prop("PolicyDocument")),
             "AWS::SNS::TopicPolicy" => doc(id.clone(), "topic policy", prop("PolicyDocument")),
             "AWS::Lambda::Permission" => {
@@ -447,6 +504,34 @@ mod tests {
         ));
         assert!(!pattern_matches("s3:Get*", "s3:PutObject", true));
         assert!(!pattern_matches("arn:x:*/a", "arn:x:b/c", false));
+    }
+
+    #[test]
+    fn a_bucket_policy_written_by_attribute_or_by_name_is_the_same() {
+        let bucket = json!({ "Type": "AWS::S3::Bucket", "Properties": {
+            "BucketName": { "Fn::Sub": "image-pipeline-${Stage}-${AWS::AccountId}-${AWS::Region}" } } });
+        let policy = |resources: Value, condition: Value| {
+            json!({ "Resources": { "UploadsBucket": bucket, "UploadsBucketPolicy": {
+                "Type": "AWS::S3::BucketPolicy", "Properties": { "PolicyDocument": { "Statement": [
+                    { "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
+                      "Action": ["s3:*"], "Resource": resources,
+                      "Condition": { "Bool": { "aws:SecureTransport": condition } } }] } } } } })
+        };
+        let name =
+            "arn:${AWS::Partition}:s3:::image-pipeline-${Stage}-${AWS::AccountId}-${AWS::Region}";
+        let before = policy(
+            json!([{ "Fn::Sub": name }, { "Fn::Sub": format!("{name}/*") }]),
+            json!(["false"]),
+        );
+        let after = policy(
+            json!([{ "Fn::GetAtt": ["UploadsBucket", "Arn"] },
+                   { "Fn::Join": ["", [{ "Fn::GetAtt": ["UploadsBucket", "Arn"] }, "/*"]] }]),
+            json!("false"),
+        );
+        assert_eq!(changes(Some(&before), &after), vec![]);
+        // Another bucket's objects are another resource.
+        let other = policy(json!([{ "Fn::Sub": name }]), json!("false"));
+        assert!(!broadening(&changes(Some(&before), &other)).is_empty());
     }
 
     #[test]
