@@ -204,12 +204,12 @@ fn control_tower(out: &Path) -> Result<Option<String>> {
     let body: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&template)?)?;
     let verdicts = guard.judge(&template, &guard::stage_settings(&body), &dir)?;
     eprintln!(
-        "{:<16} {:<8} {:<8} {:<8}",
+        "{:<19} {:<8} {:<8} {:<8}",
         "control", "template", "deploy", "options"
     );
     for (control, row) in &verdicts.0 {
         eprintln!(
-            "{control:<16} {:<8} {:<8} {:<8}",
+            "{control:<19} {:<8} {:<8} {:<8}",
             row[0].word(),
             row[1].word(),
             row[2].word()
