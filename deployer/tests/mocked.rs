@@ -373,34 +373,79 @@ fn event(id: &str, logical: &str, kind: &str, status: ResourceStatus, reason: &s
         .build()
 }
 
-/// An update rolled back by a trigger's alarm has no failed resource: the stack's own
-/// rollback event says why, and the error says it.
-#[tokio::test]
-async fn an_update_rolled_back_by_an_alarm_says_which() {
+/// Executes a change set against a stack that goes from `running` to `end`, whose events are
+/// `events` (newest first, as CloudFormation lists them), its progress told to `said`; the
+/// error it ends with.
+async fn execute_ending_in(
+    said: &Said,
+    running: StackStatus,
+    end: StackStatus,
+    events: Vec<StackEvent>,
+) -> CfnError {
     let exec = mock!(Cfn::execute_change_set).then_output(|| {
         aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput::builder()
             .build()
     });
     let d = mock!(Cfn::describe_stacks)
         .sequence()
-        .output(|| stack(StackStatus::UpdateInProgress))
-        .output(|| stack(StackStatus::UpdateRollbackComplete))
+        .output(move || stack(running.clone()))
+        .output(move || stack(end.clone()))
         .repeatedly()
         .build();
-    let why = "Rollback trigger arn:aws:cloudwatch:eu-west-1:123456789012:alarm:image-pipeline-prod-process-errors is in ALARM";
     let ev = mock!(Cfn::describe_stack_events).then_output(move || {
         aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput::builder()
-            .stack_events(event("4", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateRollbackComplete, ""))
-            .stack_events(event("3", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateRollbackInProgress, why))
-            .stack_events(event("2", "ProcessFunction", "AWS::Lambda::Function", ResourceStatus::UpdateComplete, ""))
-            .stack_events(event("1", STACK, "AWS::CloudFormation::Stack", ResourceStatus::UpdateInProgress, "User Initiated"))
+            .set_stack_events(Some(events.clone()))
             .build()
     });
     let c = cfn_client(&[&exec, &d, &ev]);
-    let err = ops(&c, &Said::default())
+    ops(&c, said)
         .execute("image-pipeline-1", ("", ""), 20, Duration::from_secs(5))
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+/// An update rolled back by a trigger's alarm has no failed resource: the stack's own
+/// rollback event says why, and the error says it.
+#[tokio::test]
+async fn an_update_rolled_back_by_an_alarm_says_which() {
+    let why = "Rollback trigger arn:aws:cloudwatch:eu-west-1:123456789012:alarm:image-pipeline-prod-process-errors is in ALARM";
+    let stack_type = "AWS::CloudFormation::Stack";
+    let err = execute_ending_in(
+        &Said::default(),
+        StackStatus::UpdateInProgress,
+        StackStatus::UpdateRollbackComplete,
+        vec![
+            event(
+                "4",
+                STACK,
+                stack_type,
+                ResourceStatus::UpdateRollbackComplete,
+                "",
+            ),
+            event(
+                "3",
+                STACK,
+                stack_type,
+                ResourceStatus::UpdateRollbackInProgress,
+                why,
+            ),
+            event(
+                "2",
+                "ProcessFunction",
+                "AWS::Lambda::Function",
+                ResourceStatus::UpdateComplete,
+                "",
+            ),
+            event(
+                "1",
+                STACK,
+                stack_type,
+                ResourceStatus::UpdateInProgress,
+                "User Initiated",
+            ),
+        ],
+    )
+    .await;
     let msg = err.to_string();
     assert!(msg.contains("ended in UPDATE_ROLLBACK_COMPLETE"), "{msg}");
     assert!(msg.contains(why), "{msg}");
@@ -409,32 +454,50 @@ async fn an_update_rolled_back_by_an_alarm_says_which() {
 
 #[tokio::test]
 async fn a_failed_create_names_each_failed_resource_and_why() {
-    let exec = mock!(Cfn::execute_change_set).then_output(|| {
-        aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput::builder()
-            .build()
-    });
-    let d = mock!(Cfn::describe_stacks)
-        .sequence()
-        .output(|| stack(StackStatus::CreateInProgress))
-        .output(|| stack(StackStatus::RollbackComplete))
-        .repeatedly()
-        .build();
-    // Newest first, as CloudFormation lists them.
-    let ev = mock!(Cfn::describe_stack_events).then_output(|| {
-        aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput::builder()
-            .stack_events(event("5", STACK, "AWS::CloudFormation::Stack", ResourceStatus::RollbackComplete, ""))
-            .stack_events(event("4", "ImagesTable", "AWS::DynamoDB::Table", ResourceStatus::CreateFailed, "Resource creation cancelled"))
-            .stack_events(event("3", "UploadsBucket", "AWS::S3::Bucket", ResourceStatus::CreateFailed, "image-pipeline-dev-123-eu-west-1 already exists"))
-            .stack_events(event("2", "UploadsBucket", "AWS::S3::Bucket", ResourceStatus::CreateInProgress, ""))
-            .stack_events(event("1", "ProcessFailureQueue", "AWS::SQS::Queue", ResourceStatus::CreateComplete, ""))
-            .build()
-    });
-    let c = cfn_client(&[&exec, &d, &ev]);
     let said = Said::default();
-    let err = ops(&c, &said)
-        .execute("image-pipeline-1", ("", ""), 20, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = execute_ending_in(
+        &said,
+        StackStatus::CreateInProgress,
+        StackStatus::RollbackComplete,
+        vec![
+            event(
+                "5",
+                STACK,
+                "AWS::CloudFormation::Stack",
+                ResourceStatus::RollbackComplete,
+                "",
+            ),
+            event(
+                "4",
+                "ImagesTable",
+                "AWS::DynamoDB::Table",
+                ResourceStatus::CreateFailed,
+                "Resource creation cancelled",
+            ),
+            event(
+                "3",
+                "UploadsBucket",
+                "AWS::S3::Bucket",
+                ResourceStatus::CreateFailed,
+                "image-pipeline-dev-123-eu-west-1 already exists",
+            ),
+            event(
+                "2",
+                "UploadsBucket",
+                "AWS::S3::Bucket",
+                ResourceStatus::CreateInProgress,
+                "",
+            ),
+            event(
+                "1",
+                "ProcessFailureQueue",
+                "AWS::SQS::Queue",
+                ResourceStatus::CreateComplete,
+                "",
+            ),
+        ],
+    )
+    .await;
     let msg = err.to_string();
     match &err {
         CfnError::Failed {

@@ -3,7 +3,6 @@
 //! event moved from the dead-letter queue back to work by `redrive`.
 
 use anyhow::{Context, Result, ensure};
-use deployer::cloud::aws::LocalCredentials;
 use deployer::local::emulator::LocalConfig;
 use deployer::observe::logs::LogEvent;
 use deployer::observe::status::{CodeState, StatusReport, TemplateState};
@@ -280,9 +279,7 @@ pub async fn bucket_exists(local: &LocalConfig, bucket: &str) -> Result<bool> {
 
 /// The SDK clients of the local environment's root.
 async fn root_clients(local: &LocalConfig) -> Result<deployer::cloud::aws::Clients> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
+    let target = super::root_target(local)?;
     Ok(deployer::cloud::aws::connect(&target).await?.0)
 }
 

@@ -91,6 +91,14 @@ fn finished(run: Run) -> Run {
     run
 }
 
+/// The local environment as its root sees it (for changes made behind CloudFormation's back
+/// and reads no least-privileged identity may make).
+fn root_target(local: &LocalConfig) -> Result<deployer::cloud::aws::Target> {
+    local
+        .target(LocalCredentials::root())
+        .context("the local environment has no certificate")
+}
+
 /// Runs `cargo xtask ARGS --local --stage e2e --output json`, which must succeed; its report.
 fn ok<T: DeserializeOwned>(args: &[&str]) -> Result<T> {
     let mut all = args.to_vec();
@@ -478,9 +486,7 @@ fn survives_a_kill(
     let back: LocalStatus =
         finished(xtask(&["local", "up", "--output", "json"])?.run()?).report()?;
     ensure!(back.iam_enforced, "after the restart: {back:?}");
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
+    let target = root_target(local)?;
     let stage = created.deployed(&target)?;
     let owner = kept
         .owner
@@ -650,9 +656,7 @@ fn drift_is_found(
     local: &LocalConfig,
     created: &DeployReport,
 ) -> Result<()> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
+    let target = root_target(local)?;
     let spec = stack::App::image_pipeline();
     let metadata = spec.function("metadata").context("no metadata function")?;
     let name = created
@@ -828,9 +832,7 @@ fn steps() -> Result<()> {
     let _ = DEPLOYER.set(user.clone());
     let created = first_deploy(&rt, &user_arn)?;
     other_stages_refused(&rt, &local, (&user, &user_arn), &created)?;
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
+    let target = root_target(&local)?;
     let deployed = created.deployed(&target)?;
     let refused = rt.block_on(deployer::verify::local_iam::other_pool_refused(
         &local, &deployed,

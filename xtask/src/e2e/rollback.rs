@@ -5,11 +5,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use deployer::cloud::aws::LocalCredentials;
 use deployer::local::emulator::LocalConfig;
 use deployer::ops::deploy::DeployReport;
 
-use super::{STAGE, finished, xtask};
+use super::{STAGE, finished, root_target, xtask};
 use crate::child::Stderr;
 
 /// The build-time variable that makes every batch of the process function fail
@@ -24,9 +23,7 @@ pub fn an_alarm_rolls_back_a_failing_process_function(
     local: &LocalConfig,
     updated: &DeployReport,
 ) -> Result<()> {
-    let target = local
-        .target(LocalCredentials::root())
-        .context("the local environment has no certificate")?;
+    let target = root_target(local)?;
     let deployed = updated.deployed(&target)?;
     let spec = stack::App::image_pipeline();
     let process = spec.function("process").context("no process function")?;
