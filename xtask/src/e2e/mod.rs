@@ -569,7 +569,7 @@ fn remove_the_kept_user(
 /// function is updated.
 fn change_one_function() -> Result<DeployReport> {
     // Watched by the stage's alarms for a minute: the request carries them as rollback
-    // triggers (the emulator accepts them and does not act on them).
+    // triggers, and a healthy update is not rolled back (`rollback.rs` shows one that is).
     let deploy = vec![
         "deploy",
         "--local",
